@@ -1,0 +1,144 @@
+"""The ``parley`` command (also ``python -m control``).
+
+``parley run``     load the settings, set up logging, serve the app until
+                   SIGINT/SIGTERM, then shut down gracefully (WebSockets,
+                   recordings, outbox, workers) and exit 0.
+``parley config``  print the effective settings (secrets masked) as ``VAR=value``.
+
+Exit status: 0 after a clean shutdown, 1 if the server could not start (workers,
+port in use...), 2 for invalid configuration or usage (one line on stderr naming
+the variable, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+
+from control.config import ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_START_FAILED = 1
+EXIT_CONFIG = 2
+
+#: Seconds aiohttp waits for in-flight requests/WebSockets after on_shutdown.
+SHUTDOWN_TIMEOUT = 10.0
+#: aiohttp access log line (loguru adds the time).
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+def _display_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+async def serve(settings: Settings) -> int:
+    """Run the server until SIGINT/SIGTERM; return the process exit status."""
+    from aiohttp import web
+    from loguru import logger
+
+    from control.app import create_app
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[signal.Signals] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+        # A second signal gets the default behaviour (interrupt / terminate now).
+        for s in signals:
+            loop.remove_signal_handler(s)
+
+    for s in signals:
+        loop.add_signal_handler(s, on_signal, s)
+
+    logger.info("configuration: {}", json.dumps(settings.redacted(), default=str))
+    for what, where in settings.backends().items():
+        logger.info("{}: {}", what, where)
+
+    runner = web.AppRunner(
+        create_app(settings),
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        access_log_format=ACCESS_LOG_FORMAT,
+    )
+    try:
+        try:
+            await runner.setup()
+        except Exception as exc:
+            logger.error("start-up failed: {}: {}", type(exc).__name__, exc)
+            logger.opt(exception=exc).debug("start-up failure details")
+            return EXIT_START_FAILED
+        if stop.is_set():
+            return EXIT_OK
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            logger.error("cannot listen on {}:{}: {}", settings.host, settings.port, exc.strerror or exc)
+            return EXIT_START_FAILED
+        logger.info(
+            "Parley listening on {} (HOST={} PORT={}); Ctrl-C or SIGTERM to stop",
+            _display_url(settings),
+            settings.host,
+            settings.port,
+        )
+        await stop.wait()
+        logger.info("{} received, shutting down", received[0].name if received else "stop")
+        return EXIT_OK
+    finally:
+        await runner.cleanup()
+        logger.info("stopped")
+
+
+def _cmd_run(settings: Settings) -> int:
+    from control.logging import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    return asyncio.run(serve(settings))
+
+
+def _cmd_config(settings: Settings) -> int:
+    for name, value in settings.redacted().items():
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        print(f"{name}={'' if value is None else value}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: WebRTC conferencing backend (aiohttp control plane, mediasoup workers). "
+        "Configured by environment variables and ./.env; see README.md.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("run", help="start the server (stops gracefully on SIGINT/SIGTERM)")
+    sub.add_parser("config", help="print the effective settings, secrets masked")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors exit 2 via argparse
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"parley: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "run":
+        return _cmd_run(settings)
+    return _cmd_config(settings)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Parley's configuration: one pydantic-settings ``Settings`` read from the
+environment and an optional ``.env`` file in the working directory.
+
+Every variable is documented in the README and in ``deploy/.env.example``.
+Empty values (``MONGODB_URI=``) count as unset, so a copied ``.env.example``
+keeps the embedded defaults. Invalid values fail at start-up:
+:func:`load_settings` raises :class:`ConfigError` whose one-line message names
+the variable (``PORT='abc': Input should be a valid integer``); the CLI prints
+it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from control.logging import is_secret_name, redact, redact_text
+
+#: Tags accepted by mediasoup-worker's ``--logTag`` (mediasoup ``WorkerLogTag``).
+MEDIASOUP_LOG_TAGS: tuple[str, ...] = (
+    "info",
+    "ice",
+    "dtls",
+    "rtp",
+    "srtp",
+    "rtcp",
+    "rtx",
+    "bwe",
+    "score",
+    "simulcast",
+    "svc",
+    "sctp",
+    "message",
+)
+
+#: loguru's level names (``LOG_LEVEL``).
+LOG_LEVELS: tuple[str, ...] = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _default_num_workers() -> int:
+    """One worker per CPU this process may run on (respects cpusets/containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``str()`` is one line naming the variable(s)."""
+
+
+class Settings(BaseSettings):
+    """All of Parley's settings. Field ``foo_bar`` is read from env ``FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # -- HTTP / signaling ---------------------------------------------------
+    port: int = Field(3000, ge=1, le=65535, description="HTTP and WebSocket port")
+    host: str = Field("0.0.0.0", min_length=1, description="HTTP bind address")
+
+    # -- backends (unset = embedded default under DATA_DIR) -------------------
+    mongodb_uri: str | None = Field(None, description="MongoDB for chat and meetings")
+    rabbitmq_url: str | None = Field(None, description="RabbitMQ for meeting events")
+    minio_endpoint: str | None = Field(None, description="S3/MinIO endpoint for recordings")
+    minio_access_key: str | None = None
+    minio_secret_key: SecretStr | None = None
+    minio_bucket: str = "recordings"
+    data_dir: Path = Path("./data")
+
+    # -- logging ------------------------------------------------------------
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # -- media (mediasoup workers) ------------------------------------------
+    mediasoup_num_workers: int = Field(default_factory=_default_num_workers, ge=1, le=1024)
+    mediasoup_rtc_min_port: int = Field(40000, ge=1, le=65535)
+    mediasoup_rtc_max_port: int = Field(49999, ge=1, le=65535)
+    mediasoup_listen_ip: str = "0.0.0.0"
+    mediasoup_announced_address: str | None = None
+    mediasoup_worker_log_level: Literal["debug", "warn", "error", "none"] = "warn"
+    mediasoup_worker_log_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # -- validators ---------------------------------------------------------
+    @field_validator("host", "mediasoup_announced_address", mode="before")
+    @classmethod
+    def _strip(cls, v: Any) -> Any:
+        return v.strip() if isinstance(v, str) else v
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _mongodb_uri(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return v
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _rabbitmq_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return v
+
+    @field_validator("minio_endpoint")
+    @classmethod
+    def _minio_endpoint(cls, v: str | None) -> str | None:
+        """``minio:9000`` or ``http(s)://minio:9000``; normalized to a URL."""
+        if v is None:
+            return None
+        v = v.strip().rstrip("/")
+        if "://" not in v:
+            v = "http://" + v
+        scheme, _, rest = v.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or "@" in rest:
+            raise ValueError("must be host:port or http(s)://host:port (credentials go in MINIO_ACCESS_KEY/MINIO_SECRET_KEY)")
+        return v
+
+    @field_validator("minio_bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not _BUCKET_RE.match(v) or ".." in v:
+            raise ValueError("must be a valid S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')")
+        return v
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().upper()
+            if v == "WARN":
+                v = "WARNING"
+            if v not in LOG_LEVELS:
+                raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return v
+
+    @field_validator("log_format", "mediasoup_worker_log_level", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("mediasoup_listen_ip")
+    @classmethod
+    def _listen_ip(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_address(v.strip()))
+        except ValueError:
+            raise ValueError("must be an IPv4 or IPv6 address") from None
+
+    @field_validator("mediasoup_announced_address")
+    @classmethod
+    def _announced(cls, v: str | None) -> str | None:
+        if v is not None and (any(c.isspace() for c in v) or "/" in v):
+            raise ValueError("must be an IP address or a host name")
+        return v
+
+    @field_validator("mediasoup_worker_log_tags", mode="before")
+    @classmethod
+    def _log_tags(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            s = v.strip()
+            if s.startswith("["):
+                try:
+                    v = json.loads(s)
+                except json.JSONDecodeError:
+                    raise ValueError("must be a comma-separated list of tags") from None
+            else:
+                v = [t.strip() for t in s.split(",") if t.strip()]
+        if isinstance(v, (list, tuple)):
+            tags = [str(t).strip().lower() for t in v]
+            bad = [t for t in tags if t not in MEDIASOUP_LOG_TAGS]
+            if bad:
+                raise ValueError(
+                    f"unknown tag(s) {', '.join(bad)}; valid: {' '.join(MEDIASOUP_LOG_TAGS)}"
+                )
+            return list(dict.fromkeys(tags))
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.mediasoup_rtc_min_port >= self.mediasoup_rtc_max_port:
+            raise ValueError(
+                f"MEDIASOUP_RTC_MIN_PORT ({self.mediasoup_rtc_min_port}) must be lower than "
+                f"MEDIASOUP_RTC_MAX_PORT ({self.mediasoup_rtc_max_port})"
+            )
+        if self.minio_endpoint and not (self.minio_access_key and self.minio_secret_key):
+            raise ValueError("MINIO_ENDPOINT is set but MINIO_ACCESS_KEY and MINIO_SECRET_KEY are not both set")
+        return self
+
+    # -- derived ------------------------------------------------------------
+    @property
+    def sqlite_path(self) -> Path:
+        """Embedded chat/meetings store, used when ``MONGODB_URI`` is unset."""
+        return self.data_dir / "parley.sqlite3"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Embedded object store, used when ``MINIO_ENDPOINT`` is unset."""
+        return self.data_dir / "recordings"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Embedded durable event outbox, used when ``RABBITMQ_URL`` is unset."""
+        return self.data_dir / "outbox"
+
+    def backends(self) -> dict[str, str]:
+        """Which backend each store uses, for start-up messages (redacted)."""
+        return {
+            "chat+meetings": (
+                f"MongoDB {redact_text(self.mongodb_uri)}"
+                if self.mongodb_uri
+                else f"embedded SQLite {self.sqlite_path} (set MONGODB_URI for MongoDB)"
+            ),
+            "recordings": (
+                f"S3/MinIO {self.minio_endpoint} bucket {self.minio_bucket}"
+                if self.minio_endpoint
+                else f"embedded local directory {self.recordings_dir} (set MINIO_ENDPOINT for S3/MinIO)"
+            ),
+            "events": (
+                f"RabbitMQ {redact_text(self.rabbitmq_url)}"
+                if self.rabbitmq_url
+                else f"embedded outbox {self.outbox_dir} (set RABBITMQ_URL for RabbitMQ)"
+            ),
+        }
+
+    def __repr_args__(self) -> Any:
+        """``repr()``/``str()`` never show credentials."""
+        for name, value in super().__repr_args__():
+            if name is not None and is_secret_name(name) and value is not None:
+                yield name, "***"
+            elif isinstance(value, str):
+                yield name, redact_text(value)
+            else:
+                yield name, value
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings keyed by env var name, secrets masked: safe to log."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                value = str(value)
+            out[name.upper()] = value
+        return redact(out)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``Settings.<field>``."""
+    return field.upper()
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = err.get("loc") or ()
+        msg = str(err.get("msg", "invalid value"))
+        msg = msg.removeprefix("Value error, ")
+        if loc:
+            name = env_name(str(loc[0]))
+            value = err.get("input")
+            if is_secret_name(name) or isinstance(value, SecretStr):
+                shown = "<redacted>"
+            elif isinstance(value, str):
+                shown = repr(redact_text(value))
+            else:
+                shown = None
+            parts.append(f"{name}={shown}: {msg}" if shown is not None else f"{name}: {msg}")
+        else:
+            parts.append(msg)
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` if invalid.
+
+    ``overrides`` are field values that win over the environment, plus
+    pydantic-settings' own ``_env_file`` (``None`` to ignore ``.env``).
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    except SettingsError as exc:  # an env value pydantic-settings could not even parse
+        text = str(exc)
+        m = re.search(r'field "([^"]+)"', text)
+        name = env_name(m.group(1)) if m else "configuration"
+        raise ConfigError(f"{name}: could not parse value ({redact_text(text)})") from None

@@ -1,0 +1,69 @@
+"""``GET /api/health``: is this node able to carry media?
+
+200 ``{"status": "ok", "workers": [...]}`` while at least one mediasoup worker is
+alive and answers a request; 503 ``{"status": "unavailable", ...}`` otherwise.
+Each worker entry: ``pid``, ``alive`` and, when it answered, its
+``resource_usage`` (``ru_maxrss``, ``ru_utime``...) or else an ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from loguru import logger
+
+from control.keys import WORKER_POOL
+
+#: How long a worker may take to answer before it is reported as not alive.
+WORKER_PROBE_TIMEOUT = 2.0
+
+routes = web.RouteTableDef()
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return dict(vars(value))
+
+
+async def _probe(worker: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"pid": worker.pid, "alive": False}
+    if worker.closed:
+        info["error"] = "closed"
+        return info
+    try:
+        usage = await asyncio.wait_for(worker.get_resource_usage(), WORKER_PROBE_TIMEOUT)
+    except asyncio.TimeoutError:
+        info["error"] = f"no answer within {WORKER_PROBE_TIMEOUT:g}s"
+    except Exception as exc:  # a dead or closing worker: report it, never raise
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        info["alive"] = not worker.closed
+        info["resource_usage"] = _as_dict(usage)
+    return info
+
+
+async def worker_health(app: web.Application) -> tuple[bool, list[dict[str, Any]]]:
+    """Probe every worker concurrently; ``(any_alive, per-worker info)``."""
+    pool = app.get(WORKER_POOL)
+    if pool is None:
+        return False, []
+    workers = await asyncio.gather(*(_probe(w) for w in list(pool.workers)))
+    return any(w["alive"] for w in workers), list(workers)
+
+
+@routes.get("/api/health")
+async def health(request: web.Request) -> web.Response:
+    ok, workers = await worker_health(request.app)
+    if ok:
+        return web.json_response({"status": "ok", "workers": workers})
+    logger.warning("health check: no live mediasoup worker ({} known)", len(workers))
+    return web.json_response({"status": "unavailable", "workers": workers}, status=503)
