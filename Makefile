@@ -45,7 +45,27 @@ worker: venv
 run: setup
 	$(VENV)/bin/parley run
 
-test: setup
+# Test services (tests/services.py). The MongoDB-wire server used when there is no
+# mongod on PATH and no MONGODB_URI is mongoeco, which needs Python >= 3.13: it gets
+# its own venv. MONGO_PYTHON=/path/to/python3.13 picks the interpreter.
+MONGO_VENV   := .venv-mongo
+MONGOECO_VER := 4.11.0
+.PHONY: services-setup
+services-setup: $(MONGO_VENV)/.mongoeco-$(MONGOECO_VER)
+$(MONGO_VENV)/.mongoeco-$(MONGOECO_VER):
+	@if [ -n "$$MONGODB_URI" ] || command -v mongod >/dev/null; then \
+		echo "services-setup: MONGODB_URI or mongod present, mongoeco not needed"; exit 0; fi; \
+	py=$$(for c in $(MONGO_PYTHON) python3.14 python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[3-9]*/bin/python3 \
+		/usr/local/bin/python3.13 /usr/bin/python3.13 python3; do \
+		"$$c" -c 'import sys, venv; sys.exit(sys.version_info < (3, 13))' 2>/dev/null && { echo "$$c"; break; }; done); \
+	if [ -z "$$py" ]; then echo "services-setup: no Python >= 3.13 found (PATH, pyenv, /usr/local/bin)." \
+		"mongoeco, the MongoDB-wire test server, needs one: install one and/or set MONGO_PYTHON=...," \
+		"or put mongod on PATH, or set MONGODB_URI." >&2; exit 1; fi; \
+	echo "services-setup: mongoeco $(MONGOECO_VER) into $(MONGO_VENV) with $$py"; \
+	rm -rf $(MONGO_VENV) && "$$py" -m venv $(MONGO_VENV) && \
+	$(MONGO_VENV)/bin/python -m pip install -q 'mongoeco[wire]==$(MONGOECO_VER)' && touch $@
+
+test: setup services-setup
 	$(PY) -m pytest
 
 bench: setup
@@ -55,4 +75,4 @@ lint: venv
 	$(PY) -m compileall -q control workers recording tests bench
 
 clean:
-	rm -rf $(STAMPS) $(VENV) workers/native/generated
+	rm -rf $(STAMPS) $(VENV) .venv-mongo workers/native/generated
