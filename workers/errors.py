@@ -27,5 +27,9 @@ class InvalidStateError(MediasoupError):
     """The entity, channel or worker is closed."""
 
 
+class NotFoundError(MediasoupError):
+    """The worker does not know the entity a request names."""
+
+
 class ChannelTimeoutError(MediasoupError):
     """The worker did not answer a request in time."""

@@ -1,0 +1,204 @@
+"""An RTP source in a router (mediasoup's ``Producer``).
+
+Events: ``transportclose``, ``score``, ``videoorientationchange``, ``trace``.
+Observer: ``close``, ``pause``, ``resume``, ``score``, ``videoorientationchange``,
+``trace``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from workers.enhanced_events import EnhancedEventEmitter
+from workers.errors import MediasoupTypeError
+from workers.fbs import FBS  # noqa: F401
+from workers.fbs_utils import PRODUCER_TRACE_EVENT, RTP_TYPE, TRACE_DIRECTION, body_as, to_dict, unpack
+
+import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
+import FBS.Notification.Event as FbsEvent  # noqa: E402
+import FBS.Producer.DumpResponse as FbsDumpResponse  # noqa: E402
+import FBS.Producer.EnableTraceEventRequest as FbsEnableTraceEvent  # noqa: E402
+import FBS.Producer.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
+import FBS.Producer.ScoreNotification as FbsScoreNotification  # noqa: E402
+import FBS.Producer.SendNotification as FbsSendNotification  # noqa: E402
+import FBS.Producer.TraceNotification as FbsTraceNotification  # noqa: E402
+import FBS.Producer.VideoOrientationChangeNotification as FbsVideoOrientation  # noqa: E402
+import FBS.Request.Body as FbsRequestBody  # noqa: E402
+import FBS.Request.Method as FbsMethod  # noqa: E402
+
+if TYPE_CHECKING:
+    from workers.transport import Transport
+
+PRODUCER_TRACE_TYPES = {name: value for value, name in PRODUCER_TRACE_EVENT.items()}
+
+
+class Producer(EnhancedEventEmitter):
+    def __init__(
+        self,
+        producer_id: str,
+        transport: "Transport",
+        *,
+        kind: str,
+        rtp_parameters: dict[str, Any],
+        producer_type: int,
+        consumable_rtp_parameters: dict[str, Any],
+        paused: bool,
+        app_data: dict,
+    ) -> None:
+        super().__init__()
+        self.id = producer_id
+        self.transport = transport
+        self.channel = transport.channel
+        self.kind = kind
+        self.rtp_parameters = rtp_parameters
+        self.fbs_type = producer_type
+        self.type = RTP_TYPE[producer_type]
+        self.consumable_rtp_parameters = consumable_rtp_parameters
+        self.paused = paused
+        self.app_data = app_data
+        self.score: list[dict[str, Any]] = []
+        self.closed = False
+        self.observer = EnhancedEventEmitter()
+        self.channel.subscribe(self.id, self._on_notification)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.channel.unsubscribe(self.id)
+        self.transport.close_producer_request(self.id)
+        self.emit("@close")
+        self.observer.safe_emit("close")
+
+    def transport_closed(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.channel.unsubscribe(self.id)
+        self.safe_emit("transportclose")
+        self.observer.safe_emit("close")
+
+    async def dump(self) -> dict[str, Any]:
+        response = await self.channel.request(FbsMethod.Method.PRODUCER_DUMP, handler_id=self.id)
+        dump = to_dict(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
+        dump["type"] = RTP_TYPE.get(dump["type"], dump["type"])
+        dump["traceEventTypes"] = [PRODUCER_TRACE_EVENT.get(t, t) for t in dump.get("traceEventTypes") or []]
+        return dump
+
+    async def get_stats(self) -> list[dict[str, Any]]:
+        response = await self.channel.request(FbsMethod.Method.PRODUCER_GET_STATS, handler_id=self.id)
+        stats = unpack(response, FbsGetStatsResponse.GetStatsResponse, FbsGetStatsResponse.GetStatsResponseT)
+        return [_rtp_stream_stats(stat, "inbound-rtp") for stat in stats.stats or []]
+
+    async def pause(self) -> None:
+        await self.channel.request(FbsMethod.Method.PRODUCER_PAUSE, handler_id=self.id)
+        was_paused, self.paused = self.paused, True
+        if not was_paused:
+            self.observer.safe_emit("pause")
+
+    async def resume(self) -> None:
+        await self.channel.request(FbsMethod.Method.PRODUCER_RESUME, handler_id=self.id)
+        was_paused, self.paused = self.paused, False
+        if was_paused:
+            self.observer.safe_emit("resume")
+
+    async def enable_trace_event(self, types: list[str] | None = None) -> None:
+        """Enable ``trace`` events: "rtp", "keyframe", "nack", "pli", "fir", "sr"."""
+        types = types or []
+        if not isinstance(types, list) or any(not isinstance(t, str) for t in types):
+            raise MediasoupTypeError("types must be an array of strings")
+        values = [PRODUCER_TRACE_TYPES[t] for t in types if t in PRODUCER_TRACE_TYPES]
+        builder = self.channel.builder
+        FbsEnableTraceEvent.StartEventsVector(builder, len(values))
+        for value in reversed(values):
+            builder.PrependUint8(value)
+        events = builder.EndVector()
+        FbsEnableTraceEvent.Start(builder)
+        FbsEnableTraceEvent.AddEvents(builder, events)
+        await self.channel.request(
+            FbsMethod.Method.PRODUCER_ENABLE_TRACE_EVENT,
+            FbsRequestBody.Body.Producer_EnableTraceEventRequest,
+            FbsEnableTraceEvent.End(builder),
+            self.id,
+        )
+
+    def send(self, rtp_packet: bytes) -> None:
+        """Inject an RTP packet (DirectTransport producers)."""
+        if not isinstance(rtp_packet, (bytes, bytearray, memoryview)):
+            raise MediasoupTypeError("rtpPacket must be bytes")
+        builder = self.channel.builder
+        data = builder.CreateByteVector(bytes(rtp_packet))
+        FbsSendNotification.Start(builder)
+        FbsSendNotification.AddData(builder, data)
+        self.channel.notify(
+            FbsEvent.Event.PRODUCER_SEND,
+            FbsNotificationBody.Body.Producer_SendNotification,
+            FbsSendNotification.End(builder),
+            self.id,
+        )
+
+    def _on_notification(self, event: int, notification: Any) -> None:
+        if event == FbsEvent.Event.PRODUCER_SCORE:
+            body = FbsScoreNotification.ScoreNotificationT.InitFromObj(
+                body_as(notification, FbsScoreNotification.ScoreNotification)
+            )
+            self.score = to_dict(body.scores) or []
+            self.safe_emit("score", self.score)
+            self.observer.safe_emit("score", self.score)
+        elif event == FbsEvent.Event.PRODUCER_VIDEO_ORIENTATION_CHANGE:
+            body = body_as(notification, FbsVideoOrientation.VideoOrientationChangeNotification)
+            orientation = {"camera": body.Camera(), "flip": body.Flip(), "rotation": body.Rotation()}
+            self.safe_emit("videoorientationchange", orientation)
+            self.observer.safe_emit("videoorientationchange", orientation)
+        elif event == FbsEvent.Event.PRODUCER_TRACE:
+            trace = parse_trace(body_as(notification, FbsTraceNotification.TraceNotification), PRODUCER_TRACE_EVENT)
+            self.safe_emit("trace", trace)
+            self.observer.safe_emit("trace", trace)
+        else:
+            logger.error("ignoring unknown producer event {}", event)
+
+    def __repr__(self) -> str:
+        return f"<Producer id={self.id} kind={self.kind} closed={self.closed}>"
+
+
+def parse_trace(trace: Any, type_names: dict[int, str]) -> dict[str, Any]:
+    """A producer or consumer trace notification as mediasoup's event dict."""
+    obj = type(trace).__module__
+    info = None
+    if trace.Info() is not None:
+        info_type = trace.InfoType()
+        info = _union_info(obj, info_type, trace.Info())
+    return {
+        "type": type_names.get(trace.Type(), trace.Type()),
+        "timestamp": trace.Timestamp(),
+        "direction": TRACE_DIRECTION.get(trace.Direction()),
+        "info": info or {},
+    }
+
+
+def _union_info(module_name: str, info_type: int, table: Any) -> dict[str, Any] | None:
+    """Decode the ``info`` union of a trace notification via its generated ``...T`` class."""
+    import importlib
+
+    package = module_name.rsplit(".", 1)[0]
+    union = importlib.import_module(f"{package}.TraceInfo")
+    creator = getattr(union, "TraceInfoCreator", None)
+    if creator is None:
+        return None
+    return to_dict(creator(info_type, table))
+
+
+def _rtp_stream_stats(stat: Any, stat_type: str) -> dict[str, Any]:
+    """Flatten ``FBS.RtpStream.Stats`` (Recv/SendStats wrapping BaseStats) as mediasoup does."""
+    return {"type": stat_type, **_flatten_stats(to_dict(stat.data))}
+
+
+def _flatten_stats(data: dict[str, Any]) -> dict[str, Any]:
+    base = data.pop("base", None)
+    flat: dict[str, Any] = {}
+    if isinstance(base, dict):
+        flat.update(_flatten_stats(base.get("data", base)))
+    flat.update(data)
+    return flat
