@@ -29,6 +29,10 @@ apt:
 		echo "apt: installing $$missing"; \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
+	@# npm fetches the pinned mediasoup package; Debian's npm only where none is installed
+	@# (it conflicts with a NodeSource nodejs).
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q npm; }
 
 venv: $(STAMPS)/venv
 $(STAMPS)/venv: pyproject.toml
