@@ -14,9 +14,20 @@ from loguru import logger
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
-from workers.fbs_utils import CONSUMER_TRACE_EVENT, RTP_TYPE, body_as, byte_vector, to_dict, unpack
+from workers.fbs_utils import (
+    CONSUMER_TRACE_EVENT,
+    MEDIA_KIND,
+    RTP_TYPE,
+    body_as,
+    byte_vector,
+    to_dict,
+    unpack,
+    vector,
+)
 from workers.producer import _rtp_stream_stats, parse_trace
+from workers.rtp_parameters import parse_rtp_encoding_parameters, parse_rtp_parameters
 
+import FBS.Consumer.ConsumerDump as FbsConsumerDump  # noqa: E402
 import FBS.Consumer.ConsumerLayers as FbsConsumerLayers  # noqa: E402
 import FBS.Consumer.DumpResponse as FbsDumpResponse  # noqa: E402
 import FBS.Consumer.EnableTraceEventRequest as FbsEnableTraceEvent  # noqa: E402
@@ -96,20 +107,12 @@ class Consumer(EnhancedEventEmitter):
 
     async def dump(self) -> dict[str, Any]:
         response = await self._request(FbsMethod.Method.CONSUMER_DUMP)
-        dump = to_dict(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
-        data = dump.pop("data", {}) or {}
-        base = data.pop("base", {}) or {}
-        base["type"] = RTP_TYPE.get(base.get("type"), base.get("type"))
-        base["traceEventTypes"] = [CONSUMER_TRACE_EVENT.get(t, t) for t in base.get("traceEventTypes") or []]
-        return {**base, **data}
+        return parse_consumer_dump(body_as(response, FbsDumpResponse.DumpResponse).Data())
 
     async def get_stats(self) -> list[dict[str, Any]]:
         response = await self._request(FbsMethod.Method.CONSUMER_GET_STATS)
         stats = unpack(response, FbsGetStatsResponse.GetStatsResponse, FbsGetStatsResponse.GetStatsResponseT)
-        result = []
-        for index, stat in enumerate(stats.stats or []):
-            result.append(_rtp_stream_stats(stat, "outbound-rtp" if index == 0 else "inbound-rtp"))
-        return result
+        return [_rtp_stream_stats(stat) for stat in stats.stats or []]
 
     async def pause(self) -> None:
         await self._request(FbsMethod.Method.CONSUMER_PAUSE)
@@ -233,6 +236,51 @@ class Consumer(EnhancedEventEmitter):
 
     def __repr__(self) -> str:
         return f"<Consumer id={self.id} kind={self.kind} closed={self.closed}>"
+
+
+def _parse_rtp_stream(stream: Any) -> dict[str, Any]:
+    """mediasoup's ``parseRtpStream``: an empty rid (or RTX rrid) is None."""
+    dump = to_dict(stream)
+    params = dump.get("params") or {}
+    if not params.get("rid"):
+        params["rid"] = None
+    rtx = dump.get("rtxStream")
+    if rtx and rtx.get("params") is not None and not rtx["params"].get("rrid"):
+        rtx["params"]["rrid"] = None
+    return {"params": params, "score": dump.get("score"), "rtxStream": rtx}
+
+
+def parse_consumer_dump(data: Any) -> dict[str, Any]:
+    """mediasoup's ``parseConsumerDumpResponse`` on an ``FBS.Consumer.ConsumerDump`` table."""
+    dump_t = FbsConsumerDump.ConsumerDumpT.InitFromObj(data)
+    base_table = data.Base()
+    base_t = dump_t.base
+    consumer_type = RTP_TYPE.get(base_t.type, base_t.type)
+    encodings = [parse_rtp_encoding_parameters(base_table.ConsumableRtpEncodings(i))
+                 for i in range(base_table.ConsumableRtpEncodingsLength())]
+    dump: dict[str, Any] = {
+        "id": to_dict(base_t.id),
+        "producerId": to_dict(base_t.producerId),
+        "kind": MEDIA_KIND.get(base_t.kind, base_t.kind),
+        "rtpParameters": parse_rtp_parameters(base_table.RtpParameters()),
+        "consumableRtpEncodings": encodings or None,
+        "traceEventTypes": [CONSUMER_TRACE_EVENT.get(t, t) for t in vector(base_t.traceEventTypes)],
+        "supportedCodecPayloadTypes": vector(base_t.supportedCodecPayloadTypes),
+        "paused": base_t.paused,
+        "producerPaused": base_t.producerPaused,
+        "priority": base_t.priority,
+        "type": consumer_type,
+    }
+    streams = [_parse_rtp_stream(stream) for stream in dump_t.rtpStreams or []]
+    if consumer_type == "pipe":
+        dump["rtpStreams"] = streams
+        return dump
+    dump["rtpStream"] = streams[0] if streams else None
+    if consumer_type in ("simulcast", "svc"):
+        for name in ("preferredSpatialLayer", "targetSpatialLayer", "currentSpatialLayer",
+                     "preferredTemporalLayer", "targetTemporalLayer", "currentTemporalLayer"):
+            dump[name] = getattr(dump_t, name)
+    return dump
 
 
 def parse_layers(layers: Any) -> dict[str, int] | None:

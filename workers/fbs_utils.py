@@ -22,6 +22,7 @@ import FBS.RtpParameters.Type as FbsRtpType  # noqa: E402
 import FBS.SctpAssociation.SctpState as FbsSctpState  # noqa: E402
 import FBS.SrtpParameters.SrtpCryptoSuite as FbsSrtpCryptoSuite  # noqa: E402
 import FBS.Transport.Protocol as FbsProtocol  # noqa: E402
+import FBS.Transport.Tuple as FbsTuple  # noqa: E402
 import FBS.Common.TraceDirection as FbsTraceDirection  # noqa: E402
 import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole  # noqa: E402
 import FBS.WebRtcTransport.DtlsState as FbsDtlsState  # noqa: E402
@@ -98,6 +99,8 @@ def _convert(obj: Any, enums: dict[str, dict[int, str]]) -> Any:
         return [_convert(item, enums) for item in obj]
     if hasattr(obj, "tolist"):  # numpy arrays, if numpy is present
         return obj.tolist()
+    if isinstance(obj, FbsTuple.TupleT):
+        return parse_tuple(obj)
     fields = vars(obj)
     result: dict[str, Any] = {}
     for name, value in fields.items():
@@ -108,6 +111,28 @@ def _convert(obj: Any, enums: dict[str, dict[int, str]]) -> Any:
         else:
             result[name] = _convert(value, enums)
     return result
+
+
+def parse_tuple(tuple_t: Any) -> dict[str, Any] | None:
+    """mediasoup's ``parseTuple``: a transport tuple, with the deprecated ``localIp`` alias."""
+    if tuple_t is None:
+        return None
+    local_address = _convert(tuple_t.localAddress, ENUM_FIELDS)
+    return {
+        "localIp": local_address,
+        "localAddress": local_address,
+        "localPort": tuple_t.localPort,
+        "remoteIp": _convert(tuple_t.remoteIp, ENUM_FIELDS),
+        "remotePort": tuple_t.remotePort,
+        "protocol": PROTOCOL.get(tuple_t.protocol, tuple_t.protocol),
+    }
+
+
+def vector(values: Any) -> list:
+    """A generated object-API vector (``None`` when absent, maybe a numpy array) as a list."""
+    if values is None:
+        return []
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 def unpack(response: Any, table_cls: type, object_cls: type) -> Any:

@@ -14,7 +14,17 @@ from loguru import logger
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
-from workers.fbs_utils import PRODUCER_TRACE_EVENT, RTP_TYPE, TRACE_DIRECTION, body_as, to_dict, unpack
+from workers.fbs_utils import (
+    MEDIA_KIND,
+    PRODUCER_TRACE_EVENT,
+    RTP_TYPE,
+    TRACE_DIRECTION,
+    body_as,
+    to_dict,
+    unpack,
+    vector,
+)
+from workers.rtp_parameters import parse_rtp_parameters
 
 import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
 import FBS.Notification.Event as FbsEvent  # noqa: E402
@@ -82,15 +92,25 @@ class Producer(EnhancedEventEmitter):
 
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.PRODUCER_DUMP, handler_id=self.id)
-        dump = to_dict(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
-        dump["type"] = RTP_TYPE.get(dump["type"], dump["type"])
-        dump["traceEventTypes"] = [PRODUCER_TRACE_EVENT.get(t, t) for t in dump.get("traceEventTypes") or []]
-        return dump
+        table = body_as(response, FbsDumpResponse.DumpResponse)
+        dump_t = FbsDumpResponse.DumpResponseT.InitFromObj(table)
+        # mediasoup's parseProducerDump: RTP parameters in their JSON shape,
+        # rtpMapping and rtpStreams as generic objects (rtpStreams absent if none).
+        return {
+            "id": to_dict(dump_t.id),
+            "kind": MEDIA_KIND.get(dump_t.kind, dump_t.kind),
+            "type": RTP_TYPE.get(dump_t.type, dump_t.type),
+            "rtpParameters": parse_rtp_parameters(table.RtpParameters()),
+            "rtpMapping": to_dict(dump_t.rtpMapping),
+            "rtpStreams": to_dict(dump_t.rtpStreams) if dump_t.rtpStreams else None,
+            "traceEventTypes": [PRODUCER_TRACE_EVENT.get(t, t) for t in vector(dump_t.traceEventTypes)],
+            "paused": dump_t.paused,
+        }
 
     async def get_stats(self) -> list[dict[str, Any]]:
         response = await self.channel.request(FbsMethod.Method.PRODUCER_GET_STATS, handler_id=self.id)
         stats = unpack(response, FbsGetStatsResponse.GetStatsResponse, FbsGetStatsResponse.GetStatsResponseT)
-        return [_rtp_stream_stats(stat, "inbound-rtp") for stat in stats.stats or []]
+        return [_rtp_stream_stats(stat) for stat in stats.stats or []]
 
     async def pause(self) -> None:
         await self.channel.request(FbsMethod.Method.PRODUCER_PAUSE, handler_id=self.id)
@@ -190,9 +210,29 @@ def _union_info(module_name: str, info_type: int, table: Any) -> dict[str, Any] 
     return to_dict(creator(info_type, table))
 
 
-def _rtp_stream_stats(stat: Any, stat_type: str) -> dict[str, Any]:
-    """Flatten ``FBS.RtpStream.Stats`` (Recv/SendStats wrapping BaseStats) as mediasoup does."""
-    return {"type": stat_type, **_flatten_stats(to_dict(stat.data))}
+def _rtp_stream_stats(stat: Any) -> dict[str, Any]:
+    """Flatten ``FBS.RtpStream.Stats`` (Recv/SendStats wrapping BaseStats) as mediasoup does.
+
+    As mediasoup's ``parseRtpStreamStats``, the type follows the stats kind:
+    receive stats are ``inbound-rtp``, send stats ``outbound-rtp``.
+    """
+    import FBS.RtpStream.RecvStats as FbsRecvStats
+
+    is_recv = isinstance(stat.data, FbsRecvStats.RecvStatsT)
+    flat = _flatten_stats(to_dict(stat.data))
+    flat["type"] = "inbound-rtp" if is_recv else "outbound-rtp"
+    if is_recv:
+        flat["bitrateByLayer"] = {
+            str(item.layer.decode() if isinstance(item.layer, bytes) else item.layer): item.bitrate
+            for item in stat.data.bitrateByLayer or []
+        }
+    else:
+        flat.pop("bitrateByLayer", None)
+    if not flat.get("rid"):
+        flat["rid"] = None
+    if not flat.get("rtxPacketsDiscarded"):
+        flat["rtxPacketsDiscarded"] = None
+    return flat
 
 
 def _flatten_stats(data: dict[str, Any]) -> dict[str, Any]:

@@ -13,20 +13,36 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from workers import ortc
+from workers.active_speaker_observer import ActiveSpeakerObserver
+from workers.audio_level_observer import AudioLevelObserver
+from workers.direct_transport import DirectTransport, parse_direct_transport_dump
 from workers.enhanced_events import EnhancedEventEmitter
-from workers.errors import InvalidStateError, MediasoupTypeError
+from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError
 from workers.fbs import FBS  # noqa: F401
 from workers.fbs_utils import to_dict, unpack
+from workers.pipe_transport import PipeTransport, parse_pipe_transport_dump
 from workers.plain_transport import PlainTransport, parse_plain_transport_dump
 from workers.transport import Transport, build_base_options, build_listen_info, check_app_data
 from workers.webrtc_transport import WebRtcTransport, parse_webrtc_transport_dump
 from workers.wire import as_wire, clone
 
+import FBS.ActiveSpeakerObserver.ActiveSpeakerObserverOptions as FbsActiveSpeakerOptions  # noqa: E402
+import FBS.AudioLevelObserver.AudioLevelObserverOptions as FbsAudioLevelOptions  # noqa: E402
+import FBS.DirectTransport.DirectTransportOptions as FbsDirectOptions  # noqa: E402
+import FBS.DirectTransport.DumpResponse as FbsDirectDump  # noqa: E402
+import FBS.PipeTransport.DumpResponse as FbsPipeDump  # noqa: E402
+import FBS.PipeTransport.PipeTransportOptions as FbsPipeOptions  # noqa: E402
 import FBS.PlainTransport.DumpResponse as FbsPlainDump  # noqa: E402
 import FBS.PlainTransport.PlainTransportOptions as FbsPlainOptions  # noqa: E402
 import FBS.Request.Body as FbsRequestBody  # noqa: E402
 import FBS.Request.Method as FbsMethod  # noqa: E402
+import FBS.Router.CreateActiveSpeakerObserverRequest as FbsCreateActiveSpeaker  # noqa: E402
+import FBS.Router.CreateAudioLevelObserverRequest as FbsCreateAudioLevel  # noqa: E402
+import FBS.Router.CreateDirectTransportRequest as FbsCreateDirect  # noqa: E402
+import FBS.Router.CreatePipeTransportRequest as FbsCreatePipe  # noqa: E402
 import FBS.Router.CreatePlainTransportRequest as FbsCreatePlain  # noqa: E402
 import FBS.Router.CreateWebRtcTransportRequest as FbsCreateWebRtc  # noqa: E402
 import FBS.Router.DumpResponse as FbsRouterDump  # noqa: E402
@@ -92,9 +108,9 @@ class Router(EnhancedEventEmitter):
             observer.router_closed()
         self.rtp_observers.clear()
         self.data_producers.clear()
-        for pair in self.pipe_transport_pairs.values():
-            if not pair.done():
-                pair.cancel()
+        # As mediasoup, only forget the pairs: a pair still being created is
+        # shared with the other router and with pipe_to_router() callers, and
+        # fails by itself (closing what it made) now that this router is gone.
         self.pipe_transport_pairs.clear()
 
     def fire_and_forget(self, method: int, body_type: int, offset: int, handler_id: str) -> None:
@@ -108,10 +124,15 @@ class Router(EnhancedEventEmitter):
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.ROUTER_DUMP, handler_id=self.id)
         dump = to_dict(unpack(response, FbsRouterDump.DumpResponse, FbsRouterDump.DumpResponseT))
-        for table in ("mapProducerIdConsumerIds", "mapConsumerIdProducerId", "mapProducerIdObserverIds",
-                      "mapDataProducerIdDataConsumerIds", "mapDataConsumerIdDataProducerId"):
-            if isinstance(dump.get(table), list):
-                dump[table] = {item["key"]: item.get("values", item.get("value")) for item in dump[table]}
+        # As mediasoup's parseRouterDumpResponse: every vector is an array (never
+        # absent) and the maps stay arrays of ``{key, values}`` / ``{key, value}``.
+        for table in ("transportIds", "rtpObserverIds", "mapProducerIdConsumerIds", "mapConsumerIdProducerId",
+                      "mapProducerIdObserverIds", "mapDataProducerIdDataConsumerIds",
+                      "mapDataConsumerIdDataProducerId"):
+            dump[table] = dump.get(table) or []
+        for table in ("mapProducerIdConsumerIds", "mapProducerIdObserverIds", "mapDataProducerIdDataConsumerIds"):
+            for item in dump[table]:
+                item["values"] = item.get("values") or []
         return dump
 
     # -- transports ------------------------------------------------------------------
@@ -154,6 +175,9 @@ class Router(EnhancedEventEmitter):
             raise MediasoupTypeError("missing webRtcServer, listenInfos and listenIps (one of them is mandatory)")
         if len(given) > 1:
             raise MediasoupTypeError("only one of webRtcServer, listenInfos and listenIps must be given")
+        for name, value in (("listenInfos", listen_infos), ("listenIps", listen_ips)):
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise MediasoupTypeError(f"{name} must be an array")
         app_data = check_app_data(app_data)
         if enable_udp is None:
             enable_udp = True
@@ -279,7 +303,334 @@ class Router(EnhancedEventEmitter):
         self._register_transport(transport)
         return transport
 
+    async def create_pipe_transport(
+        self,
+        *,
+        listen_info: Any = None,
+        listen_ip: Any = None,
+        port: int | None = None,
+        enable_sctp: bool = False,
+        enable_rtx: bool = False,
+        enable_srtp: bool = False,
+        app_data: dict | None = None,
+        **sctp_options: int,
+    ) -> PipeTransport:
+        """Create a PipeTransport (RTP/SCTP over UDP to another router's PipeTransport).
+
+        ``listen_info`` is UDP only (the worker refuses TCP); ``listen_ip`` +
+        ``port`` is mediasoup's deprecated form of it.
+        """
+        self._check_open()
+        if listen_info is None and listen_ip is None:
+            raise MediasoupTypeError("missing listenInfo and listenIp (one of them is mandatory)")
+        if listen_info is not None and listen_ip is not None:
+            raise MediasoupTypeError("only one of listenInfo and listenIp must be given")
+        app_data = check_app_data(app_data)
+        if listen_ip is not None:
+            listen_info = _listen_ip_to_info(listen_ip, port)
+        transport_id = str(uuid.uuid4())
+        builder = self.channel.builder
+        try:
+            listen_offset = build_listen_info(builder, listen_info)
+        except MediasoupTypeError:
+            builder.Clear()
+            raise
+        base = build_base_options(builder, enable_sctp=enable_sctp, **sctp_options)
+        FbsPipeOptions.Start(builder)
+        FbsPipeOptions.AddBase(builder, base)
+        FbsPipeOptions.AddListenInfo(builder, listen_offset)
+        FbsPipeOptions.AddEnableRtx(builder, bool(enable_rtx))
+        FbsPipeOptions.AddEnableSrtp(builder, bool(enable_srtp))
+        options = FbsPipeOptions.End(builder)
+        id_offset = builder.CreateString(transport_id)
+        FbsCreatePipe.Start(builder)
+        FbsCreatePipe.AddTransportId(builder, id_offset)
+        FbsCreatePipe.AddOptions(builder, options)
+        response = await self.channel.request(
+            FbsMethod.Method.ROUTER_CREATE_PIPETRANSPORT,
+            FbsRequestBody.Body.Router_CreatePipeTransportRequest,
+            FbsCreatePipe.End(builder),
+            self.id,
+        )
+        data = parse_pipe_transport_dump(unpack(response, FbsPipeDump.DumpResponse, FbsPipeDump.DumpResponseT))
+        transport = PipeTransport(transport_id, self, data, app_data)
+        self._register_transport(transport)
+        return transport
+
+    async def create_direct_transport(
+        self,
+        *,
+        max_send_message_size: int = 262144,
+        max_receive_message_size: int = 262144,
+        max_message_size: int | None = None,
+        app_data: dict | None = None,
+    ) -> DirectTransport:
+        """Create a DirectTransport (media and data to and from this process).
+
+        ``max_message_size`` is the single option of older mediasoup versions;
+        given, it sets both the send and the receive limit.
+        """
+        self._check_open()
+        if max_message_size is not None:
+            max_send_message_size = max_receive_message_size = max_message_size
+        for value in (max_send_message_size, max_receive_message_size):
+            if not _is_uint32(value):
+                raise MediasoupTypeError("if given, maxMessageSize must be a positive number")
+        app_data = check_app_data(app_data)
+        transport_id = str(uuid.uuid4())
+        builder = self.channel.builder
+        base = build_base_options(
+            builder,
+            direct=True,
+            max_send_message_size=max_send_message_size,
+            max_receive_message_size=max_receive_message_size,
+        )
+        FbsDirectOptions.Start(builder)
+        FbsDirectOptions.AddBase(builder, base)
+        options = FbsDirectOptions.End(builder)
+        id_offset = builder.CreateString(transport_id)
+        FbsCreateDirect.Start(builder)
+        FbsCreateDirect.AddTransportId(builder, id_offset)
+        FbsCreateDirect.AddOptions(builder, options)
+        response = await self.channel.request(
+            FbsMethod.Method.ROUTER_CREATE_DIRECTTRANSPORT,
+            FbsRequestBody.Body.Router_CreateDirectTransportRequest,
+            FbsCreateDirect.End(builder),
+            self.id,
+        )
+        data = parse_direct_transport_dump(unpack(response, FbsDirectDump.DumpResponse, FbsDirectDump.DumpResponseT))
+        transport = DirectTransport(transport_id, self, data, app_data)
+        self._register_transport(transport)
+        return transport
+
+    # -- piping to other routers -------------------------------------------------------
+
+    async def pipe_to_router(
+        self,
+        *,
+        producer_id: str | None = None,
+        data_producer_id: str | None = None,
+        router: "Router | None" = None,
+        keep_id: bool = True,
+        listen_info: Any = None,
+        listen_ip: Any = None,
+        enable_sctp: bool = True,
+        enable_rtx: bool = False,
+        enable_srtp: bool = False,
+        **sctp_options: int,
+    ) -> dict[str, Any]:
+        """Make a producer (or data producer) of this router consumable in ``router``.
+
+        ``router`` may live on another worker: that is how a room spreads over
+        CPU cores. One connected PipeTransport pair per router pair is created
+        on first use and shared afterwards (whichever router asked first). The
+        original is consumed on our side and produced again, with the same id
+        unless ``keep_id`` is false, on the other side. Returns
+        ``{"pipeConsumer", "pipeProducer"}`` or ``{"pipeDataConsumer",
+        "pipeDataProducer"}``; pause, resume and close of the original reach
+        the pipe producer through the pipe consumer's events.
+        """
+        if listen_info is None and listen_ip is None:
+            listen_info = {"protocol": "udp", "ip": "127.0.0.1"}
+        if listen_info is not None and listen_ip is not None:
+            raise MediasoupTypeError("only one of listenInfo and listenIp must be given")
+        if not producer_id and not data_producer_id:
+            raise MediasoupTypeError("missing producerId or dataProducerId")
+        if producer_id and data_producer_id:
+            raise MediasoupTypeError("just producerId or dataProducerId can be given")
+        if router is None:
+            raise MediasoupTypeError("missing router")
+        if router is self:
+            raise MediasoupTypeError("cannot use this Router as destination")
+        if listen_ip is not None:
+            listen_info = _listen_ip_to_info(listen_ip, None)
+        producer = data_producer = None
+        if producer_id:
+            producer = self.producers.get(producer_id)
+            if producer is None:
+                raise NotFoundError("Producer not found")
+        else:
+            data_producer = self.data_producers.get(data_producer_id)
+            if data_producer is None:
+                raise NotFoundError("DataProducer not found")
+        options = dict(
+            listen_info=listen_info, enable_sctp=enable_sctp, enable_rtx=enable_rtx, enable_srtp=enable_srtp,
+            **sctp_options,
+        )
+        local, remote = await self._pipe_transport_pair(router, options)
+        if producer is not None:
+            return await _pipe_producer(producer, local, remote, keep_id)
+        return await _pipe_data_producer(data_producer, local, remote, keep_id)
+
+    async def _pipe_transport_pair(self, router: "Router", options: dict[str, Any]) -> tuple[PipeTransport, PipeTransport]:
+        """Our and ``router``'s PipeTransport of the pair between us, creating it if needed.
+
+        The pair is a task registered in both routers before it runs, so
+        concurrent calls from either side share it; it is awaited through
+        ``shield`` so a cancelled caller cannot cancel it for the others.
+        """
+        key = router.id
+        pair = self.pipe_transport_pairs.get(key)
+        if pair is None:
+            pair = asyncio.ensure_future(self._create_pipe_transport_pair(router, options))
+            pair.add_done_callback(_ignore_result)
+            try:
+                router.add_pipe_transport_pair(self.id, pair)
+            except MediasoupError:
+                pair.cancel()
+                raise
+            self.pipe_transport_pairs[key] = pair
+        transports = await asyncio.shield(pair)
+        return transports[self.id], transports[router.id]
+
+    async def _create_pipe_transport_pair(self, router: "Router", options: dict[str, Any]) -> dict[str, PipeTransport]:
+        """Create both PipeTransports, tie their lifetimes, and connect each to the other.
+
+        They are tied before connecting, so that a router or worker closing
+        meanwhile closes the other side too instead of leaving it orphaned.
+        """
+        key = router.id
+        pair = asyncio.current_task()
+        results = await asyncio.gather(
+            self.create_pipe_transport(**options), router.create_pipe_transport(**options), return_exceptions=True
+        )
+        local, remote = (result if isinstance(result, PipeTransport) else None for result in results)
+        try:
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            assert local is not None and remote is not None
+            self._tie_pipe_transports(key, pair, local, remote)
+            _check_pipe_transports_open(local, remote)
+            await asyncio.gather(
+                local.connect(
+                    ip=remote.tuple["localAddress"], port=remote.tuple["localPort"],
+                    srtp_parameters=remote.srtp_parameters,
+                ),
+                remote.connect(
+                    ip=local.tuple["localAddress"], port=local.tuple["localPort"],
+                    srtp_parameters=local.srtp_parameters,
+                ),
+            )
+            _check_pipe_transports_open(local, remote)
+        except BaseException as error:
+            logger.error("pipe_to_router() | error creating PipeTransport pair: {!r}", error)
+            for transport in (local, remote):
+                if transport is not None:
+                    transport.close()
+            # Unlike mediasoup, which keeps the rejected promise cached, let the
+            # next pipe_to_router() try again.
+            self._forget_pipe_transport_pair(key, pair)
+            raise
+        return {self.id: local, router.id: remote}
+
+    def _tie_pipe_transports(self, key: str, pair: Any, local: PipeTransport, remote: PipeTransport) -> None:
+        """Closing either PipeTransport of a pair closes the other and forgets the pair."""
+
+        def on_local_close() -> None:
+            remote.close()
+            self._forget_pipe_transport_pair(key, pair)
+
+        def on_remote_close() -> None:
+            local.close()
+            self._forget_pipe_transport_pair(key, pair)
+
+        local.observer.on("close", on_local_close)
+        remote.observer.on("close", on_remote_close)
+
+    def add_pipe_transport_pair(self, key: str, pair: asyncio.Future) -> None:
+        """Share a pair that the router with id ``key`` is creating with us (mediasoup's
+        ``addPipeTransportPair``); forget it when it fails or our side closes."""
+        if key in self.pipe_transport_pairs:
+            raise MediasoupError("given pipeTransportPairKey already exists in this Router")
+        self.pipe_transport_pairs[key] = pair
+        pair.add_done_callback(lambda done: self._on_shared_pipe_transport_pair(key, done))
+
+    def _on_shared_pipe_transport_pair(self, key: str, pair: asyncio.Future) -> None:
+        if pair.cancelled() or pair.exception() is not None:
+            self._forget_pipe_transport_pair(key, pair)
+            return
+        local = pair.result()[self.id]
+        if local.closed:
+            self._forget_pipe_transport_pair(key, pair)
+            return
+        local.observer.on("close", lambda: self._forget_pipe_transport_pair(key, pair))
+
+    def _forget_pipe_transport_pair(self, key: str, pair: Any) -> None:
+        if self.pipe_transport_pairs.get(key) is pair:
+            del self.pipe_transport_pairs[key]
+
+    # -- RTP observers ---------------------------------------------------------------
+
+    async def create_active_speaker_observer(
+        self, *, interval: int = 300, app_data: dict | None = None
+    ) -> ActiveSpeakerObserver:
+        """An ActiveSpeakerObserver evaluating the dominant speaker every ``interval`` ms."""
+        self._check_open()
+        if not _is_number(interval):
+            raise MediasoupTypeError("if given, interval must be a number")
+        app_data = check_app_data(app_data)
+        observer_id = str(uuid.uuid4())
+        builder = self.channel.builder
+        id_offset = builder.CreateString(observer_id)
+        FbsActiveSpeakerOptions.Start(builder)
+        FbsActiveSpeakerOptions.AddInterval(builder, _uint16(interval))
+        options = FbsActiveSpeakerOptions.End(builder)
+        FbsCreateActiveSpeaker.Start(builder)
+        FbsCreateActiveSpeaker.AddRtpObserverId(builder, id_offset)
+        FbsCreateActiveSpeaker.AddOptions(builder, options)
+        await self.channel.request(
+            FbsMethod.Method.ROUTER_CREATE_ACTIVESPEAKEROBSERVER,
+            FbsRequestBody.Body.Router_CreateActiveSpeakerObserverRequest,
+            FbsCreateActiveSpeaker.End(builder),
+            self.id,
+        )
+        return self._register_rtp_observer(ActiveSpeakerObserver(observer_id, self, app_data))
+
+    async def create_audio_level_observer(
+        self, *, max_entries: int = 1, threshold: int = -80, interval: int = 1000, app_data: dict | None = None
+    ) -> AudioLevelObserver:
+        """An AudioLevelObserver reporting the ``max_entries`` loudest producers above
+        ``threshold`` dBov every ``interval`` ms."""
+        self._check_open()
+        if not _is_number(max_entries) or max_entries <= 0:
+            raise MediasoupTypeError("if given, maxEntries must be a positive number")
+        if not _is_number(threshold) or threshold < -127 or threshold > 0:
+            raise MediasoupTypeError("if given, threshold must be a negative number greater than -127")
+        if not _is_number(interval):
+            raise MediasoupTypeError("if given, interval must be a number")
+        app_data = check_app_data(app_data)
+        observer_id = str(uuid.uuid4())
+        builder = self.channel.builder
+        id_offset = builder.CreateString(observer_id)
+        FbsAudioLevelOptions.Start(builder)
+        FbsAudioLevelOptions.AddMaxEntries(builder, _uint16(max_entries))
+        FbsAudioLevelOptions.AddThreshold(builder, int(threshold))
+        FbsAudioLevelOptions.AddInterval(builder, _uint16(interval))
+        options = FbsAudioLevelOptions.End(builder)
+        FbsCreateAudioLevel.Start(builder)
+        FbsCreateAudioLevel.AddRtpObserverId(builder, id_offset)
+        FbsCreateAudioLevel.AddOptions(builder, options)
+        await self.channel.request(
+            FbsMethod.Method.ROUTER_CREATE_AUDIOLEVELOBSERVER,
+            FbsRequestBody.Body.Router_CreateAudioLevelObserverRequest,
+            FbsCreateAudioLevel.End(builder),
+            self.id,
+        )
+        return self._register_rtp_observer(AudioLevelObserver(observer_id, self, app_data))
+
+    def _register_rtp_observer(self, rtp_observer: Any) -> Any:
+        self.rtp_observers[rtp_observer.id] = rtp_observer
+        rtp_observer.once("@close", lambda: self.rtp_observers.pop(rtp_observer.id, None))
+        self.observer.safe_emit("newrtpobserver", rtp_observer)
+        return rtp_observer
+
     # -- capabilities ----------------------------------------------------------------
+
+    def update_media_codecs(self, media_codecs: list[Any]) -> None:
+        """Replace the router's RTP capabilities with those of ``media_codecs`` (mediasoup's
+        ``updateMediaCodecs``); existing producers and consumers are not touched."""
+        self.rtp_capabilities_wire = as_wire(ortc.generate_router_rtp_capabilities(clone(as_wire(media_codecs))))
 
     def can_consume(self, producer_id: str, rtp_capabilities: Any) -> bool:
         """Whether an endpoint with ``rtp_capabilities`` can consume the producer."""
@@ -310,6 +661,113 @@ def _listen_ips_to_infos(
         for protocol in protocols:
             infos.append({"protocol": protocol, "ip": ip["ip"], "announcedAddress": ip.get("announcedIp"), "port": port})
     return infos
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _uint16(value: float) -> int:
+    """A ``uint16`` option clamped to its range (the worker clamps it further)."""
+    return max(0, min(int(value), 0xFFFF))
+
+
+def _listen_ip_to_info(listen_ip: Any, port: int | None) -> dict[str, Any]:
+    """mediasoup's deprecated ``listenIp`` (a string or ``{ip, announcedIp}``) as a UDP listen info."""
+    ip = listen_ip if isinstance(listen_ip, dict) else {"ip": listen_ip}
+    if not isinstance(ip.get("ip"), str) or not ip["ip"]:
+        raise MediasoupTypeError("listenIp must be a string or an object with an ip string")
+    info: dict[str, Any] = {"protocol": "udp", "ip": ip["ip"], "port": port}
+    if ip.get("announcedIp"):
+        info["announcedAddress"] = ip["announcedIp"]
+    return info
+
+
+def _check_pipe_transports_open(*transports: PipeTransport) -> None:
+    if any(transport.closed for transport in transports):
+        raise InvalidStateError("PipeTransport closed while creating the pair")
+
+
+def _is_uint32(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF
+
+
+async def _pipe_producer(producer: Any, local: PipeTransport, remote: PipeTransport, keep_id: bool) -> dict[str, Any]:
+    """Consume ``producer`` on ``local``, produce it on ``remote``, and keep the two in sync."""
+    pipe_consumer = pipe_producer = None
+    try:
+        pipe_consumer = await local.consume(producer.id)
+        pipe_producer = await remote.produce(
+            pipe_consumer.kind,
+            pipe_consumer.rtp_parameters,
+            id=producer.id if keep_id else str(uuid.uuid4()),
+            paused=pipe_consumer.producer_paused,
+            app_data=producer.app_data,
+        )
+        if producer.closed:
+            raise NotFoundError("original Producer closed")
+        # The original may have been paused or resumed while we were awaiting.
+        if pipe_producer.paused != producer.paused:
+            await (pipe_producer.pause() if producer.paused else pipe_producer.resume())
+        consumer, piped = pipe_consumer, pipe_producer
+        consumer.observer.on("close", lambda: piped.close())
+        consumer.observer.on("pause", lambda: _spawn(piped.pause()))
+        consumer.observer.on("resume", lambda: _spawn(piped.resume()))
+        piped.observer.on("close", lambda: consumer.close())
+        return {"pipeConsumer": pipe_consumer, "pipeProducer": pipe_producer}
+    except BaseException as error:
+        logger.error("pipe_to_router() | error creating pipe Consumer/Producer pair: {!r}", error)
+        if pipe_consumer is not None:
+            pipe_consumer.close()
+        if pipe_producer is not None:
+            pipe_producer.close()
+        raise
+
+
+async def _pipe_data_producer(
+    data_producer: Any, local: PipeTransport, remote: PipeTransport, keep_id: bool
+) -> dict[str, Any]:
+    """Consume ``data_producer`` on ``local`` and produce it on ``remote``; closes follow each other."""
+    pipe_data_consumer = pipe_data_producer = None
+    try:
+        pipe_data_consumer = await local.consume_data(data_producer.id)
+        pipe_data_producer = await remote.produce_data(
+            pipe_data_consumer.sctp_stream_parameters,
+            id=data_producer.id if keep_id else str(uuid.uuid4()),
+            label=pipe_data_consumer.label,
+            protocol=pipe_data_consumer.protocol,
+            app_data=data_producer.app_data,
+        )
+        if data_producer.closed:
+            raise NotFoundError("original DataProducer closed")
+        consumer, piped = pipe_data_consumer, pipe_data_producer
+        consumer.observer.on("close", lambda: piped.close())
+        piped.observer.on("close", lambda: consumer.close())
+        return {"pipeDataConsumer": pipe_data_consumer, "pipeDataProducer": pipe_data_producer}
+    except BaseException as error:
+        logger.error("pipe_to_router() | error creating pipe DataConsumer/DataProducer pair: {!r}", error)
+        if pipe_data_consumer is not None:
+            pipe_data_consumer.close()
+        if pipe_data_producer is not None:
+            pipe_data_producer.close()
+        raise
+
+
+# Pause/resume syncs run in the background (mediasoup's ``void pipeProducer.pause()``);
+# the set keeps them referenced until done.
+_BACKGROUND_TASKS: set[asyncio.Task] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND_TASKS.add(task)
+    task.add_done_callback(_background_done)
+
+
+def _background_done(task: asyncio.Task) -> None:
+    _BACKGROUND_TASKS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("pipe_to_router() | syncing the pipe producer failed: {}", task.exception())
 
 
 def _ignore_result(future: asyncio.Future) -> None:

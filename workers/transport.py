@@ -23,7 +23,7 @@ from workers.consumer import Consumer
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError, NotFoundError, UnsupportedError
 from workers.fbs import FBS  # noqa: F401
-from workers.fbs_utils import PRODUCER_TRACE_EVENT, SCTP_STATE, body_as, to_dict
+from workers.fbs_utils import PRODUCER_TRACE_EVENT, SCTP_STATE, body_as, to_dict, vector
 from workers.producer import Producer
 from workers.rtp_parameters import serialize_rtp_encoding_parameters, serialize_rtp_parameters
 from workers.wire import as_wire, clone
@@ -71,8 +71,8 @@ _MID_LIMIT = 100_000_000
 def build_listen_info(builder: Any, info: Any) -> int:
     """Serialise one mediasoup ``TransportListenInfo`` dict."""
     info = as_wire(info)
-    if not isinstance(info, dict) or not info.get("ip"):
-        raise MediasoupTypeError("listenInfo must be an object with an ip")
+    if not isinstance(info, dict) or not info.get("ip") or not isinstance(info["ip"], str):
+        raise MediasoupTypeError("listenInfo must be an object with an ip string")
     protocol = info.get("protocol", "udp")
     if protocol not in ("udp", "tcp"):
         raise MediasoupTypeError(f"invalid listenInfo protocol {protocol!r}")
@@ -144,9 +144,22 @@ def check_app_data(app_data: Any) -> dict:
 def parse_base_dump(base: Any) -> dict[str, Any]:
     """mediasoup's ``parseBaseTransportDump`` on the object API."""
     dump = to_dict(base)
-    dump["traceEventTypes"] = [_TRACE_TYPE_NAMES.get(t, t) for t in base.traceEventTypes or []]
-    for table in ("mapSsrcConsumerId", "mapRtxSsrcConsumerId"):
-        dump[table] = {str(item["key"]): item["value"] for item in dump.get(table) or []}
+    dump["traceEventTypes"] = [_TRACE_TYPE_NAMES.get(t, t) for t in vector(base.traceEventTypes)]
+    # As mediasoup: id vectors are arrays (never absent) and the SSRC maps stay
+    # arrays of ``{key, value}``.
+    for table in ("producerIds", "consumerIds", "dataProducerIds", "dataConsumerIds",
+                  "mapSsrcConsumerId", "mapRtxSsrcConsumerId"):
+        dump[table] = dump.get(table) or []
+    listener = dump.get("rtpListener")
+    if isinstance(listener, dict):
+        for table in ("ssrcTable", "midTable", "ridTable"):
+            listener[table] = listener.get(table) or []
+    sctp = dump.get("sctpParameters")
+    if isinstance(sctp, dict):
+        # The 3.27 worker no longer reports OS/MIS; mediasoup's JSON still has
+        # them (65535) and maxMessageSize (parseSctpParameters), and
+        # _allocate_sctp_stream_id sizes its table from MIS.
+        sctp.update(OS=65535, MIS=65535, maxMessageSize=sctp["maxReceiveMessageSize"])
     return dump
 
 
@@ -283,14 +296,18 @@ class Transport(EnhancedEventEmitter):
 
     async def enable_trace_event(self, types: list[str] | None = None) -> None:
         """Enable ``trace`` events of the given types ("probation", "bwe")."""
-        types = types or []
-        unknown = [t for t in types if t not in TRANSPORT_TRACE_EVENT_TYPES]
-        if unknown:
-            raise MediasoupTypeError(f"invalid trace event types: {unknown}")
+        if types is None:
+            types = []
+        if not isinstance(types, list):
+            raise MediasoupTypeError("types must be an array")
+        if any(not isinstance(t, str) for t in types):
+            raise MediasoupTypeError("every type must be a string")
+        # As mediasoup: unknown types are ignored.
+        values = [TRANSPORT_TRACE_EVENT_TYPES[t] for t in types if t in TRANSPORT_TRACE_EVENT_TYPES]
         builder = self.channel.builder
-        FbsEnableTraceEventRequest.StartEventsVector(builder, len(types))
-        for name in reversed(types):
-            builder.PrependUint8(TRANSPORT_TRACE_EVENT_TYPES[name])
+        FbsEnableTraceEventRequest.StartEventsVector(builder, len(values))
+        for value in reversed(values):
+            builder.PrependUint8(value)
         events = builder.EndVector()
         FbsEnableTraceEventRequest.Start(builder)
         FbsEnableTraceEventRequest.AddEvents(builder, events)
@@ -589,9 +606,14 @@ class Transport(EnhancedEventEmitter):
             stream_params = self._consumer_stream_parameters(
                 data_producer, ordered, max_packet_life_time, max_retransmits
             )
-        data_consumer = await DataConsumer.create(
-            self, str(uuid.uuid4()), data_producer, data_type, stream_params, paused, subchannels or [], app_data
-        )
+        try:
+            data_consumer = await DataConsumer.create(
+                self, str(uuid.uuid4()), data_producer, data_type, stream_params, paused, subchannels or [], app_data
+            )
+        except BaseException:
+            if stream_params and self._sctp_stream_ids is not None:  # refused: its stream id is free again
+                self._sctp_stream_ids[stream_params["streamId"]] = 0
+            raise
         self.data_consumers[data_consumer.id] = data_consumer
         data_consumer.once("@close", lambda: self._on_data_consumer_gone(data_consumer))
         data_consumer.once("@dataproducerclose", lambda: self._on_data_consumer_gone(data_consumer))

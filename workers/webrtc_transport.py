@@ -53,10 +53,16 @@ def parse_webrtc_transport_dump(dump_t: Any) -> dict[str, Any]:
     dump = to_dict(dump_t)
     base = parse_base_dump(dump_t.base)
     dump.pop("base", None)
-    for candidate, raw in zip(dump["iceCandidates"], dump_t.iceCandidates or []):
-        candidate["type"] = ICE_CANDIDATE_TYPE.get(raw.type, raw.type)
-        if candidate.get("tcpType") is None:
-            candidate.pop("tcpType", None)
+    candidates = []
+    for candidate, raw in zip(dump.get("iceCandidates") or [], dump_t.iceCandidates or []):
+        # As mediasoup's parseIceCandidate: ``ip`` is the deprecated alias of ``address``.
+        parsed = {"foundation": candidate["foundation"], "priority": candidate["priority"],
+                  "ip": candidate["address"], **candidate}
+        parsed["type"] = ICE_CANDIDATE_TYPE.get(raw.type, raw.type)
+        if parsed.get("tcpType") is None:
+            parsed.pop("tcpType", None)
+        candidates.append(parsed)
+    dump["iceCandidates"] = candidates
     return {**base, **dump}
 
 

@@ -305,7 +305,12 @@ class Worker(EnhancedEventEmitter):
 
         if app_data is not None and not isinstance(app_data, dict):
             raise MediasoupTypeError("if given, appData must be an object")
-        rtp_capabilities = ortc.generate_router_rtp_capabilities(media_codecs or [])
+        from workers.wire import as_wire, clone
+
+        # As mediasoup: the given codecs are cloned (ortc normalises them in place).
+        rtp_capabilities = ortc.generate_router_rtp_capabilities(
+            clone(as_wire(media_codecs)) if media_codecs is not None else []
+        )
         router_id = str(uuid.uuid4())
         builder = self.channel.builder
         id_offset = builder.CreateString(router_id)

@@ -77,7 +77,9 @@ class WorkerPool(EnhancedEventEmitter):
         live = self.workers
         if not live:
             raise InvalidStateError("no live mediasoup worker")
-        return min(live, key=worker_load)
+        # Ties (e.g. rooms created before anyone joined) are broken by router
+        # count, so empty rooms spread over the workers too.
+        return min(live, key=lambda worker: (worker_load(worker), len(worker.routers)))
 
     async def create_router(self, media_codecs: list[Any] | None = None, app_data: dict | None = None) -> Any:
         """Create a router on the least loaded live worker."""
