@@ -1,0 +1,32 @@
+"""``GET /api/events/outbox`` (admin): the events waiting for delivery.
+
+Query: ``limit`` (1-1000, default 100). Answer: the bus status (outbox backend,
+broker connection, counters), ``pending`` (how many wait) and ``events``
+(oldest first: ``eventId``, ``type``, ``createdAt``, ``attempts``,
+``lastAttemptAt``, ``lastError`` and the ``event`` itself with every
+``integrations`` value masked).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.events.admin import require_admin
+from control.keys import EVENTS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/events/outbox")
+@require_admin
+async def get_outbox(request: web.Request) -> web.Response:
+    bus = request.app.get(EVENTS)
+    if bus is None:
+        return web.json_response({"error": "the event bus is not running"}, status=503)
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = -1
+    if not 1 <= limit <= 1000:
+        return web.json_response({"error": "limit must be an integer from 1 to 1000"}, status=400)
+    return web.json_response(await bus.outbox_view(limit))
