@@ -73,7 +73,7 @@ test: setup services-setup
 	$(PY) -m pytest
 
 bench: setup
-	@echo "see bench/README.md"
+	$(PY) bench/channel.py
 
 lint: venv
 	$(PY) -m compileall -q control workers recording tests bench
