@@ -15,7 +15,18 @@ from aiohttp import web
 from loguru import logger
 
 from control import health
+from control.api import chat as chat_api
+from control.api import meetings as meetings_api
+from control.api import rooms as rooms_api
+from control.chat.context import chat_ctx
+from control.events import routes as events_routes
+from control.events.service import events_ctx
+from control.storage import routes as storage_routes
+from control.storage.service import storage_ctx
 from control.config import Settings
+from control.rooms import broadcasters
+from control.rooms.manager import close_connections, rooms_ctx
+from control.signaling import server as signaling
 from control.keys import SETTINGS, WORKER_POOL
 
 
@@ -55,5 +66,17 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app.cleanup_ctx.append(worker_pool_ctx)
+    app.cleanup_ctx.append(events_ctx)  # before storage: finished uploads publish events
+    app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(chat_ctx)  # after events: meeting changes publish events
+    app.cleanup_ctx.append(rooms_ctx)  # after the pool (and chat: joins/leaves are recorded as meetings)
+    app.on_shutdown.append(close_connections)  # peers' WebSockets close (1001) before aiohttp waits on them
     app.add_routes(health.routes)
+    app.add_routes(events_routes.routes)  # GET /api/events/outbox (admin)
+    app.add_routes(storage_routes.routes)  # the local store's presigned URLs
+    app.add_routes(chat_api.routes)  # GET/DELETE /api/rooms/{roomId}/messages
+    app.add_routes(meetings_api.routes)  # GET /api/meetings/{id}, /api/rooms/{roomId}/meetings
+    app.add_routes(rooms_api.routes)  # GET /api/rooms, /api/rooms/{roomId} (admin)
+    app.add_routes(broadcasters.routes)  # mediasoup-demo's broadcaster API under /rooms/...
+    app.add_routes(signaling.routes)  # protoo WebSocket: GET /?roomId=&peerId= (and /ws)
     return app

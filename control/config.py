@@ -76,12 +76,29 @@ class Settings(BaseSettings):
 
     # -- backends (unset = embedded default under DATA_DIR) -------------------
     mongodb_uri: str | None = Field(None, description="MongoDB for chat and meetings")
+    mongodb_write_concern: str | None = Field(
+        None, description="MongoDB write concern w (1, 2, majority...); unset: the URI's, else 1"
+    )
+    mongodb_timeout_ms: int = Field(
+        5000, ge=100, le=600_000, description="MongoDB server selection, connect and socket timeout"
+    )
     rabbitmq_url: str | None = Field(None, description="RabbitMQ for meeting events")
     minio_endpoint: str | None = Field(None, description="S3/MinIO endpoint for recordings")
     minio_access_key: str | None = None
     minio_secret_key: SecretStr | None = None
     minio_bucket: str = "recordings"
+    minio_region: str = Field("us-east-1", min_length=1, description="S3 region (signing)")
+    minio_part_size_mb: int = Field(16, ge=5, le=5120, description="multipart upload part size")
+    minio_concurrency: int = Field(4, ge=1, le=64, description="parallel parts per upload")
+    presign_expiry: int = Field(3600, ge=1, le=604800, description="presigned URL lifetime (s)")
+    chat_file_max_mb: int = Field(25, ge=1, le=5120, description="largest chat file upload")
+    rabbitmq_ai_queue: str = Field("ai.recording.completed", min_length=1, max_length=255)
+    admin_token: SecretStr | None = Field(None, description="bearer token for admin routes")
     data_dir: Path = Path("./data")
+
+    # -- chat ---------------------------------------------------------------
+    chat_max_text_length: int = Field(4000, ge=1, le=100_000, description="longest chat message (characters)")
+    chat_delete_on_meeting_end: bool = Field(False, description="delete a room's chat when its meeting ends")
 
     # -- logging ------------------------------------------------------------
     log_level: str = "INFO"
@@ -96,6 +113,20 @@ class Settings(BaseSettings):
     mediasoup_worker_log_level: Literal["debug", "warn", "error", "none"] = "warn"
     mediasoup_worker_log_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # -- signaling and rooms (control/signaling, control/rooms) ---------------
+    signaling_max_frame_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1024 * 1024, description="largest WebSocket signaling message (bytes)"
+    )
+    signaling_request_timeout_seconds: float = Field(
+        20.0, gt=0, le=300, description="how long a client has to answer a server request (newConsumer...)"
+    )
+    peer_reconnect_grace_seconds: float = Field(
+        10.0, ge=0, le=3600, description="how long a dropped peer is kept for a reconnect with the same peerId"
+    )
+    room_consumers_per_worker: int = Field(
+        500, ge=1, le=1_000_000, description="consumers of one room on one worker before it spreads to another"
+    )
+
     # -- validators ---------------------------------------------------------
     @field_validator("host", "mediasoup_announced_address", mode="before")
     @classmethod
@@ -107,6 +138,20 @@ class Settings(BaseSettings):
     def _mongodb_uri(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return v
+
+    @field_validator("mongodb_write_concern")
+    @classmethod
+    def _mongodb_write_concern(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip()
+        if v.isdigit():
+            if int(v) < 1:
+                raise ValueError("must be at least 1 (w=0 is unacknowledged: chat messages could be lost)")
+            return str(int(v))
+        if not v or any(c.isspace() for c in v):
+            raise ValueError("must be a number of members (1, 2...), majority, or a tag set name")
         return v
 
     @field_validator("rabbitmq_url")
@@ -219,7 +264,8 @@ class Settings(BaseSettings):
 
     @property
     def outbox_dir(self) -> Path:
-        """Embedded durable event outbox, used when ``RABBITMQ_URL`` is unset."""
+        """Reserved. The event outbox is the table/collection ``event_outbox`` of the
+        chat store (``sqlite_path`` or MongoDB), see ``control/events/outbox.py``."""
         return self.data_dir / "outbox"
 
     def backends(self) -> dict[str, str]:
@@ -236,9 +282,11 @@ class Settings(BaseSettings):
                 else f"embedded local directory {self.recordings_dir} (set MINIO_ENDPOINT for S3/MinIO)"
             ),
             "events": (
-                f"RabbitMQ {redact_text(self.rabbitmq_url)}"
+                f"RabbitMQ {redact_text(self.rabbitmq_url)} exchange meetings, through the outbox "
+                f"(table event_outbox in {'MongoDB' if self.mongodb_uri else self.sqlite_path})"
                 if self.rabbitmq_url
-                else f"embedded outbox {self.outbox_dir} (set RABBITMQ_URL for RabbitMQ)"
+                else f"embedded outbox only: table event_outbox in "
+                f"{'MongoDB' if self.mongodb_uri else self.sqlite_path} (set RABBITMQ_URL for RabbitMQ)"
             ),
         }
 

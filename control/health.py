@@ -2,7 +2,8 @@
 
 200 ``{"status": "ok", "workers": [...]}`` while at least one mediasoup worker is
 alive and answers a request; 503 ``{"status": "unavailable", ...}`` otherwise.
-Each worker entry: ``pid``, ``alive`` and, when it answered, its
+Each worker entry: ``pid``, ``alive``, ``load`` (its routers, transports,
+producers and consumers) and, when it answered, its
 ``resource_usage`` (``ru_maxrss``, ``ru_utime``...) or else an ``error``.
 """
 
@@ -34,8 +35,20 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return dict(vars(value))
 
 
+def _load(worker: Any) -> dict[str, int]:
+    """What the worker carries: routers (rooms), transports, consumers and producers."""
+    routers = list(getattr(worker, "routers", ()))
+    transports = [t for r in routers for t in r.transports.values()]
+    return {
+        "routers": len(routers),
+        "transports": len(transports),
+        "producers": sum(len(t.producers) for t in transports),
+        "consumers": sum(len(t.consumers) for t in transports),
+    }
+
+
 async def _probe(worker: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"pid": worker.pid, "alive": False}
+    info: dict[str, Any] = {"pid": worker.pid, "alive": False, "load": _load(worker)}
     if worker.closed:
         info["error"] = "closed"
         return info

@@ -15,6 +15,12 @@ from aiohttp import web
 from control.config import Settings
 
 if TYPE_CHECKING:  # keep this module importable without the native worker layer
+    from control.chat.meetings import MeetingService
+    from control.chat.service import ChatService
+    from control.events.bus import EventBus
+    from control.rooms.manager import RoomManager
+    from control.storage.base import ObjectStore
+    from control.store.base import Store
     from workers.worker_pool import WorkerPool
 
 #: The validated configuration the app was created with.
@@ -23,4 +29,22 @@ SETTINGS: Final[web.AppKey[Settings]] = web.AppKey("settings", Settings)
 #: The running mediasoup worker pool (set by ``control.app.worker_pool_ctx``).
 WORKER_POOL: Final[web.AppKey[WorkerPool]] = web.AppKey("worker_pool")
 
-__all__ = ["SETTINGS", "WORKER_POOL"]
+#: The object store, S3/MinIO or local directory (``control.storage.service.storage_ctx``).
+STORAGE: Final[web.AppKey[ObjectStore]] = web.AppKey("storage")
+
+#: The event bus: outbox + RabbitMQ relay (``control.events.service.events_ctx``).
+EVENTS: Final[web.AppKey[EventBus]] = web.AppKey("events")
+
+#: The chat + meetings store, MongoDB or SQLite (``control.chat.chat_ctx``).
+STORE: Final[web.AppKey[Store]] = web.AppKey("store")
+
+#: The chat service: send, history, system messages (``control.chat.chat_ctx``).
+CHAT: Final[web.AppKey[ChatService]] = web.AppKey("chat")
+
+#: Meetings: joins, leaves, recordings (``control.chat.chat_ctx``; also ``CHAT.meetings``).
+MEETINGS: Final[web.AppKey[MeetingService]] = web.AppKey("meetings")
+
+#: The rooms and their peers, plus one WebRtcServer per worker (``control.rooms.manager.rooms_ctx``).
+ROOMS: Final[web.AppKey[RoomManager]] = web.AppKey("rooms")
+
+__all__ = ["CHAT", "EVENTS", "MEETINGS", "ROOMS", "SETTINGS", "STORAGE", "STORE", "WORKER_POOL"]

@@ -42,12 +42,23 @@ def test_every_field_has_its_documented_variable() -> None:
         "PORT",
         "HOST",
         "MONGODB_URI",
+        "MONGODB_WRITE_CONCERN",
+        "MONGODB_TIMEOUT_MS",
         "RABBITMQ_URL",
         "MINIO_ENDPOINT",
         "MINIO_ACCESS_KEY",
         "MINIO_SECRET_KEY",
         "MINIO_BUCKET",
+        "MINIO_REGION",
+        "MINIO_PART_SIZE_MB",
+        "MINIO_CONCURRENCY",
+        "PRESIGN_EXPIRY",
+        "CHAT_FILE_MAX_MB",
+        "RABBITMQ_AI_QUEUE",
+        "ADMIN_TOKEN",
         "DATA_DIR",
+        "CHAT_MAX_TEXT_LENGTH",
+        "CHAT_DELETE_ON_MEETING_END",
         "LOG_LEVEL",
         "LOG_FORMAT",
         "MEDIASOUP_NUM_WORKERS",
@@ -57,6 +68,10 @@ def test_every_field_has_its_documented_variable() -> None:
         "MEDIASOUP_ANNOUNCED_ADDRESS",
         "MEDIASOUP_WORKER_LOG_LEVEL",
         "MEDIASOUP_WORKER_LOG_TAGS",
+        "SIGNALING_MAX_FRAME_BYTES",
+        "SIGNALING_REQUEST_TIMEOUT_SECONDS",
+        "PEER_RECONNECT_GRACE_SECONDS",
+        "ROOM_CONSUMERS_PER_WORKER",
     ]
     documented = (REPO / "deploy" / ".env.example").read_text()
     readme = (REPO / "README.md").read_text()
@@ -138,6 +153,18 @@ def test_empty_values_mean_default(load: Loader) -> None:
     assert s.mediasoup_worker_log_tags == []
 
 
+def test_signaling_and_room_settings(load: Loader) -> None:
+    s = load_settings()
+    assert s.signaling_max_frame_bytes == 1_048_576
+    assert s.signaling_request_timeout_seconds == 20
+    assert s.peer_reconnect_grace_seconds == 10
+    assert s.room_consumers_per_worker == 500
+    s = load(SIGNALING_MAX_FRAME_BYTES="65536", SIGNALING_REQUEST_TIMEOUT_SECONDS="5",
+             PEER_RECONNECT_GRACE_SECONDS="0", ROOM_CONSUMERS_PER_WORKER="200")
+    assert (s.signaling_max_frame_bytes, s.signaling_request_timeout_seconds) == (65536, 5)
+    assert (s.peer_reconnect_grace_seconds, s.room_consumers_per_worker) == (0, 200)
+
+
 def test_all_log_tags_accepted(load: Loader) -> None:
     s = load(MEDIASOUP_WORKER_LOG_TAGS=",".join(MEDIASOUP_LOG_TAGS))
     assert s.mediasoup_worker_log_tags == list(MEDIASOUP_LOG_TAGS)
@@ -166,6 +193,10 @@ def test_all_log_tags_accepted(load: Loader) -> None:
         ("MEDIASOUP_WORKER_LOG_LEVEL", "verbose"),
         ("MEDIASOUP_WORKER_LOG_TAGS", "ice,nope"),
         ("MEDIASOUP_WORKER_LOG_TAGS", "[ice"),
+        ("SIGNALING_MAX_FRAME_BYTES", "100"),
+        ("SIGNALING_REQUEST_TIMEOUT_SECONDS", "0"),
+        ("PEER_RECONNECT_GRACE_SECONDS", "-1"),
+        ("ROOM_CONSUMERS_PER_WORKER", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(var: str, value: str, load: Loader) -> None:

@@ -1,0 +1,48 @@
+"""Rooms over REST, for operators (admin routes, see ``require_admin``).
+
+``GET /api/rooms``
+    200 ``{"rooms": [{id, peers, broadcasters, workers, createdAt}]}``
+``GET /api/rooms/{roomId}``
+    200 the room: its routers (worker pid, consumer count), peers and
+    broadcasters with their transports, producers, consumers and data
+    producers/consumers (each with the worker it runs on), the dominant
+    speaker; participant metadata only as the e-mail and the names of the
+    aiSettings/integrations keys, never their values. 404 unknown room.
+
+Both are admin routes: ``ADMIN_TOKEN`` as a bearer token, or direct loopback
+clients when it is unset (``control.events.admin.require_admin``, to be
+replaced by the auth module's check under the same name).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.api import error_response
+from control.events.admin import require_admin
+from control.keys import ROOMS
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@routes.get("/api/rooms")
+@require_admin
+async def list_rooms(request: web.Request) -> web.Response:
+    manager = request.app.get(ROOMS)
+    rooms = [room.summary() for room in manager.rooms.values() if not room.closed] if manager else []
+    return web.json_response({"rooms": rooms}, headers=_NO_STORE)
+
+
+@routes.get("/api/rooms/{roomId}")
+@require_admin
+async def get_room(request: web.Request) -> web.Response:
+    manager = request.app.get(ROOMS)
+    room_id = request.match_info["roomId"]
+    room = manager.get_room(room_id) if manager is not None else None
+    if room is None:
+        return error_response(404, f'room "{room_id}" not found', "not_found")
+    return web.json_response(room.describe(), headers=_NO_STORE)

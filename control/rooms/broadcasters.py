@@ -1,0 +1,384 @@
+"""mediasoup-demo's broadcaster REST API: FFmpeg/GStreamer and server-side tools.
+
+Same paths and bodies as the demo's ``server.js`` (its ``broadcasters/*.sh``
+scripts work unchanged); the room must exist (404 otherwise):
+
+- ``GET    /rooms/{roomId}``: the router's RTP capabilities
+- ``POST   /rooms/{roomId}/broadcasters`` ``{id, displayName, device, rtpCapabilities}``
+  -> ``{peers: [{id, displayName, device, producers: [{id, kind}]}]}``
+- ``DELETE /rooms/{roomId}/broadcasters/{broadcasterId}``
+- ``POST   .../broadcasters/{broadcasterId}/transports``
+  ``{type: "plain"|"webrtc", rtcpMux, comedia, sctpCapabilities}``
+- ``POST   .../transports/{transportId}/connect`` ``{dtlsParameters}`` (WebRTC)
+- ``POST   .../transports/{transportId}/plain/connect`` ``{ip, port, rtcpPort}``
+- ``POST   .../transports/{transportId}/producers`` ``{kind, rtpParameters}`` -> ``{id}``
+- ``POST   .../transports/{transportId}/consume?producerId=`` -> ``{id, producerId, kind, rtpParameters, type}``
+- ``POST   .../transports/{transportId}/consume/data`` ``{dataProducerId}`` -> ``{id, streamId}``
+- ``POST   .../transports/{transportId}/produce/data``
+  ``{sctpStreamParameters, label, protocol, appData}`` -> ``{id}``
+
+A broadcaster appears to the room's peers as a peer (``newPeer``,
+``peerClosed``, its producers consumed by everyone). Errors are JSON
+``{"error", "code"}``: 400 invalid body, 404 unknown room/broadcaster/transport,
+409 duplicate id, 503 worker unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from control.keys import ROOMS
+from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
+from control.rooms.peer import Peer
+from control.rooms.room import Room, worker_errors
+from control.signaling import messages as m
+from control.signaling.protoo import ProtooError
+from workers import ortc
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+_BASE = "/rooms/{roomId}/broadcasters/{broadcasterId}/transports/{transportId}"
+_MAX_BODY = 1_048_576
+
+
+# -- bodies ---------------------------------------------------------------------------
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Device(_Body):
+    name: str = Field(min_length=1, max_length=128)
+    version: str | None = Field(None, max_length=64)
+
+
+class CreateBroadcaster(_Body):
+    id: m.Id
+    displayName: str = Field(min_length=1, max_length=m.MAX_DISPLAY_NAME)
+    device: Device
+    rtpCapabilities: dict[str, Any] | None = None
+
+    @field_validator("rtpCapabilities", mode="before")
+    @classmethod
+    def _caps(cls, v: Any) -> Any:
+        return None if v is None else m._ortc(ortc.validate_rtp_capabilities, v, "rtpCapabilities")
+
+
+class CreateTransport(_Body):
+    type: Literal["plain", "webrtc"]
+    rtcpMux: bool = False
+    comedia: bool = True
+    sctpCapabilities: dict[str, Any] | None = None
+
+    @field_validator("rtcpMux", "comedia", mode="before")
+    @classmethod
+    def _none(cls, v: Any, info: Any) -> Any:
+        return (info.field_name == "comedia") if v is None else v
+
+    @field_validator("sctpCapabilities", mode="before")
+    @classmethod
+    def _sctp(cls, v: Any) -> Any:
+        return None if v is None else m._ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities")
+
+
+class ConnectTransport(_Body):
+    dtlsParameters: m.DtlsParameters
+
+
+class ConnectPlain(_Body):
+    ip: str = Field(min_length=1, max_length=64)
+    port: int = Field(ge=1, le=65535)
+    rtcpPort: int | None = Field(None, ge=1, le=65535)
+
+
+class CreateProducer(_Body):
+    kind: Literal["audio", "video"]
+    rtpParameters: dict[str, Any]
+    appData: dict[str, Any] | None = None
+
+    @field_validator("rtpParameters", mode="before")
+    @classmethod
+    def _rtp(cls, v: Any) -> Any:
+        return m._ortc(ortc.validate_rtp_parameters, v, "rtpParameters")
+
+    @field_validator("appData", mode="before")
+    @classmethod
+    def _app_data(cls, v: Any) -> Any:
+        return m.check_object(v, "appData", m.MAX_APP_DATA_BYTES)
+
+
+class ConsumeData(_Body):
+    dataProducerId: m.Id
+
+
+class _ProduceDataBody(m.ProduceData):
+    """``produceData`` without ``transportId`` (it is in the path)."""
+
+    transportId: str = ""
+
+
+# -- helpers --------------------------------------------------------------------------
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    return web.json_response({"error": message, "code": code}, status=status)
+
+
+_CODES = {400: "invalid_request", 403: "forbidden", 404: "not_found", 409: "conflict", 410: "gone",
+          503: "unavailable", 504: "timeout"}
+
+
+def api(handler: Any) -> Any:
+    """Translate errors of a handler into JSON responses, logged as warnings."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            status, message, code = error.status, error.message, error.code
+        except ProtooError as error:
+            status = error.code if error.code in _CODES else 500
+            message, code = error.reason, _CODES.get(status, "error")
+        logger.warning("broadcaster API {} {}: {} {}", request.method, request.path, status, message)
+        return _error(status, message, code)
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+def _room(request: web.Request) -> Room:
+    manager = request.app.get(ROOMS)
+    room_id = request.match_info["roomId"]
+    room = manager.get_room(room_id) if manager is not None else None
+    if room is None:
+        raise ApiError(404, f'room with id "{room_id}" not found', "not_found")
+    return room
+
+
+def _broadcaster(request: web.Request) -> tuple[Room, Peer]:
+    room = _room(request)
+    broadcaster_id = request.match_info["broadcasterId"]
+    broadcaster = room.broadcasters.get(broadcaster_id)
+    if broadcaster is None:
+        raise ApiError(404, f'broadcaster with id "{broadcaster_id}" does not exist', "not_found")
+    return room, broadcaster
+
+
+def _transport(request: web.Request) -> tuple[Room, Peer, Any]:
+    room, broadcaster = _broadcaster(request)
+    transport_id = request.match_info["transportId"]
+    transport = broadcaster.transports.get(transport_id)
+    if transport is None:
+        raise ApiError(404, f'transport with id "{transport_id}" does not exist', "not_found")
+    return room, broadcaster, transport
+
+
+async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+    if request.content_length is not None and request.content_length > _MAX_BODY:
+        raise ApiError(413, "request body too large", "too_large")
+    raw = await request.read()
+    if len(raw) > _MAX_BODY:
+        raise ApiError(413, "request body too large", "too_large")
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise ApiError(400, "request body is not JSON", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object", "invalid_request")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ApiError(400, m.describe(error), "invalid_request") from None
+
+
+# -- room side ------------------------------------------------------------------------
+
+def create_broadcaster(room: Room, body: CreateBroadcaster) -> dict[str, Any]:
+    if body.id in room.broadcasters or body.id in room.peers:
+        raise ApiError(409, f'broadcaster with id "{body.id}" already exists', "conflict")
+    broadcaster = Peer(room, body.id, broadcaster=True)
+    broadcaster.display_name = body.displayName
+    broadcaster.device = {"flag": "broadcaster", "name": body.device.name or "Unknown device",
+                          "version": body.device.version}
+    broadcaster.rtp_capabilities = body.rtpCapabilities
+    room.broadcasters[body.id] = broadcaster
+    for peer in room.joined_peers():
+        peer.notify("newPeer", broadcaster.info())
+    broadcaster.log.info("broadcaster created")
+    room.manager.observer.safe_emit("peerjoined", room, broadcaster)
+    peers = []
+    if body.rtpCapabilities:
+        for peer in room.joined_peers():
+            peers.append({
+                **peer.info(),
+                "producers": [
+                    {"id": p.id, "kind": p.kind} for p in peer.producers.values()
+                    if room.primary.can_consume(p.id, body.rtpCapabilities)
+                ],
+            })
+    return {"peers": peers}
+
+
+def delete_broadcaster(room: Room, broadcaster: Peer) -> None:
+    room.broadcasters.pop(broadcaster.id, None)
+    broadcaster.closed = True
+    for transport in list(broadcaster.transports.values()):
+        transport.close()
+    for peer in room.joined_peers():
+        peer.notify("peerClosed", {"peerId": broadcaster.id})
+    broadcaster.log.info("broadcaster deleted")
+    room.manager.observer.safe_emit("peerleft", room, broadcaster)
+
+
+async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport) -> dict[str, Any]:
+    if body.type == "webrtc":
+        return await room.create_webrtc_transport(
+            broadcaster, producing=True, consuming=True, sctp_capabilities=body.sctpCapabilities
+        )
+    with worker_errors("createBroadcasterTransport"):
+        transport = await room.primary.create_plain_transport(
+            listen_info=room.manager.plain_listen_info(),
+            rtcp_mux=body.rtcpMux,
+            comedia=body.comedia,
+            enable_sctp=bool(body.sctpCapabilities),
+            max_send_message_size=MAX_SCTP_MESSAGE_SIZE,
+            max_receive_message_size=MAX_SCTP_MESSAGE_SIZE,
+            app_data={"producing": True, "consuming": False, "peerId": broadcaster.id},
+        )
+    if broadcaster.closed or room.closed:
+        transport.close()
+        raise ApiError(410, "broadcaster closed", "gone")
+    broadcaster.transports[transport.id] = transport
+    transport.observer.on("close", lambda: broadcaster.transports.pop(transport.id, None))
+    tuple_ = transport.tuple
+    rtcp = transport.rtcp_tuple
+    result = {
+        "id": transport.id,
+        "ip": tuple_.get("localAddress") or tuple_.get("localIp"),
+        "port": tuple_.get("localPort"),
+    }
+    if rtcp:
+        result["rtcpPort"] = rtcp.get("localPort")
+    if transport.sctp_parameters:
+        result["sctpParameters"] = transport.sctp_parameters
+    return result
+
+
+# -- routes ---------------------------------------------------------------------------
+
+@routes.get("/rooms/{roomId}")
+@api
+async def get_room(request: web.Request) -> web.Response:
+    return web.json_response(_room(request).primary.rtp_capabilities)
+
+
+@routes.post("/rooms/{roomId}/broadcasters")
+@api
+async def post_broadcaster(request: web.Request) -> web.Response:
+    room = _room(request)
+    body = await _body(request, CreateBroadcaster)
+    return web.json_response(create_broadcaster(room, body))
+
+
+@routes.delete("/rooms/{roomId}/broadcasters/{broadcasterId}")
+@api
+async def remove_broadcaster(request: web.Request) -> web.Response:
+    room, broadcaster = _broadcaster(request)
+    delete_broadcaster(room, broadcaster)
+    return web.Response(text="broadcaster deleted")
+
+
+@routes.post("/rooms/{roomId}/broadcasters/{broadcasterId}/transports")
+@api
+async def post_transport(request: web.Request) -> web.Response:
+    room, broadcaster = _broadcaster(request)
+    body = await _body(request, CreateTransport)
+    return web.json_response(await create_transport(room, broadcaster, body))
+
+
+@routes.post(_BASE + "/connect")
+@api
+async def connect_transport(request: web.Request) -> web.Response:
+    _, _, transport = _transport(request)
+    body = await _body(request, ConnectTransport)
+    if transport.type != "webrtc":
+        raise ApiError(400, f'transport with id "{transport.id}" is not a WebRtcTransport', "invalid_request")
+    with worker_errors("connectBroadcasterTransport"):
+        await transport.connect(dtls_parameters=body.dtlsParameters.model_dump())
+    return web.json_response({})
+
+
+@routes.post(_BASE + "/plain/connect")
+@api
+async def connect_plain(request: web.Request) -> web.Response:
+    _, _, transport = _transport(request)
+    body = await _body(request, ConnectPlain)
+    if transport.type != "plain":
+        raise ApiError(400, f'transport with id "{transport.id}" is not a PlainTransport', "invalid_request")
+    with worker_errors("connectPlainTransport"):
+        await transport.connect(ip=body.ip, port=body.port, rtcp_port=body.rtcpPort)
+    return web.json_response({})
+
+
+@routes.post(_BASE + "/producers")
+@api
+async def post_producer(request: web.Request) -> web.Response:
+    room, broadcaster, transport = _transport(request)
+    body = await _body(request, CreateProducer)
+    producer = await room.produce(broadcaster, transport, body.kind, body.rtpParameters, body.appData)
+    return web.json_response({"id": producer.id})
+
+
+@routes.post(_BASE + "/consume")
+@api
+async def post_consume(request: web.Request) -> web.Response:
+    room, broadcaster, transport = _transport(request)
+    producer_id = request.query.get("producerId", "")
+    if not producer_id:
+        raise ApiError(400, "missing producerId", "invalid_request")
+    if not broadcaster.rtp_capabilities:
+        raise ApiError(400, "broadcaster does not have rtpCapabilities", "invalid_request")
+    with worker_errors("consume"):
+        consumer = await transport.consume(producer_id, broadcaster.rtp_capabilities,
+                                           app_data={"peerId": broadcaster.id})
+    broadcaster.consumers[consumer.id] = consumer
+    consumer.observer.on("close", lambda: broadcaster.consumers.pop(consumer.id, None))
+    return web.json_response({
+        "id": consumer.id, "producerId": producer_id, "kind": consumer.kind,
+        "rtpParameters": consumer.rtp_parameters, "type": consumer.type,
+    })
+
+
+@routes.post(_BASE + "/consume/data")
+@api
+async def post_consume_data(request: web.Request) -> web.Response:
+    _, broadcaster, transport = _transport(request)
+    body = await _body(request, ConsumeData)
+    with worker_errors("consumeData"):
+        data_consumer = await transport.consume_data(body.dataProducerId, app_data={"peerId": broadcaster.id})
+    broadcaster.data_consumers[data_consumer.id] = data_consumer
+    data_consumer.observer.on("close", lambda: broadcaster.data_consumers.pop(data_consumer.id, None))
+    stream = data_consumer.sctp_stream_parameters or {}
+    return web.json_response({"id": data_consumer.id, "streamId": stream.get("streamId")})
+
+
+@routes.post(_BASE + "/produce/data")
+@api
+async def post_produce_data(request: web.Request) -> web.Response:
+    room, broadcaster, transport = _transport(request)
+    body = await _body(request, _ProduceDataBody)
+    data_producer = await room.produce_data(
+        broadcaster, transport, body.sctpStreamParameters, body.label, body.protocol, body.appData
+    )
+    return web.json_response({"id": data_producer.id})

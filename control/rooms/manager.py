@@ -1,0 +1,289 @@
+"""The rooms of this process, and the WebRtcServer of every worker.
+
+:class:`RoomManager` creates a room on its first connection (concurrent first
+connections to one ``roomId`` share one creation), forgets it when it closes,
+and runs one WebRtcServer per worker (one UDP and one TCP port from the RTC
+port range, on ``MEDIASOUP_LISTEN_IP``, announcing
+``MEDIASOUP_ANNOUNCED_ADDRESS``), recreated when the pool respawns a worker.
+
+Other services follow the rooms through ``manager.observer`` events:
+``roomcreated(room)``, ``roomclosed(room)``, ``peerjoined(room, peer)``,
+``peerupdated(room, peer)``, ``peerleft(room, peer)``. A peer's
+``metadata`` (email, aiSettings, integrations) is there for them; it is
+never sent to other peers. They may add protoo methods of their own
+(:meth:`RoomManager.register_method`) and notify a room's peers
+(:meth:`RoomManager.notify_room`). Joins, leaves and room ends are reported
+to the chat service (meetings and system messages) when it runs.
+
+:func:`rooms_ctx` is the ``cleanup_ctx`` entry: it starts the manager (after
+the worker pool) under ``ROOMS`` and, on shutdown, closes every room (peers'
+WebSockets get 1001). :func:`close_connections` is an ``on_shutdown`` hook that
+does the same early, so aiohttp does not wait for open WebSockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+from loguru import logger
+
+from control.config import Settings
+from control.keys import CHAT, MEETINGS, ROOMS, SETTINGS, WORKER_POOL
+from control.rooms.room import Room
+from workers.enhanced_events import EnhancedEventEmitter
+from workers.errors import InvalidStateError
+from workers.worker_pool import worker_load
+
+__all__ = ["RoomManager", "bridge_chat", "close_connections", "rooms_ctx"]
+
+
+class RoomManager:
+    def __init__(self, settings: Settings, pool: Any) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.rooms: dict[str, Room] = {}
+        self.observer = EnhancedEventEmitter()
+        self.closed = False
+        self._creating: dict[str, asyncio.Future] = {}
+        self._servers: dict[int, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()
+        #: Extra protoo methods: name -> (handler, allowed before join).
+        self.methods: dict[str, tuple[Any, bool]] = {}
+
+    # -- WebRtcServers ----------------------------------------------------------------
+
+    def listen_infos(self) -> list[dict[str, Any]]:
+        """UDP and TCP listen infos of a worker's WebRtcServer."""
+        s = self.settings
+        infos = []
+        for protocol in ("udp", "tcp"):
+            info: dict[str, Any] = {
+                "protocol": protocol,
+                "ip": s.mediasoup_listen_ip,
+                "portRange": {"min": s.mediasoup_rtc_min_port, "max": s.mediasoup_rtc_max_port},
+            }
+            if s.mediasoup_announced_address:
+                info["announcedAddress"] = s.mediasoup_announced_address
+            infos.append(info)
+        return infos
+
+    def plain_listen_info(self) -> dict[str, Any]:
+        """Listen info of PlainTransports (broadcasters): UDP, RTC port range."""
+        s = self.settings
+        info: dict[str, Any] = {
+            "protocol": "udp",
+            "ip": s.mediasoup_listen_ip,
+            "portRange": {"min": s.mediasoup_rtc_min_port, "max": s.mediasoup_rtc_max_port},
+        }
+        if s.mediasoup_announced_address:
+            info["announcedAddress"] = s.mediasoup_announced_address
+        return info
+
+    def _start_server(self, worker: Any) -> asyncio.Future:
+        future = asyncio.ensure_future(self._create_server(worker))
+        self._servers[worker.pid] = future
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
+
+    async def _create_server(self, worker: Any) -> Any:
+        try:
+            server = await worker.create_webrtc_server(self.listen_infos(), app_data={"workerPid": worker.pid})
+        except Exception as error:
+            logger.bind(worker_pid=worker.pid).error("WebRtcServer not created: {}", error)
+            raise
+        dump = await server.dump()
+        ports = [f"{s['ip']}:{s['port']}/udp" for s in dump["udpSockets"]]
+        ports += [f"{s['ip']}:{s['port']}/tcp" for s in dump["tcpServers"]]
+        logger.bind(worker_pid=worker.pid).info(
+            "WebRtcServer on {}{}", ", ".join(ports),
+            f" announced as {self.settings.mediasoup_announced_address}"
+            if self.settings.mediasoup_announced_address else "",
+        )
+        return server
+
+    async def webrtc_server(self, worker: Any) -> Any:
+        future = self._servers.get(worker.pid)
+        if future is None:
+            if worker.closed:
+                raise InvalidStateError(f"worker {worker.pid} is closed")
+            future = self._start_server(worker)
+        return await asyncio.shield(future)
+
+    def worker_load(self, worker: Any) -> int:
+        return worker_load(worker)
+
+    async def pick_worker(self) -> Any:
+        """The least loaded live worker (InvalidStateError when there is none)."""
+        return self.pool.least_loaded()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.settings.mediasoup_listen_ip in ("0.0.0.0", "::") and not self.settings.mediasoup_announced_address:
+            logger.warning(
+                "MEDIASOUP_LISTEN_IP={} without MEDIASOUP_ANNOUNCED_ADDRESS: clients get ICE candidates they "
+                "cannot reach; set MEDIASOUP_ANNOUNCED_ADDRESS to this host's reachable IP or name",
+                self.settings.mediasoup_listen_ip,
+            )
+        await asyncio.gather(*(self._start_server(w) for w in self.pool.workers))
+        self.pool.on("workerrespawned", self._on_worker_respawned)
+        self.pool.on("workerdied", self._on_worker_died)
+
+    def _on_worker_respawned(self, worker: Any) -> None:
+        if not self.closed:
+            self._start_server(worker)
+
+    def _on_worker_died(self, worker: Any, routers: list[Any], error: Exception) -> None:
+        self._servers.pop(worker.pid, None)
+        rooms = {r.app_data.get("roomId") for r in routers}
+        logger.bind(worker_pid=worker.pid).error(
+            "worker died ({}); {} room(s) affected: {}", error, len(rooms), ", ".join(sorted(map(str, rooms))) or "-"
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+        self.pool.remove_listener("workerrespawned", self._on_worker_respawned)
+        self.pool.remove_listener("workerdied", self._on_worker_died)
+        self.close_rooms()
+        await asyncio.sleep(0)  # let the close_soon tasks run
+
+    def close_rooms(self, code: int = WSCloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
+        for room in list(self.rooms.values()):
+            room.close(code, reason)
+
+    # -- rooms ------------------------------------------------------------------------
+
+    def get_room(self, room_id: str) -> Room | None:
+        room = self.rooms.get(room_id)
+        return room if room is not None and not room.closed else None
+
+    async def get_or_create_room(self, room_id: str) -> Room:
+        """The open room ``room_id``, created on first use (once, however many ask)."""
+        while True:
+            if self.closed:
+                raise InvalidStateError("server shutting down")
+            room = self.get_room(room_id)
+            if room is not None:
+                return room
+            creating = self._creating.get(room_id)
+            if creating is None:
+                creating = asyncio.ensure_future(Room.create(self, room_id))
+                self._creating[room_id] = creating
+                creating.add_done_callback(lambda f: self._created(room_id, f))
+            room = await asyncio.shield(creating)
+            if not room.closed:
+                return room
+
+    def _created(self, room_id: str, future: asyncio.Future) -> None:
+        if self._creating.get(room_id) is future:
+            del self._creating[room_id]
+        if future.cancelled() or future.exception() is not None:
+            return
+        room = future.result()
+        if self.closed:
+            room.close()
+            return
+        self.rooms[room_id] = room
+        self.observer.safe_emit("roomcreated", room)
+
+    def room_closed(self, room: Room) -> None:
+        if self.rooms.get(room.id) is room:
+            del self.rooms[room.id]
+        self.observer.safe_emit("roomclosed", room)
+
+    # -- extensions ---------------------------------------------------------------------
+
+    def register_method(self, name: str, handler: Any, *, before_join: bool = False) -> None:
+        """Answer protoo requests ``name`` from peers with ``await handler(room, peer, data)``
+        (the answer's data; raise :class:`~control.signaling.protoo.ProtooError` to refuse).
+        For the room's other services (chat...); the demo's methods cannot be replaced."""
+        from control.signaling.messages import REQUESTS
+
+        if name in REQUESTS:
+            raise ValueError(f"{name!r} is a built-in signaling method")
+        self.methods[name] = (handler, before_join)
+
+    def notify_room(self, room_id: str, method: str, data: dict[str, Any], exclude: str | None = None) -> int:
+        """Notify every joined peer of the room (but ``exclude``); how many were."""
+        room = self.get_room(room_id)
+        if room is None:
+            return 0
+        peers = [p for p in room.joined_peers() if p.id != exclude]
+        for peer in peers:
+            peer.notify(method, data)
+        return len(peers)
+
+
+def bridge_chat(manager: RoomManager, chat: Any = None, meetings: Any = None) -> None:
+    """Report joins, leaves and room ends to the chat service (meeting records and
+    "<name> joined/left" system messages), or to the meetings service alone.
+
+    Calls for one room run one after the other, in the order things happened; a
+    failure is logged and the call goes on without the record.
+    """
+    queues: dict[str, asyncio.Future] = {}
+
+    def run_in_order(room_id: str, what: str, make: Any) -> None:
+        previous = queues.get(room_id)
+
+        async def call() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                await make()
+            except Exception as error:  # noqa: BLE001
+                logger.bind(room=room_id).warning("chat/meetings: {} not recorded: {}", what, error)
+
+        task = asyncio.ensure_future(call())
+        queues[room_id] = task
+        task.add_done_callback(lambda t: queues.get(room_id) is t and queues.pop(room_id))
+        manager._tasks.add(task)
+        task.add_done_callback(manager._tasks.discard)
+
+    def joined(room: Room, peer: Any) -> None:
+        name, email = peer.display_name or peer.id, peer.metadata.email
+        if chat is not None:
+            run_in_order(room.id, "join", lambda: chat.participant_joined(room.id, peer.id, name, email))
+        else:
+            run_in_order(room.id, "join", lambda: meetings.join(room.id, peer.id, name, email))
+
+    def left(room: Room, peer: Any) -> None:
+        target = chat.participant_left if chat is not None else meetings.leave
+        run_in_order(room.id, "leave", lambda: target(room.id, peer.id))
+
+    def closed(room: Room) -> None:
+        target = chat.room_closed if chat is not None else meetings.end
+        run_in_order(room.id, "end", lambda: target(room.id))
+
+    manager.observer.on("peerjoined", joined)
+    manager.observer.on("peerleft", left)
+    manager.observer.on("roomclosed", closed)
+
+
+async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the room manager (needs ``WORKER_POOL``); close every room on exit."""
+    settings = app[SETTINGS]
+    manager = RoomManager(settings, app[WORKER_POOL])
+    await manager.start()
+    app[ROOMS] = manager
+    chat, meetings = app.get(CHAT), app.get(MEETINGS)
+    if chat is not None or meetings is not None:
+        bridge_chat(manager, chat, meetings)
+    try:
+        yield
+    finally:
+        await manager.close()
+        if manager._tasks:
+            await asyncio.wait(list(manager._tasks), timeout=5)
+        logger.info("rooms closed")
+
+
+async def close_connections(app: web.Application) -> None:
+    """``on_shutdown``: close every room now, so open WebSockets end (1001)."""
+    manager = app.get(ROOMS)
+    if manager is not None:
+        manager.closed = True
+        manager.close_rooms()

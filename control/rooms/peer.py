@@ -1,0 +1,129 @@
+"""A participant of a room: a WebSocket peer or an HTTP broadcaster.
+
+A :class:`Peer` outlives its WebSocket: when the socket drops, the peer (its
+transports, producers and consumers) is kept for the reconnect grace period,
+and notifications meanwhile wait in a small backlog that is flushed when the
+same ``peerId`` reconnects. Broadcasters (``broadcaster=True``) never have a
+connection; they are always joined.
+
+The seed's participant metadata (``email``, ``aiSettings``, ``integrations``)
+lives in :class:`ParticipantMetadata`; it is for the room's services
+(recording, events), never sent to other peers, and ``integrations`` (which
+holds credentials) never appears in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+if TYPE_CHECKING:
+    from control.rooms.room import Room
+    from control.signaling.protoo import ProtooConnection
+
+#: Notifications kept for a disconnected peer (oldest dropped beyond this).
+BACKLOG = 256
+
+
+@dataclass
+class ParticipantMetadata:
+    """What ``join`` says about the participant beyond the demo's fields."""
+
+    email: str | None = None
+    ai_settings: dict[str, Any] | None = field(default=None, repr=False)
+    integrations: dict[str, Any] | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """Safe to show to an operator: the e-mail and which keys are set, no values."""
+        return {
+            "email": self.email,
+            "aiSettings": sorted(self.ai_settings) if self.ai_settings else [],
+            "integrations": sorted(self.integrations) if self.integrations else [],
+        }
+
+
+class Peer:
+    def __init__(self, room: "Room", peer_id: str, *, broadcaster: bool = False) -> None:
+        self.id = peer_id
+        self.room = room
+        self.broadcaster = broadcaster
+        self.joined = broadcaster
+        self.joined_generation = -1
+        self.closed = False
+        self.display_name = ""
+        self.device: dict[str, Any] = {}
+        self.rtp_capabilities: dict[str, Any] | None = None
+        self.sctp_capabilities: dict[str, Any] | None = None
+        self.metadata = ParticipantMetadata()
+        self.connection: ProtooConnection | None = None
+        #: Incremented on every (re)connection; transports remember theirs.
+        self.generation = 0
+        self.transports: dict[str, Any] = {}
+        self.producers: dict[str, Any] = {}
+        self.consumers: dict[str, Any] = {}
+        self.data_producers: dict[str, Any] = {}
+        self.data_consumers: dict[str, Any] = {}
+        #: Producer / data producer ids whose consumer is being created.
+        self.consuming: set[str] = set()
+        self.grace_timer: asyncio.TimerHandle | None = None
+        self.backlog: deque[tuple[str, dict[str, Any]]] = deque(maxlen=BACKLOG)
+        self.created_at = time.time()
+        self.joined_at: float | None = time.time() if broadcaster else None
+        self.log = logger.bind(room=room.id, peer=peer_id)
+
+    # -- signaling ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None and not self.connection.closed
+
+    def notify(self, method: str, data: dict[str, Any]) -> None:
+        """Notify the peer; kept in the backlog while it is disconnected."""
+        if self.broadcaster or self.closed:
+            return
+        if self.connected:
+            assert self.connection is not None
+            self.connection.notify(method, data)
+        else:
+            if len(self.backlog) == self.backlog.maxlen:
+                self.log.warning("disconnected peer: notification backlog full, dropping the oldest")
+            self.backlog.append((method, data))
+
+    async def request(self, method: str, data: dict[str, Any]) -> Any:
+        """Send a request and wait for the answer (ConnectionError when not connected)."""
+        if not self.connected:
+            raise ConnectionError("peer not connected")
+        assert self.connection is not None
+        return await self.connection.request(method, data)
+
+    def flush_backlog(self) -> None:
+        while self.backlog and self.connected:
+            method, data = self.backlog.popleft()
+            self.notify(method, data)
+
+    # -- views ----------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """What other peers see: ``{id, displayName, device}``."""
+        return {"id": self.id, "displayName": self.display_name, "device": self.device}
+
+    def consuming_transport(self) -> Any:
+        """The transport the peer consumes on (the first with ``appData.consuming``)."""
+        for transport in self.transports.values():
+            if transport.app_data.get("consuming") and not transport.closed:
+                return transport
+        return None
+
+    def consumed_producer_ids(self) -> set[str]:
+        ids = {c.producer_id for c in self.consumers.values()}
+        ids.update(dc.data_producer_id for dc in self.data_consumers.values())
+        return ids | self.consuming
+
+    def __repr__(self) -> str:
+        kind = "Broadcaster" if self.broadcaster else "Peer"
+        return f"<{kind} id={self.id!r} room={self.room.id!r} joined={self.joined} connected={self.connected}>"

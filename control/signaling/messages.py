@@ -1,0 +1,290 @@
+"""Request payloads of the signaling protocol, one pydantic model per method.
+
+Shapes are mediasoup-demo's (camelCase, as mediasoup-client and pymediasoup
+send them). RTP/SCTP capabilities and parameters are checked with
+``workers.ortc`` (mediasoup's own validation rules) and normalised copies are
+kept; ``appData``, ``device`` and the participant metadata are size-limited.
+
+:func:`parse` turns ``(method, data)`` into a model or raises
+:class:`~control.signaling.protoo.ProtooError` 400/404 with a message that
+names fields but never echoes their values (they may hold credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from control.signaling.protoo import ProtooError
+from workers import ortc
+from workers.errors import MediasoupTypeError
+from workers.wire import clone
+
+#: Size limits (bytes of compact JSON) and nesting depth of free-form objects.
+MAX_APP_DATA_BYTES = 4096
+MAX_DEVICE_BYTES = 2048
+MAX_METADATA_BYTES = 16_384
+MAX_DEPTH = 8
+MAX_DISPLAY_NAME = 256
+MAX_ID = 128
+MAX_LABEL = 256
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}$")
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def check_object(value: Any, what: str, max_bytes: int) -> dict[str, Any] | None:
+    """A JSON object of at most ``max_bytes`` and ``MAX_DEPTH`` levels (or None)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be an object")
+    try:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be JSON") from None
+    if size > max_bytes:
+        raise ValueError(f"{what} is too large ({size} bytes, limit {max_bytes})")
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"{what} is nested too deeply (limit {MAX_DEPTH} levels)")
+    return value
+
+
+def _ortc(check: Any, value: Any, what: str) -> Any:
+    try:
+        return check(clone(value))
+    except MediasoupTypeError as error:
+        raise ValueError(f"invalid {what}: {error}") from None
+
+
+class Request(BaseModel):
+    """Base of every request payload: unknown fields are ignored, as the demo does."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Empty(Request):
+    pass
+
+
+class Join(Request):
+    displayName: str = Field("", max_length=MAX_DISPLAY_NAME)
+    device: dict[str, Any] | None = None
+    rtpCapabilities: dict[str, Any] | None = None
+    sctpCapabilities: dict[str, Any] | None = None
+    # The seed's participant metadata: kept for the session, never sent to others.
+    email: str | None = Field(None, max_length=320)
+    aiSettings: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+
+    @field_validator("displayName", mode="before")
+    @classmethod
+    def _display_name(cls, v: Any) -> Any:
+        return "" if v is None else v
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v: Any) -> Any:
+        return check_object(v, "device", MAX_DEVICE_BYTES)
+
+    @field_validator("rtpCapabilities", mode="before")
+    @classmethod
+    def _rtp_capabilities(cls, v: Any) -> Any:
+        return None if v is None else _ortc(ortc.validate_rtp_capabilities, v, "rtpCapabilities")
+
+    @field_validator("sctpCapabilities", mode="before")
+    @classmethod
+    def _sctp_capabilities(cls, v: Any) -> Any:
+        return None if v is None else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities")
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, v: Any) -> Any:
+        if v is None or v == "":
+            return None
+        if not isinstance(v, str) or not _EMAIL_RE.match(v.strip()):
+            raise ValueError("email must be an e-mail address")
+        return v.strip()
+
+    @field_validator("aiSettings", "integrations", mode="before")
+    @classmethod
+    def _metadata(cls, v: Any, info: Any) -> Any:
+        return check_object(v, info.field_name, MAX_METADATA_BYTES)
+
+
+class CreateWebRtcTransport(Request):
+    forceTcp: bool = False
+    producing: bool = False
+    consuming: bool = False
+    sctpCapabilities: dict[str, Any] | None = None
+
+    @field_validator("forceTcp", "producing", "consuming", mode="before")
+    @classmethod
+    def _bool(cls, v: Any) -> Any:
+        return False if v is None else v
+
+    @field_validator("sctpCapabilities", mode="before")
+    @classmethod
+    def _sctp(cls, v: Any) -> Any:
+        return None if v is None else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities")
+
+
+class DtlsFingerprint(Request):
+    algorithm: Literal["sha-1", "sha-224", "sha-256", "sha-384", "sha-512"]
+    value: str = Field(min_length=1, max_length=256)
+
+
+class DtlsParameters(Request):
+    role: Literal["auto", "client", "server"] = "auto"
+    fingerprints: list[DtlsFingerprint] = Field(min_length=1, max_length=8)
+
+
+class ConnectWebRtcTransport(Request):
+    transportId: Id
+    dtlsParameters: DtlsParameters
+
+
+class TransportId(Request):
+    transportId: Id
+
+
+class Produce(Request):
+    transportId: Id
+    kind: Literal["audio", "video"]
+    rtpParameters: dict[str, Any]
+    appData: dict[str, Any] | None = None
+    paused: bool = False
+
+    @field_validator("rtpParameters", mode="before")
+    @classmethod
+    def _rtp(cls, v: Any) -> Any:
+        return _ortc(ortc.validate_rtp_parameters, v, "rtpParameters")
+
+    @field_validator("appData", mode="before")
+    @classmethod
+    def _app_data(cls, v: Any) -> Any:
+        return check_object(v, "appData", MAX_APP_DATA_BYTES)
+
+    @field_validator("paused", mode="before")
+    @classmethod
+    def _paused(cls, v: Any) -> Any:
+        return False if v is None else v
+
+
+class ProducerId(Request):
+    producerId: Id
+
+
+class ConsumerId(Request):
+    consumerId: Id
+
+
+class SetConsumerPreferredLayers(Request):
+    consumerId: Id
+    spatialLayer: int = Field(ge=0, le=255)
+    temporalLayer: int | None = Field(None, ge=0, le=255)
+
+
+class SetConsumerPriority(Request):
+    consumerId: Id
+    priority: int = Field(ge=1, le=255)
+
+
+class ProduceData(Request):
+    transportId: Id
+    sctpStreamParameters: dict[str, Any]
+    label: str = Field("", max_length=MAX_LABEL)
+    protocol: str = Field("", max_length=MAX_LABEL)
+    appData: dict[str, Any] | None = None
+
+    @field_validator("sctpStreamParameters", mode="before")
+    @classmethod
+    def _sctp(cls, v: Any) -> Any:
+        return _ortc(ortc.validate_sctp_stream_parameters, v, "sctpStreamParameters")
+
+    @field_validator("label", "protocol", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return "" if v is None else v
+
+    @field_validator("appData", mode="before")
+    @classmethod
+    def _app_data(cls, v: Any) -> Any:
+        return check_object(v, "appData", MAX_APP_DATA_BYTES)
+
+
+class ChangeDisplayName(Request):
+    displayName: str = Field(max_length=MAX_DISPLAY_NAME)
+
+
+class DataProducerId(Request):
+    dataProducerId: Id
+
+
+class DataConsumerId(Request):
+    dataConsumerId: Id
+
+
+#: Every method a peer may call, with its payload model.
+REQUESTS: dict[str, type[Request]] = {
+    "getRouterRtpCapabilities": Empty,
+    "join": Join,
+    "createWebRtcTransport": CreateWebRtcTransport,
+    "connectWebRtcTransport": ConnectWebRtcTransport,
+    "restartIce": TransportId,
+    "produce": Produce,
+    "closeProducer": ProducerId,
+    "pauseProducer": ProducerId,
+    "resumeProducer": ProducerId,
+    "pauseConsumer": ConsumerId,
+    "resumeConsumer": ConsumerId,
+    "requestConsumerKeyFrame": ConsumerId,
+    "setConsumerPreferredLayers": SetConsumerPreferredLayers,
+    "setConsumerPriority": SetConsumerPriority,
+    "produceData": ProduceData,
+    "changeDisplayName": ChangeDisplayName,
+    "getTransportStats": TransportId,
+    "getProducerStats": ProducerId,
+    "getConsumerStats": ConsumerId,
+    "getDataProducerStats": DataProducerId,
+    "getDataConsumerStats": DataConsumerId,
+}
+
+#: Methods allowed before ``join`` (as in mediasoup-demo: capabilities,
+#: transports and stats; everything that produces or consumes needs a join).
+BEFORE_JOIN = frozenset({
+    "getRouterRtpCapabilities", "join", "createWebRtcTransport", "connectWebRtcTransport", "restartIce",
+    "getTransportStats",
+})
+
+
+def describe(error: ValidationError) -> str:
+    """``field: message; ...`` without the offending values."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        loc = ".".join(str(p) for p in item.get("loc", ()))
+        msg = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse(method: str, data: dict[str, Any]) -> Request:
+    """The validated payload of ``method`` (ProtooError 404 unknown, 400 invalid)."""
+    model = REQUESTS.get(method)
+    if model is None:
+        raise ProtooError(404, f'unknown request.method "{method[:64]}"')
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ProtooError(400, f"invalid {method} request: {describe(error)}") from None

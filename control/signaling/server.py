@@ -1,0 +1,95 @@
+"""The signaling WebSocket: ``GET /?roomId=...&peerId=...`` (also ``/ws``), subprotocol ``protoo``.
+
+mediasoup-demo's clients connect to ``wss://host:port/?roomId=R&peerId=P``;
+both query parameters are required (400 without them), as is the ``protoo``
+subprotocol. The room is created on first connection; the socket then carries
+protoo requests to :meth:`control.rooms.room.Room.handle_request` until it
+closes, and the peer is detached (grace period, see ``control.rooms``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import WSCloseCode, hdrs, web
+from loguru import logger
+
+from control.keys import ROOMS, SETTINGS
+from control.signaling.protoo import ProtooConnection, ProtooError
+from workers.errors import MediasoupError
+
+__all__ = ["routes", "protoo_websocket"]
+
+SUBPROTOCOL = "protoo"
+#: roomId / peerId: 1-128 printable characters (no whitespace or control characters).
+_ID_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
+#: WebSocket ping interval: a silent dead client is noticed (and enters its grace period).
+HEARTBEAT = 20.0
+#: Hard limit = this many times SIGNALING_MAX_FRAME_BYTES (aiohttp closes with 1009).
+HARD_LIMIT_FACTOR = 4
+
+routes = web.RouteTableDef()
+
+
+def _bad_request(text: str) -> web.Response:
+    return web.Response(status=400, text=text)
+
+
+async def protoo_websocket(request: web.Request) -> web.StreamResponse:
+    room_id = request.query.get("roomId", "")
+    peer_id = request.query.get("peerId", "")
+    if not room_id or not peer_id:
+        logger.warning("signaling: connection from {} without roomId and/or peerId", request.remote)
+        return _bad_request("Connection request without roomId and/or peerId")
+    if not _ID_RE.match(room_id) or not _ID_RE.match(peer_id):
+        logger.warning("signaling: connection from {} with an invalid roomId or peerId", request.remote)
+        return _bad_request("roomId and peerId must be 1-128 printable characters")
+    if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
+        return _bad_request("WebSocket (subprotocol protoo) expected")
+    offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]
+    if SUBPROTOCOL not in offered:
+        logger.warning("signaling: connection from {} without the protoo subprotocol", request.remote)
+        return _bad_request("Invalid/missing Sec-WebSocket-Protocol (protoo expected)")
+    manager = request.app.get(ROOMS)
+    if manager is None or manager.closed:
+        raise web.HTTPServiceUnavailable(text="rooms are not running")
+    log = logger.bind(room=room_id, peer=peer_id)
+    try:
+        room = await manager.get_or_create_room(room_id)
+    except MediasoupError as error:
+        log.error("room not created: {}", error)
+        raise web.HTTPServiceUnavailable(text=f"room could not be created: {error}") from None
+
+    settings = request.app[SETTINGS]
+    max_frame = settings.signaling_max_frame_bytes
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,), max_msg_size=max_frame * HARD_LIMIT_FACTOR, heartbeat=HEARTBEAT,
+        compress=False,
+    )
+    await ws.prepare(request)
+    connection = ProtooConnection(
+        ws, max_frame_bytes=max_frame, request_timeout=settings.signaling_request_timeout_seconds, log=log
+    )
+    log.info("signaling: connection from {}", request.remote)
+    try:
+        if room.closed:  # it closed while the socket was being accepted
+            room = await manager.get_or_create_room(room_id)
+        peer = room.attach(peer_id, connection)
+    except (MediasoupError, ProtooError) as error:
+        log.warning("signaling: connection refused: {}", error)
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER if isinstance(error, MediasoupError)
+                       else WSCloseCode.POLICY_VIOLATION, message=str(error).encode()[:120])
+        return ws
+
+    async def handle(method: str, data: dict) -> object:
+        return await peer.room.handle_request(peer, method, data)
+
+    try:
+        await connection.run(handle)
+    finally:
+        peer.room.detach(peer, connection)
+    return ws
+
+
+routes.get("/")(protoo_websocket)
+routes.get("/ws")(protoo_websocket)

@@ -1,0 +1,162 @@
+"""Identifiers: server-generated sortable ids, and validation of client-supplied ones.
+
+Message and meeting ids are ULIDs (https://github.com/ulid/spec): 26 characters of
+Crockford base32 encoding 48 bits of Unix time in milliseconds then 80 bits of
+randomness. They sort (as strings) in creation order and are unique without
+coordination: within one process :func:`new_id` is strictly increasing (a second id
+in the same millisecond increments the random part, and a clock that steps back does
+not make ids go back), across processes the 80 random bits keep them apart.
+
+Room and peer ids come from clients: :func:`validate_room_id` and
+:func:`validate_peer_id` accept 1-64 characters of ``A-Z a-z 0-9 _ -`` starting with
+a letter or digit, nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+__all__ = [
+    "ID_RE",
+    "MAX_ROOM_ID_LENGTH",
+    "MAX_PEER_ID_LENGTH",
+    "InvalidId",
+    "id_datetime",
+    "id_ms",
+    "is_valid_id",
+    "ms_to_datetime",
+    "datetime_to_ms",
+    "new_id",
+    "new_id_ms",
+    "validate_id",
+    "validate_peer_id",
+    "validate_room_id",
+]
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, no I L O U
+_DECODE = {c: i for i, c in enumerate(_ALPHABET)}
+_RANDOM_BITS = 80
+_RANDOM_MAX = (1 << _RANDOM_BITS) - 1
+_TIME_MAX = (1 << 48) - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+#: A ULID: the first character is at most 7 (128 bits in 26 base32 digits).
+ID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+
+MAX_ROOM_ID_LENGTH = 64
+MAX_PEER_ID_LENGTH = 64
+#: Letters, digits, '_', '-'; starts with a letter or digit (the charset object keys
+#: accept too: ``control/storage/keys.py``).
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class InvalidId(ValueError):
+    """A client-supplied id is malformed; ``field`` names what it was."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _encode(value: int) -> str:
+    out = []
+    for _ in range(26):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+class _Generator:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._last_random = 0
+
+    def next(self) -> tuple[int, str]:
+        now = time.time_ns() // 1_000_000
+        with self._lock:
+            if now > self._last_ms:
+                ms, rnd = now, secrets.randbits(_RANDOM_BITS)
+            else:  # same millisecond, or the clock stepped back: keep increasing
+                ms, rnd = self._last_ms, self._last_random + 1
+                if rnd > _RANDOM_MAX:
+                    ms, rnd = ms + 1, secrets.randbits(_RANDOM_BITS)
+            self._last_ms, self._last_random = ms, rnd
+        return ms, _encode((min(ms, _TIME_MAX) << _RANDOM_BITS) | rnd)
+
+
+_generator = _Generator()
+
+
+def new_id_ms() -> tuple[int, str]:
+    """A new id and its millisecond timestamp (use it as the record's creation time)."""
+    return _generator.next()
+
+
+def new_id() -> str:
+    """A new id: unique, and greater than every id this process made before."""
+    return _generator.next()[1]
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+def id_ms(value: str) -> int:
+    """The millisecond timestamp in an id."""
+    t = 0
+    for ch in value[:10]:
+        t = (t << 5) | _DECODE[ch]
+    return t
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Milliseconds since the Unix epoch -> an aware UTC datetime (exact)."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    """An aware (or naive = UTC) datetime -> milliseconds since the epoch (truncated)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def id_datetime(value: str) -> datetime:
+    return ms_to_datetime(id_ms(value))
+
+
+def validate_id(value: object, field: str = "id") -> str:
+    if not is_valid_id(value):
+        raise InvalidId(field, f"{field} must be a 26-character id as returned by the server")
+    return value  # type: ignore[return-value]
+
+
+def _validate_name(value: object, field: str, max_length: int) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidId(field, f"{field} is required (a non-empty string)")
+    if len(value) > max_length:
+        raise InvalidId(field, f"{field} is longer than {max_length} characters")
+    if not _NAME_RE.fullmatch(value):
+        raise InvalidId(
+            field,
+            f"{field} may contain only letters, digits, '_' and '-', "
+            "and must start with a letter or digit",
+        )
+    return value
+
+
+def validate_room_id(value: object, field: str = "roomId") -> str:
+    """``value`` if it is an acceptable room id, else :class:`InvalidId`."""
+    return _validate_name(value, field, MAX_ROOM_ID_LENGTH)
+
+
+def validate_peer_id(value: object, field: str = "peerId") -> str:
+    """``value`` if it is an acceptable peer id, else :class:`InvalidId`."""
+    return _validate_name(value, field, MAX_PEER_ID_LENGTH)

@@ -1,0 +1,486 @@
+"""The MongoDB backend: pymongo's ``AsyncMongoClient`` (``MONGODB_URI``).
+
+Collections (in the URI's database, ``parley`` if it names none):
+
+- ``chat_messages``: ``{_id: <ULID>, roomId, meetingId, type, sender: {peerId,
+  displayName}, text, file: {bucket, key, name, size, mimeType}, event, data,
+  createdAt: <date>}``; index ``room_time`` ``{roomId: 1, createdAt: -1, _id: -1}``
+  serves history (the query names it with ``hint``, so a page is an index range scan
+  of ``limit`` entries whatever the planner thinks).
+- ``meetings``: ``{_id: <meetingId>, roomId, startedAt, endedAt, participants: [...],
+  recordings: [...]}``; indexes ``room_started`` ``{roomId: 1, startedAt: -1, _id: -1}``
+  and ``open`` ``{endedAt: 1}``.
+
+Indexes are created at start-up (idempotently; a same-named index with another
+definition is a clear error). Writes use the client's write concern, which must be
+acknowledged (``w >= 1``; ``MONGODB_WRITE_CONCERN`` overrides the URI's). Every
+write is safe to retry (ids are generated here, ``$push`` is guarded), and
+writes that hit a dropped connection (a server restart, a fail-over) are retried
+until ``MONGODB_TIMEOUT_MS`` runs out; a retried insert that finds its own ``_id``
+already there counts as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from loguru import logger
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from control.logging import redact_text
+from control.store.base import DEFAULT_PAGE, ChatStore, MeetingStore, Store
+from control.store.errors import StoreError, StoreUnavailable
+from control.store.models import ChatMessage, Cursor, Meeting, Participant, RecordingRef
+
+__all__ = ["HISTORY_INDEX", "MESSAGES", "MEETINGS", "MongoStore", "history_filter"]
+
+T = TypeVar("T")
+
+MESSAGES = "chat_messages"
+MEETINGS = "meetings"
+HISTORY_INDEX = "room_time"
+MEETINGS_INDEX = "room_started"
+DEFAULT_DATABASE = "parley"
+#: MongoDB's error codes for failed authentication.
+_AUTH_CODES = {18, 11}
+_DUPLICATE_KEY = 11000
+
+_MESSAGE_INDEXES = [
+    IndexModel([("roomId", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)], name=HISTORY_INDEX),
+]
+_MEETING_INDEXES = [
+    IndexModel([("roomId", ASCENDING), ("startedAt", DESCENDING), ("_id", DESCENDING)], name=MEETINGS_INDEX),
+    IndexModel([("endedAt", ASCENDING)], name="open"),
+]
+_SORT_MESSAGES = [("createdAt", DESCENDING), ("_id", DESCENDING)]
+_SORT_MEETINGS = [("startedAt", DESCENDING), ("_id", DESCENDING)]
+
+
+def history_filter(room_id: str, before: Cursor | None, time_field: str = "createdAt") -> dict[str, Any]:
+    """Documents of the room strictly before ``before`` in (time, _id) order.
+
+    Written as one range on the time (``$lte``) plus a residual on the (rare) ties,
+    so the index bounds are ``roomId = r, time <= t``: the scan starts at the cursor.
+    """
+    if before is None:
+        return {"roomId": room_id}
+    t = before.time
+    return {
+        "roomId": room_id,
+        time_field: {"$lte": t},
+        "$nor": [{time_field: t, "_id": {"$gte": before.id}}],
+    }
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def _message_doc(m: ChatMessage) -> dict[str, Any]:
+    doc = m.model_dump(by_alias=True, exclude_none=True)
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def _doc_message(doc: dict[str, Any]) -> ChatMessage:
+    doc = dict(doc)
+    doc["id"] = doc.pop("_id")
+    return ChatMessage.model_validate(doc)
+
+
+def _doc_meeting(doc: dict[str, Any] | None) -> Meeting | None:
+    if doc is None:
+        return None
+    doc = dict(doc)
+    doc["meetingId"] = doc.pop("_id")
+    return Meeting.model_validate(doc)
+
+
+def _is_auth_error(exc: OperationFailure) -> bool:
+    """Authentication refused (code 18 on MongoDB; some wire servers send only the text)."""
+    details = exc.details or {}
+    return (
+        exc.code in _AUTH_CODES
+        or details.get("codeName") == "AuthenticationFailed"
+        or "authentication failed" in str(details.get("errmsg") or exc).lower()
+    )
+
+
+def _redacted_uri(uri: str) -> str:
+    return redact_text(uri)
+
+
+def _uri_user(uri: str) -> str | None:
+    try:
+        return urllib.parse.unquote(urllib.parse.urlsplit(uri).username or "") or None
+    except ValueError:
+        return None
+
+
+def parse_write_concern(value: str | int | None) -> int | str | None:
+    """``"1"`` -> 1, ``"majority"`` -> ``"majority"``; ``0`` is refused (unacknowledged)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) or str(value).strip().isdigit():
+        w = int(value)
+        if w < 1:
+            raise ValueError("must be at least 1 (w=0 is unacknowledged: messages could be lost)")
+        return w
+    return str(value).strip()
+
+
+# --------------------------------------------------------------------------- retries
+
+
+class _Retrier:
+    def __init__(self, where: str, timeout: float) -> None:
+        self.where = where
+        self.timeout = timeout
+
+    async def run(self, what: str, op: Callable[[int], Awaitable[T]]) -> T:
+        """Run ``op(attempt)``; retry on a dropped connection until the timeout."""
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                return await op(attempt)
+            except ServerSelectionTimeoutError as exc:  # already waited the whole timeout
+                raise StoreUnavailable(
+                    f"MongoDB {self.where} is unreachable ({what}: no server answered "
+                    f"within {self.timeout:g}s): {redact_text(str(exc).split(',', 1)[0])}"
+                ) from exc
+            except AutoReconnect as exc:
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"MongoDB {self.where}: {what} failed, connection lost and not back "
+                        f"within {self.timeout:g}s: {redact_text(str(exc))}"
+                    ) from exc
+                logger.warning("MongoDB connection lost during {} ({}); retrying", what, redact_text(str(exc)))
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 0.5))
+            except OperationFailure as exc:
+                if _is_auth_error(exc):
+                    raise StoreUnavailable(
+                        f"MongoDB {self.where} refused the credentials: {exc.details.get('errmsg') if exc.details else exc}"
+                    ) from exc
+                raise StoreError(f"MongoDB: {what} failed: {redact_text(str(exc))}") from exc
+            except PyMongoError as exc:
+                raise StoreError(f"MongoDB: {what} failed: {redact_text(str(exc))}") from exc
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class MongoChatStore(ChatStore):
+    def __init__(self, store: MongoStore) -> None:
+        self._s = store
+
+    @property
+    def _col(self) -> Any:
+        return self._s.db[MESSAGES]
+
+    async def insert_message(self, message: ChatMessage) -> None:
+        doc = _message_doc(message)
+
+        async def op(attempt: int) -> None:
+            try:
+                await self._col.insert_one(doc)
+            except DuplicateKeyError:
+                if attempt == 0:
+                    raise StoreError(f"message id {message.id} already exists") from None
+                # an earlier attempt was applied; its acknowledgement was lost
+
+        await self._s.retry.run("insert message", op)
+
+    async def insert_messages(self, messages: Sequence[ChatMessage]) -> None:
+        docs = [_message_doc(m) for m in messages]
+        if not docs:
+            return
+
+        async def op(attempt: int) -> None:
+            try:
+                await self._col.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if attempt == 0 or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                    raise StoreError(f"MongoDB: insert of {len(docs)} messages failed: {errors[:3]}") from None
+
+        await self._s.retry.run("insert messages", op)
+
+    async def history(
+        self, room_id: str, *, limit: int = DEFAULT_PAGE, before: Cursor | None = None
+    ) -> list[ChatMessage]:
+        async def op(_: int) -> list[ChatMessage]:
+            cursor = (
+                self._col.find(history_filter(room_id, before))
+                .sort(_SORT_MESSAGES)
+                .hint(HISTORY_INDEX)
+                .limit(limit)
+            )
+            return [_doc_message(d) async for d in cursor]
+
+        return await self._s.retry.run("read history", op)
+
+    async def get_message(self, message_id: str) -> ChatMessage | None:
+        async def op(_: int) -> ChatMessage | None:
+            doc = await self._col.find_one({"_id": message_id})
+            return _doc_message(doc) if doc else None
+
+        return await self._s.retry.run("read message", op)
+
+    async def count_messages(self, room_id: str) -> int:
+        # The count command, not count_documents(): that one is an aggregation, which
+        # some servers cap (mongoeco: 50,000 documents); count is answered from the
+        # (roomId, ...) index by MongoDB.
+        async def op(_: int) -> int:
+            reply = await self._s.db.command("count", MESSAGES, query={"roomId": room_id})
+            return int(reply["n"])
+
+        return await self._s.retry.run("count messages", op)
+
+    async def delete_room_messages(self, room_id: str) -> int:
+        async def op(_: int) -> int:
+            return (await self._col.delete_many({"roomId": room_id})).deleted_count
+
+        return await self._s.retry.run("delete room messages", op)
+
+
+class MongoMeetingStore(MeetingStore):
+    def __init__(self, store: MongoStore) -> None:
+        self._s = store
+
+    @property
+    def _col(self) -> Any:
+        return self._s.db[MEETINGS]
+
+    async def _update(self, what: str, query: dict[str, Any], update: dict[str, Any], meeting_id: str,
+                      **kwargs: Any) -> Meeting | None:
+        """``find_one_and_update``; when the guard in ``query`` matched nothing,
+        the meeting as it is (``None`` if it does not exist)."""
+
+        async def op(_: int) -> Meeting | None:
+            doc = await self._col.find_one_and_update(
+                query, update, return_document=ReturnDocument.AFTER, **kwargs
+            )
+            if doc is None:
+                doc = await self._col.find_one({"_id": meeting_id})
+            return _doc_meeting(doc)
+
+        return await self._s.retry.run(what, op)
+
+    async def open_meeting(self, room_id: str, *, meeting_id: str, started_at: datetime) -> Meeting:
+        async def op(_: int) -> Meeting:
+            doc = await self._col.find_one_and_update(
+                {"roomId": room_id, "endedAt": None},
+                {"$setOnInsert": {"_id": meeting_id, "startedAt": started_at,
+                                  "participants": [], "recordings": []}},
+                upsert=True,
+                sort=_SORT_MEETINGS,
+                return_document=ReturnDocument.AFTER,
+            )
+            meeting = _doc_meeting(doc)
+            assert meeting is not None
+            return meeting
+
+        return await self._s.retry.run("open meeting", op)
+
+    async def current_meeting(self, room_id: str) -> Meeting | None:
+        async def op(_: int) -> Meeting | None:
+            return _doc_meeting(await self._col.find_one({"roomId": room_id, "endedAt": None}, sort=_SORT_MEETINGS))
+
+        return await self._s.retry.run("read meeting", op)
+
+    async def add_participant(self, meeting_id: str, participant: Participant) -> Meeting | None:
+        entry = participant.model_dump(by_alias=True)
+        return await self._update(
+            "add participant",
+            {"_id": meeting_id, "participants": {"$not": {"$elemMatch": {
+                "peerId": participant.peer_id, "joinedAt": participant.joined_at}}}},
+            {"$push": {"participants": entry}},
+            meeting_id,
+        )
+
+    async def participant_left(self, meeting_id: str, peer_id: str, left_at: datetime) -> Meeting | None:
+        return await self._update(
+            "participant left",
+            {"_id": meeting_id, "participants": {"$elemMatch": {"peerId": peer_id, "leftAt": None}}},
+            {"$set": {"participants.$[p].leftAt": left_at}},
+            meeting_id,
+            array_filters=[{"p.peerId": peer_id, "p.leftAt": None}],
+        )
+
+    async def end_meeting(self, meeting_id: str, ended_at: datetime) -> Meeting | None:
+        return await self._update(
+            "end meeting",
+            {"_id": meeting_id, "endedAt": None},
+            {"$set": {"endedAt": ended_at, "participants.$[p].leftAt": ended_at}},
+            meeting_id,
+            array_filters=[{"p.leftAt": None}],
+        )
+
+    async def add_recording(self, meeting_id: str, recording: RecordingRef) -> Meeting | None:
+        entry = recording.model_dump(by_alias=True, exclude_none=True)
+        return await self._update(
+            "add recording",
+            {"_id": meeting_id, "recordings": {"$not": {"$elemMatch": {
+                "bucket": recording.bucket, "key": recording.key}}}},
+            {"$push": {"recordings": entry}},
+            meeting_id,
+        )
+
+    async def get_meeting(self, meeting_id: str) -> Meeting | None:
+        async def op(_: int) -> Meeting | None:
+            return _doc_meeting(await self._col.find_one({"_id": meeting_id}))
+
+        return await self._s.retry.run("read meeting", op)
+
+    async def list_meetings(
+        self, room_id: str, *, limit: int = DEFAULT_PAGE, before: Cursor | None = None
+    ) -> list[Meeting]:
+        async def op(_: int) -> list[Meeting]:
+            cursor = (
+                self._col.find(history_filter(room_id, before, "startedAt"))
+                .sort(_SORT_MEETINGS)
+                .hint(MEETINGS_INDEX)
+                .limit(limit)
+            )
+            return [m async for d in cursor if (m := _doc_meeting(d)) is not None]
+
+        return await self._s.retry.run("list meetings", op)
+
+    async def open_meetings(self) -> list[Meeting]:
+        async def op(_: int) -> list[Meeting]:
+            cursor = self._col.find({"endedAt": None}).sort([("startedAt", ASCENDING)])
+            return [m async for d in cursor if (m := _doc_meeting(d)) is not None]
+
+        return await self._s.retry.run("list open meetings", op)
+
+
+class MongoStore(Store):
+    """Chat and meetings in MongoDB.
+
+    ``uri`` is used as given (credentials, ``authSource``, ``authMechanism``, TLS...);
+    ``database`` overrides the URI's database; ``write_concern`` (``1``, ``2``,
+    ``"majority"``) overrides the URI's ``w``; ``timeout`` (seconds) bounds server
+    selection, connecting, each socket operation, and write retries.
+    """
+
+    backend = "mongodb"
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        database: str | None = None,
+        write_concern: int | str | None = None,
+        timeout: float = 5.0,
+        **client_options: Any,
+    ) -> None:
+        self.uri = uri
+        self.timeout = timeout
+        self._database = database
+        self._write_concern = parse_write_concern(write_concern)
+        self._client_options = client_options
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self.db: Any = None
+        self.retry = _Retrier(_redacted_uri(uri), timeout)
+        self.chat = MongoChatStore(self)
+        self.meetings = MongoMeetingStore(self)
+
+    def describe(self) -> str:
+        name = self.db.name if self.db is not None else (self._database or "?")
+        return f"MongoDB {_redacted_uri(self.uri)} database {name}"
+
+    @property
+    def client(self) -> AsyncMongoClient[dict[str, Any]]:
+        if self._client is None:
+            raise StoreError("the MongoDB store is not started")
+        return self._client
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        where = _redacted_uri(self.uri)
+        ms = int(self.timeout * 1000)
+        options: dict[str, Any] = {
+            "tz_aware": True,
+            "tzinfo": timezone.utc,
+            "serverSelectionTimeoutMS": ms,
+            "connectTimeoutMS": ms,
+            "socketTimeoutMS": ms,
+            "appname": "parley",
+        }
+        if self._write_concern is not None:
+            options["w"] = self._write_concern
+        options.update(self._client_options)
+        try:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.uri, **options)
+        except (ConfigurationError, ValueError, TypeError) as exc:
+            raise StoreUnavailable(f"MONGODB_URI {where} is not usable: {redact_text(str(exc))}") from exc
+        try:
+            if not client.write_concern.acknowledged:
+                raise StoreUnavailable(
+                    f"MongoDB {where}: write concern w=0 is unacknowledged and could lose "
+                    "messages; use w=1 or more (MONGODB_WRITE_CONCERN)"
+                )
+            db = client.get_default_database(default=self._database or DEFAULT_DATABASE)
+            if self._database:
+                db = client[self._database]
+            try:
+                await client.admin.command("ping")
+            except ServerSelectionTimeoutError as exc:
+                raise StoreUnavailable(
+                    f"MongoDB {where} is unreachable: no server answered within "
+                    f"{self.timeout:g}s ({redact_text(str(exc).split(',', 1)[0])})"
+                ) from exc
+            except OperationFailure as exc:
+                if _is_auth_error(exc):
+                    user = _uri_user(self.uri)
+                    raise StoreUnavailable(
+                        f"MongoDB {where} refused the credentials"
+                        + (f" of user {user!r}" if user else "")
+                        + f": {exc.details.get('errmsg') if exc.details else exc} "
+                        "(check the user, password, authSource and authMechanism in MONGODB_URI)"
+                    ) from exc
+                raise StoreUnavailable(f"MongoDB {where}: ping failed: {redact_text(str(exc))}") from exc
+            except PyMongoError as exc:
+                raise StoreUnavailable(f"MongoDB {where}: {type(exc).__name__}: {redact_text(str(exc))}") from exc
+            self._client, self.db = client, db
+            await self.create_indexes()
+        except BaseException:
+            self._client, self.db = None, None
+            await client.close()
+            raise
+        logger.debug("MongoDB store ready: {}", self.describe())
+
+    async def create_indexes(self) -> None:
+        """Create the indexes history and meeting lists need (idempotent)."""
+        for name, models in ((MESSAGES, _MESSAGE_INDEXES), (MEETINGS, _MEETING_INDEXES)):
+            try:
+                await self.db[name].create_indexes(models)
+            except OperationFailure as exc:
+                raise StoreUnavailable(
+                    f"MongoDB: cannot create the indexes of {self.db.name}.{name}: "
+                    f"{redact_text(str(exc))} (an index with the same name but another "
+                    "definition must be dropped first)"
+                ) from exc
+            except PyMongoError as exc:
+                raise StoreUnavailable(f"MongoDB: creating indexes on {name} failed: {redact_text(str(exc))}") from exc
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()

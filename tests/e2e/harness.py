@@ -1,0 +1,77 @@
+"""Run the real Parley app on loopback for signaling and end-to-end tests.
+
+``async with running_server(tmp_path, **settings) as server`` starts
+``control.app.create_app`` (real mediasoup workers, embedded chat/events/storage
+backends under ``tmp_path``) on 127.0.0.1 with an ephemeral port, RTC on
+127.0.0.1, and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from control.app import create_app
+from control.config import Settings
+from control.keys import ROOMS, WORKER_POOL
+from tests.plugin_workers import require_worker_binary
+
+
+@dataclass
+class Server:
+    app: web.Application
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, room_id: str, peer_id: str, path: str = "/", **query: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}?{urlencode({'roomId': room_id, 'peerId': peer_id, **query})}"
+
+    @property
+    def rooms(self) -> Any:
+        return self.app[ROOMS]
+
+    @property
+    def pool(self) -> Any:
+        return self.app[WORKER_POOL]
+
+
+def server_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        _env_file=None,
+        host="127.0.0.1",
+        port=3000,
+        data_dir=tmp_path / "data",
+        mongodb_uri=None,
+        rabbitmq_url=None,
+        minio_endpoint=None,
+        mediasoup_num_workers=2,
+        mediasoup_listen_ip="127.0.0.1",
+        mediasoup_announced_address=None,
+        peer_reconnect_grace_seconds=0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
+    require_worker_binary()
+    app = create_app(server_settings(tmp_path, **overrides))
+    runner = web.AppRunner(app, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield Server(app, port)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,277 @@
+"""A real WebRTC participant: pymediasoup + aiortc over :class:`ProtooClient`.
+
+It speaks mediasoup-demo's protocol the way the demo's browser client does
+(capabilities, send/recv transports, join, produce; ``newConsumer`` /
+``newDataConsumer`` accepted by consuming locally), sends synthetic media
+(a 440 Hz tone and small changing video frames, encoded by aiortc) and
+decodes everything it receives, counting frames and samples per producer.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from pymediasoup import AiortcHandler, Device
+from pymediasoup.rtp_parameters import RtpCapabilities
+
+from tests.e2e.protoo_client import ProtooClient
+
+AUDIO_RATE = 48000
+AUDIO_PTIME = 0.020
+VIDEO_CLOCK = 90000
+
+
+class ToneTrack(MediaStreamTrack):
+    """A 440 Hz sine, 20 ms mono s16 frames, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = 440.0) -> None:
+        super().__init__()
+        self.frequency = frequency
+        self._start: float | None = None
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        samples = int(AUDIO_RATE * AUDIO_PTIME)
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += samples
+            wait = self._start + self._pts / AUDIO_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        pcm = array.array("h", (
+            int(8000 * math.sin(2 * math.pi * self.frequency * (self._pts + i) / AUDIO_RATE)) for i in range(samples)
+        ))
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(pcm.tobytes())
+        frame.pts = self._pts
+        frame.sample_rate = AUDIO_RATE
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        return frame
+
+
+class PatternTrack(MediaStreamTrack):
+    """Small YUV frames whose brightness changes every frame, at ``fps``."""
+
+    kind = "video"
+
+    def __init__(self, width: int = 160, height: int = 120, fps: int = 15) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        self._start: float | None = None
+        self._count = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._count += 1
+            wait = self._start + self._count / self.fps - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        luma = (self._count * 7) % 200 + 28
+        y = bytes([luma]) * (frame.planes[0].line_size * self.height)
+        frame.planes[0].update(y)
+        for plane in frame.planes[1:]:
+            plane.update(bytes([128]) * (plane.line_size * (self.height // 2)))
+        frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+
+@dataclass
+class Received:
+    """What arrived from one remote producer."""
+
+    peer_id: str
+    producer_id: str
+    kind: str
+    consumer_id: str
+    frames: int = 0
+    samples: int = 0
+    width: int = 0
+    first_frame_at: float | None = None
+    first_frame: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class MediaPeer:
+    def __init__(self, ws_url: str, peer_id: str, display_name: str | None = None,
+                 audio: bool = True, video: bool = True, data: bool = False, metadata: dict | None = None) -> None:
+        self.ws_url = ws_url
+        self.peer_id = peer_id
+        self.display_name = display_name or peer_id
+        self.tracks: list[MediaStreamTrack] = []
+        if audio:
+            self.tracks.append(ToneTrack())
+        if video:
+            self.tracks.append(PatternTrack())
+        self.data = data
+        self.metadata = metadata or {}
+        self.protoo: ProtooClient | None = None
+        self.device: Device | None = None
+        self.send_transport: Any = None
+        self.recv_transport: Any = None
+        self.producers: dict[str, Any] = {}
+        self.received: dict[str, Received] = {}  # by consumer id
+        self.peers: list[dict] = []
+        self.data_messages: list[Any] = []
+        self.data_consumers: list[Any] = []
+        self.connected_at: float | None = None
+        self._consume_lock = asyncio.Lock()
+
+    # -- signaling --------------------------------------------------------------------
+
+    async def _request(self, method: str, data: dict | None = None) -> Any:
+        assert self.protoo is not None
+        return await self.protoo.request(method, data or {}, timeout=20)
+
+    async def join(self) -> None:
+        """Connect, create transports, join and produce every track."""
+        self.connected_at = time.monotonic()
+        self.protoo = await ProtooClient.connect(self.ws_url)
+        self.protoo.on_request = self._on_server_request
+        caps = await self._request("getRouterRtpCapabilities")
+        self.device = Device(handlerFactory=AiortcHandler.createFactory(tracks=self.tracks))
+        await self.device.load(RtpCapabilities(**caps))
+        sctp = self.device.sctpCapabilities.model_dump(exclude_none=True) if self.data else None
+        if self.tracks or self.data:
+            info = await self._request("createWebRtcTransport", {
+                "forceTcp": False, "producing": True, "consuming": False, "sctpCapabilities": sctp})
+            self.send_transport = self.device.createSendTransport(
+                id=info["id"], iceParameters=info["iceParameters"], iceCandidates=info["iceCandidates"],
+                dtlsParameters=info["dtlsParameters"], sctpParameters=info["sctpParameters"])
+            self._wire(self.send_transport)
+        info = await self._request("createWebRtcTransport", {
+            "forceTcp": False, "producing": False, "consuming": True, "sctpCapabilities": sctp})
+        self.recv_transport = self.device.createRecvTransport(
+            id=info["id"], iceParameters=info["iceParameters"], iceCandidates=info["iceCandidates"],
+            dtlsParameters=info["dtlsParameters"], sctpParameters=info["sctpParameters"])
+        self._wire(self.recv_transport)
+        result = await self._request("join", {
+            "displayName": self.display_name,
+            "device": {"flag": "pymediasoup", "name": "aiortc", "version": "1"},
+            "rtpCapabilities": self.device.rtpCapabilities.model_dump(exclude_none=True),
+            "sctpCapabilities": sctp,
+            **self.metadata,
+        })
+        self.peers = result["peers"]
+        for track in self.tracks:
+            producer = await self.send_transport.produce(track=track, stopTracks=False, appData={})
+            self.producers[producer.id] = producer
+
+    def _wire(self, transport: Any) -> None:
+        @transport.on("connect")
+        async def on_connect(dtlsParameters: Any) -> None:
+            await self._request("connectWebRtcTransport", {
+                "transportId": transport.id, "dtlsParameters": dtlsParameters.model_dump(exclude_none=True)})
+
+        @transport.on("produce")
+        async def on_produce(kind: str, rtpParameters: Any, appData: dict) -> str:
+            result = await self._request("produce", {
+                "transportId": transport.id, "kind": kind,
+                "rtpParameters": rtpParameters.model_dump(exclude_none=True), "appData": appData})
+            return result["id"]
+
+        @transport.on("producedata")
+        async def on_producedata(sctpStreamParameters: Any, label: str, protocol: str, appData: dict) -> str:
+            result = await self._request("produceData", {
+                "transportId": transport.id,
+                "sctpStreamParameters": sctpStreamParameters.model_dump(exclude_none=True),
+                "label": label, "protocol": protocol, "appData": appData})
+            return result["id"]
+
+    async def _on_server_request(self, method: str, data: dict[str, Any]) -> dict[str, Any]:
+        if method == "newConsumer":
+            async with self._consume_lock:
+                consumer = await self.recv_transport.consume(
+                    id=data["id"], producerId=data["producerId"], kind=data["kind"],
+                    rtpParameters=data["rtpParameters"], appData=data.get("appData"))
+            received = Received(data["peerId"], data["producerId"], data["kind"], data["id"])
+            self.received[data["id"]] = received
+            received.task = asyncio.ensure_future(self._drain(consumer.track, received))
+            return {}
+        if method == "newDataConsumer":
+            async with self._consume_lock:
+                data_consumer = await self.recv_transport.consumeData(
+                    id=data["id"], dataProducerId=data["dataProducerId"],
+                    sctpStreamParameters=data["sctpStreamParameters"], label=data.get("label"),
+                    protocol=data.get("protocol"), appData=data.get("appData"))
+
+            self.data_consumers.append(data_consumer)
+
+            @data_consumer.on("message")
+            def on_message(message: Any) -> None:
+                self.data_messages.append(message)
+
+            return {}
+        return {}
+
+    async def _drain(self, track: MediaStreamTrack, received: Received) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                received.frames += 1
+                if received.kind == "audio":
+                    received.samples += frame.samples
+                else:
+                    received.width = frame.width
+                if received.first_frame_at is None:
+                    received.first_frame_at = time.monotonic()
+                    received.first_frame.set()
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+
+    # -- checks -----------------------------------------------------------------------
+
+    def from_peer(self, peer_id: str, kind: str | None = None) -> list[Received]:
+        return [r for r in self.received.values() if r.peer_id == peer_id and (kind is None or r.kind == kind)]
+
+    async def wait_media(self, peer_id: str, *, video_frames: int = 5, audio_samples: int = 9600,
+                         timeout: float = 30) -> None:
+        """Until decoded video frames and audio samples from ``peer_id`` arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            video = self.from_peer(peer_id, "video")
+            audio = self.from_peer(peer_id, "audio")
+            if (video and max(r.frames for r in video) >= video_frames
+                    and audio and max(r.samples for r in audio) >= audio_samples):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.peer_id}: media from {peer_id} missing: "
+                    f"video frames {[r.frames for r in video]}, audio samples {[r.samples for r in audio]}"
+                )
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        for received in self.received.values():
+            if received.task is not None:
+                received.task.cancel()
+        for transport in (self.send_transport, self.recv_transport):
+            if transport is not None:
+                try:
+                    await asyncio.wait_for(transport.close(), 5)
+                except Exception:  # noqa: BLE001
+                    pass
+        for track in self.tracks:
+            track.stop()
+        if self.protoo is not None and not self.protoo.closed.is_set():
+            await self.protoo.close()
+        elif self.protoo is not None and self.protoo._own_session:
+            await self.protoo.session.close()
