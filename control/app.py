@@ -19,6 +19,7 @@ from control.api import chat as chat_api
 from control.api import meetings as meetings_api
 from control.api import rooms as rooms_api
 from control.chat.context import chat_ctx
+from control.chat.signaling import chat_signaling_ctx
 from control.events import routes as events_routes
 from control.events.service import events_ctx
 from control.storage import routes as storage_routes
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(chat_ctx)  # after events: meeting changes publish events
     app.cleanup_ctx.append(rooms_ctx)  # after the pool (and chat: joins/leaves are recorded as meetings)
+    app.cleanup_ctx.append(chat_signaling_ctx)  # after chat and rooms: chatMessage/getChatHistory over protoo
     app.on_shutdown.append(close_connections)  # peers' WebSockets close (1001) before aiohttp waits on them
     app.add_routes(health.routes)
     app.add_routes(events_routes.routes)  # GET /api/events/outbox (admin)
