@@ -145,10 +145,15 @@ class Worker(EnhancedEventEmitter):
         fd3, fd4 = _high_fd(theirs_r), _high_fd(theirs_w)
         env = {**os.environ, "MEDIASOUP_VERSION": MEDIASOUP_VERSION}
         try:
+            # Own process group: a Ctrl-C or SIGTERM sent to our group must not
+            # kill the workers behind our back (they would look "died" during a
+            # clean shutdown); we close them. If we are killed, they exit anyway
+            # when their channel closes.
             pid = os.posix_spawn(
                 binary,
                 [binary, *settings.to_args()],
                 env,
+                setpgroup=0,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
