@@ -15,7 +15,8 @@ controlling process (not the worker) while 1,000 WebRTC transports are
 created on one router, measured in a fresh process after a warm-up.
 
 Every measurement runs in a child process (Node, or this script again with
-``--child``), and the rounds alternate which runtime goes first, so that the
+``--child``; its event loop is uvloop, as ``parley run`` uses, unless
+``--loop asyncio``), and the rounds alternate which runtime goes first, so that the
 noise of a shared machine falls on both sides alike. Statistics are computed
 here from the raw samples of both sides, pooled over the rounds; the spread of
 the per-round medians is printed too.
@@ -232,11 +233,18 @@ async def _py_memory(scenario: dict) -> dict:
     return {"transports": len(transports), "rssBefore": before, "rssAfter": after}
 
 
-def _child(mode: str, scenario_json: str) -> None:
+def _child(mode: str, scenario_json: str, loop: str) -> None:
     sys.path.insert(0, str(ROOT))
     scenario = json.loads(scenario_json)
-    result = asyncio.run(_py_memory(scenario) if mode == "memory" else _py_timing(scenario))
-    result["runtime"] = f"python {platform.python_version()} ({platform.python_implementation()}), asyncio"
+    main = _py_memory(scenario) if mode == "memory" else _py_timing(scenario)
+    if loop == "uvloop":  # as `parley run` does
+        import uvloop
+
+        result = uvloop.run(main)
+        loop = f"uvloop {uvloop.__version__}"
+    else:
+        result = asyncio.run(main)
+    result["runtime"] = f"python {platform.python_version()} ({platform.python_implementation()}), {loop}"
     sys.stdout.write(json.dumps(result))
 
 
@@ -268,12 +276,12 @@ def worker_binary() -> str:
     return str(built())
 
 
-def run_child(side: str, mode: str, scenario: dict, env: dict[str, str]) -> dict:
+def run_child(side: str, mode: str, scenario: dict, env: dict[str, str], loop: str = "uvloop") -> dict:
     payload = json.dumps(scenario)
     if side == "node":
         cmd = ["node", "--expose-gc", str(NODE_SCRIPT), mode, payload]
     else:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, payload]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--loop", loop, "--child", mode, payload]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f"bench: {side} {mode} child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -328,10 +336,12 @@ def main() -> None:
     parser.add_argument("--memory-rounds", type=int, default=3, help="fresh-process memory runs per side")
     parser.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     parser.add_argument("--json", type=Path, help="also write raw summary numbers as JSON to this file")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop of the Python side (default uvloop, as `parley run` uses)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(*args.child)
+        _child(*args.child, args.loop)
         return
 
     if shutil.which("node") is None:
@@ -354,7 +364,7 @@ def main() -> None:
     }
     machine = machine_info()
     started = _dt.datetime.now(_dt.timezone.utc)
-    print(f"bench/channel.py: worker {binary}", file=sys.stderr)
+    print(f"bench/channel.py: worker {binary}, Python event loop {args.loop}", file=sys.stderr)
 
     keys = [op for op, _ in OPS] + ["cpu:" + op for op, _ in OPS]
     pooled: dict[str, dict[str, list[int]]] = {"py": {k: [] for k in keys}, "node": {k: [] for k in keys}}
@@ -365,7 +375,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = ("py", "node") if r % 2 == 0 else ("node", "py")
         for side in order:
-            result = run_child(side, "timing", scenario, env)
+            result = run_child(side, "timing", scenario, env, args.loop)
             runtimes[side] = result["runtime"]
             walls[side].append(result["wallNs"])
             for key in keys:
@@ -377,7 +387,7 @@ def main() -> None:
     memory: dict[str, list[dict]] = {"py": [], "node": []}
     for r in range(args.memory_rounds):
         for side in (("py", "node") if r % 2 == 0 else ("node", "py")):
-            memory[side].append(run_child(side, "memory", scenario, env))
+            memory[side].append(run_child(side, "memory", scenario, env, args.loop))
 
     rows = []
     for op, label in OPS:
@@ -418,7 +428,8 @@ def render(args, machine, started, rows, mem, mem_base, walls, runtimes, binary)
         f"# Channel benchmark, {started:%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `{env_prefix}python bench/channel.py --rounds {args.rounds} --iterations {args.iterations} "
-        f"--warmup {args.warmup} --memory-transports {args.memory_transports} --memory-rounds {args.memory_rounds}`",
+        f"--warmup {args.warmup} --memory-transports {args.memory_transports} --memory-rounds {args.memory_rounds} "
+        f"--loop {args.loop}`",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores (nproc {machine['nproc']}), "
         f"Linux {machine['kernel']}, load average {machine['loadavg']} at start, "

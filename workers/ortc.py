@@ -872,8 +872,9 @@ def get_consumer_rtp_parameters(
         if cap_codec is None:
             continue
         codec = _copy_codec(consumable_codec)
+        # Copies: the capabilities may be shared (transport.validated_rtp_capabilities).
         codec["rtcpFeedback"] = [
-            fb for fb in cap_codec["rtcpFeedback"] if enable_rtx or fb["type"] != "nack" or fb.get("parameter")
+            dict(fb) for fb in cap_codec["rtcpFeedback"] if enable_rtx or fb["type"] != "nack" or fb.get("parameter")
         ]
         codecs.append(codec)
 

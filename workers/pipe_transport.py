@@ -13,7 +13,6 @@ Observer: the base transport's plus ``sctpstatechange`` and ``trace``.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from loguru import logger
@@ -22,6 +21,7 @@ from workers import ortc
 from workers.consumer import Consumer
 from workers.errors import MediasoupTypeError, NotFoundError
 from workers.fbs import FBS  # noqa: F401
+from workers.wire import new_id
 from workers.fbs_utils import body_as, to_dict, unpack
 from workers.plain_transport import build_srtp_parameters
 from workers.rtp_parameters import serialize_rtp_encoding_parameters, serialize_rtp_parameters
@@ -155,7 +155,7 @@ class PipeTransport(Transport):
         rtp_parameters = ortc.get_pipe_consumer_rtp_parameters(
             consumable_rtp_parameters=producer.consumable_rtp_parameters, enable_rtx=self.rtx
         )
-        consumer_id = str(uuid.uuid4())
+        consumer_id = new_id()
         offset = self._build_pipe_consume_request(consumer_id, producer, rtp_parameters)
         response = await self.request(
             FbsMethod.Method.TRANSPORT_CONSUME, FbsRequestBody.Body.Transport_ConsumeRequest, offset

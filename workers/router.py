@@ -10,7 +10,7 @@ Events: ``workerclose``. Observer: ``close``, ``newtransport``, ``newrtpobserver
 from __future__ import annotations
 
 import asyncio
-import uuid
+import marshal
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -22,12 +22,13 @@ from workers.direct_transport import DirectTransport, parse_direct_transport_dum
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError
 from workers.fbs import FBS  # noqa: F401
+from workers.fbs_blob import Blob, Fragment, builder_fragment, string_table, table_layout
 from workers.fbs_utils import to_dict, unpack
 from workers.pipe_transport import PipeTransport, parse_pipe_transport_dump
 from workers.plain_transport import PlainTransport, parse_plain_transport_dump
 from workers.transport import Transport, build_base_options, build_listen_info, check_app_data
-from workers.webrtc_transport import WebRtcTransport, parse_webrtc_transport_dump
-from workers.wire import as_wire, clone
+from workers.webrtc_transport import WebRtcTransport, read_webrtc_transport_dump
+from workers.wire import as_wire, clone, new_id
 
 import FBS.ActiveSpeakerObserver.ActiveSpeakerObserverOptions as FbsActiveSpeakerOptions  # noqa: E402
 import FBS.AudioLevelObserver.AudioLevelObserverOptions as FbsAudioLevelOptions  # noqa: E402
@@ -44,9 +45,7 @@ import FBS.Router.CreateAudioLevelObserverRequest as FbsCreateAudioLevel  # noqa
 import FBS.Router.CreateDirectTransportRequest as FbsCreateDirect  # noqa: E402
 import FBS.Router.CreatePipeTransportRequest as FbsCreatePipe  # noqa: E402
 import FBS.Router.CreatePlainTransportRequest as FbsCreatePlain  # noqa: E402
-import FBS.Router.CreateWebRtcTransportRequest as FbsCreateWebRtc  # noqa: E402
 import FBS.Router.DumpResponse as FbsRouterDump  # noqa: E402
-import FBS.WebRtcTransport.DumpResponse as FbsWebRtcDump  # noqa: E402
 import FBS.WebRtcTransport.Listen as FbsListen  # noqa: E402
 import FBS.WebRtcTransport.ListenIndividual as FbsListenIndividual  # noqa: E402
 import FBS.WebRtcTransport.ListenServer as FbsListenServer  # noqa: E402
@@ -113,10 +112,10 @@ class Router(EnhancedEventEmitter):
         # fails by itself (closing what it made) now that this router is gone.
         self.pipe_transport_pairs.clear()
 
-    def fire_and_forget(self, method: int, body_type: int, offset: int, handler_id: str) -> None:
-        """Send a close request whose failure only matters as a log line."""
+    def fire_and_forget(self, method: int, body_type: int, entity_id: str, handler_id: str) -> None:
+        """Ask the worker to close an entity (the body names it); a failure only matters as a log line."""
         try:
-            future = self.channel.request(method, body_type, offset, handler_id)
+            future = self.channel.request_fragment(method, body_type, string_table(entity_id), handler_id)
         except InvalidStateError:
             return
         future.add_done_callback(_ignore_result)
@@ -185,58 +184,52 @@ class Router(EnhancedEventEmitter):
             enable_tcp = webrtc_server is not None
         if listen_ips is not None:
             listen_infos = _listen_ips_to_infos(listen_ips, port, enable_udp, enable_tcp, prefer_udp, prefer_tcp)
-        transport_id = str(uuid.uuid4())
-        builder = self.channel.builder
-        try:
-            if webrtc_server is not None:
-                server_id = builder.CreateString(webrtc_server.id)
-                FbsListenServer.Start(builder)
-                FbsListenServer.AddWebRtcServerId(builder, server_id)
-                listen_offset, listen_type = FbsListenServer.End(builder), FbsListen.Listen.ListenServer
-            else:
-                infos = [build_listen_info(builder, info) for info in listen_infos or []]
-                FbsListenIndividual.StartListenInfosVector(builder, len(infos))
-                for offset in reversed(infos):
-                    builder.PrependUOffsetTRelative(offset)
-                vector = builder.EndVector()
-                FbsListenIndividual.Start(builder)
-                FbsListenIndividual.AddListenInfos(builder, vector)
-                listen_offset, listen_type = FbsListenIndividual.End(builder), FbsListen.Listen.ListenIndividual
-        except MediasoupTypeError:
-            builder.Clear()
-            raise
-        base = build_base_options(
-            builder,
-            initial_available_outgoing_bitrate=initial_available_outgoing_bitrate,
-            enable_sctp=enable_sctp,
-            is_data_channel=True,
-            **sctp_options,
+        transport_id = new_id()
+        options = self._webrtc_transport_options(
+            webrtc_server, listen_infos,
+            (enable_udp, enable_tcp, prefer_udp, prefer_tcp, initial_available_outgoing_bitrate, enable_sctp,
+             ice_consent_timeout, sctp_options),
         )
-        FbsWebRtcOptions.Start(builder)
-        FbsWebRtcOptions.AddBase(builder, base)
-        FbsWebRtcOptions.AddListenType(builder, listen_type)
-        FbsWebRtcOptions.AddListen(builder, listen_offset)
-        FbsWebRtcOptions.AddEnableUdp(builder, enable_udp)
-        FbsWebRtcOptions.AddEnableTcp(builder, enable_tcp)
-        FbsWebRtcOptions.AddPreferUdp(builder, prefer_udp)
-        FbsWebRtcOptions.AddPreferTcp(builder, prefer_tcp)
-        FbsWebRtcOptions.AddIceConsentTimeout(builder, ice_consent_timeout)
-        options = FbsWebRtcOptions.End(builder)
-        id_offset = builder.CreateString(transport_id)
-        FbsCreateWebRtc.Start(builder)
-        FbsCreateWebRtc.AddTransportId(builder, id_offset)
-        FbsCreateWebRtc.AddOptions(builder, options)
         method = (FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT_WITH_SERVER if webrtc_server is not None
                   else FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT)
-        response = await self.channel.request(
-            method, FbsRequestBody.Body.Router_CreateWebRtcTransportRequest, FbsCreateWebRtc.End(builder), self.id
+        response = await self.channel.request_fragment(
+            method, FbsRequestBody.Body.Router_CreateWebRtcTransportRequest, _id_and_options(transport_id, options),
+            self.id,
         )
-        data = parse_webrtc_transport_dump(unpack(response, FbsWebRtcDump.DumpResponse, FbsWebRtcDump.DumpResponseT))
+        data = read_webrtc_transport_dump(response.buffer, response.body_position)
         transport = WebRtcTransport(transport_id, self, data, app_data)
         self._register_transport(transport)
         if webrtc_server is not None:
             webrtc_server.handle_webrtc_transport(transport)
         return transport
+
+    def _webrtc_transport_options(self, webrtc_server: Any, listen_infos: Any, flags: tuple) -> Fragment:
+        """The ``WebRtcTransportOptions`` table, memoised by its inputs.
+
+        A room creates its transports with the same options, and building
+        the table (listen infos, base options: seven tables) is a third of
+        what creating a transport costs in Python. The key is the ``marshal``
+        bytes of every input, so it is exact (1, 1.0 and True differ); inputs
+        that are not plain data (a pydantic listen info) are built every time.
+        """
+        server_id = webrtc_server.id if webrtc_server is not None else None
+        try:
+            key: bytes | None = marshal.dumps((server_id, listen_infos, flags), 2)
+        except ValueError:
+            key = None
+        options = _WEBRTC_TRANSPORT_OPTIONS.get(key) if key is not None else None
+        if options is None:
+            builder = self.channel.builder
+            try:
+                offset = _build_webrtc_transport_options(builder, server_id, listen_infos, *flags)
+                options = builder_fragment(builder, offset)
+            finally:
+                builder.Clear()
+            if key is not None:
+                if len(_WEBRTC_TRANSPORT_OPTIONS) >= _MAX_WEBRTC_TRANSPORT_OPTIONS:
+                    _WEBRTC_TRANSPORT_OPTIONS.clear()
+                _WEBRTC_TRANSPORT_OPTIONS[key] = options
+        return options
 
     async def create_plain_transport(
         self,
@@ -269,7 +262,7 @@ class Router(EnhancedEventEmitter):
             listen_info = {"protocol": "udp", "ip": ip["ip"], "announcedAddress": ip.get("announcedIp"), "port": port}
         from workers.plain_transport import SRTP_CRYPTO_SUITES
 
-        transport_id = str(uuid.uuid4())
+        transport_id = new_id()
         builder = self.channel.builder
         try:
             listen_offset = build_listen_info(builder, listen_info)
@@ -328,7 +321,7 @@ class Router(EnhancedEventEmitter):
         app_data = check_app_data(app_data)
         if listen_ip is not None:
             listen_info = _listen_ip_to_info(listen_ip, port)
-        transport_id = str(uuid.uuid4())
+        transport_id = new_id()
         builder = self.channel.builder
         try:
             listen_offset = build_listen_info(builder, listen_info)
@@ -377,7 +370,7 @@ class Router(EnhancedEventEmitter):
             if not _is_uint32(value):
                 raise MediasoupTypeError("if given, maxMessageSize must be a positive number")
         app_data = check_app_data(app_data)
-        transport_id = str(uuid.uuid4())
+        transport_id = new_id()
         builder = self.channel.builder
         base = build_base_options(
             builder,
@@ -570,7 +563,7 @@ class Router(EnhancedEventEmitter):
         if not _is_number(interval):
             raise MediasoupTypeError("if given, interval must be a number")
         app_data = check_app_data(app_data)
-        observer_id = str(uuid.uuid4())
+        observer_id = new_id()
         builder = self.channel.builder
         id_offset = builder.CreateString(observer_id)
         FbsActiveSpeakerOptions.Start(builder)
@@ -600,7 +593,7 @@ class Router(EnhancedEventEmitter):
         if not _is_number(interval):
             raise MediasoupTypeError("if given, interval must be a number")
         app_data = check_app_data(app_data)
-        observer_id = str(uuid.uuid4())
+        observer_id = new_id()
         builder = self.channel.builder
         id_offset = builder.CreateString(observer_id)
         FbsAudioLevelOptions.Start(builder)
@@ -663,6 +656,69 @@ def _listen_ips_to_infos(
     return infos
 
 
+_WEBRTC_TRANSPORT_OPTIONS: dict[bytes, Fragment] = {}
+_MAX_WEBRTC_TRANSPORT_OPTIONS = 256
+# CreateWebRtcTransportRequest (and the other create-transport requests): transport_id, options.
+_ID_AND_OPTIONS = table_layout(((0, "ref"), (1, "ref")))
+
+
+def _id_and_options(transport_id: str, options: Fragment) -> Fragment:
+    """A create-transport request body: the new transport's id and its options table."""
+    blob = Blob()
+    position = blob.table(_ID_AND_OPTIONS, (0, 0))
+    id_ref, options_ref = _ID_AND_OPTIONS.ref_positions
+    blob.patch(position + id_ref, blob.utf8_string(transport_id.encode()))
+    blob.patch(position + options_ref, blob.fragment(options))
+    return blob.as_fragment(position)
+
+
+def _build_webrtc_transport_options(
+    builder: Any,
+    server_id: str | None,
+    listen_infos: Any,
+    enable_udp: bool,
+    enable_tcp: bool,
+    prefer_udp: bool,
+    prefer_tcp: bool,
+    initial_available_outgoing_bitrate: int,
+    enable_sctp: bool,
+    ice_consent_timeout: int,
+    sctp_options: dict[str, int],
+) -> int:
+    """Serialise ``FBS.WebRtcTransport.WebRtcTransportOptions``; returns its offset."""
+    if server_id is not None:
+        server_offset = builder.CreateString(server_id)
+        FbsListenServer.Start(builder)
+        FbsListenServer.AddWebRtcServerId(builder, server_offset)
+        listen_offset, listen_type = FbsListenServer.End(builder), FbsListen.Listen.ListenServer
+    else:
+        infos = [build_listen_info(builder, info) for info in listen_infos or []]
+        FbsListenIndividual.StartListenInfosVector(builder, len(infos))
+        for offset in reversed(infos):
+            builder.PrependUOffsetTRelative(offset)
+        vector = builder.EndVector()
+        FbsListenIndividual.Start(builder)
+        FbsListenIndividual.AddListenInfos(builder, vector)
+        listen_offset, listen_type = FbsListenIndividual.End(builder), FbsListen.Listen.ListenIndividual
+    base = build_base_options(
+        builder,
+        initial_available_outgoing_bitrate=initial_available_outgoing_bitrate,
+        enable_sctp=enable_sctp,
+        is_data_channel=True,
+        **sctp_options,
+    )
+    FbsWebRtcOptions.Start(builder)
+    FbsWebRtcOptions.AddBase(builder, base)
+    FbsWebRtcOptions.AddListenType(builder, listen_type)
+    FbsWebRtcOptions.AddListen(builder, listen_offset)
+    FbsWebRtcOptions.AddEnableUdp(builder, enable_udp)
+    FbsWebRtcOptions.AddEnableTcp(builder, enable_tcp)
+    FbsWebRtcOptions.AddPreferUdp(builder, prefer_udp)
+    FbsWebRtcOptions.AddPreferTcp(builder, prefer_tcp)
+    FbsWebRtcOptions.AddIceConsentTimeout(builder, ice_consent_timeout)
+    return FbsWebRtcOptions.End(builder)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -700,7 +756,7 @@ async def _pipe_producer(producer: Any, local: PipeTransport, remote: PipeTransp
         pipe_producer = await remote.produce(
             pipe_consumer.kind,
             pipe_consumer.rtp_parameters,
-            id=producer.id if keep_id else str(uuid.uuid4()),
+            id=producer.id if keep_id else new_id(),
             paused=pipe_consumer.producer_paused,
             app_data=producer.app_data,
         )
@@ -733,7 +789,7 @@ async def _pipe_data_producer(
         pipe_data_consumer = await local.consume_data(data_producer.id)
         pipe_data_producer = await remote.produce_data(
             pipe_data_consumer.sctp_stream_parameters,
-            id=data_producer.id if keep_id else str(uuid.uuid4()),
+            id=data_producer.id if keep_id else new_id(),
             label=pipe_data_consumer.label,
             protocol=pipe_data_consumer.protocol,
             app_data=data_producer.app_data,

@@ -21,7 +21,6 @@ from workers.fbs import FBS  # noqa: F401
 
 import FBS.Request.Body as FbsRequestBody  # noqa: E402
 import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Router.CloseRtpObserverRequest as FbsCloseRtpObserverRequest  # noqa: E402
 import FBS.RtpObserver.AddProducerRequest as FbsAddProducerRequest  # noqa: E402
 import FBS.RtpObserver.RemoveProducerRequest as FbsRemoveProducerRequest  # noqa: E402
 
@@ -55,14 +54,10 @@ class RtpObserver(EnhancedEventEmitter):
             return
         self.closed = True
         self.channel.unsubscribe(self.id)
-        builder = self.channel.builder
-        id_offset = builder.CreateString(self.id)
-        FbsCloseRtpObserverRequest.Start(builder)
-        FbsCloseRtpObserverRequest.AddRtpObserverId(builder, id_offset)
         self.router.fire_and_forget(
             FbsMethod.Method.ROUTER_CLOSE_RTPOBSERVER,
             FbsRequestBody.Body.Router_CloseRtpObserverRequest,
-            FbsCloseRtpObserverRequest.End(builder),
+            self.id,
             self.router.id,
         )
         self.emit("@close")

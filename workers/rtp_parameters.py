@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
+from workers.fbs_blob import Blob, TableLayout, splice, table_layout
 
 import FBS.RtpParameters.Boolean as _FbsBoolean  # noqa: E402
 import FBS.RtpParameters.Double as _FbsDouble  # noqa: E402
@@ -67,6 +68,9 @@ __all__ = [
     "serialize_rtp_parameters",
     "serialize_rtp_encoding_parameters",
     "serialize_rtp_mapping",
+    "write_rtp_parameters",
+    "write_rtp_encoding_parameters",
+    "write_rtp_mapping",
     "parse_rtp_parameters",
     "parse_rtp_codec_parameters",
     "parse_rtp_header_extension_parameters",
@@ -271,11 +275,12 @@ class RtpMapping(WireModel):
 # so they are encoded here directly: each table type has a layout (vtable
 # bytes and a ``struct`` format) computed once per set of present fields, the
 # tree is written parent-first into a standalone, position-independent
-# FlatBuffers blob (every reference in it is relative), and the blob is copied
-# into the caller's builder (``_splice``). The result is ordinary FlatBuffers
-# that the generated readers, and the worker, read like any other; it is
-# several times faster than the builder. Small tables elsewhere (SCTP, SRTP)
-# keep using the generated builder functions.
+# FlatBuffers blob (every reference in it is relative, see ``workers.fbs_blob``),
+# and the blob is copied into the caller's builder (``serialize_*``) or written
+# straight into the blob of a whole request (``write_*``: produce and consume).
+# The result is ordinary FlatBuffers that the generated readers, and the
+# worker, read like any other; it is several times faster than the builder.
+# Small tables elsewhere (SCTP, SRTP) keep using the generated builder functions.
 # ---------------------------------------------------------------------------
 
 Json = dict[str, Any]
@@ -319,128 +324,10 @@ def rtp_header_extension_uri_from_fbs(value: int) -> str:
     return _URI_FROM_FBS[value]
 
 
-# --- The blob writer --------------------------------------------------------
+# --- The blob writer (workers.fbs_blob, shared with the channel) -------------
 
-_U32 = struct.Struct("<I")
-_PADDING = [bytes(size) for size in range(8)]
-# kind -> (size, struct code). "ref" is a uoffset to a string/vector/table.
-_SCALARS = {
-    "u8": (1, "B"),
-    "bool": (1, "?"),
-    "u32": (4, "I"),
-    "i32": (4, "i"),
-    "u64": (8, "Q"),
-    "f64": (8, "d"),
-    "ref": (4, "I"),
-}
-
-
-class _TableLayout:
-    """How one table type is laid out for a given set of present fields.
-
-    The table is written right after its vtable: ``[vtable][soffset][fields]``,
-    fields in schema order, each aligned to its size (the table start is
-    aligned to 8 when a field needs it). Values are packed in the order the
-    fields were given, references as 0 to be patched once their target exists.
-    """
-
-    __slots__ = ("vtable", "vtable_size", "packer", "alignment", "ref_positions")
-
-    def __init__(self, fields: tuple[tuple[int, str], ...]) -> None:
-        self.alignment = 8 if any(_SCALARS[kind][0] == 8 for _, kind in fields) else 4
-        fmt, position = "<i", 4  # the soffset to the vtable
-        slot_positions = [0] * (max((slot for slot, _ in fields), default=-1) + 1)
-        ref_positions = []
-        for slot, kind in fields:
-            size, code = _SCALARS[kind]
-            padding = -position % size
-            fmt += "x" * padding + code
-            position += padding
-            slot_positions[slot] = position
-            if kind == "ref":
-                ref_positions.append(position)
-            position += size
-        self.vtable_size = 4 + 2 * len(slot_positions)
-        self.vtable = struct.pack(f"<HH{len(slot_positions)}H", self.vtable_size, position, *slot_positions)
-        self.packer = struct.Struct(fmt)
-        self.ref_positions = tuple(ref_positions)
-
-
-_layout = lru_cache(maxsize=None)(_TableLayout)
-
-
-@lru_cache(maxsize=1024)
-def _encoded_string(text: str) -> bytes:
-    """A FlatBuffers string (length, UTF-8, NUL); codec, URI and key names repeat."""
-    data = text.encode()
-    return _U32.pack(len(data)) + data + b"\0"
-
-
-class _Blob:
-    """A position-independent FlatBuffers fragment, written parent first."""
-
-    __slots__ = ("data",)
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def table(self, layout: _TableLayout, values: tuple) -> int:
-        """Append a table (references left 0); returns its position."""
-        data = self.data
-        padding = -(len(data) + layout.vtable_size) % layout.alignment
-        if padding:
-            data += _PADDING[padding]
-        data += layout.vtable
-        position = len(data)
-        data += layout.packer.pack(layout.vtable_size, *values)
-        return position
-
-    def string(self, text: str) -> int:
-        data = self.data
-        padding = -len(data) % 4
-        if padding:
-            data += _PADDING[padding]
-        position = len(data)
-        data += _encoded_string(text)
-        return position
-
-    def ref_vector(self, length: int) -> int:
-        """Append a vector of ``length`` references (to patch); returns its position."""
-        data = self.data
-        padding = -len(data) % 4
-        if padding:
-            data += _PADDING[padding]
-        position = len(data)
-        data += _U32.pack(length)
-        data += bytes(4 * length)
-        return position
-
-    def int32_vector(self, values: Sequence[int]) -> int:
-        data = self.data
-        padding = -len(data) % 4
-        if padding:
-            data += _PADDING[padding]
-        position = len(data)
-        data += struct.pack(f"<I{len(values)}i", len(values), *values)
-        return position
-
-    def fragment(self, fragment: tuple[bytes, int]) -> int:
-        """Append a memoised fragment (bytes written from an 8-aligned start,
-        root position in them); returns the root's position here."""
-        data = self.data
-        padding = -len(data) % 8
-        if padding:
-            data += _PADDING[padding]
-        start = len(data)
-        data += fragment[0]
-        return start + fragment[1]
-
-    def patch(self, ref_position: int, target: int) -> None:
-        """Point the reference at ``ref_position`` to ``target`` (always forward)."""
-        _U32.pack_into(self.data, ref_position, target - ref_position)
-
-    def patch_vector(self, vector: int, index: int, target: int) -> None:
-        self.patch(vector + 4 + 4 * index, target)
+_layout = table_layout
+_Blob = Blob
 
 
 # Codecs and header extensions repeat from one consumer to the next: their
@@ -482,21 +369,7 @@ def _parameters_key(parameters: Optional[Json]) -> Optional[tuple]:
     return tuple(key)
 
 
-def _splice(builder: flatbuffers.Builder, blob: _Blob, root: int) -> int:
-    """Copy a blob into ``builder``; returns the builder offset of its ``root``.
-
-    Alignment inside the blob is relative to its start, so the blob is padded
-    to a multiple of 8 and placed where the builder is 8-aligned.
-    """
-    builder.assertNotNested()
-    data = blob.data
-    data += _PADDING[-len(data) % 8]
-    size = len(data)
-    builder.Prep(8, size)
-    head = builder.head - size
-    builder.Bytes[head : builder.head] = data
-    builder.head = head
-    return builder.Offset() - root
+_splice = splice
 
 
 # --- RtpParameters tables (slot numbers and types from rtpParameters.fbs) ----
@@ -608,7 +481,7 @@ def _write_header_extension(blob: _Blob, ext: Json) -> int:
 
 
 @lru_cache(maxsize=None)
-def _encoding_layout(present: int) -> _TableLayout:
+def _encoding_layout(present: int) -> TableLayout:
     """The layout of an encoding whose present fields are the bits of ``present``."""
     return _layout(tuple((slot, kind) for slot, kind in _ENCODING_FIELDS if present & (1 << slot)))
 
@@ -721,7 +594,7 @@ def _write_rtcp(blob: _Blob, rtcp: Optional[Json]) -> int:
     return position
 
 
-def _rtp_parameters_layout(has_mid: bool, has_msid: bool) -> _TableLayout:
+def _rtp_parameters_layout(has_mid: bool, has_msid: bool) -> TableLayout:
     slots = [0] * has_mid + [1, 2, 3, 4] + [5] * has_msid
     return _layout(tuple((slot, "ref") for slot in slots))
 
@@ -750,20 +623,40 @@ def _write_rtp_parameters(blob: _Blob, params: Json) -> int:
     return position
 
 
-def _serialize(builder: flatbuffers.Builder, write, value: Any) -> int:
-    """Write ``value`` into a blob and splice it into ``builder``.
+def _write_checked(blob: _Blob, write, value: Any) -> int:
+    """Write ``value`` into ``blob``; returns its root's position.
 
     Expects validated input; a missing field or a number out of its FBS
     type's range (a payload type of 300...) is a ``MediasoupTypeError``.
     """
-    blob = _Blob()
     try:
-        root = write(blob, value)
+        return write(blob, value)
     except KeyError as error:
         raise MediasoupTypeError(f"missing {error.args[0]}") from None
     except struct.error as error:
         raise MediasoupTypeError(f"invalid value ({error})") from None
+
+
+def _serialize(builder: flatbuffers.Builder, write, value: Any) -> int:
+    """Write ``value`` into a blob and splice it into ``builder``."""
+    blob = _Blob()
+    root = _write_checked(blob, write, value)
     return _splice(builder, blob, root)
+
+
+def write_rtp_parameters(blob: Blob, rtp_parameters: Any) -> int:
+    """``serialize_rtp_parameters`` into a blob (a request written without a builder)."""
+    return _write_checked(blob, _write_rtp_parameters, _json(rtp_parameters))
+
+
+def write_rtp_encoding_parameters(blob: Blob, encodings: Any) -> int:
+    """``serialize_rtp_encoding_parameters`` into a blob."""
+    return _write_checked(blob, _write_encoding_vector, [_json(encoding) for encoding in encodings or ()])
+
+
+def write_rtp_mapping(blob: Blob, rtp_mapping: Any) -> int:
+    """``serialize_rtp_mapping`` into a blob."""
+    return _write_checked(blob, _write_rtp_mapping, _json(rtp_mapping))
 
 
 def serialize_rtp_parameters(builder: flatbuffers.Builder, rtp_parameters: Any) -> int:

@@ -13,41 +13,35 @@ infos) are mediasoup's camelCase dicts; pydantic models from
 from __future__ import annotations
 
 import asyncio
+import marshal
 import uuid
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from workers import fbs_reader as fr
 from workers import ortc
 from workers.consumer import Consumer
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError, NotFoundError, UnsupportedError
 from workers.fbs import FBS  # noqa: F401
-from workers.fbs_utils import PRODUCER_TRACE_EVENT, SCTP_STATE, body_as, to_dict, vector
+from workers.fbs_blob import Blob, Fragment, TableLayout, checked, table_layout
+from workers.fbs_utils import PRODUCER_TRACE_EVENT, PROTOCOL, SCTP_STATE, body_as, to_dict, vector
 from workers.producer import Producer
-from workers.rtp_parameters import serialize_rtp_encoding_parameters, serialize_rtp_parameters
-from workers.wire import as_wire, clone
+from workers.rtp_parameters import write_rtp_encoding_parameters, write_rtp_mapping, write_rtp_parameters
+from workers.wire import as_wire, clone, new_id
 
-import FBS.Consumer.ConsumerLayers as FbsConsumerLayers  # noqa: E402
 import FBS.Notification.Event as FbsEvent  # noqa: E402
 import FBS.Request.Body as FbsRequestBody  # noqa: E402
 import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Router.CloseTransportRequest as FbsCloseTransportRequest  # noqa: E402
 import FBS.RtpParameters.MediaKind as FbsMediaKind  # noqa: E402
 import FBS.RtpParameters.Type as FbsRtpType  # noqa: E402
 import FBS.Transport.BweTraceInfo as FbsBweTraceInfo  # noqa: E402
-import FBS.Transport.CloseConsumerRequest as FbsCloseConsumerRequest  # noqa: E402
-import FBS.Transport.CloseDataConsumerRequest as FbsCloseDataConsumerRequest  # noqa: E402
-import FBS.Transport.CloseDataProducerRequest as FbsCloseDataProducerRequest  # noqa: E402
-import FBS.Transport.CloseProducerRequest as FbsCloseProducerRequest  # noqa: E402
-import FBS.Transport.ConsumeRequest as FbsConsumeRequest  # noqa: E402
-import FBS.Transport.ConsumeResponse as FbsConsumeResponse  # noqa: E402
 import FBS.Transport.EnableTraceEventRequest as FbsEnableTraceEventRequest  # noqa: E402
 import FBS.Transport.ListenInfo as FbsListenInfo  # noqa: E402
 import FBS.Transport.Options as FbsOptions  # noqa: E402
 import FBS.Transport.PortRange as FbsPortRange  # noqa: E402
-import FBS.Transport.ProduceRequest as FbsProduceRequest  # noqa: E402
-import FBS.Transport.ProduceResponse as FbsProduceResponse  # noqa: E402
 import FBS.Transport.Protocol as FbsProtocol  # noqa: E402
 import FBS.Transport.SctpStateChangeNotification as FbsSctpStateChange  # noqa: E402
 import FBS.Transport.SetMaxIncomingBitrateRequest as FbsSetMaxIncoming  # noqa: E402
@@ -135,6 +129,36 @@ def build_base_options(
     return FbsOptions.End(builder)
 
 
+# Validated RTP capabilities by the marshal bytes of what was given (see below).
+_VALIDATED_CAPABILITIES: dict[bytes, dict[str, Any]] = {}
+_MAX_VALIDATED_CAPABILITIES = 256
+
+
+def validated_rtp_capabilities(rtp_capabilities: Any) -> dict[str, Any]:
+    """A validated, normalised copy of an endpoint's RTP capabilities (read only).
+
+    An endpoint consumes every producer of a room with the same capabilities,
+    and copying plus validating them is most of what ``consume`` costs in
+    Python. Validation depends only on the value, so the result is kept, keyed
+    by ``marshal`` bytes: they tell 1, 1.0 and True apart, as the validators
+    do, and dumping is several times cheaper than copying. The cached dict is
+    shared: ``ortc`` only reads it (its re-normalising is a no-op on
+    validated capabilities) and copies what it puts in consumer parameters.
+    """
+    caps = as_wire(rtp_capabilities)
+    try:
+        key = marshal.dumps(caps, 2)
+    except ValueError:  # not plain data: validate a copy every time
+        return ortc.validate_rtp_capabilities(clone(caps))
+    validated = _VALIDATED_CAPABILITIES.get(key)
+    if validated is None:
+        validated = ortc.validate_rtp_capabilities(clone(caps))
+        if len(_VALIDATED_CAPABILITIES) >= _MAX_VALIDATED_CAPABILITIES:
+            _VALIDATED_CAPABILITIES.clear()
+        _VALIDATED_CAPABILITIES[key] = validated
+    return validated
+
+
 def check_app_data(app_data: Any) -> dict:
     if app_data is not None and not isinstance(app_data, dict):
         raise MediasoupTypeError("if given, appData must be an object")
@@ -144,7 +168,13 @@ def check_app_data(app_data: Any) -> dict:
 def parse_base_dump(base: Any) -> dict[str, Any]:
     """mediasoup's ``parseBaseTransportDump`` on the object API."""
     dump = to_dict(base)
-    dump["traceEventTypes"] = [_TRACE_TYPE_NAMES.get(t, t) for t in vector(base.traceEventTypes)]
+    dump["traceEventTypes"] = vector(base.traceEventTypes)
+    return _finish_base_dump(dump)
+
+
+def _finish_base_dump(dump: dict[str, Any]) -> dict[str, Any]:
+    """What mediasoup's ``parseBaseTransportDump`` adds to the fields of a ``FBS.Transport.Dump``."""
+    dump["traceEventTypes"] = [_TRACE_TYPE_NAMES.get(t, t) for t in dump["traceEventTypes"] or ()]
     # As mediasoup: id vectors are arrays (never absent) and the SSRC maps stay
     # arrays of ``{key, value}``.
     for table in ("producerIds", "consumerIds", "dataProducerIds", "dataConsumerIds",
@@ -161,6 +191,118 @@ def parse_base_dump(base: Any) -> dict[str, Any]:
         # _allocate_sctp_stream_id sizes its table from MIS.
         sctp.update(OS=65535, MIS=65535, maxMessageSize=sctp["maxReceiveMessageSize"])
     return dump
+
+
+# -- direct readers (``fbs_reader``) for the tables every WebRtcTransport call reads ----
+#
+# Field names, slots and defaults from transport.fbs, common.fbs, sctpParameters.fbs
+# and sctpAssociation.fbs; the values are those of the object API + ``to_dict``.
+
+
+def _tuple_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """mediasoup's ``parseTuple`` (``localIp`` is the deprecated alias of ``localAddress``)."""
+    return {"localIp": fields["localAddress"], **fields}
+
+
+TUPLE = fr.table(
+    (
+        ("localAddress", 0, fr.string, None),
+        ("localPort", 1, fr.u16, 0),
+        ("remoteIp", 2, fr.string, None),
+        ("remotePort", 3, fr.u16, 0),
+        ("protocol", 4, fr.enum(PROTOCOL), PROTOCOL[1]),
+    ),
+    _tuple_json,
+)
+_UINT32_STRING = (("key", 0, fr.u32, 0), ("value", 1, fr.string, None))
+_UINT16_STRING = (("key", 0, fr.u16, 0), ("value", 1, fr.string, None))
+_STRING_STRING = (("key", 0, fr.string, None), ("value", 1, fr.string, None))
+_RECV_RTP_HEADER_EXTENSIONS = tuple(
+    (name, slot, fr.u8, None)
+    for slot, name in enumerate(("mid", "rid", "rrid", "absSendTime", "transportWideCc01"))
+)
+_RTP_LISTENER = (
+    ("ssrcTable", 0, fr.vector(fr.table(_UINT32_STRING)), None),
+    ("midTable", 1, fr.vector(fr.table(_STRING_STRING)), None),
+    ("ridTable", 2, fr.vector(fr.table(_STRING_STRING)), None),
+)
+_SCTP_PARAMETERS = (
+    ("port", 0, fr.u16, 0),
+    ("maxSendMessageSize", 1, fr.u32, 0),
+    ("maxReceiveMessageSize", 2, fr.u32, 0),
+    ("sendBufferSize", 3, fr.u32, 0),
+    ("perStreamSendQueueLimit", 4, fr.u32, 0),
+    ("maxReceiverWindowBufferSize", 5, fr.u32, 0),
+    ("isDataChannel", 6, fr.boolean, False),
+)
+_SCTP_NEGOTIATED_CAPABILITIES = (
+    ("negotiatedMaxOutboundStreams", 0, fr.u16, 0),
+    ("negotiatedMaxInboundStreams", 1, fr.u16, 0),
+)
+_BASE_DUMP = (
+    ("id", 0, fr.string, None),
+    ("direct", 1, fr.boolean, False),
+    ("producerIds", 2, fr.vector(fr.string), None),
+    ("consumerIds", 3, fr.vector(fr.string), None),
+    ("mapSsrcConsumerId", 4, fr.vector(fr.table(_UINT32_STRING)), None),
+    ("mapRtxSsrcConsumerId", 5, fr.vector(fr.table(_UINT32_STRING)), None),
+    ("dataProducerIds", 6, fr.vector(fr.string), None),
+    ("dataConsumerIds", 7, fr.vector(fr.string), None),
+    ("recvRtpHeaderExtensions", 8, fr.table(_RECV_RTP_HEADER_EXTENSIONS), None),
+    ("rtpListener", 9, fr.table(_RTP_LISTENER), None),
+    ("maxSendMessageSize", 10, fr.u32, 0),
+    ("maxReceiveMessageSize", 11, fr.u32, 0),
+    ("sctpParameters", 12, fr.table(_SCTP_PARAMETERS), None),
+    ("sctpState", 13, fr.enum(SCTP_STATE), None),
+    ("sctpNegotiatedCapabilities", 14, fr.table(_SCTP_NEGOTIATED_CAPABILITIES), None),
+    ("sctpListener", 15, fr.table((("streamIdTable", 0, fr.vector(fr.table(_UINT16_STRING)), None),)), None),
+    ("traceEventTypes", 16, fr.u8_vector, None),
+)
+BASE_DUMP = fr.table(_BASE_DUMP, _finish_base_dump)
+_COUNTERS = (
+    "bytesReceived", "recvBitrate", "bytesSent", "sendBitrate", "rtpBytesReceived", "rtpRecvBitrate",
+    "rtpBytesSent", "rtpSendBitrate", "rtxBytesReceived", "rtxRecvBitrate", "rtxBytesSent", "rtxSendBitrate",
+    "probationBytesSent", "probationSendBitrate",
+)
+_OPTIONAL_BITRATES = (
+    "availableOutgoingBitrate", "availableIncomingBitrate", "maxIncomingBitrate", "maxOutgoingBitrate",
+    "minOutgoingBitrate",
+)
+# FBS.Transport.Stats: transportId, timestamp, sctpState, the counters (3-16),
+# the optional bitrates (17-21) and the optional packet losses (22, 23).
+BASE_STATS = fr.table(
+    (
+        ("transportId", 0, fr.string, None),
+        ("timestamp", 1, fr.u64, 0),
+        ("sctpState", 2, fr.enum(SCTP_STATE), None),
+        *((name, 3 + index, fr.u64, 0) for index, name in enumerate(_COUNTERS)),
+        *((name, 17 + index, fr.u64, None) for index, name in enumerate(_OPTIONAL_BITRATES)),
+        ("rtpPacketLossReceived", 22, fr.f64, None),
+        ("rtpPacketLossSent", 23, fr.f64, None),
+    )
+)
+_CONSUMER_SCORE = (
+    ("score", 0, fr.u8, 0),
+    ("producerScore", 1, fr.u8, 0),
+    ("producerScores", 2, fr.u8_vector, None),
+)
+_CONSUMER_LAYERS = (("spatialLayer", 0, fr.u8, 0), ("temporalLayer", 1, fr.u8, None))
+
+
+def _layers_json(layers: dict[str, Any]) -> dict[str, Any]:
+    """A ``ConsumerLayers`` as mediasoup reports it: no temporalLayer key when unset."""
+    if layers["temporalLayer"] is None:
+        del layers["temporalLayer"]
+    return layers
+
+
+# FBS.Transport.ConsumeResponse: paused, producerPaused, score, preferredLayers.
+_CONSUME_RESPONSE = (
+    ("paused", 0, fr.boolean, False),
+    ("producerPaused", 1, fr.boolean, False),
+    ("score", 2, fr.table(_CONSUMER_SCORE), None),
+    ("preferredLayers", 3, fr.table(_CONSUMER_LAYERS, _layers_json), None),
+)
 
 
 class Transport(EnhancedEventEmitter):
@@ -199,14 +341,10 @@ class Transport(EnhancedEventEmitter):
             return
         self.closed = True
         self.channel.unsubscribe(self.id)
-        builder = self.channel.builder
-        id_offset = builder.CreateString(self.id)
-        FbsCloseTransportRequest.Start(builder)
-        FbsCloseTransportRequest.AddTransportId(builder, id_offset)
         self.router.fire_and_forget(
             FbsMethod.Method.ROUTER_CLOSE_TRANSPORT,
             FbsRequestBody.Body.Router_CloseTransportRequest,
-            FbsCloseTransportRequest.End(builder),
+            self.id,
             self.router.id,
         )
         self._close_children(notify_router=True)
@@ -344,27 +482,15 @@ class Transport(EnhancedEventEmitter):
         router_caps = self.router.rtp_capabilities_wire
         rtp_mapping = ortc.get_producer_rtp_parameters_mapping(params, router_caps)
         consumable = ortc.get_consumable_rtp_parameters(kind, params, router_caps, rtp_mapping)
-        producer_id = id or str(uuid.uuid4())
-        builder = self.channel.builder
-        id_offset = builder.CreateString(producer_id)
-        params_offset = serialize_rtp_parameters(builder, params)
-        mapping_offset = ortc.serialize_rtp_mapping(builder, rtp_mapping)
-        FbsProduceRequest.Start(builder)
-        FbsProduceRequest.AddProducerId(builder, id_offset)
-        FbsProduceRequest.AddKind(builder, _media_kind(kind))
-        FbsProduceRequest.AddRtpParameters(builder, params_offset)
-        FbsProduceRequest.AddRtpMapping(builder, mapping_offset)
-        FbsProduceRequest.AddPaused(builder, paused)
-        FbsProduceRequest.AddKeyFrameRequestDelay(builder, key_frame_request_delay or 0)
-        FbsProduceRequest.AddEnableMediasoupPacketIdHeaderExtension(
-            builder, bool(enable_mediasoup_packet_id_header_extension)
+        producer_id = id or new_id()
+        request = _produce_request(
+            producer_id, kind, params, rtp_mapping, paused, key_frame_request_delay or 0,
+            bool(enable_mediasoup_packet_id_header_extension),
         )
-        response = await self.request(
-            FbsMethod.Method.TRANSPORT_PRODUCE,
-            FbsRequestBody.Body.Transport_ProduceRequest,
-            FbsProduceRequest.End(builder),
+        response = await self.channel.request_fragment(
+            FbsMethod.Method.TRANSPORT_PRODUCE, FbsRequestBody.Body.Transport_ProduceRequest, request, self.id
         )
-        produce_type = body_as(response, FbsProduceResponse.ProduceResponse).Type()
+        produce_type = fr.scalar(response.buffer, response.body_position, 0, fr.u8, 0)  # ProduceResponse.type
         producer = Producer(
             producer_id,
             self,
@@ -395,14 +521,10 @@ class Transport(EnhancedEventEmitter):
         self.emit("@producerclose", producer)
 
     def close_producer_request(self, producer_id: str) -> None:
-        builder = self.channel.builder
-        id_offset = builder.CreateString(producer_id)
-        FbsCloseProducerRequest.Start(builder)
-        FbsCloseProducerRequest.AddProducerId(builder, id_offset)
         self.router.fire_and_forget(
             FbsMethod.Method.TRANSPORT_CLOSE_PRODUCER,
             FbsRequestBody.Body.Transport_CloseProducerRequest,
-            FbsCloseProducerRequest.End(builder),
+            producer_id,
             self.id,
         )
 
@@ -425,8 +547,7 @@ class Transport(EnhancedEventEmitter):
         if mid is not None and (not isinstance(mid, str) or not mid):
             raise MediasoupTypeError("if given, mid must be non empty string")
         app_data = check_app_data(app_data)
-        caps = clone(as_wire(rtp_capabilities))
-        ortc.validate_rtp_capabilities(caps)
+        caps = validated_rtp_capabilities(rtp_capabilities)
         producer = self.router.producers.get(producer_id)
         if producer is None:
             raise NotFoundError(f'Producer with id "{producer_id}" not found')
@@ -440,14 +561,12 @@ class Transport(EnhancedEventEmitter):
         )
         if not pipe:
             rtp_parameters["mid"] = mid or self._allocate_mid()
-        consumer_id = str(uuid.uuid4())
-        offset = self._build_consume_request(consumer_id, producer, rtp_parameters, paused, preferred_layers,
-                                             ignore_dtx, pipe)
-        response = await self.request(
-            FbsMethod.Method.TRANSPORT_CONSUME, FbsRequestBody.Body.Transport_ConsumeRequest, offset
+        consumer_id = new_id()
+        request = _consume_request(consumer_id, producer, rtp_parameters, paused, preferred_layers, ignore_dtx, pipe)
+        response = await self.channel.request_fragment(
+            FbsMethod.Method.TRANSPORT_CONSUME, FbsRequestBody.Body.Transport_ConsumeRequest, request, self.id
         )
-        status = body_as(response, FbsConsumeResponse.ConsumeResponse)
-        layers = status.PreferredLayers()
+        status = fr.decode(response.buffer, response.body_position, _CONSUME_RESPONSE)
         consumer = Consumer(
             consumer_id,
             self,
@@ -455,10 +574,10 @@ class Transport(EnhancedEventEmitter):
             kind=producer.kind,
             rtp_parameters=rtp_parameters,
             consumer_type="pipe" if pipe else producer.type,
-            paused=status.Paused(),
-            producer_paused=status.ProducerPaused(),
-            score=to_dict(_score_object(status)),
-            preferred_layers=_layers(layers),
+            paused=status["paused"],
+            producer_paused=status["producerPaused"],
+            score=status["score"],
+            preferred_layers=status["preferredLayers"],
             app_data=app_data,
         )
         self.consumers[consumer_id] = consumer
@@ -475,52 +594,11 @@ class Transport(EnhancedEventEmitter):
             self._next_mid_for_consumers = 0
         return mid
 
-    def _build_consume_request(
-        self,
-        consumer_id: str,
-        producer: Producer,
-        rtp_parameters: dict,
-        paused: bool,
-        preferred_layers: dict | None,
-        ignore_dtx: bool,
-        pipe: bool,
-    ) -> int:
-        builder = self.channel.builder
-        params_offset = serialize_rtp_parameters(builder, rtp_parameters)
-        consumer_offset = builder.CreateString(consumer_id)
-        producer_offset = builder.CreateString(producer.id)
-        encodings = producer.consumable_rtp_parameters.get("encodings")
-        encodings_offset = serialize_rtp_encoding_parameters(builder, encodings) if encodings else 0
-        layers_offset = 0
-        if preferred_layers:
-            FbsConsumerLayers.Start(builder)
-            FbsConsumerLayers.AddSpatialLayer(builder, int(preferred_layers["spatialLayer"]))
-            if preferred_layers.get("temporalLayer") is not None:
-                FbsConsumerLayers.AddTemporalLayer(builder, int(preferred_layers["temporalLayer"]))
-            layers_offset = FbsConsumerLayers.End(builder)
-        FbsConsumeRequest.Start(builder)
-        FbsConsumeRequest.AddConsumerId(builder, consumer_offset)
-        FbsConsumeRequest.AddProducerId(builder, producer_offset)
-        FbsConsumeRequest.AddKind(builder, _media_kind(producer.kind))
-        FbsConsumeRequest.AddRtpParameters(builder, params_offset)
-        FbsConsumeRequest.AddType(builder, FbsRtpType.Type.PIPE if pipe else producer.fbs_type)
-        if encodings_offset:
-            FbsConsumeRequest.AddConsumableRtpEncodings(builder, encodings_offset)
-        FbsConsumeRequest.AddPaused(builder, paused)
-        if layers_offset:
-            FbsConsumeRequest.AddPreferredLayers(builder, layers_offset)
-        FbsConsumeRequest.AddIgnoreDtx(builder, bool(ignore_dtx))
-        return FbsConsumeRequest.End(builder)
-
     def close_consumer_request(self, consumer_id: str) -> None:
-        builder = self.channel.builder
-        id_offset = builder.CreateString(consumer_id)
-        FbsCloseConsumerRequest.Start(builder)
-        FbsCloseConsumerRequest.AddConsumerId(builder, id_offset)
         self.router.fire_and_forget(
             FbsMethod.Method.TRANSPORT_CLOSE_CONSUMER,
             FbsRequestBody.Body.Transport_CloseConsumerRequest,
-            FbsCloseConsumerRequest.End(builder),
+            consumer_id,
             self.id,
         )
 
@@ -552,7 +630,7 @@ class Transport(EnhancedEventEmitter):
             ortc.validate_sctp_stream_parameters(stream_params)
             data_type = "sctp"
         data_producer = await DataProducer.create(
-            self, id or str(uuid.uuid4()), data_type, stream_params, label, protocol, paused, app_data
+            self, id or new_id(), data_type, stream_params, label, protocol, paused, app_data
         )
         self.data_producers[data_producer.id] = data_producer
         data_producer.once("@close", lambda: self._on_data_producer_close(data_producer))
@@ -565,14 +643,10 @@ class Transport(EnhancedEventEmitter):
         self.emit("@dataproducerclose", data_producer)
 
     def close_data_producer_request(self, data_producer_id: str) -> None:
-        builder = self.channel.builder
-        id_offset = builder.CreateString(data_producer_id)
-        FbsCloseDataProducerRequest.Start(builder)
-        FbsCloseDataProducerRequest.AddDataProducerId(builder, id_offset)
         self.router.fire_and_forget(
             FbsMethod.Method.TRANSPORT_CLOSE_DATAPRODUCER,
             FbsRequestBody.Body.Transport_CloseDataProducerRequest,
-            FbsCloseDataProducerRequest.End(builder),
+            data_producer_id,
             self.id,
         )
 
@@ -608,7 +682,7 @@ class Transport(EnhancedEventEmitter):
             )
         try:
             data_consumer = await DataConsumer.create(
-                self, str(uuid.uuid4()), data_producer, data_type, stream_params, paused, subchannels or [], app_data
+                self, new_id(), data_producer, data_type, stream_params, paused, subchannels or [], app_data
             )
         except BaseException:
             if stream_params and self._sctp_stream_ids is not None:  # refused: its stream id is free again
@@ -664,14 +738,10 @@ class Transport(EnhancedEventEmitter):
         raise UnsupportedError("no sctpStreamId available")
 
     def close_data_consumer_request(self, data_consumer_id: str) -> None:
-        builder = self.channel.builder
-        id_offset = builder.CreateString(data_consumer_id)
-        FbsCloseDataConsumerRequest.Start(builder)
-        FbsCloseDataConsumerRequest.AddDataConsumerId(builder, id_offset)
         self.router.fire_and_forget(
             FbsMethod.Method.TRANSPORT_CLOSE_DATACONSUMER,
             FbsRequestBody.Body.Transport_CloseDataConsumerRequest,
-            FbsCloseDataConsumerRequest.End(builder),
+            data_consumer_id,
             self.id,
         )
 
@@ -706,6 +776,79 @@ class Transport(EnhancedEventEmitter):
         return f"<{type(self).__name__} id={self.id} closed={self.closed}>"
 
 
+# -- produce and consume requests, written with ``fbs_blob`` --------------------------
+#
+# Slots from transport.fbs (ProduceRequest, ConsumeRequest) and consumer.fbs
+# (ConsumerLayers). The RTP parameters inside are most of each request; they are
+# written into the same blob (``rtp_parameters.write_*``), with no builder.
+
+_PRODUCE_REQUEST = table_layout(
+    ((0, "ref"), (2, "ref"), (3, "ref"), (5, "u32"), (1, "u8"), (4, "bool"), (6, "bool"))
+)  # producer_id, rtp_parameters, rtp_mapping, key_frame_request_delay, kind, paused, enable_..._packet_id
+
+
+def _produce_request(
+    producer_id: str, kind: str, params: dict, rtp_mapping: dict, paused: bool, key_frame_request_delay: int,
+    enable_packet_id: bool,
+) -> Fragment:
+    layout = _PRODUCE_REQUEST
+    blob = Blob()
+    position = blob.table(layout, (
+        0, 0, 0, checked(key_frame_request_delay, "u32"), _media_kind(kind), checked(paused, "bool"), enable_packet_id,
+    ))
+    id_ref, params_ref, mapping_ref = layout.ref_positions
+    blob.patch(position + id_ref, blob.utf8_string(producer_id.encode()))
+    blob.patch(position + params_ref, write_rtp_parameters(blob, params))
+    blob.patch(position + mapping_ref, write_rtp_mapping(blob, rtp_mapping))
+    return blob.as_fragment(position)
+
+
+@lru_cache(maxsize=None)
+def _consume_request_layout(has_encodings: bool, has_layers: bool) -> TableLayout:
+    """consumer_id, producer_id, rtp_parameters, [consumable_rtp_encodings], [preferred_layers],
+    kind, type, paused, ignore_dtx."""
+    refs = ((0, "ref"), (1, "ref"), (3, "ref")) + ((5, "ref"),) * has_encodings + ((7, "ref"),) * has_layers
+    return table_layout(refs + ((2, "u8"), (4, "u8"), (6, "bool"), (8, "bool")))
+
+
+def _consumer_layers(preferred_layers: dict) -> tuple[TableLayout, tuple]:
+    spatial = checked(int(preferred_layers["spatialLayer"]), "u8")
+    temporal = preferred_layers.get("temporalLayer")
+    if temporal is None:
+        return table_layout(((0, "u8"),)), (spatial,)
+    return table_layout(((0, "u8"), (1, "u8"))), (spatial, checked(int(temporal), "u8"))
+
+
+def _consume_request(
+    consumer_id: str,
+    producer: Producer,
+    rtp_parameters: dict,
+    paused: bool,
+    preferred_layers: dict | None,
+    ignore_dtx: bool,
+    pipe: bool,
+) -> Fragment:
+    encodings = producer.consumable_rtp_parameters.get("encodings")
+    layout = _consume_request_layout(bool(encodings), bool(preferred_layers))
+    consumer_type = FbsRtpType.Type.PIPE if pipe else producer.fbs_type
+    blob = Blob()
+    position = blob.table(
+        layout,
+        (0,) * len(layout.ref_positions)
+        + (_media_kind(producer.kind), consumer_type, checked(paused, "bool"), bool(ignore_dtx)),
+    )
+    refs = iter(layout.ref_positions)
+    blob.patch(position + next(refs), blob.utf8_string(consumer_id.encode()))
+    blob.patch(position + next(refs), blob.utf8_string(producer.id.encode()))
+    blob.patch(position + next(refs), write_rtp_parameters(blob, rtp_parameters))
+    if encodings:
+        blob.patch(position + next(refs), write_rtp_encoding_parameters(blob, encodings))
+    if preferred_layers:
+        layers_layout, values = _consumer_layers(preferred_layers)
+        blob.patch(position + next(refs), blob.table(layers_layout, values))
+    return blob.as_fragment(position)
+
+
 def parse_trace(trace: Any) -> dict[str, Any]:
     from workers.fbs_utils import TRACE_DIRECTION
 
@@ -725,25 +868,6 @@ def parse_trace(trace: Any) -> dict[str, Any]:
 
 def _media_kind(kind: str) -> int:
     return FbsMediaKind.MediaKind.AUDIO if kind == "audio" else FbsMediaKind.MediaKind.VIDEO
-
-
-def _score_object(status: Any) -> Any:
-    score = status.Score()
-    if score is None:
-        return None
-    import FBS.Consumer.ConsumerScore as FbsConsumerScore
-
-    return FbsConsumerScore.ConsumerScoreT.InitFromObj(score)
-
-
-def _layers(layers: Any) -> dict[str, int] | None:
-    if layers is None:
-        return None
-    result = {"spatialLayer": layers.SpatialLayer()}
-    temporal = layers.TemporalLayer()
-    if temporal is not None:
-        result["temporalLayer"] = temporal
-    return result
 
 
 PRODUCER_TRACE_TYPES = {name: value for value, name in PRODUCER_TRACE_EVENT.items()}

@@ -13,12 +13,12 @@ Events: ``workerclose``. Observer: ``close``, ``webrtctransporthandled``,
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
+from workers.wire import new_id
 from workers.fbs_utils import to_dict, unpack
 from workers.transport import build_listen_info, check_app_data
 
@@ -49,7 +49,7 @@ class WebRtcServer(EnhancedEventEmitter):
         app_data = check_app_data(app_data)
         if not isinstance(listen_infos, (list, tuple)):
             raise MediasoupTypeError("listenInfos must be an array")
-        server_id = str(uuid.uuid4())
+        server_id = new_id()
         builder = worker.channel.builder
         try:
             infos = [build_listen_info(builder, info) for info in listen_infos]

@@ -10,21 +10,25 @@ from typing import Any
 
 from loguru import logger
 
+from workers import fbs_reader as fr
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
+from workers.fbs_blob import Blob, Fragment, table_layout
 from workers.fbs_utils import (
     DTLS_ROLE,
     DTLS_STATE,
+    ENUM_FIELDS,
     FINGERPRINT_ALGORITHM,
     ICE_CANDIDATE_TYPE,
+    ICE_ROLE,
     ICE_STATE,
+    PROTOCOL,
     body_as,
     enum_values,
     str_or_none,
     to_dict,
-    unpack,
 )
-from workers.transport import Transport, parse_base_dump
+from workers.transport import BASE_DUMP, BASE_STATS, TUPLE, Transport, parse_base_dump
 from workers.wire import as_wire
 
 import FBS.Notification.Event as FbsEvent  # noqa: E402
@@ -32,15 +36,8 @@ import FBS.Request.Body as FbsRequestBody  # noqa: E402
 import FBS.Request.Method as FbsMethod  # noqa: E402
 import FBS.Transport.RestartIceResponse as FbsRestartIceResponse  # noqa: E402
 import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated  # noqa: E402
-import FBS.WebRtcTransport.ConnectRequest as FbsConnectRequest  # noqa: E402
-import FBS.WebRtcTransport.ConnectResponse as FbsConnectResponse  # noqa: E402
-import FBS.WebRtcTransport.DtlsParameters as FbsDtlsParameters  # noqa: E402
 import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole  # noqa: E402
 import FBS.WebRtcTransport.DtlsStateChangeNotification as FbsDtlsStateChange  # noqa: E402
-import FBS.WebRtcTransport.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.WebRtcTransport.Fingerprint as FbsFingerprint  # noqa: E402
-import FBS.WebRtcTransport.FingerprintAlgorithm as FbsFingerprintAlgorithm  # noqa: E402
-import FBS.WebRtcTransport.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
 import FBS.WebRtcTransport.IceSelectedTupleChangeNotification as FbsIceTupleChange  # noqa: E402
 import FBS.WebRtcTransport.IceStateChangeNotification as FbsIceStateChange  # noqa: E402
 
@@ -49,7 +46,11 @@ _ROLES = enum_values(FbsDtlsRole.DtlsRole)
 
 
 def parse_webrtc_transport_dump(dump_t: Any) -> dict[str, Any]:
-    """mediasoup's ``parseWebRtcTransportDumpResponse``: the transport's data."""
+    """mediasoup's ``parseWebRtcTransportDumpResponse`` on the object API.
+
+    The channel reads dumps with ``read_webrtc_transport_dump`` (the same
+    result, several times faster); this is the reference it is tested against.
+    """
     dump = to_dict(dump_t)
     base = parse_base_dump(dump_t.base)
     dump.pop("base", None)
@@ -66,31 +67,112 @@ def parse_webrtc_transport_dump(dump_t: Any) -> dict[str, Any]:
     return {**base, **dump}
 
 
-def build_dtls_parameters(builder: Any, dtls_parameters: Any) -> int:
+# -- direct readers (``fbs_reader``): field names, slots and defaults from webRtcTransport.fbs
+
+
+def _ice_candidate_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """mediasoup's ``parseIceCandidate``: ``ip`` aliases ``address``; no tcpType unless TCP."""
+    candidate = {"foundation": fields["foundation"], "priority": fields["priority"], "ip": fields["address"],
+                 **fields}
+    if candidate["tcpType"] is None:
+        del candidate["tcpType"]
+    return candidate
+
+
+_ICE_CANDIDATE = fr.table(
+    (
+        ("foundation", 0, fr.string, None),
+        ("priority", 1, fr.u32, 0),
+        ("address", 2, fr.string, None),
+        ("protocol", 3, fr.enum(PROTOCOL), PROTOCOL[1]),
+        ("port", 4, fr.u16, 0),
+        ("type", 5, fr.enum(ICE_CANDIDATE_TYPE), ICE_CANDIDATE_TYPE[0]),
+        ("tcpType", 6, fr.enum(ENUM_FIELDS["tcpType"]), None),
+    ),
+    _ice_candidate_json,
+)
+_FINGERPRINT = (
+    ("algorithm", 0, fr.enum(FINGERPRINT_ALGORITHM), FINGERPRINT_ALGORITHM[0]),
+    ("value", 1, fr.string, None),
+)
+_DTLS_PARAMETERS = (
+    ("fingerprints", 0, fr.vector(fr.table(_FINGERPRINT)), None),
+    ("role", 1, fr.enum(DTLS_ROLE), DTLS_ROLE[0]),
+)
+_ICE_PARAMETERS = (
+    ("usernameFragment", 0, fr.string, None),
+    ("password", 1, fr.string, None),
+    ("iceLite", 2, fr.boolean, True),
+)
+# FBS.WebRtcTransport.DumpResponse (base, then the WebRTC fields).
+_DUMP = (
+    ("base", 0, BASE_DUMP, None),
+    ("iceRole", 1, fr.enum(ICE_ROLE), ICE_ROLE[0]),
+    ("iceParameters", 2, fr.table(_ICE_PARAMETERS), None),
+    ("iceCandidates", 3, fr.vector(_ICE_CANDIDATE), None),
+    ("iceState", 4, fr.enum(ICE_STATE), ICE_STATE[0]),
+    ("iceSelectedTuple", 5, TUPLE, None),
+    ("dtlsParameters", 6, fr.table(_DTLS_PARAMETERS), None),
+    ("dtlsState", 7, fr.enum(DTLS_STATE), DTLS_STATE[0]),
+)
+# FBS.WebRtcTransport.GetStatsResponse.
+_STATS = (
+    ("base", 0, BASE_STATS, None),
+    ("iceRole", 1, fr.enum(ICE_ROLE), ICE_ROLE[0]),
+    ("iceState", 2, fr.enum(ICE_STATE), ICE_STATE[0]),
+    ("iceSelectedTuple", 3, TUPLE, None),
+    ("dtlsState", 4, fr.enum(DTLS_STATE), DTLS_STATE[0]),
+)
+
+
+def read_webrtc_transport_dump(buf: bytes, position: int) -> dict[str, Any]:
+    """``parse_webrtc_transport_dump`` read straight from a ``DumpResponse`` table."""
+    dump = fr.decode(buf, position, _DUMP)
+    base = dump.pop("base") or {}
+    dump["iceCandidates"] = dump["iceCandidates"] or []
+    return {**base, **dump}
+
+
+def read_webrtc_transport_stats(buf: bytes, position: int) -> dict[str, Any]:
+    """The stats entry of a ``GetStatsResponse`` table, as ``get_stats()`` reports it."""
+    stats = fr.decode(buf, position, _STATS)
+    base = stats.pop("base") or {}
+    return {"type": "webrtc-transport", **base, **stats}
+
+
+# ConnectRequest { dtls_parameters }, DtlsParameters { fingerprints, role },
+# Fingerprint { algorithm, value }: written with ``fbs_blob`` (a connect per
+# transport, and the builder costs several times more).
+_CONNECT_REQUEST = table_layout(((0, "ref"),))
+_DTLS_PARAMETERS_TABLE = table_layout(((0, "ref"), (1, "u8")))
+_FINGERPRINT_TABLE = table_layout(((1, "ref"), (0, "u8")))
+
+
+def build_connect_request(dtls_parameters: Any) -> Fragment:
+    """A ``WebRtcTransport.ConnectRequest`` body for the remote ``dtls_parameters``."""
     params = as_wire(dtls_parameters)
     if not isinstance(params, dict) or not isinstance(params.get("fingerprints"), list) or not params["fingerprints"]:
         raise MediasoupTypeError("dtlsParameters must have a non empty fingerprints array")
-    offsets = []
+    fingerprints = []
     for fingerprint in params["fingerprints"]:
         algorithm = _ALGORITHMS.get(str(fingerprint.get("algorithm", "")).lower())
         if algorithm is None or not isinstance(fingerprint.get("value"), str):
             raise MediasoupTypeError(f"invalid DTLS fingerprint {fingerprint!r}")
-        value = builder.CreateString(fingerprint["value"])
-        FbsFingerprint.Start(builder)
-        FbsFingerprint.AddAlgorithm(builder, algorithm)
-        FbsFingerprint.AddValue(builder, value)
-        offsets.append(FbsFingerprint.End(builder))
-    FbsDtlsParameters.StartFingerprintsVector(builder, len(offsets))
-    for offset in reversed(offsets):
-        builder.PrependUOffsetTRelative(offset)
-    fingerprints = builder.EndVector()
+        fingerprints.append((algorithm, fingerprint["value"]))
     role = params.get("role", "auto")
     if role not in _ROLES:
         raise MediasoupTypeError(f"invalid DTLS role {role!r}")
-    FbsDtlsParameters.Start(builder)
-    FbsDtlsParameters.AddFingerprints(builder, fingerprints)
-    FbsDtlsParameters.AddRole(builder, _ROLES[role])
-    return FbsDtlsParameters.End(builder)
+    blob = Blob()
+    request = blob.table(_CONNECT_REQUEST, (0,))
+    dtls = blob.table(_DTLS_PARAMETERS_TABLE, (0, _ROLES[role]))
+    blob.patch(request + _CONNECT_REQUEST.ref_positions[0], dtls)
+    vector = blob.ref_vector(len(fingerprints))
+    blob.patch(dtls + _DTLS_PARAMETERS_TABLE.ref_positions[0], vector)
+    for index, (algorithm, value) in enumerate(fingerprints):
+        table = blob.table(_FINGERPRINT_TABLE, (0, algorithm))
+        blob.patch_vector(vector, index, table)
+        blob.patch(table + _FINGERPRINT_TABLE.ref_positions[0], blob.string(value))
+    return blob.as_fragment(request)
 
 
 class WebRtcTransport(Transport):
@@ -150,33 +232,21 @@ class WebRtcTransport(Transport):
 
     async def dump(self) -> dict[str, Any]:
         response = await self.request(FbsMethod.Method.TRANSPORT_DUMP)
-        return parse_webrtc_transport_dump(
-            unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT)
-        )
+        return read_webrtc_transport_dump(response.buffer, response.body_position)
 
     async def get_stats(self) -> list[dict[str, Any]]:
         response = await self.request(FbsMethod.Method.TRANSPORT_GET_STATS)
-        stats_t = unpack(response, FbsGetStatsResponse.GetStatsResponse, FbsGetStatsResponse.GetStatsResponseT)
-        stats = to_dict(stats_t)
-        base = stats.pop("base", {}) or {}
-        return [{"type": "webrtc-transport", **base, **stats}]
+        return [read_webrtc_transport_stats(response.buffer, response.body_position)]
 
     async def connect(self, dtls_parameters: Any) -> None:  # type: ignore[override]
         """Give the remote DTLS parameters; our role is answered by the worker."""
-        builder = self.channel.builder
-        try:
-            params = build_dtls_parameters(builder, dtls_parameters)
-        except MediasoupTypeError:
-            builder.Clear()
-            raise
-        FbsConnectRequest.Start(builder)
-        FbsConnectRequest.AddDtlsParameters(builder, params)
-        response = await self.request(
+        response = await self.channel.request_fragment(
             FbsMethod.Method.WEBRTCTRANSPORT_CONNECT,
             FbsRequestBody.Body.WebRtcTransport_ConnectRequest,
-            FbsConnectRequest.End(builder),
+            build_connect_request(dtls_parameters),
+            self.id,
         )
-        role = body_as(response, FbsConnectResponse.ConnectResponse).DtlsLocalRole()
+        role = fr.scalar(response.buffer, response.body_position, 0, fr.u8, 0)  # ConnectResponse.dtls_local_role
         self.data["dtlsParameters"]["role"] = DTLS_ROLE[role]
 
     async def restart_ice(self) -> dict[str, Any]:

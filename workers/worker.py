@@ -12,7 +12,6 @@ import asyncio
 import fcntl
 import os
 import socket
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,14 +21,12 @@ from workers.channel import Channel
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
+from workers.fbs_blob import string_table
 from workers.native import MEDIASOUP_VERSION, worker_binary
 
 import FBS.Notification.Event as FbsEvent  # noqa: E402
 import FBS.Request.Body as FbsRequestBody  # noqa: E402
 import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Worker.CloseRouterRequest as FbsCloseRouterRequest  # noqa: E402
-import FBS.Worker.CloseWebRtcServerRequest as FbsCloseWebRtcServerRequest  # noqa: E402
-import FBS.Worker.CreateRouterRequest as FbsCreateRouterRequest  # noqa: E402
 import FBS.Worker.DumpResponse as FbsDumpResponse  # noqa: E402
 import FBS.Worker.ResourceUsageResponse as FbsResourceUsage  # noqa: E402
 import FBS.Worker.UpdateSettingsRequest as FbsUpdateSettings  # noqa: E402
@@ -310,20 +307,15 @@ class Worker(EnhancedEventEmitter):
 
         if app_data is not None and not isinstance(app_data, dict):
             raise MediasoupTypeError("if given, appData must be an object")
-        from workers.wire import as_wire, clone
+        from workers.wire import as_wire, clone, new_id
 
         # As mediasoup: the given codecs are cloned (ortc normalises them in place).
         rtp_capabilities = ortc.generate_router_rtp_capabilities(
             clone(as_wire(media_codecs)) if media_codecs is not None else []
         )
-        router_id = str(uuid.uuid4())
-        builder = self.channel.builder
-        id_offset = builder.CreateString(router_id)
-        FbsCreateRouterRequest.Start(builder)
-        FbsCreateRouterRequest.AddRouterId(builder, id_offset)
-        offset = FbsCreateRouterRequest.End(builder)
-        await self.channel.request(
-            FbsMethod.Method.WORKER_CREATE_ROUTER, FbsRequestBody.Body.Worker_CreateRouterRequest, offset
+        router_id = new_id()
+        await self.channel.request_fragment(
+            FbsMethod.Method.WORKER_CREATE_ROUTER, FbsRequestBody.Body.Worker_CreateRouterRequest, string_table(router_id)
         )
         router = Router(router_id, rtp_capabilities, self, app_data or {})
         self.routers.add(router)
@@ -333,13 +325,8 @@ class Worker(EnhancedEventEmitter):
 
     def close_router_request(self, router_id: str) -> None:
         """Tell the worker to close a router (fire and forget, as mediasoup does)."""
-        builder = self.channel.builder
-        id_offset = builder.CreateString(router_id)
-        FbsCloseRouterRequest.Start(builder)
-        FbsCloseRouterRequest.AddRouterId(builder, id_offset)
-        offset = FbsCloseRouterRequest.End(builder)
         _fire_and_forget(
-            self.channel, FbsMethod.Method.WORKER_CLOSE_ROUTER, FbsRequestBody.Body.Worker_CloseRouterRequest, offset
+            self.channel, FbsMethod.Method.WORKER_CLOSE_ROUTER, FbsRequestBody.Body.Worker_CloseRouterRequest, router_id
         )
 
     async def create_webrtc_server(self, listen_infos: list[dict], app_data: dict | None = None) -> Any:
@@ -352,16 +339,11 @@ class Worker(EnhancedEventEmitter):
         return server
 
     def close_webrtc_server_request(self, server_id: str) -> None:
-        builder = self.channel.builder
-        id_offset = builder.CreateString(server_id)
-        FbsCloseWebRtcServerRequest.Start(builder)
-        FbsCloseWebRtcServerRequest.AddWebRtcServerId(builder, id_offset)
-        offset = FbsCloseWebRtcServerRequest.End(builder)
         _fire_and_forget(
             self.channel,
             FbsMethod.Method.WORKER_WEBRTCSERVER_CLOSE,
             FbsRequestBody.Body.Worker_CloseWebRtcServerRequest,
-            offset,
+            server_id,
         )
 
     def __repr__(self) -> str:
@@ -385,12 +367,11 @@ def _strs(values: list | None) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else v for v in values or []]
 
 
-def _fire_and_forget(channel: Channel, method: int, body_type: int, offset: int) -> None:
-    """Send a request whose failure only matters as a log line (closing things)."""
+def _fire_and_forget(channel: Channel, method: int, body_type: int, entity_id: str) -> None:
+    """Ask the worker to close an entity (the body names it); a failure only matters as a log line."""
     try:
-        future = channel.request(method, body_type, offset)
+        future = channel.request_fragment(method, body_type, string_table(entity_id))
     except InvalidStateError:
-        channel.builder.Clear()
         return
     future.add_done_callback(_log_failure)
 
