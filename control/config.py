@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="bearer token for admin routes")
     data_dir: Path = Path("./data")
 
+    # -- recording ----------------------------------------------------------
+    recording_width: int = Field(640, ge=64, le=3840, multiple_of=2, description="composite recording width (px)")
+    recording_height: int = Field(360, ge=64, le=2160, multiple_of=2, description="composite recording height (px)")
+    recording_fps: int = Field(15, ge=1, le=60, description="composite recording frame rate")
+
     # -- chat ---------------------------------------------------------------
     chat_max_text_length: int = Field(4000, ge=1, le=100_000, description="longest chat message (characters)")
     chat_delete_on_meeting_end: bool = Field(False, description="delete a room's chat when its meeting ends")

@@ -1,0 +1,272 @@
+"""Composite recording end to end: three real WebRTC peers (aiortc) send distinct
+solid colours and tones; the room is recorded; the MP4 lands in the S3 server and
+``recording.completed`` reaches RabbitMQ with every participant's metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import pika
+import pytest
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from tests.e2e.harness import running_server
+from tests.e2e.media_peer import VIDEO_CLOCK, MediaPeer, ToneTrack
+
+pytestmark = pytest.mark.timeout(240)
+
+#: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
+PEOPLE = [
+    ("alice", (81, 90, 240), (255, 0, 0), 440.0),
+    ("bob", (145, 54, 34), (0, 255, 0), 660.0),
+    ("carol", (41, 240, 110), (0, 0, 255), 880.0),
+]
+
+
+class SolidTrack(MediaStreamTrack):
+    """160x120 frames of one colour, at ``fps``."""
+
+    kind = "video"
+
+    def __init__(self, yuv: tuple[int, int, int], fps: int = 15) -> None:
+        super().__init__()
+        self.yuv, self.fps = yuv, fps
+        self._start: float | None = None
+        self._count = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._count += 1
+            wait = self._start + self._count / self.fps - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        frame = av.VideoFrame(160, 120, "yuv420p")
+        for plane, value, rows in zip(frame.planes, self.yuv, (120, 60, 60)):
+            plane.update(bytes([value]) * (plane.line_size * rows))
+        frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+
+def _bind_queue(url: str) -> tuple[Any, Any, str]:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.exchange_declare("meetings", exchange_type="topic", durable=True)
+    queue = f"test.recording.{secrets.token_hex(4)}"
+    channel.queue_declare(queue, exclusive=True, auto_delete=True)
+    channel.queue_bind(queue, "meetings", routing_key="recording.completed")
+    return connection, channel, queue
+
+
+def _get_event(channel: Any, queue: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        method, _props, body = channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            return json.loads(body)
+        time.sleep(0.2)
+    raise AssertionError("no recording.completed event")
+
+
+def _pixels(path: Path, at: float, points: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-ss", f"{at:.2f}", "-i", str(path), "-frames:v", "1",
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    assert len(raw) == 640 * 360 * 3
+    return [tuple(raw[(y * 640 + x) * 3:(y * 640 + x) * 3 + 3]) for x, y in points]  # type: ignore[misc]
+
+
+def _close(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 60) -> bool:
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b))
+
+
+async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, rabbitmq: Any) -> None:
+    bucket = f"rec-{secrets.token_hex(4)}"
+    ai_queue = f"test.ai.{secrets.token_hex(4)}"
+    connection, channel, queue = await asyncio.to_thread(_bind_queue, rabbitmq.url)
+    try:
+        async with running_server(
+            tmp_path, minio_endpoint=s3.endpoint, minio_access_key=s3.access_key,
+            minio_secret_key=s3.secret_key, minio_region=s3.region, minio_bucket=bucket,
+            rabbitmq_url=rabbitmq.url, rabbitmq_ai_queue=ai_queue,
+        ) as server:
+            peers = []
+            for name, yuv, _rgb, tone in PEOPLE:
+                peer = MediaPeer(server.ws_url("rec", name), name, display_name=name.title(), metadata={
+                    "email": f"{name}@example.org", "aiSettings": {"language": "en", "who": name},
+                    "integrations": {"notion": {"token": f"secret-{name}"}}})
+                peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
+                peers.append(peer)
+            try:
+                for peer in peers:
+                    await peer.join()
+                for peer in peers:
+                    for other, *_ in PEOPLE:
+                        if other != peer.peer_id:
+                            await peer.wait_media(other, video_frames=5, timeout=45)
+
+                asked = time.monotonic()
+                info = await peers[0].protoo.request("startRecording", {}, timeout=30)
+                started = time.monotonic()  # FFmpeg listens on every input, media flows
+                assert started - asked < 15
+                assert set(info) == {"recordingId", "startedAt"}
+                for peer in peers:
+                    note = await peer.protoo.wait_for("recordingStarted", timeout=10)
+                    assert note["recordingId"] == info["recordingId"] and note["peerId"] == "alice"
+                with pytest.raises(Exception, match="already_recording"):
+                    await peers[1].protoo.request("startRecording", {}, timeout=10)
+                await asyncio.sleep(8)
+                wall = time.monotonic() - started
+                stopped = await peers[1].protoo.request("stopRecording", {}, timeout=60)
+                for peer in peers:
+                    await peer.protoo.wait_for("recordingStopped", timeout=10)
+                key = stopped["key"]
+                assert key.startswith("recordings/rec/") and key.endswith(".mp4")
+                assert abs(stopped["duration"] - wall) <= 1.5, (stopped, wall)
+
+                event = await asyncio.to_thread(_get_event, channel, queue, 60)
+            finally:
+                for peer in peers:
+                    await peer.close()
+
+        # The event points at the object and names everyone, with their metadata.
+        data = event["data"]
+        assert event["type"] == "recording.completed"
+        assert data["roomId"] == "rec" and data["object"]["key"] == key
+        assert data["object"]["bucket"] == bucket and data["object"]["contentType"] == "video/mp4"
+        assert key.split("/")[-1].startswith(data["meetingId"] + "-")
+        by_id = {p["peerId"]: p for p in data["participants"]}
+        assert set(by_id) == {"alice", "bob", "carol"}
+        for name, *_ in PEOPLE:
+            assert by_id[name]["displayName"] == name.title()
+            assert by_id[name]["email"] == f"{name}@example.org"
+            assert by_id[name]["aiSettings"] == {"language": "en", "who": name}
+            assert by_id[name]["integrations"] == {"notion": {"token": f"secret-{name}"}}
+
+        # The MP4 in S3: H.264 + AAC, about as long as the recording lasted, the grid.
+        local = tmp_path / "downloaded.mp4"
+        client = s3.client()
+        await asyncio.to_thread(client.download_file, bucket, key, str(local))
+        probe = json.loads(subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(local)],
+            check=True, capture_output=True).stdout)
+        codecs = sorted(s["codec_name"] for s in probe["streams"])
+        assert codecs == ["aac", "h264"]
+        duration = float(probe["format"]["duration"])
+        assert abs(duration - wall) <= 1.5, (duration, wall)
+        video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        assert (video["width"], video["height"]) == (640, 360)
+        # 3 participants: 2x2 grid of 320x180 tiles, the fourth black.
+        tiles = _pixels(local, duration - 2, [(160, 90), (480, 90), (160, 270), (480, 270)])
+        colours = [rgb for _n, _yuv, rgb, _t in PEOPLE]
+        for colour in colours:
+            assert sum(_close(t, colour) for t in tiles[:3]) == 1, (tiles, colour)
+        assert _close(tiles[3], (0, 0, 0), 20), tiles
+    finally:
+        def cleanup() -> None:
+            try:
+                channel.queue_delete(ai_queue)
+            finally:
+                connection.close()
+        await asyncio.to_thread(cleanup)
+
+
+async def test_admin_rest_recording_stops_when_the_room_closes(tmp_path: Path) -> None:
+    """POST/DELETE /api/rooms/{roomId}/recording; two peers side by side; the room
+    closing stops the recording, which lands in the local store; chat says so."""
+    import aiohttp
+
+    async with running_server(tmp_path) as server:
+        async with aiohttp.ClientSession() as http:
+            url = f"{server.base_url}/api/rooms/duo/recording"
+            async with http.post(url) as response:
+                assert response.status == 404  # no such room
+            peers = []
+            for name, yuv, _rgb, tone in PEOPLE[:2]:
+                peer = MediaPeer(server.ws_url("duo", name), name, display_name=name.title())
+                peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
+                peers.append(peer)
+            try:
+                for peer in peers:
+                    await peer.join()
+                await peers[1].wait_media("alice", video_frames=5, timeout=45)
+                await peers[0].wait_media("bob", video_frames=5, timeout=45)
+                async with http.delete(url) as response:
+                    assert response.status == 404 and "not_recording" in (await response.json())["error"]
+                async with http.post(url) as response:
+                    assert response.status == 201, await response.text()
+                    info = await response.json()
+                async with http.post(url) as response:
+                    assert response.status == 409
+                note = await peers[0].protoo.wait_for("recordingStarted", timeout=10)
+                assert note == info  # started by an operator: no peerId
+                await asyncio.sleep(5)
+            finally:
+                for peer in peers:
+                    await peer.close()
+            # Everyone left: the room closes and the recording stops by itself.
+            recordings = server.app[__import__("control.recording", fromlist=["RECORDINGS"]).RECORDINGS]
+            deadline = time.monotonic() + 30
+            files: list[Path] = []
+            while time.monotonic() < deadline:
+                files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
+                if files and not recordings.active and not recordings._announcing:
+                    break
+                await asyncio.sleep(0.2)
+            assert len(files) == 1 and files[0].parent.name == "duo", files
+            async with http.get(f"{server.base_url}/api/rooms/duo/messages") as response:
+                messages = (await response.json())["messages"]
+        texts = [m["text"] for m in messages]
+        assert "Recording started" in texts and "Recording stopped" in texts
+        stopped = next(m for m in messages if m["text"] == "Recording stopped")
+        assert stopped["data"]["recording"]["key"].endswith(files[0].name)
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(files[0])],
+        check=True, capture_output=True).stdout)
+    assert sorted(s["codec_name"] for s in probe["streams"]) == ["aac", "h264"]
+    duration = float(probe["format"]["duration"])
+    assert duration > 3
+    left, right = _pixels(files[0], duration - 1.5, [(160, 180), (480, 180)])
+    assert _close(left, PEOPLE[0][2]) and _close(right, PEOPLE[1][2]), (left, right)
+
+
+async def test_shutdown_finishes_the_recording(tmp_path: Path) -> None:
+    """A recording still running when the server stops is finished and stored; one
+    participant fills the frame."""
+    import aiohttp
+
+    name, yuv, rgb, tone = PEOPLE[2]
+    peer = MediaPeer("", name)
+    try:
+        async with running_server(tmp_path) as server:
+            peer.ws_url = server.ws_url("solo", name)
+            peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
+            await peer.join()
+            await asyncio.sleep(1)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{server.base_url}/api/rooms/solo/recording") as response:
+                    assert response.status == 201, await response.text()
+            await asyncio.sleep(4)
+    finally:
+        await peer.close()
+    files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
+    assert len(files) == 1 and files[0].parent.name == "solo", files
+    duration = float(json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(files[0])],
+        check=True, capture_output=True).stdout)["format"]["duration"])
+    assert duration > 2
+    bar, edge, centre = _pixels(files[0], duration - 1, [(40, 180), (100, 180), (320, 180)])
+    # 160x120 scaled into 640x360 keeps 4:3: 480x360 centred, black bars at the sides.
+    assert _close(edge, rgb) and _close(centre, rgb) and _close(bar, (0, 0, 0), 20), (bar, edge, centre)
