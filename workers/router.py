@@ -25,7 +25,7 @@ from workers.fbs import FBS  # noqa: F401
 from workers.fbs_blob import Blob, Fragment, builder_fragment, string_table, table_layout
 from workers.fbs_utils import to_dict, unpack
 from workers.pipe_transport import PipeTransport, parse_pipe_transport_dump
-from workers.plain_transport import PlainTransport, parse_plain_transport_dump
+from workers.plain_transport import SRTP_CRYPTO_SUITES, PlainTransport, parse_plain_transport_dump
 from workers.transport import Transport, build_base_options, build_listen_info, check_app_data
 from workers.webrtc_transport import WebRtcTransport, read_webrtc_transport_dump
 from workers.wire import as_wire, clone, new_id
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from workers.producer import Producer
     from workers.worker import Worker
 
-SRTP_SUITES = ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 
 
 class Router(EnhancedEventEmitter):
@@ -248,20 +247,12 @@ class Router(EnhancedEventEmitter):
     ) -> PlainTransport:
         """Create a PlainTransport (RTP over UDP, optionally SRTP)."""
         self._check_open()
-        if listen_info is None and listen_ip is None:
-            raise MediasoupTypeError("missing listenInfo and listenIp (one of them is mandatory)")
-        if listen_info is not None and listen_ip is not None:
-            raise MediasoupTypeError("only one of listenInfo and listenIp must be given")
-        if srtp_crypto_suite not in SRTP_SUITES:
+        listen_info = _one_listen_info(listen_info, listen_ip, port)
+        if srtp_crypto_suite not in SRTP_CRYPTO_SUITES:
             raise MediasoupTypeError(f"invalid srtpCryptoSuite {srtp_crypto_suite!r}")
         app_data = check_app_data(app_data)
         if rtcp_mux and rtcp_listen_info is not None:
             rtcp_mux = False
-        if listen_ip is not None:
-            ip = listen_ip if isinstance(listen_ip, dict) else {"ip": listen_ip}
-            listen_info = {"protocol": "udp", "ip": ip["ip"], "announcedAddress": ip.get("announcedIp"), "port": port}
-        from workers.plain_transport import SRTP_CRYPTO_SUITES
-
         transport_id = new_id()
         builder = self.channel.builder
         try:
@@ -314,13 +305,8 @@ class Router(EnhancedEventEmitter):
         ``port`` is mediasoup's deprecated form of it.
         """
         self._check_open()
-        if listen_info is None and listen_ip is None:
-            raise MediasoupTypeError("missing listenInfo and listenIp (one of them is mandatory)")
-        if listen_info is not None and listen_ip is not None:
-            raise MediasoupTypeError("only one of listenInfo and listenIp must be given")
+        listen_info = _one_listen_info(listen_info, listen_ip, port)
         app_data = check_app_data(app_data)
-        if listen_ip is not None:
-            listen_info = _listen_ip_to_info(listen_ip, port)
         transport_id = new_id()
         builder = self.channel.builder
         try:
@@ -425,8 +411,7 @@ class Router(EnhancedEventEmitter):
         """
         if listen_info is None and listen_ip is None:
             listen_info = {"protocol": "udp", "ip": "127.0.0.1"}
-        if listen_info is not None and listen_ip is not None:
-            raise MediasoupTypeError("only one of listenInfo and listenIp must be given")
+        listen_info = _one_listen_info(listen_info, listen_ip, None)
         if not producer_id and not data_producer_id:
             raise MediasoupTypeError("missing producerId or dataProducerId")
         if producer_id and data_producer_id:
@@ -435,8 +420,6 @@ class Router(EnhancedEventEmitter):
             raise MediasoupTypeError("missing router")
         if router is self:
             raise MediasoupTypeError("cannot use this Router as destination")
-        if listen_ip is not None:
-            listen_info = _listen_ip_to_info(listen_ip, None)
         producer = data_producer = None
         if producer_id:
             producer = self.producers.get(producer_id)
@@ -726,6 +709,16 @@ def _is_number(value: Any) -> bool:
 def _uint16(value: float) -> int:
     """A ``uint16`` option clamped to its range (the worker clamps it further)."""
     return max(0, min(int(value), 0xFFFF))
+
+
+def _one_listen_info(listen_info: Any, listen_ip: Any, port: int | None) -> Any:
+    """mediasoup's rule for plain and pipe transports: exactly one of ``listenInfo``
+    and the deprecated ``listenIp`` (+ ``port``), which becomes a listen info."""
+    if listen_info is None and listen_ip is None:
+        raise MediasoupTypeError("missing listenInfo and listenIp (one of them is mandatory)")
+    if listen_info is not None and listen_ip is not None:
+        raise MediasoupTypeError("only one of listenInfo and listenIp must be given")
+    return listen_info if listen_ip is None else _listen_ip_to_info(listen_ip, port)
 
 
 def _listen_ip_to_info(listen_ip: Any, port: int | None) -> dict[str, Any]:
