@@ -70,22 +70,6 @@ class PipeTransport(Transport):
     def sctp_negotiated_capabilities(self) -> dict[str, int] | None:
         return self.data.get("sctpNegotiatedCapabilities")
 
-    # -- lifecycle -------------------------------------------------------------------
-
-    def _mark_closed(self) -> None:
-        if self.data.get("sctpState"):
-            self.data["sctpState"] = "closed"
-
-    def close(self) -> None:
-        if not self.closed:
-            self._mark_closed()
-        super().close()
-
-    def router_closed(self) -> None:
-        if not self.closed:
-            self._mark_closed()
-        super().router_closed()
-
     # -- requests --------------------------------------------------------------------
 
     async def dump(self) -> dict[str, Any]:

@@ -67,20 +67,6 @@ class PlainTransport(Transport):
     def srtp_parameters(self) -> dict[str, Any] | None:
         return self.data.get("srtpParameters")
 
-    def _mark_closed(self) -> None:
-        if self.data.get("sctpState"):
-            self.data["sctpState"] = "closed"
-
-    def close(self) -> None:
-        if not self.closed:
-            self._mark_closed()
-        super().close()
-
-    def router_closed(self) -> None:
-        if not self.closed:
-            self._mark_closed()
-        super().router_closed()
-
     async def dump(self) -> dict[str, Any]:
         response = await self.request(FbsMethod.Method.TRANSPORT_DUMP)
         return parse_plain_transport_dump(

@@ -336,11 +336,23 @@ class Transport(EnhancedEventEmitter):
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def close(self) -> None:
+    def _begin_close(self) -> bool:
+        """Mark this transport closed (once); False if it already was."""
         if self.closed:
-            return
+            return False
         self.closed = True
+        self._mark_closed()
         self.channel.unsubscribe(self.id)
+        return True
+
+    def _mark_closed(self) -> None:
+        """The state a closed transport reports; subclasses add theirs (ICE, DTLS)."""
+        if self.data.get("sctpState"):
+            self.data["sctpState"] = "closed"
+
+    def close(self) -> None:
+        if not self._begin_close():
+            return
         self.router.fire_and_forget(
             FbsMethod.Method.ROUTER_CLOSE_TRANSPORT,
             FbsRequestBody.Body.Router_CloseTransportRequest,
@@ -352,19 +364,15 @@ class Transport(EnhancedEventEmitter):
         self.observer.safe_emit("close")
 
     def router_closed(self) -> None:
-        if self.closed:
+        if not self._begin_close():
             return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
         self._close_children(notify_router=False)
         self.safe_emit("routerclose")
         self.observer.safe_emit("close")
 
     def listen_server_closed(self) -> None:
-        if self.closed:
+        if not self._begin_close():
             return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
         self._close_children(notify_router=False)
         self.emit("@listenserverclose")
         self.safe_emit("listenserverclose")

@@ -210,25 +210,9 @@ class WebRtcTransport(Transport):
     def dtls_remote_cert(self) -> str | None:
         return self.data.get("dtlsRemoteCert")
 
-    def _mark_closed_states(self) -> None:
+    def _mark_closed(self) -> None:
+        super()._mark_closed()
         self.data.update(iceState="closed", iceSelectedTuple=None, dtlsState="closed")
-        if self.data.get("sctpState"):
-            self.data["sctpState"] = "closed"
-
-    def close(self) -> None:
-        if not self.closed:
-            self._mark_closed_states()
-        super().close()
-
-    def router_closed(self) -> None:
-        if not self.closed:
-            self._mark_closed_states()
-        super().router_closed()
-
-    def listen_server_closed(self) -> None:
-        if not self.closed:
-            self._mark_closed_states()
-        super().listen_server_closed()
 
     async def dump(self) -> dict[str, Any]:
         response = await self.request(FbsMethod.Method.TRANSPORT_DUMP)
