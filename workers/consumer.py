@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from workers.enhanced_events import EnhancedEventEmitter
+from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
 from workers.fbs_utils import (
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 CONSUMER_TRACE_TYPES = {name: value for value, name in CONSUMER_TRACE_EVENT.items()}
 
 
-class Consumer(EnhancedEventEmitter):
+class Consumer(TransportChild):
     def __init__(
         self,
         consumer_id: str,
@@ -85,22 +86,8 @@ class Consumer(EnhancedEventEmitter):
         self.observer = EnhancedEventEmitter()
         self.channel.subscribe(self.id, self._on_notification)
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
+    def _send_close_request(self) -> None:
         self.transport.close_consumer_request(self.id)
-        self.emit("@close")
-        self.observer.safe_emit("close")
-
-    def transport_closed(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
-        self.safe_emit("transportclose")
-        self.observer.safe_emit("close")
 
     def _request(self, method: int, body_type: int = 0, offset: int = 0) -> Any:
         return self.channel.request(method, body_type, offset, self.id)

@@ -26,6 +26,7 @@ from workers.data_producer import (
     message_payload,
 )
 from workers.enhanced_events import EnhancedEventEmitter
+from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
 from workers.fbs_utils import DATA_TYPE, body_as, byte_vector, str_or_none
@@ -86,7 +87,7 @@ def _check_uint(value: Any, name: str) -> int:
     return value
 
 
-class DataConsumer(EnhancedEventEmitter):
+class DataConsumer(TransportChild):
     def __init__(
         self,
         data_consumer_id: str,
@@ -165,22 +166,8 @@ class DataConsumer(EnhancedEventEmitter):
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
+    def _send_close_request(self) -> None:
         self.transport.close_data_consumer_request(self.id)
-        self.emit("@close")
-        self.observer.safe_emit("close")
-
-    def transport_closed(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
-        self.safe_emit("transportclose")
-        self.observer.safe_emit("close")
 
     # -- requests --------------------------------------------------------------------
 

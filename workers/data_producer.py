@@ -15,6 +15,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from workers.enhanced_events import EnhancedEventEmitter
+from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
 from workers.fbs_utils import DATA_TYPE, body_as, str_or_none
@@ -123,7 +124,7 @@ def parse_data_producer_dump(dump: Any) -> dict[str, Any]:
     }
 
 
-class DataProducer(EnhancedEventEmitter):
+class DataProducer(TransportChild):
     def __init__(
         self,
         data_producer_id: str,
@@ -203,20 +204,8 @@ class DataProducer(EnhancedEventEmitter):
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+    def _send_close_request(self) -> None:
         self.transport.close_data_producer_request(self.id)
-        self.emit("@close")
-        self.observer.safe_emit("close")
-
-    def transport_closed(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.safe_emit("transportclose")
-        self.observer.safe_emit("close")
 
     # -- requests --------------------------------------------------------------------
 

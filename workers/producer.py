@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from workers.enhanced_events import EnhancedEventEmitter
+from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401
 from workers.fbs_utils import (
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 PRODUCER_TRACE_TYPES = {name: value for value, name in PRODUCER_TRACE_EVENT.items()}
 
 
-class Producer(EnhancedEventEmitter):
+class Producer(TransportChild):
     def __init__(
         self,
         producer_id: str,
@@ -73,22 +74,8 @@ class Producer(EnhancedEventEmitter):
         self.observer = EnhancedEventEmitter()
         self.channel.subscribe(self.id, self._on_notification)
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
+    def _send_close_request(self) -> None:
         self.transport.close_producer_request(self.id)
-        self.emit("@close")
-        self.observer.safe_emit("close")
-
-    def transport_closed(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.channel.unsubscribe(self.id)
-        self.safe_emit("transportclose")
-        self.observer.safe_emit("close")
 
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.PRODUCER_DUMP, handler_id=self.id)
