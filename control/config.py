@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     recording_width: int = Field(640, ge=64, le=3840, multiple_of=2, description="composite recording width (px)")
     recording_height: int = Field(360, ge=64, le=2160, multiple_of=2, description="composite recording height (px)")
     recording_fps: int = Field(15, ge=1, le=60, description="composite recording frame rate")
+    recording_video_bitrate: str = Field("1000k", pattern=r"^[1-9][0-9]{0,5}k$",
+                                         description="composite recording H.264 bitrate (e.g. 1000k)")
+    recording_dir: Path | None = Field(None, description="recording segments until uploaded "
+                                       "(default DATA_DIR/recording-work)")
+    recording_min_free_mb: int = Field(1024, ge=0, description="free disk space (MiB) needed to start a recording")
 
     # -- chat ---------------------------------------------------------------
     chat_max_text_length: int = Field(4000, ge=1, le=100_000, description="longest chat message (characters)")
@@ -266,6 +271,11 @@ class Settings(BaseSettings):
     def recordings_dir(self) -> Path:
         """Embedded object store, used when ``MINIO_ENDPOINT`` is unset."""
         return self.data_dir / "recordings"
+
+    @property
+    def recording_work_dir(self) -> Path:
+        """Segments of running (and crashed) recordings, kept until their upload is confirmed."""
+        return self.recording_dir or self.data_dir / "recording-work"
 
     @property
     def outbox_dir(self) -> Path:

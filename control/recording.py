@@ -3,37 +3,47 @@
 Signaling (joined peers; registered with ``RoomManager.register_method``):
 
 ``startRecording {}`` -> ``{recordingId, startedAt}``
-    Records every audio and video producer of the room at that moment (one grid
-    video, mixed audio; ``recording/``). 409 if the room is already recording,
-    400 if nothing is produced.
-``stopRecording {}`` -> ``{recordingId, key, duration}``
+    Records the room (one grid video, mixed audio; ``recording/``) from now on:
+    409 if it is already recording, 507 if ``RECORDING_DIR`` has less than
+    ``RECORDING_MIN_FREE_MB`` free, 400 if nobody is there.
+``stopRecording {}`` -> ``{recordingId, key, duration, segments}``
     Stops it; the MP4 is handed to the durable upload queue.
 
 REST (admin, ``require_admin``): ``POST /api/rooms/{roomId}/recording`` starts,
 ``DELETE /api/rooms/{roomId}/recording`` stops (same answers; 404 for an unknown
 room or no recording).
 
-Every joined peer is notified ``recordingStarted {recordingId, startedAt, peerId?}``
-and ``recordingStopped {recordingId, key?, duration?}``; the chat gets its system
-messages (``recording_started`` / ``recording_stopped``). A recording stops by
-itself when its room closes, and on shutdown.
+The recording follows the room: a participant joining or leaving, a producer
+added, closed, paused (muted) or resumed, starts a new segment with the new
+layout (``recording.session``); a participant without video is a tile with
+their name. At stop the segments are joined without re-encoding.
+
+Every joined peer is notified ``recordingStarted {recordingId, startedAt, peerId?}``,
+``recordingStopped {recordingId, key?, duration?, segments?}`` and, when something
+goes wrong (FFmpeg died: a new segment starts), ``recordingError {recordingId,
+error}``; the chat gets its system messages (``recording_started`` /
+``recording_stopped``). A recording stops by itself when its room closes, and on
+shutdown.
 
 After stop the file is uploaded to ``recordings/<roomId>/<meetingId>-<startTime>.mp4``
 (``submit_upload(kind="recording.completed")``): once stored, the
 ``recording.completed`` event carries the meeting, the times and every participant
 seen during the recording (peerId, displayName, email, aiSettings, integrations).
-
-Not yet: new segments on join/leave/mute, restarting a dead FFmpeg, recovering
-after a crash, disk space checks.
+The segments stay in ``RECORDING_DIR/<recordingId>/`` until the upload is
+confirmed. A process that died while recording leaves them there with their
+manifest: the next start joins them, uploads the MP4 and publishes the event
+(:meth:`RecordingService.recover`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -43,7 +53,7 @@ from control.events.admin import require_admin
 from control.keys import CHAT, MEETINGS, ROOMS, SETTINGS, STORAGE
 from control.signaling.protoo import ProtooError
 from control.storage import RECORDING_UPLOAD_KIND, recording_key
-from recording import Recorder, RecordingError, Source
+from recording import Manifest, RecordingError, RecordingSession, SegmentOptions, Source, finish_segments
 
 __all__ = ["RECORDINGS", "RecordingService", "recording_ctx", "routes"]
 
@@ -51,8 +61,11 @@ START_RECORDING = "startRecording"
 STOP_RECORDING = "stopRecording"
 RECORDING_STARTED = "recordingStarted"
 RECORDING_STOPPED = "recordingStopped"
+RECORDING_ERROR = "recordingError"
 #: How long the chat's "Recording stopped" waits for the upload (it says where the file is).
 UPLOAD_WAIT = 600.0
+#: Kept in the work directory until the upload is confirmed; removed with it.
+MP4 = "video/mp4"
 
 
 def _iso(ts: float) -> str:
@@ -70,9 +83,13 @@ class ActiveRecording:
     id: str
     room_id: str
     meeting_id: str
-    recorder: Recorder
-    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifest: Manifest
+    session: RecordingSession
     stopping: asyncio.Future | None = None
+
+    @property
+    def log(self) -> Any:
+        return logger.bind(room=self.room_id, meeting=self.meeting_id, recording=self.id)
 
 
 class RecordingService:
@@ -84,23 +101,38 @@ class RecordingService:
         self._starting: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._announcing: set[asyncio.Task] = set()
+        self._watched: set[str] = set()
+
+    @property
+    def work_dir(self) -> Path:
+        return self.settings.recording_work_dir
+
+    @property
+    def options(self) -> SegmentOptions:
+        s = self.settings
+        return SegmentOptions(width=s.recording_width, height=s.recording_height, fps=s.recording_fps,
+                              video_bitrate=s.recording_video_bitrate)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def attach(self) -> None:
         self.rooms.register_method(START_RECORDING, self._on_start)
         self.rooms.register_method(STOP_RECORDING, self._on_stop)
-        self.rooms.observer.on("peerjoined", self._on_peer_joined)
-        self.rooms.observer.on("roomclosed", self._on_room_closed)
+        for event, handler in self._room_events():
+            self.rooms.observer.on(event, handler)
+
+    def _room_events(self) -> list[tuple[str, Any]]:
+        return [("peerjoined", self._on_peer_joined), ("peerleft", self._on_peer_left),
+                ("producercreated", self._on_producer_created), ("roomclosed", self._on_room_closed)]
 
     async def close(self) -> None:
-        self.rooms.observer.remove_listener("peerjoined", self._on_peer_joined)
-        self.rooms.observer.remove_listener("roomclosed", self._on_room_closed)
+        for event, handler in self._room_events():
+            self.rooms.observer.remove_listener(event, handler)
         for room_id in list(self.active):
             self._spawn(self.stop(room_id))
         if self._tasks:  # FFmpeg finishes each file, uploads are queued (durable)
             await asyncio.wait(list(self._tasks), timeout=30)
-        if self._announcing:  # chat messages waiting for their upload: a little longer, not forever
+        if self._announcing:  # waiting for their upload: a little longer, not forever
             await asyncio.wait(list(self._announcing), timeout=10)
             for task in list(self._announcing):
                 task.cancel()
@@ -113,14 +145,72 @@ class RecordingService:
             "recording: {}", t.exception()))
         return task
 
+    # -- following the room -------------------------------------------------------------
+
     def _on_peer_joined(self, room: Any, peer: Any) -> None:
         active = self.active.get(room.id)
         if active is not None:
-            active.participants.setdefault(peer.id, _participant(peer))
+            active.manifest.participants.setdefault(peer.id, _participant(peer))
+            active.session.changed()
+
+    def _on_peer_left(self, room: Any, peer: Any) -> None:
+        active = self.active.get(room.id)
+        if active is not None:
+            active.session.changed(urgent=True)
+
+    def _on_producer_created(self, room: Any, peer: Any, producer: Any) -> None:
+        active = self.active.get(room.id)
+        if active is not None:
+            self._watch(active, producer)
+            active.session.changed()
+
+    def _watch(self, active: ActiveRecording, producer: Any) -> None:
+        """A closed or paused producer stalls the segment that records it: urgent."""
+        if producer.id in self._watched:
+            return
+        self._watched.add(producer.id)
+        session = active.session
+
+        def stalled() -> None:
+            session.changed(urgent=True)
+
+        producer.observer.on("close", stalled)
+        producer.observer.on("close", lambda: self._watched.discard(producer.id))
+        producer.observer.on("pause", stalled)
+        producer.observer.on("resume", session.changed)
 
     def _on_room_closed(self, room: Any) -> None:
         if room.id in self.active:
             self._spawn(self.stop(room.id, room_closed=True))
+
+    def _snapshot(self, room_id: str) -> Any:
+        """What the session records now: every live, unpaused audio and video producer
+        of the room's participants (made available on the primary router), and
+        everyone's name in the order they joined."""
+        async def snapshot() -> tuple[list[Source], dict[str, str]]:
+            room = self.rooms.get_room(room_id)
+            active = self.active.get(room_id)
+            if room is None or room.closed:
+                return [], {}
+            sources, names = [], {}
+            for peer in [*room.joined_peers(), *room.broadcasters.values()]:
+                names[peer.id] = peer.display_name or peer.id
+                if active is not None:
+                    active.manifest.participants.setdefault(peer.id, _participant(peer))
+                for producer in list(peer.producers.values()):
+                    if producer.closed or producer.paused or producer.kind not in ("audio", "video"):
+                        continue
+                    if active is not None:
+                        self._watch(active, producer)
+                    await room._make_available(producer, room.primary)
+                    sources.append(Source(producer.id, producer.kind, peer.id))
+            return sources, names
+        return snapshot
+
+    def _reporter(self, room_id: str, recording_id: str) -> Any:
+        def report(message: str) -> None:
+            self.rooms.notify_room(room_id, RECORDING_ERROR, {"recordingId": recording_id, "error": message})
+        return report
 
     # -- start / stop -------------------------------------------------------------------
 
@@ -135,6 +225,15 @@ class RecordingService:
                 return current
         return f"room-{room_id}"
 
+    def _check_disk(self, room_id: str) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.work_dir).free // (1024 * 1024)
+        if free < self.settings.recording_min_free_mb:
+            logger.bind(room=room_id).error("recording not started: {} MiB free in {}, {} MiB needed",
+                                            free, self.work_dir, self.settings.recording_min_free_mb)
+            raise ProtooError(507, f"insufficient_storage: {free} MiB free for recordings, "
+                                   f"{self.settings.recording_min_free_mb} MiB needed")
+
     async def start(self, room_id: str, by: Any = None) -> dict[str, Any]:
         room = self.rooms.get_room(room_id)
         if room is None:
@@ -143,37 +242,30 @@ class RecordingService:
             raise ProtooError(409, "already_recording: the room is being recorded")
         self._starting.add(room_id)
         try:
-            router = room.primary
-            participants = [*room.joined_peers(), *room.broadcasters.values()]
-            sources = []
-            for peer in participants:
-                for producer in list(peer.producers.values()):
-                    if producer.closed or producer.kind not in ("audio", "video"):
-                        continue
-                    await room._make_available(producer, router)
-                    sources.append(Source(producer.id, producer.kind, peer.id))
-            if not sources:
-                raise ProtooError(400, "nothing_to_record: no audio or video is being sent")
+            if not room.joined_peers() and not room.broadcasters:
+                raise ProtooError(400, "nothing_to_record: nobody is in the room")
+            self._check_disk(room_id)
             meeting_id = await self._meeting_id(room_id)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            filename = f"{meeting_id}-{stamp}.mp4"
-            workdir = self.settings.data_dir / "recording-work" / room_id
-            s = self.settings
-            recorder = Recorder(router, sources, workdir / filename, width=s.recording_width,
-                                height=s.recording_height, fps=s.recording_fps)
-            try:
-                await recorder.start()
-            except RecordingError as error:
-                logger.bind(room=room_id).error("recording not started: {}", error)
-                raise ProtooError(500, f"recording_failed: {error}") from None
-            active = ActiveRecording(secrets.token_hex(8), room_id, meeting_id, recorder,
-                                     {p.id: _participant(p) for p in participants})
+            started = datetime.now(timezone.utc)
+            recording_id = secrets.token_hex(8)
+            manifest = Manifest(self.work_dir / recording_id, recording_id, room_id, meeting_id,
+                                f"{meeting_id}-{started.strftime('%Y%m%dT%H%M%SZ')}.mp4", started.timestamp())
+            session = RecordingSession(room.primary, manifest, self._snapshot(room_id), options=self.options,
+                                       on_error=self._reporter(room_id, recording_id))
+            active = ActiveRecording(recording_id, room_id, meeting_id, manifest, session)
             self.active[room_id] = active
+            try:
+                await session.start()
+            except (RecordingError, OSError) as error:
+                self.active.pop(room_id, None)
+                await session.abort()
+                shutil.rmtree(manifest.directory, ignore_errors=True)
+                active.log.error("recording not started: {}", error)
+                raise ProtooError(500, f"recording_failed: {error}") from None
         finally:
             self._starting.discard(room_id)
-        assert recorder.started_at is not None
-        info = {"recordingId": active.id, "startedAt": _iso(recorder.started_at)}
-        logger.bind(room=room_id).info("recording {} started ({} inputs)", active.id, len(sources))
+        info = {"recordingId": active.id, "startedAt": _iso(manifest.started_at)}
+        active.log.info("recording started")
         self.rooms.notify_room(room_id, RECORDING_STARTED, {**info, **({"peerId": by.id} if by else {})})
         chat = self.app.get(CHAT)
         if chat is not None:
@@ -190,55 +282,108 @@ class RecordingService:
         return await asyncio.shield(active.stopping)
 
     async def _stop(self, active: ActiveRecording, room_closed: bool) -> dict[str, Any]:
-        log = logger.bind(room=active.room_id)
+        manifest = active.manifest
         room = self.rooms.get_room(active.room_id)
         if room is not None:  # whoever is there now was in the recording
             for peer in room.joined_peers():
-                active.participants.setdefault(peer.id, _participant(peer))
+                manifest.participants.setdefault(peer.id, _participant(peer))
         try:
-            result = await active.recorder.stop()
+            result = await active.session.stop(manifest.directory / manifest.filename)
+        except RecordingError as error:
+            active.log.error("recording failed at stop: {} (segments kept in {})", error, manifest.directory)
+            if not room_closed:
+                self._reporter(active.room_id, active.id)(f"recording failed: {error}")
+            raise
         finally:
             self.active.pop(active.room_id, None)
-        key = recording_key(active.room_id, result.path.name)
-        context = {
-            "meetingId": active.meeting_id,
-            "roomId": active.room_id,
-            "startedAt": _iso(result.started_at),
-            "endedAt": _iso(result.ended_at),
-            "participants": list(active.participants.values()),
-        }
-        store = self.app[STORAGE]
-        job = await store.submit_upload(result.path, key, content_type="video/mp4",
-                                        duration=result.duration, delete_local=True,
-                                        kind=RECORDING_UPLOAD_KIND, context=context)
-        log.info("recording {} stopped ({:.1f} s), uploading to {}", active.id, result.duration, key)
-        info = {"recordingId": active.id, "key": key, "duration": round(result.duration, 3)}
+        key, job = await self._submit(manifest, result.duration)
+        active.log.info("recording stopped ({:.1f} s, {} segment(s)), uploading to {}",
+                        result.duration, result.segments, key)
+        info = {"recordingId": active.id, "key": key, "duration": round(result.duration, 3),
+                "segments": result.segments}
         if not room_closed:
             self.rooms.notify_room(active.room_id, RECORDING_STOPPED, info)
-        task = asyncio.ensure_future(self._announce_stored(active, store, job))
-        self._announcing.add(task)
-        task.add_done_callback(self._announcing.discard)
+        self._announce(manifest, job)
         return info
 
-    async def _announce_stored(self, active: ActiveRecording, store: Any, job: Any) -> None:
-        """The chat's "Recording stopped" once the upload is confirmed (attached to the
-        meeting); without the object if the upload does not finish in time."""
+    async def _submit(self, manifest: Manifest, duration: float) -> tuple[str, Any]:
+        """Hand the MP4 to the durable upload queue; the event follows its upload."""
+        key = recording_key(manifest.room_id, manifest.filename)
+        context = {
+            "meetingId": manifest.meeting_id,
+            "roomId": manifest.room_id,
+            "startedAt": _iso(manifest.started_at),
+            "endedAt": _iso(manifest.ended_at or manifest.started_at + duration),
+            "participants": list(manifest.participants.values()),
+        }
+        job = await self.app[STORAGE].submit_upload(
+            manifest.directory / manifest.filename, key, content_type=MP4, duration=duration,
+            delete_local=True, kind=RECORDING_UPLOAD_KIND, context=context)
+        manifest.state, manifest.key, manifest.upload_job = "submitted", key, job.id
+        await asyncio.to_thread(manifest.save)
+        return key, job
+
+    def _announce(self, manifest: Manifest, job: Any) -> None:
+        task = asyncio.ensure_future(self._announce_stored(manifest, job))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce_stored(self, manifest: Manifest, job: Any) -> None:
+        """Once the upload is confirmed: the segments go, and the chat says
+        "Recording stopped" (attached to the meeting); without the object if the
+        upload does not finish in time (the queue goes on; the segments stay)."""
+        log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
+        ref = None
+        try:
+            ref = await self.app[STORAGE].uploads.wait(job, timeout=UPLOAD_WAIT)
+        except Exception as error:  # noqa: BLE001 - the queue keeps retrying on its own
+            log.warning("upload not confirmed yet ({}); chat message without it", error)
+        else:
+            await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
         chat = self.app.get(CHAT)
         if chat is None:
             return
-        log = logger.bind(room=active.room_id)
-        ref = None
         try:
-            ref = await store.uploads.wait(job, timeout=UPLOAD_WAIT)
-        except Exception as error:  # noqa: BLE001 - the queue keeps retrying on its own
-            log.warning("recording {}: upload not confirmed yet ({}); chat message without it", active.id, error)
-        try:
-            await chat.recording_stopped(active.room_id, recording_id=active.id, recording=ref,
-                                         meeting_id=active.meeting_id if ref is not None else None)
+            await chat.recording_stopped(manifest.room_id, recording_id=manifest.recording_id, recording=ref,
+                                         meeting_id=manifest.meeting_id if ref is not None else None)
         except Exception as error:  # noqa: BLE001
-            log.warning("recording {}: chat message not posted: {}", active.id, error)
+            log.warning("chat message not posted: {}", error)
 
-    # -- signaling ----------------------------------------------------------------------
+    # -- recovery -----------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Finish what a previous process left in ``RECORDING_DIR``: join and submit
+        the segments of recordings it did not stop (the event follows the upload),
+        remove those whose upload has been confirmed. Returns how many it submitted."""
+        submitted = 0
+        uploads = self.app[STORAGE].uploads
+        for manifest in await asyncio.to_thread(Manifest.find, self.work_dir):
+            log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
+            out = manifest.directory / manifest.filename
+            try:
+                if manifest.state == "submitted":
+                    job = uploads.get(manifest.upload_job or "")
+                    if job is not None:
+                        self._announce(manifest, job)
+                        continue
+                    if not out.exists():  # uploaded and confirmed: the queue deleted the MP4
+                        await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
+                        continue
+                    duration = manifest.ended_at - manifest.started_at if manifest.ended_at else 0.0
+                else:
+                    log.warning("recording left unfinished by a previous process: finishing it")
+                    if manifest.ended_at is None:
+                        last = max((s.ended_at or s.t0 for s in manifest.segments), default=manifest.started_at)
+                        manifest.ended_at = last
+                    duration, _streams = await finish_segments(manifest, out)
+                _key, job = await self._submit(manifest, duration)
+                self._announce(manifest, job)
+                submitted += 1
+            except (RecordingError, OSError, ValueError) as error:
+                log.error("leftover recording in {} not recovered: {}", manifest.directory, error)
+        return submitted
+
+# -- signaling ----------------------------------------------------------------------
 
     async def _on_start(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
         return await self.start(room.id, by=peer)
@@ -282,11 +427,15 @@ async def stop_recording(request: web.Request) -> web.Response:
 
 
 async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
-    """After ``rooms_ctx`` (and chat, storage): registers the methods; on exit stops
+    """After ``rooms_ctx`` (and chat, storage): registers the methods, finishes the
+    recordings a previous process left (:meth:`RecordingService.recover`); on exit stops
     every recording cleanly (FFmpeg finishes its file) and hands them to the uploads."""
     service = RecordingService(app)
     service.attach()
     app[RECORDINGS] = service
+    recovered = await service.recover()
+    if recovered:
+        logger.info("{} recording(s) left by a previous process finished and queued for upload", recovered)
     try:
         yield
     finally:

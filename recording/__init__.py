@@ -1,9 +1,15 @@
 """Composite recording: PlainTransports + Consumers feeding FFmpeg (grid video,
-mixed audio, H.264/AAC MP4). Imports only ``workers`` (via the router it is given)."""
+mixed audio), in segments that follow the room, joined into one H.264/AAC MP4.
+Imports only ``workers`` (through the router it is given)."""
 
-from recording.layout import MAX_TILES, composite, grid, tiles
-from recording.recorder import Recorder, RecordingError, RecordingResult, Source, probe
-from recording.sdp import consumer_sdp
+from recording.concat import Part, join, parts
+from recording.layout import MAX_TILES, NameCard, composite, grid, tiles
+from recording.manifest import Manifest, SegmentEntry
+from recording.sdp import Media, consumer_sdp, session_sdp
+from recording.segment import RecordingError, Segment, SegmentOptions, SegmentResult, Source, probe, shown_tiles
+from recording.session import RecordingResult, RecordingSession, finish_segments
 
-__all__ = ["MAX_TILES", "Recorder", "RecordingError", "RecordingResult", "Source", "composite",
-           "consumer_sdp", "grid", "probe", "tiles"]
+__all__ = ["MAX_TILES", "Manifest", "Media", "NameCard", "Part", "RecordingError", "RecordingResult",
+           "RecordingSession", "Segment", "SegmentEntry", "SegmentOptions", "SegmentResult", "Source",
+           "composite", "consumer_sdp", "finish_segments", "grid", "join", "parts", "probe", "session_sdp",
+           "shown_tiles", "tiles"]

@@ -8,7 +8,8 @@ port range, on ``MEDIASOUP_LISTEN_IP``, announcing
 
 Other services follow the rooms through ``manager.observer`` events:
 ``roomcreated(room)``, ``roomclosed(room)``, ``peerjoined(room, peer)``,
-``peerupdated(room, peer)``, ``peerleft(room, peer)``. A peer's
+``peerupdated(room, peer)``, ``peerleft(room, peer)``,
+``producercreated(room, peer, producer)`` (a peer's or a broadcaster's). A peer's
 ``metadata`` (email, aiSettings, integrations) is there for them; it is
 never sent to other peers. They may add protoo methods of their own
 (:meth:`RoomManager.register_method`) and notify a room's peers

@@ -440,6 +440,7 @@ class Room:
         producer.observer.on("close", lambda: peer.producers.pop(producer.id, None))
         producer.on("score", lambda score: peer.notify("producerScore", {"producerId": producer.id, "score": score}))
         peer.log.info("{} producer {} created", kind, producer.id)
+        self.manager.observer.safe_emit("producercreated", self, peer, producer)
         for other in self.joined_peers(exclude=peer):
             self._spawn(self._create_consumer(other, peer, producer))
         if kind == "audio" and producer.transport.router is self.primary:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ffmpeg
 import pytest
 
-from recording.layout import Tile, composite, grid, tiles
-from recording.sdp import consumer_sdp
+from recording.layout import NameCard, Tile, _font_size, composite, grid, tiles
+from recording.sdp import Media, consumer_sdp, session_sdp
 
 
 @pytest.mark.parametrize(("n", "expected"), [
@@ -35,7 +37,7 @@ def _graph(n_video: int, n_audio: int, **size: int) -> tuple[str, list[str]]:
     inputs = [ffmpeg.input(f"{i}.sdp") for i in range(max(n_video, n_audio))]
     video, audio = composite([i.video for i in inputs[:n_video]], [i.audio for i in inputs[:n_audio]],
                              width=size.get("width", 640), height=size.get("height", 360), fps=15)
-    args = ffmpeg.output(*[s for s in (video, audio) if s is not None], "out.mp4").compile()
+    args = ffmpeg.output(video, audio, "out.mp4").compile()
     return args[args.index("-filter_complex") + 1], args
 
 
@@ -62,11 +64,41 @@ def test_five_in_three_by_three_padded_to_the_canvas() -> None:
     assert "pad=640:360:0:0:color=black" in graph and "amix" not in graph
 
 
-def test_audio_only_and_video_only() -> None:
-    _, args = _graph(0, 2)
-    assert "xstack" not in " ".join(args) and args.count("-map") == 1
-    video, audio = composite([], [], width=640, height=360, fps=15)
-    assert video is None and audio is None
+def test_without_video_a_black_canvas_without_audio_silence() -> None:
+    """Every segment has one video and one audio stream, so segments always join."""
+    graph, args = _graph(0, 2)
+    assert "xstack" not in graph and "color=c=black:s=640x360:r=15" in args
+    assert args[args.index("color=c=black:s=640x360:r=15") - 1] == "-i" and "-re" in args
+    graph, args = _graph(2, 0)
+    assert "anullsrc=r=48000:cl=stereo" in args and "amix" not in graph
+    assert args.count("-map") == 2
+
+
+def test_name_card_for_a_participant_without_video(tmp_path: Path) -> None:
+    name = tmp_path / "card.txt"
+    name.write_text("Zoë: 100% 'quoted'")
+    cam = ffmpeg.input("0.sdp")
+    video, audio = composite([cam.video, NameCard(name, 18)], [cam.audio], width=640, height=360, fps=15)
+    args = ffmpeg.output(video, audio, "out.mkv").compile()
+    graph = args[args.index("-filter_complex") + 1]
+    assert "color=c=0x262626:s=320x360:r=15" in args  # the card's tile, read in real time
+    assert "drawtext=expansion=none" in graph and "card.txt" in graph  # the name from a file: no escaping
+    assert "xstack=fill=black:inputs=2:layout=0_0|320_0" in graph
+
+
+def test_name_card_text_fits_its_tile() -> None:
+    tile = Tile(0, 0, 212, 120)
+    assert _font_size(NameCard(Path("n"), 3), tile) == 20  # short: limited by the tile's height
+    long = _font_size(NameCard(Path("n"), 32), tile)
+    assert long * 0.6 * 32 <= 212 and long >= 8
+
+
+def test_ten_tiles_show_the_first_nine() -> None:
+    inputs = [ffmpeg.input(f"{i}.sdp") for i in range(10)]
+    video, audio = composite([i.video for i in inputs], [i.audio for i in inputs], width=640, height=360, fps=15)
+    graph = ffmpeg.output(video, audio, "out.mkv").compile()
+    graph = graph[graph.index("-filter_complex") + 1]
+    assert "xstack=fill=black:inputs=9:" in graph and "amix=dropout_transition=0:duration=longest:inputs=10" in graph
 
 
 def test_sdp_for_opus_and_h264() -> None:
@@ -82,3 +114,15 @@ def test_sdp_for_opus_and_h264() -> None:
                         ip="127.0.0.1", port=40002, rtcp_port=40003)
     assert "a=rtpmap:102 H264/90000\r\n" in h264
     assert "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n" in h264
+
+
+def test_one_session_sdp_for_every_stream_in_order() -> None:
+    opus = {"codecs": [{"mimeType": "audio/opus", "payloadType": 100, "clockRate": 48000, "channels": 2}]}
+    vp8 = {"codecs": [{"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000}]}
+    sdp = session_sdp([Media("audio", opus, 40000), Media("video", vp8, 40002)], ip="127.0.0.1")
+    assert sdp.count("v=0") == 1 and sdp.count("c=IN IP4 127.0.0.1") == 1
+    audio, video = sdp.index("m=audio 40000 RTP/AVP 100"), sdp.index("m=video 40002 RTP/AVP 101")
+    assert audio < sdp.index("a=rtcp:40001") < video < sdp.index("a=rtcp:40003")
+    assert "a=rtpmap:101 VP8/90000\r\n" in sdp
+    with pytest.raises(ValueError):
+        session_sdp([], ip="127.0.0.1")

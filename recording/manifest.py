@@ -1,0 +1,86 @@
+"""A recording's state on disk: enough to finish it after a crash.
+
+Each recording works in its own directory (``<RECORDING_DIR>/<recordingId>/``)
+holding its segments and ``manifest.json``: the room, the meeting, when each
+segment's media began (``t0``, wall clock) and ended, FFmpeg's pid, and the
+participants seen so far (with their metadata, so the ``recording.completed``
+event of a recovered recording still carries it; the file is readable by its
+owner only). The file is replaced atomically (write, fsync, rename) on every
+change.
+
+States: ``recording`` (segments being written), ``finishing`` (joining them),
+``submitted`` (the MP4 is in the durable upload queue; the directory goes once
+the upload is confirmed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["MANIFEST", "Manifest", "SegmentEntry"]
+
+MANIFEST = "manifest.json"
+State = Literal["recording", "finishing", "submitted"]
+
+
+@dataclass
+class SegmentEntry:
+    file: str
+    t0: float
+    ended_at: float | None = None
+    pid: int | None = None
+    #: peerIds shown, in tile order (a name card is shown as its peerId too).
+    layout: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    directory: Path
+    recording_id: str
+    room_id: str
+    meeting_id: str
+    filename: str
+    started_at: float
+    state: State = "recording"
+    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segments: list[SegmentEntry] = field(default_factory=list)
+    ended_at: float | None = None
+    key: str | None = None
+    upload_job: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / MANIFEST
+
+    def save(self) -> None:
+        data = asdict(self)
+        data.pop("directory")
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        data = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        data["segments"] = [SegmentEntry(**s) for s in data.get("segments", [])]
+        return cls(directory=directory, **data)
+
+    @classmethod
+    def find(cls, root: Path) -> list[Manifest]:
+        """Every readable manifest under ``root`` (one directory per recording)."""
+        found = []
+        if root.is_dir():
+            for path in sorted(root.glob(f"*/{MANIFEST}")):
+                try:
+                    found.append(cls.load(path.parent))
+                except (OSError, ValueError, TypeError):
+                    continue
+        return found

@@ -1,0 +1,329 @@
+"""A segment: one FFmpeg process recording a fixed set of producers in one layout.
+
+For each producer: a PlainTransport on 127.0.0.1 (comedia off, RTCP not muxed)
+connected to the ports FFmpeg listens on, and a Consumer created paused with the
+router's RTP capabilities. One SDP describes every stream (``recording.sdp``), so
+FFmpeg binds every port when it opens its input; then the consumers are resumed
+together (:attr:`Segment.t0`, the wall-clock time of the segment's first media)
+and key frames are requested.
+
+The output is Matroska (H.264 + AAC, clusters of at most a second): a segment
+whose FFmpeg is killed keeps what it wrote, and segments join into the final MP4
+without re-encoding (``recording.concat``). Stop: ``q`` on FFmpeg's stdin, wait
+for it to finish the file, check it with ffprobe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+from loguru import logger
+
+from recording.layout import MAX_TILES, NameCard, composite
+from recording.sdp import Media, session_sdp
+
+__all__ = ["RecordingError", "Segment", "SegmentOptions", "SegmentResult", "Source", "probe"]
+
+IP = "127.0.0.1"
+#: How long FFmpeg may take to bind its ports.
+BIND_TIMEOUT = 10.0
+#: How long FFmpeg may take to finish the file after ``q``.
+STOP_TIMEOUT = 20.0
+#: Longest name written on a name card.
+NAME_LIMIT = 32
+
+
+class RecordingError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Source:
+    """A producer to record (available on the recorder's router)."""
+
+    producer_id: str
+    kind: str  # "audio" | "video"
+    peer_id: str
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    width: int = 640
+    height: int = 360
+    fps: int = 15
+    video_bitrate: str = "1000k"
+    audio_bitrate: str = "128k"
+    preset: str = "veryfast"
+    ffmpeg_bin: str = "ffmpeg"
+
+
+@dataclass
+class SegmentResult:
+    path: Path
+    duration: float
+    streams: list[str]  # codec names, e.g. ["h264", "aac"]
+    t0: float
+    ended_at: float
+    returncode: int | None
+
+
+@dataclass
+class _Input:
+    source: Source
+    transport: Any
+    consumer: Any
+    port: int
+
+
+def _port_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((IP, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+        return False
+
+
+def _free_port_pair(taken: set[int]) -> int:
+    """An even UDP port P with P and P+1 free (RTP, RTCP)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((IP, 0))
+            port = s.getsockname()[1] & ~1
+        if port in taken or port + 1 in taken or port < 1024:
+            continue
+        if not _port_bound(port) and not _port_bound(port + 1):
+            taken.update((port, port + 1))
+            return port
+    raise RecordingError("no free UDP port pair for FFmpeg")
+
+
+def shown_tiles(sources: list[Source], names: dict[str, str]) -> list[tuple[str, Source | None]]:
+    """What the grid shows, in order: every video (cameras and screen shares, by
+    participant in ``names`` order), then a name card for each participant
+    without video; at most :data:`MAX_TILES`."""
+    order = {peer_id: n for n, peer_id in enumerate(names)}
+    videos = sorted((s for s in sources if s.kind == "video"), key=lambda s: order.get(s.peer_id, len(order)))
+    with_video = {s.peer_id for s in videos}
+    cards = [p for p in names if p not in with_video]
+    return ([(s.peer_id, s) for s in videos] + [(p, None) for p in cards])[:MAX_TILES]
+
+
+@dataclass
+class Segment:
+    router: Any
+    sources: list[Source]
+    path: Path
+    #: peerId -> display name of everyone in the recording, in the order they are shown.
+    names: dict[str, str] = field(default_factory=dict)
+    options: SegmentOptions = field(default_factory=SegmentOptions)
+    inputs: list[_Input] = field(default_factory=list, init=False)
+    process: asyncio.subprocess.Process | None = field(default=None, init=False)
+    #: Wall-clock time (epoch seconds) of the segment's first media: its t=0.
+    t0: float | None = field(default=None, init=False)
+    #: Resolves with FFmpeg's exit code when it exits, asked to or not.
+    exited: asyncio.Future | None = field(default=None, init=False, repr=False)
+    log: Any = field(default=None, init=False, repr=False)
+    stopping: bool = field(default=False, init=False)
+    _stderr: list[str] = field(default_factory=list, init=False, repr=False)
+    _stderr_task: asyncio.Future | None = field(default=None, init=False, repr=False)
+    _keyframes: asyncio.Future | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def sdp_path(self) -> Path:
+        return self.path.with_suffix(".sdp")
+
+    def _card(self, peer_id: str) -> NameCard:
+        name = (self.names.get(peer_id) or peer_id)[:NAME_LIMIT]
+        text_file = self.path.with_name(f"{self.path.stem}.name{len(self._cards)}.txt")
+        text_file.write_text(name, encoding="utf-8")
+        self._cards.append(text_file)
+        return NameCard(text_file, len(name))
+
+    def command(self) -> list[str]:
+        """The FFmpeg command line (ffmpeg-python) for the current inputs."""
+        self._cards: list[Path] = []
+        rtp = ffmpeg.input(str(self.sdp_path), protocol_whitelist="file,udp,rtp", f="sdp",
+                           analyzeduration=5_000_000, probesize=5_000_000,
+                           reorder_queue_size=256, fflags="+genpts") if self.inputs else None
+        index = {item.source.producer_id: n for n, item in enumerate(self.inputs)}
+        shown = [rtp[str(index[s.producer_id])] if s is not None else self._card(peer_id)
+                 for peer_id, s in shown_tiles(self.sources, self.names)]
+        audios = [rtp[str(n)] for n, item in enumerate(self.inputs) if item.source.kind == "audio"]
+        o = self.options
+        video, audio = composite(shown, audios, width=o.width, height=o.height, fps=o.fps)
+        out = ffmpeg.output(
+            video, audio, str(self.path), f="matroska", cluster_time_limit=1000, flush_packets=1,
+            vcodec="libx264", preset=o.preset, tune="zerolatency", pix_fmt="yuv420p", r=o.fps,
+            g=o.fps * 2, bf=0, **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
+            acodec="aac", ar=48000, ac=2, **{"b:a": o.audio_bitrate})
+        out = out.global_args("-hide_banner", "-loglevel", "warning", "-nostats").overwrite_output()
+        return out.compile(cmd=o.ffmpeg_bin)
+
+    async def start(self) -> None:
+        """Create the transports and paused consumers, start FFmpeg, resume every
+        consumer once FFmpeg listens on its ports (then ask for key frames)."""
+        self.log = logger.bind(segment=self.path.name)
+        if shutil.which(self.options.ffmpeg_bin) is None:
+            raise RecordingError(f"{self.options.ffmpeg_bin} not found")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._create_inputs()
+            args = self.command()
+            self.log.debug("starting FFmpeg: {}", " ".join(args))
+            self.process = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE)
+            self._stderr_task = asyncio.ensure_future(self._drain_stderr())
+            self.exited = asyncio.ensure_future(self.process.wait())
+            for item in self.inputs:
+                await self._wait_bound(item.port)
+            self.t0 = time.time()
+            await asyncio.gather(*(item.consumer.resume() for item in self.inputs))
+            await self._request_key_frames()
+            self._keyframes = asyncio.ensure_future(self._more_key_frames())
+        except BaseException:
+            await self.abort()
+            raise
+        if self.t0 is None:  # nothing on RTP: generated inputs start with FFmpeg
+            self.t0 = time.time()
+
+    async def _create_inputs(self) -> None:
+        caps = self.router.rtp_capabilities
+        taken: set[int] = set()
+        for source in self.sources:
+            port = _free_port_pair(taken)
+            transport = await self.router.create_plain_transport(
+                listen_info={"protocol": "udp", "ip": IP}, rtcp_mux=False, comedia=False,
+                app_data={"recording": str(self.path)})
+            try:
+                await transport.connect(ip=IP, port=port, rtcp_port=port + 1)
+                consumer = await transport.consume(source.producer_id, caps, paused=True)
+            except BaseException:
+                transport.close()
+                raise
+            self.inputs.append(_Input(source, transport, consumer, port))
+        if self.inputs:
+            media = [Media(i.source.kind, i.consumer.rtp_parameters, i.port) for i in self.inputs]
+            self.sdp_path.write_text(session_sdp(media, ip=IP))
+
+    async def _wait_bound(self, port: int) -> None:
+        deadline = time.monotonic() + BIND_TIMEOUT
+        while not _port_bound(port):
+            if self.process is not None and self.process.returncode is not None:
+                raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                raise RecordingError(f"FFmpeg did not listen on port {port} in {BIND_TIMEOUT:.0f} s: "
+                                     f"{self.stderr_tail()}")
+            await asyncio.sleep(0.01)
+
+    async def _request_key_frames(self) -> None:
+        for item in self.inputs:
+            if item.source.kind == "video" and not item.consumer.closed:
+                await item.consumer.request_key_frame()
+
+    async def _more_key_frames(self) -> None:
+        """A few more key frames early on (the first may arrive before FFmpeg probes)."""
+        with contextlib.suppress(Exception):
+            for delay in (0.3, 0.7, 1.5):
+                await asyncio.sleep(delay)
+                await self._request_key_frames()
+
+    async def _drain_stderr(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        lines = self._stderr
+        async for raw in self.process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            del lines[:-50]
+            self.log.debug("ffmpeg: {}", line)
+
+    def stderr_tail(self) -> str:
+        return " | ".join(self._stderr[-5:])
+
+    def _close_inputs(self) -> None:
+        for item in self.inputs:
+            item.transport.close()
+        self.sdp_path.unlink(missing_ok=True)
+        for text_file in getattr(self, "_cards", []):
+            text_file.unlink(missing_ok=True)
+
+    async def abort(self) -> None:
+        """Kill FFmpeg, close the transports, remove the file (a failed start)."""
+        self.stopping = True
+        if self._keyframes is not None:
+            self._keyframes.cancel()
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        self._close_inputs()
+        self.path.unlink(missing_ok=True)
+
+    async def stop(self) -> SegmentResult:
+        """``q`` to FFmpeg (if it still runs), wait for the file, close the
+        transports, ffprobe it. A segment whose FFmpeg died keeps what it wrote."""
+        if self.process is None or self.t0 is None:
+            raise RecordingError("not started")
+        self.stopping = True
+        ended_at = time.time()
+        if self._keyframes is not None:
+            self._keyframes.cancel()
+        process = self.process
+        try:
+            if process.returncode is None and process.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    process.stdin.write(b"q")
+                    await process.stdin.drain()
+                    process.stdin.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exited), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                self.log.warning("FFmpeg did not stop in {:.0f} s after 'q'; interrupting it", STOP_TIMEOUT)
+                process.send_signal(2)
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.exited), 5)
+                except asyncio.TimeoutError:
+                    process.kill()
+                    await process.wait()
+            if self._stderr_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._stderr_task, 5)
+        finally:
+            self._close_inputs()
+        if process.returncode != 0:
+            self.log.warning("FFmpeg exited with {}: {}", process.returncode, self.stderr_tail())
+        duration, streams = await asyncio.to_thread(probe, self.path)
+        self.log.info("segment written: {} ({:.1f} s, {})", self.path.name, duration, ", ".join(streams))
+        return SegmentResult(self.path, duration, streams, self.t0, ended_at, process.returncode)
+
+
+def probe(path: Path) -> tuple[float, list[str]]:
+    """(duration in seconds, codec names) of a recorded file; RecordingError if
+    it is not a usable file. A Matroska file cut short (FFmpeg killed) has no
+    duration in its header: then the last packet's end is its duration."""
+    try:
+        info = ffmpeg.probe(str(path))
+        streams = [s.get("codec_name", "?") for s in info.get("streams", [])]
+        duration = float(info.get("format", {}).get("duration") or 0.0)
+        if streams and duration <= 0:
+            packets = ffmpeg.probe(str(path), show_entries="packet=pts_time,duration_time").get("packets", [])
+            duration = max((float(p["pts_time"]) + float(p.get("duration_time") or 0)
+                            for p in packets if p.get("pts_time") not in (None, "N/A")), default=0.0)
+    except ffmpeg.Error as error:
+        raise RecordingError(f"ffprobe rejected {path.name}: {error.stderr.decode(errors='replace')[-300:]}") from error
+    if not streams or duration <= 0:
+        raise RecordingError(f"{path.name}: no streams or zero duration")
+    return duration, streams

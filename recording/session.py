@@ -1,0 +1,275 @@
+"""A recording over time: segments that follow the room, joined at stop.
+
+FFmpeg cannot add inputs to a running filter graph, so when what should be
+recorded changes (someone joins or leaves, mutes or unmutes, starts a screen
+share) :class:`RecordingSession` starts a new :class:`~recording.segment.Segment`
+with the new layout and, once it records, stops the old one a moment later
+(:data:`OVERLAP`): the overlap is cut at the join (``recording.concat``), so no
+time is missing at a change but the few hundred milliseconds the old segment
+may stall after a producer closed or paused.
+
+What to record comes from ``snapshot()`` (the caller's view of the room: the
+sources and everyone's name); ``changed()`` asks for a new look, after
+:data:`CHANGE_DELAY` (or :data:`URGENT_DELAY` for a stalling input) so that a
+join's audio and video make one change.
+
+FFmpeg dying is noticed at once: what it wrote is kept and a new segment starts;
+after :data:`MAX_RESTARTS` deaths in :data:`RESTART_WINDOW` seconds the
+session stops restarting and reports it (``on_error``). The manifest
+(``recording.manifest``) is saved at every change, so a crashed process's
+segments can be finished at the next start (:func:`finish_segments`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from recording.concat import join, parts
+from recording.manifest import Manifest, SegmentEntry
+from recording.segment import RecordingError, Segment, SegmentOptions, Source, probe, shown_tiles
+
+__all__ = ["RecordingResult", "RecordingSession", "Snapshot", "finish_segments"]
+
+#: How long the old segment records on after the new one began (cut at the join).
+OVERLAP = 1.0
+#: Wait after a change before looking at the room (a join brings audio and video).
+CHANGE_DELAY = 0.4
+#: ... and after an input stopped (closed or paused): the old segment stalls meanwhile.
+URGENT_DELAY = 0.05
+MAX_RESTARTS = 3
+RESTART_WINDOW = 30.0
+
+Snapshot = Callable[[], Awaitable[tuple[list[Source], dict[str, str]]]]
+
+
+@dataclass
+class RecordingResult:
+    path: Path
+    duration: float
+    streams: list[str]
+    started_at: float
+    ended_at: float
+    segments: int
+
+
+def _key(sources: list[Source], names: dict[str, str]) -> tuple:
+    return tuple(sorted((s.producer_id, s.kind, s.peer_id) for s in sources)), tuple(names.items())
+
+
+class RecordingSession:
+    def __init__(self, router: Any, manifest: Manifest, snapshot: Snapshot, *,
+                 options: SegmentOptions | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        self.router = router
+        self.manifest = manifest
+        self.snapshot = snapshot
+        self.options = options or SegmentOptions()
+        self.on_error = on_error
+        self.segments: list[Segment] = []
+        self.log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id,
+                               recording=manifest.recording_id)
+        self._lock = asyncio.Lock()
+        self._pending: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._deaths: list[float] = []
+        self._stopped = False
+        self._layout_key: tuple | None = None
+
+    @property
+    def current(self) -> Segment | None:
+        return self.segments[-1] if self.segments else None
+
+    @property
+    def directory(self) -> Path:
+        return self.manifest.directory
+
+    # -- start / change -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """The first segment; RecordingError if it cannot start."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.manifest.save()
+        async with self._lock:
+            await self._new_segment()
+
+    def changed(self, *, urgent: bool = False) -> None:
+        """Look at the room again soon; a new segment if what is recorded changed."""
+        if self._stopped:
+            return
+        delay = URGENT_DELAY if urgent else CHANGE_DELAY
+        loop = asyncio.get_running_loop()
+        if self._pending is not None:
+            if not urgent or self._pending.when() <= loop.time() + delay:
+                return
+            self._pending.cancel()
+        self._pending = loop.call_later(delay, self._spawn_switch)
+
+    def _spawn_switch(self) -> None:
+        self._pending = None
+        self._spawn(self._switch(forced=False))
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _switch(self, *, forced: bool) -> None:
+        async with self._lock:
+            if self._stopped:
+                return
+            try:
+                await self._new_segment(only_if_changed=not forced)
+            except Exception as error:  # noqa: BLE001 - reported; the old segment goes on if it can
+                self._report(f"new segment not started: {error}")
+                if self.current is None or self.current.exited is None or self.current.exited.done():
+                    await asyncio.sleep(1.0)
+                    self._spawn(self._switch(forced=True))
+
+    async def _new_segment(self, *, only_if_changed: bool = False) -> None:
+        sources, names = await self.snapshot()
+        key = _key(sources, names)
+        old = self.current
+        old_alive = old is not None and old.exited is not None and not old.exited.done()
+        if only_if_changed and old_alive and key == self._layout_key:
+            return
+        n = len(self.manifest.segments)
+        segment = Segment(self.router, sources, self.directory / f"segment-{n:03d}.mkv", names, self.options)
+        await segment.start()
+        assert segment.t0 is not None and segment.exited is not None
+        self.segments.append(segment)
+        self._layout_key = key
+        layout = [peer_id for peer_id, _ in shown_tiles(sources, names)]
+        self.manifest.segments.append(SegmentEntry(segment.path.name, segment.t0, pid=segment.pid, layout=layout))
+        await asyncio.to_thread(self.manifest.save)
+        self.log.info("segment {} started: {} input(s), layout {}", n, len(sources), layout)
+        segment.exited.add_done_callback(lambda _f, s=segment: self._on_exit(s))
+        if old is not None:
+            self._spawn(self._retire(old, OVERLAP if old_alive else 0.0))
+
+    async def _retire(self, segment: Segment, after: float) -> None:
+        await asyncio.sleep(after)
+        try:
+            await segment.stop()
+        except RecordingError as error:
+            self.log.warning("segment {} unusable: {}", segment.path.name, error)
+        self._mark_ended(segment)
+
+    def _mark_ended(self, segment: Segment) -> None:
+        for entry in self.manifest.segments:
+            if entry.file == segment.path.name and entry.ended_at is None:
+                entry.ended_at = time.time()
+        with contextlib.suppress(OSError):
+            self.manifest.save()
+
+    def _on_exit(self, segment: Segment) -> None:
+        if segment.stopping or self._stopped:
+            return
+        code = segment.process.returncode if segment.process else None
+        self._report(f"FFmpeg exited unexpectedly ({code}): {segment.stderr_tail()}")
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
+        if segment is not self.current:
+            return
+        if len(self._deaths) > MAX_RESTARTS:
+            self._report(f"FFmpeg died {len(self._deaths)} times in {RESTART_WINDOW:.0f} s; not restarting")
+            return
+        self._spawn(self._switch(forced=True))
+
+    def _report(self, message: str) -> None:
+        self.log.error("recording {}: {}", self.manifest.recording_id, message)
+        if self.on_error is not None:
+            self.on_error(message)
+
+    # -- stop -----------------------------------------------------------------------------
+
+    async def stop(self, out: Path) -> RecordingResult:
+        """Finish the current segment, join every segment into ``out`` (MP4), check it."""
+        self._stopped = True
+        if self._pending is not None:
+            self._pending.cancel()
+        ended_at = time.time()
+        async with self._lock:
+            current = self.current
+            if current is not None:
+                with contextlib.suppress(RecordingError):
+                    await current.stop()
+                self._mark_ended(current)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.manifest.state = "finishing"
+        self.manifest.ended_at = ended_at
+        await asyncio.to_thread(self.manifest.save)
+        duration, streams = await finish_segments(self.manifest, out, ffmpeg_bin=self.options.ffmpeg_bin)
+        return RecordingResult(out, duration, streams, self.manifest.started_at, ended_at,
+                               len(self.manifest.segments))
+
+    async def abort(self) -> None:
+        """Stop every FFmpeg and close the inputs (a start that failed)."""
+        self._stopped = True
+        for segment in self.segments:
+            await segment.abort()
+
+
+def _stale_ffmpeg(pid: int | None, segment_path: Path) -> bool:
+    """True if ``pid`` is still an FFmpeg writing ``segment_path`` (a crashed
+    process's child, orphaned)."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return str(segment_path).encode() in cmdline
+
+
+async def finish_segments(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "ffmpeg") -> tuple[float, list[str]]:
+    """Join the manifest's segments into ``out`` and ffprobe it: (duration, codecs).
+
+    Used at stop, and at start-up for a recording whose process died: an FFmpeg
+    still writing one of its segments is interrupted first (SIGINT, so it
+    closes the file)."""
+    log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
+    entries = [(manifest.directory / e.file, e) for e in manifest.segments]
+    for path, entry in entries:
+        if _stale_ffmpeg(entry.pid, path):
+            log.warning("interrupting FFmpeg {} left writing {}", entry.pid, path.name)
+            assert entry.pid is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(entry.pid, signal.SIGINT)
+            for _ in range(100):
+                if not _stale_ffmpeg(entry.pid, path):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(entry.pid, signal.SIGKILL)
+    usable = set()
+    for path, _entry in entries:
+        try:
+            await asyncio.to_thread(probe, path)
+            usable.add(path)
+        except RecordingError as error:
+            log.warning("segment {} left out: {}", path.name, error)
+    items = parts([(path, e.t0) for path, e in entries], usable)
+    if not items:
+        raise RecordingError("no usable segment")
+    try:
+        await asyncio.to_thread(join, items, out, ffmpeg_bin=ffmpeg_bin)
+    except Exception as error:
+        stderr = getattr(error, "stderr", b"") or b""
+        raise RecordingError(f"joining segments failed: {stderr.decode(errors='replace')[-300:] or error}") from error
+    duration, streams = await asyncio.to_thread(probe, out)
+    log.info("recording written: {} ({:.1f} s, {}, {} segment(s))", out.name, duration, ", ".join(streams),
+             len(items))
+    return duration, streams

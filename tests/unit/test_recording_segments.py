@@ -1,0 +1,60 @@
+"""Segments on paper: what a segment shows, how segments join, the manifest on disk."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from recording.concat import Part, parts
+from recording.manifest import Manifest, SegmentEntry
+from recording.segment import Source, shown_tiles
+
+
+def test_videos_first_in_join_order_then_name_cards() -> None:
+    names = {"ann": "Ann", "bo": "Bo", "cy": "Cy"}
+    sources = [Source("p1", "audio", "ann"), Source("p2", "video", "cy"), Source("p3", "video", "ann"),
+               Source("p4", "video", "ann")]  # Ann: camera and screen share; Bo: nothing
+    shown = shown_tiles(sources, names)
+    assert [(peer, s.producer_id if s else None) for peer, s in shown] == [
+        ("ann", "p3"), ("ann", "p4"), ("cy", "p2"), ("bo", None)]
+
+
+def test_at_most_nine_tiles_videos_kept_first() -> None:
+    names = {f"p{i}": f"P{i}" for i in range(12)}
+    sources = [Source(f"v{i}", "video", f"p{i}") for i in range(6, 12)]
+    shown = shown_tiles(sources, names)
+    assert len(shown) == 9 and all(s is not None for _p, s in shown[:6]) and shown[6] == ("p0", None)
+
+
+def test_each_part_lasts_until_the_next_segment_began() -> None:
+    a, b, c = Path("a.mkv"), Path("b.mkv"), Path("c.mkv")
+    segments = [(a, 100.0), (b, 104.5), (c, 110.0)]
+    assert parts(segments, {a, b, c}) == [Part(a, 4.5), Part(b, 5.5), Part(c, None)]
+
+
+def test_an_unreadable_segment_leaves_its_time_to_the_part_before() -> None:
+    a, b, c = Path("a.mkv"), Path("b.mkv"), Path("c.mkv")
+    segments = [(a, 100.0), (b, 104.5), (c, 110.0)]
+    assert parts(segments, {a, c}) == [Part(a, 10.0), Part(c, None)]
+    assert parts(segments, {a, b}) == [Part(a, 4.5), Part(b, None)]
+    assert parts(segments, {b, c}) == [Part(b, 5.5), Part(c, None)]
+    assert parts(segments, set()) == []
+
+
+def test_manifest_round_trip_private_and_atomic(tmp_path: Path) -> None:
+    directory = tmp_path / "rec1"
+    directory.mkdir()
+    manifest = Manifest(directory, "rec1", "room", "m1", "m1-20260101T000000Z.mp4", 1_700_000_000.0,
+                        participants={"ann": {"peerId": "ann", "integrations": {"x": {"token": "t"}}}})
+    manifest.segments.append(SegmentEntry("segment-000.mkv", 1_700_000_000.5, pid=123, layout=["ann"]))
+    manifest.save()
+    assert stat.S_IMODE(manifest.path.stat().st_mode) == 0o600  # it holds integration credentials
+    assert not list(directory.glob("*.tmp"))
+    loaded = Manifest.load(directory)
+    assert loaded == manifest
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    (tmp_path / "empty").mkdir()
+    assert Manifest.find(tmp_path) == [manifest]
+    assert json.loads(manifest.path.read_text())["state"] == "recording"
