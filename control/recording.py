@@ -184,14 +184,15 @@ class RecordingService:
             self._spawn(self.stop(room.id, room_closed=True))
 
     def _snapshot(self, room_id: str) -> Any:
-        """What the session records now: every live, unpaused audio and video producer
-        of the room's participants (made available on the primary router), and
-        everyone's name in the order they joined."""
-        async def snapshot() -> tuple[list[Source], dict[str, str]]:
+        """What the session records now: the room's primary router (a new one after
+        its worker died), every live, unpaused audio and video producer of the
+        room's participants (made available on that router), and everyone's name
+        in the order they joined."""
+        async def snapshot() -> tuple[Any, list[Source], dict[str, str]]:
             room = self.rooms.get_room(room_id)
             active = self.active.get(room_id)
             if room is None or room.closed:
-                return [], {}
+                raise RecordingError(f"room {room_id} is closed")
             sources, names = [], {}
             for peer in [*room.joined_peers(), *room.broadcasters.values()]:
                 names[peer.id] = peer.display_name or peer.id
@@ -204,7 +205,7 @@ class RecordingService:
                         self._watch(active, producer)
                     await room._make_available(producer, room.primary)
                     sources.append(Source(producer.id, producer.kind, peer.id))
-            return sources, names
+            return room.primary, sources, names
         return snapshot
 
     def _reporter(self, room_id: str, recording_id: str) -> Any:
@@ -250,7 +251,7 @@ class RecordingService:
             recording_id = secrets.token_hex(8)
             manifest = Manifest(self.work_dir / recording_id, recording_id, room_id, meeting_id,
                                 f"{meeting_id}-{started.strftime('%Y%m%dT%H%M%SZ')}.mp4", started.timestamp())
-            session = RecordingSession(room.primary, manifest, self._snapshot(room_id), options=self.options,
+            session = RecordingSession(manifest, self._snapshot(room_id), options=self.options,
                                        on_error=self._reporter(room_id, recording_id))
             active = ActiveRecording(recording_id, room_id, meeting_id, manifest, session)
             self.active[room_id] = active

@@ -9,7 +9,8 @@ time is missing at a change but the few hundred milliseconds the old segment
 may stall after a producer closed or paused.
 
 What to record comes from ``snapshot()`` (the caller's view of the room: the
-sources and everyone's name); ``changed()`` asks for a new look, after
+router to record from, the sources on it and everyone's name; the router may
+change, e.g. when the room moved to another worker after its worker died); ``changed()`` asks for a new look, after
 :data:`CHANGE_DELAY` (or :data:`URGENT_DELAY` for a stalling input) so that a
 join's audio and video make one change.
 
@@ -49,7 +50,7 @@ URGENT_DELAY = 0.05
 MAX_RESTARTS = 3
 RESTART_WINDOW = 30.0
 
-Snapshot = Callable[[], Awaitable[tuple[list[Source], dict[str, str]]]]
+Snapshot = Callable[[], Awaitable[tuple[Any, list[Source], dict[str, str]]]]
 
 
 @dataclass
@@ -62,15 +63,14 @@ class RecordingResult:
     segments: int
 
 
-def _key(sources: list[Source], names: dict[str, str]) -> tuple:
-    return tuple(sorted((s.producer_id, s.kind, s.peer_id) for s in sources)), tuple(names.items())
+def _key(router: Any, sources: list[Source], names: dict[str, str]) -> tuple:
+    return id(router), tuple(sorted((s.producer_id, s.kind, s.peer_id) for s in sources)), tuple(names.items())
 
 
 class RecordingSession:
-    def __init__(self, router: Any, manifest: Manifest, snapshot: Snapshot, *,
+    def __init__(self, manifest: Manifest, snapshot: Snapshot, *,
                  options: SegmentOptions | None = None,
                  on_error: Callable[[str], None] | None = None) -> None:
-        self.router = router
         self.manifest = manifest
         self.snapshot = snapshot
         self.options = options or SegmentOptions()
@@ -133,18 +133,17 @@ class RecordingSession:
             except Exception as error:  # noqa: BLE001 - reported; the old segment goes on if it can
                 self._report(f"new segment not started: {error}")
                 if self.current is None or self.current.exited is None or self.current.exited.done():
-                    await asyncio.sleep(1.0)
-                    self._spawn(self._switch(forced=True))
+                    self._restart_later()
 
     async def _new_segment(self, *, only_if_changed: bool = False) -> None:
-        sources, names = await self.snapshot()
-        key = _key(sources, names)
+        router, sources, names = await self.snapshot()
+        key = _key(router, sources, names)
         old = self.current
         old_alive = old is not None and old.exited is not None and not old.exited.done()
         if only_if_changed and old_alive and key == self._layout_key:
             return
         n = len(self.manifest.segments)
-        segment = Segment(self.router, sources, self.directory / f"segment-{n:03d}.mkv", names, self.options)
+        segment = Segment(router, sources, self.directory / f"segment-{n:03d}.mkv", names, self.options)
         await segment.start()
         assert segment.t0 is not None and segment.exited is not None
         self.segments.append(segment)
@@ -177,14 +176,22 @@ class RecordingSession:
             return
         code = segment.process.returncode if segment.process else None
         self._report(f"FFmpeg exited unexpectedly ({code}): {segment.stderr_tail()}")
+        if segment is self.current:
+            self._restart_later(0.0)
+
+    def _restart_later(self, delay: float = 1.0) -> None:
+        """A new segment after a failure, unless failures come too often."""
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
-        if segment is not self.current:
-            return
         if len(self._deaths) > MAX_RESTARTS:
-            self._report(f"FFmpeg died {len(self._deaths)} times in {RESTART_WINDOW:.0f} s; not restarting")
+            self._report(f"{len(self._deaths)} failures in {RESTART_WINDOW:.0f} s; not restarting: "
+                         "the recording keeps what it has until it is stopped")
             return
-        self._spawn(self._switch(forced=True))
+
+        async def restart() -> None:
+            await asyncio.sleep(delay)
+            await self._switch(forced=True)
+        self._spawn(restart())
 
     def _report(self, message: str) -> None:
         self.log.error("recording {}: {}", self.manifest.recording_id, message)
