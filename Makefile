@@ -14,7 +14,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: worker build (compiler, meson's pkg-config deps, flatc),
 # FFmpeg for recording, RabbitMQ for the event-bus tests where none runs.
 APT_PACKAGES := build-essential pkg-config python3-venv libssl-dev libuv1-dev libsrtp2-dev \
-	flatbuffers-compiler libflatbuffers-dev libabsl-dev ffmpeg rabbitmq-server
+	flatbuffers-compiler libflatbuffers-dev libabsl-dev ffmpeg fonts-dejavu-core rabbitmq-server
 
 .PHONY: help setup apt venv worker run test bench lint clean
 help:
