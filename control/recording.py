@@ -386,10 +386,24 @@ class RecordingService:
 
 # -- signaling ----------------------------------------------------------------------
 
+    def may_record(self, room: Any, peer: Any) -> bool:
+        """Whether ``peer`` may start and stop the room's recording: every joined
+        peer for now; the auth layer replaces this with the host's role."""
+        return True
+
+    def _check_request(self, method: str, room: Any, peer: Any, data: Any) -> None:
+        if data not in (None, {}):
+            raise ProtooError(400, f"invalid_request: {method} takes no fields")
+        if not self.may_record(room, peer):
+            logger.bind(room=room.id, peer=peer.id).warning("{} refused: not allowed to record", method)
+            raise ProtooError(403, "forbidden: not allowed to record this room")
+
     async def _on_start(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+        self._check_request(START_RECORDING, room, peer, data)
         return await self.start(room.id, by=peer)
 
     async def _on_stop(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+        self._check_request(STOP_RECORDING, room, peer, data)
         try:
             return await self.stop(room.id)
         except RecordingError as error:
