@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import shutil
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -107,6 +109,13 @@ def _free_port_pair(taken: set[int]) -> int:
     raise RecordingError("no free UDP port pair for FFmpeg")
 
 
+def _interrupt_with_parent() -> None:  # pragma: no cover - runs in the child
+    """preexec_fn: SIGINT for FFmpeg if this process dies, so it closes its file
+    (and is not left orphaned, waiting for RTP that will never come)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+
+
 def shown_tiles(sources: list[Source], names: dict[str, str]) -> list[tuple[str, Source | None]]:
     """What the grid shows, in order: every video (cameras and screen shares, by
     participant in ``names`` order), then a name card for each participant
@@ -186,7 +195,7 @@ class Segment:
             self.log.debug("starting FFmpeg: {}", " ".join(args))
             self.process = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE)
+                stderr=asyncio.subprocess.PIPE, preexec_fn=_interrupt_with_parent)
             self._stderr_task = asyncio.ensure_future(self._drain_stderr())
             self.exited = asyncio.ensure_future(self.process.wait())
             for item in self.inputs:
