@@ -38,6 +38,7 @@ manifest: the next start joins them, uploads the MP4 and publishes the event
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -361,6 +362,11 @@ class RecordingService:
         for manifest in await asyncio.to_thread(Manifest.find, self.work_dir):
             log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
             out = manifest.directory / manifest.filename
+            if manifest.owned_by_another_process():
+                log.info("recording in {} belongs to running process {}: left alone",
+                         manifest.directory, manifest.owner_pid)
+                continue
+            manifest.owner_pid = os.getpid()
             try:
                 if manifest.state == "submitted":
                     job = uploads.get(manifest.upload_job or "")

@@ -51,6 +51,18 @@ class Manifest:
     ended_at: float | None = None
     key: str | None = None
     upload_job: str | None = None
+    #: The process recording it (another live process's recording is not recovered).
+    owner_pid: int = field(default_factory=os.getpid)
+
+    def owned_by_another_process(self) -> bool:
+        """True if the process that wrote it still runs (sharing ``RECORDING_DIR``)."""
+        if self.owner_pid == os.getpid():
+            return False
+        try:
+            cmdline = Path(f"/proc/{self.owner_pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"python" in cmdline or b"parley" in cmdline
 
     @property
     def path(self) -> Path:

@@ -58,3 +58,20 @@ def test_manifest_round_trip_private_and_atomic(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert Manifest.find(tmp_path) == [manifest]
     assert json.loads(manifest.path.read_text())["state"] == "recording"
+
+
+def test_a_recording_of_another_live_process_is_not_ours(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    mine = Manifest(tmp_path, "r", "room", "m", "f.mp4", 0.0)
+    assert mine.owner_pid == os.getpid() and not mine.owned_by_another_process()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        mine.owner_pid = other.pid
+        assert mine.owned_by_another_process()
+    finally:
+        other.kill()
+        other.wait()
+    assert not mine.owned_by_another_process()  # it died: its recordings are ours to finish
