@@ -38,7 +38,6 @@ manifest: the next start joins them, uploads the MP4 and publishes the event
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -366,7 +365,7 @@ class RecordingService:
                 log.info("recording in {} belongs to running process {}: left alone",
                          manifest.directory, manifest.owner_pid)
                 continue
-            manifest.owner_pid = os.getpid()
+            manifest.adopt()
             try:
                 if manifest.state == "submitted":
                     job = uploads.get(manifest.upload_job or "")

@@ -21,10 +21,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["MANIFEST", "Manifest", "SegmentEntry"]
+__all__ = ["MANIFEST", "Manifest", "SegmentEntry", "process_start_time"]
 
 MANIFEST = "manifest.json"
 State = Literal["recording", "finishing", "submitted"]
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), or
+    None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 @dataclass
@@ -51,18 +61,21 @@ class Manifest:
     ended_at: float | None = None
     key: str | None = None
     upload_job: str | None = None
-    #: The process recording it (another live process's recording is not recovered).
+    #: The process recording it, as (pid, start time in clock ticks since boot):
+    #: another live process's recording is not recovered; a reused pid is told apart.
     owner_pid: int = field(default_factory=os.getpid)
+    owner_started: int | None = field(default_factory=lambda: process_start_time(os.getpid()))
 
     def owned_by_another_process(self) -> bool:
-        """True if the process that wrote it still runs (sharing ``RECORDING_DIR``)."""
+        """True if the process that wrote it still runs (two servers sharing ``RECORDING_DIR``)."""
         if self.owner_pid == os.getpid():
             return False
-        try:
-            cmdline = Path(f"/proc/{self.owner_pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return b"python" in cmdline or b"parley" in cmdline
+        started = process_start_time(self.owner_pid)
+        return started is not None and started == self.owner_started
+
+    def adopt(self) -> None:
+        """This process takes the recording over."""
+        self.owner_pid, self.owner_started = os.getpid(), process_start_time(os.getpid())
 
     @property
     def path(self) -> Path:

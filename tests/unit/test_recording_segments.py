@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from recording.concat import Part, parts
-from recording.manifest import Manifest, SegmentEntry
+from recording.manifest import Manifest, SegmentEntry, process_start_time
 from recording.segment import Source, shown_tiles
 
 
@@ -63,15 +63,20 @@ def test_manifest_round_trip_private_and_atomic(tmp_path: Path) -> None:
 def test_a_recording_of_another_live_process_is_not_ours(tmp_path: Path) -> None:
     import os
     import subprocess
-    import sys
 
     mine = Manifest(tmp_path, "r", "room", "m", "f.mp4", 0.0)
     assert mine.owner_pid == os.getpid() and not mine.owned_by_another_process()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    other = subprocess.Popen(["sleep", "30"])
     try:
-        mine.owner_pid = other.pid
+        mine.owner_pid, mine.owner_started = other.pid, process_start_time(other.pid)
         assert mine.owned_by_another_process()
+        assert mine.owner_started is not None
+        mine.owner_started -= 1  # the same pid, another process (reused): not the owner
+        assert not mine.owned_by_another_process()
+        mine.owner_started += 1
     finally:
         other.kill()
         other.wait()
     assert not mine.owned_by_another_process()  # it died: its recordings are ours to finish
+    mine.adopt()
+    assert mine.owner_pid == os.getpid() and mine.owner_started == process_start_time(os.getpid())
