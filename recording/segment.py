@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import os
 import shutil
 import signal
 import socket
@@ -95,6 +96,30 @@ def _port_bound(port: int) -> bool:
         return False
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # closed meanwhile
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    return inodes
+
+
+def _bound_by(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has a UDP socket bound to ``port`` (its socket inodes
+    against /proc/net/udp)."""
+    try:
+        table = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    wanted = f":{port:04X}"
+    rows = [row.split() for row in table]
+    owners = {row[9] for row in rows if row[1].endswith(wanted)}
+    return bool(owners and owners & _socket_inodes(pid))
+
+
 def _free_port_pair(taken: set[int]) -> int:
     """An even UDP port P with P and P+1 free (RTP, RTCP)."""
     for _ in range(200):
@@ -107,6 +132,24 @@ def _free_port_pair(taken: set[int]) -> int:
             taken.update((port, port + 1))
             return port
     raise RecordingError("no free UDP port pair for FFmpeg")
+
+
+#: Bandwidth estimation: FFmpeg gives no feedback, and with these mediasoup would
+#: send probation packets (SSRC 1234) into FFmpeg's ports, which it reports and
+#: holds real packets back for.
+_BWE_EXTENSIONS = ("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+                   "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")
+_BWE_FEEDBACK = ("goog-remb", "transport-cc")
+
+
+def recording_capabilities(caps: dict[str, Any]) -> dict[str, Any]:
+    """The router's RTP capabilities without bandwidth estimation, for FFmpeg."""
+    return {
+        **caps,
+        "codecs": [{**c, "rtcpFeedback": [f for f in c.get("rtcpFeedback", []) if f.get("type") not in _BWE_FEEDBACK]}
+                   for c in caps.get("codecs", [])],
+        "headerExtensions": [e for e in caps.get("headerExtensions", []) if e.get("uri") not in _BWE_EXTENSIONS],
+    }
 
 
 def _interrupt_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -211,7 +254,7 @@ class Segment:
             self.t0 = time.time()
 
     async def _create_inputs(self) -> None:
-        caps = self.router.rtp_capabilities
+        caps = recording_capabilities(self.router.rtp_capabilities)
         taken: set[int] = set()
         for source in self.sources:
             port = _free_port_pair(taken)
@@ -230,9 +273,12 @@ class Segment:
             self.sdp_path.write_text(session_sdp(media, ip=IP))
 
     async def _wait_bound(self, port: int) -> None:
+        """Until FFmpeg itself holds ``port`` (another process may have taken it
+        since it was picked: then FFmpeg fails to bind and exits)."""
         deadline = time.monotonic() + BIND_TIMEOUT
-        while not _port_bound(port):
-            if self.process is not None and self.process.returncode is not None:
+        assert self.process is not None
+        while not _bound_by(self.process.pid, port):
+            if self.process.returncode is not None:
                 raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
             if time.monotonic() > deadline:
                 raise RecordingError(f"FFmpeg did not listen on port {port} in {BIND_TIMEOUT:.0f} s: "

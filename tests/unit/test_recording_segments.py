@@ -80,3 +80,42 @@ def test_a_recording_of_another_live_process_is_not_ours(tmp_path: Path) -> None
     assert not mine.owned_by_another_process()  # it died: its recordings are ours to finish
     mine.adopt()
     assert mine.owner_pid == os.getpid() and mine.owner_started == process_start_time(os.getpid())
+
+
+def test_a_port_counts_as_ffmpegs_only_if_its_process_holds_it() -> None:
+    import os
+    import socket
+    import subprocess
+
+    from recording.segment import _bound_by
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mine:
+        mine.bind(("127.0.0.1", 0))
+        port = mine.getsockname()[1]
+        assert _bound_by(os.getpid(), port)
+        other = subprocess.Popen(["sleep", "30"])
+        try:
+            assert not _bound_by(other.pid, port)  # bound, but by someone else
+        finally:
+            other.kill()
+            other.wait()
+    assert not _bound_by(os.getpid(), port)
+
+
+def test_ffmpeg_consumes_without_bandwidth_estimation() -> None:
+    from recording.segment import recording_capabilities
+
+    caps = {
+        "codecs": [{"mimeType": "video/VP8", "kind": "video", "clockRate": 90000, "rtcpFeedback": [
+            {"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "goog-remb"},
+            {"type": "transport-cc"}, {"type": "ccm", "parameter": "fir"}]}],
+        "headerExtensions": [
+            {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "kind": "video", "preferredId": 1},
+            {"uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "kind": "video", "preferredId": 4},
+            {"uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "kind": "video",
+             "preferredId": 5}],
+    }
+    out = recording_capabilities(caps)
+    assert [f["type"] for f in out["codecs"][0]["rtcpFeedback"]] == ["nack", "nack", "ccm"]
+    assert [e["preferredId"] for e in out["headerExtensions"]] == [1]
+    assert len(caps["codecs"][0]["rtcpFeedback"]) == 5  # the router's own are untouched
