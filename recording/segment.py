@@ -7,10 +7,15 @@ FFmpeg binds every port when it opens its input; then the consumers are resumed
 together (:attr:`Segment.t0`, the wall-clock time of the segment's first media)
 and key frames are requested.
 
-The output is Matroska (H.264 + AAC, clusters of at most a second): a segment
-whose FFmpeg is killed keeps what it wrote, and segments join into the final MP4
-without re-encoding (``recording.concat``). Stop: ``q`` on FFmpeg's stdin, wait
-for it to finish the file, check it with ffprobe.
+The output is MPEG-TS (H.264 + AAC), written packet by packet with nothing to
+finish at the end: a segment whose FFmpeg is killed, or interrupted twice (which
+FFmpeg takes as "exit now, skip the trailer"), keeps everything it encoded, and
+segments join into the final MP4 without re-encoding (``recording.concat``).
+
+Stop: ``q`` on FFmpeg's stdin. FFmpeg reads it between packets only, so when
+every input has gone silent (the room emptied) it would wait for its 10 s RTP
+timeout: after :data:`STOP_GRACE` it is interrupted (SIGINT twice) instead. Then
+the file is checked with ffprobe.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ __all__ = ["RecordingError", "Segment", "SegmentOptions", "SegmentResult", "Sour
 IP = "127.0.0.1"
 #: How long FFmpeg may take to bind its ports.
 BIND_TIMEOUT = 10.0
-#: How long FFmpeg may take to finish the file after ``q``.
-STOP_TIMEOUT = 20.0
+#: How long FFmpeg may take to act on ``q`` (it does at its next packet).
+STOP_GRACE = 2.0
+#: How long FFmpeg may take to exit once interrupted.
+STOP_TIMEOUT = 10.0
 #: Longest name written on a name card.
 NAME_LIMIT = 32
 
@@ -218,7 +225,7 @@ class Segment:
         o = self.options
         video, audio = composite(shown, audios, width=o.width, height=o.height, fps=o.fps)
         out = ffmpeg.output(
-            video, audio, str(self.path), f="matroska", cluster_time_limit=1000, flush_packets=1,
+            video, audio, str(self.path), f="mpegts", muxdelay=0, muxpreload=0, flush_packets=1,
             vcodec="libx264", preset=o.preset, tune="zerolatency", pix_fmt="yuv420p", r=o.fps,
             g=o.fps * 2, bf=0, **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
             acodec="aac", ar=48000, ac=2, **{"b:a": o.audio_bitrate})
@@ -327,6 +334,14 @@ class Segment:
         self._close_inputs()
         self.path.unlink(missing_ok=True)
 
+    async def _exits_within(self, seconds: float) -> bool:
+        assert self.exited is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
     async def stop(self) -> SegmentResult:
         """``q`` to FFmpeg (if it still runs), wait for the file, close the
         transports, ffprobe it. A segment whose FFmpeg died keeps what it wrote."""
@@ -343,14 +358,14 @@ class Segment:
                     process.stdin.write(b"q")
                     await process.stdin.drain()
                     process.stdin.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(self.exited), STOP_TIMEOUT)
-            except asyncio.TimeoutError:
-                self.log.warning("FFmpeg did not stop in {:.0f} s after 'q'; interrupting it", STOP_TIMEOUT)
-                process.send_signal(2)
-                try:
-                    await asyncio.wait_for(asyncio.shield(self.exited), 5)
-                except asyncio.TimeoutError:
+            if not await self._exits_within(STOP_GRACE):
+                self.log.info("FFmpeg still running {:.0f} s after 'q' (inputs silent): interrupting it", STOP_GRACE)
+                for _ in range(2):
+                    with contextlib.suppress(ProcessLookupError):
+                        process.send_signal(signal.SIGINT)
+                    await asyncio.sleep(0.05)
+                if not await self._exits_within(STOP_TIMEOUT):
+                    self.log.warning("FFmpeg did not exit in {:.0f} s once interrupted; killing it", STOP_TIMEOUT)
                     process.kill()
                     await process.wait()
             if self._stderr_task is not None:
@@ -367,8 +382,8 @@ class Segment:
 
 def probe(path: Path) -> tuple[float, list[str]]:
     """(duration in seconds, codec names) of a recorded file; RecordingError if
-    it is not a usable file. A Matroska file cut short (FFmpeg killed) has no
-    duration in its header: then the last packet's end is its duration."""
+    it is not a usable file. If the container gives no duration, the last
+    packet's end is its duration."""
     try:
         info = ffmpeg.probe(str(path))
         streams = [s.get("codec_name", "?") for s in info.get("streams", [])]

@@ -143,7 +143,7 @@ class RecordingSession:
         if only_if_changed and old_alive and key == self._layout_key:
             return
         n = len(self.manifest.segments)
-        segment = Segment(router, sources, self.directory / f"segment-{n:03d}.mkv", names, self.options)
+        segment = Segment(router, sources, self.directory / f"segment-{n:03d}.ts", names, self.options)
         await segment.start()
         assert segment.t0 is not None and segment.exited is not None
         self.segments.append(segment)
@@ -244,16 +244,17 @@ async def finish_segments(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "f
     """Join the manifest's segments into ``out`` and ffprobe it: (duration, codecs).
 
     Used at stop, and at start-up for a recording whose process died: an FFmpeg
-    still writing one of its segments is interrupted first (SIGINT, so it
-    closes the file)."""
+    still writing one of its segments is interrupted first."""
     log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
     entries = [(manifest.directory / e.file, e) for e in manifest.segments]
     for path, entry in entries:
         if _stale_ffmpeg(entry.pid, path):
             log.warning("interrupting FFmpeg {} left writing {}", entry.pid, path.name)
             assert entry.pid is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(entry.pid, signal.SIGINT)
+            for _ in range(2):  # twice: exit now (its input is silent; TS needs no trailer)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(entry.pid, signal.SIGINT)
+                await asyncio.sleep(0.05)
             for _ in range(100):
                 if not _stale_ffmpeg(entry.pid, path):
                     break

@@ -28,13 +28,13 @@ def test_at_most_nine_tiles_videos_kept_first() -> None:
 
 
 def test_each_part_lasts_until_the_next_segment_began() -> None:
-    a, b, c = Path("a.mkv"), Path("b.mkv"), Path("c.mkv")
+    a, b, c = Path("a.ts"), Path("b.ts"), Path("c.ts")
     segments = [(a, 100.0), (b, 104.5), (c, 110.0)]
     assert parts(segments, {a, b, c}) == [Part(a, 4.5), Part(b, 5.5), Part(c, None)]
 
 
 def test_an_unreadable_segment_leaves_its_time_to_the_part_before() -> None:
-    a, b, c = Path("a.mkv"), Path("b.mkv"), Path("c.mkv")
+    a, b, c = Path("a.ts"), Path("b.ts"), Path("c.ts")
     segments = [(a, 100.0), (b, 104.5), (c, 110.0)]
     assert parts(segments, {a, c}) == [Part(a, 10.0), Part(c, None)]
     assert parts(segments, {a, b}) == [Part(a, 4.5), Part(b, None)]
@@ -47,7 +47,7 @@ def test_manifest_round_trip_private_and_atomic(tmp_path: Path) -> None:
     directory.mkdir()
     manifest = Manifest(directory, "rec1", "room", "m1", "m1-20260101T000000Z.mp4", 1_700_000_000.0,
                         participants={"ann": {"peerId": "ann", "integrations": {"x": {"token": "t"}}}})
-    manifest.segments.append(SegmentEntry("segment-000.mkv", 1_700_000_000.5, pid=123, layout=["ann"]))
+    manifest.segments.append(SegmentEntry("segment-000.ts", 1_700_000_000.5, pid=123, layout=["ann"]))
     manifest.save()
     assert stat.S_IMODE(manifest.path.stat().st_mode) == 0o600  # it holds integration credentials
     assert not list(directory.glob("*.tmp"))
