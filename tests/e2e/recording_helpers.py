@@ -1,0 +1,214 @@
+"""Shared by the recording end-to-end tests: coloured video tracks, who sends what,
+reading the MP4 back (ffprobe, pixels, audio tones), RabbitMQ queues and a broker
+proxy that can be taken down and brought back on the same port."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import fractions
+import json
+import math
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import pika
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from tests.e2e.media_peer import VIDEO_CLOCK
+from tests.integration.tcp_proxy import TcpProxy
+
+#: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
+PEOPLE = [
+    ("alice", (81, 90, 240), (255, 0, 0), 440.0),
+    ("bob", (145, 54, 34), (0, 255, 0), 660.0),
+    ("carol", (41, 240, 110), (0, 0, 255), 880.0),
+]
+RED, GREEN, BLUE = (p[2] for p in PEOPLE)
+BLACK = (0, 0, 0)
+#: A name card's background (recording.layout.CARD_COLOUR 0x262626).
+CARD = (38, 38, 38)
+#: Frequencies nobody sends, to compare the tones with.
+OFF_TONES = (550.0, 770.0, 1000.0)
+
+WIDTH, HEIGHT = 640, 360
+
+
+class SolidTrack(MediaStreamTrack):
+    """160x120 frames of one colour, at ``fps``."""
+
+    kind = "video"
+
+    def __init__(self, yuv: tuple[int, int, int], fps: int = 15) -> None:
+        super().__init__()
+        self.yuv, self.fps = yuv, fps
+        self._start: float | None = None
+        self._count = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._count += 1
+            wait = self._start + self._count / self.fps - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        frame = av.VideoFrame(160, 120, "yuv420p")
+        for plane, value, rows in zip(frame.planes, self.yuv, (120, 60, 60)):
+            plane.update(bytes([value]) * (plane.line_size * rows))
+        frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+
+# -- the MP4 ----------------------------------------------------------------------------
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    return json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        check=True, capture_output=True).stdout)
+
+
+def codecs_and_duration(path: Path) -> tuple[list[str], float]:
+    info = ffprobe(path)
+    return sorted(s["codec_name"] for s in info["streams"]), float(info["format"]["duration"])
+
+
+def frame_at(path: Path, at: float) -> bytes:
+    """The RGB24 frame shown at ``at`` seconds."""
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-ss", f"{at:.2f}", "-i", str(path), "-frames:v", "1",
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    assert len(raw) == WIDTH * HEIGHT * 3, f"no frame at {at:.2f} s ({len(raw)} bytes)"
+    return raw
+
+
+def pixel(raw: bytes, x: int, y: int) -> tuple[int, int, int]:
+    i = (y * WIDTH + x) * 3
+    return raw[i], raw[i + 1], raw[i + 2]
+
+
+def _pixels(path: Path, at: float, points: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    raw = frame_at(path, at)
+    return [pixel(raw, x, y) for x, y in points]
+
+
+def _close(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 60) -> bool:
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b))
+
+
+def bright_pixels(raw: bytes, x0: int, y0: int, x1: int, y1: int, level: int = 200) -> int:
+    """How many pixels of the rectangle are near white (a name card's text)."""
+    return sum(1 for y in range(y0, y1) for x in range(x0, x1) if min(pixel(raw, x, y)) >= level)
+
+
+AUDIO_RATE = 8000
+
+
+def audio_samples(path: Path, start: float = 0.0, length: float | None = None) -> list[int]:
+    """The MP4's audio, mixed to mono, 8 kHz, signed 16-bit, from ``start`` for ``length`` s."""
+    args = ["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-i", str(path)]
+    if length is not None:
+        args += ["-t", f"{length:.3f}"]
+    raw = subprocess.run(args + ["-vn", "-ac", "1", "-ar", str(AUDIO_RATE), "-f", "s16le", "-"],
+                         check=True, capture_output=True).stdout
+    samples = array.array("h")
+    samples.frombytes(raw[: len(raw) // 2 * 2])
+    return list(samples)
+
+
+def tone_amplitude(samples: list[int], frequency: float, rate: int = AUDIO_RATE) -> float:
+    """Amplitude (in sample units) of the sine at ``frequency`` (Goertzel, Hann window)."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    coeff = 2 * math.cos(2 * math.pi * frequency / rate)
+    s1 = s2 = 0.0
+    step = 2 * math.pi / (n - 1)
+    for i, x in enumerate(samples):
+        s0 = x * (0.5 - 0.5 * math.cos(step * i)) + coeff * s1 - s2
+        s2, s1 = s1, s0
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    return 2 * math.sqrt(max(power, 0.0)) / (n * 0.5)  # 0.5: the Hann window's coherent gain
+
+
+def tones(samples: list[int], frequencies: tuple[float, ...]) -> dict[float, float]:
+    return {f: round(tone_amplitude(samples, f), 1) for f in frequencies}
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------
+
+
+def _bind_queue(url: str) -> tuple[Any, Any, str]:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.exchange_declare("meetings", exchange_type="topic", durable=True)
+    queue = f"test.recording.{secrets.token_hex(4)}"
+    channel.queue_declare(queue, exclusive=True, auto_delete=True)
+    channel.queue_bind(queue, "meetings", routing_key="recording.completed")
+    return connection, channel, queue
+
+
+async def drop_queue(connection: Any, channel: Any, queue: str) -> None:
+    """Delete a test's durable queue and close the connection (off the loop)."""
+    def drop() -> None:
+        try:
+            channel.queue_delete(queue)
+        finally:
+            connection.close()
+    await asyncio.to_thread(drop)
+
+
+def _get_event(channel: Any, queue: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        method, _props, body = channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            return json.loads(body)
+        connection_sleep(channel, 0.2)
+    raise AssertionError("no recording.completed event")
+
+
+def _get_event_or_none(channel: Any, queue: str) -> dict[str, Any] | None:
+    method, _props, body = channel.basic_get(queue, auto_ack=True)
+    return json.loads(body) if method is not None else None
+
+
+def connection_sleep(channel: Any, seconds: float) -> None:
+    """Sleep while servicing the connection's heartbeats."""
+    channel.connection.process_data_events(time_limit=seconds)
+
+
+class GatedProxy(TcpProxy):
+    """A :class:`TcpProxy` that can be taken down (listener shut: connections refused,
+    open ones cut) and brought back up on the same port."""
+
+    def down(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self.cut()
+
+    def up(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._closed = False
+        threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True).start()
+
+    def refuses(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False

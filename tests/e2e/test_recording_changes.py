@@ -1,0 +1,234 @@
+"""The recording follows the room: real WebRTC peers (aiortc) join, leave and mute
+while the room is recorded, and the one MP4 shows each layout in turn, with the
+audio of whoever was there.
+
+Times are measured from the ``startRecording`` answer (the recording's first media
+is a moment before it); each phase is checked well inside its bounds (1.5 s from
+the moment the test made the change), since a new layout appears once the new
+segment's FFmpeg records, a few hundred milliseconds after the change."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from control.keys import STORAGE
+from control.recording import RECORDINGS
+from tests.e2e.harness import Server, running_server
+from tests.e2e.media_peer import MediaPeer, ToneTrack
+from tests.e2e.recording_helpers import (
+    BLACK,
+    BLUE,
+    CARD,
+    GREEN,
+    OFF_TONES,
+    PEOPLE,
+    RED,
+    SolidTrack,
+    _close,
+    audio_samples,
+    bright_pixels,
+    codecs_and_duration,
+    frame_at,
+    pixel,
+    tones,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+#: Keep this far from a change when checking what a phase shows.
+MARGIN = 1.5
+
+# Where to look. Two tiles side by side are 320x360: a 4:3 camera is 320x240 in the
+# middle, black above and below. Four tiles (2x2) are 320x180: the camera is 240x180.
+LEFT, RIGHT, LEFT_TOP_BAR = (160, 180), (480, 180), (160, 20)
+QUADRANTS = [(160, 90), (480, 90), (160, 270), (480, 270)]
+
+
+def _peer(server: Server, room: str, index: int) -> MediaPeer:
+    name, yuv, _rgb, tone = PEOPLE[index]
+    peer = MediaPeer(server.ws_url(room, name), name, display_name=name.title())
+    peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
+    return peer
+
+
+async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
+    """The recording's file in the local store, once its upload is confirmed."""
+    path = server.app[STORAGE].path_for(key)
+    recordings = server.app[RECORDINGS]
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and not recordings._announcing):
+        assert time.monotonic() < deadline, f"{key} not stored in {timeout:.0f} s"
+        await asyncio.sleep(0.2)
+    return path
+
+
+def _inside(start: float, end: float, count: int = 2) -> list[float]:
+    """``count`` times spread inside [start + MARGIN, end - MARGIN]."""
+    lo, hi = start + MARGIN, end - MARGIN
+    assert hi > lo, (start, end)
+    return [lo + (hi - lo) * (i + 1) / (count + 1) for i in range(count)]
+
+
+def _window(start: float, end: float) -> tuple[float, float]:
+    """(offset, length) of the audio well inside a phase."""
+    return start + MARGIN, end - start - 2 * MARGIN
+
+
+def _side_by_side(path: Path, at: float) -> tuple[tuple[int, int, int], ...]:
+    raw = frame_at(path, at)
+    return tuple(pixel(raw, x, y) for x, y in (LEFT, RIGHT, LEFT_TOP_BAR))
+
+
+async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
+    """alice+bob side by side (red|green); carol joins: 2x2 (red, green, blue, black);
+    alice leaves: side by side (green|blue). The tones follow the same people."""
+    async with running_server(tmp_path) as server:
+        alice, bob, carol = (_peer(server, "changes", i) for i in range(3))
+        try:
+            for peer in (alice, bob):
+                await peer.join()
+            await alice.wait_media("bob", timeout=45)
+            await bob.wait_media("alice", timeout=45)
+
+            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            t0 = time.monotonic()
+            assert set(info) == {"recordingId", "startedAt"}
+            await asyncio.sleep(5)
+
+            joining = time.monotonic() - t0
+            await carol.join()
+            joined = time.monotonic() - t0
+            await asyncio.sleep(6)
+
+            leaving = time.monotonic() - t0
+            await alice.close()
+            left = time.monotonic() - t0
+            await asyncio.sleep(5)
+
+            wall = time.monotonic() - t0
+            stopped = await bob.protoo.request("stopRecording", {}, timeout=60)
+            path = await _stored(server, stopped["key"])
+        finally:
+            for peer in (alice, bob, carol):
+                await peer.close()
+
+    timeline = f"carol joined {joining:.2f}-{joined:.2f} s, alice left {leaving:.2f}-{left:.2f} s, " \
+               f"stop at {wall:.2f} s; answer {stopped}"
+    assert stopped["recordingId"] == info["recordingId"]
+    assert stopped["segments"] >= 3, timeline
+    assert abs(stopped["duration"] - wall) <= 1.0, timeline
+    codecs, duration = codecs_and_duration(path)
+    assert codecs == ["aac", "h264"]
+    assert abs(duration - wall) <= 1.0, (duration, timeline)
+
+    # 1. alice | bob
+    for at in _inside(0.0, joining):
+        left_tile, right_tile, bar = _side_by_side(path, at)
+        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
+            (at, left_tile, right_tile, bar, timeline)
+    # 2. alice, bob / carol, nobody
+    for at in _inside(joined, leaving):
+        raw = frame_at(path, at)
+        quads = [pixel(raw, x, y) for x, y in QUADRANTS]
+        assert (_close(quads[0], RED) and _close(quads[1], GREEN) and _close(quads[2], BLUE)
+                and _close(quads[3], BLACK, 20)), (at, quads, timeline)
+    # 3. bob | carol
+    for at in _inside(left, duration):
+        left_tile, right_tile, bar = _side_by_side(path, at)
+        assert _close(left_tile, GREEN) and _close(right_tile, BLUE) and _close(bar, BLACK, 20), \
+            (at, left_tile, right_tile, bar, timeline)
+
+    # The mix: who is there is heard, who is not is not.
+    sent = {name: tone for name, *_rest, tone in PEOPLE}
+    for (start, end), present in [((0.0, joining), {"alice", "bob"}),
+                                  ((joined, leaving), {"alice", "bob", "carol"}),
+                                  ((left, duration), {"bob", "carol"})]:
+        heard = tones(audio_samples(path, *_window(start, end)), tuple(sent.values()) + OFF_TONES)
+        loudest = max(heard[sent[name]] for name in present)
+        noise = max(heard[f] for f in OFF_TONES)
+        for name, tone in sent.items():
+            if name in present:
+                assert heard[tone] > 2000 and heard[tone] > 100 * noise, (start, end, name, heard, timeline)
+            else:
+                assert heard[tone] < loudest / 50, (start, end, name, heard, timeline)
+
+
+async def _pause_video(peer: MediaPeer, pause: bool) -> None:
+    producer = next(p for p in peer.producers.values() if p.kind == "video")
+    if pause:
+        producer.pause()
+        await peer.protoo.request("pauseProducer", {"producerId": producer.id}, timeout=10)
+    else:
+        await peer.protoo.request("resumeProducer", {"producerId": producer.id}, timeout=10)
+        producer.resume()
+
+
+async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
+    """bob pauses his camera: his tile is a dark grey card with his name in white
+    (alice stays red beside it, bob is still heard); he resumes: green again."""
+    async with running_server(tmp_path) as server:
+        alice, bob = (_peer(server, "mute", i) for i in range(2))
+        try:
+            for peer in (alice, bob):
+                await peer.join()
+            await alice.wait_media("bob", timeout=45)
+            await bob.wait_media("alice", timeout=45)
+
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{server.base_url}/api/rooms/mute/recording") as response:
+                    assert response.status == 201, await response.text()
+            t0 = time.monotonic()
+            await asyncio.sleep(4)
+
+            pausing = time.monotonic() - t0
+            await _pause_video(bob, True)
+            paused = time.monotonic() - t0
+            await asyncio.sleep(5)
+
+            resuming = time.monotonic() - t0
+            await _pause_video(bob, False)
+            resumed = time.monotonic() - t0
+            await asyncio.sleep(5)
+
+            wall = time.monotonic() - t0
+            stopped = await alice.protoo.request("stopRecording", {}, timeout=60)
+            path = await _stored(server, stopped["key"])
+        finally:
+            for peer in (alice, bob):
+                await peer.close()
+
+    timeline = f"paused {pausing:.2f}-{paused:.2f} s, resumed {resuming:.2f}-{resumed:.2f} s, " \
+               f"stop at {wall:.2f} s; answer {stopped}"
+    assert stopped["segments"] >= 3, timeline
+    codecs, duration = codecs_and_duration(path)
+    assert codecs == ["aac", "h264"]
+    assert abs(duration - wall) <= 1.0, (duration, timeline)
+
+    for at in _inside(0.0, pausing):
+        left_tile, right_tile, bar = _side_by_side(path, at)
+        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
+            (at, left_tile, right_tile, bar, timeline)
+    for at in _inside(paused, resuming):
+        raw = frame_at(path, at)
+        left_tile, bar = pixel(raw, *LEFT), pixel(raw, *LEFT_TOP_BAR)
+        # bob's card fills its whole 320x360 tile: corners dark grey, not black.
+        corners = [pixel(raw, x, y) for x, y in ((330, 10), (630, 10), (330, 350), (630, 350))]
+        text = bright_pixels(raw, 330, 120, 630, 240)
+        assert _close(left_tile, RED) and _close(bar, BLACK, 20), (at, left_tile, bar, timeline)
+        assert all(_close(c, CARD, 10) for c in corners), (at, corners, timeline)
+        assert text >= 100, (at, text, timeline)  # the name, in white
+    for at in _inside(resumed, duration):
+        left_tile, right_tile, bar = _side_by_side(path, at)
+        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
+            (at, left_tile, right_tile, bar, timeline)
+
+    # A muted camera does not mute the microphone.
+    heard = tones(audio_samples(path, *_window(paused, resuming)), (440.0, 660.0) + OFF_TONES)
+    noise = max(heard[f] for f in OFF_TONES)
+    assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, \
+        (heard, timeline)
