@@ -49,6 +49,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
+from control.api import invalid_room_id
 from control.events.admin import require_admin
 from control.keys import CHAT, MEETINGS, ROOMS, SETTINGS, STORAGE
 from control.signaling.protoo import ProtooError
@@ -427,6 +428,8 @@ def _http(error: ProtooError) -> web.Response:
 @routes.post("/api/rooms/{roomId}/recording")
 @require_admin
 async def start_recording(request: web.Request) -> web.Response:
+    if (refused := invalid_room_id(request.match_info["roomId"])) is not None:
+        return refused
     try:
         info = await request.app[RECORDINGS].start(request.match_info["roomId"])
     except ProtooError as error:
@@ -437,6 +440,8 @@ async def start_recording(request: web.Request) -> web.Response:
 @routes.delete("/api/rooms/{roomId}/recording")
 @require_admin
 async def stop_recording(request: web.Request) -> web.Response:
+    if (refused := invalid_room_id(request.match_info["roomId"])) is not None:
+        return refused
     try:
         info = await request.app[RECORDINGS].stop(request.match_info["roomId"])
     except ProtooError as error:

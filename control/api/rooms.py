@@ -7,7 +7,8 @@
     broadcasters with their transports, producers, consumers and data
     producers/consumers (each with the worker it runs on), the dominant
     speaker; participant metadata only as the e-mail and the names of the
-    aiSettings/integrations keys, never their values. 404 unknown room.
+    aiSettings/integrations keys, never their values. 404 unknown room, 400
+    ``invalid_room_id`` for an id no room can have (``control.ids``).
 
 Both are admin routes: ``ADMIN_TOKEN`` as a bearer token, or direct loopback
 clients when it is unset (``control.events.admin.require_admin``, to be
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control.api import error_response
+from control.api import error_response, invalid_room_id
 from control.events.admin import require_admin
 from control.keys import ROOMS
 
@@ -40,8 +41,10 @@ async def list_rooms(request: web.Request) -> web.Response:
 @routes.get("/api/rooms/{roomId}")
 @require_admin
 async def get_room(request: web.Request) -> web.Response:
-    manager = request.app.get(ROOMS)
     room_id = request.match_info["roomId"]
+    if (refused := invalid_room_id(room_id)) is not None:
+        return refused
+    manager = request.app.get(ROOMS)
     room = manager.get_room(room_id) if manager is not None else None
     if room is None:
         return error_response(404, f'room "{room_id}" not found', "not_found")

@@ -16,8 +16,9 @@ Rules:
 - file: ``bucket`` (an S3 bucket name), ``key`` (one of the room's chat uploads,
   ``chat/<roomId>/<fileId>/<name>``), ``name`` (1-255, no ``/`` or ``\\``), ``size``
   (an integer from 0 to ``CHAT_FILE_MAX_MB``), ``mimeType`` (``type/subtype``).
-- sender: ``peerId`` (letters, digits, ``_ - .``, at most 64), ``displayName``
-  (1-100 characters, one line, no control characters).
+- sender: ``peerId`` (the peer id rule of :mod:`control.ids`, the one signaling
+  applies: 1-128 printable characters, no whitespace or control characters),
+  ``displayName`` (1-100 characters, one line, no control characters).
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ scripts work unchanged); the room must exist (404 otherwise):
   ``{sctpStreamParameters, label, protocol, appData}`` -> ``{id}``
 
 A broadcaster appears to the room's peers as a peer (``newPeer``,
-``peerClosed``, its producers consumed by everyone). Errors are JSON
-``{"error", "code"}``: 400 invalid body, 404 unknown room/broadcaster/transport,
-409 duplicate id, 503 worker unavailable.
+``peerClosed``, its producers consumed by everyone); its ``id`` follows the peer
+id rule and ``{roomId}`` the room id rule of :mod:`control.ids`. Errors are JSON
+``{"error", "code"}``: 400 invalid body or room id (``invalid_room_id``), 404
+unknown room/broadcaster/transport, 409 duplicate id, 503 worker unavailable.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from aiohttp import web
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from control.ids import InvalidId, validate_peer_id, validate_room_id
 from control.keys import ROOMS
 from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
 from control.rooms.peer import Peer
@@ -59,10 +61,15 @@ class Device(_Body):
 
 
 class CreateBroadcaster(_Body):
-    id: m.Id
+    id: str
     displayName: str = Field(min_length=1, max_length=m.MAX_DISPLAY_NAME)
     device: Device
     rtpCapabilities: dict[str, Any] | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, v: Any) -> Any:
+        return validate_peer_id(v, "id")  # a broadcaster is a peer: the peer id rule
 
     @field_validator("rtpCapabilities", mode="before")
     @classmethod
@@ -158,8 +165,12 @@ def api(handler: Any) -> Any:
 
 
 def _room(request: web.Request) -> Room:
-    manager = request.app.get(ROOMS)
     room_id = request.match_info["roomId"]
+    try:
+        validate_room_id(room_id)
+    except InvalidId as error:
+        raise ApiError(400, error.message, "invalid_room_id") from None
+    manager = request.app.get(ROOMS)
     room = manager.get_room(room_id) if manager is not None else None
     if room is None:
         raise ApiError(404, f'room with id "{room_id}" not found', "not_found")

@@ -32,6 +32,7 @@ from aiohttp import WSCloseCode, web
 from loguru import logger
 
 from control.config import Settings
+from control.ids import validate_room_id
 from control.keys import CHAT, MEETINGS, ROOMS, SETTINGS, WORKER_POOL
 from control.rooms.room import Room
 from workers.enhanced_events import EnhancedEventEmitter
@@ -162,7 +163,12 @@ class RoomManager:
         return room if room is not None and not room.closed else None
 
     async def get_or_create_room(self, room_id: str) -> Room:
-        """The open room ``room_id``, created on first use (once, however many ask)."""
+        """The open room ``room_id``, created on first use (once, however many ask).
+
+        ``room_id`` must follow the room id rule (:class:`control.ids.InvalidId`
+        otherwise; callers check it first to answer 400), so every room that exists
+        can store its chat and its recordings."""
+        validate_room_id(room_id)
         while True:
             if self.closed:
                 raise InvalidStateError("server shutting down")

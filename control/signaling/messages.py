@@ -29,6 +29,8 @@ MAX_DEVICE_BYTES = 2048
 MAX_METADATA_BYTES = 16_384
 MAX_DEPTH = 8
 MAX_DISPLAY_NAME = 256
+#: Ids of server-created entities (transports, producers, consumers...); room and
+#: peer ids follow :mod:`control.ids`.
 MAX_ID = 128
 MAX_LABEL = 256
 

@@ -2,18 +2,19 @@
 
 mediasoup-demo's clients connect to ``wss://host:port/?roomId=R&peerId=P``;
 both query parameters are required (400 without them), as is the ``protoo``
-subprotocol. The room is created on first connection; the socket then carries
+subprotocol. ``roomId`` must follow the room id rule and ``peerId`` the peer id
+rule of :mod:`control.ids` (400 with the rule otherwise, before the upgrade: no
+room is created). The room is created on first connection; the socket then carries
 protoo requests to :meth:`control.rooms.room.Room.handle_request` until it
 closes, and the peer is detached (grace period, see ``control.rooms``).
 """
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import WSCloseCode, hdrs, web
 from loguru import logger
 
+from control.ids import PEER_ID_RULE, ROOM_ID_RULE, is_valid_peer_id, is_valid_room_id
 from control.keys import ROOMS, SETTINGS
 from control.signaling.protoo import ProtooConnection, ProtooError
 from workers.errors import MediasoupError
@@ -21,8 +22,6 @@ from workers.errors import MediasoupError
 __all__ = ["routes", "protoo_websocket"]
 
 SUBPROTOCOL = "protoo"
-#: roomId / peerId: 1-128 printable characters (no whitespace or control characters).
-_ID_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 #: WebSocket ping interval: a silent dead client is noticed (and enters its grace period).
 HEARTBEAT = 20.0
 #: Hard limit = this many times SIGNALING_MAX_FRAME_BYTES (aiohttp closes with 1009).
@@ -41,9 +40,12 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     if not room_id or not peer_id:
         logger.warning("signaling: connection from {} without roomId and/or peerId", request.remote)
         return _bad_request("Connection request without roomId and/or peerId")
-    if not _ID_RE.match(room_id) or not _ID_RE.match(peer_id):
-        logger.warning("signaling: connection from {} with an invalid roomId or peerId", request.remote)
-        return _bad_request("roomId and peerId must be 1-128 printable characters")
+    if not is_valid_room_id(room_id):
+        logger.warning("signaling: connection from {} with an invalid roomId", request.remote)
+        return _bad_request(f"Invalid roomId: it must be {ROOM_ID_RULE}")
+    if not is_valid_peer_id(peer_id):
+        logger.warning("signaling: connection from {} with an invalid peerId", request.remote)
+        return _bad_request(f"Invalid peerId: it must be {PEER_ID_RULE}")
     if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
         return _bad_request("WebSocket (subprotocol protoo) expected")
     offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]

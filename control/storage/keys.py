@@ -12,10 +12,13 @@ relative to the store's root):
 
 Every segment must match :data:`ID_RE` (ids) or :data:`FILENAME_RE`
 (filenames): ASCII letters, digits, ``_``, ``-`` (and ``.`` inside file names),
-starting with a letter or digit. So there is no ``..``, no ``/`` or ``\\``, no
-control character, no leading dot, no percent-encoding or unicode look-alike
-that could escape a prefix or inject a key. :func:`safe_filename` turns a
-user's file name into one that passes.
+starting with a letter or digit. The room id segment follows the project's room id
+rule (:mod:`control.ids`, at most 64 characters), the one signaling, the chat and
+the REST routes apply: every room that can exist can store its files. So there
+is no ``..``, no ``/`` or ``\\``, no control character (a trailing newline
+included: patterns are matched whole), no leading dot, no percent-encoding or
+unicode look-alike that could escape a prefix or inject a key.
+:func:`safe_filename` turns a user's file name into one that passes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+
+from control.ids import ROOM_ID_RULE, is_valid_room_id
 
 __all__ = [
     "CHAT_PREFIX",
@@ -37,12 +42,13 @@ __all__ = [
     "validate_filename",
     "validate_id",
     "validate_key",
+    "validate_room_id",
 ]
 
 RECORDINGS_PREFIX = "recordings"
 CHAT_PREFIX = "chat"
 
-#: Room, meeting, peer and file ids: 1-128 characters.
+#: Ids in keys (file ids...): 1-128 characters; room ids: see :func:`validate_room_id`.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 #: File names: 1-200 characters, dots allowed after the first character, never ``..``.
 FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -55,16 +61,25 @@ class InvalidKey(ValueError):
 
 
 def validate_id(value: object, what: str = "id") -> str:
-    """``value`` if it is a valid id (room, meeting, file...), else :class:`InvalidKey`."""
-    if not isinstance(value, str) or not ID_RE.match(value):
+    """``value`` if it is a valid id segment (file ids...), else :class:`InvalidKey`.
+
+    Room ids: :func:`validate_room_id` (the narrower project-wide rule)."""
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise InvalidKey(f"invalid {what} {_show(value)}: 1-128 characters of A-Z a-z 0-9 _ -, "
                          "starting with a letter or digit")
     return value
 
 
+def validate_room_id(value: object) -> str:
+    """``value`` if it is a valid room id (:mod:`control.ids`), else :class:`InvalidKey`."""
+    if not is_valid_room_id(value):
+        raise InvalidKey(f"invalid room id {_show(value)}: {ROOM_ID_RULE}")
+    return value  # type: ignore[return-value]
+
+
 def validate_filename(value: object) -> str:
     """``value`` if it is a valid file name, else :class:`InvalidKey`."""
-    if not isinstance(value, str) or not FILENAME_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not FILENAME_RE.fullmatch(value) or ".." in value:
         raise InvalidKey(f"invalid file name {_show(value)}: 1-200 characters of A-Z a-z 0-9 . _ -, "
                          "starting with a letter or digit, no '..'")
     return value
@@ -75,19 +90,19 @@ def validate_key(key: object) -> str:
     if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_LENGTH:
         raise InvalidKey(f"invalid object key {_show(key)}")
     for segment in key.split("/"):
-        if not FILENAME_RE.match(segment) or ".." in segment:
+        if not FILENAME_RE.fullmatch(segment) or ".." in segment:
             raise InvalidKey(f"invalid object key {_show(key)}: bad segment {_show(segment)}")
     return key
 
 
 def recording_key(room_id: str, filename: str) -> str:
     """``recordings/<roomId>/<filename>``."""
-    return f"{RECORDINGS_PREFIX}/{validate_id(room_id, 'room id')}/{validate_filename(filename)}"
+    return f"{RECORDINGS_PREFIX}/{validate_room_id(room_id)}/{validate_filename(filename)}"
 
 
 def chat_file_key(room_id: str, file_id: str, filename: str) -> str:
     """``chat/<roomId>/<fileId>/<filename>`` (``file_id`` from :func:`new_file_id`)."""
-    return (f"{CHAT_PREFIX}/{validate_id(room_id, 'room id')}/{validate_id(file_id, 'file id')}/"
+    return (f"{CHAT_PREFIX}/{validate_room_id(room_id)}/{validate_id(file_id, 'file id')}/"
             f"{validate_filename(filename)}")
 
 
@@ -95,7 +110,7 @@ def new_file_id() -> str:
     """A fresh unguessable id for a chat file (22 URL-safe characters)."""
     while True:
         token = secrets.token_urlsafe(16)
-        if ID_RE.match(token):  # token_urlsafe may start with '-' or '_'
+        if ID_RE.fullmatch(token):  # token_urlsafe may start with '-' or '_'
             return token
 
 
@@ -114,7 +129,7 @@ def safe_filename(name: str, default: str = "file") -> str:
     stem, ext = stem.strip("._-"), ext.strip("._-")[:16]
     stem = stem[: 200 - len(ext) - 1].rstrip("._-") or default
     name = f"{stem}.{ext}" if ext else stem
-    return name if FILENAME_RE.match(name) and ".." not in name else default
+    return name if FILENAME_RE.fullmatch(name) and ".." not in name else default
 
 
 def _show(value: object) -> str:

@@ -8,8 +8,9 @@ in the same millisecond increments the random part, and a clock that steps back 
 not make ids go back), across processes the 80 random bits keep them apart.
 
 Room and peer ids come from clients: :func:`validate_room_id` and
-:func:`validate_peer_id` accept 1-64 characters of ``A-Z a-z 0-9 _ -`` starting with
-a letter or digit, nothing else.
+:func:`validate_peer_id` (and :class:`InvalidId`) are the project-wide rules of
+:mod:`control.ids`, re-exported here (room ids: 1-64 characters of ``A-Z a-z 0-9 _ -``
+starting with a letter or digit; peer ids: 1-128 printable characters).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import secrets
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+
+from control.ids import MAX_PEER_ID_LENGTH, MAX_ROOM_ID_LENGTH, InvalidId, validate_peer_id, validate_room_id
 
 __all__ = [
     "ID_RE",
@@ -46,21 +49,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: A ULID: the first character is at most 7 (128 bits in 26 base32 digits).
 ID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
-
-MAX_ROOM_ID_LENGTH = 64
-MAX_PEER_ID_LENGTH = 64
-#: Letters, digits, '_', '-'; starts with a letter or digit (the charset object keys
-#: accept too: ``control/storage/keys.py``).
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-class InvalidId(ValueError):
-    """A client-supplied id is malformed; ``field`` names what it was."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 def _encode(value: int) -> str:
@@ -137,26 +125,3 @@ def validate_id(value: object, field: str = "id") -> str:
         raise InvalidId(field, f"{field} must be a 26-character id as returned by the server")
     return value  # type: ignore[return-value]
 
-
-def _validate_name(value: object, field: str, max_length: int) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidId(field, f"{field} is required (a non-empty string)")
-    if len(value) > max_length:
-        raise InvalidId(field, f"{field} is longer than {max_length} characters")
-    if not _NAME_RE.fullmatch(value):
-        raise InvalidId(
-            field,
-            f"{field} may contain only letters, digits, '_' and '-', "
-            "and must start with a letter or digit",
-        )
-    return value
-
-
-def validate_room_id(value: object, field: str = "roomId") -> str:
-    """``value`` if it is an acceptable room id, else :class:`InvalidId`."""
-    return _validate_name(value, field, MAX_ROOM_ID_LENGTH)
-
-
-def validate_peer_id(value: object, field: str = "peerId") -> str:
-    """``value`` if it is an acceptable peer id, else :class:`InvalidId`."""
-    return _validate_name(value, field, MAX_PEER_ID_LENGTH)

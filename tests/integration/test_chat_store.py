@@ -250,7 +250,7 @@ async def test_refused_room_sender_and_cursor(chat, store):
     await chat.send(r, ADA, {"text": "kept"})
     cases = [
         (chat.send("bad room", ADA, {"text": "x"}), "invalid_room_id"),
-        (chat.send(r, {"peerId": "a/b", "displayName": "x"}, {"text": "x"}), "invalid_peer_id"),
+        (chat.send(r, {"peerId": "a b", "displayName": "x"}, {"text": "x"}), "invalid_peer_id"),
         (chat.send(r, {"peerId": "p", "displayName": "a\x00"}, {"text": "x"}), "control_characters"),
         (chat.history(r, 0), "invalid_limit"),
         (chat.history(r, 201), "invalid_limit"),

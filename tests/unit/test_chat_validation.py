@@ -177,7 +177,8 @@ def test_sender_forms():
     ({"displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
     ({"peerId": "", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
     ({"peerId": "a b", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
-    ({"peerId": "x" * 65, "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
+    ({"peerId": "x" * 129, "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
+    ({"peerId": "a\nb", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
     ({"peerId": "p1"}, "missing_field", "sender.displayName"),
     ({"peerId": "p1", "displayName": " "}, "empty", "sender.displayName"),
     ({"peerId": "p1", "displayName": "A" * 101}, "too_long", "sender.displayName"),
@@ -200,9 +201,22 @@ def test_room_and_peer_ids_accepted(value):
     "", None, 5, "a" * 65, "-room", ".room", "_room", "room.x", "..", "room/../x", "room x", "room%20",
     "røom", "room\n", "room;drop", "$where", "{\"$gt\":\"\"}",
 ])
-def test_room_and_peer_ids_refused(value):
+def test_room_ids_refused(value):
     with pytest.raises(InvalidId):
         validate_room_id(value)
+
+
+# Peer ids follow signaling's rule (control.ids): any printable characters, so a
+# peer that could connect can chat; they are stored as values, never in keys.
+@pytest.mark.parametrize("value", ["a" * 128, "-peer", "peer.x", "ada@example.com", "røom", "$where"])
+def test_peer_ids_signaling_accepts_are_accepted(value):
+    assert validate_peer_id(value) == value
+    assert validate_sender({"peerId": value, "displayName": "Ada"}).peer_id == value
+
+
+@pytest.mark.parametrize("value", ["", None, 5, "a" * 129, "peer x", "peer\n", "peer\t", "peer\x00",
+                                   "peer\x85", "peer\u2028", "peer\ud800"])
+def test_peer_ids_refused(value):
     with pytest.raises(InvalidId):
         validate_peer_id(value)
 

@@ -25,8 +25,8 @@ from control.storage.keys import validate_key
 from control.storage.local import SignatureInvalid
 
 BAD_IDS = ["", ".", "..", "../x", "a/b", "a\\b", "a\x00b", ".hidden", "a b", "é", "%2e%2e", "-x",
-           "_x", "a" * 129, "a\nb", "a?b", "a#b", "a*", None, 5]
-BAD_NAMES = ["", "..", "a..b", "../etc/passwd", "x/y", "x\\y", ".env", "a\nb", "a b.mp4",
+           "_x", "a" * 129, "a\nb", "a\n", "a?b", "a#b", "a*", None, 5]
+BAD_NAMES = ["", "..", "a..b", "../etc/passwd", "x/y", "x\\y", ".env", "a\nb", "a.mp4\n", "a b.mp4",
              "ü.mp4", "a" * 201, "%2F.mp4", None]
 
 
@@ -49,7 +49,8 @@ def test_bad_filenames_are_rejected(bad) -> None:
         recording_key("room", bad)
 
 
-@pytest.mark.parametrize("key", ["/a/b", "a//b", "a/../b", "a/./b", "a/", "a/b/", "a/.b", "", "a/" + "b" * 1100])
+@pytest.mark.parametrize("key", ["/a/b", "a//b", "a/../b", "a/./b", "a/", "a/b/", "a/.b", "", "a/" + "b" * 1100,
+                                 "a\n/b", "a/b.mp4\n"])
 def test_bad_keys_are_rejected(key: str) -> None:
     with pytest.raises(InvalidKey):
         validate_key(key)
