@@ -74,6 +74,7 @@ test: setup services-setup
 
 bench: setup
 	$(PY) bench/channel.py
+	$(PY) bench/composite_recording.py
 
 lint: venv
 	$(PY) -m compileall -q control workers recording tests bench
