@@ -51,7 +51,9 @@ from loguru import logger
 
 from control.api import invalid_room_id
 from control.events.admin import require_admin
-from control.keys import CHAT, MEETINGS, ROOMS, SETTINGS, STORAGE
+from control.chat.meetings import ChatUnavailable
+from control.chat.validation import ChatError
+from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, STORAGE
 from control.signaling.protoo import ProtooError
 from control.storage import RECORDING_UPLOAD_KIND, recording_key
 from recording import Manifest, RecordingError, RecordingSession, SegmentOptions, Source, finish_segments
@@ -65,8 +67,9 @@ RECORDING_STOPPED = "recordingStopped"
 RECORDING_ERROR = "recordingError"
 #: How long the chat's "Recording stopped" waits for the upload (it says where the file is).
 UPLOAD_WAIT = 600.0
-#: Kept in the work directory until the upload is confirmed; removed with it.
 MP4 = "video/mp4"
+#: Prefix of the stand-in meeting id of a recording made without a meetings store.
+NO_MEETING = "room-"
 
 
 def _iso(ts: float) -> str:
@@ -117,6 +120,7 @@ class RecordingService:
     # -- lifecycle ----------------------------------------------------------------------
 
     def attach(self) -> None:
+        self.app[STORAGE].on_uploaded(RECORDING_UPLOAD_KIND, self._recording_uploaded)
         self.rooms.register_method(START_RECORDING, self._on_start)
         self.rooms.register_method(STOP_RECORDING, self._on_stop)
         for event, handler in self._room_events():
@@ -217,15 +221,16 @@ class RecordingService:
     # -- start / stop -------------------------------------------------------------------
 
     async def _meeting_id(self, room_id: str) -> str:
+        """The room's meeting (opened now if the first join is still being recorded);
+        ``room-<roomId>`` (:data:`NO_MEETING`) if there is no meetings store or it is
+        unreachable."""
         meetings = self.app.get(MEETINGS)
         if meetings is not None:
-            current = meetings.current_id(room_id)
-            if current is None:
-                with_db = await meetings.current(room_id)
-                current = with_db.meeting_id if with_db else None
-            if current:
-                return current
-        return f"room-{room_id}"
+            try:
+                return (await meetings.ensure_open(room_id)).meeting_id
+            except ChatError as error:
+                logger.bind(room=room_id).warning("recording without a meeting: {}", error)
+        return f"{NO_MEETING}{room_id}"
 
     def _check_disk(self, room_id: str) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -347,9 +352,30 @@ class RecordingService:
             return
         try:
             await chat.recording_stopped(manifest.room_id, recording_id=manifest.recording_id, recording=ref,
-                                         meeting_id=manifest.meeting_id if ref is not None else None)
+                                         meeting_id=manifest.meeting_id if ref is not None and not
+                                         manifest.meeting_id.startswith(NO_MEETING) else None)
         except Exception as error:  # noqa: BLE001
             log.warning("chat message not posted: {}", error)
+
+    async def _recording_uploaded(self, job: Any, ref: Any) -> None:
+        """Upload-queue hook, once the MP4 is stored and verified: attach it to its
+        meeting, then publish ``recording.completed`` (in that order, so the AI
+        service finds the meeting complete). Retried by the queue until it returns:
+        both steps are idempotent (the meeting keeps one entry per object, the event
+        id is the job's)."""
+        meetings = self.app.get(MEETINGS)
+        meeting_id = job.context.get("meetingId")
+        if meetings is not None and meeting_id:
+            try:
+                await meetings.add_recording(meeting_id, ref)
+            except ChatUnavailable:
+                raise  # the store is down: the queue retries the hook
+            except ChatError as error:  # no such meeting (no meetings store at start...)
+                logger.bind(room=job.context.get("roomId"), meeting=meeting_id).warning(
+                    "recording {} not attached to its meeting: {}", ref.key, error)
+        events = self.app.get(EVENTS)
+        if events is not None:
+            await events.publish_upload(job, ref)
 
     # -- recovery -----------------------------------------------------------------------
 

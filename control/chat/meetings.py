@@ -182,6 +182,24 @@ class MeetingService:
             raise ChatUnavailable(str(exc)) from exc
         return ended
 
+    async def ensure_open(self, room_id: str) -> Meeting:
+        """The room's open meeting, opened now if its first join is still on its way
+        (joins are recorded asynchronously; a recording started right after the
+        first join needs the meeting id already)."""
+        room_id = room_id_or_error(room_id)
+        async with self._lock(room_id):
+            try:
+                meeting = await self.store.meetings.current_meeting(room_id)
+                if meeting is None:
+                    meeting_id = new_id()
+                    meeting = await self.store.meetings.open_meeting(room_id, meeting_id=meeting_id, started_at=now())
+                    if meeting.meeting_id == meeting_id:
+                        await self._emit("meeting.started", meeting)
+            except StoreError as exc:
+                raise ChatUnavailable(str(exc)) from exc
+            self._current[room_id] = meeting.meeting_id
+            return meeting
+
     async def join(self, room_id: str, peer_id: str, display_name: str, email: str | None = None) -> Meeting:
         """Record that ``peer_id`` joined the room; opens the meeting on the first join.
         Joining again while still in is a no-op."""

@@ -180,6 +180,20 @@ async def test_concurrent_joins_open_one_meeting(store):
     assert ended.ended_at is not None and not ended.active_participants
 
 
+async def test_ensure_open_gives_the_meeting_the_first_join_then_fills(store):
+    """A recording asks for the meeting before the first join is recorded: one
+    meeting, opened once, that the joins then fill."""
+    svc = MeetingService(store)
+    events: list[MeetingEvent] = []
+    svc.subscribe(events.append)
+    r = room()
+    ensured, joined = await asyncio.gather(svc.ensure_open(r), svc.join(r, "ada", "Ada"))
+    assert ensured.meeting_id == joined.meeting_id == svc.current_id(r)
+    assert (await svc.ensure_open(r)).meeting_id == ensured.meeting_id
+    assert [p.peer_id for p in (await svc.current(r)).participants] == ["ada"]
+    assert [e.type for e in events] == ["meeting.started", "participant.joined"]
+
+
 async def test_room_closed_ends_the_meeting_for_everyone(store):
     chat = ChatService(store)
     r = room()

@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.e2e.harness import running_server
@@ -72,6 +73,18 @@ async def test_participants_without_media_are_recorded_as_name_cards(tmp_path: P
             await alice.wait_for("recordingStopped", timeout=10)
             # The segments go once the upload (here the local store) is confirmed.
             await eventually(lambda: not work.exists(), timeout=20)
+            # Stored, attached to the meeting, then announced (no broker here: the
+            # event waits in the durable outbox).
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{server.base_url}/api/events/outbox") as response:
+                    outbox = await response.json()
+                event = next(e["event"] for e in outbox["events"] if e["type"] == "recording.completed")
+                assert event["data"]["object"]["key"] == stopped["key"]
+                meeting_id = event["data"]["meetingId"]
+                assert {p["peerId"] for p in event["data"]["participants"]} == {"alice", "bob"}
+                async with http.get(f"{server.base_url}/api/meetings/{meeting_id}") as response:
+                    meeting = await response.json()
+            assert [r["key"] for r in meeting["recordings"]] == [stopped["key"]], meeting
         finally:
             await alice.close()
             await bob.close()
