@@ -62,8 +62,9 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
-class PatternTrack(MediaStreamTrack):
-    """Small YUV frames whose brightness changes every frame, at ``fps``."""
+class PacedVideoTrack(MediaStreamTrack):
+    """``width`` x ``height`` YUV frames at ``fps``, paced in real time; subclasses
+    paint each frame (:meth:`paint`)."""
 
     kind = "video"
 
@@ -72,6 +73,13 @@ class PatternTrack(MediaStreamTrack):
         self.width, self.height, self.fps = width, height, fps
         self._start: float | None = None
         self._count = 0
+
+    def paint(self, frame: av.VideoFrame, count: int) -> None:
+        raise NotImplementedError
+
+    def fill(self, frame: av.VideoFrame, y: int, u: int, v: int) -> None:
+        for plane, value, rows in zip(frame.planes, (y, u, v), (self.height, self.height // 2, self.height // 2)):
+            plane.update(bytes([value]) * (plane.line_size * rows))
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
@@ -84,14 +92,17 @@ class PatternTrack(MediaStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        luma = (self._count * 7) % 200 + 28
-        y = bytes([luma]) * (frame.planes[0].line_size * self.height)
-        frame.planes[0].update(y)
-        for plane in frame.planes[1:]:
-            plane.update(bytes([128]) * (plane.line_size * (self.height // 2)))
+        self.paint(frame, self._count)
         frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         return frame
+
+
+class PatternTrack(PacedVideoTrack):
+    """Small grey frames whose brightness changes every frame."""
+
+    def paint(self, frame: av.VideoFrame, count: int) -> None:
+        self.fill(frame, (count * 7) % 200 + 28, 128, 128)
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import fractions
 import json
 import math
 import secrets
@@ -20,9 +19,8 @@ from typing import Any
 
 import av
 import pika
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from tests.e2e.media_peer import VIDEO_CLOCK
+from tests.e2e.media_peer import PacedVideoTrack
 from tests.integration.tcp_proxy import TcpProxy
 
 #: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
@@ -41,33 +39,15 @@ OFF_TONES = (550.0, 770.0, 1000.0)
 WIDTH, HEIGHT = 640, 360
 
 
-class SolidTrack(MediaStreamTrack):
-    """160x120 frames of one colour, at ``fps``."""
-
-    kind = "video"
+class SolidTrack(PacedVideoTrack):
+    """160x120 frames of one colour (YUV), at ``fps``."""
 
     def __init__(self, yuv: tuple[int, int, int], fps: int = 15) -> None:
-        super().__init__()
-        self.yuv, self.fps = yuv, fps
-        self._start: float | None = None
-        self._count = 0
+        super().__init__(160, 120, fps)
+        self.yuv = yuv
 
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._count += 1
-            wait = self._start + self._count / self.fps - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        frame = av.VideoFrame(160, 120, "yuv420p")
-        for plane, value, rows in zip(frame.planes, self.yuv, (120, 60, 60)):
-            plane.update(bytes([value]) * (plane.line_size * rows))
-        frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
-        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        return frame
+    def paint(self, frame: av.VideoFrame, count: int) -> None:
+        self.fill(frame, *self.yuv)
 
 
 # -- the MP4 ----------------------------------------------------------------------------
