@@ -149,19 +149,34 @@ async def drop_queue(connection: Any, channel: Any, queue: str) -> None:
     await asyncio.to_thread(drop)
 
 
-def _get_event(channel: Any, queue: str, timeout: float) -> dict[str, Any]:
+def _ours(body: bytes, bucket: str) -> dict[str, Any] | None:
+    """The event if it is about an object of ``bucket`` (each test has its own):
+    the broker is shared, and another run's events may reach our queue."""
+    event = json.loads(body)
+    return event if event.get("data", {}).get("object", {}).get("bucket") == bucket else None
+
+
+def _get_event(channel: Any, queue: str, timeout: float, *, bucket: str) -> dict[str, Any]:
+    """The first ``recording.completed`` of ``bucket`` reaching ``queue`` (others skipped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         method, _props, body = channel.basic_get(queue, auto_ack=True)
         if method is not None:
-            return json.loads(body)
+            if (event := _ours(body, bucket)) is not None:
+                return event
+            continue
         connection_sleep(channel, 0.2)
-    raise AssertionError("no recording.completed event")
+    raise AssertionError(f"no recording.completed event for bucket {bucket}")
 
 
-def _get_event_or_none(channel: Any, queue: str) -> dict[str, Any] | None:
-    method, _props, body = channel.basic_get(queue, auto_ack=True)
-    return json.loads(body) if method is not None else None
+def _get_event_or_none(channel: Any, queue: str, *, bucket: str) -> dict[str, Any] | None:
+    """An event of ``bucket`` already in ``queue``, or None."""
+    while True:
+        method, _props, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            return None
+        if (event := _ours(body, bucket)) is not None:
+            return event
 
 
 def connection_sleep(channel: Any, seconds: float) -> None:

@@ -76,7 +76,7 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
                 assert key.startswith("recordings/rec/") and key.endswith(".mp4")
                 assert abs(stopped["duration"] - wall) <= 1.0, (stopped, wall)
 
-                event = await asyncio.to_thread(_get_event, channel, queue, 60)
+                event = await asyncio.to_thread(_get_event, channel, queue, 60, bucket=bucket)
             finally:
                 for peer in peers:
                     await peer.close()

@@ -153,11 +153,11 @@ async def test_ffmpeg_killed_and_broker_down_at_stop(tmp_path: Path, s3: Any, ra
                     await asyncio.sleep(0.3)
                 assert waiting[0]["event"]["data"]["object"]["key"] == key, waiting
                 await asyncio.sleep(1)
-                assert await asyncio.to_thread(_get_event_or_none, channel, queue) is None
+                assert await asyncio.to_thread(_get_event_or_none, channel, queue, bucket=bucket) is None
 
                 # 5. The broker is back: the event arrives.
                 proxy.up()
-                event = await asyncio.to_thread(_get_event, channel, queue, 90)
+                event = await asyncio.to_thread(_get_event, channel, queue, 90, bucket=bucket)
                 assert event["type"] == "recording.completed"
                 assert event["eventId"] == waiting[0]["eventId"]
                 assert event["data"]["object"]["key"] == key and event["data"]["object"]["bucket"] == bucket
@@ -303,7 +303,7 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
 
         # 2. The next process finishes it: S3, the event, an empty work directory.
         await second.start()
-        event = await asyncio.to_thread(_get_event, channel, queue, 90)
+        event = await asyncio.to_thread(_get_event, channel, queue, 90, bucket=bucket)
         data = event["data"]
         assert event["type"] == "recording.completed", event
         assert data["roomId"] == "crash" and data["object"]["bucket"] == bucket, data
