@@ -97,7 +97,7 @@ class _Input:
 def _port_bound(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.bind((IP, port))
+            s.bind(("0.0.0.0", port))  # FFmpeg binds the wildcard: a port taken on any address is taken
         except OSError as error:
             return error.errno == errno.EADDRINUSE
         return False
@@ -131,7 +131,7 @@ def _free_port_pair(taken: set[int]) -> int:
     """An even UDP port P with P and P+1 free (RTP, RTCP)."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((IP, 0))
+            s.bind(("0.0.0.0", 0))  # a port free on every address (FFmpeg binds the wildcard)
             port = s.getsockname()[1] & ~1
         if port in taken or port + 1 in taken or port < 1024:
             continue

@@ -132,8 +132,11 @@ class RecordingSession:
                 await self._new_segment(only_if_changed=not forced)
             except Exception as error:  # noqa: BLE001 - reported; the old segment goes on if it can
                 self._report(f"new segment not started: {error}")
-                if self.current is None or self.current.exited is None or self.current.exited.done():
+                current = self.current
+                if current is None or current.exited is None or current.exited.done():
                     self._restart_later()
+                else:  # the old segment records the old layout meanwhile: try the change again
+                    self._restart_later(CHANGE_DELAY, forced=False)
 
     async def _new_segment(self, *, only_if_changed: bool = False) -> None:
         router, sources, names = await self.snapshot()
@@ -179,8 +182,9 @@ class RecordingSession:
         if segment is self.current:
             self._restart_later(0.0)
 
-    def _restart_later(self, delay: float = 1.0) -> None:
-        """A new segment after a failure, unless failures come too often."""
+    def _restart_later(self, delay: float = 1.0, *, forced: bool = True) -> None:
+        """A new segment after a failure (``forced``: even if the room did not
+        change), unless failures come too often."""
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
         if len(self._deaths) > MAX_RESTARTS:
@@ -190,7 +194,7 @@ class RecordingSession:
 
         async def restart() -> None:
             await asyncio.sleep(delay)
-            await self._switch(forced=True)
+            await self._switch(forced=forced)
         self._spawn(restart())
 
     def _report(self, message: str) -> None:

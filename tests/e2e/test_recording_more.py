@@ -1,0 +1,332 @@
+"""The recording follows a screen share, and survives the room's media worker dying.
+
+Real aiortc/pymediasoup peers send solid colours and tones; the MP4 the local
+store ends up with is read back (ffprobe, pixels). Times are measured from the
+``startRecording`` answer; each phase is checked well inside its bounds
+(:data:`MARGIN` from the moment the test made the change)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from control.keys import STORAGE
+from control.recording import RECORDINGS
+from tests.e2e.harness import Server, running_server
+from tests.e2e.media_peer import MediaPeer, ToneTrack
+from tests.e2e.recording_helpers import (
+    BLACK,
+    CARD,
+    GREEN,
+    OFF_TONES,
+    PEOPLE,
+    RED,
+    SolidTrack,
+    _close,
+    audio_samples,
+    codecs_and_duration,
+    frame_at,
+    pixel,
+    tones,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+#: Keep this far from a change when checking what a phase shows.
+MARGIN = 1.5
+
+#: How long the peers wait after the worker died before they reconnect.
+GAP = 4.0
+
+#: The screen share: solid yellow (YUV) and what it decodes to (RGB).
+YELLOW_YUV, YELLOW = (210, 16, 146), (255, 255, 0)
+
+# Two tiles side by side are 320x360 (a 4:3 camera 320x240 in the middle, black bars);
+# four tiles (2x2) are 320x180 (the camera 240x180 in the middle).
+LEFT, RIGHT, LEFT_TOP_BAR = (160, 180), (480, 180), (160, 20)
+LEFT_CORNER, RIGHT_CORNER = (10, 10), (330, 10)
+QUADRANTS = [(160, 90), (480, 90), (160, 270), (480, 270)]
+
+
+def _peer(server: Server, room: str, index: int) -> MediaPeer:
+    name, yuv, _rgb, tone = PEOPLE[index]
+    peer = MediaPeer(server.ws_url(room, name), name, display_name=name.title())
+    peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
+    return peer
+
+
+async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
+    """The recording's file in the local store, once its upload is confirmed."""
+    path = server.app[STORAGE].path_for(key)
+    recordings = server.app[RECORDINGS]
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and not recordings._announcing):
+        assert time.monotonic() < deadline, f"{key} not stored in {timeout:.0f} s"
+        await asyncio.sleep(0.2)
+    return path
+
+
+def _inside(start: float, end: float, count: int = 2) -> list[float]:
+    """``count`` times spread inside [start + MARGIN, end - MARGIN]."""
+    lo, hi = start + MARGIN, end - MARGIN
+    assert hi > lo, (start, end)
+    return [lo + (hi - lo) * (i + 1) / (count + 1) for i in range(count)]
+
+
+def _side_by_side(path: Path, at: float) -> tuple[tuple[int, int, int], ...]:
+    raw = frame_at(path, at)
+    return tuple(pixel(raw, x, y) for x, y in (LEFT, RIGHT, LEFT_TOP_BAR))
+
+
+def _assert_red_green(path: Path, start: float, end: float, timeline: str) -> None:
+    for at in _inside(start, end):
+        left_tile, right_tile, bar = _side_by_side(path, at)
+        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
+            (at, left_tile, right_tile, bar, timeline)
+
+
+async def _wait_frames(peer: MediaPeer, from_peer: str, videos: int, frames: int = 5, timeout: float = 20) -> None:
+    """Until ``peer`` decoded ``frames`` frames of each of ``videos`` videos of ``from_peer``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = sorted((r.frames for r in peer.from_peer(from_peer, "video")), reverse=True)
+        if len(counts) >= videos and counts[videos - 1] >= frames:
+            return
+        assert time.monotonic() < deadline, f"{peer.peer_id}: videos of {from_peer}: {counts}"
+        await asyncio.sleep(0.1)
+
+
+# -- a screen share ------------------------------------------------------------------------
+
+
+async def _share(peer: MediaPeer, yuv: tuple[int, int, int]) -> Any:
+    """A second video producer, as a browser's screen share (appData ``share``)."""
+    track = SolidTrack(yuv)
+    peer.tracks.append(track)  # stopped with the peer
+    producer = await peer.send_transport.produce(track=track, stopTracks=False, appData={"share": True})
+    peer.producers[producer.id] = producer
+    return producer
+
+
+async def _unshare(peer: MediaPeer, producer: Any) -> None:
+    """The share stops: closed on the server (``closeProducer``), then locally."""
+    assert peer.protoo is not None
+    await peer.protoo.request("closeProducer", {"producerId": producer.id}, timeout=10)
+    await producer.close()
+    peer.producers.pop(producer.id, None)
+    producer.track.stop()
+
+
+async def test_a_screen_share_gets_its_own_tile(tmp_path: Path) -> None:
+    """alice (red) | bob (green); alice shares her screen (yellow): 2x2 with alice's
+    camera, alice's share, bob's camera, black; the share stops: red | green again."""
+    async with running_server(tmp_path) as server:
+        alice, bob = (_peer(server, "share", i) for i in range(2))
+        try:
+            for peer in (alice, bob):
+                await peer.join()
+            await alice.wait_media("bob", timeout=45)
+            await bob.wait_media("alice", timeout=45)
+
+            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            t0 = time.monotonic()
+            await asyncio.sleep(4)
+
+            sharing = time.monotonic() - t0
+            share = await _share(alice, YELLOW_YUV)
+            shared = time.monotonic() - t0
+            await _wait_frames(bob, "alice", videos=2)  # the share really flows
+            await asyncio.sleep(max(0.0, 5 - (time.monotonic() - t0 - shared)))
+
+            unsharing = time.monotonic() - t0
+            await _unshare(alice, share)
+            unshared = time.monotonic() - t0
+            await asyncio.sleep(4.5)
+
+            wall = time.monotonic() - t0
+            stopped = await alice.protoo.request("stopRecording", {}, timeout=60)
+            path = await _stored(server, stopped["key"])
+        finally:
+            for peer in (alice, bob):
+                await peer.close()
+
+    timeline = f"share {sharing:.2f}-{shared:.2f} s, unshare {unsharing:.2f}-{unshared:.2f} s, " \
+               f"stop at {wall:.2f} s; answer {stopped}"
+    assert stopped["recordingId"] == info["recordingId"]
+    assert stopped["segments"] >= 3, timeline
+    assert abs(stopped["duration"] - wall) <= 1.0, timeline
+    codecs, duration = codecs_and_duration(path)
+    assert codecs == ["aac", "h264"]
+    assert abs(duration - wall) <= 1.0, (duration, timeline)
+
+    # 1. alice | bob
+    _assert_red_green(path, 0.0, sharing, timeline)
+    # 2. alice's camera, alice's share / bob's camera, nobody
+    for at in _inside(shared, unsharing):
+        raw = frame_at(path, at)
+        quads = [pixel(raw, x, y) for x, y in QUADRANTS]
+        assert (_close(quads[0], RED) and _close(quads[1], YELLOW) and _close(quads[2], GREEN)
+                and _close(quads[3], BLACK, 20)), (at, quads, timeline)
+    # 3. alice | bob again
+    _assert_red_green(path, unshared, duration, timeline)
+
+
+# -- the room's worker dies ----------------------------------------------------------------
+
+
+async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> None:
+    """The worker hosting the room's router is killed mid-recording: the peers are
+    told to reconnect (4002), rejoin and produce on the room's new router, and the
+    recording follows them there. One MP4 covering the whole wall time: red | green
+    before, the gap as a frozen frame or name cards, red | green after."""
+    async with running_server(tmp_path, mediasoup_num_workers=2, peer_reconnect_grace_seconds=15) as server:
+        alice, bob = (_peer(server, "dies", i) for i in range(2))
+        replaced: list[MediaPeer] = []
+        errors: list[tuple[str, dict]] = []
+        try:
+            for peer in (alice, bob):
+                await peer.join()
+            await alice.wait_media("bob", timeout=45)
+            await bob.wait_media("alice", timeout=45)
+            room = server.rooms.rooms["dies"]
+            doomed = room.primary.worker
+
+            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            t0 = time.monotonic()
+            session = server.app[RECORDINGS].active["dies"].session
+            assert session.current is not None and session.current.router.worker is doomed
+            await asyncio.sleep(4)
+
+            killed = time.monotonic() - t0
+            os.kill(doomed.pid, signal.SIGKILL)
+            for peer in (alice, bob):
+                await asyncio.wait_for(peer.protoo.closed.wait(), 10)
+                assert peer.protoo.close_code == 4002, (peer.peer_id, peer.protoo.close_code)
+            await alice.close()
+            await bob.close()
+            # A client waits a moment before it reconnects; long enough here that a gap
+            # cut out of the recording would show in its duration.
+            await asyncio.sleep(GAP)
+
+            # They reconnect with the same peerIds, rejoin and produce again.
+            replaced = [_peer(server, "dies", i) for i in range(2)]
+            for peer in replaced:
+                await peer.join()
+            await replaced[0].wait_media("bob", timeout=30)
+            await replaced[1].wait_media("alice", timeout=30)
+            rejoined = time.monotonic() - t0
+            assert server.rooms.rooms["dies"] is room and room.primary.worker is not doomed
+            assert server.app[RECORDINGS].active["dies"].session is session, "the recording did not go on"
+            await asyncio.sleep(5)
+
+            # The recording records the new producers, from the room's new router.
+            current = session.current
+            history = [(s.path.name, s.router.worker.pid, len(s.sources)) for s in session.segments]
+            assert current is not None and current.router is room.primary, history
+            assert {s.producer_id for s in current.sources} == \
+                {p.id for peer in replaced for p in peer.producers.values()}, history
+            wall = time.monotonic() - t0
+            stopped = await replaced[1].protoo.request("stopRecording", {}, timeout=60)
+            path = await _stored(server, stopped["key"])
+            errors = [(peer.peer_id, data) for peer in (alice, bob, *replaced) if peer.protoo is not None
+                      for method, data in peer.protoo.notifications if method == "recordingError"]
+        finally:
+            for peer in (*replaced, alice, bob):
+                await peer.close()
+
+    timeline = f"worker killed at {killed:.2f} s, rejoined at {rejoined:.2f} s, stop at {wall:.2f} s; " \
+               f"answer {stopped}; errors {errors}"
+    assert stopped["recordingId"] == info["recordingId"]
+    assert stopped["segments"] >= 2, timeline
+    codecs, duration = codecs_and_duration(path)
+    assert codecs == ["aac", "h264"], timeline
+    # The gap while the peers come back is in the file, not cut out of it.
+    assert rejoined - killed >= GAP
+    assert abs(duration - wall) <= 2.0, (duration, timeline)
+
+    # 1. alice | bob on the old worker
+    _assert_red_green(path, 0.0, killed, timeline)
+    # 2. the gap: each tile the last frame (frozen) or a name card (dark grey to its
+    # corners; the name is in the middle)
+    for at in _inside(killed - MARGIN, rejoined + MARGIN, count=3):
+        raw = frame_at(path, at)
+        tiles = [(pixel(raw, *LEFT), pixel(raw, *LEFT_CORNER)), (pixel(raw, *RIGHT), pixel(raw, *RIGHT_CORNER))]
+        assert all(_close(middle, colour) or _close(corner, CARD, 10)
+                   for (middle, corner), colour in zip(tiles, (RED, GREEN))), (at, tiles, timeline)
+    # 3. alice | bob on the new worker, and both heard
+    _assert_red_green(path, rejoined, duration, timeline)
+    start = rejoined + MARGIN
+    heard = tones(audio_samples(path, start, duration - MARGIN - start), (440.0, 660.0) + OFF_TONES)
+    noise = max(heard[f] for f in OFF_TONES)
+    assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, \
+        (heard, timeline)
+
+
+async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process takes FFmpeg's port pair between the pick and FFmpeg's bind
+    (a real socket on it, so FFmpeg's bind really fails): the room is told, the old
+    layout goes on, and the change is tried again until the share is in the grid."""
+    import socket
+
+    import recording.segment as segment_module
+
+    held: list[socket.socket] = []
+    armed = {"on": False}
+    pick = segment_module._free_port_pair
+
+    def taken_after_the_pick(taken: set[int]) -> int:
+        port = pick(taken)
+        if armed["on"]:
+            armed["on"] = False
+            for p in (port, port + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("127.0.0.1", p))
+                held.append(s)
+        return port
+
+    monkeypatch.setattr(segment_module, "_free_port_pair", taken_after_the_pick)
+    async with running_server(tmp_path) as server:
+        alice, bob = (_peer(server, "retry", i) for i in range(2))
+        try:
+            for p in (alice, bob):
+                await p.join()
+            await bob.wait_media("alice", timeout=45)
+            await bob.protoo.request("startRecording", {}, timeout=30)
+            t0 = time.monotonic()
+            session = server.app[RECORDINGS].active["retry"].session
+            await asyncio.sleep(4)
+            armed["on"] = True
+            await _share(alice, YELLOW_YUV)
+            shared = time.monotonic() - t0
+            error = await bob.protoo.wait_for("recordingError", timeout=10)
+            assert "new segment not started" in error["error"], error
+            deadline = time.monotonic() + 10
+            while not any(len(s.sources) == 5 for s in session.segments):  # 2 audio, 3 video
+                assert time.monotonic() < deadline, [(s.path.name, len(s.sources)) for s in session.segments]
+                await asyncio.sleep(0.1)
+            retried = time.monotonic() - t0
+            await asyncio.sleep(4)
+            stopped = await alice.protoo.request("stopRecording", {}, timeout=60)
+            wall = time.monotonic() - t0
+            path = await _stored(server, stopped["key"])
+        finally:
+            for p in (alice, bob):
+                await p.close()
+            for s in held:
+                s.close()
+    timeline = f"shared at {shared:.2f} s, retried segment at {retried:.2f} s, stop at {wall:.2f} s; {stopped}"
+    assert retried - shared < 5, timeline
+    codecs, duration = codecs_and_duration(path)
+    assert codecs == ["aac", "h264"] and abs(duration - wall) <= 1.0, (duration, timeline)
+    # Before the share: red | green; once the retried segment runs: the share has its tile.
+    _assert_red_green(path, 0.0, shared, timeline)
+    at = min(retried + MARGIN, wall - 0.5)
+    raw = frame_at(path, at)
+    quads = [pixel(raw, x, y) for x, y in QUADRANTS]
+    assert _close(quads[0], RED) and _close(quads[1], YELLOW) and _close(quads[2], GREEN), (at, quads, timeline)
