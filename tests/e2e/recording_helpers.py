@@ -20,7 +20,10 @@ from typing import Any
 import av
 import pika
 
-from tests.e2e.media_peer import PacedVideoTrack
+from control.keys import STORAGE
+from control.recording import RECORDINGS
+from tests.e2e.harness import Server
+from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack
 from tests.integration.tcp_proxy import TcpProxy
 
 #: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
@@ -207,3 +210,52 @@ class GatedProxy(TcpProxy):
         except ConnectionRefusedError:
             return True
         return False
+
+
+# -- phases of a recording ---------------------------------------------------------------
+
+#: Keep this far from a change when checking what a phase shows.
+MARGIN = 1.5
+
+# Two tiles side by side are 320x360 (a 4:3 camera 320x240 in the middle, black bars);
+# four tiles (2x2) are 320x180 (the camera 240x180 in the middle).
+LEFT, RIGHT, LEFT_TOP_BAR = (160, 180), (480, 180), (160, 20)
+LEFT_CORNER, RIGHT_CORNER = (10, 10), (330, 10)
+QUADRANTS = [(160, 90), (480, 90), (160, 270), (480, 270)]
+
+
+def _peer(server: Server, room: str, index: int) -> MediaPeer:
+    name, yuv, _rgb, tone = PEOPLE[index]
+    peer = MediaPeer(server.ws_url(room, name), name, display_name=name.title())
+    peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
+    return peer
+
+
+async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
+    """The recording's file in the local store, once its upload is confirmed."""
+    path = server.app[STORAGE].path_for(key)
+    recordings = server.app[RECORDINGS]
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and not recordings._announcing):
+        assert time.monotonic() < deadline, f"{key} not stored in {timeout:.0f} s"
+        await asyncio.sleep(0.2)
+    return path
+
+
+def _inside(start: float, end: float, count: int = 2) -> list[float]:
+    """``count`` times spread inside [start + MARGIN, end - MARGIN]."""
+    lo, hi = start + MARGIN, end - MARGIN
+    assert hi > lo, (start, end)
+    return [lo + (hi - lo) * (i + 1) / (count + 1) for i in range(count)]
+
+
+def _side_by_side(path: Path, at: float) -> tuple[tuple[int, int, int], ...]:
+    raw = frame_at(path, at)
+    return tuple(pixel(raw, x, y) for x, y in (LEFT, RIGHT, LEFT_TOP_BAR))
+
+
+def _assert_red_green(path: Path, start: float, end: float, timeline: str) -> None:
+    for at in _inside(start, end):
+        left_tile, right_tile, bar = _side_by_side(path, at)
+        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
+            (at, left_tile, right_tile, bar, timeline)

@@ -16,20 +16,26 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from control.keys import STORAGE
-from control.recording import RECORDINGS
-from tests.e2e.harness import Server, running_server
-from tests.e2e.media_peer import MediaPeer, ToneTrack
+from tests.e2e.harness import running_server
+from tests.e2e.media_peer import MediaPeer
 from tests.e2e.recording_helpers import (
     BLACK,
     BLUE,
     CARD,
     GREEN,
+    LEFT,
+    LEFT_TOP_BAR,
+    MARGIN,
     OFF_TONES,
     PEOPLE,
+    QUADRANTS,
     RED,
-    SolidTrack,
+    _assert_red_green,
     _close,
+    _inside,
+    _peer,
+    _side_by_side,
+    _stored,
     audio_samples,
     bright_pixels,
     codecs_and_duration,
@@ -40,48 +46,11 @@ from tests.e2e.recording_helpers import (
 
 pytestmark = pytest.mark.timeout(180)
 
-#: Keep this far from a change when checking what a phase shows.
-MARGIN = 1.5
-
-# Where to look. Two tiles side by side are 320x360: a 4:3 camera is 320x240 in the
-# middle, black above and below. Four tiles (2x2) are 320x180: the camera is 240x180.
-LEFT, RIGHT, LEFT_TOP_BAR = (160, 180), (480, 180), (160, 20)
-QUADRANTS = [(160, 90), (480, 90), (160, 270), (480, 270)]
-
-
-def _peer(server: Server, room: str, index: int) -> MediaPeer:
-    name, yuv, _rgb, tone = PEOPLE[index]
-    peer = MediaPeer(server.ws_url(room, name), name, display_name=name.title())
-    peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
-    return peer
-
-
-async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
-    """The recording's file in the local store, once its upload is confirmed."""
-    path = server.app[STORAGE].path_for(key)
-    recordings = server.app[RECORDINGS]
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and not recordings._announcing):
-        assert time.monotonic() < deadline, f"{key} not stored in {timeout:.0f} s"
-        await asyncio.sleep(0.2)
-    return path
-
-
-def _inside(start: float, end: float, count: int = 2) -> list[float]:
-    """``count`` times spread inside [start + MARGIN, end - MARGIN]."""
-    lo, hi = start + MARGIN, end - MARGIN
-    assert hi > lo, (start, end)
-    return [lo + (hi - lo) * (i + 1) / (count + 1) for i in range(count)]
 
 
 def _window(start: float, end: float) -> tuple[float, float]:
     """(offset, length) of the audio well inside a phase."""
     return start + MARGIN, end - start - 2 * MARGIN
-
-
-def _side_by_side(path: Path, at: float) -> tuple[tuple[int, int, int], ...]:
-    raw = frame_at(path, at)
-    return tuple(pixel(raw, x, y) for x, y in (LEFT, RIGHT, LEFT_TOP_BAR))
 
 
 async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
@@ -127,10 +96,7 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
     assert abs(duration - wall) <= 1.0, (duration, timeline)
 
     # 1. alice | bob
-    for at in _inside(0.0, joining):
-        left_tile, right_tile, bar = _side_by_side(path, at)
-        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
-            (at, left_tile, right_tile, bar, timeline)
+    _assert_red_green(path, 0.0, joining, timeline)
     # 2. alice, bob / carol, nobody
     for at in _inside(joined, leaving):
         raw = frame_at(path, at)
@@ -209,10 +175,7 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
     assert codecs == ["aac", "h264"]
     assert abs(duration - wall) <= 1.0, (duration, timeline)
 
-    for at in _inside(0.0, pausing):
-        left_tile, right_tile, bar = _side_by_side(path, at)
-        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
-            (at, left_tile, right_tile, bar, timeline)
+    _assert_red_green(path, 0.0, pausing, timeline)
     for at in _inside(paused, resuming):
         raw = frame_at(path, at)
         left_tile, bar = pixel(raw, *LEFT), pixel(raw, *LEFT_TOP_BAR)

@@ -16,19 +16,27 @@ from typing import Any
 
 import pytest
 
-from control.keys import STORAGE
 from control.recording import RECORDINGS
-from tests.e2e.harness import Server, running_server
-from tests.e2e.media_peer import MediaPeer, ToneTrack
+from tests.e2e.harness import running_server
+from tests.e2e.media_peer import MediaPeer
 from tests.e2e.recording_helpers import (
     BLACK,
     CARD,
     GREEN,
+    LEFT,
+    LEFT_CORNER,
+    MARGIN,
     OFF_TONES,
-    PEOPLE,
+    QUADRANTS,
     RED,
+    RIGHT,
+    RIGHT_CORNER,
     SolidTrack,
+    _assert_red_green,
     _close,
+    _inside,
+    _peer,
+    _stored,
     audio_samples,
     codecs_and_duration,
     frame_at,
@@ -38,57 +46,12 @@ from tests.e2e.recording_helpers import (
 
 pytestmark = pytest.mark.timeout(180)
 
-#: Keep this far from a change when checking what a phase shows.
-MARGIN = 1.5
-
 #: How long the peers wait after the worker died before they reconnect.
 GAP = 4.0
 
 #: The screen share: solid yellow (YUV) and what it decodes to (RGB).
 YELLOW_YUV, YELLOW = (210, 16, 146), (255, 255, 0)
 
-# Two tiles side by side are 320x360 (a 4:3 camera 320x240 in the middle, black bars);
-# four tiles (2x2) are 320x180 (the camera 240x180 in the middle).
-LEFT, RIGHT, LEFT_TOP_BAR = (160, 180), (480, 180), (160, 20)
-LEFT_CORNER, RIGHT_CORNER = (10, 10), (330, 10)
-QUADRANTS = [(160, 90), (480, 90), (160, 270), (480, 270)]
-
-
-def _peer(server: Server, room: str, index: int) -> MediaPeer:
-    name, yuv, _rgb, tone = PEOPLE[index]
-    peer = MediaPeer(server.ws_url(room, name), name, display_name=name.title())
-    peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
-    return peer
-
-
-async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
-    """The recording's file in the local store, once its upload is confirmed."""
-    path = server.app[STORAGE].path_for(key)
-    recordings = server.app[RECORDINGS]
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and not recordings._announcing):
-        assert time.monotonic() < deadline, f"{key} not stored in {timeout:.0f} s"
-        await asyncio.sleep(0.2)
-    return path
-
-
-def _inside(start: float, end: float, count: int = 2) -> list[float]:
-    """``count`` times spread inside [start + MARGIN, end - MARGIN]."""
-    lo, hi = start + MARGIN, end - MARGIN
-    assert hi > lo, (start, end)
-    return [lo + (hi - lo) * (i + 1) / (count + 1) for i in range(count)]
-
-
-def _side_by_side(path: Path, at: float) -> tuple[tuple[int, int, int], ...]:
-    raw = frame_at(path, at)
-    return tuple(pixel(raw, x, y) for x, y in (LEFT, RIGHT, LEFT_TOP_BAR))
-
-
-def _assert_red_green(path: Path, start: float, end: float, timeline: str) -> None:
-    for at in _inside(start, end):
-        left_tile, right_tile, bar = _side_by_side(path, at)
-        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
-            (at, left_tile, right_tile, bar, timeline)
 
 
 async def _wait_frames(peer: MediaPeer, from_peer: str, videos: int, frames: int = 5, timeout: float = 20) -> None:
