@@ -56,7 +56,7 @@ from control.chat.validation import ChatError
 from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, STORAGE
 from control.signaling.protoo import ProtooError
 from control.storage import RECORDING_UPLOAD_KIND, recording_key
-from recording import Manifest, RecordingError, RecordingSession, SegmentOptions, Source, finish_segments
+from recording import Manifest, NothingRecorded, RecordingError, RecordingSession, SegmentOptions, Source, finish_segments
 
 __all__ = ["RECORDINGS", "RecordingService", "recording_ctx", "routes"]
 
@@ -296,6 +296,12 @@ class RecordingService:
                 manifest.participants.setdefault(peer.id, _participant(peer))
         try:
             result = await active.session.stop(manifest.directory / manifest.filename)
+        except NothingRecorded as error:
+            active.log.warning("recording dropped at stop: {}", error)
+            await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
+            if not room_closed:
+                self._reporter(active.room_id, active.id)(f"recording failed: {error}")
+            raise
         except RecordingError as error:
             active.log.error("recording failed at stop: {} (segments kept in {})", error, manifest.directory)
             if not room_closed:
@@ -412,6 +418,9 @@ class RecordingService:
                 _key, job = await self._submit(manifest, duration)
                 self._announce(manifest, job)
                 submitted += 1
+            except NothingRecorded as error:
+                log.warning("leftover recording in {} dropped: {}", manifest.directory, error)
+                await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
             except (RecordingError, OSError, ValueError) as error:
                 log.error("leftover recording in {} not recovered: {}", manifest.directory, error)
         return submitted

@@ -39,7 +39,7 @@ from loguru import logger
 from recording.layout import MAX_TILES, NameCard, composite
 from recording.sdp import Media, session_sdp
 
-__all__ = ["RecordingError", "Segment", "SegmentOptions", "SegmentResult", "Source", "probe"]
+__all__ = ["NothingRecorded", "RecordingError", "Segment", "SegmentOptions", "SegmentResult", "Source", "probe"]
 
 IP = "127.0.0.1"
 #: How long FFmpeg may take to bind its ports.
@@ -54,6 +54,11 @@ NAME_LIMIT = 32
 
 class RecordingError(Exception):
     pass
+
+
+class NothingRecorded(RecordingError):
+    """No segment holds any media (stopped before the first packets were written):
+    there is nothing to keep."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,7 @@ class Segment:
     def command(self) -> list[str]:
         """The FFmpeg command line (ffmpeg-python) for the current inputs."""
         self._cards: list[Path] = []
-        rtp = ffmpeg.input(str(self.sdp_path), protocol_whitelist="file,udp,rtp", f="sdp",
+        rtp = ffmpeg.input(str(self.sdp_path), protocol_whitelist="file,udp,rtp", f="sdp", localaddr=IP,
                            analyzeduration=5_000_000, probesize=5_000_000,
                            reorder_queue_size=256, fflags="+genpts") if self.inputs else None
         index = {item.source.producer_id: n for n, item in enumerate(self.inputs)}

@@ -37,7 +37,7 @@ from loguru import logger
 
 from recording.concat import join, parts
 from recording.manifest import Manifest, SegmentEntry
-from recording.segment import RecordingError, Segment, SegmentOptions, Source, probe, shown_tiles
+from recording.segment import NothingRecorded, RecordingError, Segment, SegmentOptions, Source, probe, shown_tiles
 
 __all__ = ["RecordingResult", "RecordingSession", "Snapshot", "finish_segments"]
 
@@ -48,6 +48,9 @@ CHANGE_DELAY = 0.4
 #: ... and after an input stopped (closed or paused): the old segment stalls meanwhile.
 URGENT_DELAY = 0.05
 MAX_RESTARTS = 3
+#: Segments holding less than this together, none readable, recorded nothing
+#: (MPEG-TS tables, no media): such a recording is dropped, not kept for ever.
+NO_MEDIA_BYTES = 16 * 1024
 RESTART_WINDOW = 30.0
 
 Snapshot = Callable[[], Awaitable[tuple[Any, list[Source], dict[str, str]]]]
@@ -275,6 +278,9 @@ async def finish_segments(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "f
             log.warning("segment {} left out: {}", path.name, error)
     items = parts([(path, e.t0) for path, e in entries], usable)
     if not items:
+        written = sum(path.stat().st_size for path, _e in entries if path.exists())
+        if written < NO_MEDIA_BYTES:
+            raise NothingRecorded(f"nothing was recorded ({written} bytes in {len(entries)} segment(s))")
         raise RecordingError("no usable segment")
     try:
         await asyncio.to_thread(join, items, out, ffmpeg_bin=ffmpeg_bin)

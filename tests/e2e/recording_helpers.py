@@ -212,6 +212,15 @@ class GatedProxy(TcpProxy):
         return False
 
 
+def udp_addresses(pid: int) -> list[str]:
+    """The local IPv4 addresses of process ``pid``'s UDP sockets (/proc/net/udp)."""
+    from recording.segment import _socket_inodes
+
+    inodes = _socket_inodes(pid)
+    rows = [row.split() for row in Path("/proc/net/udp").read_text().splitlines()[1:]]
+    return [socket.inet_ntoa(bytes.fromhex(row[1].split(":")[0])[::-1]) for row in rows if row[9] in inodes]
+
+
 # -- phases of a recording ---------------------------------------------------------------
 
 #: Keep this far from a change when checking what a phase shows.

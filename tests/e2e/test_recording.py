@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from control.recording import RECORDINGS
 from tests.e2e.harness import running_server
 from tests.e2e.media_peer import MediaPeer, ToneTrack
 from tests.e2e.recording_helpers import (
@@ -27,6 +28,7 @@ from tests.e2e.recording_helpers import (
     audio_samples,
     drop_queue,
     tones,
+    udp_addresses,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -67,6 +69,11 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
                     assert note["recordingId"] == info["recordingId"] and note["peerId"] == "alice"
                 with pytest.raises(Exception, match="already_recording"):
                     await peers[1].protoo.request("startRecording", {}, timeout=10)
+                # FFmpeg's RTP/RTCP sockets are on loopback only: nothing from the
+                # network reaches the recording.
+                ffmpeg_pid = server.app[RECORDINGS].active["rec"].session.current.pid
+                addresses = udp_addresses(ffmpeg_pid)
+                assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses  # 6 inputs x 2
                 await asyncio.sleep(8)
                 wall = time.monotonic() - started
                 stopped = await peers[1].protoo.request("stopRecording", {}, timeout=60)

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from recording.manifest import Manifest, SegmentEntry
 from tests.e2e.harness import running_server
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.signaling.conftest import Connect, eventually
@@ -98,3 +99,43 @@ async def test_participants_without_media_are_recorded_as_name_cards(tmp_path: P
     assert all(max(abs(a - b) for a, b in zip(c, CARD)) <= 12 for c in corners), corners
     middle_rows = _rgb_at(files[0], 2.0, [(x, 180) for x in range(100, 540, 2)])
     assert sum(1 for p in middle_rows if min(p) > 200) > 10, "no white name text on the cards"
+
+
+def _leftover(work: Path, recording_id: str, segments: list[tuple[str, float]], *, room: str = "left") -> Manifest:
+    """What a process that died while recording leaves: a manifest naming a dead owner."""
+    directory = work / recording_id
+    directory.mkdir(parents=True)
+    manifest = Manifest(directory, recording_id, room, "01J0000000000000000000000A", f"m-{recording_id}.mp4",
+                        1_700_000_000.0, participants={"ann": {"peerId": "ann", "displayName": "Ann"}},
+                        owner_pid=999_999_999, owner_started=1)
+    manifest.segments = [SegmentEntry(name, t0) for name, t0 in segments]
+    manifest.save()
+    return manifest
+
+
+async def test_leftovers_of_a_dead_process_finished_or_dropped_at_start(tmp_path: Path) -> None:
+    """One leftover recording with two real segments is joined, stored and announced
+    at start-up; one whose only segment is empty (stopped before any media) is dropped."""
+    work = tmp_path / "data" / "recording-work"
+    kept = _leftover(work, "kept", [("segment-000.ts", 1_700_000_000.0), ("segment-001.ts", 1_700_000_002.5)])
+    for name, colour in (("segment-000.ts", "red"), ("segment-001.ts", "green")):
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=c={colour}:s=640x360:r=15",
+                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3",
+                        "-c:v", "libx264", "-bf", "0", "-c:a", "aac", "-f", "mpegts", str(kept.directory / name)],
+                       check=True)
+    empty = _leftover(work, "empty", [("segment-000.ts", 1_700_000_000.0)])
+    (empty.directory / "segment-000.ts").write_bytes(b"")
+    async with running_server(tmp_path) as server:
+        await eventually(lambda: not kept.directory.exists(), timeout=30)
+        assert not empty.directory.exists()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.base_url}/api/events/outbox") as response:
+                events = [e["event"] for e in (await response.json())["events"] if e["type"] == "recording.completed"]
+    assert [e["data"]["object"]["key"] for e in events] == ["recordings/left/m-kept.mp4"]
+    assert [(p["peerId"], p["displayName"]) for p in events[0]["data"]["participants"]] == [("ann", "Ann")]
+    stored = tmp_path / "data" / "recordings" / "recordings" / "left" / "m-kept.mp4"
+    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json",
+                                      str(stored)], check=True, capture_output=True).stdout)
+    assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
+    assert abs(float(info["format"]["duration"]) - 5.5) < 0.3  # 2.5 s of the first, all 3 s of the second
+    assert _rgb_at(stored, 1.0, [(320, 180)])[0][0] > 200 and _rgb_at(stored, 4.0, [(320, 180)])[0][1] > 100
