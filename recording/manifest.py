@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from loguru import logger
+
 __all__ = ["MANIFEST", "Manifest", "SegmentEntry", "process_start_time"]
 
 MANIFEST = "manifest.json"
@@ -80,6 +82,11 @@ class Manifest:
     @property
     def path(self) -> Path:
         return self.directory / MANIFEST
+
+    @property
+    def log(self) -> Any:
+        """loguru's logger bound to this recording's room, meeting and id."""
+        return logger.bind(room=self.room_id, meeting=self.meeting_id, recording=self.recording_id)
 
     def save(self) -> None:
         data = asdict(self)

@@ -102,7 +102,7 @@ class _Input:
 def _port_bound(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.bind(("0.0.0.0", port))  # FFmpeg binds the wildcard: a port taken on any address is taken
+            s.bind(("0.0.0.0", port))  # taken on any address counts as taken (conservative)
         except OSError as error:
             return error.errno == errno.EADDRINUSE
         return False
@@ -119,24 +119,37 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _bound_by(pid: int, port: int) -> bool:
-    """Whether process ``pid`` has a UDP socket bound to ``port`` (its socket inodes
-    against /proc/net/udp)."""
+def udp_sockets(pid: int) -> set[tuple[str, int]]:
+    """(IPv4 address, port) of every UDP socket process ``pid`` has bound (its
+    socket inodes against /proc/net/udp)."""
     try:
-        table = Path("/proc/net/udp").read_text().splitlines()[1:]
+        rows = [row.split() for row in Path("/proc/net/udp").read_text().splitlines()[1:]]
     except OSError:
-        return False
-    wanted = f":{port:04X}"
-    rows = [row.split() for row in table]
-    owners = {row[9] for row in rows if row[1].endswith(wanted)}
-    return bool(owners and owners & _socket_inodes(pid))
+        return set()
+    inodes = _socket_inodes(pid)
+    bound = set()
+    for row in rows:
+        if row[9] in inodes:
+            address, port = row[1].split(":")
+            bound.add((socket.inet_ntoa(bytes.fromhex(address)[::-1]), int(port, 16)))
+    return bound
+
+
+async def interrupt(pid: int) -> None:
+    """SIGINT twice: FFmpeg exits at once, even blocked on a silent input (once
+    only sets a flag it reads between packets). MPEG-TS needs no trailer, so
+    nothing written is lost."""
+    for _ in range(2):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        await asyncio.sleep(0.05)
 
 
 def _free_port_pair(taken: set[int]) -> int:
     """An even UDP port P with P and P+1 free (RTP, RTCP)."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("0.0.0.0", 0))  # a port free on every address (FFmpeg binds the wildcard)
+            s.bind(("0.0.0.0", 0))  # a port free on every address
             port = s.getsockname()[1] & ~1
         if port in taken or port + 1 in taken or port < 1024:
             continue
@@ -198,6 +211,7 @@ class Segment:
     exited: asyncio.Future | None = field(default=None, init=False, repr=False)
     log: Any = field(default=None, init=False, repr=False)
     stopping: bool = field(default=False, init=False)
+    _cards: list[Path] = field(default_factory=list, init=False, repr=False)
     _stderr: list[str] = field(default_factory=list, init=False, repr=False)
     _stderr_task: asyncio.Future | None = field(default=None, init=False, repr=False)
     _keyframes: asyncio.Future | None = field(default=None, init=False, repr=False)
@@ -205,6 +219,11 @@ class Segment:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Started and FFmpeg has not exited."""
+        return self.exited is not None and not self.exited.done()
 
     @property
     def sdp_path(self) -> Path:
@@ -218,8 +237,9 @@ class Segment:
         return NameCard(text_file, len(name))
 
     def command(self) -> list[str]:
-        """The FFmpeg command line (ffmpeg-python) for the current inputs."""
-        self._cards: list[Path] = []
+        """The FFmpeg command line (ffmpeg-python) for the current inputs (writes
+        the name cards' text files)."""
+        self._cards.clear()
         rtp = ffmpeg.input(str(self.sdp_path), protocol_whitelist="file,udp,rtp", f="sdp", localaddr=IP,
                            analyzeduration=5_000_000, probesize=5_000_000,
                            reorder_queue_size=256, fflags="+genpts") if self.inputs else None
@@ -253,17 +273,14 @@ class Segment:
                 stderr=asyncio.subprocess.PIPE, preexec_fn=_interrupt_with_parent)
             self._stderr_task = asyncio.ensure_future(self._drain_stderr())
             self.exited = asyncio.ensure_future(self.process.wait())
-            for item in self.inputs:
-                await self._wait_bound(item.port)
-            self.t0 = time.time()
+            await self._wait_listening({p for item in self.inputs for p in (item.port, item.port + 1)})
+            self.t0 = time.time()  # with no RTP input, generated inputs start with FFmpeg
             await asyncio.gather(*(item.consumer.resume() for item in self.inputs))
             await self._request_key_frames()
             self._keyframes = asyncio.ensure_future(self._more_key_frames())
         except BaseException:
             await self.abort()
             raise
-        if self.t0 is None:  # nothing on RTP: generated inputs start with FFmpeg
-            self.t0 = time.time()
 
     async def _create_inputs(self) -> None:
         caps = recording_capabilities(self.router.rtp_capabilities)
@@ -284,16 +301,16 @@ class Segment:
             media = [Media(i.source.kind, i.consumer.rtp_parameters, i.port) for i in self.inputs]
             self.sdp_path.write_text(session_sdp(media, ip=IP))
 
-    async def _wait_bound(self, port: int) -> None:
-        """Until FFmpeg itself holds ``port`` (another process may have taken it
-        since it was picked: then FFmpeg fails to bind and exits)."""
+    async def _wait_listening(self, ports: set[int]) -> None:
+        """Until FFmpeg itself holds every one of ``ports`` (another process may
+        have taken one since it was picked: then FFmpeg fails to bind and exits)."""
         deadline = time.monotonic() + BIND_TIMEOUT
         assert self.process is not None
-        while not _bound_by(self.process.pid, port):
+        while missing := ports - {port for _address, port in udp_sockets(self.process.pid)}:
             if self.process.returncode is not None:
                 raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
             if time.monotonic() > deadline:
-                raise RecordingError(f"FFmpeg did not listen on port {port} in {BIND_TIMEOUT:.0f} s: "
+                raise RecordingError(f"FFmpeg did not listen on ports {sorted(missing)} in {BIND_TIMEOUT:.0f} s: "
                                      f"{self.stderr_tail()}")
             await asyncio.sleep(0.01)
 
@@ -325,7 +342,7 @@ class Segment:
         for item in self.inputs:
             item.transport.close()
         self.sdp_path.unlink(missing_ok=True)
-        for text_file in getattr(self, "_cards", []):
+        for text_file in self._cards:
             text_file.unlink(missing_ok=True)
 
     async def abort(self) -> None:
@@ -365,10 +382,7 @@ class Segment:
                     process.stdin.close()
             if not await self._exits_within(STOP_GRACE):
                 self.log.info("FFmpeg still running {:.0f} s after 'q' (inputs silent): interrupting it", STOP_GRACE)
-                for _ in range(2):
-                    with contextlib.suppress(ProcessLookupError):
-                        process.send_signal(signal.SIGINT)
-                    await asyncio.sleep(0.05)
+                await interrupt(process.pid)
                 if not await self._exits_within(STOP_TIMEOUT):
                     self.log.warning("FFmpeg did not exit in {:.0f} s once interrupted; killing it", STOP_TIMEOUT)
                     process.kill()

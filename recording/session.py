@@ -10,9 +10,10 @@ may stall after a producer closed or paused.
 
 What to record comes from ``snapshot()`` (the caller's view of the room: the
 router to record from, the sources on it and everyone's name; the router may
-change, e.g. when the room moved to another worker after its worker died); ``changed()`` asks for a new look, after
-:data:`CHANGE_DELAY` (or :data:`URGENT_DELAY` for a stalling input) so that a
-join's audio and video make one change.
+change, e.g. when the room moved to another worker after its worker died);
+``changed()`` asks for a new look, after :data:`CHANGE_DELAY` (or
+:data:`URGENT_DELAY` for a stalling input) so that a join's audio and video
+make one change.
 
 FFmpeg dying is noticed at once: what it wrote is kept and a new segment starts;
 after :data:`MAX_RESTARTS` deaths in :data:`RESTART_WINDOW` seconds the
@@ -33,11 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
 
 from recording.concat import join, parts
 from recording.manifest import Manifest, SegmentEntry
-from recording.segment import NothingRecorded, RecordingError, Segment, SegmentOptions, Source, probe, shown_tiles
+from recording.segment import (
+    NothingRecorded,
+    RecordingError,
+    Segment,
+    SegmentOptions,
+    Source,
+    interrupt,
+    probe,
+    shown_tiles,
+)
 
 __all__ = ["RecordingResult", "RecordingSession", "Snapshot", "finish_segments"]
 
@@ -48,10 +57,10 @@ CHANGE_DELAY = 0.4
 #: ... and after an input stopped (closed or paused): the old segment stalls meanwhile.
 URGENT_DELAY = 0.05
 MAX_RESTARTS = 3
+RESTART_WINDOW = 30.0
 #: Segments holding less than this together, none readable, recorded nothing
 #: (MPEG-TS tables, no media): such a recording is dropped, not kept for ever.
 NO_MEDIA_BYTES = 16 * 1024
-RESTART_WINDOW = 30.0
 
 Snapshot = Callable[[], Awaitable[tuple[Any, list[Source], dict[str, str]]]]
 
@@ -79,8 +88,7 @@ class RecordingSession:
         self.options = options or SegmentOptions()
         self.on_error = on_error
         self.segments: list[Segment] = []
-        self.log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id,
-                               recording=manifest.recording_id)
+        self.log = manifest.log
         self._lock = asyncio.Lock()
         self._pending: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -135,8 +143,7 @@ class RecordingSession:
                 await self._new_segment(only_if_changed=not forced)
             except Exception as error:  # noqa: BLE001 - reported; the old segment goes on if it can
                 self._report(f"new segment not started: {error}")
-                current = self.current
-                if current is None or current.exited is None or current.exited.done():
+                if self.current is None or not self.current.running:
                     self._restart_later()
                 else:  # the old segment records the old layout meanwhile: try the change again
                     self._restart_later(CHANGE_DELAY, forced=False)
@@ -145,7 +152,7 @@ class RecordingSession:
         router, sources, names = await self.snapshot()
         key = _key(router, sources, names)
         old = self.current
-        old_alive = old is not None and old.exited is not None and not old.exited.done()
+        old_alive = old is not None and old.running
         if only_if_changed and old_alive and key == self._layout_key:
             return
         n = len(self.manifest.segments)
@@ -252,16 +259,13 @@ async def finish_segments(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "f
 
     Used at stop, and at start-up for a recording whose process died: an FFmpeg
     still writing one of its segments is interrupted first."""
-    log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
+    log = manifest.log
     entries = [(manifest.directory / e.file, e) for e in manifest.segments]
     for path, entry in entries:
         if _stale_ffmpeg(entry.pid, path):
             log.warning("interrupting FFmpeg {} left writing {}", entry.pid, path.name)
             assert entry.pid is not None
-            for _ in range(2):  # twice: exit now (its input is silent; TS needs no trailer)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(entry.pid, signal.SIGINT)
-                await asyncio.sleep(0.05)
+            await interrupt(entry.pid)  # its inputs are silent: it would not stop on one SIGINT
             for _ in range(100):
                 if not _stale_ffmpeg(entry.pid, path):
                     break

@@ -23,6 +23,7 @@ import pika
 from control.keys import STORAGE
 from control.recording import RECORDINGS
 from tests.e2e.harness import Server
+from recording.segment import udp_sockets
 from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack
 from tests.integration.tcp_proxy import TcpProxy
 
@@ -213,12 +214,8 @@ class GatedProxy(TcpProxy):
 
 
 def udp_addresses(pid: int) -> list[str]:
-    """The local IPv4 addresses of process ``pid``'s UDP sockets (/proc/net/udp)."""
-    from recording.segment import _socket_inodes
-
-    inodes = _socket_inodes(pid)
-    rows = [row.split() for row in Path("/proc/net/udp").read_text().splitlines()[1:]]
-    return [socket.inet_ntoa(bytes.fromhex(row[1].split(":")[0])[::-1]) for row in rows if row[9] in inodes]
+    """The local IPv4 addresses of process ``pid``'s UDP sockets, one per socket."""
+    return [address for address, _port in sorted(udp_sockets(pid))]
 
 
 # -- phases of a recording ---------------------------------------------------------------

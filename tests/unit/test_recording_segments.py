@@ -87,19 +87,19 @@ def test_a_port_counts_as_ffmpegs_only_if_its_process_holds_it() -> None:
     import socket
     import subprocess
 
-    from recording.segment import _bound_by
+    from recording.segment import udp_sockets
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mine:
         mine.bind(("127.0.0.1", 0))
         port = mine.getsockname()[1]
-        assert _bound_by(os.getpid(), port)
+        assert ("127.0.0.1", port) in udp_sockets(os.getpid())
         other = subprocess.Popen(["sleep", "30"])
         try:
-            assert not _bound_by(other.pid, port)  # bound, but by someone else
+            assert not any(p == port for _a, p in udp_sockets(other.pid))  # bound, but by someone else
         finally:
             other.kill()
             other.wait()
-    assert not _bound_by(os.getpid(), port)
+    assert not any(p == port for _a, p in udp_sockets(os.getpid()))
 
 
 def test_ffmpeg_consumes_without_bandwidth_estimation() -> None:
