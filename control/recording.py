@@ -82,18 +82,28 @@ def _participant(peer: Any) -> dict[str, Any]:
             "aiSettings": dict(md.ai_settings or {}), "integrations": dict(md.integrations or {})}
 
 
+def _participants(room: Any) -> list[Any]:
+    """Everyone a recording of ``room`` shows: joined peers, then broadcasters."""
+    return [*room.joined_peers(), *room.broadcasters.values()]
+
+
 @dataclass
 class ActiveRecording:
-    id: str
-    room_id: str
-    meeting_id: str
     manifest: Manifest
     session: RecordingSession
     stopping: asyncio.Future | None = None
 
     @property
+    def id(self) -> str:
+        return self.manifest.recording_id
+
+    @property
+    def room_id(self) -> str:
+        return self.manifest.room_id
+
+    @property
     def log(self) -> Any:
-        return logger.bind(room=self.room_id, meeting=self.meeting_id, recording=self.id)
+        return self.manifest.log
 
 
 class RecordingService:
@@ -199,7 +209,7 @@ class RecordingService:
             if room is None or room.closed:
                 raise RecordingError(f"room {room_id} is closed")
             sources, names = [], {}
-            for peer in [*room.joined_peers(), *room.broadcasters.values()]:
+            for peer in _participants(room):
                 names[peer.id] = peer.display_name or peer.id
                 if active is not None:
                     active.manifest.participants.setdefault(peer.id, _participant(peer))
@@ -249,7 +259,7 @@ class RecordingService:
             raise ProtooError(409, "already_recording: the room is being recorded")
         self._starting.add(room_id)
         try:
-            if not room.joined_peers() and not room.broadcasters:
+            if not _participants(room):
                 raise ProtooError(400, "nothing_to_record: nobody is in the room")
             self._check_disk(room_id)
             meeting_id = await self._meeting_id(room_id)
@@ -259,7 +269,7 @@ class RecordingService:
                                 f"{meeting_id}-{started.strftime('%Y%m%dT%H%M%SZ')}.mp4", started.timestamp())
             session = RecordingSession(manifest, self._snapshot(room_id), options=self.options,
                                        on_error=self._reporter(room_id, recording_id))
-            active = ActiveRecording(recording_id, room_id, meeting_id, manifest, session)
+            active = ActiveRecording(manifest, session)
             self.active[room_id] = active
             try:
                 await session.start()
@@ -292,7 +302,7 @@ class RecordingService:
         manifest = active.manifest
         room = self.rooms.get_room(active.room_id)
         if room is not None:  # whoever is there now was in the recording
-            for peer in room.joined_peers():
+            for peer in _participants(room):
                 manifest.participants.setdefault(peer.id, _participant(peer))
         try:
             result = await active.session.stop(manifest.directory / manifest.filename)
@@ -345,7 +355,7 @@ class RecordingService:
         """Once the upload is confirmed: the segments go, and the chat says
         "Recording stopped" (attached to the meeting); without the object if the
         upload does not finish in time (the queue goes on; the segments stay)."""
-        log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
+        log = manifest.log
         ref = None
         try:
             ref = await self.app[STORAGE].uploads.wait(job, timeout=UPLOAD_WAIT)
@@ -392,7 +402,7 @@ class RecordingService:
         submitted = 0
         uploads = self.app[STORAGE].uploads
         for manifest in await asyncio.to_thread(Manifest.find, self.work_dir):
-            log = logger.bind(room=manifest.room_id, meeting=manifest.meeting_id, recording=manifest.recording_id)
+            log = manifest.log
             out = manifest.directory / manifest.filename
             if manifest.owned_by_another_process():
                 log.info("recording in {} belongs to running process {}: left alone",
@@ -425,7 +435,7 @@ class RecordingService:
                 log.error("leftover recording in {} not recovered: {}", manifest.directory, error)
         return submitted
 
-# -- signaling ----------------------------------------------------------------------
+    # -- signaling ----------------------------------------------------------------------
 
     def may_record(self, room: Any, peer: Any) -> bool:
         """Whether ``peer`` may start and stop the room's recording: every joined
