@@ -41,7 +41,7 @@ import asyncio
 import secrets
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,8 @@ class ActiveRecording:
     manifest: Manifest
     session: RecordingSession
     stopping: asyncio.Future | None = None
+    #: Producers whose close/pause/resume this recording follows.
+    watched: set[str] = field(default_factory=set)
 
     @property
     def id(self) -> str:
@@ -115,7 +117,6 @@ class RecordingService:
         self._starting: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._announcing: set[asyncio.Task] = set()
-        self._watched: set[str] = set()
 
     @property
     def work_dir(self) -> Path:
@@ -181,16 +182,16 @@ class RecordingService:
 
     def _watch(self, active: ActiveRecording, producer: Any) -> None:
         """A closed or paused producer stalls the segment that records it: urgent."""
-        if producer.id in self._watched:
+        if producer.id in active.watched:
             return
-        self._watched.add(producer.id)
+        active.watched.add(producer.id)
         session = active.session
 
         def stalled() -> None:
             session.changed(urgent=True)
 
         producer.observer.on("close", stalled)
-        producer.observer.on("close", lambda: self._watched.discard(producer.id))
+        producer.observer.on("close", lambda: active.watched.discard(producer.id))
         producer.observer.on("pause", stalled)
         producer.observer.on("resume", session.changed)
 

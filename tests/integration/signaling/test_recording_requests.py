@@ -5,6 +5,7 @@ recorded as name cards (FFmpeg, the real worker, ffprobe)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -12,10 +13,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from control.recording import RECORDINGS
 from recording.manifest import Manifest, SegmentEntry
-from tests.e2e.harness import running_server
+from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
-from tests.integration.signaling.conftest import Connect, eventually
+from tests.integration.signaling.conftest import OPUS, Connect, eventually, setup_peer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -139,3 +141,25 @@ async def test_leftovers_of_a_dead_process_finished_or_dropped_at_start(tmp_path
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
     assert abs(float(info["format"]["duration"]) - 5.5) < 0.3  # 2.5 s of the first, all 3 s of the second
     assert _rgb_at(stored, 1.0, [(320, 180)])[0][0] > 200 and _rgb_at(stored, 4.0, [(320, 180)])[0][1] > 100
+
+
+async def test_a_second_recording_of_a_room_follows_its_existing_producers(connect: Connect, server: Server) -> None:
+    """A pause or close of a producer the room already had is followed by each
+    recording, not only by the first one that saw the producer."""
+    alice = await connect("rec-again", "alice")
+    sent = await setup_peer(alice, consume=False, display_name="Alice")
+    audio = await alice.request("produce", {"transportId": sent["send"]["id"], "kind": "audio",
+                                            "rtpParameters": OPUS})
+    recordings = server.app[RECORDINGS]
+    for attempt in range(2):
+        await alice.request("startRecording", {})
+        session = recordings.active["rec-again"].session
+        assert [len(s.sources) for s in session.segments] == [1], attempt
+        await alice.request("pauseProducer", {"producerId": audio["id"]})
+        # Paused: a new segment without it (a name card and silence).
+        await eventually(lambda: [len(s.sources) for s in session.segments] == [1, 0], timeout=10)
+        await alice.request("resumeProducer", {"producerId": audio["id"]})
+        await eventually(lambda: [len(s.sources) for s in session.segments] == [1, 0, 1], timeout=10)
+        with contextlib.suppress(Exception):  # no RTP was ever sent: little or nothing recorded
+            await alice.request("stopRecording", {}, timeout=60)
+        await eventually(lambda: "rec-again" not in recordings.active, timeout=30)
