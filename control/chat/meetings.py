@@ -189,16 +189,23 @@ class MeetingService:
         room_id = room_id_or_error(room_id)
         async with self._lock(room_id):
             try:
-                meeting = await self.store.meetings.current_meeting(room_id)
-                if meeting is None:
-                    meeting_id = new_id()
-                    meeting = await self.store.meetings.open_meeting(room_id, meeting_id=meeting_id, started_at=now())
-                    if meeting.meeting_id == meeting_id:
-                        await self._emit("meeting.started", meeting)
+                return await self._open(room_id)
             except StoreError as exc:
                 raise ChatUnavailable(str(exc)) from exc
-            self._current[room_id] = meeting.meeting_id
-            return meeting
+
+    async def _open(self, room_id: str) -> Meeting:
+        """The room's open meeting, opened if there is none (``meeting.started``);
+        under the room's lock."""
+        started = False
+        meeting = await self.store.meetings.current_meeting(room_id)
+        if meeting is None:
+            meeting_id = new_id()
+            meeting = await self.store.meetings.open_meeting(room_id, meeting_id=meeting_id, started_at=now())
+            started = meeting.meeting_id == meeting_id
+        self._current[room_id] = meeting.meeting_id
+        if started:
+            await self._emit("meeting.started", meeting)
+        return meeting
 
     async def join(self, room_id: str, peer_id: str, display_name: str, email: str | None = None) -> Meeting:
         """Record that ``peer_id`` joined the room; opens the meeting on the first join.
@@ -209,17 +216,7 @@ class MeetingService:
         email = validate_email(email)
         async with self._lock(room_id):
             try:
-                started = False
-                meeting = await self.store.meetings.current_meeting(room_id)
-                if meeting is None:
-                    meeting_id = new_id()
-                    meeting = await self.store.meetings.open_meeting(
-                        room_id, meeting_id=meeting_id, started_at=now()
-                    )
-                    started = meeting.meeting_id == meeting_id
-                self._current[room_id] = meeting.meeting_id
-                if started:
-                    await self._emit("meeting.started", meeting)
+                meeting = await self._open(room_id)
                 if any(p.peer_id == peer_id for p in meeting.active_participants):
                     return meeting
                 updated = await self.store.meetings.add_participant(
