@@ -272,20 +272,9 @@ class Router(EnhancedEventEmitter):
         FbsPlainOptions.AddEnableSrtp(builder, enable_srtp)
         FbsPlainOptions.AddSrtpCryptoSuite(builder, SRTP_CRYPTO_SUITES[srtp_crypto_suite])
         options = FbsPlainOptions.End(builder)
-        id_offset = builder.CreateString(transport_id)
-        FbsCreatePlain.Start(builder)
-        FbsCreatePlain.AddTransportId(builder, id_offset)
-        FbsCreatePlain.AddOptions(builder, options)
-        response = await self.channel.request(
-            FbsMethod.Method.ROUTER_CREATE_PLAINTRANSPORT,
-            FbsRequestBody.Body.Router_CreatePlainTransportRequest,
-            FbsCreatePlain.End(builder),
-            self.id,
-        )
-        data = parse_plain_transport_dump(unpack(response, FbsPlainDump.DumpResponse, FbsPlainDump.DumpResponseT))
-        transport = PlainTransport(transport_id, self, data, app_data)
-        self._register_transport(transport)
-        return transport
+        return await self._create_transport(
+            transport_id, options, FbsCreatePlain, FbsMethod.Method.ROUTER_CREATE_PLAINTRANSPORT,
+            FbsRequestBody.Body.Router_CreatePlainTransportRequest, FbsPlainDump, parse_plain_transport_dump, PlainTransport, app_data)
 
     async def create_pipe_transport(
         self,
@@ -321,20 +310,9 @@ class Router(EnhancedEventEmitter):
         FbsPipeOptions.AddEnableRtx(builder, bool(enable_rtx))
         FbsPipeOptions.AddEnableSrtp(builder, bool(enable_srtp))
         options = FbsPipeOptions.End(builder)
-        id_offset = builder.CreateString(transport_id)
-        FbsCreatePipe.Start(builder)
-        FbsCreatePipe.AddTransportId(builder, id_offset)
-        FbsCreatePipe.AddOptions(builder, options)
-        response = await self.channel.request(
-            FbsMethod.Method.ROUTER_CREATE_PIPETRANSPORT,
-            FbsRequestBody.Body.Router_CreatePipeTransportRequest,
-            FbsCreatePipe.End(builder),
-            self.id,
-        )
-        data = parse_pipe_transport_dump(unpack(response, FbsPipeDump.DumpResponse, FbsPipeDump.DumpResponseT))
-        transport = PipeTransport(transport_id, self, data, app_data)
-        self._register_transport(transport)
-        return transport
+        return await self._create_transport(
+            transport_id, options, FbsCreatePipe, FbsMethod.Method.ROUTER_CREATE_PIPETRANSPORT,
+            FbsRequestBody.Body.Router_CreatePipeTransportRequest, FbsPipeDump, parse_pipe_transport_dump, PipeTransport, app_data)
 
     async def create_direct_transport(
         self,
@@ -367,18 +345,21 @@ class Router(EnhancedEventEmitter):
         FbsDirectOptions.Start(builder)
         FbsDirectOptions.AddBase(builder, base)
         options = FbsDirectOptions.End(builder)
+        return await self._create_transport(
+            transport_id, options, FbsCreateDirect, FbsMethod.Method.ROUTER_CREATE_DIRECTTRANSPORT,
+            FbsRequestBody.Body.Router_CreateDirectTransportRequest, FbsDirectDump, parse_direct_transport_dump, DirectTransport, app_data)
+
+    async def _create_transport(self, transport_id: str, options: int, create: Any, method: int, body: int,
+                                dump: Any, parse: Any, cls: Any, app_data: dict) -> Any:
+        """The end every ``create_*_transport`` shares: the create request around the
+        ``options`` table just built, the dump parsed into the new transport."""
+        builder = self.channel.builder
         id_offset = builder.CreateString(transport_id)
-        FbsCreateDirect.Start(builder)
-        FbsCreateDirect.AddTransportId(builder, id_offset)
-        FbsCreateDirect.AddOptions(builder, options)
-        response = await self.channel.request(
-            FbsMethod.Method.ROUTER_CREATE_DIRECTTRANSPORT,
-            FbsRequestBody.Body.Router_CreateDirectTransportRequest,
-            FbsCreateDirect.End(builder),
-            self.id,
-        )
-        data = parse_direct_transport_dump(unpack(response, FbsDirectDump.DumpResponse, FbsDirectDump.DumpResponseT))
-        transport = DirectTransport(transport_id, self, data, app_data)
+        create.Start(builder)
+        create.AddTransportId(builder, id_offset)
+        create.AddOptions(builder, options)
+        response = await self.channel.request(method, body, create.End(builder), self.id)
+        transport = cls(transport_id, self, parse(unpack(response, dump.DumpResponse, dump.DumpResponseT)), app_data)
         self._register_transport(transport)
         return transport
 
