@@ -25,6 +25,7 @@ from control.events.service import events_ctx
 from control.storage import routes as storage_routes
 from control.storage.service import storage_ctx
 from control.config import Settings
+from control.http import error_middleware
 from control.rooms import broadcasters
 from control import recording
 from control.rooms.manager import close_connections, rooms_ctx
@@ -65,7 +66,7 @@ async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the Parley application for ``settings`` (nothing starts until it runs)."""
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(worker_pool_ctx)
     app.cleanup_ctx.append(events_ctx)  # before storage: finished uploads publish events

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 import json
 import random
 import re
@@ -31,6 +32,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from loguru import logger
+
+from control.errors import ParleyError, protoo_error
 
 __all__ = [
     "CLOSE_REPLACED",
@@ -287,11 +290,18 @@ class ProtooConnection:
             level = "WARNING" if error.code < 500 else "ERROR"
             self.log.log(level, "signaling: {} refused: {} {}", method, error.code, error.reason)
             self._respond_error(request_id, error.code, error.reason)
+        except ParleyError as error:
+            code, reason = protoo_error(error)
+            level = "WARNING" if code < 500 else "ERROR"
+            self.log.log(level, "signaling: {} refused: {} {}", method, code, reason)
+            self._respond_error(request_id, code, reason)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - never let one request kill the connection
-            self.log.opt(exception=error).error("signaling: {} failed: {}", method, error)
-            self._respond_error(request_id, 500, f"{type(error).__name__}: {error}")
+            # A bug: the traceback goes to the log under an id; the client gets the id only.
+            error_id = uuid.uuid4().hex[:12]
+            self.log.opt(exception=error).error("signaling: {} failed (error id {})", method, error_id)
+            self._respond_error(request_id, 500, f"internal error (id {error_id})")
         else:
             self._respond_ok(request_id, result)
 
