@@ -13,6 +13,7 @@ consume over REST, never here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from control.signaling.protoo import ProtooError
@@ -211,7 +212,9 @@ async def _consume(room: Room, kind: _Kind[S, C], peer: Peer, producer_peer: Pee
         peer.log.warning("{} {} not resumed: {}", kind.noun, consumer.id, error)
 
 
-def _retry_on_new_transport(room: Room, peer: Peer, transport: Transport, make: Any) -> None:
+def _retry_on_new_transport(
+    room: Room, peer: Peer, transport: Transport, make: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
     """A consumer was being created on a transport that closed meanwhile (a
     re-join): create it again on the peer's new consuming transport, if any."""
     current = peer.consuming_transport()
