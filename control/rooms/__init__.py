@@ -42,6 +42,8 @@ def setup(
     """Run the rooms (``ROOMS``) on the worker pool under ``pool``, report joins and
     leaves to the chat (or meetings) service under ``chat`` (``meetings``) when it
     runs, close the peers' WebSockets early on shutdown; add the rooms' routes."""
+    # Imported here: importing a module of the package (``control.rooms.peer``)
+    # runs this file, and need not load the worker layer.
     from control.rooms import broadcasters, routes
     from control.rooms.manager import close_connections, rooms_ctx
 
