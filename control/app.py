@@ -17,7 +17,6 @@ from loguru import logger
 from control import health
 from control.api import chat as chat_api
 from control.api import meetings as meetings_api
-from control.api import rooms as rooms_api
 from control.chat.context import chat_ctx
 from control.chat.signaling import chat_signaling_ctx
 from control.events import routes as events_routes
@@ -26,11 +25,10 @@ from control.storage import routes as storage_routes
 from control.storage.service import storage_ctx
 from control.config import Settings
 from control.http import error_middleware
-from control.rooms import broadcasters
+from control import rooms
 from control import recording
-from control.rooms.manager import close_connections, rooms_ctx
 from control.signaling import server as signaling
-from control.keys import SETTINGS, WORKER_POOL
+from control.keys import CHAT, MEETINGS, SETTINGS, WORKER_POOL
 
 
 async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -72,17 +70,14 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(events_ctx)  # before storage: finished uploads publish events
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(chat_ctx)  # after events: meeting changes publish events
-    app.cleanup_ctx.append(rooms_ctx)  # after the pool (and chat: joins/leaves are recorded as meetings)
+    rooms.setup(app, pool=WORKER_POOL, chat=CHAT, meetings=MEETINGS)  # after the pool and chat (meetings)
     app.cleanup_ctx.append(chat_signaling_ctx)  # after chat and rooms: chatMessage/getChatHistory over protoo
     app.cleanup_ctx.append(recording.recording_ctx)  # after rooms, storage, chat: stops recordings before rooms close
-    app.on_shutdown.append(close_connections)  # peers' WebSockets close (1001) before aiohttp waits on them
     app.add_routes(health.routes)
     app.add_routes(events_routes.routes)  # GET /api/events/outbox (admin)
     app.add_routes(storage_routes.routes)  # the local store's presigned URLs
     app.add_routes(chat_api.routes)  # GET/DELETE /api/rooms/{roomId}/messages
     app.add_routes(meetings_api.routes)  # GET /api/meetings/{id}, /api/rooms/{roomId}/meetings
-    app.add_routes(rooms_api.routes)  # GET /api/rooms, /api/rooms/{roomId} (admin)
     app.add_routes(recording.routes)  # POST/DELETE /api/rooms/{roomId}/recording (admin)
-    app.add_routes(broadcasters.routes)  # mediasoup-demo's broadcaster API under /rooms/...
     app.add_routes(signaling.routes)  # protoo WebSocket: GET /?roomId=&peerId= (and /ws)
     return app

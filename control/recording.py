@@ -117,6 +117,7 @@ class RecordingService:
         self._starting: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._announcing: set[asyncio.Task] = set()
+        self._unwatch: Any = lambda: None
 
     @property
     def work_dir(self) -> Path:
@@ -134,16 +135,15 @@ class RecordingService:
         self.app[STORAGE].on_uploaded(RECORDING_UPLOAD_KIND, self._recording_uploaded)
         self.rooms.register_method(START_RECORDING, self._on_start)
         self.rooms.register_method(STOP_RECORDING, self._on_stop)
-        for event, handler in self._room_events():
-            self.rooms.observer.on(event, handler)
-
-    def _room_events(self) -> list[tuple[str, Any]]:
-        return [("peerjoined", self._on_peer_joined), ("peerleft", self._on_peer_left),
-                ("producercreated", self._on_producer_created), ("roomclosed", self._on_room_closed)]
+        self._unwatch = self.rooms.watch_rooms({
+            "peerjoined": self._on_peer_joined, "peerleft": self._on_peer_left,
+            "producercreated": self._on_producer_created,
+        })
+        self.rooms.observer.on("roomclosed", self._on_room_closed)
 
     async def close(self) -> None:
-        for event, handler in self._room_events():
-            self.rooms.observer.remove_listener(event, handler)
+        self._unwatch()
+        self.rooms.observer.remove_listener("roomclosed", self._on_room_closed)
         for room_id in list(self.active):
             self._spawn(self.stop(room_id))
         if self._tasks:  # FFmpeg finishes each file, uploads are queued (durable)
@@ -219,7 +219,7 @@ class RecordingService:
                         continue
                     if active is not None:
                         self._watch(active, producer)
-                    await room._make_available(producer, room.primary)
+                    await room.make_available(producer, room.primary)
                     sources.append(Source(producer.id, producer.kind, peer.id))
             return room.primary, sources, names
         return snapshot

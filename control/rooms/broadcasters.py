@@ -19,28 +19,36 @@ scripts work unchanged); the room must exist (404 otherwise):
 
 A broadcaster appears to the room's peers as a peer (``newPeer``,
 ``peerClosed``, its producers consumed by everyone); its ``id`` follows the peer
-id rule and ``{roomId}`` the room id rule of :mod:`control.ids`. Errors are JSON
-``{"error", "code"}``: 400 invalid body or room id (``invalid_room_id``), 404
-unknown room/broadcaster/transport, 409 duplicate id, 503 worker unavailable.
+id rule and ``{roomId}`` the room id rule of :mod:`control.ids`. Errors are
+ParleyErrors, answered in the application's one shape
+``{"error": {"code", "message"}}`` (:mod:`control.http`): 400 invalid body or
+room id (``invalid_room_id``), 404 unknown room/broadcaster/transport, 409
+duplicate id, 410 broadcaster gone meanwhile, 503 worker unavailable, 504
+worker timeout.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from control.ids import InvalidId, validate_peer_id, validate_room_id
+from control.errors import BadRequest, Gone, NotFound, PayloadTooLarge
+from control.ids import validate_peer_id
 from control.keys import ROOMS
+from control.rooms import media
 from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
+from control.rooms.errors import worker_errors
 from control.rooms.peer import Peer
-from control.rooms.room import Room, worker_errors
+from control.rooms.room import Room
+from control.rooms.routes import checked_room_id
 from control.signaling import messages as m
-from control.signaling.protoo import ProtooError
 from workers import ortc
+from workers.plain_transport import PlainTransport
+from workers.transport import Transport
+from workers.webrtc_transport import WebRtcTransport
 
 __all__ = ["routes"]
 
@@ -50,6 +58,7 @@ _MAX_BODY = 1_048_576
 
 
 # -- bodies ---------------------------------------------------------------------------
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -132,48 +141,15 @@ class _ProduceDataBody(m.ProduceData):
 
 # -- helpers --------------------------------------------------------------------------
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-
-
-def _error(status: int, message: str, code: str) -> web.Response:
-    return web.json_response({"error": message, "code": code}, status=status)
-
-
-_CODES = {400: "invalid_request", 403: "forbidden", 404: "not_found", 409: "conflict", 410: "gone",
-          503: "unavailable", 504: "timeout"}
-
-
-def api(handler: Any) -> Any:
-    """Translate errors of a handler into JSON responses, logged as warnings."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as error:
-            status, message, code = error.status, error.message, error.code
-        except ProtooError as error:
-            status = error.code if error.code in _CODES else 500
-            message, code = error.reason, _CODES.get(status, "error")
-        logger.warning("broadcaster API {} {}: {} {}", request.method, request.path, status, message)
-        return _error(status, message, code)
-
-    wrapped.__name__ = handler.__name__
-    return wrapped
+B = TypeVar("B", bound=BaseModel)
 
 
 def _room(request: web.Request) -> Room:
-    room_id = request.match_info["roomId"]
-    try:
-        validate_room_id(room_id)
-    except InvalidId as error:
-        raise ApiError(400, error.message, "invalid_room_id") from None
+    room_id = checked_room_id(request)
     manager = request.app.get(ROOMS)
     room = manager.get_room(room_id) if manager is not None else None
     if room is None:
-        raise ApiError(404, f'room with id "{room_id}" not found', "not_found")
+        raise NotFound(f'room with id "{room_id}" not found')
     return room
 
 
@@ -182,84 +158,75 @@ def _broadcaster(request: web.Request) -> tuple[Room, Peer]:
     broadcaster_id = request.match_info["broadcasterId"]
     broadcaster = room.broadcasters.get(broadcaster_id)
     if broadcaster is None:
-        raise ApiError(404, f'broadcaster with id "{broadcaster_id}" does not exist', "not_found")
+        raise NotFound(f'broadcaster with id "{broadcaster_id}" does not exist')
     return room, broadcaster
 
 
-def _transport(request: web.Request) -> tuple[Room, Peer, Any]:
+def _transport(request: web.Request) -> tuple[Room, Peer, Transport]:
     room, broadcaster = _broadcaster(request)
     transport_id = request.match_info["transportId"]
     transport = broadcaster.transports.get(transport_id)
     if transport is None:
-        raise ApiError(404, f'transport with id "{transport_id}" does not exist', "not_found")
+        raise NotFound(f'transport with id "{transport_id}" does not exist')
     return room, broadcaster, transport
 
 
-async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+async def _body(request: web.Request, model: type[B]) -> B:
     if request.content_length is not None and request.content_length > _MAX_BODY:
-        raise ApiError(413, "request body too large", "too_large")
+        raise PayloadTooLarge("request body too large", code="too_large")
     raw = await request.read()
     if len(raw) > _MAX_BODY:
-        raise ApiError(413, "request body too large", "too_large")
+        raise PayloadTooLarge("request body too large", code="too_large")
     try:
         data = json.loads(raw) if raw.strip() else {}
     except ValueError:
-        raise ApiError(400, "request body is not JSON", "invalid_json") from None
+        raise BadRequest("request body is not JSON", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object", "invalid_request")
+        raise BadRequest("request body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ApiError(400, m.describe(error), "invalid_request") from None
+        raise BadRequest(m.describe(error)) from None
 
 
 # -- room side ------------------------------------------------------------------------
 
+
 def create_broadcaster(room: Room, body: CreateBroadcaster) -> dict[str, Any]:
-    if body.id in room.broadcasters or body.id in room.peers:
-        raise ApiError(409, f'broadcaster with id "{body.id}" already exists', "conflict")
+    """The broadcaster enters the room; the peers whose producers it can consume."""
     broadcaster = Peer(room, body.id, broadcaster=True)
     broadcaster.display_name = body.displayName
-    broadcaster.device = {"flag": "broadcaster", "name": body.device.name or "Unknown device",
-                          "version": body.device.version}
+    broadcaster.device = {
+        "flag": "broadcaster",
+        "name": body.device.name or "Unknown device",
+        "version": body.device.version,
+    }
     broadcaster.rtp_capabilities = body.rtpCapabilities
-    room.broadcasters[body.id] = broadcaster
-    for peer in room.joined_peers():
-        peer.notify("newPeer", broadcaster.info())
-    broadcaster.log.info("broadcaster created")
-    room.manager.observer.safe_emit("peerjoined", room, broadcaster)
+    room.add_broadcaster(broadcaster)
     peers = []
     if body.rtpCapabilities:
         for peer in room.joined_peers():
-            peers.append({
-                **peer.info(),
-                "producers": [
-                    {"id": p.id, "kind": p.kind} for p in peer.producers.values()
-                    if room.primary.can_consume(p.id, body.rtpCapabilities)
-                ],
-            })
+            peers.append(
+                {
+                    **peer.info(),
+                    "producers": [
+                        {"id": p.id, "kind": p.kind}
+                        for p in peer.producers.values()
+                        if room.primary.can_consume(p.id, body.rtpCapabilities)
+                    ],
+                }
+            )
     return {"peers": peers}
-
-
-def delete_broadcaster(room: Room, broadcaster: Peer) -> None:
-    room.broadcasters.pop(broadcaster.id, None)
-    broadcaster.closed = True
-    for transport in list(broadcaster.transports.values()):
-        transport.close()
-    for peer in room.joined_peers():
-        peer.notify("peerClosed", {"peerId": broadcaster.id})
-    broadcaster.log.info("broadcaster deleted")
-    room.manager.observer.safe_emit("peerleft", room, broadcaster)
 
 
 async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport) -> dict[str, Any]:
     if body.type == "webrtc":
-        return await room.create_webrtc_transport(
-            broadcaster, producing=True, consuming=True, sctp_capabilities=body.sctpCapabilities
+        return await media.create_webrtc_transport(
+            room, broadcaster, producing=True, consuming=True, sctp_capabilities=body.sctpCapabilities
         )
     with worker_errors("createBroadcasterTransport"):
         transport = await room.primary.create_plain_transport(
-            listen_info=room.manager.plain_listen_info(),
+            listen_info=room.host.plain_listen_info(),
             rtcp_mux=body.rtcpMux,
             comedia=body.comedia,
             enable_sctp=bool(body.sctpCapabilities),
@@ -269,12 +236,12 @@ async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport)
         )
     if broadcaster.closed or room.closed:
         transport.close()
-        raise ApiError(410, "broadcaster closed", "gone")
+        raise Gone("broadcaster closed")
     broadcaster.transports[transport.id] = transport
     transport.observer.on("close", lambda: broadcaster.transports.pop(transport.id, None))
     tuple_ = transport.tuple
     rtcp = transport.rtcp_tuple
-    result = {
+    result: dict[str, Any] = {
         "id": transport.id,
         "ip": tuple_.get("localAddress") or tuple_.get("localIp"),
         "port": tuple_.get("localPort"),
@@ -288,14 +255,13 @@ async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport)
 
 # -- routes ---------------------------------------------------------------------------
 
+
 @routes.get("/rooms/{roomId}")
-@api
 async def get_room(request: web.Request) -> web.Response:
     return web.json_response(_room(request).primary.rtp_capabilities)
 
 
 @routes.post("/rooms/{roomId}/broadcasters")
-@api
 async def post_broadcaster(request: web.Request) -> web.Response:
     room = _room(request)
     body = await _body(request, CreateBroadcaster)
@@ -303,15 +269,13 @@ async def post_broadcaster(request: web.Request) -> web.Response:
 
 
 @routes.delete("/rooms/{roomId}/broadcasters/{broadcasterId}")
-@api
 async def remove_broadcaster(request: web.Request) -> web.Response:
     room, broadcaster = _broadcaster(request)
-    delete_broadcaster(room, broadcaster)
+    room.leave(broadcaster)
     return web.Response(text="broadcaster deleted")
 
 
 @routes.post("/rooms/{roomId}/broadcasters/{broadcasterId}/transports")
-@api
 async def post_transport(request: web.Request) -> web.Response:
     room, broadcaster = _broadcaster(request)
     body = await _body(request, CreateTransport)
@@ -319,60 +283,61 @@ async def post_transport(request: web.Request) -> web.Response:
 
 
 @routes.post(_BASE + "/connect")
-@api
 async def connect_transport(request: web.Request) -> web.Response:
     _, _, transport = _transport(request)
     body = await _body(request, ConnectTransport)
-    if transport.type != "webrtc":
-        raise ApiError(400, f'transport with id "{transport.id}" is not a WebRtcTransport', "invalid_request")
+    if not isinstance(transport, WebRtcTransport):
+        raise BadRequest(f'transport with id "{transport.id}" is not a WebRtcTransport')
     with worker_errors("connectBroadcasterTransport"):
         await transport.connect(dtls_parameters=body.dtlsParameters.model_dump())
     return web.json_response({})
 
 
 @routes.post(_BASE + "/plain/connect")
-@api
 async def connect_plain(request: web.Request) -> web.Response:
     _, _, transport = _transport(request)
     body = await _body(request, ConnectPlain)
-    if transport.type != "plain":
-        raise ApiError(400, f'transport with id "{transport.id}" is not a PlainTransport', "invalid_request")
+    if not isinstance(transport, PlainTransport):
+        raise BadRequest(f'transport with id "{transport.id}" is not a PlainTransport')
     with worker_errors("connectPlainTransport"):
         await transport.connect(ip=body.ip, port=body.port, rtcp_port=body.rtcpPort)
     return web.json_response({})
 
 
 @routes.post(_BASE + "/producers")
-@api
 async def post_producer(request: web.Request) -> web.Response:
     room, broadcaster, transport = _transport(request)
     body = await _body(request, CreateProducer)
-    producer = await room.produce(broadcaster, transport, body.kind, body.rtpParameters, body.appData)
+    producer = await media.produce(room, broadcaster, transport, body.kind, body.rtpParameters, body.appData)
     return web.json_response({"id": producer.id})
 
 
 @routes.post(_BASE + "/consume")
-@api
 async def post_consume(request: web.Request) -> web.Response:
-    room, broadcaster, transport = _transport(request)
+    _, broadcaster, transport = _transport(request)
     producer_id = request.query.get("producerId", "")
     if not producer_id:
-        raise ApiError(400, "missing producerId", "invalid_request")
+        raise BadRequest("missing producerId")
     if not broadcaster.rtp_capabilities:
-        raise ApiError(400, "broadcaster does not have rtpCapabilities", "invalid_request")
+        raise BadRequest("broadcaster does not have rtpCapabilities")
     with worker_errors("consume"):
-        consumer = await transport.consume(producer_id, broadcaster.rtp_capabilities,
-                                           app_data={"peerId": broadcaster.id})
+        consumer = await transport.consume(
+            producer_id, broadcaster.rtp_capabilities, app_data={"peerId": broadcaster.id}
+        )
     broadcaster.consumers[consumer.id] = consumer
     consumer.observer.on("close", lambda: broadcaster.consumers.pop(consumer.id, None))
-    return web.json_response({
-        "id": consumer.id, "producerId": producer_id, "kind": consumer.kind,
-        "rtpParameters": consumer.rtp_parameters, "type": consumer.type,
-    })
+    return web.json_response(
+        {
+            "id": consumer.id,
+            "producerId": producer_id,
+            "kind": consumer.kind,
+            "rtpParameters": consumer.rtp_parameters,
+            "type": consumer.type,
+        }
+    )
 
 
 @routes.post(_BASE + "/consume/data")
-@api
 async def post_consume_data(request: web.Request) -> web.Response:
     _, broadcaster, transport = _transport(request)
     body = await _body(request, ConsumeData)
@@ -385,11 +350,10 @@ async def post_consume_data(request: web.Request) -> web.Response:
 
 
 @routes.post(_BASE + "/produce/data")
-@api
 async def post_produce_data(request: web.Request) -> web.Response:
     room, broadcaster, transport = _transport(request)
     body = await _body(request, _ProduceDataBody)
-    data_producer = await room.produce_data(
-        broadcaster, transport, body.sctpStreamParameters, body.label, body.protocol, body.appData
+    data_producer = await media.produce_data(
+        room, broadcaster, transport, body.sctpStreamParameters, body.label, body.protocol, body.appData
     )
     return web.json_response({"id": data_producer.id})

@@ -6,54 +6,83 @@ and runs one WebRtcServer per worker (one UDP and one TCP port from the RTC
 port range, on ``MEDIASOUP_LISTEN_IP``, announcing
 ``MEDIASOUP_ANNOUNCED_ADDRESS``), recreated when the pool respawns a worker.
 
-Other services follow the rooms through ``manager.observer`` events:
-``roomcreated(room)``, ``roomclosed(room)``, ``peerjoined(room, peer)``,
-``peerupdated(room, peer)``, ``peerleft(room, peer)``,
-``producercreated(room, peer, producer)`` (a peer's or a broadcaster's). A peer's
-``metadata`` (email, aiSettings, integrations) is there for them; it is
-never sent to other peers. They may add protoo methods of their own
-(:meth:`RoomManager.register_method`) and notify a room's peers
-(:meth:`RoomManager.notify_room`). Joins, leaves and room ends are reported
-to the chat service (meetings and system messages) when it runs.
+It is the rooms' :class:`~control.rooms.host.RoomHost`. Its ``observer``
+emits ``roomcreated(room)`` and ``roomclosed(room)``; each room's own
+``observer`` emits what happens in it (``peerjoined``, ``peerupdated``,
+``peerleft``, ``producercreated``, ``close``: :mod:`control.rooms.host`).
+:meth:`RoomManager.watch_rooms` subscribes to those of every room at once. A
+peer's ``metadata`` (email, aiSettings, integrations) is there for the
+listeners; it is never sent to other peers. Other services may add protoo
+methods of their own (:meth:`RoomManager.register_method`) and notify a room's
+peers (:meth:`RoomManager.notify_room`). Joins, leaves and room ends are
+reported to the chat service (meetings and system messages) when it runs
+(:func:`bridge_chat`).
 
-:func:`rooms_ctx` is the ``cleanup_ctx`` entry: it starts the manager (after
-the worker pool) under ``ROOMS`` and, on shutdown, closes every room (peers'
-WebSockets get 1001). :func:`close_connections` is an ``on_shutdown`` hook that
-does the same early, so aiohttp does not wait for open WebSockets.
+:func:`rooms_ctx` builds the ``cleanup_ctx`` entry: it starts the manager
+(after the worker pool) under ``ROOMS`` and, on shutdown, closes every room
+(peers' WebSockets get 1001). :func:`close_connections` is an ``on_shutdown``
+hook that does the same early, so aiohttp does not wait for open WebSockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 from loguru import logger
 
 from control.config import Settings
 from control.ids import validate_room_id
-from control.keys import CHAT, MEETINGS, ROOMS, SETTINGS, WORKER_POOL
+from control.keys import ROOMS, SETTINGS
+from control.rooms.host import PEER_JOINED, PEER_LEFT, ExtraMethod, MethodHandler, RoomEvent
+from control.rooms.peer import Peer
 from control.rooms.room import Room
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import InvalidStateError
-from workers.worker_pool import worker_load
+from workers.router import Router
+from workers.webrtc_server import WebRtcServer
+from workers.worker import Worker
+from workers.worker_pool import WorkerPool, worker_load
+
+if TYPE_CHECKING:
+    from control.chat.meetings import MeetingService
+    from control.chat.service import ChatService
 
 __all__ = ["RoomManager", "bridge_chat", "close_connections", "rooms_ctx"]
 
+#: What :meth:`RoomManager.watch_rooms` calls: ``listener(room, *event_args)``.
+RoomListener = Callable[..., None]
+
 
 class RoomManager:
-    def __init__(self, settings: Settings, pool: Any) -> None:
+    """The rooms of this process; the :class:`~control.rooms.host.RoomHost` of each."""
+
+    def __init__(self, settings: Settings, pool: WorkerPool) -> None:
         self.settings = settings
         self.pool = pool
         self.rooms: dict[str, Room] = {}
         self.observer = EnhancedEventEmitter()
         self.closed = False
-        self._creating: dict[str, asyncio.Future] = {}
-        self._servers: dict[int, asyncio.Future] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._creating: dict[str, asyncio.Future[Room]] = {}
+        self._servers: dict[int, asyncio.Future[WebRtcServer]] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         #: Extra protoo methods: name -> (handler, allowed before join).
-        self.methods: dict[str, tuple[Any, bool]] = {}
+        self.methods: dict[str, ExtraMethod] = {}
+
+    # -- RoomHost -----------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self.closed
+
+    @property
+    def workers(self) -> Sequence[Worker]:
+        return self.pool.workers
+
+    def extra_method(self, name: str) -> ExtraMethod | None:
+        return self.methods.get(name)
 
     # -- WebRtcServers ----------------------------------------------------------------
 
@@ -84,13 +113,13 @@ class RoomManager:
             info["announcedAddress"] = s.mediasoup_announced_address
         return info
 
-    def _start_server(self, worker: Any) -> asyncio.Future:
+    def _start_server(self, worker: Worker) -> asyncio.Future[WebRtcServer]:
         future = asyncio.ensure_future(self._create_server(worker))
         self._servers[worker.pid] = future
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future
 
-    async def _create_server(self, worker: Any) -> Any:
+    async def _create_server(self, worker: Worker) -> WebRtcServer:
         try:
             server = await worker.create_webrtc_server(self.listen_infos(), app_data={"workerPid": worker.pid})
         except Exception as error:
@@ -100,13 +129,15 @@ class RoomManager:
         ports = [f"{s['ip']}:{s['port']}/udp" for s in dump["udpSockets"]]
         ports += [f"{s['ip']}:{s['port']}/tcp" for s in dump["tcpServers"]]
         logger.bind(worker_pid=worker.pid).info(
-            "WebRtcServer on {}{}", ", ".join(ports),
+            "WebRtcServer on {}{}",
+            ", ".join(ports),
             f" announced as {self.settings.mediasoup_announced_address}"
-            if self.settings.mediasoup_announced_address else "",
+            if self.settings.mediasoup_announced_address
+            else "",
         )
         return server
 
-    async def webrtc_server(self, worker: Any) -> Any:
+    async def webrtc_server(self, worker: Worker) -> WebRtcServer:
         future = self._servers.get(worker.pid)
         if future is None:
             if worker.closed:
@@ -114,10 +145,10 @@ class RoomManager:
             future = self._start_server(worker)
         return await asyncio.shield(future)
 
-    def worker_load(self, worker: Any) -> int:
+    def worker_load(self, worker: Worker) -> int:
         return worker_load(worker)
 
-    async def pick_worker(self) -> Any:
+    async def pick_worker(self) -> Worker:
         """The least loaded live worker (InvalidStateError when there is none)."""
         return self.pool.least_loaded()
 
@@ -134,11 +165,11 @@ class RoomManager:
         self.pool.on("workerrespawned", self._on_worker_respawned)
         self.pool.on("workerdied", self._on_worker_died)
 
-    def _on_worker_respawned(self, worker: Any) -> None:
+    def _on_worker_respawned(self, worker: Worker) -> None:
         if not self.closed:
             self._start_server(worker)
 
-    def _on_worker_died(self, worker: Any, routers: list[Any], error: Exception) -> None:
+    def _on_worker_died(self, worker: Worker, routers: list[Router], error: Exception) -> None:
         self._servers.pop(worker.pid, None)
         rooms = {r.app_data.get("roomId") for r in routers}
         logger.bind(worker_pid=worker.pid).error(
@@ -180,11 +211,11 @@ class RoomManager:
                 creating = asyncio.ensure_future(Room.create(self, room_id))
                 self._creating[room_id] = creating
                 creating.add_done_callback(lambda f: self._created(room_id, f))
-            room = await asyncio.shield(creating)
-            if not room.closed:
-                return room
+            created = await asyncio.shield(creating)
+            if not created.closed:
+                return created
 
-    def _created(self, room_id: str, future: asyncio.Future) -> None:
+    def _created(self, room_id: str, future: asyncio.Future[Room]) -> None:
         if self._creating.get(room_id) is future:
             del self._creating[room_id]
         if future.cancelled() or future.exception() is not None:
@@ -201,11 +232,44 @@ class RoomManager:
             del self.rooms[room.id]
         self.observer.safe_emit("roomclosed", room)
 
+    def watch_rooms(self, listeners: Mapping[RoomEvent, RoomListener]) -> Callable[[], None]:
+        """Subscribe ``listeners[event](room, *args)`` to the ``observer`` of every room,
+        those open now and those created later; returns what unsubscribes them all."""
+        subscribed: dict[Room, list[tuple[str, Callable[..., None]]]] = {}
+
+        def follow(room: Room) -> None:
+            pairs: list[tuple[str, Callable[..., None]]] = []
+            for event, listener in listeners.items():
+
+                def forward(*args: Any, _listener: RoomListener = listener) -> None:
+                    _listener(room, *args)
+
+                room.observer.on(event, forward)
+                pairs.append((event, forward))
+            subscribed[room] = pairs
+
+        def forget(room: Room) -> None:
+            subscribed.pop(room, None)
+
+        def stop() -> None:
+            self.observer.remove_listener("roomcreated", follow)
+            self.observer.remove_listener("roomclosed", forget)
+            for room, pairs in subscribed.items():
+                for event, forward in pairs:
+                    room.observer.remove_listener(event, forward)
+            subscribed.clear()
+
+        for room in self.rooms.values():
+            follow(room)
+        self.observer.on("roomcreated", follow)
+        self.observer.on("roomclosed", forget)
+        return stop
+
     # -- extensions ---------------------------------------------------------------------
 
-    def register_method(self, name: str, handler: Any, *, before_join: bool = False) -> None:
+    def register_method(self, name: str, handler: MethodHandler, *, before_join: bool = False) -> None:
         """Answer protoo requests ``name`` from peers with ``await handler(room, peer, data)``
-        (the answer's data; raise :class:`~control.signaling.protoo.ProtooError` to refuse).
+        (the answer's data; raise a :class:`~control.errors.ParleyError` to refuse).
         For the room's other services (chat...); the demo's methods cannot be replaced."""
         from control.signaling.messages import REQUESTS
 
@@ -224,16 +288,16 @@ class RoomManager:
         return len(peers)
 
 
-def bridge_chat(manager: RoomManager, chat: Any = None, meetings: Any = None) -> None:
+def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings: MeetingService | None = None) -> None:
     """Report joins, leaves and room ends to the chat service (meeting records and
     "<name> joined/left" system messages), or to the meetings service alone.
 
     Calls for one room run one after the other, in the order things happened; a
     failure is logged and the call goes on without the record.
     """
-    queues: dict[str, asyncio.Future] = {}
+    queues: dict[str, asyncio.Future[None]] = {}
 
-    def run_in_order(room_id: str, what: str, make: Any) -> None:
+    def run_in_order(room_id: str, what: str, make: Callable[[], Awaitable[Any]]) -> None:
         previous = queues.get(room_id)
 
         async def call() -> None:
@@ -250,42 +314,55 @@ def bridge_chat(manager: RoomManager, chat: Any = None, meetings: Any = None) ->
         manager._tasks.add(task)
         task.add_done_callback(manager._tasks.discard)
 
-    def joined(room: Room, peer: Any) -> None:
+    def joined(room: Room, peer: Peer) -> None:
         name, email = peer.display_name or peer.id, peer.metadata.email
         if chat is not None:
             run_in_order(room.id, "join", lambda: chat.participant_joined(room.id, peer.id, name, email))
-        else:
+        elif meetings is not None:
             run_in_order(room.id, "join", lambda: meetings.join(room.id, peer.id, name, email))
 
-    def left(room: Room, peer: Any) -> None:
-        target = chat.participant_left if chat is not None else meetings.leave
-        run_in_order(room.id, "leave", lambda: target(room.id, peer.id))
+    def left(room: Room, peer: Peer) -> None:
+        if chat is not None:
+            run_in_order(room.id, "leave", lambda: chat.participant_left(room.id, peer.id))
+        elif meetings is not None:
+            run_in_order(room.id, "leave", lambda: meetings.leave(room.id, peer.id))
 
     def closed(room: Room) -> None:
-        target = chat.room_closed if chat is not None else meetings.end
-        run_in_order(room.id, "end", lambda: target(room.id))
+        if chat is not None:
+            run_in_order(room.id, "end", lambda: chat.room_closed(room.id))
+        elif meetings is not None:
+            run_in_order(room.id, "end", lambda: meetings.end(room.id))
 
-    manager.observer.on("peerjoined", joined)
-    manager.observer.on("peerleft", left)
+    manager.watch_rooms({PEER_JOINED: joined, PEER_LEFT: left})
     manager.observer.on("roomclosed", closed)
 
 
-async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start the room manager (needs ``WORKER_POOL``); close every room on exit."""
-    settings = app[SETTINGS]
-    manager = RoomManager(settings, app[WORKER_POOL])
-    await manager.start()
-    app[ROOMS] = manager
-    chat, meetings = app.get(CHAT), app.get(MEETINGS)
-    if chat is not None or meetings is not None:
-        bridge_chat(manager, chat, meetings)
-    try:
-        yield
-    finally:
-        await manager.close()
-        if manager._tasks:
-            await asyncio.wait(list(manager._tasks), timeout=5)
-        logger.info("rooms closed")
+def rooms_ctx(
+    pool: web.AppKey[WorkerPool],
+    chat: web.AppKey[ChatService] | None = None,
+    meetings: web.AppKey[MeetingService] | None = None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The ``cleanup_ctx`` entry of the rooms: start the room manager on the worker
+    pool under ``pool``, report to the chat (or meetings) service under ``chat``
+    (``meetings``) when it runs; close every room on exit."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        manager = RoomManager(app[SETTINGS], app[pool])
+        await manager.start()
+        app[ROOMS] = manager
+        chat_service = app.get(chat) if chat is not None else None
+        meeting_service = app.get(meetings) if meetings is not None else None
+        if chat_service is not None or meeting_service is not None:
+            bridge_chat(manager, chat_service, meeting_service)
+        try:
+            yield
+        finally:
+            await manager.close()
+            if manager._tasks:
+                await asyncio.wait(list(manager._tasks), timeout=5)
+            logger.info("rooms closed")
+
+    return ctx
 
 
 async def close_connections(app: web.Application) -> None:

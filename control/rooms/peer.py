@@ -25,6 +25,11 @@ from loguru import logger
 if TYPE_CHECKING:
     from control.rooms.room import Room
     from control.signaling.protoo import ProtooConnection
+    from workers.consumer import Consumer
+    from workers.data_consumer import DataConsumer
+    from workers.data_producer import DataProducer
+    from workers.producer import Producer
+    from workers.transport import Transport
 
 #: Notifications kept for a disconnected peer (oldest dropped beyond this).
 BACKLOG = 256
@@ -48,7 +53,7 @@ class ParticipantMetadata:
 
 
 class Peer:
-    def __init__(self, room: "Room", peer_id: str, *, broadcaster: bool = False) -> None:
+    def __init__(self, room: Room, peer_id: str, *, broadcaster: bool = False) -> None:
         self.id = peer_id
         self.room = room
         self.broadcaster = broadcaster
@@ -63,11 +68,11 @@ class Peer:
         self.connection: ProtooConnection | None = None
         #: Incremented on every (re)connection; transports remember theirs.
         self.generation = 0
-        self.transports: dict[str, Any] = {}
-        self.producers: dict[str, Any] = {}
-        self.consumers: dict[str, Any] = {}
-        self.data_producers: dict[str, Any] = {}
-        self.data_consumers: dict[str, Any] = {}
+        self.transports: dict[str, Transport] = {}
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}
+        self.data_producers: dict[str, DataProducer] = {}
+        self.data_consumers: dict[str, DataConsumer] = {}
         #: Producer / data producer ids whose consumer is being created.
         self.consuming: set[str] = set()
         self.grace_timer: asyncio.TimerHandle | None = None
@@ -101,6 +106,12 @@ class Peer:
         assert self.connection is not None
         return await self.connection.request(method, data)
 
+    def cancel_grace(self) -> None:
+        """Stop the reconnect grace period, if it runs."""
+        if self.grace_timer is not None:
+            self.grace_timer.cancel()
+            self.grace_timer = None
+
     def flush_backlog(self) -> None:
         while self.backlog and self.connected:
             method, data = self.backlog.popleft()
@@ -112,7 +123,7 @@ class Peer:
         """What other peers see: ``{id, displayName, device}``."""
         return {"id": self.id, "displayName": self.display_name, "device": self.device}
 
-    def consuming_transport(self) -> Any:
+    def consuming_transport(self) -> Transport | None:
         """The transport the peer consumes on (the first with ``appData.consuming``)."""
         for transport in self.transports.values():
             if transport.app_data.get("consuming") and not transport.closed:

@@ -6,7 +6,8 @@ send them). RTP/SCTP capabilities and parameters are checked with
 kept; ``appData``, ``device`` and the participant metadata are size-limited.
 
 :func:`parse` turns ``(method, data)`` into a model or raises
-:class:`~control.signaling.protoo.ProtooError` 400/404 with a message that
+:class:`~control.errors.BadRequest` (400) or :class:`~control.errors.NotFound` (404,
+an unknown method) with a message that
 names fields but never echoes their values (they may hold credentials).
 """
 
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from control.signaling.protoo import ProtooError
+from control.errors import BadRequest, NotFound
 from workers import ortc
 from workers.errors import MediasoupTypeError
 from workers.wire import clone
@@ -265,10 +266,16 @@ REQUESTS: dict[str, type[Request]] = {
 
 #: Methods allowed before ``join`` (as in mediasoup-demo: capabilities,
 #: transports and stats; everything that produces or consumes needs a join).
-BEFORE_JOIN = frozenset({
-    "getRouterRtpCapabilities", "join", "createWebRtcTransport", "connectWebRtcTransport", "restartIce",
-    "getTransportStats",
-})
+BEFORE_JOIN = frozenset(
+    {
+        "getRouterRtpCapabilities",
+        "join",
+        "createWebRtcTransport",
+        "connectWebRtcTransport",
+        "restartIce",
+        "getTransportStats",
+    }
+)
 
 
 def describe(error: ValidationError) -> str:
@@ -282,11 +289,11 @@ def describe(error: ValidationError) -> str:
 
 
 def parse(method: str, data: dict[str, Any]) -> Request:
-    """The validated payload of ``method`` (ProtooError 404 unknown, 400 invalid)."""
+    """The validated payload of ``method`` (NotFound 404 unknown, BadRequest 400 invalid)."""
     model = REQUESTS.get(method)
     if model is None:
-        raise ProtooError(404, f'unknown request.method "{method[:64]}"')
+        raise NotFound(f'unknown request.method "{method[:64]}"')
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ProtooError(400, f"invalid {method} request: {describe(error)}") from None
+        raise BadRequest(f"invalid {method} request: {describe(error)}") from None

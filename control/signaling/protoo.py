@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 import json
 import random
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,8 +36,8 @@ from loguru import logger
 from control.errors import ParleyError, protoo_error
 
 __all__ = [
-    "CLOSE_REPLACED",
     "CLOSE_RECONNECT",
+    "CLOSE_REPLACED",
     "ProtooConnection",
     "ProtooError",
     "RequestHandler",
@@ -116,7 +116,7 @@ class ProtooConnection:
         """Send a notification (queued; never raises)."""
         self._send({"notification": True, "method": method, "data": data if data is not None else {}})
 
-    async def request(self, method: str, data: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    async def request(self, method: str, data: dict[str, Any] | None = None, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (a per-request timeout, as protoo)
         """Send a request and wait for the client's response data.
 
         Raises :class:`ProtooError` for an error response, ``asyncio.TimeoutError``
@@ -169,7 +169,7 @@ class ProtooConnection:
         if self._writer is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._writer.cancel()
         try:
             await self.ws.close(code=code, message=reason.encode()[:120])
@@ -251,7 +251,8 @@ class ProtooConnection:
         if match and _REQUEST_RE.search(head):
             self.log.warning(
                 "signaling: request of {} bytes over SIGNALING_MAX_FRAME_BYTES={}, refused",
-                len(text.encode()), self.max_frame_bytes,
+                len(text.encode()),
+                self.max_frame_bytes,
             )
             self._respond_error(int(match.group(1)), 413, f"message too large (limit {self.max_frame_bytes} bytes)")
         else:

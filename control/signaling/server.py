@@ -11,15 +11,18 @@ closes, and the peer is detached (grace period, see ``control.rooms``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import WSCloseCode, hdrs, web
 from loguru import logger
 
+from control.errors import ParleyError
 from control.ids import PEER_ID_RULE, ROOM_ID_RULE, is_valid_peer_id, is_valid_room_id
 from control.keys import ROOMS, SETTINGS
-from control.signaling.protoo import ProtooConnection, ProtooError
+from control.signaling.protoo import ProtooConnection
 from workers.errors import MediasoupError
 
-__all__ = ["routes", "protoo_websocket"]
+__all__ = ["protoo_websocket", "routes"]
 
 SUBPROTOCOL = "protoo"
 #: WebSocket ping interval: a silent dead client is noticed (and enters its grace period).
@@ -65,7 +68,9 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     max_frame = settings.signaling_max_frame_bytes
     ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,), max_msg_size=max_frame * HARD_LIMIT_FACTOR, heartbeat=HEARTBEAT,
+        protocols=(SUBPROTOCOL,),
+        max_msg_size=max_frame * HARD_LIMIT_FACTOR,
+        heartbeat=HEARTBEAT,
         compress=False,
     )
     await ws.prepare(request)
@@ -77,13 +82,15 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
         if room.closed:  # it closed while the socket was being accepted
             room = await manager.get_or_create_room(room_id)
         peer = room.attach(peer_id, connection)
-    except (MediasoupError, ProtooError) as error:
+    except (MediasoupError, ParleyError) as error:
         log.warning("signaling: connection refused: {}", error)
-        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER if isinstance(error, MediasoupError)
-                       else WSCloseCode.POLICY_VIOLATION, message=str(error).encode()[:120])
+        await ws.close(
+            code=WSCloseCode.TRY_AGAIN_LATER if isinstance(error, MediasoupError) else WSCloseCode.POLICY_VIOLATION,
+            message=str(error).encode()[:120],
+        )
         return ws
 
-    async def handle(method: str, data: dict) -> object:
+    async def handle(method: str, data: dict[str, Any]) -> object:
         return await peer.room.handle_request(peer, method, data)
 
     try:

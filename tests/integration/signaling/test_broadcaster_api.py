@@ -29,7 +29,7 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
     base = f"{server.base_url}/rooms/r"
     async with aiohttp.ClientSession() as http:
         status, body = await call(http, "GET", f"{server.base_url}/rooms/nope")
-        assert status == 404 and body["code"] == "not_found"
+        assert status == 404 and body["error"]["code"] == "not_found"
         status, caps = await call(http, "GET", base)
         assert status == 200 and caps == server.rooms.rooms["r"].primary.rtp_capabilities
 
@@ -40,7 +40,7 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
             assert status == 400, (bad, body)
         status, body = await call(http, "POST", f"{base}/broadcasters", data=b"{nope",
                                   headers={"Content-Type": "application/json"})
-        assert status == 400 and body["code"] == "invalid_json"
+        assert status == 400 and body["error"]["code"] == "invalid_json"
         status, body = await call(http, "POST", f"{base}/broadcasters", json={
             "id": "bc", "displayName": "Bcast", "device": {"name": "GStreamer", "version": "1.22"},
             "rtpCapabilities": caps})
@@ -60,7 +60,7 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
         status, body = await call(http, "POST", f"{base}/broadcasters/nobody/transports", json={"type": "plain"})
         assert status == 404
         status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports", json={"type": "srt"})
-        assert status == 400 and "type" in body["error"]
+        assert status == 400 and "type" in body["error"]["message"]
         status, webrtc = await call(http, "POST", f"{base}/broadcasters/bc/transports",
                                     json={"type": "webrtc", "sctpCapabilities": SCTP_CAPS})
         assert status == 200 and set(webrtc) == {"id", "iceParameters", "iceCandidates", "dtlsParameters",
@@ -76,7 +76,7 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
         assert status == 200 and plain["ip"] == "127.0.0.1" and "rtcpPort" not in plain
         status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/connect",
                                   json={"dtlsParameters": DTLS})
-        assert status == 400 and "not a WebRtcTransport" in body["error"]
+        assert status == 400 and "not a WebRtcTransport" in body["error"]["message"]
         status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/nope/producers",
                                   json={"kind": "audio", "rtpParameters": OPUS})
         assert status == 404
@@ -100,7 +100,7 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
                                       json={"ip": "127.0.0.1", "port": port})
             assert status == 200
             status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/consume")
-            assert status == 400 and "producerId" in body["error"]
+            assert status == 400 and "producerId" in body["error"]["message"]
             status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/consume",
                                       params={"producerId": "nope"})
             assert status == 404

@@ -61,8 +61,8 @@ async def test_a_refused_room_id_is_refused_everywhere(server: Server, room_id: 
             assert ROOM_ID_RULE in body["error"]
         # The operators' room route (admin: loopback) says the same.
         status, body = await call(http, "GET", f"{base}/api/rooms/{path_id}")
-        assert status == 400 and body["code"] == "invalid_room_id" and body["field"] == "roomId"
-        assert ROOM_ID_RULE in body["error"]
+        assert status == 400 and body["error"]["code"] == "invalid_room_id" and body["error"]["field"] == "roomId"
+        assert ROOM_ID_RULE in body["error"]["message"]
 
         # The broadcaster API: 400 invalid_room_id on every route, not 404.
         broadcaster = {"id": "bc", "displayName": "B", "device": {"name": "x"}}
@@ -75,7 +75,7 @@ async def test_a_refused_room_id_is_refused_everywhere(server: Server, room_id: 
         ]:
             status, body = await call(http, method, f"{base}/rooms/{path_id}{route}", **kwargs)
             assert status == 400, (method, route, body)
-            assert body["code"] == "invalid_room_id" and ROOM_ID_RULE in body["error"], body
+            assert body["error"]["code"] == "invalid_room_id" and ROOM_ID_RULE in body["error"]["message"], body
 
     assert server.rooms.rooms == {}
     with pytest.raises(ChatValidationError) as refused:  # the chat service itself, same rule

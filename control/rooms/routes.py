@@ -12,22 +12,43 @@
 
 Both are admin routes: ``ADMIN_TOKEN`` as a bearer token, or direct loopback
 clients when it is unset (``control.events.admin.require_admin``, to be
-replaced by the auth module's check under the same name).
+replaced by the auth module's check under the same name). Errors are the
+application's one shape (:mod:`control.http`).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from control.api import error_response, invalid_room_id
+from control.errors import BadRequest, NotFound
 from control.events.admin import require_admin
+from control.ids import InvalidId, validate_room_id
 from control.keys import ROOMS
+from control.rooms.room import Room
 
-__all__ = ["routes"]
+__all__ = ["checked_room_id", "routes"]
 
 routes = web.RouteTableDef()
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def checked_room_id(request: web.Request) -> str:
+    """The ``{roomId}`` of the path (400 ``invalid_room_id`` when it breaks the rule)."""
+    try:
+        return validate_room_id(request.match_info["roomId"])
+    except InvalidId as error:
+        raise BadRequest(error.message, code="invalid_room_id", field=error.field) from None
+
+
+def open_room(request: web.Request) -> Room:
+    """The open room of the path's ``{roomId}`` (400 bad id, 404 no such room)."""
+    room_id = checked_room_id(request)
+    manager = request.app.get(ROOMS)
+    room = manager.get_room(room_id) if manager is not None else None
+    if room is None:
+        raise NotFound(f'room "{room_id}" not found', code="not_found")
+    return room
 
 
 @routes.get("/api/rooms")
@@ -41,11 +62,4 @@ async def list_rooms(request: web.Request) -> web.Response:
 @routes.get("/api/rooms/{roomId}")
 @require_admin
 async def get_room(request: web.Request) -> web.Response:
-    room_id = request.match_info["roomId"]
-    if (refused := invalid_room_id(room_id)) is not None:
-        return refused
-    manager = request.app.get(ROOMS)
-    room = manager.get_room(room_id) if manager is not None else None
-    if room is None:
-        return error_response(404, f'room "{room_id}" not found', "not_found")
-    return web.json_response(room.describe(), headers=_NO_STORE)
+    return web.json_response(open_room(request).describe(), headers=_NO_STORE)
