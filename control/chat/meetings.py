@@ -30,11 +30,13 @@ from loguru import logger
 
 from control.chat.validation import (
     ChatError,
+    ChatNotFound,
     ChatValidationError,
     parse_limit,
     validate_display_name,
     validate_email,
 )
+from control.errors import Unavailable
 from control.store.base import Store
 from control.store.errors import StoreError
 from control.store.ids import InvalidId, ms_to_datetime, new_id, validate_id, validate_peer_id, validate_room_id
@@ -48,7 +50,7 @@ def now() -> datetime:
     return ms_to_datetime(time.time_ns() // 1_000_000)
 
 
-class ChatUnavailable(ChatError):
+class ChatUnavailable(ChatError, Unavailable):
     """The store did not acknowledge the write/read (HTTP 503); the client may retry."""
 
     status = 503
@@ -283,7 +285,7 @@ class MeetingService:
         except StoreError as exc:
             raise ChatUnavailable(str(exc)) from exc
         if meeting is None:
-            raise ChatError("not_found", f"no meeting {meeting_id}", "meetingId")
+            raise ChatNotFound("not_found", f"no meeting {meeting_id}", "meetingId")
         await self._emit("recording.added", meeting)
         return meeting
 

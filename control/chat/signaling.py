@@ -39,19 +39,20 @@ backlog):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from control.chat.service import ChatService
 from control.chat.validation import ChatError, ChatValidationError, validate_display_name
-from control.keys import CHAT, ROOMS
 from control.signaling.messages import describe
 from control.signaling.protoo import ProtooError
 from control.store.models import ChatMessage, Sender
+
+if TYPE_CHECKING:
+    from control.rooms.manager import RoomManager
 
 __all__ = [
     "CHAT_CLEARED",
@@ -128,7 +129,7 @@ def sender_of(peer: Any) -> Sender:
 class ChatSignaling:
     """The two protoo methods and the fan-out of stored messages to the rooms."""
 
-    def __init__(self, chat: ChatService, rooms: Any) -> None:
+    def __init__(self, chat: ChatService, rooms: RoomManager) -> None:
         self.chat = chat
         self.rooms = rooms
         self._unsubscribe: Any = None
@@ -172,16 +173,18 @@ class ChatSignaling:
         self.rooms.notify_room(room_id, CHAT_CLEARED, {"roomId": room_id, "deleted": deleted})
 
 
-async def chat_signaling_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Chat over signaling (needs ``CHAT`` and ``ROOMS``: after ``chat_ctx`` and ``rooms_ctx``)."""
-    chat, rooms = app.get(CHAT), app.get(ROOMS)
-    if chat is None or rooms is None:
-        logger.warning("chat over signaling disabled: chat or rooms not running")
-        yield
-        return
-    bridge = ChatSignaling(chat, rooms)
-    bridge.start()
-    try:
-        yield
-    finally:
-        bridge.stop()
+def chat_signaling_ctx(
+    *, chat: web.AppKey[ChatService], rooms: web.AppKey[RoomManager]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx of chat over signaling: after the chat's and the rooms' (it
+    registers its methods on the room manager and subscribes to the chat)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        bridge = ChatSignaling(app[chat], app[rooms])
+        bridge.start()
+        try:
+            yield
+        finally:
+            bridge.stop()
+
+    return ctx

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from control.errors import BadRequest, NotFound, ParleyError
 from control.storage.keys import CHAT_PREFIX, InvalidKey, validate_key
 from control.store.base import DEFAULT_PAGE, MAX_PAGE
 from control.store.ids import InvalidId, validate_peer_id
@@ -36,6 +37,7 @@ from control.store.models import FileRef, Sender
 __all__ = [
     "ChatError",
     "ChatLimits",
+    "ChatNotFound",
     "ChatValidationError",
     "DEFAULT_MAX_TEXT_LENGTH",
     "MAX_FILE_SIZE",
@@ -71,34 +73,32 @@ _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 _EVENT_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
-class ChatError(Exception):
-    """A chat request the server refuses; ``to_json()`` is the error body."""
+class ChatError(ParleyError):
+    """A chat request the server refuses; ``to_json()`` is the error body.
+
+    A :class:`~control.errors.ParleyError`: REST answers it through the error
+    middleware, signaling as ``"<code>: <message>"`` (:mod:`control.chat.signaling`)."""
 
     status = 400
+    default_code = "invalid_request"
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
+        super().__init__(message, code=code, field=field)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field:
-            out["field"] = self.field
-        return out
+    def to_json(self) -> dict[str, str]:
+        return super().to_json()
 
 
-class ChatValidationError(ChatError):
+class ChatValidationError(ChatError, BadRequest):
     """Invalid client input (HTTP 400)."""
 
     @classmethod
     def from_invalid_id(cls, exc: InvalidId) -> ChatValidationError:
-        return cls(f"invalid_{_snake(exc.field)}", exc.message, exc.field)
+        return cls(exc.code, exc.message, exc.field)
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace(".", "_")
+class ChatNotFound(ChatError, NotFound):
+    """What the request names does not exist (HTTP 404): a meeting id."""
 
 
 @dataclass(frozen=True, slots=True)

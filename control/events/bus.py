@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from control.events.outbox import Outbox, OutboxEntry, open_outbox
 from control.events.publisher import BrokerAuthError, PublishFailed, RabbitPublisher, describe_error
 from control.events.schema import DEFAULT_AI_QUEUE, EXCHANGE, build_envelope, redact_event
-from control.storage.base import backoff_delays
+from control.retry import backoff_delays
 
 if TYPE_CHECKING:
     from control.config import Settings

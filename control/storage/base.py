@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
 import mimetypes
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from control.storage.keys import InvalidKey, chat_file_key, new_file_id, recording_key, safe_filename
-
-if TYPE_CHECKING:
-    from control.storage.uploads import UploadHook, UploadJob, UploadQueue
+from control.errors import ParleyError
+from control.storage.keys import InvalidKey
 
 __all__ = [
     "CHAT_ALLOWED_CONTENT_TYPES",
@@ -34,10 +30,8 @@ __all__ = [
     "UploadPolicy",
     "UploadRejected",
     "Progress",
-    "backoff_delays",
     "file_digests",
     "guess_content_type",
-    "run_with_retries",
 ]
 
 #: Content types a chat file upload may declare (``fnmatch`` patterns).
@@ -60,30 +54,42 @@ Progress = Callable[[int], None]
 # --------------------------------------------------------------------------- errors
 
 
-class StorageError(Exception):
-    """An object-store operation failed. ``retryable``: worth trying again later."""
+class StorageError(ParleyError):
+    """An object-store operation failed (500 ``storage_error``). ``retryable``: worth
+    trying again later."""
 
+    status = 500
+    default_code = "storage_error"
     retryable = False
 
 
 class StorageUnavailable(StorageError):
-    """The server could not be reached or answered 5xx; try again later."""
+    """The server could not be reached or answered 5xx; try again later (503)."""
 
+    status = 503
+    default_code = "storage_unavailable"
     retryable = True
 
 
 class StorageAuthError(StorageError):
-    """The server refused the credentials or the access (403): a configuration error."""
+    """The server refused the credentials or the access (403): a configuration error,
+    so 500 to a client."""
+
+    default_code = "storage_misconfigured"
 
 
 class IntegrityError(StorageError):
     """The stored object does not match the local file (size or checksum)."""
 
+    default_code = "integrity_error"
     retryable = True
 
 
 class UploadRejected(StorageError, ValueError):
-    """A presigned-upload request outside the policy (size, content type)."""
+    """A presigned-upload request outside the policy (size, content type): 400."""
+
+    status = 400
+    default_code = "upload_rejected"
 
 
 # --------------------------------------------------------------------------- values
@@ -187,30 +193,25 @@ def file_digests(path: Path, part_size: int | None = None) -> tuple[int, str, li
     return size, sha.hexdigest(), parts
 
 
-def backoff_delays(initial: float, maximum: float) -> Any:
-    """Exponential backoff with full jitter in [delay/2, delay]: initial, 2x... up to maximum."""
-    delay = initial
-    while True:
-        yield random.uniform(delay / 2, delay)
-        delay = min(maximum, delay * 2)
-
-
 # --------------------------------------------------------------------------- contract
 
 
 class ObjectStore(ABC):
-    """One object store for the process (S3/MinIO, or a local directory).
+    """One object store for the process (S3/MinIO, or a local directory): put, get,
+    head, delete and presign objects by key, nothing more.
 
-    Every method is a coroutine that never blocks the event loop. Keys come from
-    :mod:`control.storage.keys` (validated); a bad key raises :class:`InvalidKey`.
+    Every method is a coroutine that never blocks the event loop. Keys are built by
+    the callers with :mod:`control.storage.keys` (validated); a bad key raises
+    :class:`InvalidKey`. Durable uploads are the :class:`~control.storage.uploads.UploadQueue`
+    built on top of a store (``UploadQueue(store, journal_dir)``); what a key means
+    (a recording, a chat file) is the callers' business.
     """
 
     backend: Literal["s3", "local"]
     bucket: str
     default_expiry: int = 3600
+    #: The policy a presigned PUT applies unless given another (chat files today).
     chat_policy: UploadPolicy = UploadPolicy(max_bytes=25 << 20)
-    #: The durable upload queue (``enable_uploads``), or None.
-    uploads: UploadQueue | None = None
 
     # ---- lifecycle
     async def start(self) -> None:
@@ -218,33 +219,7 @@ class ObjectStore(ABC):
         await self.ensure_bucket()
 
     async def close(self) -> None:
-        """Stop the upload queue (jobs stay journaled), release clients and threads."""
-        if self.uploads is not None:
-            await self.uploads.close()
-
-    # ---- the durable upload queue (control/storage/uploads.py)
-    def enable_uploads(self, journal_dir: str | Path, **options: Any) -> UploadQueue:
-        """Attach an :class:`UploadQueue` journaled in ``journal_dir``; start it with
-        ``await store.uploads.start()`` once the ``on_uploaded`` handlers are set."""
-        from control.storage.uploads import UploadQueue
-
-        self.uploads = UploadQueue(self, journal_dir, **options)
-        return self.uploads
-
-    async def submit_upload(self, path: str | Path, key: str, **options: Any) -> UploadJob:
-        """Queue a durable upload (see :meth:`UploadQueue.submit`): journaled, retried
-        until stored and verified, then the ``kind`` handler runs and, with
-        ``delete_local=True``, the local file is removed. ``await
-        store.uploads.wait(job)`` gives the :class:`ObjectRef`."""
-        if self.uploads is None:
-            raise StorageError("this store has no upload queue (enable_uploads)")
-        return await self.uploads.submit(path, key, **options)
-
-    def on_uploaded(self, kind: str, handler: UploadHook) -> None:
-        """Run ``await handler(job, ref)`` once each upload of ``kind`` is confirmed."""
-        if self.uploads is None:
-            raise StorageError("this store has no upload queue (enable_uploads)")
-        self.uploads.on_uploaded(kind, handler)
+        """Release clients and threads (idempotent)."""
 
     @abstractmethod
     async def ensure_bucket(self) -> None:
@@ -261,14 +236,6 @@ class ObjectStore(ABC):
         file is never modified or deleted. Raises :class:`StorageError` (with
         ``retryable``) when the object could not be stored and verified.
         """
-
-    async def upload_recording(self, path: str | Path, room_id: str, filename: str | None = None, *,
-                               content_type: str | None = None, duration: float | None = None,
-                               progress: Progress | None = None) -> ObjectRef:
-        """Upload a recording to ``recordings/<roomId>/<filename>`` (default: the file's name)."""
-        key = recording_key(room_id, filename or Path(path).name)
-        return await self.upload_file(path, key, content_type=content_type, duration=duration,
-                                      progress=progress)
 
     @abstractmethod
     async def head(self, key: str) -> ObjectInfo | None:
@@ -301,14 +268,6 @@ class ObjectStore(ABC):
         outside it raises :class:`UploadRejected` before anything is signed.
         """
 
-    async def presign_chat_upload(self, room_id: str, filename: str, *, content_type: str,
-                                  size: int, expires_in: int | None = None) -> PresignedUpload:
-        """A presigned PUT for a chat file at ``chat/<roomId>/<new fileId>/<safe filename>``."""
-        self.chat_policy.check(size, content_type)
-        key = chat_file_key(room_id, new_file_id(), safe_filename(filename))
-        return await self.presigned_put(key, content_type=content_type, size=size,
-                                        expires_in=expires_in, policy=self.chat_policy)
-
     def _expiry(self, expires_in: int | None) -> int:
         value = self.default_expiry if expires_in is None else int(expires_in)
         if not 1 <= value <= MAX_PRESIGN_EXPIRY:
@@ -317,22 +276,3 @@ class ObjectStore(ABC):
 
     def describe(self) -> str:
         return f"{self.backend} bucket {self.bucket}"
-
-
-async def run_with_retries(func: Callable[[], Any], *, attempts: int, initial: float = 0.5,
-                           maximum: float = 10.0, what: str = "operation") -> Any:
-    """Await ``func()`` up to ``attempts`` times while it raises a retryable StorageError."""
-    from loguru import logger
-
-    delays = backoff_delays(initial, maximum)
-    for attempt in range(1, attempts + 1):
-        try:
-            return await func()
-        except StorageError as exc:
-            if not exc.retryable or attempt == attempts:
-                raise
-            delay = next(delays)
-            logger.warning("{} failed (attempt {}/{}), retrying in {:.1f}s: {}",
-                           what, attempt, attempts, delay, exc)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")

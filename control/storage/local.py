@@ -43,8 +43,8 @@ from control.storage.base import (
     StorageUnavailable,
     UploadPolicy,
     guess_content_type,
-    run_with_retries,
 )
+from control.retry import run_with_retries
 from control.storage.keys import safe_filename, validate_key
 
 __all__ = ["URL_PREFIX", "LocalStorage", "SignatureInvalid"]
@@ -55,7 +55,10 @@ _COPY_CHUNK = 1 << 20
 
 
 class SignatureInvalid(StorageError):
-    """A presigned URL of the local store that is forged, altered or expired."""
+    """A presigned URL of the local store that is forged, altered or expired (403)."""
+
+    status = 403
+    default_code = "invalid_signature"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -174,7 +177,7 @@ class LocalStorage(ObjectStore):
                 raise StorageUnavailable(f"storing {key!r} in {self.root}: {exc}") from exc
 
         await self.ensure_bucket()
-        return await run_with_retries(once, attempts=attempts or self.upload_attempts,
+        return await run_with_retries(once, retry_on=StorageError, attempts=attempts or self.upload_attempts,
                                       what=f"local store of {key}")
 
     async def put_file(self, tmp_path: Path, key: str, content_type: str) -> ObjectRef:

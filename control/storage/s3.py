@@ -48,8 +48,8 @@ from control.storage.base import (
     UploadPolicy,
     file_digests,
     guess_content_type,
-    run_with_retries,
 )
+from control.retry import run_with_retries
 from control.storage.keys import safe_filename, validate_key
 
 __all__ = ["S3Storage"]
@@ -316,7 +316,7 @@ class S3Storage(ObjectStore):
 
         if not path.is_file():
             raise FileNotFoundError(f"no such file to upload: {path}")
-        return await run_with_retries(once, attempts=attempts or self.upload_attempts,
+        return await run_with_retries(once, retry_on=StorageError, attempts=attempts or self.upload_attempts,
                                       initial=self.retry_initial, maximum=self.retry_max,
                                       what=f"upload of {key}")
 

@@ -1,6 +1,8 @@
 """The upload queue: uploads that survive failures and restarts.
 
-``store.submit_upload(path, key, ...)`` writes a job to a journal
+``UploadQueue(objects, journal_dir)`` is built over an
+:class:`~control.storage.base.ObjectStore` by the storage setup (``app[UPLOADS]``).
+``uploads.submit(path, key, ...)`` writes a job to a journal
 (``DATA_DIR/uploads/<jobId>.json``, fsync'ed) and uploads in the background.
 A failed attempt (server down, 5xx, integrity mismatch, wrong credentials)
 leaves the local file untouched; the job is retried with exponential backoff
@@ -9,7 +11,7 @@ after a restart (:meth:`UploadQueue.start` resumes every journaled job).
 
 Once the object is stored *and verified*:
 
-1. the job's ``kind`` handler runs, if any (``store.on_uploaded(kind, handler)``;
+1. the job's ``kind`` handler runs, if any (``uploads.on_uploaded(kind, handler)``;
    e.g. ``recording.completed`` publishes the event with the object reference;
    it is retried with backoff until it succeeds, and may run again after a crash,
    so it must be idempotent: the job id is a stable event id);
@@ -32,15 +34,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from loguru import logger
 
-from control.storage.base import ObjectRef, Progress, StorageError, StorageUnavailable, backoff_delays
+from control.retry import backoff_delays
+from control.storage.base import ObjectRef, ObjectStore, Progress, StorageError, StorageUnavailable
 from control.storage.keys import InvalidKey, validate_key
-
-if TYPE_CHECKING:
-    from control.storage.base import ObjectStore
 
 __all__ = ["UploadHook", "UploadJob", "UploadQueue"]
 

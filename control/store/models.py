@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 from pydantic.alias_generators import to_camel
 
+from control.errors import BadRequest
 from control.store.ids import ID_RE, datetime_to_ms, ms_to_datetime
 
 __all__ = [
@@ -162,8 +163,13 @@ class Meeting(_Model):
         return [p for p in self.participants if p.left_at is None]
 
 
-class InvalidCursor(ValueError):
-    """A ``before`` cursor that is not one the server handed out."""
+class InvalidCursor(BadRequest, ValueError):
+    """A ``before`` cursor that is not one the server handed out (400 ``invalid_cursor``)."""
+
+    default_code = "invalid_cursor"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="before")
 
 
 _CURSOR_RE = re.compile(r"^1\.(\d{1,15})\.([0-9A-Z]{26})$")

@@ -22,6 +22,8 @@ from control.keys import WORKER_POOL
 #: How long a worker may take to answer before it is reported as not alive.
 WORKER_PROBE_TIMEOUT = 2.0
 
+__all__ = ["WORKER_PROBE_TIMEOUT", "routes", "worker_health"]
+
 routes = web.RouteTableDef()
 
 
