@@ -2,7 +2,7 @@
 until it moves into ``control/rooms/``.
 
 Routes now live in their subsystem's package and raise
-:class:`~control.errors.ParleyError`\\ s; :func:`control.http.error_middleware` gives
+:class:`~control.errors.ParleyError` subclasses; :func:`control.http.error_middleware` gives
 the one error shape ``{"error": {"code", "message", "field"?}}``. These wrappers
 build that same shape.
 """

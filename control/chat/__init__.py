@@ -23,7 +23,7 @@ from aiohttp import web
 
 from control.chat.context import chat_ctx
 from control.chat.meetings import ChatUnavailable, MeetingEvent, MeetingPage, MeetingService
-from control.chat.routes import routes
+from control.chat import routes as _routes_module
 from control.chat.service import ChatService, HistoryPage
 from control.chat.signaling import chat_signaling_ctx
 from control.chat.validation import ChatError, ChatLimits, ChatNotFound, ChatValidationError
@@ -46,7 +46,6 @@ __all__ = [
     "MeetingPage",
     "MeetingService",
     "chat_ctx",
-    "routes",
     "setup",
     "setup_signaling",
 ]
@@ -57,7 +56,7 @@ def setup(app: web.Application, *, settings: web.AppKey[Settings], events: web.A
     serve their REST routes. ``events``: where meeting changes are published (its
     cleanup_ctx must come first), or ``None``."""
     app.cleanup_ctx.append(chat_ctx(settings=settings, events=events))
-    app.add_routes(routes)
+    app.add_routes(_routes_module.routes)
 
 
 def setup_signaling(app: web.Application, *, rooms: web.AppKey[RoomManager]) -> None:

@@ -100,6 +100,8 @@ class ChatValidationError(ChatError, BadRequest):
 class ChatNotFound(ChatError, NotFound):
     """What the request names does not exist (HTTP 404): a meeting id."""
 
+    status = 404
+
 
 @dataclass(frozen=True, slots=True)
 class ChatLimits:

@@ -44,7 +44,7 @@ from control.events.schema import (
     build_envelope,
     redact_event,
 )
-from control.events.routes import routes
+from control.events import routes as _routes_module
 from control.events.service import EVENTS_FLUSH_TIMEOUT, events_ctx
 
 __all__ = [
@@ -77,7 +77,6 @@ __all__ = [
     "events_ctx",
     "open_outbox",
     "redact_event",
-    "routes",
     "setup",
 ]
 
@@ -85,4 +84,4 @@ __all__ = [
 def setup(app: web.Application, *, settings: web.AppKey[Settings]) -> None:
     """Run the event bus (``app[EVENTS]``) and serve ``GET /api/events/outbox`` (admin)."""
     app.cleanup_ctx.append(events_ctx(settings=settings))
-    app.add_routes(routes)
+    app.add_routes(_routes_module.routes)

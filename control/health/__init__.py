@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control.health.routes import WORKER_PROBE_TIMEOUT, routes, worker_health
+from control.health import routes as _routes_module
+from control.health.routes import WORKER_PROBE_TIMEOUT, worker_health
 
-__all__ = ["WORKER_PROBE_TIMEOUT", "routes", "setup", "worker_health"]
+__all__ = ["WORKER_PROBE_TIMEOUT", "setup", "worker_health"]
 
 
 def setup(app: web.Application) -> None:
     """Serve ``GET /api/health``."""
-    app.add_routes(routes)
+    app.add_routes(_routes_module.routes)

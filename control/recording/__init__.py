@@ -21,7 +21,7 @@ from loguru import logger
 from control.chat.meetings import MeetingService
 from control.chat.service import ChatService
 from control.config import Settings
-from control.recording.routes import routes
+from control.recording import routes as _routes_module
 from control.recording.service import (
     RECORDINGS,
     AlreadyRecording,
@@ -46,7 +46,6 @@ __all__ = [
     "RecordingFailed",
     "RecordingService",
     "recording_ctx",
-    "routes",
     "setup",
 ]
 
@@ -100,4 +99,4 @@ def setup(
     app.cleanup_ctx.append(
         recording_ctx(settings=settings, rooms=rooms, uploads=uploads, chat=chat, meetings=meetings, events=events)
     )
-    app.add_routes(routes)
+    app.add_routes(_routes_module.routes)

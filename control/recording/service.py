@@ -319,7 +319,7 @@ class RecordingService:
             raise NoDiskSpace(f"{free} MiB free for recordings, {self.settings.recording_min_free_mb} MiB needed")
 
     async def start(self, room_id: str, by: Peer | None = None) -> dict[str, Any]:
-        """Record the room from now on; :class:`~control.errors.ParleyError`\ s say why not."""
+        """Record the room from now on; :class:`~control.errors.ParleyError` subclasses say why not."""
         room = self.rooms.get_room(room_id)
         if room is None:
             raise NotFound(f"room {room_id} not found")

@@ -59,7 +59,7 @@ from control.storage.keys import (
     safe_filename,
 )
 from control.storage.local import LocalStorage
-from control.storage.routes import routes
+from control.storage import routes as _routes_module
 from control.storage.s3 import S3Storage
 from control.storage.service import create_storage, storage_ctx
 from control.storage.uploads import UploadJob, UploadQueue
@@ -104,4 +104,4 @@ def setup(app: web.Application, *, settings: web.AppKey[Settings], events: web.A
     the local store's presigned URLs. ``events``: where a stored recording's
     ``recording.completed`` goes (its cleanup_ctx must come first), or ``None``."""
     app.cleanup_ctx.append(storage_ctx(settings=settings, events=events))
-    app.add_routes(routes)
+    app.add_routes(_routes_module.routes)
