@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from control.chat import routes as _routes_module
 from control.chat.context import chat_ctx
 from control.chat.meetings import ChatUnavailable, MeetingEvent, MeetingPage, MeetingService
-from control.chat import routes as _routes_module
 from control.chat.service import ChatService, HistoryPage
 from control.chat.signaling import chat_signaling_ctx
 from control.chat.validation import ChatError, ChatLimits, ChatNotFound, ChatValidationError

@@ -46,8 +46,12 @@ def meeting_event_data(event: MeetingEvent) -> tuple[str, dict[str, Any]] | None
     elif event.type == "meeting.ended":
         if m.ended_at is None:
             return None
-        data = {**base, "startedAt": m.started_at, "endedAt": m.ended_at,
-                "participantCount": len({p.peer_id for p in m.participants})}
+        data = {
+            **base,
+            "startedAt": m.started_at,
+            "endedAt": m.ended_at,
+            "participantCount": len({p.peer_id for p in m.participants}),
+        }
         when = m.ended_at
     elif event.type in ("participant.joined", "participant.left"):
         entry = next((p for p in reversed(m.participants) if p.peer_id == event.peer_id), None)

@@ -126,7 +126,7 @@ async def _notify(callbacks: list[Callable[..., Any]], *args: Any) -> None:
             result = callback(*args)
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # a subscriber must not break the write path
+        except Exception:  # noqa: BLE001 - a subscriber must not break the write path
             logger.opt(exception=True).error("chat/meeting subscriber {!r} failed", callback)
 
 

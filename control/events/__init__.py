@@ -21,6 +21,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from control.config import Settings
+from control.events import routes as _routes_module
 from control.events.bus import EventBus
 from control.events.outbox import MongoOutbox, Outbox, OutboxEntry, SQLiteOutbox, open_outbox
 from control.events.publisher import BrokerAuthError, PublishFailed, RabbitPublisher
@@ -44,7 +45,6 @@ from control.events.schema import (
     build_envelope,
     redact_event,
 )
-from control.events import routes as _routes_module
 from control.events.service import EVENTS_FLUSH_TIMEOUT, events_ctx
 
 __all__ = [

@@ -56,15 +56,19 @@ def require_admin(handler: Handler) -> Handler:
         token = getattr(settings, "admin_token", None)
         if token is not None and token.get_secret_value():
             presented = _presented_token(request)
-            if presented is None or not hmac.compare_digest(
-                    presented.encode(), token.get_secret_value().encode()):
-                logger.warning("admin request {} {} refused: missing or wrong admin token",
-                               request.method, request.path)
+            if presented is None or not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+                logger.warning(
+                    "admin request {} {} refused: missing or wrong admin token", request.method, request.path
+                )
                 raise Unauthorized("admin token required")
         elif not _is_loopback(request.remote) or any(h in request.headers for h in _PROXY_HEADERS):
-            logger.warning("admin request {} {} from {} refused: ADMIN_TOKEN is unset, "
-                           "so admin routes answer direct loopback clients only",
-                           request.method, request.path, request.remote)
+            logger.warning(
+                "admin request {} {} from {} refused: ADMIN_TOKEN is unset, "
+                "so admin routes answer direct loopback clients only",
+                request.method,
+                request.path,
+                request.remote,
+            )
             raise Forbidden("admin routes are limited to local clients; set ADMIN_TOKEN to use them remotely")
         return await handler(request)
 

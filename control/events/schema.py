@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -68,8 +68,9 @@ PARTICIPANT_LEFT = "participant.left"
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              ser_json_timedelta="float")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", ser_json_timedelta="float"
+    )
 
 
 class Participant(_Data):
@@ -148,11 +149,16 @@ EVENT_MODELS: dict[str, type[_Data]] = {
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def build_envelope(event_type: str, data: BaseModel | dict[str, Any], *,
-                   event_id: str | None = None, occurred_at: datetime | None = None) -> dict[str, Any]:
+def build_envelope(
+    event_type: str,
+    data: BaseModel | dict[str, Any],
+    *,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
     """Validate ``data`` against the type's model and wrap it (JSON-ready dict).
 
     Raises ``ValueError`` (pydantic's ``ValidationError``) for an unknown type or
@@ -170,7 +176,7 @@ def build_envelope(event_type: str, data: BaseModel | dict[str, Any], *,
         "schemaVersion": SCHEMA_VERSION,
         "eventId": event_id or str(uuid.uuid4()),
         "type": event_type,
-        "occurredAt": _iso(occurred_at or datetime.now(timezone.utc)),
+        "occurredAt": _iso(occurred_at or datetime.now(UTC)),
         "source": "parley",
         "data": parsed.model_dump(mode="json", by_alias=True),
     }

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from loguru import logger
 
-from control.events.bus import EventBus
 from control.config import Settings
+from control.events.bus import EventBus
 from control.keys import EVENTS
 
 __all__ = ["EVENTS_FLUSH_TIMEOUT", "events_ctx"]

@@ -56,9 +56,9 @@ async def _probe(worker: Any) -> dict[str, Any]:
         return info
     try:
         usage = await asyncio.wait_for(worker.get_resource_usage(), WORKER_PROBE_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         info["error"] = f"no answer within {WORKER_PROBE_TIMEOUT:g}s"
-    except Exception as exc:  # a dead or closing worker: report it, never raise
+    except Exception as exc:  # noqa: BLE001 - a dead or closing worker: report it, never raise
         info["error"] = f"{type(exc).__name__}: {exc}"
     else:
         info["alive"] = not worker.closed

@@ -65,7 +65,9 @@ def recording_ctx(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         service = RecordingService(
-            app[settings], app[rooms], app[uploads],
+            app[settings],
+            app[rooms],
+            app[uploads],
             chat=app[chat] if chat is not None else None,
             meetings=app[meetings] if meetings is not None else None,
             events=app[events] if events is not None else None,

@@ -42,7 +42,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -59,7 +59,15 @@ from control.storage.base import ObjectRef
 from control.storage.files import RECORDING_UPLOAD_KIND
 from control.storage.keys import recording_key
 from control.storage.uploads import UploadJob, UploadQueue
-from recording import Manifest, NothingRecorded, RecordingError, RecordingSession, SegmentOptions, Source, finish_segments
+from recording import (
+    Manifest,
+    NothingRecorded,
+    RecordingError,
+    RecordingSession,
+    SegmentOptions,
+    Source,
+    finish_segments,
+)
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -130,13 +138,18 @@ Snapshot = Callable[[], Coroutine[Any, Any, tuple["Router", list[Source], dict[s
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _participant(peer: Participant) -> dict[str, Any]:
     md = peer.metadata
-    return {"peerId": peer.id, "displayName": peer.display_name or peer.id, "email": md.email,
-            "aiSettings": dict(md.ai_settings or {}), "integrations": dict(md.integrations or {})}
+    return {
+        "peerId": peer.id,
+        "displayName": peer.display_name or peer.id,
+        "email": md.email,
+        "aiSettings": dict(md.ai_settings or {}),
+        "integrations": dict(md.integrations or {}),
+    }
 
 
 def _participants(room: Room) -> list[Participant]:
@@ -171,9 +184,16 @@ class RecordingService:
     chat that says so, the meetings the recordings attach to and the event bus that
     announces them."""
 
-    def __init__(self, settings: Settings, rooms: RoomManager, uploads: UploadQueue, *,
-                 chat: ChatService | None = None, meetings: MeetingService | None = None,
-                 events: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rooms: RoomManager,
+        uploads: UploadQueue,
+        *,
+        chat: ChatService | None = None,
+        meetings: MeetingService | None = None,
+        events: EventBus | None = None,
+    ) -> None:
         self.settings = settings
         self.rooms = rooms
         self.uploads = uploads
@@ -192,8 +212,12 @@ class RecordingService:
     @property
     def options(self) -> SegmentOptions:
         s = self.settings
-        return SegmentOptions(width=s.recording_width, height=s.recording_height, fps=s.recording_fps,
-                              video_bitrate=s.recording_video_bitrate)
+        return SegmentOptions(
+            width=s.recording_width,
+            height=s.recording_height,
+            fps=s.recording_fps,
+            video_bitrate=s.recording_video_bitrate,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -205,8 +229,12 @@ class RecordingService:
             self.rooms.observer.on(event, handler)
 
     def _room_events(self) -> list[tuple[str, Callable[..., None]]]:
-        return [("peerjoined", self._on_peer_joined), ("peerleft", self._on_peer_left),
-                ("producercreated", self._on_producer_created), ("roomclosed", self._on_room_closed)]
+        return [
+            ("peerjoined", self._on_peer_joined),
+            ("peerleft", self._on_peer_left),
+            ("producercreated", self._on_producer_created),
+            ("roomclosed", self._on_room_closed),
+        ]
 
     async def close(self) -> None:
         for event, handler in self._room_events():
@@ -224,8 +252,9 @@ class RecordingService:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or logger.warning(
-            "recording: {}", t.exception()))
+        task.add_done_callback(
+            lambda t: t.cancelled() or t.exception() is None or logger.warning("recording: {}", t.exception())
+        )
         return task
 
     # -- following the room -------------------------------------------------------------
@@ -271,6 +300,7 @@ class RecordingService:
         its worker died), every live, unpaused audio and video producer of the
         room's participants (made available on that router), and everyone's name
         in the order they joined."""
+
         async def snapshot() -> tuple[Router, list[Source], dict[str, str]]:
             room = self.rooms.get_room(room_id)
             active = self.active.get(room_id)
@@ -290,11 +320,13 @@ class RecordingService:
                     await room._make_available(producer, room.primary)
                     sources.append(Source(producer.id, producer.kind, peer.id))
             return room.primary, sources, names
+
         return snapshot
 
     def _reporter(self, room_id: str, recording_id: str) -> Callable[[str], None]:
         def report(message: str) -> None:
             self.rooms.notify_room(room_id, RECORDING_ERROR, {"recordingId": recording_id, "error": message})
+
         return report
 
     # -- start / stop -------------------------------------------------------------------
@@ -314,8 +346,12 @@ class RecordingService:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.work_dir).free // (1024 * 1024)
         if free < self.settings.recording_min_free_mb:
-            logger.bind(room=room_id).error("recording not started: {} MiB free in {}, {} MiB needed",
-                                            free, self.work_dir, self.settings.recording_min_free_mb)
+            logger.bind(room=room_id).error(
+                "recording not started: {} MiB free in {}, {} MiB needed",
+                free,
+                self.work_dir,
+                self.settings.recording_min_free_mb,
+            )
             raise NoDiskSpace(f"{free} MiB free for recordings, {self.settings.recording_min_free_mb} MiB needed")
 
     async def start(self, room_id: str, by: Peer | None = None) -> dict[str, Any]:
@@ -331,12 +367,19 @@ class RecordingService:
                 raise NothingToRecord("nobody is in the room")
             self._check_disk(room_id)
             meeting_id = await self._meeting_id(room_id)
-            started = datetime.now(timezone.utc)
+            started = datetime.now(UTC)
             recording_id = secrets.token_hex(8)
-            manifest = Manifest(self.work_dir / recording_id, recording_id, room_id, meeting_id,
-                                f"{meeting_id}-{started.strftime('%Y%m%dT%H%M%SZ')}.mp4", started.timestamp())
-            session = RecordingSession(manifest, self._snapshot(room_id), options=self.options,
-                                       on_error=self._reporter(room_id, recording_id))
+            manifest = Manifest(
+                self.work_dir / recording_id,
+                recording_id,
+                room_id,
+                meeting_id,
+                f"{meeting_id}-{started.strftime('%Y%m%dT%H%M%SZ')}.mp4",
+                started.timestamp(),
+            )
+            session = RecordingSession(
+                manifest, self._snapshot(room_id), options=self.options, on_error=self._reporter(room_id, recording_id)
+            )
             active = ActiveRecording(manifest, session)
             self.active[room_id] = active
             try:
@@ -389,10 +432,15 @@ class RecordingService:
         finally:
             self.active.pop(active.room_id, None)
         key, job = await self._submit(manifest, result.duration)
-        active.log.info("recording stopped ({:.1f} s, {} segment(s)), uploading to {}",
-                        result.duration, result.segments, key)
-        info = {"recordingId": active.id, "key": key, "duration": round(result.duration, 3),
-                "segments": result.segments}
+        active.log.info(
+            "recording stopped ({:.1f} s, {} segment(s)), uploading to {}", result.duration, result.segments, key
+        )
+        info = {
+            "recordingId": active.id,
+            "key": key,
+            "duration": round(result.duration, 3),
+            "segments": result.segments,
+        }
         if not room_closed:
             self.rooms.notify_room(active.room_id, RECORDING_STOPPED, info)
         self._announce(manifest, job)
@@ -409,8 +457,14 @@ class RecordingService:
             "participants": list(manifest.participants.values()),
         }
         job = await self.uploads.submit(
-            manifest.directory / manifest.filename, key, content_type=MP4, duration=duration,
-            delete_local=True, kind=RECORDING_UPLOAD_KIND, context=context)
+            manifest.directory / manifest.filename,
+            key,
+            content_type=MP4,
+            duration=duration,
+            delete_local=True,
+            kind=RECORDING_UPLOAD_KIND,
+            context=context,
+        )
         manifest.state, manifest.key, manifest.upload_job = "submitted", key, job.id
         await asyncio.to_thread(manifest.save)
         return key, job
@@ -435,9 +489,14 @@ class RecordingService:
         if self.chat is None:
             return
         try:
-            await self.chat.recording_stopped(manifest.room_id, recording_id=manifest.recording_id, recording=ref,
-                                         meeting_id=manifest.meeting_id if ref is not None and not
-                                         manifest.meeting_id.startswith(NO_MEETING) else None)
+            await self.chat.recording_stopped(
+                manifest.room_id,
+                recording_id=manifest.recording_id,
+                recording=ref,
+                meeting_id=manifest.meeting_id
+                if ref is not None and not manifest.meeting_id.startswith(NO_MEETING)
+                else None,
+            )
         except Exception as error:  # noqa: BLE001
             log.warning("chat message not posted: {}", error)
 
@@ -455,7 +514,8 @@ class RecordingService:
                 raise  # the store is down: the queue retries the hook
             except ChatError as error:  # no such meeting (no meetings store at start...)
                 logger.bind(room=job.context.get("roomId"), meeting=meeting_id).warning(
-                    "recording {} not attached to its meeting: {}", ref.key, error)
+                    "recording {} not attached to its meeting: {}", ref.key, error
+                )
         if self.events is not None:
             await self.events.publish_upload(job, ref)
 
@@ -471,8 +531,9 @@ class RecordingService:
             log = manifest.log
             out = manifest.directory / manifest.filename
             if manifest.owned_by_another_process():
-                log.info("recording in {} belongs to running process {}: left alone",
-                         manifest.directory, manifest.owner_pid)
+                log.info(
+                    "recording in {} belongs to running process {}: left alone", manifest.directory, manifest.owner_pid
+                )
                 continue
             manifest.adopt()
             try:

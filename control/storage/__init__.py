@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from control.config import Settings
+from control.storage import routes as _routes_module
 from control.storage.base import (
     CHAT_ALLOWED_CONTENT_TYPES,
     IntegrityError,
@@ -59,7 +60,6 @@ from control.storage.keys import (
     safe_filename,
 )
 from control.storage.local import LocalStorage
-from control.storage import routes as _routes_module
 from control.storage.s3 import S3Storage
 from control.storage.service import create_storage, storage_ctx
 from control.storage.uploads import UploadJob, UploadQueue

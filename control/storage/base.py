@@ -24,23 +24,32 @@ __all__ = [
     "ObjectRef",
     "ObjectStore",
     "PresignedUpload",
+    "Progress",
     "StorageAuthError",
     "StorageError",
     "StorageUnavailable",
     "UploadPolicy",
     "UploadRejected",
-    "Progress",
     "file_digests",
     "guess_content_type",
 ]
 
 #: Content types a chat file upload may declare (``fnmatch`` patterns).
 CHAT_ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
-    "image/png", "image/jpeg", "image/gif", "image/webp",
-    "audio/*", "video/mp4", "video/webm",
-    "application/pdf", "text/plain", "text/csv", "text/markdown",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "audio/*",
+    "video/mp4",
+    "video/webm",
+    "application/pdf",
+    "text/plain",
+    "text/csv",
+    "text/markdown",
     "application/zip",
-    "application/msword", "application/vnd.openxmlformats-officedocument.*",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.*",
     "application/vnd.oasis.opendocument.*",
 )
 
@@ -111,8 +120,13 @@ class ObjectRef:
     def to_event(self) -> dict[str, Any]:
         """The camelCase ``object`` of a ``recording.completed`` event."""
         return {
-            "storage": self.backend, "bucket": self.bucket, "key": self.key, "size": self.size,
-            "contentType": self.content_type, "duration": self.duration, "etag": self.etag,
+            "storage": self.backend,
+            "bucket": self.bucket,
+            "key": self.key,
+            "size": self.size,
+            "contentType": self.content_type,
+            "duration": self.duration,
+            "etag": self.etag,
             "sha256": self.sha256,
         }
 
@@ -177,7 +191,7 @@ def file_digests(path: Path, part_size: int | None = None) -> tuple[int, str, li
     parts: list[bytes] = []
     size = 0
     chunk = part_size or (8 << 20)
-    part_md5 = hashlib.md5()  # noqa: S324 - S3's ETag, not security
+    part_md5 = hashlib.md5()
     in_part = 0
     with open(path, "rb") as f:
         while block := f.read(min(chunk - in_part, 1 << 20)):
@@ -187,7 +201,7 @@ def file_digests(path: Path, part_size: int | None = None) -> tuple[int, str, li
             in_part += len(block)
             if in_part == chunk:
                 parts.append(part_md5.digest())
-                part_md5, in_part = hashlib.md5(), 0  # noqa: S324
+                part_md5, in_part = hashlib.md5(), 0
     if in_part or not parts:
         parts.append(part_md5.digest())
     return size, sha.hexdigest(), parts
@@ -218,7 +232,7 @@ class ObjectStore(ABC):
         """Check the store is usable (bucket ensured); auth errors raise."""
         await self.ensure_bucket()
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - a no-op unless the backend holds clients or threads
         """Release clients and threads (idempotent)."""
 
     @abstractmethod
@@ -227,9 +241,17 @@ class ObjectStore(ABC):
 
     # ---- objects
     @abstractmethod
-    async def upload_file(self, path: str | Path, key: str, *, content_type: str | None = None,
-                          duration: float | None = None, metadata: dict[str, str] | None = None,
-                          progress: Progress | None = None, attempts: int | None = None) -> ObjectRef:
+    async def upload_file(
+        self,
+        path: str | Path,
+        key: str,
+        *,
+        content_type: str | None = None,
+        duration: float | None = None,
+        metadata: dict[str, str] | None = None,
+        progress: Progress | None = None,
+        attempts: int | None = None,
+    ) -> ObjectRef:
         """Upload ``path`` to ``key`` and verify it (size and checksum); return its reference.
 
         Retries with backoff on network and 5xx errors (``attempts`` in all). The local
@@ -251,17 +273,22 @@ class ObjectStore(ABC):
 
     # ---- presigned URLs
     @abstractmethod
-    async def presigned_get_url(self, key: str, *, expires_in: int | None = None,
-                                filename: str | None = None) -> str:
+    async def presigned_get_url(self, key: str, *, expires_in: int | None = None, filename: str | None = None) -> str:
         """A URL anyone can GET the object from until it expires.
 
         ``filename``: the browser saves it under this name (Content-Disposition).
         """
 
     @abstractmethod
-    async def presigned_put(self, key: str, *, content_type: str, size: int,
-                            expires_in: int | None = None,
-                            policy: UploadPolicy | None = None) -> PresignedUpload:
+    async def presigned_put(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        size: int,
+        expires_in: int | None = None,
+        policy: UploadPolicy | None = None,
+    ) -> PresignedUpload:
         """A URL a client PUTs exactly ``size`` bytes of ``content_type`` to.
 
         ``policy`` (default: :attr:`chat_policy`) limits size and type; a request

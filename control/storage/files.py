@@ -18,20 +18,29 @@ __all__ = ["RECORDING_UPLOAD_KIND", "presign_chat_upload", "upload_recording"]
 RECORDING_UPLOAD_KIND = "recording.completed"
 
 
-async def upload_recording(objects: ObjectStore, path: str | Path, room_id: str, filename: str | None = None, *,
-                           content_type: str | None = None, duration: float | None = None,
-                           progress: Progress | None = None) -> ObjectRef:
+async def upload_recording(
+    objects: ObjectStore,
+    path: str | Path,
+    room_id: str,
+    filename: str | None = None,
+    *,
+    content_type: str | None = None,
+    duration: float | None = None,
+    progress: Progress | None = None,
+) -> ObjectRef:
     """Upload a recording to ``recordings/<roomId>/<filename>`` (default: the file's name)
     directly (a few retries, then :class:`~control.storage.base.StorageError`)."""
     key = recording_key(room_id, filename or Path(path).name)
     return await objects.upload_file(path, key, content_type=content_type, duration=duration, progress=progress)
 
 
-async def presign_chat_upload(objects: ObjectStore, room_id: str, filename: str, *, content_type: str,
-                              size: int, expires_in: int | None = None) -> PresignedUpload:
+async def presign_chat_upload(
+    objects: ObjectStore, room_id: str, filename: str, *, content_type: str, size: int, expires_in: int | None = None
+) -> PresignedUpload:
     """A presigned PUT for a chat file at ``chat/<roomId>/<new fileId>/<safe filename>``,
     within the store's chat upload policy (:class:`~control.storage.base.UploadRejected`)."""
     objects.chat_policy.check(size, content_type)
     key = chat_file_key(room_id, new_file_id(), safe_filename(filename))
-    return await objects.presigned_put(key, content_type=content_type, size=size, expires_in=expires_in,
-                                       policy=objects.chat_policy)
+    return await objects.presigned_put(
+        key, content_type=content_type, size=size, expires_in=expires_in, policy=objects.chat_policy
+    )

@@ -67,8 +67,9 @@ def validate_id(value: object, what: str = "id") -> str:
 
     Room ids: :func:`_room_segment` (the narrower project-wide rule)."""
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
-        raise InvalidKey(f"invalid {what} {_show(value)}: 1-128 characters of A-Z a-z 0-9 _ -, "
-                         "starting with a letter or digit")
+        raise InvalidKey(
+            f"invalid {what} {_show(value)}: 1-128 characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
+        )
     return value
 
 
@@ -84,8 +85,10 @@ def _room_segment(value: object) -> str:
 def validate_filename(value: object) -> str:
     """``value`` if it is a valid file name, else :class:`InvalidKey`."""
     if not isinstance(value, str) or not FILENAME_RE.fullmatch(value) or ".." in value:
-        raise InvalidKey(f"invalid file name {_show(value)}: 1-200 characters of A-Z a-z 0-9 . _ -, "
-                         "starting with a letter or digit, no '..'")
+        raise InvalidKey(
+            f"invalid file name {_show(value)}: 1-200 characters of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit, no '..'"
+        )
     return value
 
 
@@ -106,8 +109,7 @@ def recording_key(room_id: str, filename: str) -> str:
 
 def chat_file_key(room_id: str, file_id: str, filename: str) -> str:
     """``chat/<roomId>/<fileId>/<filename>`` (``file_id`` from :func:`new_file_id`)."""
-    return (f"{CHAT_PREFIX}/{_room_segment(room_id)}/{validate_id(file_id, 'file id')}/"
-            f"{validate_filename(filename)}")
+    return f"{CHAT_PREFIX}/{_room_segment(room_id)}/{validate_id(file_id, 'file id')}/{validate_filename(filename)}"
 
 
 def new_file_id() -> str:

@@ -39,14 +39,23 @@ def create_storage(settings: Settings, *, base_url: str | None = None) -> Object
     if settings.minio_endpoint:
         assert settings.minio_access_key and settings.minio_secret_key  # Settings checks it
         return S3Storage(
-            settings.minio_endpoint, settings.minio_access_key,
-            settings.minio_secret_key.get_secret_value(), settings.minio_bucket,
-            region=settings.minio_region, part_size=settings.minio_part_size_mb << 20,
-            concurrency=settings.minio_concurrency, default_expiry=settings.presign_expiry,
-            chat_policy=policy)
-    return LocalStorage(settings.recordings_dir, bucket=settings.minio_bucket,
-                        base_url=base_url or public_base_url(settings),
-                        default_expiry=settings.presign_expiry, chat_policy=policy)
+            settings.minio_endpoint,
+            settings.minio_access_key,
+            settings.minio_secret_key.get_secret_value(),
+            settings.minio_bucket,
+            region=settings.minio_region,
+            part_size=settings.minio_part_size_mb << 20,
+            concurrency=settings.minio_concurrency,
+            default_expiry=settings.presign_expiry,
+            chat_policy=policy,
+        )
+    return LocalStorage(
+        settings.recordings_dir,
+        bucket=settings.minio_bucket,
+        base_url=base_url or public_base_url(settings),
+        default_expiry=settings.presign_expiry,
+        chat_policy=policy,
+    )
 
 
 def storage_ctx(

@@ -55,9 +55,7 @@ MESSAGE_TYPES: tuple[str, ...] = ("text", "system", "file")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
 
     def to_json(self) -> dict[str, Any]:
         """camelCase JSON-ready dict; unset optional fields are left out."""
@@ -129,8 +127,9 @@ class RecordingRef(_Model):
         """From the storage layer's ``ObjectRef`` (``bucket``, ``key``, ``size``,
         ``content_type``, and ``backend``/``etag``/``sha256``/``duration`` kept in
         ``metadata``); ``extra`` sets ``recording_id``, ``started_at``... ."""
-        meta = {k: getattr(obj, k) for k in ("backend", "etag", "sha256", "duration")
-                if getattr(obj, k, None) is not None}
+        meta = {
+            k: getattr(obj, k) for k in ("backend", "etag", "sha256", "duration") if getattr(obj, k, None) is not None
+        }
         if extra.get("metadata"):
             meta.update(extra.pop("metadata"))
         return cls(
