@@ -16,7 +16,7 @@ from recording.segment import (
     probe,
     shown_tiles,
 )
-from recording.session import RecordingResult, RecordingSession, finish_segments
+from recording.session import RecordingResult, RecordingSession, Snapshot, finish_segments
 
 __all__ = [
     "MAX_TILES",
@@ -32,6 +32,7 @@ __all__ = [
     "SegmentEntry",
     "SegmentOptions",
     "SegmentResult",
+    "Snapshot",
     "Source",
     "composite",
     "consumer_sdp",

@@ -31,13 +31,20 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ffmpeg
 from loguru import logger
 
 from recording.layout import MAX_TILES, NameCard, composite
 from recording.sdp import Media, session_sdp
+
+if TYPE_CHECKING:  # the media layer's classes, for types only: recording/ drives what it is handed
+    from loguru import Logger
+
+    from workers.consumer import Consumer
+    from workers.plain_transport import PlainTransport
+    from workers.router import Router
 
 __all__ = ["NothingRecorded", "RecordingError", "Segment", "SegmentOptions", "SegmentResult", "Source", "probe"]
 
@@ -94,8 +101,8 @@ class SegmentResult:
 @dataclass
 class _Input:
     source: Source
-    transport: Any
-    consumer: Any
+    transport: PlainTransport
+    consumer: Consumer
     port: int
 
 
@@ -203,7 +210,7 @@ def shown_tiles(sources: list[Source], names: dict[str, str]) -> list[tuple[str,
 
 @dataclass
 class Segment:
-    router: Any
+    router: Router
     sources: list[Source]
     path: Path
     #: peerId -> display name of everyone in the recording, in the order they are shown.
@@ -214,8 +221,8 @@ class Segment:
     #: Wall-clock time (epoch seconds) of the segment's first media: its t=0.
     t0: float | None = field(default=None, init=False)
     #: Resolves with FFmpeg's exit code when it exits, asked to or not.
-    exited: asyncio.Future | None = field(default=None, init=False, repr=False)
-    log: Any = field(default=None, init=False, repr=False)
+    exited: asyncio.Future[int] | None = field(default=None, init=False, repr=False)
+    log: Logger = field(default=logger, init=False, repr=False)
     stopping: bool = field(default=False, init=False)
     _cards: list[Path] = field(default_factory=list, init=False, repr=False)
     _stderr: list[str] = field(default_factory=list, init=False, repr=False)

@@ -29,10 +29,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recording.concat import join, parts
 from recording.manifest import Manifest, SegmentEntry
@@ -46,6 +46,9 @@ from recording.segment import (
     probe,
     shown_tiles,
 )
+
+if TYPE_CHECKING:
+    from workers.router import Router
 
 __all__ = ["RecordingResult", "RecordingSession", "Snapshot", "finish_segments"]
 
@@ -61,7 +64,7 @@ RESTART_WINDOW = 30.0
 #: (MPEG-TS tables, no media): such a recording is dropped, not kept for ever.
 NO_MEDIA_BYTES = 16 * 1024
 
-Snapshot = Callable[[], Awaitable[tuple[Any, list[Source], dict[str, str]]]]
+Snapshot = Callable[[], Awaitable[tuple["Router", list[Source], dict[str, str]]]]
 
 
 @dataclass
@@ -74,7 +77,7 @@ class RecordingResult:
     segments: int
 
 
-def _key(router: Any, sources: list[Source], names: dict[str, str]) -> tuple:
+def _key(router: Router, sources: list[Source], names: dict[str, str]) -> tuple[object, ...]:
     return id(router), tuple(sorted((s.producer_id, s.kind, s.peer_id) for s in sources)), tuple(names.items())
 
 
@@ -133,7 +136,7 @@ class RecordingSession:
         self._pending = None
         self._spawn(self._switch(forced=False))
 
-    def _spawn(self, coro: Any) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

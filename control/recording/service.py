@@ -65,6 +65,7 @@ from recording import (
     RecordingError,
     RecordingSession,
     SegmentOptions,
+    Snapshot,
     Source,
     finish_segments,
 )
@@ -131,17 +132,11 @@ class RecordingFailed(ParleyError):
     default_code = "recording_failed"
 
 
-#: A participant a recording shows: a joined peer or a broadcaster (same fields).
-Participant = Any
-#: What ``RecordingSession`` asks for at each segment (see ``recording.session``).
-Snapshot = Callable[[], Coroutine[Any, Any, tuple["Router", list[Source], dict[str, str]]]]
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _participant(peer: Participant) -> dict[str, Any]:
+def _participant(peer: Peer) -> dict[str, Any]:
     md = peer.metadata
     return {
         "peerId": peer.id,
@@ -152,7 +147,7 @@ def _participant(peer: Participant) -> dict[str, Any]:
     }
 
 
-def _participants(room: Room) -> list[Participant]:
+def _participants(room: Room) -> list[Peer]:
     """Everyone a recording of ``room`` shows: joined peers, then broadcasters."""
     return [*room.joined_peers(), *room.broadcasters.values()]
 
@@ -270,7 +265,7 @@ class RecordingService:
         if active is not None:
             active.session.changed(urgent=True)
 
-    def _on_producer_created(self, room: Room, peer: Participant, producer: Producer) -> None:
+    def _on_producer_created(self, room: Room, peer: Peer, producer: Producer) -> None:
         active = self.active.get(room.id)
         if active is not None:
             self._watch(active, producer)
@@ -323,9 +318,13 @@ class RecordingService:
 
         return snapshot
 
+    def _notify(self, room_id: str, method: RecordingNotification, data: dict[str, Any]) -> None:
+        """Tell every joined peer of the room (one of the three recording notifications)."""
+        self.rooms.notify_room(room_id, method, data)
+
     def _reporter(self, room_id: str, recording_id: str) -> Callable[[str], None]:
         def report(message: str) -> None:
-            self.rooms.notify_room(room_id, RECORDING_ERROR, {"recordingId": recording_id, "error": message})
+            self._notify(room_id, RECORDING_ERROR, {"recordingId": recording_id, "error": message})
 
         return report
 
@@ -394,7 +393,7 @@ class RecordingService:
             self._starting.discard(room_id)
         info = {"recordingId": active.id, "startedAt": _iso(manifest.started_at)}
         active.log.info("recording started")
-        self.rooms.notify_room(room_id, RECORDING_STARTED, {**info, **({"peerId": by.id} if by else {})})
+        self._notify(room_id, RECORDING_STARTED, {**info, **({"peerId": by.id} if by else {})})
         if self.chat is not None:
             sender = {"peerId": by.id, "displayName": by.display_name or by.id} if by is not None else None
             self._spawn(self.chat.recording_started(room_id, recording_id=active.id, by=sender))
@@ -442,7 +441,7 @@ class RecordingService:
             "segments": result.segments,
         }
         if not room_closed:
-            self.rooms.notify_room(active.room_id, RECORDING_STOPPED, info)
+            self._notify(active.room_id, RECORDING_STOPPED, info)
         self._announce(manifest, job)
         return info
 
