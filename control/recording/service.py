@@ -4,14 +4,18 @@ Signaling (joined peers; registered with ``RoomManager.register_method``):
 
 ``startRecording {}`` -> ``{recordingId, startedAt}``
     Records the room (one grid video, mixed audio; ``recording/``) from now on:
-    409 if it is already recording, 507 if ``RECORDING_DIR`` has less than
-    ``RECORDING_MIN_FREE_MB`` free, 400 if nobody is there.
+    409 ``already_recording``, 507 ``insufficient_storage`` if ``RECORDING_DIR`` has
+    less than ``RECORDING_MIN_FREE_MB`` free, 400 ``nothing_to_record`` if nobody is there.
 ``stopRecording {}`` -> ``{recordingId, key, duration, segments}``
     Stops it; the MP4 is handed to the durable upload queue.
 
-REST (admin, ``require_admin``): ``POST /api/rooms/{roomId}/recording`` starts,
-``DELETE /api/rooms/{roomId}/recording`` stops (same answers; 404 for an unknown
-room or no recording).
+REST (admin, :mod:`control.recording.routes`): ``POST /api/rooms/{roomId}/recording``
+starts, ``DELETE /api/rooms/{roomId}/recording`` stops (same answers; 404 ``not_found``
+for an unknown room, ``not_recording`` for no recording).
+
+The service raises its domain errors (:class:`AlreadyRecording`, :class:`NotRecording`,
+:class:`NothingToRecord`, :class:`NoDiskSpace`, :class:`RecordingFailed`: ParleyErrors);
+REST answers them through the error middleware, signaling as ``"<code>: <message>"``.
 
 The recording follows the room: a participant joining or leaving, a producer
 added, closed, paused (muted) or resumed, starts a new segment with the new
@@ -26,7 +30,7 @@ error}``; the chat gets its system messages (``recording_started`` /
 shutdown.
 
 After stop the file is uploaded to ``recordings/<roomId>/<meetingId>-<startTime>.mp4``
-(``submit_upload(kind="recording.completed")``): once stored, the
+(``uploads.submit(kind="recording.completed")``): once stored, the
 ``recording.completed`` event carries the meeting, the times and every participant
 seen during the recording (peerId, displayName, email, aiSettings, integrations).
 The segments stay in ``RECORDING_DIR/<recordingId>/`` until the upload is

@@ -13,7 +13,7 @@ Every boto3 call runs in this store's thread pool, never on the event loop.
   local file with the same part size) and our ``x-amz-meta-sha256``.
 - Retries: botocore's ``standard`` mode retries each request on connection errors,
   throttling and 5xx; :meth:`upload_file` retries a whole failed upload with
-  exponential backoff; the upload queue (``submit_upload``) keeps retrying later.
+  exponential backoff; the upload queue (``UploadQueue.submit``) keeps retrying later.
 - Errors become :class:`StorageAuthError` (403, bad keys: with the S3 error code
   and the access key, never the secret), :class:`StorageUnavailable` (network,
   5xx: retryable) or :class:`StorageError`.

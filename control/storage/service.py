@@ -73,26 +73,26 @@ def storage_ctx(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[settings]
-        store = create_storage(config)
-        queue = UploadQueue(store, config.data_dir / "uploads")
+        objects = create_storage(config)
+        queue = UploadQueue(objects, config.data_dir / "uploads")
         if events is not None:
             queue.on_uploaded(RECORDING_UPLOAD_KIND, app[events].publish_upload)
         try:
-            await store.start()
+            await objects.start()
         except StorageAuthError:
-            await store.close()
+            await objects.close()
             raise
         except StorageError as exc:
             logger.warning("object storage not usable at start-up, uploads will be retried: {}", exc)
         await queue.start()
-        app[OBJECTS] = store
+        app[OBJECTS] = objects
         app[UPLOADS] = queue
-        logger.info("object storage: {}", store.describe())
+        logger.info("object storage: {}", objects.describe())
         try:
             yield
         finally:
             await queue.close()  # jobs stay journaled
-            await store.close()
+            await objects.close()
             logger.info("object storage closed")
 
     return ctx

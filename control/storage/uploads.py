@@ -86,14 +86,14 @@ class UploadQueue:
 
     def __init__(
         self,
-        store: ObjectStore,
+        objects: ObjectStore,
         journal_dir: str | Path,
         *,
         retry_initial: float = 1.0,
         retry_max: float = 60.0,
         concurrency: int = 2,
     ) -> None:
-        self.store = store
+        self.objects = objects
         self.journal_dir = Path(journal_dir)
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -207,7 +207,7 @@ class UploadQueue:
                 if job.state == "pending":
                     try:
                         async with self._sem:
-                            ref = await self.store.upload_file(
+                            ref = await self.objects.upload_file(
                                 job.path,
                                 job.key,
                                 content_type=job.content_type,
