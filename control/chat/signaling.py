@@ -40,7 +40,7 @@ backlog):
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
@@ -53,6 +53,8 @@ from control.store.models import ChatMessage, Sender
 
 if TYPE_CHECKING:
     from control.rooms.manager import RoomManager
+    from control.rooms.peer import Peer
+    from control.rooms.room import Room
 
 __all__ = [
     "CHAT_CLEARED",
@@ -75,6 +77,9 @@ _MAX_FIELD = 1024
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=_Strict)
 
 
 class FileIn(_Strict):
@@ -105,7 +110,7 @@ class ChatHistoryRequest(_Strict):
     before: StrictStr | None = Field(None, max_length=_MAX_FIELD)
 
 
-def _parse(model: type[_Strict], method: str, data: dict[str, Any]) -> Any:
+def _parse(model: type[M], method: str, data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -116,7 +121,7 @@ def _refused(error: ChatError) -> ProtooError:
     return ProtooError(error.status, f"{error.code}: {error.message}")
 
 
-def sender_of(peer: Any) -> Sender:
+def sender_of(peer: Peer) -> Sender:
     """Who sends: the peer's id and current display name (its id when the name is
     empty or not one the chat accepts)."""
     try:
@@ -132,7 +137,7 @@ class ChatSignaling:
     def __init__(self, chat: ChatService, rooms: RoomManager) -> None:
         self.chat = chat
         self.rooms = rooms
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
         self.rooms.register_method(CHAT_MESSAGE, self.on_chat_message)
@@ -146,7 +151,7 @@ class ChatSignaling:
 
     # -- requests -----------------------------------------------------------------------
 
-    async def on_chat_message(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def on_chat_message(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
         request = _parse(ChatMessageRequest, CHAT_MESSAGE, data)
         if peer.closed or room.closed:
             raise ProtooError(410, "peer closed")
@@ -156,7 +161,7 @@ class ChatSignaling:
             raise _refused(error) from None
         return {"message": message.to_json()}
 
-    async def on_get_chat_history(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def on_get_chat_history(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
         request = _parse(ChatHistoryRequest, GET_CHAT_HISTORY, data)
         try:
             page = await self.chat.history(room.id, request.limit, request.before)

@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from loguru import logger
 
 from control.keys import WORKER_POOL
+
+if TYPE_CHECKING:
+    from workers.router import Router
+    from workers.worker import Worker
 
 #: How long a worker may take to answer before it is reported as not alive.
 WORKER_PROBE_TIMEOUT = 2.0
@@ -27,7 +31,7 @@ __all__ = ["WORKER_PROBE_TIMEOUT", "routes", "worker_health"]
 routes = web.RouteTableDef()
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
+def _as_dict(value: object) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
     if hasattr(value, "model_dump"):
@@ -37,9 +41,9 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return dict(vars(value))
 
 
-def _load(worker: Any) -> dict[str, int]:
+def _load(worker: Worker) -> dict[str, int]:
     """What the worker carries: routers (rooms), transports, consumers and producers."""
-    routers = list(getattr(worker, "routers", ()))
+    routers: list[Router] = list(getattr(worker, "routers", ()))
     transports = [t for r in routers for t in r.transports.values()]
     return {
         "routers": len(routers),
@@ -49,7 +53,7 @@ def _load(worker: Any) -> dict[str, int]:
     }
 
 
-async def _probe(worker: Any) -> dict[str, Any]:
+async def _probe(worker: Worker) -> dict[str, Any]:
     info: dict[str, Any] = {"pid": worker.pid, "alive": False, "load": _load(worker)}
     if worker.closed:
         info["error"] = "closed"
