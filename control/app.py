@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(rooms_ctx)
     chat.setup_signaling(app, rooms=ROOMS)
     recording.setup(app, settings=SETTINGS, rooms=ROOMS, uploads=UPLOADS, chat=CHAT, meetings=MEETINGS, events=EVENTS)
-    health.setup(app)
+    health.setup(app, pool=WORKER_POOL)
     app.on_shutdown.append(close_connections)  # peers' WebSockets close (1001) before aiohttp waits on them
     app.add_routes(rooms_api.routes)  # GET /api/rooms, /api/rooms/{roomId} (admin)
     app.add_routes(broadcasters.routes)  # mediasoup-demo's broadcaster API under /rooms/...

@@ -17,18 +17,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from loguru import logger
 
-from control.keys import WORKER_POOL
-
 if TYPE_CHECKING:
     from workers.router import Router
     from workers.worker import Worker
+    from workers.worker_pool import WorkerPool
 
 #: How long a worker may take to answer before it is reported as not alive.
 WORKER_PROBE_TIMEOUT = 2.0
 
-__all__ = ["WORKER_PROBE_TIMEOUT", "routes", "worker_health"]
-
-routes = web.RouteTableDef()
+__all__ = ["WORKER_PROBE_TIMEOUT", "health_routes", "worker_health"]
 
 
 def _as_dict(value: object) -> dict[str, Any]:
@@ -70,19 +67,24 @@ async def _probe(worker: Worker) -> dict[str, Any]:
     return info
 
 
-async def worker_health(app: web.Application) -> tuple[bool, list[dict[str, Any]]]:
+async def worker_health(pool: WorkerPool | None) -> tuple[bool, list[dict[str, Any]]]:
     """Probe every worker concurrently; ``(any_alive, per-worker info)``."""
-    pool = app.get(WORKER_POOL)
     if pool is None:
         return False, []
     workers = await asyncio.gather(*(_probe(w) for w in list(pool.workers)))
     return any(w["alive"] for w in workers), list(workers)
 
 
-@routes.get("/api/health")
-async def health(request: web.Request) -> web.Response:
-    ok, workers = await worker_health(request.app)
-    if ok:
-        return web.json_response({"status": "ok", "workers": workers})
-    logger.warning("health check: no live mediasoup worker ({} known)", len(workers))
-    return web.json_response({"status": "unavailable", "workers": workers}, status=503)
+def health_routes(pool: web.AppKey[WorkerPool]) -> web.RouteTableDef:
+    """``GET /api/health`` over the worker pool under ``pool`` (503 while it is not running)."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/api/health")
+    async def health(request: web.Request) -> web.Response:
+        ok, workers = await worker_health(request.app.get(pool))
+        if ok:
+            return web.json_response({"status": "ok", "workers": workers})
+        logger.warning("health check: no live mediasoup worker ({} known)", len(workers))
+        return web.json_response({"status": "unavailable", "workers": workers}, status=503)
+
+    return routes
