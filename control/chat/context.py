@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from loguru import logger
 
-from control.chat.meetings import MeetingEvent
+from control.chat.meetings import MeetingEvent, MeetingEventType
 from control.chat.service import ChatService
 from control.config import Settings
 from control.keys import CHAT, DATABASE, MEETINGS
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["chat_ctx", "meeting_event_data", "meeting_publisher"]
 
 _EVENT_NS = uuid.UUID("5d0c2b62-36b5-4a43-9a53-5b3c1f0e7c11")
-_PUBLISHED = ("meeting.started", "meeting.ended", "participant.joined", "participant.left")
+_PUBLISHED: frozenset[MeetingEventType] = frozenset(
+    {"meeting.started", "meeting.ended", "participant.joined", "participant.left"}
+)
 
 
 def meeting_event_data(event: MeetingEvent) -> tuple[str, dict[str, Any]] | None:

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 
@@ -42,7 +42,21 @@ from control.store.errors import StoreError
 from control.store.ids import InvalidId, ms_to_datetime, new_id, validate_id, validate_peer_id, validate_room_id
 from control.store.models import Cursor, InvalidCursor, Meeting, Participant, RecordingRef
 
-__all__ = ["ChatUnavailable", "MeetingEvent", "MeetingPage", "MeetingService", "now", "room_id_or_error"]
+#: What changed in a meeting (``MeetingEvent.type``); all but ``recording.added`` are
+#: published on the event bus (:mod:`control.chat.context`).
+MeetingEventType = Literal[
+    "meeting.started", "participant.joined", "participant.left", "meeting.ended", "recording.added"
+]
+
+__all__ = [
+    "ChatUnavailable",
+    "MeetingEvent",
+    "MeetingEventType",
+    "MeetingPage",
+    "MeetingService",
+    "now",
+    "room_id_or_error",
+]
 
 
 def now() -> datetime:
@@ -95,9 +109,7 @@ def as_recording_ref(recording: RecordingRef | dict[str, Any] | Any) -> Recordin
 
 @dataclass(frozen=True, slots=True)
 class MeetingEvent:
-    #: ``meeting.started``, ``participant.joined``, ``participant.left``,
-    #: ``meeting.ended``, ``recording.added``.
-    type: str
+    type: MeetingEventType
     meeting: Meeting
     peer_id: str | None = None
 
@@ -149,7 +161,7 @@ class MeetingService:
 
         return unsubscribe
 
-    async def _emit(self, type_: str, meeting: Meeting, peer_id: str | None = None) -> None:
+    async def _emit(self, type_: MeetingEventType, meeting: Meeting, peer_id: str | None = None) -> None:
         if self._subscribers:
             await _notify(self._subscribers, MeetingEvent(type_, meeting, peer_id))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -43,6 +43,7 @@ __all__ = [
     "PARTICIPANT_LEFT",
     "RECORDING_COMPLETED",
     "SCHEMA_VERSION",
+    "EventType",
     "MeetingEnded",
     "MeetingStarted",
     "Participant",
@@ -60,11 +61,13 @@ EXCHANGE = "meetings"
 #: The durable queue the AI service consumes, bound to ``recording.completed``.
 DEFAULT_AI_QUEUE = "ai.recording.completed"
 
-RECORDING_COMPLETED = "recording.completed"
-MEETING_STARTED = "meeting.started"
-MEETING_ENDED = "meeting.ended"
-PARTICIPANT_JOINED = "participant.joined"
-PARTICIPANT_LEFT = "participant.left"
+#: The event types this service publishes (the routing keys of :data:`EXCHANGE`).
+EventType = Literal["recording.completed", "meeting.started", "meeting.ended", "participant.joined", "participant.left"]
+RECORDING_COMPLETED: Final = "recording.completed"
+MEETING_STARTED: Final = "meeting.started"
+MEETING_ENDED: Final = "meeting.ended"
+PARTICIPANT_JOINED: Final = "participant.joined"
+PARTICIPANT_LEFT: Final = "participant.left"
 
 
 class _Data(BaseModel):
