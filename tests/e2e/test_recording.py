@@ -5,8 +5,8 @@ solid colours and tones; the room is recorded; the MP4 lands in the S3 server an
 from __future__ import annotations
 
 import asyncio
-import secrets
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path

@@ -25,7 +25,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from aiohttp.test_utils import make_mocked_request
 from loguru import logger
 from pydantic import SecretStr
 
+from control import events as events_subsystem
+from control import storage as storage_subsystem
 from control.config import Settings
 from control.events import (
     DEFAULT_AI_QUEUE,
@@ -50,8 +52,6 @@ from control.events import (
     RabbitPublisher,
     SQLiteOutbox,
 )
-from control import events as events_subsystem
-from control import storage as storage_subsystem
 from control.events import routes as events_routes
 from control.events.admin import require_admin
 from control.http import error_middleware
@@ -71,7 +71,7 @@ SECRET_TOKEN = "ntn_s3cr3t-" + secrets.token_hex(8)
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def recording_data(meeting_id: str, i: int = 0) -> dict[str, Any]:
@@ -167,17 +167,17 @@ class Broker:
     def cleanup(self) -> None:
         try:
             conn = self._conn()
-        except Exception:  # noqa: BLE001 - broker gone: nothing to clean
+        except Exception:
             return
         for q in self.queues:
             try:
                 conn.channel().queue_delete(q)
-            except Exception:  # noqa: BLE001,S110
+            except Exception:
                 pass
         for x in self.exchanges:
             try:
                 conn.channel().exchange_delete(x)
-            except Exception:  # noqa: BLE001,S110
+            except Exception:
                 pass
         conn.close()
 

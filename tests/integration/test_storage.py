@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from control.config import Settings
 from control import storage as storage_subsystem
+from control.config import Settings
 from control.http import error_middleware
 from control.keys import EVENTS, OBJECTS, SETTINGS
 from control.storage import (
@@ -40,9 +40,9 @@ from control.storage import (
     UploadRejected,
     presign_chat_upload,
     recording_key,
-    routes as storage_routes,
     upload_recording,
 )
+from control.storage import routes as storage_routes
 from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.services
@@ -73,7 +73,7 @@ def drop_bucket(client, bucket: str) -> None:
         for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
             client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
         client.delete_bucket(Bucket=bucket)
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:
         pass
 
 
