@@ -1,10 +1,10 @@
-"""The aiohttp application factory.
+"""The aiohttp application factory: the one place that wires subsystems together.
 
-``create_app(settings)`` wires the app: settings and shared objects under typed
-``web.AppKey``s (``control/keys.py``), things that start and stop as
-``cleanup_ctx`` entries (started in order, closed in reverse), routes.
-Subsystems add themselves here: a ``cleanup_ctx`` function for what they run
-and their routes.
+``create_app(settings)`` holds the settings under ``SETTINGS`` and calls each
+subsystem's ``setup(app, ...)`` (its ``cleanup_ctx`` and routes; ``control/keys.py``
+lists the typed ``web.AppKey``s they publish), handing each the keys of what it
+depends on. ``cleanup_ctx`` entries start in the order of the calls and close in
+reverse, so the order is the dependency order (see :func:`create_app`).
 """
 
 from __future__ import annotations
@@ -14,21 +14,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from loguru import logger
 
-from control import health
-from control.api import chat as chat_api
-from control.api import meetings as meetings_api
-from control.chat.context import chat_ctx
-from control.chat.signaling import chat_signaling_ctx
-from control.events import routes as events_routes
-from control.events.service import events_ctx
-from control.storage import routes as storage_routes
-from control.storage.service import storage_ctx
+from control import chat, events, health, recording, rooms, storage
 from control.config import Settings
 from control.http import error_middleware
-from control import rooms
-from control import recording
+from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, UPLOADS, WORKER_POOL
 from control.signaling import server as signaling
-from control.keys import CHAT, MEETINGS, SETTINGS, WORKER_POOL
 
 
 async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -63,21 +53,29 @@ async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the Parley application for ``settings`` (nothing starts until it runs)."""
+    """Build the Parley application for ``settings`` (nothing starts until it runs).
+
+    Start-up order (shutdown is the reverse), and why:
+
+    1. the worker pool: everything media needs it;
+    2. events: storage and chat publish on it (a finished upload, a meeting change),
+       and it closes last of them, so what they publish on the way out is flushed;
+    3. storage (objects + upload queue): the recordings' uploads go there;
+    4. chat and meetings (with the database): rooms record joins and leaves as meetings;
+    5. rooms: after the pool and the chat;
+    6. chat over signaling: registers its methods on the rooms, subscribes to the chat;
+    7. recording: follows the rooms and uploads, so it stops its recordings (FFmpeg
+       finishes, the MP4s are queued) before the rooms and the queue close.
+    """
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(worker_pool_ctx)
-    app.cleanup_ctx.append(events_ctx)  # before storage: finished uploads publish events
-    app.cleanup_ctx.append(storage_ctx)
-    app.cleanup_ctx.append(chat_ctx)  # after events: meeting changes publish events
-    rooms.setup(app, pool=WORKER_POOL, chat=CHAT, meetings=MEETINGS)  # after the pool and chat (meetings)
-    app.cleanup_ctx.append(chat_signaling_ctx)  # after chat and rooms: chatMessage/getChatHistory over protoo
-    app.cleanup_ctx.append(recording.recording_ctx)  # after rooms, storage, chat: stops recordings before rooms close
-    app.add_routes(health.routes)
-    app.add_routes(events_routes.routes)  # GET /api/events/outbox (admin)
-    app.add_routes(storage_routes.routes)  # the local store's presigned URLs
-    app.add_routes(chat_api.routes)  # GET/DELETE /api/rooms/{roomId}/messages
-    app.add_routes(meetings_api.routes)  # GET /api/meetings/{id}, /api/rooms/{roomId}/meetings
-    app.add_routes(recording.routes)  # POST/DELETE /api/rooms/{roomId}/recording (admin)
+    events.setup(app, settings=SETTINGS)
+    storage.setup(app, settings=SETTINGS, events=EVENTS)
+    chat.setup(app, settings=SETTINGS, events=EVENTS)
+    rooms.setup(app, pool=WORKER_POOL, chat=CHAT, meetings=MEETINGS)
+    chat.setup_signaling(app, rooms=ROOMS)
+    recording.setup(app, settings=SETTINGS, rooms=ROOMS, uploads=UPLOADS, chat=CHAT, meetings=MEETINGS, events=EVENTS)
+    health.setup(app, pool=WORKER_POOL)
     app.add_routes(signaling.routes)  # protoo WebSocket: GET /?roomId=&peerId= (and /ws)
     return app

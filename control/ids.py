@@ -17,12 +17,18 @@ Peer id
     signaling upgrade, the broadcaster API (a broadcaster's ``id``) and the chat
     and meeting services, so a peer signaling accepts can always chat.
 
-Nothing here imports the rest of ``control``: every layer may import it.
+:class:`InvalidId` is a :class:`~control.errors.BadRequest` (400) whose ``code`` is
+``invalid_<field>`` (``invalid_room_id``, ``invalid_peer_id``): raised anywhere, the
+REST error middleware answers it as is.
+
+Nothing here imports the rest of ``control`` but :mod:`control.errors`: every layer may import it.
 """
 
 from __future__ import annotations
 
 import re
+
+from control.errors import BadRequest
 
 __all__ = [
     "MAX_PEER_ID_LENGTH",
@@ -34,6 +40,7 @@ __all__ = [
     "InvalidId",
     "is_valid_peer_id",
     "is_valid_room_id",
+    "snake_case",
     "validate_peer_id",
     "validate_room_id",
 ]
@@ -50,13 +57,17 @@ ROOM_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{MAX_ROOM_ID_LENGTH - 1}}
 PEER_ID_RE = re.compile(rf"[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff]{{1,{MAX_PEER_ID_LENGTH}}}")
 
 
-class InvalidId(ValueError):
-    """A client-supplied id is malformed; ``field`` names what it was."""
+class InvalidId(BadRequest, ValueError):
+    """A client-supplied id is malformed; ``field`` names what it was, ``code`` is
+    ``invalid_<field in snake case>`` (``roomId`` -> ``invalid_room_id``)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+    def __init__(self, field: str, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code or f"invalid_{snake_case(field)}", field=field)
+
+
+def snake_case(name: str) -> str:
+    """``roomId`` -> ``room_id``, ``file.key`` -> ``file_key`` (error codes from field names)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace(".", "_")
 
 
 def is_valid_room_id(value: object) -> bool:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # keep this module importable without the native worker layer
     from control.events.bus import EventBus
     from control.rooms.manager import RoomManager
     from control.storage.base import ObjectStore
+    from control.storage.uploads import UploadQueue
     from control.store.base import Store
     from workers.worker_pool import WorkerPool
 
@@ -29,22 +30,40 @@ SETTINGS: Final[web.AppKey[Settings]] = web.AppKey("settings", Settings)
 #: The running mediasoup worker pool (set by ``control.app.worker_pool_ctx``).
 WORKER_POOL: Final[web.AppKey[WorkerPool]] = web.AppKey("worker_pool")
 
-#: The object store, S3/MinIO or local directory (``control.storage.service.storage_ctx``).
-STORAGE: Final[web.AppKey[ObjectStore]] = web.AppKey("storage")
+# Naming: the *database* (``control/store``: chat messages and meetings, MongoDB or
+# SQLite) is ``DATABASE`` and a variable holding it is ``database``; the *object
+# storage* (``control/storage``: recordings and chat files, S3 or a local directory)
+# is ``OBJECTS`` and a variable holding it is ``objects``.
 
-#: The event bus: outbox + RabbitMQ relay (``control.events.service.events_ctx``).
+#: The object store, S3/MinIO or local directory (``control.storage.setup``).
+OBJECTS: Final[web.AppKey[ObjectStore]] = web.AppKey("objects")
+
+#: The durable upload queue over ``OBJECTS`` (``control.storage.setup``).
+UPLOADS: Final[web.AppKey[UploadQueue]] = web.AppKey("uploads")
+
+#: The event bus: outbox + RabbitMQ relay (``control.events.setup``).
 EVENTS: Final[web.AppKey[EventBus]] = web.AppKey("events")
 
-#: The chat + meetings store, MongoDB or SQLite (``control.chat.chat_ctx``).
-STORE: Final[web.AppKey[Store]] = web.AppKey("store")
+#: The chat + meetings database, MongoDB or SQLite (``control.chat.setup``).
+DATABASE: Final[web.AppKey[Store]] = web.AppKey("database")
 
-#: The chat service: send, history, system messages (``control.chat.chat_ctx``).
+#: The chat service: send, history, system messages (``control.chat.setup``).
 CHAT: Final[web.AppKey[ChatService]] = web.AppKey("chat")
 
-#: Meetings: joins, leaves, recordings (``control.chat.chat_ctx``; also ``CHAT.meetings``).
+#: Meetings: joins, leaves, recordings (``control.chat.setup``; also ``CHAT.meetings``).
 MEETINGS: Final[web.AppKey[MeetingService]] = web.AppKey("meetings")
 
 #: The rooms and their peers, plus one WebRtcServer per worker (``control.rooms.manager.rooms_ctx``).
 ROOMS: Final[web.AppKey[RoomManager]] = web.AppKey("rooms")
 
-__all__ = ["CHAT", "EVENTS", "MEETINGS", "ROOMS", "SETTINGS", "STORAGE", "STORE", "WORKER_POOL"]
+__all__ = [
+    "CHAT",
+    "DATABASE",
+    "EVENTS",
+    "MEETINGS",
+    "OBJECTS",
+    "ROOMS",
+    "SETTINGS",
+    "UPLOADS",
+    "WORKER_POOL",
+]

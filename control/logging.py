@@ -22,10 +22,13 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from datetime import timezone
-from typing import Any, TextIO
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 __all__ = [
     "InterceptHandler",
@@ -123,11 +126,9 @@ class InterceptHandler(logging.Handler):
             depth += 1
         try:
             message = record.getMessage()
-        except Exception:  # a broken %-format in a library must not kill the caller
+        except Exception:  # noqa: BLE001 - a broken %-format in a library must not kill the caller
             message = f"{record.msg!r} {record.args!r}"
-        logger.opt(depth=depth, exception=record.exc_info).bind(logger_name=record.name).log(
-            level, message
-        )
+        logger.opt(depth=depth, exception=record.exc_info).bind(logger_name=record.name).log(level, message)
 
 
 # Libraries that are chatty at INFO/DEBUG: only their warnings unless LOG_LEVEL is TRACE.
@@ -149,11 +150,7 @@ _RESERVED = ("time", "level", "message", "logger", "function", "line", "exceptio
 
 
 def _context(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: redact(v, k)
-        for k, v in record["extra"].items()
-        if not k.startswith("_") and k != "logger_name"
-    }
+    return {k: redact(v, k) for k, v in record["extra"].items() if not k.startswith("_") and k != "logger_name"}
 
 
 def _exception_text(record: Mapping[str, Any]) -> str:
@@ -166,7 +163,7 @@ def _exception_text(record: Mapping[str, Any]) -> str:
 
 def _json_line(record: Mapping[str, Any]) -> str:
     out: dict[str, Any] = {
-        "time": record["time"].astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
         "level": record["level"].name,
         "message": record["message"],
         "logger": record["extra"].get("logger_name") or record["name"],
@@ -224,11 +221,12 @@ def setup_logging(
     if colorize is None:
         colorize = fmt == "text" and bool(getattr(sink, "isatty", lambda: False)())
     logger.remove()
-    logger.configure(patcher=_redact_patcher)
+    # The formatters treat the record as the dict it is at run time (loguru types it as a TypedDict).
+    logger.configure(patcher=cast("Callable[[Record], None]", _redact_patcher))
     handler_id = logger.add(
         sink,
         level=level,
-        format=_json_format if fmt == "json" else _text_format,
+        format=cast("Callable[[Record], str]", _json_format if fmt == "json" else _text_format),
         colorize=colorize if fmt == "text" else False,
         backtrace=False,
         diagnose=False,  # never print local variables: they may hold secrets

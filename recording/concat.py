@@ -36,9 +36,8 @@ def parts(segments: list[tuple[Path, float]], usable: set[Path]) -> list[Part]:
         length = segments[n + 1][1] - t0 if n + 1 < len(segments) else None
         if path in usable:
             out.append(Part(path, length))
-        elif out and out[-1].length is not None:
-            previous = out[-1]
-            out[-1] = Part(previous.path, None if length is None else previous.length + length)
+        elif out and (previous_length := out[-1].length) is not None:
+            out[-1] = Part(out[-1].path, None if length is None else previous_length + length)
     return out
 
 
@@ -60,8 +59,32 @@ def join(items: list[Part], out: Path, *, ffmpeg_bin: str = "ffmpeg", timeout: f
     listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         subprocess.run(
-            [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "concat", "-safe", "0",
-             "-i", str(listing), "-map", "0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(out)],
-            check=True, capture_output=True, timeout=timeout)
+            [
+                ffmpeg_bin,
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-y",
+                "-f",
+                "concat",
+                "-safe",
+                "0",
+                "-i",
+                str(listing),
+                "-map",
+                "0",
+                "-c",
+                "copy",
+                "-movflags",
+                "+faststart",
+                "-f",
+                "mp4",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
     finally:
         listing.unlink(missing_ok=True)

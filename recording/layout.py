@@ -100,26 +100,37 @@ def _font_size(card: NameCard, tile: Tile) -> int:
 
 
 def _card(card: NameCard, tile: Tile, fps: int) -> Any:
-    return _lavfi(f"color=c={CARD_COLOUR}:s={tile.width}x{tile.height}:r={fps}").video.filter(
-        "drawtext", textfile=str(card.text_file), expansion="none", fontcolor="white",
-        fontsize=_font_size(card, tile), x="(w-text_w)/2", y="(h-text_h)/2").filter("setsar", 1)
+    return (
+        _lavfi(f"color=c={CARD_COLOUR}:s={tile.width}x{tile.height}:r={fps}")
+        .video.filter(
+            "drawtext",
+            textfile=str(card.text_file),
+            expansion="none",
+            fontcolor="white",
+            fontsize=_font_size(card, tile),
+            x="(w-text_w)/2",
+            y="(h-text_h)/2",
+        )
+        .filter("setsar", 1)
+    )
 
 
-def composite(shown: list[Any], audios: list[Any], *, width: int, height: int,
-              fps: int) -> tuple[Any, Any]:
+def composite(shown: list[Any], audios: list[Any], *, width: int, height: int, fps: int) -> tuple[Any, Any]:
     """The grid of ``shown`` (video streams and :class:`NameCard` s; the first
     :data:`MAX_TILES`) on a black ``width`` x ``height`` canvas, and the mix of
     ``audios``."""
     shown = shown[:MAX_TILES]
     if shown:
         layout = tiles(len(shown), width, height)
-        fitted = [_card(s, t, fps) if isinstance(s, NameCard) else _fit(s, t, fps)
-                  for s, t in zip(shown, layout)]
+        fitted = [
+            _card(s, t, fps) if isinstance(s, NameCard) else _fit(s, t, fps) for s, t in zip(shown, layout, strict=True)
+        ]
         if len(fitted) == 1:
             video = fitted[0]
         else:
-            video = ffmpeg.filter(fitted, "xstack", inputs=len(fitted),
-                                  layout="|".join(f"{t.x}_{t.y}" for t in layout), fill="black")
+            video = ffmpeg.filter(
+                fitted, "xstack", inputs=len(fitted), layout="|".join(f"{t.x}_{t.y}" for t in layout), fill="black"
+            )
         # The grid's bounding box may be smaller than the canvas (5 tiles in 3x3).
         video = video.filter("pad", width, height, 0, 0, color="black")
     else:
@@ -130,6 +141,7 @@ def composite(shown: list[Any], audios: list[Any], *, width: int, height: int,
     elif len(audios) == 1:
         audio = audios[0].filter("aresample", **{"async": 1})
     else:
-        audio = ffmpeg.filter(audios, "amix", inputs=len(audios), duration="longest",
-                              dropout_transition=0, normalize=0).filter("aresample", **{"async": 1})
+        audio = ffmpeg.filter(
+            audios, "amix", inputs=len(audios), duration="longest", dropout_transition=0, normalize=0
+        ).filter("aresample", **{"async": 1})
     return video, audio

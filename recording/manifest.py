@@ -19,9 +19,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Logger
 
 __all__ = ["MANIFEST", "Manifest", "SegmentEntry", "process_start_time"]
 
@@ -84,7 +87,7 @@ class Manifest:
         return self.directory / MANIFEST
 
     @property
-    def log(self) -> Any:
+    def log(self) -> Logger:
         """loguru's logger bound to this recording's room, meeting and id."""
         return logger.bind(room=self.room_id, meeting=self.meeting_id, recording=self.recording_id)
 

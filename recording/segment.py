@@ -31,13 +31,20 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ffmpeg
 from loguru import logger
 
 from recording.layout import MAX_TILES, NameCard, composite
 from recording.sdp import Media, session_sdp
+
+if TYPE_CHECKING:  # the media layer's classes, for types only: recording/ drives what it is handed
+    from loguru import Logger
+
+    from workers.consumer import Consumer
+    from workers.plain_transport import PlainTransport
+    from workers.router import Router
 
 __all__ = ["NothingRecorded", "RecordingError", "Segment", "SegmentOptions", "SegmentResult", "Source", "probe"]
 
@@ -94,8 +101,8 @@ class SegmentResult:
 @dataclass
 class _Input:
     source: Source
-    transport: Any
-    consumer: Any
+    transport: PlainTransport
+    consumer: Consumer
     port: int
 
 
@@ -162,8 +169,10 @@ def _free_port_pair(taken: set[int]) -> int:
 #: Bandwidth estimation: FFmpeg gives no feedback, and with these mediasoup would
 #: send probation packets (SSRC 1234) into FFmpeg's ports, which it reports and
 #: holds real packets back for.
-_BWE_EXTENSIONS = ("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-                   "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")
+_BWE_EXTENSIONS = (
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+)
 _BWE_FEEDBACK = ("goog-remb", "transport-cc")
 
 
@@ -171,8 +180,10 @@ def recording_capabilities(caps: dict[str, Any]) -> dict[str, Any]:
     """The router's RTP capabilities without bandwidth estimation, for FFmpeg."""
     return {
         **caps,
-        "codecs": [{**c, "rtcpFeedback": [f for f in c.get("rtcpFeedback", []) if f.get("type") not in _BWE_FEEDBACK]}
-                   for c in caps.get("codecs", [])],
+        "codecs": [
+            {**c, "rtcpFeedback": [f for f in c.get("rtcpFeedback", []) if f.get("type") not in _BWE_FEEDBACK]}
+            for c in caps.get("codecs", [])
+        ],
         "headerExtensions": [e for e in caps.get("headerExtensions", []) if e.get("uri") not in _BWE_EXTENSIONS],
     }
 
@@ -192,12 +203,14 @@ def shown_tiles(sources: list[Source], names: dict[str, str]) -> list[tuple[str,
     videos = sorted((s for s in sources if s.kind == "video"), key=lambda s: order.get(s.peer_id, len(order)))
     with_video = {s.peer_id for s in videos}
     cards = [p for p in names if p not in with_video]
-    return ([(s.peer_id, s) for s in videos] + [(p, None) for p in cards])[:MAX_TILES]
+    tiles: list[tuple[str, Source | None]] = [(s.peer_id, s) for s in videos]
+    tiles += [(p, None) for p in cards]
+    return tiles[:MAX_TILES]
 
 
 @dataclass
 class Segment:
-    router: Any
+    router: Router
     sources: list[Source]
     path: Path
     #: peerId -> display name of everyone in the recording, in the order they are shown.
@@ -208,8 +221,8 @@ class Segment:
     #: Wall-clock time (epoch seconds) of the segment's first media: its t=0.
     t0: float | None = field(default=None, init=False)
     #: Resolves with FFmpeg's exit code when it exits, asked to or not.
-    exited: asyncio.Future | None = field(default=None, init=False, repr=False)
-    log: Any = field(default=None, init=False, repr=False)
+    exited: asyncio.Future[int] | None = field(default=None, init=False, repr=False)
+    log: Logger = field(default=logger, init=False, repr=False)
     stopping: bool = field(default=False, init=False)
     _cards: list[Path] = field(default_factory=list, init=False, repr=False)
     _stderr: list[str] = field(default_factory=list, init=False, repr=False)
@@ -240,20 +253,50 @@ class Segment:
         """The FFmpeg command line (ffmpeg-python) for the current inputs (writes
         the name cards' text files)."""
         self._cards.clear()
-        rtp = ffmpeg.input(str(self.sdp_path), protocol_whitelist="file,udp,rtp", f="sdp", localaddr=IP,
-                           analyzeduration=5_000_000, probesize=5_000_000,
-                           reorder_queue_size=256, fflags="+genpts") if self.inputs else None
+        # ffmpeg-python is untyped; ``rtp`` is None only without inputs, when nothing indexes it.
+        rtp: Any = (
+            ffmpeg.input(
+                str(self.sdp_path),
+                protocol_whitelist="file,udp,rtp",
+                f="sdp",
+                localaddr=IP,
+                analyzeduration=5_000_000,
+                probesize=5_000_000,
+                reorder_queue_size=256,
+                fflags="+genpts",
+            )
+            if self.inputs
+            else None
+        )
         index = {item.source.producer_id: n for n, item in enumerate(self.inputs)}
-        shown = [rtp[str(index[s.producer_id])] if s is not None else self._card(peer_id)
-                 for peer_id, s in shown_tiles(self.sources, self.names)]
+        shown = [
+            rtp[str(index[s.producer_id])] if s is not None else self._card(peer_id)
+            for peer_id, s in shown_tiles(self.sources, self.names)
+        ]
         audios = [rtp[str(n)] for n, item in enumerate(self.inputs) if item.source.kind == "audio"]
         o = self.options
         video, audio = composite(shown, audios, width=o.width, height=o.height, fps=o.fps)
         out = ffmpeg.output(
-            video, audio, str(self.path), f="mpegts", muxdelay=0, muxpreload=0, flush_packets=1,
-            vcodec="libx264", preset=o.preset, tune="zerolatency", pix_fmt="yuv420p", r=o.fps,
-            g=o.fps * 2, bf=0, **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
-            acodec="aac", ar=48000, ac=2, **{"b:a": o.audio_bitrate})
+            video,
+            audio,
+            str(self.path),
+            f="mpegts",
+            muxdelay=0,
+            muxpreload=0,
+            flush_packets=1,
+            vcodec="libx264",
+            preset=o.preset,
+            tune="zerolatency",
+            pix_fmt="yuv420p",
+            r=o.fps,
+            g=o.fps * 2,
+            bf=0,
+            **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
+            acodec="aac",
+            ar=48000,
+            ac=2,
+            **{"b:a": o.audio_bitrate},
+        )
         out = out.global_args("-hide_banner", "-loglevel", "warning", "-nostats").overwrite_output()
         return out.compile(cmd=o.ffmpeg_bin)
 
@@ -269,8 +312,12 @@ class Segment:
             args = self.command()
             self.log.debug("starting FFmpeg: {}", " ".join(args))
             self.process = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, preexec_fn=_interrupt_with_parent)
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                preexec_fn=_interrupt_with_parent,
+            )
             self._stderr_task = asyncio.ensure_future(self._drain_stderr())
             self.exited = asyncio.ensure_future(self.process.wait())
             await self._wait_listening({p for item in self.inputs for p in (item.port, item.port + 1)})
@@ -288,8 +335,11 @@ class Segment:
         for source in self.sources:
             port = _free_port_pair(taken)
             transport = await self.router.create_plain_transport(
-                listen_info={"protocol": "udp", "ip": IP}, rtcp_mux=False, comedia=False,
-                app_data={"recording": str(self.path)})
+                listen_info={"protocol": "udp", "ip": IP},
+                rtcp_mux=False,
+                comedia=False,
+                app_data={"recording": str(self.path)},
+            )
             try:
                 await transport.connect(ip=IP, port=port, rtcp_port=port + 1)
                 consumer = await transport.consume(source.producer_id, caps, paused=True)
@@ -310,8 +360,9 @@ class Segment:
             if self.process.returncode is not None:
                 raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
             if time.monotonic() > deadline:
-                raise RecordingError(f"FFmpeg did not listen on ports {sorted(missing)} in {BIND_TIMEOUT:.0f} s: "
-                                     f"{self.stderr_tail()}")
+                raise RecordingError(
+                    f"FFmpeg did not listen on ports {sorted(missing)} in {BIND_TIMEOUT:.0f} s: {self.stderr_tail()}"
+                )
             await asyncio.sleep(0.01)
 
     async def _request_key_frames(self) -> None:
@@ -360,7 +411,7 @@ class Segment:
         assert self.exited is not None
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -409,8 +460,14 @@ def probe(path: Path) -> tuple[float, list[str]]:
         duration = float(info.get("format", {}).get("duration") or 0.0)
         if streams and duration <= 0:
             packets = ffmpeg.probe(str(path), show_entries="packet=pts_time,duration_time").get("packets", [])
-            duration = max((float(p["pts_time"]) + float(p.get("duration_time") or 0)
-                            for p in packets if p.get("pts_time") not in (None, "N/A")), default=0.0)
+            duration = max(
+                (
+                    float(p["pts_time"]) + float(p.get("duration_time") or 0)
+                    for p in packets
+                    if p.get("pts_time") not in (None, "N/A")
+                ),
+                default=0.0,
+            )
     except ffmpeg.Error as error:
         raise RecordingError(f"ffprobe rejected {path.name}: {error.stderr.decode(errors='replace')[-300:]}") from error
     if not streams or duration <= 0:

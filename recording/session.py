@@ -29,11 +29,10 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from recording.concat import join, parts
 from recording.manifest import Manifest, SegmentEntry
@@ -47,6 +46,9 @@ from recording.segment import (
     probe,
     shown_tiles,
 )
+
+if TYPE_CHECKING:
+    from workers.router import Router
 
 __all__ = ["RecordingResult", "RecordingSession", "Snapshot", "finish_segments"]
 
@@ -62,7 +64,7 @@ RESTART_WINDOW = 30.0
 #: (MPEG-TS tables, no media): such a recording is dropped, not kept for ever.
 NO_MEDIA_BYTES = 16 * 1024
 
-Snapshot = Callable[[], Awaitable[tuple[Any, list[Source], dict[str, str]]]]
+Snapshot = Callable[[], Awaitable[tuple["Router", list[Source], dict[str, str]]]]
 
 
 @dataclass
@@ -75,14 +77,19 @@ class RecordingResult:
     segments: int
 
 
-def _key(router: Any, sources: list[Source], names: dict[str, str]) -> tuple:
+def _key(router: Router, sources: list[Source], names: dict[str, str]) -> tuple[object, ...]:
     return id(router), tuple(sorted((s.producer_id, s.kind, s.peer_id) for s in sources)), tuple(names.items())
 
 
 class RecordingSession:
-    def __init__(self, manifest: Manifest, snapshot: Snapshot, *,
-                 options: SegmentOptions | None = None,
-                 on_error: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        snapshot: Snapshot,
+        *,
+        options: SegmentOptions | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.manifest = manifest
         self.snapshot = snapshot
         self.options = options or SegmentOptions()
@@ -129,7 +136,7 @@ class RecordingSession:
         self._pending = None
         self._spawn(self._switch(forced=False))
 
-    def _spawn(self, coro: Any) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -165,7 +172,7 @@ class RecordingSession:
         self.manifest.segments.append(SegmentEntry(segment.path.name, segment.t0, pid=segment.pid, layout=layout))
         await asyncio.to_thread(self.manifest.save)
         self.log.info("segment {} started: {} input(s), layout {}", n, len(sources), layout)
-        segment.exited.add_done_callback(lambda _f, s=segment: self._on_exit(s))
+        segment.exited.add_done_callback(lambda _exited: self._on_exit(segment))
         if old is not None:
             self._spawn(self._retire(old, OVERLAP if old_alive else 0.0))
 
@@ -198,13 +205,16 @@ class RecordingSession:
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW] + [now]
         if len(self._deaths) > MAX_RESTARTS:
-            self._report(f"{len(self._deaths)} failures in {RESTART_WINDOW:.0f} s; not restarting: "
-                         "the recording keeps what it has until it is stopped")
+            self._report(
+                f"{len(self._deaths)} failures in {RESTART_WINDOW:.0f} s; not restarting: "
+                "the recording keeps what it has until it is stopped"
+            )
             return
 
         async def restart() -> None:
             await asyncio.sleep(delay)
             await self._switch(forced=forced)
+
         self._spawn(restart())
 
     def _report(self, message: str) -> None:
@@ -232,8 +242,7 @@ class RecordingSession:
         self.manifest.ended_at = ended_at
         await asyncio.to_thread(self.manifest.save)
         duration, streams = await finish_segments(self.manifest, out, ffmpeg_bin=self.options.ffmpeg_bin)
-        return RecordingResult(out, duration, streams, self.manifest.started_at, ended_at,
-                               len(self.manifest.segments))
+        return RecordingResult(out, duration, streams, self.manifest.started_at, ended_at, len(self.manifest.segments))
 
     async def abort(self) -> None:
         """Stop every FFmpeg and close the inputs (a start that failed)."""
@@ -292,6 +301,5 @@ async def finish_segments(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "f
         stderr = getattr(error, "stderr", b"") or b""
         raise RecordingError(f"joining segments failed: {stderr.decode(errors='replace')[-300:] or error}") from error
     duration, streams = await asyncio.to_thread(probe, out)
-    log.info("recording written: {} ({:.1f} s, {}, {} segment(s))", out.name, duration, ", ".join(streams),
-             len(items))
+    log.info("recording written: {} ({:.1f} s, {}, {} segment(s))", out.name, duration, ", ".join(streams), len(items))
     return duration, streams

@@ -4,7 +4,7 @@ Start-up: create the store the settings choose (MongoDB if ``MONGODB_URI``, else
 SQLite file), start it (connect, check it answers and accepts our credentials,
 create indexes -- a clear :class:`~control.store.StoreUnavailable` otherwise, which
 stops start-up), end meetings a crashed run left open, and publish the services under
-``STORE``, ``CHAT`` and ``MEETINGS``. When the event bus runs (``EVENTS``), meeting
+``DATABASE``, ``CHAT`` and ``MEETINGS``. When the event bus is given, meeting
 lifecycle changes are published as ``meeting.started``, ``participant.joined``,
 ``participant.left`` and ``meeting.ended`` events. Shutdown: close the store.
 """
@@ -12,22 +12,28 @@ lifecycle changes are published as ``meeting.started``, ``participant.joined``,
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from loguru import logger
 
-from control.chat.meetings import MeetingEvent
+from control.chat.meetings import MeetingEvent, MeetingEventType
 from control.chat.service import ChatService
-from control.keys import CHAT, EVENTS, MEETINGS, SETTINGS, STORE
+from control.config import Settings
+from control.keys import CHAT, DATABASE, MEETINGS
 from control.store import create_store
 from control.store.ids import datetime_to_ms
 
-__all__ = ["chat_ctx", "meeting_event_data"]
+if TYPE_CHECKING:
+    from control.events.bus import EventBus
+
+__all__ = ["chat_ctx", "meeting_event_data", "meeting_publisher"]
 
 _EVENT_NS = uuid.UUID("5d0c2b62-36b5-4a43-9a53-5b3c1f0e7c11")
-_PUBLISHED = ("meeting.started", "meeting.ended", "participant.joined", "participant.left")
+_PUBLISHED: frozenset[MeetingEventType] = frozenset(
+    {"meeting.started", "meeting.ended", "participant.joined", "participant.left"}
+)
 
 
 def meeting_event_data(event: MeetingEvent) -> tuple[str, dict[str, Any]] | None:
@@ -42,8 +48,12 @@ def meeting_event_data(event: MeetingEvent) -> tuple[str, dict[str, Any]] | None
     elif event.type == "meeting.ended":
         if m.ended_at is None:
             return None
-        data = {**base, "startedAt": m.started_at, "endedAt": m.ended_at,
-                "participantCount": len({p.peer_id for p in m.participants})}
+        data = {
+            **base,
+            "startedAt": m.started_at,
+            "endedAt": m.ended_at,
+            "participantCount": len({p.peer_id for p in m.participants}),
+        }
         when = m.ended_at
     elif event.type in ("participant.joined", "participant.left"):
         entry = next((p for p in reversed(m.participants) if p.peer_id == event.peer_id), None)
@@ -64,30 +74,42 @@ def meeting_event_data(event: MeetingEvent) -> tuple[str, dict[str, Any]] | None
     return str(uuid.uuid5(_EVENT_NS, key)), data
 
 
-async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    store = create_store(settings)
-    await store.start()
-    try:
-        chat = ChatService.from_settings(store, settings)
-        await chat.start()
-        app[STORE] = store
-        app[CHAT] = chat
-        app[MEETINGS] = chat.meetings
-        bus = app.get(EVENTS)
-        if bus is not None:
+def chat_ctx(
+    *, settings: web.AppKey[Settings], events: web.AppKey[EventBus] | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx: the database (``DATABASE``), the chat (``CHAT``) and meetings
+    (``MEETINGS``); meeting changes published on ``events`` when given."""
 
-            async def publish(event: MeetingEvent) -> None:
-                if event.type not in _PUBLISHED:
-                    return
-                built = meeting_event_data(event)
-                if built is not None:
-                    event_id, data = built
-                    await bus.publish(event.type, data, event_id=event_id)
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[settings]
+        database = create_store(config)
+        await database.start()
+        try:
+            chat = ChatService.from_settings(database, config)
+            await chat.start()
+            app[DATABASE] = database
+            app[CHAT] = chat
+            app[MEETINGS] = chat.meetings
+            if events is not None:
+                chat.meetings.subscribe(meeting_publisher(app[events]))
+            logger.info("chat and meetings: {}", database.describe())
+            yield
+        finally:
+            await database.close()
+            logger.info("chat store closed")
 
-            chat.meetings.subscribe(publish)
-        logger.info("chat and meetings: {}", store.describe())
-        yield
-    finally:
-        await store.close()
-        logger.info("chat store closed")
+    return ctx
+
+
+def meeting_publisher(bus: EventBus) -> Callable[[MeetingEvent], Awaitable[None]]:
+    """A meetings subscriber that publishes the lifecycle changes on ``bus``."""
+
+    async def publish(event: MeetingEvent) -> None:
+        if event.type not in _PUBLISHED:
+            return
+        built = meeting_event_data(event)
+        if built is not None:
+            event_id, data = built
+            await bus.publish(event.type, data, event_id=event_id)
+
+    return publish

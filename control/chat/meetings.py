@@ -24,23 +24,39 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 
 from control.chat.validation import (
     ChatError,
+    ChatNotFound,
     ChatValidationError,
     parse_limit,
     validate_display_name,
     validate_email,
 )
+from control.errors import Unavailable
 from control.store.base import Store
 from control.store.errors import StoreError
 from control.store.ids import InvalidId, ms_to_datetime, new_id, validate_id, validate_peer_id, validate_room_id
 from control.store.models import Cursor, InvalidCursor, Meeting, Participant, RecordingRef
 
-__all__ = ["ChatUnavailable", "MeetingEvent", "MeetingPage", "MeetingService", "now", "room_id_or_error"]
+#: What changed in a meeting (``MeetingEvent.type``); all but ``recording.added`` are
+#: published on the event bus (:mod:`control.chat.context`).
+MeetingEventType = Literal[
+    "meeting.started", "participant.joined", "participant.left", "meeting.ended", "recording.added"
+]
+
+__all__ = [
+    "ChatUnavailable",
+    "MeetingEvent",
+    "MeetingEventType",
+    "MeetingPage",
+    "MeetingService",
+    "now",
+    "room_id_or_error",
+]
 
 
 def now() -> datetime:
@@ -48,7 +64,7 @@ def now() -> datetime:
     return ms_to_datetime(time.time_ns() // 1_000_000)
 
 
-class ChatUnavailable(ChatError):
+class ChatUnavailable(ChatError, Unavailable):
     """The store did not acknowledge the write/read (HTTP 503); the client may retry."""
 
     status = 503
@@ -93,9 +109,7 @@ def as_recording_ref(recording: RecordingRef | dict[str, Any] | Any) -> Recordin
 
 @dataclass(frozen=True, slots=True)
 class MeetingEvent:
-    #: ``meeting.started``, ``participant.joined``, ``participant.left``,
-    #: ``meeting.ended``, ``recording.added``.
-    type: str
+    type: MeetingEventType
     meeting: Meeting
     peer_id: str | None = None
 
@@ -124,7 +138,7 @@ async def _notify(callbacks: list[Callable[..., Any]], *args: Any) -> None:
             result = callback(*args)
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # a subscriber must not break the write path
+        except Exception:  # noqa: BLE001 - a subscriber must not break the write path
             logger.opt(exception=True).error("chat/meeting subscriber {!r} failed", callback)
 
 
@@ -147,7 +161,7 @@ class MeetingService:
 
         return unsubscribe
 
-    async def _emit(self, type_: str, meeting: Meeting, peer_id: str | None = None) -> None:
+    async def _emit(self, type_: MeetingEventType, meeting: Meeting, peer_id: str | None = None) -> None:
         if self._subscribers:
             await _notify(self._subscribers, MeetingEvent(type_, meeting, peer_id))
 
@@ -283,7 +297,7 @@ class MeetingService:
         except StoreError as exc:
             raise ChatUnavailable(str(exc)) from exc
         if meeting is None:
-            raise ChatError("not_found", f"no meeting {meeting_id}", "meetingId")
+            raise ChatNotFound("not_found", f"no meeting {meeting_id}", "meetingId")
         await self._emit("recording.added", meeting)
         return meeting
 

@@ -50,7 +50,7 @@ from control.store.errors import StoreError
 from control.store.ids import ms_to_datetime, new_id_ms
 from control.store.models import ChatMessage, Meeting, RecordingRef, Sender
 
-__all__ = ["ChatService", "HistoryPage", "MessageCallback", "ClearedCallback"]
+__all__ = ["ChatService", "ClearedCallback", "HistoryPage", "MessageCallback"]
 
 MessageCallback = Callable[[ChatMessage], "Awaitable[None] | None"]
 ClearedCallback = Callable[[str, int], "Awaitable[None] | None"]
@@ -106,9 +106,7 @@ class ChatService:
 
     # ---- subscribers
 
-    def subscribe(
-        self, on_message: MessageCallback, on_cleared: ClearedCallback | None = None
-    ) -> Callable[[], None]:
+    def subscribe(self, on_message: MessageCallback, on_cleared: ClearedCallback | None = None) -> Callable[[], None]:
         """``on_message(message)`` after each stored message (participants' and
         system ones), ``on_cleared(room_id, deleted)`` after a room's history was
         deleted. Callbacks may be sync or async; their exceptions are logged, not

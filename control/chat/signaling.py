@@ -39,19 +39,22 @@ backlog):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
-from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from control.chat.service import ChatService
 from control.chat.validation import ChatError, ChatValidationError, validate_display_name
-from control.keys import CHAT, ROOMS
 from control.signaling.messages import describe
 from control.signaling.protoo import ProtooError
 from control.store.models import ChatMessage, Sender
+
+if TYPE_CHECKING:
+    from control.rooms.manager import RoomManager
+    from control.rooms.peer import Peer
+    from control.rooms.room import Room
 
 __all__ = [
     "CHAT_CLEARED",
@@ -74,6 +77,9 @@ _MAX_FIELD = 1024
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=_Strict)
 
 
 class FileIn(_Strict):
@@ -104,7 +110,7 @@ class ChatHistoryRequest(_Strict):
     before: StrictStr | None = Field(None, max_length=_MAX_FIELD)
 
 
-def _parse(model: type[_Strict], method: str, data: dict[str, Any]) -> Any:
+def _parse(model: type[M], method: str, data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -115,7 +121,7 @@ def _refused(error: ChatError) -> ProtooError:
     return ProtooError(error.status, f"{error.code}: {error.message}")
 
 
-def sender_of(peer: Any) -> Sender:
+def sender_of(peer: Peer) -> Sender:
     """Who sends: the peer's id and current display name (its id when the name is
     empty or not one the chat accepts)."""
     try:
@@ -128,10 +134,10 @@ def sender_of(peer: Any) -> Sender:
 class ChatSignaling:
     """The two protoo methods and the fan-out of stored messages to the rooms."""
 
-    def __init__(self, chat: ChatService, rooms: Any) -> None:
+    def __init__(self, chat: ChatService, rooms: RoomManager) -> None:
         self.chat = chat
         self.rooms = rooms
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
         self.rooms.register_method(CHAT_MESSAGE, self.on_chat_message)
@@ -145,7 +151,7 @@ class ChatSignaling:
 
     # -- requests -----------------------------------------------------------------------
 
-    async def on_chat_message(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def on_chat_message(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
         request = _parse(ChatMessageRequest, CHAT_MESSAGE, data)
         if peer.closed or room.closed:
             raise ProtooError(410, "peer closed")
@@ -155,7 +161,7 @@ class ChatSignaling:
             raise _refused(error) from None
         return {"message": message.to_json()}
 
-    async def on_get_chat_history(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def on_get_chat_history(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
         request = _parse(ChatHistoryRequest, GET_CHAT_HISTORY, data)
         try:
             page = await self.chat.history(room.id, request.limit, request.before)
@@ -172,16 +178,18 @@ class ChatSignaling:
         self.rooms.notify_room(room_id, CHAT_CLEARED, {"roomId": room_id, "deleted": deleted})
 
 
-async def chat_signaling_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Chat over signaling (needs ``CHAT`` and ``ROOMS``: after ``chat_ctx`` and ``rooms_ctx``)."""
-    chat, rooms = app.get(CHAT), app.get(ROOMS)
-    if chat is None or rooms is None:
-        logger.warning("chat over signaling disabled: chat or rooms not running")
-        yield
-        return
-    bridge = ChatSignaling(chat, rooms)
-    bridge.start()
-    try:
-        yield
-    finally:
-        bridge.stop()
+def chat_signaling_ctx(
+    *, chat: web.AppKey[ChatService], rooms: web.AppKey[RoomManager]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx of chat over signaling: after the chat's and the rooms' (it
+    registers its methods on the room manager and subscribes to the chat)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        bridge = ChatSignaling(app[chat], app[rooms])
+        bridge.start()
+        try:
+            yield
+        finally:
+            bridge.stop()
+
+    return ctx

@@ -28,17 +28,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from control.errors import BadRequest, NotFound, ParleyError
 from control.storage.keys import CHAT_PREFIX, InvalidKey, validate_key
 from control.store.base import DEFAULT_PAGE, MAX_PAGE
 from control.store.ids import InvalidId, validate_peer_id
 from control.store.models import FileRef, Sender
 
 __all__ = [
-    "ChatError",
-    "ChatLimits",
-    "ChatValidationError",
     "DEFAULT_MAX_TEXT_LENGTH",
     "MAX_FILE_SIZE",
+    "ChatError",
+    "ChatLimits",
+    "ChatNotFound",
+    "ChatValidationError",
     "ValidatedContent",
     "check_text",
     "parse_limit",
@@ -71,34 +73,34 @@ _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 _EVENT_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
-class ChatError(Exception):
-    """A chat request the server refuses; ``to_json()`` is the error body."""
+class ChatError(ParleyError):
+    """A chat request the server refuses; ``to_json()`` is the error body.
+
+    A :class:`~control.errors.ParleyError`: REST answers it through the error
+    middleware, signaling as ``"<code>: <message>"`` (:mod:`control.chat.signaling`)."""
 
     status = 400
+    default_code = "invalid_request"
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
+        super().__init__(message, code=code, field=field)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field:
-            out["field"] = self.field
-        return out
+    def to_json(self) -> dict[str, str]:
+        return super().to_json()
 
 
-class ChatValidationError(ChatError):
+class ChatValidationError(ChatError, BadRequest):
     """Invalid client input (HTTP 400)."""
 
     @classmethod
     def from_invalid_id(cls, exc: InvalidId) -> ChatValidationError:
-        return cls(f"invalid_{_snake(exc.field)}", exc.message, exc.field)
+        return cls(exc.code, exc.message, exc.field)
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().replace(".", "_")
+class ChatNotFound(ChatError, NotFound):
+    """What the request names does not exist (HTTP 404): a meeting id."""
+
+    status = 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,8 @@ def validate_email(value: Any, field: str = "email") -> str | None:
 
 def validate_sender(sender: Any) -> Sender:
     """A :class:`Sender`, a mapping with ``peerId``/``displayName`` (or snake_case)."""
+    peer_id: Any
+    display_name: Any
     if isinstance(sender, Sender):
         peer_id, display_name = sender.peer_id, sender.display_name
     elif isinstance(sender, Mapping):
@@ -191,8 +195,11 @@ def validate_file(value: Any, *, room_id: str | None = None, max_size: int = MAX
     uploads (``chat/<roomId>/<fileId>/<name>``, ``control/storage/keys.py``): a message
     cannot point at recordings or at another room's files."""
     if not isinstance(value, Mapping):
-        raise ChatValidationError("missing_field", "file is required for a file message "
-                                  "(an object with bucket, key, name, size, mimeType)", "file")
+        raise ChatValidationError(
+            "missing_field",
+            "file is required for a file message (an object with bucket, key, name, size, mimeType)",
+            "file",
+        )
     bucket = value.get("bucket")
     if not isinstance(bucket, str) or not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         raise ChatValidationError("invalid_file", "file.bucket must be an S3 bucket name", "file.bucket")
@@ -213,20 +220,16 @@ def validate_file(value: Any, *, room_id: str | None = None, max_size: int = MAX
         raise ChatValidationError("invalid_file", "file.name must not contain '/' or '\\'", "file.name")
     size = value.get("size")
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE:
-        raise ChatValidationError("invalid_file", "file.size must be an integer number of bytes >= 0",
-                                  "file.size")
+        raise ChatValidationError("invalid_file", "file.size must be an integer number of bytes >= 0", "file.size")
     if size > max_size:
         raise ChatValidationError("file_too_large", f"file.size is larger than {max_size} bytes", "file.size")
     mime = value.get("mimeType", value.get("mime_type"))
     if not isinstance(mime, str) or len(mime) > MAX_MIME_TYPE_LENGTH or not _MIME_RE.fullmatch(mime):
-        raise ChatValidationError("invalid_file", "file.mimeType must be a MIME type (type/subtype)",
-                                  "file.mimeType")
+        raise ChatValidationError("invalid_file", "file.mimeType must be a MIME type (type/subtype)", "file.mimeType")
     return FileRef(bucket=bucket, key=key, name=name, size=size, mime_type=mime.lower())
 
 
-def validate_content(
-    payload: Any, limits: ChatLimits = ChatLimits(), room_id: str | None = None
-) -> ValidatedContent:
+def validate_content(payload: Any, limits: ChatLimits = ChatLimits(), room_id: str | None = None) -> ValidatedContent:
     """What a participant may send: ``{"type": "text", "text": ...}`` or
     ``{"type": "file", "file": {...}, "text": <optional caption>}``.
     Unknown keys are ignored (never stored). ``room_id``: see :func:`validate_file`."""
@@ -234,9 +237,7 @@ def validate_content(
         raise ChatValidationError("invalid_payload", "a chat message must be a JSON object")
     kind = payload.get("type", "text")
     if kind == "text":
-        return ValidatedContent(
-            "text", check_text(payload.get("text"), max_length=limits.max_text_length), None
-        )
+        return ValidatedContent("text", check_text(payload.get("text"), max_length=limits.max_text_length), None)
     if kind == "file":
         file = validate_file(payload.get("file"), room_id=room_id, max_size=limits.max_file_size)
         text = check_text(payload.get("text"), max_length=limits.max_text_length, required=False)
@@ -248,8 +249,9 @@ def validate_content(
 
 def validate_event(value: Any) -> str:
     if not isinstance(value, str) or not _EVENT_RE.fullmatch(value):
-        raise ChatValidationError("invalid_event", "event must be a short lowercase name like "
-                                  "'participant.joined'", "event")
+        raise ChatValidationError(
+            "invalid_event", "event must be a short lowercase name like 'participant.joined'", "event"
+        )
     return value
 
 

@@ -12,8 +12,16 @@ themselves once the object is stored (see :mod:`control.storage`).
 
 Wire format: :mod:`control.events.schema`. Operators: ``python -m
 control.events.consume`` prints the events of the AI queue.
+
+:func:`setup` wires it into the app (``app[EVENTS]``, ``GET /api/events/outbox``).
 """
 
+from __future__ import annotations
+
+from aiohttp import web
+
+from control.config import Settings
+from control.events import routes as _routes_module
 from control.events.bus import EventBus
 from control.events.outbox import MongoOutbox, Outbox, OutboxEntry, SQLiteOutbox, open_outbox
 from control.events.publisher import BrokerAuthError, PublishFailed, RabbitPublisher
@@ -69,4 +77,11 @@ __all__ = [
     "events_ctx",
     "open_outbox",
     "redact_event",
+    "setup",
 ]
+
+
+def setup(app: web.Application, *, settings: web.AppKey[Settings]) -> None:
+    """Run the event bus (``app[EVENTS]``) and serve ``GET /api/events/outbox`` (admin)."""
+    app.cleanup_ctx.append(events_ctx(settings=settings))
+    app.add_routes(_routes_module.routes)

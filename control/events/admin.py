@@ -1,10 +1,13 @@
 """``require_admin``: a placeholder guard for admin routes until real auth lands.
 
 - ``ADMIN_TOKEN`` set: the request must carry ``Authorization: Bearer <token>``
-  (or ``X-Admin-Token: <token>``); otherwise 401.
+  (or ``X-Admin-Token: <token>``); otherwise 401 ``unauthorized``.
 - ``ADMIN_TOKEN`` unset: only loopback clients (127.0.0.0/8, ::1) that did not
   come through a proxy (no ``Forwarded``/``X-Forwarded-For``/``X-Real-IP``
-  header) are allowed; otherwise 403.
+  header) are allowed; otherwise 403 ``forbidden``.
+
+Refusals are raised :class:`~control.errors.ParleyError`s: the app's error middleware
+answers them (401 with ``WWW-Authenticate: Bearer``).
 
 Replace with the auth module's admin check when it exists (same decorator name).
 """
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from loguru import logger
 
+from control.errors import Forbidden, Unauthorized
 from control.keys import SETTINGS
 
 __all__ = ["require_admin"]
@@ -52,19 +56,20 @@ def require_admin(handler: Handler) -> Handler:
         token = getattr(settings, "admin_token", None)
         if token is not None and token.get_secret_value():
             presented = _presented_token(request)
-            if presented is None or not hmac.compare_digest(
-                    presented.encode(), token.get_secret_value().encode()):
-                logger.warning("admin request {} {} refused: missing or wrong admin token",
-                               request.method, request.path)
-                return web.json_response({"error": "admin token required"}, status=401,
-                                         headers={"WWW-Authenticate": "Bearer"})
+            if presented is None or not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+                logger.warning(
+                    "admin request {} {} refused: missing or wrong admin token", request.method, request.path
+                )
+                raise Unauthorized("admin token required")
         elif not _is_loopback(request.remote) or any(h in request.headers for h in _PROXY_HEADERS):
-            logger.warning("admin request {} {} from {} refused: ADMIN_TOKEN is unset, "
-                           "so admin routes answer direct loopback clients only",
-                           request.method, request.path, request.remote)
-            return web.json_response(
-                {"error": "admin routes are limited to local clients; set ADMIN_TOKEN to use them remotely"},
-                status=403)
+            logger.warning(
+                "admin request {} {} from {} refused: ADMIN_TOKEN is unset, "
+                "so admin routes answer direct loopback clients only",
+                request.method,
+                request.path,
+                request.remote,
+            )
+            raise Forbidden("admin routes are limited to local clients; set ADMIN_TOKEN to use them remotely")
         return await handler(request)
 
     return guarded

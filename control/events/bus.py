@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from control.events.outbox import Outbox, OutboxEntry, open_outbox
 from control.events.publisher import BrokerAuthError, PublishFailed, RabbitPublisher, describe_error
 from control.events.schema import DEFAULT_AI_QUEUE, EXCHANGE, build_envelope, redact_event
-from control.storage.base import backoff_delays
+from control.retry import backoff_delays
 
 if TYPE_CHECKING:
     from control.config import Settings
@@ -42,9 +42,16 @@ __all__ = ["EventBus"]
 class EventBus:
     """``app[EVENTS]``. See the module docstring."""
 
-    def __init__(self, outbox: Outbox, publisher: RabbitPublisher | None = None, *,
-                 retry_initial: float = 0.5, retry_max: float = 30.0, batch_size: int = 100,
-                 idle_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        publisher: RabbitPublisher | None = None,
+        *,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+        batch_size: int = 100,
+        idle_interval: float = 5.0,
+    ) -> None:
         self.outbox = outbox
         self.publisher = publisher
         self.retry_initial = retry_initial
@@ -65,8 +72,9 @@ class EventBus:
         """Outbox in the chat store's backend; a RabbitMQ publisher if ``RABBITMQ_URL``."""
         publisher = None
         if settings.rabbitmq_url:
-            publisher = RabbitPublisher(settings.rabbitmq_url, exchange=exchange,
-                                        queue=settings.rabbitmq_ai_queue or DEFAULT_AI_QUEUE)
+            publisher = RabbitPublisher(
+                settings.rabbitmq_url, exchange=exchange, queue=settings.rabbitmq_ai_queue or DEFAULT_AI_QUEUE
+            )
         return cls(open_outbox(settings), publisher, **options)
 
     # ------------------------------------------------------------------ lifecycle
@@ -98,13 +106,20 @@ class EventBus:
                 logger.error("{}; events wait in the outbox", self.publisher.last_error)
                 self._schedule_retry()
             except Exception as exc:  # noqa: BLE001 - down for now: the relay retries
-                logger.warning("RabbitMQ not reachable at start-up, events wait in the outbox: {}",
-                               self.publisher.last_error or describe_error(exc))
+                logger.warning(
+                    "RabbitMQ not reachable at start-up, events wait in the outbox: {}",
+                    self.publisher.last_error or describe_error(exc),
+                )
                 self._schedule_retry()
         pending = await self.outbox.count()
-        logger.info("events: outbox {} ({} waiting), {}", self.outbox.describe(), pending,
-                    "RabbitMQ exchange " + self.publisher.exchange if self.publisher
-                    else "no RABBITMQ_URL: events stay in the outbox")
+        logger.info(
+            "events: outbox {} ({} waiting), {}",
+            self.outbox.describe(),
+            pending,
+            "RabbitMQ exchange " + self.publisher.exchange
+            if self.publisher
+            else "no RABBITMQ_URL: events stay in the outbox",
+        )
         self._started = True
         if self.publisher is not None:  # outbox-only mode has nothing to relay
             self._task = asyncio.create_task(self._relay(), name="events-relay")
@@ -123,14 +138,15 @@ class EventBus:
                 delivered = False
             if not delivered:
                 with contextlib.suppress(Exception):
-                    logger.warning("{} event(s) left in the outbox; delivered after the next start",
-                                   await self.outbox.count())
+                    logger.warning(
+                        "{} event(s) left in the outbox; delivered after the next start", await self.outbox.count()
+                    )
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            except (TimeoutError, Exception):  # noqa: BLE001
                 self._task.cancel()
                 with contextlib.suppress(BaseException):
                     await self._task
@@ -141,21 +157,25 @@ class EventBus:
 
     # ------------------------------------------------------------------ publishing
 
-    async def publish(self, event_type: str, data: BaseModel | Mapping[str, Any], *,
-                      event_id: str | None = None) -> dict[str, Any]:
+    async def publish(
+        self, event_type: str, data: BaseModel | Mapping[str, Any], *, event_id: str | None = None
+    ) -> dict[str, Any]:
         """Validate, store durably in the outbox, hand to the relay; return the envelope.
 
         ``event_id`` (a UUID) makes a retried publish idempotent: the outbox keeps
         one entry per id. Raises ``ValueError`` for an unknown type or invalid data.
         """
-        envelope = build_envelope(event_type, data if isinstance(data, BaseModel) else dict(data),
-                                  event_id=event_id)
-        entry = OutboxEntry(event_id=envelope["eventId"], routing_key=event_type,
-                            body=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False),
-                            created_at=time.time())
+        envelope = build_envelope(event_type, data if isinstance(data, BaseModel) else dict(data), event_id=event_id)
+        entry = OutboxEntry(
+            event_id=envelope["eventId"],
+            routing_key=event_type,
+            body=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False),
+            created_at=time.time(),
+        )
         added = await self.outbox.add(entry)
-        logger.debug("event {} {} {}", event_type, entry.event_id,
-                     "stored in the outbox" if added else "already in the outbox")
+        logger.debug(
+            "event {} {} {}", event_type, entry.event_id, "stored in the outbox" if added else "already in the outbox"
+        )
         self._wake.set()
         return envelope
 
@@ -164,10 +184,13 @@ class EventBus:
         with ``job.context`` as data plus ``object``; the event id is the job's, so a
         handler that runs twice (crash in between) yields one outbox entry."""
         assert job.kind is not None
-        await self.publish(job.kind, {**job.context, "object": ref.to_event()},
-                           event_id=str(uuid.UUID(job.id)) if _is_uuid(job.id) else None)
+        await self.publish(
+            job.kind,
+            {**job.context, "object": ref.to_event()},
+            event_id=str(uuid.UUID(job.id)) if _is_uuid(job.id) else None,
+        )
 
-    async def flush(self, timeout: float = 5.0, *, force: bool = False) -> bool:
+    async def flush(self, timeout: float = 5.0, *, force: bool = False) -> bool:  # noqa: ASYNC109 - the public API
         """Wait until the outbox is empty (True) or ``timeout`` passes (False).
 
         ``force``: try the broker now even during a backoff pause.
@@ -187,9 +210,14 @@ class EventBus:
 
     def status(self) -> dict[str, Any]:
         broker = self.publisher.status() if self.publisher else {"configured": False}
-        return {"outbox": self.outbox.describe(), "backend": self.outbox.backend, "broker": broker,
-                "delivered": self.delivered, "consecutiveFailures": self._failures,
-                "nextAttemptIn": max(0.0, round(self._retry_at - time.monotonic(), 2))}
+        return {
+            "outbox": self.outbox.describe(),
+            "backend": self.outbox.backend,
+            "broker": broker,
+            "delivered": self.delivered,
+            "consecutiveFailures": self._failures,
+            "nextAttemptIn": max(0.0, round(self._retry_at - time.monotonic(), 2)),
+        }
 
     async def outbox_view(self, limit: int = 100) -> dict[str, Any]:
         """The waiting events (oldest first), credentials masked."""
@@ -200,9 +228,17 @@ class EventBus:
                 body: Any = redact_event(json.loads(e.body))
             except ValueError:
                 body = None
-            events.append({"eventId": e.event_id, "type": e.routing_key, "createdAt": e.created_at,
-                           "attempts": e.attempts, "lastAttemptAt": e.last_attempt_at,
-                           "lastError": e.last_error, "event": body})
+            events.append(
+                {
+                    "eventId": e.event_id,
+                    "type": e.routing_key,
+                    "createdAt": e.created_at,
+                    "attempts": e.attempts,
+                    "lastAttemptAt": e.last_attempt_at,
+                    "lastError": e.last_error,
+                    "event": body,
+                }
+            )
         return {**self.status(), "pending": await self.outbox.count(), "events": events}
 
     # ------------------------------------------------------------------ relay
@@ -221,7 +257,7 @@ class EventBus:
                 timeout = min(timeout, self._retry_at - now)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             if self._stopping or self.publisher is None:
@@ -263,12 +299,16 @@ class EventBus:
             self._wake.set()  # more may be waiting
             return
         done = set(delivered)
-        await self.outbox.record_failure([e.event_id for e in batch if e.event_id not in done],
-                                         str(failure))
+        await self.outbox.record_failure([e.event_id for e in batch if e.event_id not in done], str(failure))
         delay = self._schedule_retry()
         log = logger.warning if self._failures == 1 or self._failures % 20 == 0 else logger.debug
-        log("event delivery failed ({} delivered in this batch, {} waiting), retrying in {:.1f}s: {}",
-            len(delivered), len(batch) - len(delivered), delay, failure)
+        log(
+            "event delivery failed ({} delivered in this batch, {} waiting), retrying in {:.1f}s: {}",
+            len(delivered),
+            len(batch) - len(delivered),
+            delay,
+            failure,
+        )
 
     def _recovered(self) -> None:
         if self._failures:

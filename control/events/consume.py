@@ -29,16 +29,22 @@ from control.logging import redact_text
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m control.events.consume",
-                                     description="Print the events in a RabbitMQ queue.")
+    parser = argparse.ArgumentParser(
+        prog="python -m control.events.consume", description="Print the events in a RabbitMQ queue."
+    )
     parser.add_argument("--url", help="amqp:// URL (default: RABBITMQ_URL)")
     parser.add_argument("--queue", help=f"queue name (default: RABBITMQ_AI_QUEUE or {DEFAULT_AI_QUEUE})")
     parser.add_argument("--exchange", default=EXCHANGE, help="topic exchange (default: %(default)s)")
-    parser.add_argument("--bind", action="append", metavar="ROUTING_KEY",
-                        help=f"bind the queue to this pattern (repeatable; default: {RECORDING_COMPLETED})")
+    parser.add_argument(
+        "--bind",
+        action="append",
+        metavar="ROUTING_KEY",
+        help=f"bind the queue to this pattern (repeatable; default: {RECORDING_COMPLETED})",
+    )
     parser.add_argument("-n", "--count", type=int, default=0, help="stop after N events (0: never)")
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="stop after this many seconds without an event (0: never)")
+    parser.add_argument(
+        "--timeout", type=float, default=0.0, help="stop after this many seconds without an event (0: never)"
+    )
     parser.add_argument("--peek", action="store_true", help="do not ack: the events stay queued")
     parser.add_argument("--show-secrets", action="store_true", help="print integrations unmasked")
     return parser.parse_args(argv)
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         # with --peek, closing without acks puts the messages back in the queue
         try:
             conn.close()
-        except Exception:  # noqa: BLE001,S110
+        except Exception:  # noqa: BLE001
             pass
     print(f"{seen} event(s)", file=sys.stderr)
     return 0

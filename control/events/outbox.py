@@ -132,18 +132,24 @@ class SQLiteOutbox(Outbox):
     async def add(self, entry: OutboxEntry) -> bool:
         def insert() -> bool:
             cur = self._db().execute(
-                f"INSERT OR IGNORE INTO {TABLE} (event_id, routing_key, body, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (entry.event_id, entry.routing_key, entry.body, entry.created_at or time.time()))
+                f"INSERT OR IGNORE INTO {TABLE} (event_id, routing_key, body, created_at) VALUES (?, ?, ?, ?)",
+                (entry.event_id, entry.routing_key, entry.body, entry.created_at or time.time()),
+            )
             return cur.rowcount == 1
 
         return await self._call(insert)
 
     async def oldest(self, limit: int = 100) -> list[OutboxEntry]:
         def select() -> list[OutboxEntry]:
-            rows = self._db().execute(
-                f"SELECT event_id, routing_key, body, created_at, attempts, last_attempt_at, "
-                f"last_error, seq FROM {TABLE} ORDER BY seq LIMIT ?", (int(limit),)).fetchall()
+            rows = (
+                self._db()
+                .execute(
+                    f"SELECT event_id, routing_key, body, created_at, attempts, last_attempt_at, "
+                    f"last_error, seq FROM {TABLE} ORDER BY seq LIMIT ?",
+                    (int(limit),),
+                )
+                .fetchall()
+            )
             return [OutboxEntry(*row) for row in rows]
 
         return await self._call(select)
@@ -157,9 +163,8 @@ class SQLiteOutbox(Outbox):
             db.execute("BEGIN IMMEDIATE")
             try:
                 for i in range(0, len(ids), 500):
-                    chunk = ids[i:i + 500]
-                    cur = db.execute(f"DELETE FROM {TABLE} WHERE event_id IN "
-                                     f"({','.join('?' * len(chunk))})", chunk)
+                    chunk = ids[i : i + 500]
+                    cur = db.execute(f"DELETE FROM {TABLE} WHERE event_id IN ({','.join('?' * len(chunk))})", chunk)
                     removed += cur.rowcount
                 db.execute("COMMIT")
             except BaseException:
@@ -176,10 +181,12 @@ class SQLiteOutbox(Outbox):
             now = time.time()
             db = self._db()
             for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                db.execute(f"UPDATE {TABLE} SET attempts = attempts + 1, last_attempt_at = ?, "
-                           f"last_error = ? WHERE event_id IN ({','.join('?' * len(chunk))})",
-                           [now, error[:1000], *chunk])
+                chunk = ids[i : i + 500]
+                db.execute(
+                    f"UPDATE {TABLE} SET attempts = attempts + 1, last_attempt_at = ?, "
+                    f"last_error = ? WHERE event_id IN ({','.join('?' * len(chunk))})",
+                    [now, error[:1000], *chunk],
+                )
 
         if ids:
             await self._call(update)
@@ -221,8 +228,9 @@ def _next_seq() -> int:
 class MongoOutbox(Outbox):
     backend = "mongodb"
 
-    def __init__(self, uri: str, *, db_name: str | None = None, collection: str = TABLE,
-                 server_selection_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, uri: str, *, db_name: str | None = None, collection: str = TABLE, server_selection_timeout_ms: int = 5000
+    ) -> None:
         self.uri = uri  # used exactly as given (auth mechanism, TLS... are in it)
         self.db_name = db_name
         self.collection_name = collection
@@ -235,8 +243,7 @@ class MongoOutbox(Outbox):
             return
         from pymongo import ASCENDING, AsyncMongoClient
 
-        client: Any = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=self._timeout_ms,
-                                       appname="parley-events")
+        client: Any = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=self._timeout_ms, appname="parley-events")
         try:
             db = client[self.db_name] if self.db_name else client.get_default_database("parley")
             col = db[self.collection_name]
@@ -250,21 +257,37 @@ class MongoOutbox(Outbox):
         from pymongo.errors import DuplicateKeyError
 
         try:
-            await self._col.insert_one({
-                "_id": entry.event_id, "seq": entry.seq or _next_seq(),
-                "routing_key": entry.routing_key, "body": entry.body,
-                "created_at": entry.created_at or time.time(), "attempts": 0,
-                "last_attempt_at": None, "last_error": None})
+            await self._col.insert_one(
+                {
+                    "_id": entry.event_id,
+                    "seq": entry.seq or _next_seq(),
+                    "routing_key": entry.routing_key,
+                    "body": entry.body,
+                    "created_at": entry.created_at or time.time(),
+                    "attempts": 0,
+                    "last_attempt_at": None,
+                    "last_error": None,
+                }
+            )
         except DuplicateKeyError:
             return False
         return True
 
     async def oldest(self, limit: int = 100) -> list[OutboxEntry]:
         docs = await self._col.find().sort([("seq", 1)]).limit(int(limit)).to_list()
-        return [OutboxEntry(event_id=d["_id"], routing_key=d["routing_key"], body=d["body"],
-                            created_at=d.get("created_at") or 0.0, attempts=d.get("attempts") or 0,
-                            last_attempt_at=d.get("last_attempt_at"), last_error=d.get("last_error"),
-                            seq=d.get("seq")) for d in docs]
+        return [
+            OutboxEntry(
+                event_id=d["_id"],
+                routing_key=d["routing_key"],
+                body=d["body"],
+                created_at=d.get("created_at") or 0.0,
+                attempts=d.get("attempts") or 0,
+                last_attempt_at=d.get("last_attempt_at"),
+                last_error=d.get("last_error"),
+                seq=d.get("seq"),
+            )
+            for d in docs
+        ]
 
     async def remove(self, event_ids: Sequence[str]) -> int:
         ids = list(event_ids)
@@ -278,8 +301,8 @@ class MongoOutbox(Outbox):
         if ids:
             await self._col.update_many(
                 {"_id": {"$in": ids}},
-                {"$inc": {"attempts": 1}, "$set": {"last_attempt_at": time.time(),
-                                                   "last_error": error[:1000]}})
+                {"$inc": {"attempts": 1}, "$set": {"last_attempt_at": time.time(), "last_error": error[:1000]}},
+            )
 
     async def count(self) -> int:
         return int(await self._col.count_documents({}))
@@ -297,6 +320,7 @@ class MongoOutbox(Outbox):
 def open_outbox(settings: Any) -> Outbox:
     """The outbox in the chat store's backend: MongoDB if ``MONGODB_URI``, else SQLite."""
     if settings.mongodb_uri:
-        return MongoOutbox(settings.mongodb_uri,
-                           server_selection_timeout_ms=getattr(settings, "mongodb_timeout_ms", 5000))
+        return MongoOutbox(
+            settings.mongodb_uri, server_selection_timeout_ms=getattr(settings, "mongodb_timeout_ms", 5000)
+        )
     return SQLiteOutbox(settings.sqlite_path)

@@ -38,8 +38,12 @@ __all__ = ["BrokerAuthError", "PublishFailed", "RabbitPublisher"]
 
 # pika logs every failed connection attempt as 6-7 ERROR lines and a traceback;
 # the relay logs one line per outage (and the broker's state is in the admin view).
-for _name in ("pika.adapters.utils.connection_workflow", "pika.adapters.utils.io_services_utils",
-              "pika.adapters.blocking_connection", "pika.adapters.base_connection"):
+for _name in (
+    "pika.adapters.utils.connection_workflow",
+    "pika.adapters.utils.io_services_utils",
+    "pika.adapters.blocking_connection",
+    "pika.adapters.base_connection",
+):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
@@ -67,9 +71,16 @@ class BrokerAuthError(Exception):
 class RabbitPublisher:
     """Confirmed, persistent publishing to a topic exchange; reconnects on demand."""
 
-    def __init__(self, url: str, *, exchange: str = EXCHANGE, queue: str | None = DEFAULT_AI_QUEUE,
-                 queue_binding: str = RECORDING_COMPLETED, heartbeat: int = 15,
-                 connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = EXCHANGE,
+        queue: str | None = DEFAULT_AI_QUEUE,
+        queue_binding: str = RECORDING_COMPLETED,
+        heartbeat: int = 15,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self.url = url
         self.exchange = exchange
         self.queue = queue
@@ -89,9 +100,16 @@ class RabbitPublisher:
         return self._conn is not None and self._conn.is_open
 
     def status(self) -> dict[str, Any]:
-        return {"configured": True, "url": redact_text(self.url), "exchange": self.exchange,
-                "queue": self.queue, "connected": self.connected, "connects": self.connects,
-                "published": self.published, "lastError": self.last_error}
+        return {
+            "configured": True,
+            "url": redact_text(self.url),
+            "exchange": self.exchange,
+            "queue": self.queue,
+            "connected": self.connected,
+            "connects": self.connects,
+            "published": self.published,
+            "lastError": self.last_error,
+        }
 
     # ---------------------------------------------------------------- thread side
 
@@ -117,11 +135,12 @@ class RabbitPublisher:
         self._drop_sync()
         try:
             conn = pika.BlockingConnection(self._parameters())
-        except (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError,
-                pex.AuthenticationError) as exc:
-            self.last_error = (f"RabbitMQ at {redact_text(self.url)} refused the connection: "
-                               f"{describe_error(exc)}; check RABBITMQ_URL's user, password and "
-                               "virtual host")
+        except (pex.ProbableAuthenticationError, pex.ProbableAccessDeniedError, pex.AuthenticationError) as exc:
+            self.last_error = (
+                f"RabbitMQ at {redact_text(self.url)} refused the connection: "
+                f"{describe_error(exc)}; check RABBITMQ_URL's user, password and "
+                "virtual host"
+            )
             raise BrokerAuthError(self.last_error) from None
         except Exception as exc:
             self.last_error = describe_error(exc)
@@ -136,15 +155,16 @@ class RabbitPublisher:
         except BaseException:
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001,S110 - already broken
+            except Exception:  # noqa: BLE001 - already broken
                 pass
             raise
         self._conn, self._channel = conn, channel
         self.connects += 1
         self.last_error = None
         if self.connects == 1:
-            logger.info("RabbitMQ connected ({}), exchange {}, queue {}", redact_text(self.url),
-                        self.exchange, self.queue)
+            logger.info(
+                "RabbitMQ connected ({}), exchange {}, queue {}", redact_text(self.url), self.exchange, self.queue
+            )
         else:
             logger.info("RabbitMQ reconnected ({} connections so far)", self.connects)
 
@@ -153,7 +173,7 @@ class RabbitPublisher:
         if conn is not None and conn.is_open:
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001,S110 - the connection is gone anyway
+            except Exception:  # noqa: BLE001 - the connection is gone anyway
                 pass
 
     def _publish_sync(self, entries: Sequence[OutboxEntry]) -> list[str]:
@@ -165,14 +185,18 @@ class RabbitPublisher:
                 self._connect_sync()
             for entry in entries:
                 props = pika.BasicProperties(
-                    content_type="application/json", content_encoding="utf-8",
-                    delivery_mode=pika.DeliveryMode.Persistent, message_id=entry.event_id,
-                    type=entry.routing_key, timestamp=int(entry.created_at), app_id="parley",
-                    headers={"schema-version": SCHEMA_VERSION})
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    message_id=entry.event_id,
+                    type=entry.routing_key,
+                    timestamp=int(entry.created_at),
+                    app_id="parley",
+                    headers={"schema-version": SCHEMA_VERSION},
+                )
                 # Returns once the broker confirmed it (confirm_delivery); raises on nack.
                 # mandatory=False: an event type nobody is bound to is not an error.
-                self._channel.basic_publish(self.exchange, entry.routing_key,
-                                            entry.body.encode(), properties=props)
+                self._channel.basic_publish(self.exchange, entry.routing_key, entry.body.encode(), properties=props)
                 delivered.append(entry.event_id)
                 self.published += 1
         except BrokerAuthError as exc:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import copy
 import uuid
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -43,6 +43,7 @@ __all__ = [
     "PARTICIPANT_LEFT",
     "RECORDING_COMPLETED",
     "SCHEMA_VERSION",
+    "EventType",
     "MeetingEnded",
     "MeetingStarted",
     "Participant",
@@ -60,16 +61,19 @@ EXCHANGE = "meetings"
 #: The durable queue the AI service consumes, bound to ``recording.completed``.
 DEFAULT_AI_QUEUE = "ai.recording.completed"
 
-RECORDING_COMPLETED = "recording.completed"
-MEETING_STARTED = "meeting.started"
-MEETING_ENDED = "meeting.ended"
-PARTICIPANT_JOINED = "participant.joined"
-PARTICIPANT_LEFT = "participant.left"
+#: The event types this service publishes (the routing keys of :data:`EXCHANGE`).
+EventType = Literal["recording.completed", "meeting.started", "meeting.ended", "participant.joined", "participant.left"]
+RECORDING_COMPLETED: Final = "recording.completed"
+MEETING_STARTED: Final = "meeting.started"
+MEETING_ENDED: Final = "meeting.ended"
+PARTICIPANT_JOINED: Final = "participant.joined"
+PARTICIPANT_LEFT: Final = "participant.left"
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              ser_json_timedelta="float")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", ser_json_timedelta="float"
+    )
 
 
 class Participant(_Data):
@@ -148,11 +152,16 @@ EVENT_MODELS: dict[str, type[_Data]] = {
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def build_envelope(event_type: str, data: BaseModel | dict[str, Any], *,
-                   event_id: str | None = None, occurred_at: datetime | None = None) -> dict[str, Any]:
+def build_envelope(
+    event_type: str,
+    data: BaseModel | dict[str, Any],
+    *,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
     """Validate ``data`` against the type's model and wrap it (JSON-ready dict).
 
     Raises ``ValueError`` (pydantic's ``ValidationError``) for an unknown type or
@@ -170,7 +179,7 @@ def build_envelope(event_type: str, data: BaseModel | dict[str, Any], *,
         "schemaVersion": SCHEMA_VERSION,
         "eventId": event_id or str(uuid.uuid4()),
         "type": event_type,
-        "occurredAt": _iso(occurred_at or datetime.now(timezone.utc)),
+        "occurredAt": _iso(occurred_at or datetime.now(UTC)),
         "source": "parley",
         "data": parsed.model_dump(mode="json", by_alias=True),
     }

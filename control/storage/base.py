@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
 import mimetypes
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from control.storage.keys import InvalidKey, chat_file_key, new_file_id, recording_key, safe_filename
-
-if TYPE_CHECKING:
-    from control.storage.uploads import UploadHook, UploadJob, UploadQueue
+from control.errors import ParleyError
+from control.storage.keys import InvalidKey
 
 __all__ = [
     "CHAT_ALLOWED_CONTENT_TYPES",
@@ -28,25 +24,32 @@ __all__ = [
     "ObjectRef",
     "ObjectStore",
     "PresignedUpload",
+    "Progress",
     "StorageAuthError",
     "StorageError",
     "StorageUnavailable",
     "UploadPolicy",
     "UploadRejected",
-    "Progress",
-    "backoff_delays",
     "file_digests",
     "guess_content_type",
-    "run_with_retries",
 ]
 
 #: Content types a chat file upload may declare (``fnmatch`` patterns).
 CHAT_ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
-    "image/png", "image/jpeg", "image/gif", "image/webp",
-    "audio/*", "video/mp4", "video/webm",
-    "application/pdf", "text/plain", "text/csv", "text/markdown",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "audio/*",
+    "video/mp4",
+    "video/webm",
+    "application/pdf",
+    "text/plain",
+    "text/csv",
+    "text/markdown",
     "application/zip",
-    "application/msword", "application/vnd.openxmlformats-officedocument.*",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.*",
     "application/vnd.oasis.opendocument.*",
 )
 
@@ -60,30 +63,42 @@ Progress = Callable[[int], None]
 # --------------------------------------------------------------------------- errors
 
 
-class StorageError(Exception):
-    """An object-store operation failed. ``retryable``: worth trying again later."""
+class StorageError(ParleyError):
+    """An object-store operation failed (500 ``storage_error``). ``retryable``: worth
+    trying again later."""
 
+    status = 500
+    default_code = "storage_error"
     retryable = False
 
 
 class StorageUnavailable(StorageError):
-    """The server could not be reached or answered 5xx; try again later."""
+    """The server could not be reached or answered 5xx; try again later (503)."""
 
+    status = 503
+    default_code = "storage_unavailable"
     retryable = True
 
 
 class StorageAuthError(StorageError):
-    """The server refused the credentials or the access (403): a configuration error."""
+    """The server refused the credentials or the access (403): a configuration error,
+    so 500 to a client."""
+
+    default_code = "storage_misconfigured"
 
 
 class IntegrityError(StorageError):
     """The stored object does not match the local file (size or checksum)."""
 
+    default_code = "integrity_error"
     retryable = True
 
 
 class UploadRejected(StorageError, ValueError):
-    """A presigned-upload request outside the policy (size, content type)."""
+    """A presigned-upload request outside the policy (size, content type): 400."""
+
+    status = 400
+    default_code = "upload_rejected"
 
 
 # --------------------------------------------------------------------------- values
@@ -105,8 +120,13 @@ class ObjectRef:
     def to_event(self) -> dict[str, Any]:
         """The camelCase ``object`` of a ``recording.completed`` event."""
         return {
-            "storage": self.backend, "bucket": self.bucket, "key": self.key, "size": self.size,
-            "contentType": self.content_type, "duration": self.duration, "etag": self.etag,
+            "storage": self.backend,
+            "bucket": self.bucket,
+            "key": self.key,
+            "size": self.size,
+            "contentType": self.content_type,
+            "duration": self.duration,
+            "etag": self.etag,
             "sha256": self.sha256,
         }
 
@@ -171,7 +191,7 @@ def file_digests(path: Path, part_size: int | None = None) -> tuple[int, str, li
     parts: list[bytes] = []
     size = 0
     chunk = part_size or (8 << 20)
-    part_md5 = hashlib.md5()  # noqa: S324 - S3's ETag, not security
+    part_md5 = hashlib.md5()
     in_part = 0
     with open(path, "rb") as f:
         while block := f.read(min(chunk - in_part, 1 << 20)):
@@ -181,70 +201,39 @@ def file_digests(path: Path, part_size: int | None = None) -> tuple[int, str, li
             in_part += len(block)
             if in_part == chunk:
                 parts.append(part_md5.digest())
-                part_md5, in_part = hashlib.md5(), 0  # noqa: S324
+                part_md5, in_part = hashlib.md5(), 0
     if in_part or not parts:
         parts.append(part_md5.digest())
     return size, sha.hexdigest(), parts
-
-
-def backoff_delays(initial: float, maximum: float) -> Any:
-    """Exponential backoff with full jitter in [delay/2, delay]: initial, 2x... up to maximum."""
-    delay = initial
-    while True:
-        yield random.uniform(delay / 2, delay)
-        delay = min(maximum, delay * 2)
 
 
 # --------------------------------------------------------------------------- contract
 
 
 class ObjectStore(ABC):
-    """One object store for the process (S3/MinIO, or a local directory).
+    """One object store for the process (S3/MinIO, or a local directory): put, get,
+    head, delete and presign objects by key, nothing more.
 
-    Every method is a coroutine that never blocks the event loop. Keys come from
-    :mod:`control.storage.keys` (validated); a bad key raises :class:`InvalidKey`.
+    Every method is a coroutine that never blocks the event loop. Keys are built by
+    the callers with :mod:`control.storage.keys` (validated); a bad key raises
+    :class:`InvalidKey`. Durable uploads are the :class:`~control.storage.uploads.UploadQueue`
+    built on top of a store (``UploadQueue(store, journal_dir)``); what a key means
+    (a recording, a chat file) is the callers' business.
     """
 
     backend: Literal["s3", "local"]
     bucket: str
     default_expiry: int = 3600
+    #: The policy a presigned PUT applies unless given another (chat files today).
     chat_policy: UploadPolicy = UploadPolicy(max_bytes=25 << 20)
-    #: The durable upload queue (``enable_uploads``), or None.
-    uploads: UploadQueue | None = None
 
     # ---- lifecycle
     async def start(self) -> None:
         """Check the store is usable (bucket ensured); auth errors raise."""
         await self.ensure_bucket()
 
-    async def close(self) -> None:
-        """Stop the upload queue (jobs stay journaled), release clients and threads."""
-        if self.uploads is not None:
-            await self.uploads.close()
-
-    # ---- the durable upload queue (control/storage/uploads.py)
-    def enable_uploads(self, journal_dir: str | Path, **options: Any) -> UploadQueue:
-        """Attach an :class:`UploadQueue` journaled in ``journal_dir``; start it with
-        ``await store.uploads.start()`` once the ``on_uploaded`` handlers are set."""
-        from control.storage.uploads import UploadQueue
-
-        self.uploads = UploadQueue(self, journal_dir, **options)
-        return self.uploads
-
-    async def submit_upload(self, path: str | Path, key: str, **options: Any) -> UploadJob:
-        """Queue a durable upload (see :meth:`UploadQueue.submit`): journaled, retried
-        until stored and verified, then the ``kind`` handler runs and, with
-        ``delete_local=True``, the local file is removed. ``await
-        store.uploads.wait(job)`` gives the :class:`ObjectRef`."""
-        if self.uploads is None:
-            raise StorageError("this store has no upload queue (enable_uploads)")
-        return await self.uploads.submit(path, key, **options)
-
-    def on_uploaded(self, kind: str, handler: UploadHook) -> None:
-        """Run ``await handler(job, ref)`` once each upload of ``kind`` is confirmed."""
-        if self.uploads is None:
-            raise StorageError("this store has no upload queue (enable_uploads)")
-        self.uploads.on_uploaded(kind, handler)
+    async def close(self) -> None:  # noqa: B027 - a no-op unless the backend holds clients or threads
+        """Release clients and threads (idempotent)."""
 
     @abstractmethod
     async def ensure_bucket(self) -> None:
@@ -252,23 +241,23 @@ class ObjectStore(ABC):
 
     # ---- objects
     @abstractmethod
-    async def upload_file(self, path: str | Path, key: str, *, content_type: str | None = None,
-                          duration: float | None = None, metadata: dict[str, str] | None = None,
-                          progress: Progress | None = None, attempts: int | None = None) -> ObjectRef:
+    async def upload_file(
+        self,
+        path: str | Path,
+        key: str,
+        *,
+        content_type: str | None = None,
+        duration: float | None = None,
+        metadata: dict[str, str] | None = None,
+        progress: Progress | None = None,
+        attempts: int | None = None,
+    ) -> ObjectRef:
         """Upload ``path`` to ``key`` and verify it (size and checksum); return its reference.
 
         Retries with backoff on network and 5xx errors (``attempts`` in all). The local
         file is never modified or deleted. Raises :class:`StorageError` (with
         ``retryable``) when the object could not be stored and verified.
         """
-
-    async def upload_recording(self, path: str | Path, room_id: str, filename: str | None = None, *,
-                               content_type: str | None = None, duration: float | None = None,
-                               progress: Progress | None = None) -> ObjectRef:
-        """Upload a recording to ``recordings/<roomId>/<filename>`` (default: the file's name)."""
-        key = recording_key(room_id, filename or Path(path).name)
-        return await self.upload_file(path, key, content_type=content_type, duration=duration,
-                                      progress=progress)
 
     @abstractmethod
     async def head(self, key: str) -> ObjectInfo | None:
@@ -284,30 +273,27 @@ class ObjectStore(ABC):
 
     # ---- presigned URLs
     @abstractmethod
-    async def presigned_get_url(self, key: str, *, expires_in: int | None = None,
-                                filename: str | None = None) -> str:
+    async def presigned_get_url(self, key: str, *, expires_in: int | None = None, filename: str | None = None) -> str:
         """A URL anyone can GET the object from until it expires.
 
         ``filename``: the browser saves it under this name (Content-Disposition).
         """
 
     @abstractmethod
-    async def presigned_put(self, key: str, *, content_type: str, size: int,
-                            expires_in: int | None = None,
-                            policy: UploadPolicy | None = None) -> PresignedUpload:
+    async def presigned_put(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        size: int,
+        expires_in: int | None = None,
+        policy: UploadPolicy | None = None,
+    ) -> PresignedUpload:
         """A URL a client PUTs exactly ``size`` bytes of ``content_type`` to.
 
         ``policy`` (default: :attr:`chat_policy`) limits size and type; a request
         outside it raises :class:`UploadRejected` before anything is signed.
         """
-
-    async def presign_chat_upload(self, room_id: str, filename: str, *, content_type: str,
-                                  size: int, expires_in: int | None = None) -> PresignedUpload:
-        """A presigned PUT for a chat file at ``chat/<roomId>/<new fileId>/<safe filename>``."""
-        self.chat_policy.check(size, content_type)
-        key = chat_file_key(room_id, new_file_id(), safe_filename(filename))
-        return await self.presigned_put(key, content_type=content_type, size=size,
-                                        expires_in=expires_in, policy=self.chat_policy)
 
     def _expiry(self, expires_in: int | None) -> int:
         value = self.default_expiry if expires_in is None else int(expires_in)
@@ -317,22 +303,3 @@ class ObjectStore(ABC):
 
     def describe(self) -> str:
         return f"{self.backend} bucket {self.bucket}"
-
-
-async def run_with_retries(func: Callable[[], Any], *, attempts: int, initial: float = 0.5,
-                           maximum: float = 10.0, what: str = "operation") -> Any:
-    """Await ``func()`` up to ``attempts`` times while it raises a retryable StorageError."""
-    from loguru import logger
-
-    delays = backoff_delays(initial, maximum)
-    for attempt in range(1, attempts + 1):
-        try:
-            return await func()
-        except StorageError as exc:
-            if not exc.retryable or attempt == attempts:
-                raise
-            delay = next(delays)
-            logger.warning("{} failed (attempt {}/{}), retrying in {:.1f}s: {}",
-                           what, attempt, attempts, delay, exc)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")

@@ -27,7 +27,7 @@ import re
 import secrets
 import unicodedata
 
-from control.ids import ROOM_ID_RULE, is_valid_room_id
+from control.ids import InvalidId, validate_room_id
 
 __all__ = [
     "CHAT_PREFIX",
@@ -42,13 +42,12 @@ __all__ = [
     "validate_filename",
     "validate_id",
     "validate_key",
-    "validate_room_id",
 ]
 
 RECORDINGS_PREFIX = "recordings"
 CHAT_PREFIX = "chat"
 
-#: Ids in keys (file ids...): 1-128 characters; room ids: see :func:`validate_room_id`.
+#: Ids in keys (file ids...): 1-128 characters; room ids: :func:`control.ids.validate_room_id`.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 #: File names: 1-200 characters, dots allowed after the first character, never ``..``.
 FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -56,32 +55,40 @@ FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 MAX_KEY_LENGTH = 1024
 
 
-class InvalidKey(ValueError):
-    """An id, file name or key that cannot be part of an object name."""
+class InvalidKey(InvalidId):
+    """An id, file name or key that cannot be part of an object name (400 ``invalid_key``)."""
+
+    def __init__(self, message: str, field: str = "key") -> None:
+        super().__init__(field, message, code="invalid_key")
 
 
 def validate_id(value: object, what: str = "id") -> str:
     """``value`` if it is a valid id segment (file ids...), else :class:`InvalidKey`.
 
-    Room ids: :func:`validate_room_id` (the narrower project-wide rule)."""
+    Room ids: :func:`_room_segment` (the narrower project-wide rule)."""
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
-        raise InvalidKey(f"invalid {what} {_show(value)}: 1-128 characters of A-Z a-z 0-9 _ -, "
-                         "starting with a letter or digit")
+        raise InvalidKey(
+            f"invalid {what} {_show(value)}: 1-128 characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
+        )
     return value
 
 
-def validate_room_id(value: object) -> str:
-    """``value`` if it is a valid room id (:mod:`control.ids`), else :class:`InvalidKey`."""
-    if not is_valid_room_id(value):
-        raise InvalidKey(f"invalid room id {_show(value)}: {ROOM_ID_RULE}")
-    return value  # type: ignore[return-value]
+def _room_segment(value: object) -> str:
+    """``value`` if it is a valid room id (the one rule of :func:`control.ids.validate_room_id`),
+    else :class:`InvalidKey`: a key builder refuses a key, whatever part of it is wrong."""
+    try:
+        return validate_room_id(value)
+    except InvalidId as exc:
+        raise InvalidKey(f"invalid room id in an object key: {exc.message}") from None
 
 
 def validate_filename(value: object) -> str:
     """``value`` if it is a valid file name, else :class:`InvalidKey`."""
     if not isinstance(value, str) or not FILENAME_RE.fullmatch(value) or ".." in value:
-        raise InvalidKey(f"invalid file name {_show(value)}: 1-200 characters of A-Z a-z 0-9 . _ -, "
-                         "starting with a letter or digit, no '..'")
+        raise InvalidKey(
+            f"invalid file name {_show(value)}: 1-200 characters of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit, no '..'"
+        )
     return value
 
 
@@ -97,13 +104,12 @@ def validate_key(key: object) -> str:
 
 def recording_key(room_id: str, filename: str) -> str:
     """``recordings/<roomId>/<filename>``."""
-    return f"{RECORDINGS_PREFIX}/{validate_room_id(room_id)}/{validate_filename(filename)}"
+    return f"{RECORDINGS_PREFIX}/{_room_segment(room_id)}/{validate_filename(filename)}"
 
 
 def chat_file_key(room_id: str, file_id: str, filename: str) -> str:
     """``chat/<roomId>/<fileId>/<filename>`` (``file_id`` from :func:`new_file_id`)."""
-    return (f"{CHAT_PREFIX}/{validate_room_id(room_id)}/{validate_id(file_id, 'file id')}/"
-            f"{validate_filename(filename)}")
+    return f"{CHAT_PREFIX}/{_room_segment(room_id)}/{validate_id(file_id, 'file id')}/{validate_filename(filename)}"
 
 
 def new_file_id() -> str:

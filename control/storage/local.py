@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from control.retry import run_with_retries
 from control.storage.base import (
     IntegrityError,
     ObjectInfo,
@@ -43,7 +44,6 @@ from control.storage.base import (
     StorageUnavailable,
     UploadPolicy,
     guess_content_type,
-    run_with_retries,
 )
 from control.storage.keys import safe_filename, validate_key
 
@@ -55,7 +55,10 @@ _COPY_CHUNK = 1 << 20
 
 
 class SignatureInvalid(StorageError):
-    """A presigned URL of the local store that is forged, altered or expired."""
+    """A presigned URL of the local store that is forged, altered or expired (403)."""
+
+    status = 403
+    default_code = "invalid_signature"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -72,10 +75,17 @@ class LocalStorage(ObjectStore):
 
     backend = "local"
 
-    def __init__(self, root: str | Path, *, bucket: str = "recordings",
-                 base_url: str = "http://127.0.0.1:3000", secret: bytes | None = None,
-                 default_expiry: int = 3600, chat_policy: UploadPolicy | None = None,
-                 upload_attempts: int = 2) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        bucket: str = "recordings",
+        base_url: str = "http://127.0.0.1:3000",
+        secret: bytes | None = None,
+        default_expiry: int = 3600,
+        chat_policy: UploadPolicy | None = None,
+        upload_attempts: int = 2,
+    ) -> None:
         self.root = Path(root).resolve()
         self.bucket = bucket
         self.base_url = base_url.rstrip("/")
@@ -104,13 +114,21 @@ class LocalStorage(ObjectStore):
 
     # ------------------------------------------------------------------ objects
 
-    def _store_sync(self, src: Path, key: str, content_type: str, metadata: Mapping[str, str],
-                    progress: Progress | None, duration: float | None, *,
-                    move: bool = False) -> ObjectRef:
+    def _store_sync(
+        self,
+        src: Path,
+        key: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+        progress: Progress | None,
+        duration: float | None,
+        *,
+        move: bool = False,
+    ) -> ObjectRef:
         dest = self.path_for(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
-        sha, md5, size = hashlib.sha256(), hashlib.md5(), 0  # noqa: S324 - ETag
+        sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
         try:
             if move:  # a file we own already (a PUT body): rename, then hash
                 os.replace(src, tmp)
@@ -138,8 +156,14 @@ class LocalStorage(ObjectStore):
             if check.hexdigest() != sha.hexdigest() or tmp.stat().st_size != size:
                 raise IntegrityError(f"stored copy of {key!r} does not match {src}")
             etag = md5.hexdigest()
-            meta = {"content_type": content_type, "size": size, "etag": etag,
-                    "sha256": sha.hexdigest(), "metadata": dict(metadata), "stored_at": time.time()}
+            meta = {
+                "content_type": content_type,
+                "size": size,
+                "etag": etag,
+                "sha256": sha.hexdigest(),
+                "metadata": dict(metadata),
+                "stored_at": time.time(),
+            }
             meta_path = self._meta_path(key)
             meta_path.parent.mkdir(parents=True, exist_ok=True)
             meta_tmp = meta_path.with_name(f".{meta_path.name}.{secrets.token_hex(4)}.part")
@@ -151,13 +175,28 @@ class LocalStorage(ObjectStore):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        return ObjectRef(backend="local", bucket=self.bucket, key=key, size=size,
-                         content_type=content_type, etag=etag, sha256=sha.hexdigest(),
-                         duration=duration)
+        return ObjectRef(
+            backend="local",
+            bucket=self.bucket,
+            key=key,
+            size=size,
+            content_type=content_type,
+            etag=etag,
+            sha256=sha.hexdigest(),
+            duration=duration,
+        )
 
-    async def upload_file(self, path: str | Path, key: str, *, content_type: str | None = None,
-                          duration: float | None = None, metadata: dict[str, str] | None = None,
-                          progress: Progress | None = None, attempts: int | None = None) -> ObjectRef:
+    async def upload_file(
+        self,
+        path: str | Path,
+        key: str,
+        *,
+        content_type: str | None = None,
+        duration: float | None = None,
+        metadata: dict[str, str] | None = None,
+        progress: Progress | None = None,
+        attempts: int | None = None,
+    ) -> ObjectRef:
         key = validate_key(key)
         path = Path(path)
         if not path.is_file():
@@ -174,13 +213,15 @@ class LocalStorage(ObjectStore):
                 raise StorageUnavailable(f"storing {key!r} in {self.root}: {exc}") from exc
 
         await self.ensure_bucket()
-        return await run_with_retries(once, attempts=attempts or self.upload_attempts,
-                                      what=f"local store of {key}")
+        return await run_with_retries(
+            once, retry_on=StorageError, attempts=attempts or self.upload_attempts, what=f"local store of {key}"
+        )
 
     async def put_file(self, tmp_path: Path, key: str, content_type: str) -> ObjectRef:
         """Move a received file (a presigned PUT's body) into place as ``key``."""
-        return await asyncio.to_thread(self._store_sync, tmp_path, validate_key(key), content_type,
-                                       {}, None, None, move=True)
+        return await asyncio.to_thread(
+            self._store_sync, tmp_path, validate_key(key), content_type, {}, None, None, move=True
+        )
 
     def _head_sync(self, key: str) -> ObjectInfo | None:
         path = self.path_for(key)
@@ -192,10 +233,13 @@ class LocalStorage(ObjectStore):
             meta = json.loads(self._meta_path(key).read_text())
         except (FileNotFoundError, ValueError):
             meta = {}
-        return ObjectInfo(key=key, size=size,
-                          content_type=meta.get("content_type") or guess_content_type(path),
-                          etag=meta.get("etag"), metadata={**meta.get("metadata", {}),
-                                                           **({"sha256": meta["sha256"]} if "sha256" in meta else {})})
+        return ObjectInfo(
+            key=key,
+            size=size,
+            content_type=meta.get("content_type") or guess_content_type(path),
+            etag=meta.get("etag"),
+            metadata={**meta.get("metadata", {}), **({"sha256": meta["sha256"]} if "sha256" in meta else {})},
+        )
 
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
@@ -238,8 +282,7 @@ class LocalStorage(ObjectStore):
 
     def _url(self, method: str, key: str, expiry: int, params: dict[str, str]) -> tuple[str, int]:
         expires = int(time.time()) + expiry
-        query = {**params, "expires": str(expires),
-                 "signature": self._signature(method, key, expires, params)}
+        query = {**params, "expires": str(expires), "signature": self._signature(method, key, expires, params)}
         return f"{self.base_url}{URL_PREFIX}/{quote(key)}?{urlencode(query)}", expires
 
     def verify_signature(self, method: str, key: str, query: Mapping[str, str]) -> dict[str, str]:
@@ -259,23 +302,33 @@ class LocalStorage(ObjectStore):
             raise SignatureInvalid("URL expired")
         return params
 
-    async def presigned_get_url(self, key: str, *, expires_in: int | None = None,
-                                filename: str | None = None) -> str:
+    async def presigned_get_url(self, key: str, *, expires_in: int | None = None, filename: str | None = None) -> str:
         validate_key(key)
         params = {"filename": safe_filename(filename)} if filename else {}
         return self._url("GET", key, self._expiry(expires_in), params)[0]
 
-    async def presigned_put(self, key: str, *, content_type: str, size: int,
-                            expires_in: int | None = None,
-                            policy: UploadPolicy | None = None) -> PresignedUpload:
+    async def presigned_put(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        size: int,
+        expires_in: int | None = None,
+        policy: UploadPolicy | None = None,
+    ) -> PresignedUpload:
         validate_key(key)
         (policy or self.chat_policy).check(size, content_type)
-        url, expires = self._url("PUT", key, self._expiry(expires_in),
-                                 {"content-type": content_type, "content-length": str(size)})
+        url, expires = self._url(
+            "PUT", key, self._expiry(expires_in), {"content-type": content_type, "content-length": str(size)}
+        )
         await self.ensure_bucket()
-        return PresignedUpload(url=url, method="PUT", key=key,
-                               headers={"Content-Type": content_type, "Content-Length": str(size)},
-                               expires_at=float(expires))
+        return PresignedUpload(
+            url=url,
+            method="PUT",
+            key=key,
+            headers={"Content-Type": content_type, "Content-Length": str(size)},
+            expires_at=float(expires),
+        )
 
     def describe(self) -> str:
         return f"local directory {self.root}"

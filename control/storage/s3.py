@@ -13,7 +13,7 @@ Every boto3 call runs in this store's thread pool, never on the event loop.
   local file with the same part size) and our ``x-amz-meta-sha256``.
 - Retries: botocore's ``standard`` mode retries each request on connection errors,
   throttling and 5xx; :meth:`upload_file` retries a whole failed upload with
-  exponential backoff; the upload queue (``submit_upload``) keeps retrying later.
+  exponential backoff; the upload queue (``UploadQueue.submit``) keeps retrying later.
 - Errors become :class:`StorageAuthError` (403, bad keys: with the S3 error code
   and the access key, never the secret), :class:`StorageUnavailable` (network,
   5xx: retryable) or :class:`StorageError`.
@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
+from control.retry import run_with_retries
 from control.storage.base import (
     IntegrityError,
     ObjectInfo,
@@ -48,7 +49,6 @@ from control.storage.base import (
     UploadPolicy,
     file_digests,
     guess_content_type,
-    run_with_retries,
 )
 from control.storage.keys import safe_filename, validate_key
 
@@ -57,13 +57,28 @@ __all__ = ["S3Storage"]
 T = TypeVar("T")
 
 _AUTH_CODES = {
-    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
-    "AuthorizationHeaderMalformed", "InvalidSecurity", "AllAccessDisabled", "AccountProblem",
-    "403", "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthorizationHeaderMalformed",
+    "InvalidSecurity",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "403",
+    "Forbidden",
 }
 _RETRYABLE_CODES = {
-    "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
-    "Throttling", "ThrottlingException", "OperationAborted", "NoSuchUpload",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "OperationAborted",
+    "NoSuchUpload",
 }
 _ETAG_RE = re.compile(r"^[0-9a-f]{32}(-[0-9]+)?$")
 
@@ -114,8 +129,7 @@ class S3Storage(ObjectStore):
         self._client_lock = threading.Lock()
         self._client: Any = None
         self._manager: Any = None
-        self._executor = ThreadPoolExecutor(max_workers=max(4, self.concurrency),
-                                            thread_name_prefix="parley-s3")
+        self._executor = ThreadPoolExecutor(max_workers=max(4, self.concurrency), thread_name_prefix="parley-s3")
         self._bucket_ready = False
         self._bucket_lock: asyncio.Lock | None = None
         self._inflight: set[Any] = set()
@@ -150,11 +164,22 @@ class S3Storage(ObjectStore):
                 )
                 session = boto3.session.Session()
                 client = session.client(
-                    "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                    aws_secret_access_key=self._secret_key, config=config, verify=self._verify)
-                self._manager = create_transfer_manager(client, TransferConfig(
-                    multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
-                    max_concurrency=self.concurrency, use_threads=True))
+                    "s3",
+                    endpoint_url=self.endpoint,
+                    aws_access_key_id=self.access_key,
+                    aws_secret_access_key=self._secret_key,
+                    config=config,
+                    verify=self._verify,
+                )
+                self._manager = create_transfer_manager(
+                    client,
+                    TransferConfig(
+                        multipart_threshold=self.part_size,
+                        multipart_chunksize=self.part_size,
+                        max_concurrency=self.concurrency,
+                        use_threads=True,
+                    ),
+                )
                 self._client = client
             return self._client, self._manager
 
@@ -169,7 +194,7 @@ class S3Storage(ObjectStore):
                 return func(*args)
             except (StorageError, FileNotFoundError):
                 raise  # FileNotFoundError: the local file (the upload queue handles it)
-            except Exception as exc:  # noqa: BLE001 - mapped below
+            except Exception as exc:
                 raise self._map_error(exc, what) from exc
 
         return await loop.run_in_executor(self._executor, call)
@@ -191,7 +216,8 @@ class S3Storage(ObjectStore):
                 }.get(code, "wrong credentials, or this key may not access the bucket")
                 return StorageAuthError(
                     f"{where} refused {what} for access key {self.access_key!r} ({detail or status}): "
-                    f"{hint}; check MINIO_ACCESS_KEY and MINIO_SECRET_KEY")
+                    f"{hint}; check MINIO_ACCESS_KEY and MINIO_SECRET_KEY"
+                )
             if code == "NoSuchBucket":
                 self._bucket_ready = False  # removed behind our back: ensure again next time
                 out: StorageError = StorageUnavailable(f"{where}: {what}: bucket {self.bucket!r} does not exist")
@@ -262,11 +288,18 @@ class S3Storage(ObjectStore):
     def _expected_etag(self, size: int, part_md5s: list[bytes]) -> str:
         if size < self.part_size:
             return part_md5s[0].hex()
-        combined = hashlib.md5(b"".join(part_md5s)).hexdigest()  # noqa: S324 - S3's ETag
+        combined = hashlib.md5(b"".join(part_md5s)).hexdigest()
         return f"{combined}-{len(part_md5s)}"
 
-    def _upload_sync(self, path: Path, key: str, content_type: str, metadata: dict[str, str],
-                     progress: Progress | None, duration: float | None) -> ObjectRef:
+    def _upload_sync(
+        self,
+        path: Path,
+        key: str,
+        content_type: str,
+        metadata: dict[str, str],
+        progress: Progress | None,
+        duration: float | None,
+    ) -> ObjectRef:
         from boto3.s3.transfer import ProgressCallbackInvoker
         from s3transfer.utils import ChunksizeAdjuster
 
@@ -295,15 +328,35 @@ class S3Storage(ObjectStore):
             problems.append("sha256 metadata missing or different")
         if problems:
             raise IntegrityError(f"uploaded object {key!r} does not match {path}: {'; '.join(problems)}")
-        logger.debug("uploaded {} ({} bytes, {} part(s)) in {:.2f}s", key, size,
-                     1 if size < self.part_size else len(part_md5s), time.monotonic() - began)
-        return ObjectRef(backend="s3", bucket=self.bucket, key=key, size=size,
-                         content_type=str(head.get("ContentType") or content_type), etag=etag,
-                         sha256=sha256, duration=duration)
+        logger.debug(
+            "uploaded {} ({} bytes, {} part(s)) in {:.2f}s",
+            key,
+            size,
+            1 if size < self.part_size else len(part_md5s),
+            time.monotonic() - began,
+        )
+        return ObjectRef(
+            backend="s3",
+            bucket=self.bucket,
+            key=key,
+            size=size,
+            content_type=str(head.get("ContentType") or content_type),
+            etag=etag,
+            sha256=sha256,
+            duration=duration,
+        )
 
-    async def upload_file(self, path: str | Path, key: str, *, content_type: str | None = None,
-                          duration: float | None = None, metadata: dict[str, str] | None = None,
-                          progress: Progress | None = None, attempts: int | None = None) -> ObjectRef:
+    async def upload_file(
+        self,
+        path: str | Path,
+        key: str,
+        *,
+        content_type: str | None = None,
+        duration: float | None = None,
+        metadata: dict[str, str] | None = None,
+        progress: Progress | None = None,
+        attempts: int | None = None,
+    ) -> ObjectRef:
         key = validate_key(key)
         path = Path(path)
         ct = content_type or guess_content_type(path)
@@ -311,14 +364,20 @@ class S3Storage(ObjectStore):
 
         async def once() -> ObjectRef:
             await self._bucket_once()
-            return await self._run(self._upload_sync, path, key, ct, meta, progress, duration,
-                                   what=f"uploading {key!r}")
+            return await self._run(
+                self._upload_sync, path, key, ct, meta, progress, duration, what=f"uploading {key!r}"
+            )
 
         if not path.is_file():
             raise FileNotFoundError(f"no such file to upload: {path}")
-        return await run_with_retries(once, attempts=attempts or self.upload_attempts,
-                                      initial=self.retry_initial, maximum=self.retry_max,
-                                      what=f"upload of {key}")
+        return await run_with_retries(
+            once,
+            retry_on=StorageError,
+            attempts=attempts or self.upload_attempts,
+            initial=self.retry_initial,
+            maximum=self.retry_max,
+            what=f"upload of {key}",
+        )
 
     async def head(self, key: str) -> ObjectInfo | None:
         key = validate_key(key)
@@ -333,10 +392,13 @@ class S3Storage(ObjectStore):
                 if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                     return None
                 raise
-            return ObjectInfo(key=key, size=int(h["ContentLength"]),
-                              content_type=str(h.get("ContentType") or "application/octet-stream"),
-                              etag=str(h.get("ETag", "")).strip('"') or None,
-                              metadata=dict(h.get("Metadata") or {}))
+            return ObjectInfo(
+                key=key,
+                size=int(h["ContentLength"]),
+                content_type=str(h.get("ContentType") or "application/octet-stream"),
+                etag=str(h.get("ETag", "")).strip('"') or None,
+                metadata=dict(h.get("Metadata") or {}),
+            )
 
         return await self._run(call, what=f"HEAD {key!r}")
 
@@ -359,26 +421,30 @@ class S3Storage(ObjectStore):
 
     async def delete(self, key: str) -> None:
         key = validate_key(key)
-        await self._run(lambda: self._clients()[0].delete_object(Bucket=self.bucket, Key=key),
-                        what=f"deleting {key!r}")
+        await self._run(lambda: self._clients()[0].delete_object(Bucket=self.bucket, Key=key), what=f"deleting {key!r}")
 
     # ------------------------------------------------------------------ presigned URLs
 
-    async def presigned_get_url(self, key: str, *, expires_in: int | None = None,
-                                filename: str | None = None) -> str:
+    async def presigned_get_url(self, key: str, *, expires_in: int | None = None, filename: str | None = None) -> str:
         key = validate_key(key)
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{safe_filename(filename)}"'
         expiry = self._expiry(expires_in)
         return await self._run(
-            lambda: self._clients()[0].generate_presigned_url("get_object", Params=params,
-                                                              ExpiresIn=expiry),
-            what=f"presigning GET {key!r}")
+            lambda: self._clients()[0].generate_presigned_url("get_object", Params=params, ExpiresIn=expiry),
+            what=f"presigning GET {key!r}",
+        )
 
-    async def presigned_put(self, key: str, *, content_type: str, size: int,
-                            expires_in: int | None = None,
-                            policy: UploadPolicy | None = None) -> PresignedUpload:
+    async def presigned_put(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        size: int,
+        expires_in: int | None = None,
+        policy: UploadPolicy | None = None,
+    ) -> PresignedUpload:
         key = validate_key(key)
         (policy or self.chat_policy).check(size, content_type)
         expiry = self._expiry(expires_in)
@@ -387,12 +453,16 @@ class S3Storage(ObjectStore):
         # refuses a body of any other size or type.
         params = {"Bucket": self.bucket, "Key": key, "ContentType": content_type, "ContentLength": size}
         url = await self._run(
-            lambda: self._clients()[0].generate_presigned_url("put_object", Params=params,
-                                                              ExpiresIn=expiry),
-            what=f"presigning PUT {key!r}")
-        return PresignedUpload(url=url, method="PUT", key=key,
-                               headers={"Content-Type": content_type, "Content-Length": str(size)},
-                               expires_at=time.time() + expiry)
+            lambda: self._clients()[0].generate_presigned_url("put_object", Params=params, ExpiresIn=expiry),
+            what=f"presigning PUT {key!r}",
+        )
+        return PresignedUpload(
+            url=url,
+            method="PUT",
+            key=key,
+            headers={"Content-Type": content_type, "Content-Length": str(size)},
+            expires_at=time.time() + expiry,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,6 +1,8 @@
 """The upload queue: uploads that survive failures and restarts.
 
-``store.submit_upload(path, key, ...)`` writes a job to a journal
+``UploadQueue(objects, journal_dir)`` is built over an
+:class:`~control.storage.base.ObjectStore` by the storage setup (``app[UPLOADS]``).
+``uploads.submit(path, key, ...)`` writes a job to a journal
 (``DATA_DIR/uploads/<jobId>.json``, fsync'ed) and uploads in the background.
 A failed attempt (server down, 5xx, integrity mismatch, wrong credentials)
 leaves the local file untouched; the job is retried with exponential backoff
@@ -9,7 +11,7 @@ after a restart (:meth:`UploadQueue.start` resumes every journaled job).
 
 Once the object is stored *and verified*:
 
-1. the job's ``kind`` handler runs, if any (``store.on_uploaded(kind, handler)``;
+1. the job's ``kind`` handler runs, if any (``uploads.on_uploaded(kind, handler)``;
    e.g. ``recording.completed`` publishes the event with the object reference;
    it is retried with backoff until it succeeds, and may run again after a crash,
    so it must be idempotent: the job id is a stable event id);
@@ -32,15 +34,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from loguru import logger
 
-from control.storage.base import ObjectRef, Progress, StorageError, StorageUnavailable, backoff_delays
+from control.retry import backoff_delays
+from control.storage.base import ObjectRef, ObjectStore, Progress, StorageError, StorageUnavailable
 from control.storage.keys import InvalidKey, validate_key
-
-if TYPE_CHECKING:
-    from control.storage.base import ObjectStore
 
 __all__ = ["UploadHook", "UploadJob", "UploadQueue"]
 
@@ -84,9 +84,16 @@ UploadHook = Callable[[UploadJob, ObjectRef], Awaitable[None]]
 class UploadQueue:
     """Background, journaled, retried uploads to one :class:`ObjectStore`."""
 
-    def __init__(self, store: ObjectStore, journal_dir: str | Path, *, retry_initial: float = 1.0,
-                 retry_max: float = 60.0, concurrency: int = 2) -> None:
-        self.store = store
+    def __init__(
+        self,
+        objects: ObjectStore,
+        journal_dir: str | Path,
+        *,
+        retry_initial: float = 1.0,
+        retry_max: float = 60.0,
+        concurrency: int = 2,
+    ) -> None:
+        self.objects = objects
         self.journal_dir = Path(journal_dir)
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -115,23 +122,39 @@ class UploadQueue:
             logger.info("resuming {} queued upload(s) from {}", len(jobs), self.journal_dir)
         return len(jobs)
 
-    async def submit(self, path: str | Path, key: str, *, content_type: str | None = None,
-                     duration: float | None = None, metadata: dict[str, str] | None = None,
-                     delete_local: bool = False, kind: str | None = None,
-                     context: dict[str, Any] | None = None, job_id: str | None = None,
-                     progress: Progress | None = None) -> UploadJob:
+    async def submit(
+        self,
+        path: str | Path,
+        key: str,
+        *,
+        content_type: str | None = None,
+        duration: float | None = None,
+        metadata: dict[str, str] | None = None,
+        delete_local: bool = False,
+        kind: str | None = None,
+        context: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadJob:
         """Journal an upload of ``path`` to ``key`` and start it in the background."""
         if self._closed:
             raise StorageError("the upload queue is closed")
         validate_key(key)
-        path = Path(path).resolve()
-        if not path.is_file():
+        path = await asyncio.to_thread(Path(path).resolve)
+        if not await asyncio.to_thread(path.is_file):
             raise FileNotFoundError(f"no such file to upload: {path}")
         json.dumps(context or {})  # must be journalable: fail now, not later
-        job = UploadJob(id=job_id or uuid.uuid4().hex, path=str(path), key=key,
-                        content_type=content_type, duration=duration,
-                        metadata=dict(metadata or {}), delete_local=delete_local, kind=kind,
-                        context=dict(context or {}))
+        job = UploadJob(
+            id=job_id or uuid.uuid4().hex,
+            path=str(path),
+            key=key,
+            content_type=content_type,
+            duration=duration,
+            metadata=dict(metadata or {}),
+            delete_local=delete_local,
+            kind=kind,
+            context=dict(context or {}),
+        )
         await asyncio.to_thread(self._write, job)
         if progress is not None:
             self._progress[job.id] = progress
@@ -139,7 +162,7 @@ class UploadQueue:
         logger.info("upload {} queued: {} -> {}", job.id, path.name, key)
         return job
 
-    async def wait(self, job: UploadJob | str, timeout: float | None = None) -> ObjectRef:
+    async def wait(self, job: UploadJob | str, timeout: float | None = None) -> ObjectRef:  # noqa: ASYNC109 - the public API
         """The job's object reference once it is stored, verified and handled."""
         job_id = job if isinstance(job, str) else job.id
         future = self._futures.get(job_id)
@@ -184,10 +207,15 @@ class UploadQueue:
                 if job.state == "pending":
                     try:
                         async with self._sem:
-                            ref = await self.store.upload_file(
-                                job.path, job.key, content_type=job.content_type,
-                                duration=job.duration, metadata=job.metadata, attempts=1,
-                                progress=self._progress.get(job.id))
+                            ref = await self.objects.upload_file(
+                                job.path,
+                                job.key,
+                                content_type=job.content_type,
+                                duration=job.duration,
+                                metadata=job.metadata,
+                                attempts=1,
+                                progress=self._progress.get(job.id),
+                            )
                     except (FileNotFoundError, InvalidKey) as exc:
                         await self._fail(job, f"{type(exc).__name__}: {exc}")
                         return
@@ -223,16 +251,24 @@ class UploadQueue:
         finally:
             self._tasks.pop(job.id, None)
 
-    async def _retry_later(self, job: UploadJob, exc: BaseException, delay: float, log: Any,
-                           what: str = "upload") -> None:
+    async def _retry_later(
+        self, job: UploadJob, exc: BaseException, delay: float, log: Any, what: str = "upload"
+    ) -> None:
         job.attempts += 1
         job.last_error = f"{type(exc).__name__}: {exc}"
         job.updated_at = time.time()
         await asyncio.to_thread(self._write, job)
         retryable = getattr(exc, "retryable", True)
-        log.warning("{} {} of {} failed (attempt {}{}), local file kept, retrying in {:.1f}s: {}",
-                    what, job.id, job.key, job.attempts, "" if retryable else ", not transient",
-                    delay, job.last_error)
+        log.warning(
+            "{} {} of {} failed (attempt {}{}), local file kept, retrying in {:.1f}s: {}",
+            what,
+            job.id,
+            job.key,
+            job.attempts,
+            "" if retryable else ", not transient",
+            delay,
+            job.last_error,
+        )
         await asyncio.sleep(delay)
 
     async def _fail(self, job: UploadJob, error: str) -> None:
@@ -267,7 +303,7 @@ class UploadQueue:
             (self.journal_dir / f"{job.id}.json").unlink()
 
     def _load_journal(self) -> list[UploadJob]:
-        jobs = []
+        jobs: list[UploadJob] = []
         if not self.journal_dir.is_dir():
             return jobs
         for path in sorted(self.journal_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):

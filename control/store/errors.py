@@ -1,11 +1,18 @@
-"""Errors raised by the stores."""
+"""Errors raised by the stores (the chat + meetings database).
+
+Both are :class:`~control.errors.Unavailable` (503 ``unavailable``): what a client
+sees when the database did not answer is "try again"; the message names the server
+with credentials masked, never a secret.
+"""
 
 from __future__ import annotations
+
+from control.errors import Unavailable
 
 __all__ = ["StoreError", "StoreUnavailable"]
 
 
-class StoreError(Exception):
+class StoreError(Unavailable):
     """A store operation failed (the record was not written / could not be read)."""
 
 

@@ -19,20 +19,20 @@ import re
 import secrets
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from control.ids import MAX_PEER_ID_LENGTH, MAX_ROOM_ID_LENGTH, InvalidId, validate_peer_id, validate_room_id
 
 __all__ = [
     "ID_RE",
-    "MAX_ROOM_ID_LENGTH",
     "MAX_PEER_ID_LENGTH",
+    "MAX_ROOM_ID_LENGTH",
     "InvalidId",
+    "datetime_to_ms",
     "id_datetime",
     "id_ms",
     "is_valid_id",
     "ms_to_datetime",
-    "datetime_to_ms",
     "new_id",
     "new_id_ms",
     "validate_id",
@@ -45,7 +45,7 @@ _DECODE = {c: i for i, c in enumerate(_ALPHABET)}
 _RANDOM_BITS = 80
 _RANDOM_MAX = (1 << _RANDOM_BITS) - 1
 _TIME_MAX = (1 << 48) - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: A ULID: the first character is at most 7 (128 bits in 26 base32 digits).
 ID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
@@ -111,7 +111,7 @@ def ms_to_datetime(ms: int) -> datetime:
 def datetime_to_ms(value: datetime) -> int:
     """An aware (or naive = UTC) datetime -> milliseconds since the epoch (truncated)."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     delta = value - _EPOCH
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
@@ -124,4 +124,3 @@ def validate_id(value: object, field: str = "id") -> str:
     if not is_valid_id(value):
         raise InvalidId(field, f"{field} must be a 26-character id as returned by the server")
     return value  # type: ignore[return-value]
-

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 from pydantic.alias_generators import to_camel
 
+from control.errors import BadRequest
 from control.store.ids import ID_RE, datetime_to_ms, ms_to_datetime
 
 __all__ = [
@@ -54,9 +55,7 @@ MESSAGE_TYPES: tuple[str, ...] = ("text", "system", "file")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
 
     def to_json(self) -> dict[str, Any]:
         """camelCase JSON-ready dict; unset optional fields are left out."""
@@ -128,8 +127,9 @@ class RecordingRef(_Model):
         """From the storage layer's ``ObjectRef`` (``bucket``, ``key``, ``size``,
         ``content_type``, and ``backend``/``etag``/``sha256``/``duration`` kept in
         ``metadata``); ``extra`` sets ``recording_id``, ``started_at``... ."""
-        meta = {k: getattr(obj, k) for k in ("backend", "etag", "sha256", "duration")
-                if getattr(obj, k, None) is not None}
+        meta = {
+            k: getattr(obj, k) for k in ("backend", "etag", "sha256", "duration") if getattr(obj, k, None) is not None
+        }
         if extra.get("metadata"):
             meta.update(extra.pop("metadata"))
         return cls(
@@ -162,8 +162,13 @@ class Meeting(_Model):
         return [p for p in self.participants if p.left_at is None]
 
 
-class InvalidCursor(ValueError):
-    """A ``before`` cursor that is not one the server handed out."""
+class InvalidCursor(BadRequest, ValueError):
+    """A ``before`` cursor that is not one the server handed out (400 ``invalid_cursor``)."""
+
+    default_code = "invalid_cursor"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="before")
 
 
 _CURSOR_RE = re.compile(r"^1\.(\d{1,15})\.([0-9A-Z]{26})$")

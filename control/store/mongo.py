@@ -26,7 +26,7 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -46,7 +46,7 @@ from control.store.base import DEFAULT_PAGE, ChatStore, MeetingStore, Store
 from control.store.errors import StoreError, StoreUnavailable
 from control.store.models import ChatMessage, Cursor, Meeting, Participant, RecordingRef
 
-__all__ = ["HISTORY_INDEX", "MESSAGES", "MEETINGS", "MongoStore", "history_filter"]
+__all__ = ["HISTORY_INDEX", "MEETINGS", "MESSAGES", "MongoStore", "history_filter"]
 
 T = TypeVar("T")
 
@@ -170,7 +170,7 @@ class _Retrier:
                         f"within {self.timeout:g}s: {redact_text(str(exc))}"
                     ) from exc
                 logger.warning("MongoDB connection lost during {} ({}); retrying", what, redact_text(str(exc)))
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 0.5))
+                await asyncio.sleep(min(0.05 * 2**attempt, 0.5))
             except OperationFailure as exc:
                 if _is_auth_error(exc):
                     raise StoreUnavailable(
@@ -225,10 +225,7 @@ class MongoChatStore(ChatStore):
     ) -> list[ChatMessage]:
         async def op(_: int) -> list[ChatMessage]:
             cursor = (
-                self._col.find(history_filter(room_id, before))
-                .sort(_SORT_MESSAGES)
-                .hint(HISTORY_INDEX)
-                .limit(limit)
+                self._col.find(history_filter(room_id, before)).sort(_SORT_MESSAGES).hint(HISTORY_INDEX).limit(limit)
             )
             return [_doc_message(d) async for d in cursor]
 
@@ -266,15 +263,14 @@ class MongoMeetingStore(MeetingStore):
     def _col(self) -> Any:
         return self._s.db[MEETINGS]
 
-    async def _update(self, what: str, query: dict[str, Any], update: dict[str, Any], meeting_id: str,
-                      **kwargs: Any) -> Meeting | None:
+    async def _update(
+        self, what: str, query: dict[str, Any], update: dict[str, Any], meeting_id: str, **kwargs: Any
+    ) -> Meeting | None:
         """``find_one_and_update``; when the guard in ``query`` matched nothing,
         the meeting as it is (``None`` if it does not exist)."""
 
         async def op(_: int) -> Meeting | None:
-            doc = await self._col.find_one_and_update(
-                query, update, return_document=ReturnDocument.AFTER, **kwargs
-            )
+            doc = await self._col.find_one_and_update(query, update, return_document=ReturnDocument.AFTER, **kwargs)
             if doc is None:
                 doc = await self._col.find_one({"_id": meeting_id})
             return _doc_meeting(doc)
@@ -285,8 +281,7 @@ class MongoMeetingStore(MeetingStore):
         async def op(_: int) -> Meeting:
             doc = await self._col.find_one_and_update(
                 {"roomId": room_id, "endedAt": None},
-                {"$setOnInsert": {"_id": meeting_id, "startedAt": started_at,
-                                  "participants": [], "recordings": []}},
+                {"$setOnInsert": {"_id": meeting_id, "startedAt": started_at, "participants": [], "recordings": []}},
                 upsert=True,
                 sort=_SORT_MEETINGS,
                 return_document=ReturnDocument.AFTER,
@@ -307,8 +302,12 @@ class MongoMeetingStore(MeetingStore):
         entry = participant.model_dump(by_alias=True)
         return await self._update(
             "add participant",
-            {"_id": meeting_id, "participants": {"$not": {"$elemMatch": {
-                "peerId": participant.peer_id, "joinedAt": participant.joined_at}}}},
+            {
+                "_id": meeting_id,
+                "participants": {
+                    "$not": {"$elemMatch": {"peerId": participant.peer_id, "joinedAt": participant.joined_at}}
+                },
+            },
             {"$push": {"participants": entry}},
             meeting_id,
         )
@@ -335,8 +334,10 @@ class MongoMeetingStore(MeetingStore):
         entry = recording.model_dump(by_alias=True, exclude_none=True)
         return await self._update(
             "add recording",
-            {"_id": meeting_id, "recordings": {"$not": {"$elemMatch": {
-                "bucket": recording.bucket, "key": recording.key}}}},
+            {
+                "_id": meeting_id,
+                "recordings": {"$not": {"$elemMatch": {"bucket": recording.bucket, "key": recording.key}}},
+            },
             {"$push": {"recordings": entry}},
             meeting_id,
         )
@@ -417,7 +418,7 @@ class MongoStore(Store):
         ms = int(self.timeout * 1000)
         options: dict[str, Any] = {
             "tz_aware": True,
-            "tzinfo": timezone.utc,
+            "tzinfo": UTC,
             "serverSelectionTimeoutMS": ms,
             "connectTimeoutMS": ms,
             "socketTimeoutMS": ms,

@@ -96,8 +96,7 @@ CREATE TABLE IF NOT EXISTS meeting_recordings (
 """
 
 _MESSAGE_COLUMNS = (
-    "id, room_id, meeting_id, created_at, type, sender_peer_id, sender_display_name, "
-    "text, file, event, data"
+    "id, room_id, meeting_id, created_at, type, sender_peer_id, sender_display_name, text, file, event, data"
 )
 
 
@@ -208,8 +207,7 @@ def _meeting(conn: sqlite3.Connection, meeting_id: str) -> Meeting | None:
 
 def _open_meeting_row(conn: sqlite3.Connection, room_id: str) -> list[tuple[Any, ...]]:
     return conn.execute(
-        "SELECT meeting_id, room_id, started_at, ended_at FROM meetings "
-        "WHERE room_id = ? AND ended_at IS NULL",
+        "SELECT meeting_id, room_id, started_at, ended_at FROM meetings WHERE room_id = ? AND ended_at IS NULL",
         (room_id,),
     ).fetchall()
 
@@ -218,10 +216,15 @@ def _open_meeting_row(conn: sqlite3.Connection, room_id: str) -> list[tuple[Any,
 
 
 class _Job:
-    __slots__ = ("fn", "args", "loop", "future")
+    __slots__ = ("args", "fn", "future", "loop")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], loop: asyncio.AbstractEventLoop,
-                 future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
         self.fn, self.args, self.loop, self.future = fn, args, loop, future
 
 
@@ -257,7 +260,9 @@ class _Database:
 
     def _connect(self, *, readonly: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False,
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
             timeout=self._busy_timeout_ms / 1000,
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -279,8 +284,9 @@ class _Database:
             # schema version lives in a row of our own, not in PRAGMA user_version.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("CREATE TABLE IF NOT EXISTS parley_schema "
-                             "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS parley_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+                )
                 row = conn.execute("SELECT version FROM parley_schema WHERE component = 'chat'").fetchone()
                 if row is not None and row[0] > SCHEMA_VERSION:
                     raise StoreUnavailable(
@@ -289,9 +295,11 @@ class _Database:
                     )
                 for statement in _statements(_SCHEMA):
                     conn.execute(statement)
-                conn.execute("INSERT INTO parley_schema (component, version) VALUES ('chat', ?) "
-                             "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                             (SCHEMA_VERSION,))
+                conn.execute(
+                    "INSERT INTO parley_schema (component, version) VALUES ('chat', ?) "
+                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (SCHEMA_VERSION,),
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -310,8 +318,7 @@ class _Database:
             raise StoreUnavailable(f"SQLite {self.path}: cannot create its directory: {exc}") from exc
         self._writer = threading.Thread(target=self._write_loop, name="parley-sqlite-writer", daemon=True)
         self._writer.start()
-        self._readers = ThreadPoolExecutor(max_workers=self._readers_count,
-                                           thread_name_prefix="parley-sqlite-reader")
+        self._readers = ThreadPoolExecutor(max_workers=self._readers_count, thread_name_prefix="parley-sqlite-reader")
 
     async def close(self) -> None:
         if self._closed:
@@ -394,7 +401,7 @@ class _Database:
                 conn.execute("ROLLBACK")
             err = StoreError(f"SQLite: commit failed, nothing written: {exc}")
             results = [(False, err)] * len(batch)
-        for job, (ok, value) in zip(batch, results):
+        for job, (ok, value) in zip(batch, results, strict=True):
             try:
                 job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
             except RuntimeError:  # the caller's loop is closed
@@ -439,21 +446,24 @@ class SQLiteChatStore(ChatStore):
     async def insert_message(self, message: ChatMessage) -> None:
         row = _message_row(message)
         await self._db.write(
-            lambda c: c.execute(f"INSERT INTO chat_messages ({_MESSAGE_COLUMNS}) VALUES "
-                                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            lambda c: c.execute(
+                f"INSERT INTO chat_messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+            )
         )
 
     async def insert_messages(self, messages: Sequence[ChatMessage]) -> None:
         rows = [_message_row(m) for m in messages]
         if rows:
             await self._db.write(
-                lambda c: c.executemany(f"INSERT INTO chat_messages ({_MESSAGE_COLUMNS}) VALUES "
-                                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                lambda c: c.executemany(
+                    f"INSERT INTO chat_messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
             )
 
     async def history(
         self, room_id: str, *, limit: int = DEFAULT_PAGE, before: Cursor | None = None
     ) -> list[ChatMessage]:
+        params: tuple[str | int, ...]
         if before is None:
             sql, params = history_sql(with_cursor=False), (room_id, limit)
         else:
@@ -466,16 +476,14 @@ class SQLiteChatStore(ChatStore):
 
     async def get_message(self, message_id: str) -> ChatMessage | None:
         def run(conn: sqlite3.Connection) -> ChatMessage | None:
-            row = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages WHERE id = ?",
-                               (message_id,)).fetchone()
+            row = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM chat_messages WHERE id = ?", (message_id,)).fetchone()
             return _row_message(row) if row else None
 
         return await self._db.read(run)
 
     async def count_messages(self, room_id: str) -> int:
         return await self._db.read(
-            lambda c: c.execute("SELECT count(*) FROM chat_messages WHERE room_id = ?",
-                                (room_id,)).fetchone()[0]
+            lambda c: c.execute("SELECT count(*) FROM chat_messages WHERE room_id = ?", (room_id,)).fetchone()[0]
         )
 
     async def delete_room_messages(self, room_id: str) -> int:
@@ -534,8 +542,7 @@ class SQLiteMeetingStore(MeetingStore):
 
         def run(conn: sqlite3.Connection) -> Meeting | None:
             conn.execute(
-                "UPDATE meeting_participants SET left_at = ? "
-                "WHERE meeting_id = ? AND peer_id = ? AND left_at IS NULL",
+                "UPDATE meeting_participants SET left_at = ? WHERE meeting_id = ? AND peer_id = ? AND left_at IS NULL",
                 (left, meeting_id, peer_id),
             )
             return _meeting(conn, meeting_id)
@@ -581,13 +588,17 @@ class SQLiteMeetingStore(MeetingStore):
     ) -> list[Meeting]:
         cols = "meeting_id, room_id, started_at, ended_at"
         if before is None:
-            sql = (f"SELECT {cols} FROM meetings INDEXED BY meetings_room_started WHERE room_id = ? "
-                   "ORDER BY started_at DESC, meeting_id DESC LIMIT ?")
+            sql = (
+                f"SELECT {cols} FROM meetings INDEXED BY meetings_room_started WHERE room_id = ? "
+                "ORDER BY started_at DESC, meeting_id DESC LIMIT ?"
+            )
             params: tuple[Any, ...] = (room_id, limit)
         else:
-            sql = (f"SELECT {cols} FROM meetings INDEXED BY meetings_room_started "
-                   "WHERE room_id = ? AND (started_at, meeting_id) < (?, ?) "
-                   "ORDER BY started_at DESC, meeting_id DESC LIMIT ?")
+            sql = (
+                f"SELECT {cols} FROM meetings INDEXED BY meetings_room_started "
+                "WHERE room_id = ? AND (started_at, meeting_id) < (?, ?) "
+                "ORDER BY started_at DESC, meeting_id DESC LIMIT ?"
+            )
             params = (room_id, before.ms, before.id, limit)
 
         def run(conn: sqlite3.Connection) -> list[Meeting]:
@@ -633,10 +644,9 @@ class SQLiteStore(Store):
 
     async def explain_history(self, room_id: str, before: Cursor | None = None, limit: int = DEFAULT_PAGE) -> list[str]:
         """``EXPLAIN QUERY PLAN`` of the history query (tests, the benchmark)."""
+        params: tuple[str | int, ...]
         if before is None:
             sql, params = history_sql(with_cursor=False), (room_id, limit)
         else:
             sql, params = history_sql(with_cursor=True), (room_id, before.ms, before.id, limit)
-        return await self._db.read(
-            lambda c: [str(r[3]) for r in c.execute("EXPLAIN QUERY PLAN " + sql, params)]
-        )
+        return await self._db.read(lambda c: [str(r[3]) for r in c.execute("EXPLAIN QUERY PLAN " + sql, params)])

@@ -20,7 +20,7 @@ from typing import Any
 import av
 import pika
 
-from control.keys import STORAGE
+from control.keys import OBJECTS
 from control.recording import RECORDINGS
 from tests.e2e.harness import Server
 from recording.segment import udp_sockets
@@ -239,7 +239,7 @@ def _peer(server: Server, room: str, index: int) -> MediaPeer:
 
 async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
     """The recording's file in the local store, once its upload is confirmed."""
-    path = server.app[STORAGE].path_for(key)
+    path = server.app[OBJECTS].path_for(key)
     recordings = server.app[RECORDINGS]
     deadline = time.monotonic() + timeout
     while not (path.exists() and not recordings._announcing):

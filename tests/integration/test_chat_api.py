@@ -12,12 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from control.api import chat as chat_api
-from control.api import meetings as meetings_api
+from control import chat as chat_subsystem
 from control.chat import ChatService
-from control.chat.context import chat_ctx
 from control.config import Settings, load_settings
-from control.keys import CHAT, EVENTS, MEETINGS, SETTINGS, STORE
+from control.http import error_middleware
+from control.keys import CHAT, EVENTS, MEETINGS, SETTINGS, DATABASE
 from control.store import StoreUnavailable
 from control.store.ids import new_id
 
@@ -34,13 +33,11 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
 
 
 def make_app(settings: Settings, events=None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     if events is not None:
         app[EVENTS] = events
-    app.cleanup_ctx.append(chat_ctx)
-    app.add_routes(chat_api.routes)
-    app.add_routes(meetings_api.routes)
+    chat_subsystem.setup(app, settings=SETTINGS, events=EVENTS if events is not None else None)
     return app
 
 
@@ -109,8 +106,8 @@ async def test_bad_requests_get_clear_400s(client, path, query, code, field):
     url = path.format(r=room(), long="a" * 65) + (f"?{query}" if query else "")
     resp = await client.get(url)
     assert resp.status == 400
-    body = await resp.json()
-    assert body["code"] == code and body["error"]
+    body = (await resp.json())["error"]
+    assert body["code"] == code and body["message"]
     assert body.get("field") == field
 
 
@@ -129,7 +126,7 @@ async def test_delete_room_messages_loopback_admin(client):
     assert (await chat.history(r)).messages == []
     assert len((await chat.history(other)).messages) == 1
     bad = await client.delete("/api/rooms/bad%20room/messages")
-    assert bad.status == 400 and (await bad.json())["code"] == "invalid_room_id"
+    assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid_room_id"
 
 
 async def test_delete_room_messages_needs_the_admin_token_when_set(tmp_path):
@@ -173,7 +170,7 @@ async def test_meetings_over_rest(client):
     assert "endedAt" not in live and "leftAt" not in live["participants"][0]
 
     missing = await client.get(f"/api/meetings/{new_id()}")
-    assert missing.status == 404 and (await missing.json())["code"] == "not_found"
+    assert missing.status == 404 and (await missing.json())["error"]["code"] == "not_found"
 
     page1 = await (await client.get(f"/api/rooms/{r}/meetings", params={"limit": "1"})).json()
     assert [m["meetingId"] for m in page1["meetings"]] == [second.meeting_id]
@@ -187,7 +184,7 @@ async def test_app_keys_and_start_up_work(tmp_path):
     client = await start_client(make_app(settings_for(tmp_path)))
     try:
         app = client.server.app
-        assert app[STORE].backend == "sqlite"
+        assert app[DATABASE].backend == "sqlite"
         assert app[MEETINGS] is app[CHAT].meetings
         assert (tmp_path / "parley.sqlite3").exists()
     finally:
@@ -220,7 +217,7 @@ async def test_meeting_changes_are_published_when_the_event_bus_runs(tmp_path):
 async def test_rest_on_the_mongodb_backend(tmp_path, mongo):
     client = await start_client(make_app(settings_for(tmp_path, mongodb_uri=mongo.uri)))
     try:
-        assert client.server.app[STORE].backend == "mongodb"
+        assert client.server.app[DATABASE].backend == "mongodb"
         chat = chat_of(client)
         r = room()
         sent = [await chat.send(r, ADA, {"text": f"m{i}"}) for i in range(3)]
@@ -251,7 +248,6 @@ def test_create_app_wires_chat(tmp_path):
     from control.app import create_app
 
     app = create_app(settings_for(tmp_path))
-    assert chat_ctx in app.cleanup_ctx
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
     assert {("GET", "/api/rooms/{roomId}/messages"), ("DELETE", "/api/rooms/{roomId}/messages"),
             ("GET", "/api/meetings/{meetingId}"), ("GET", "/api/rooms/{roomId}/meetings")} <= routes

@@ -25,7 +25,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from aiohttp.test_utils import make_mocked_request
 from loguru import logger
 from pydantic import SecretStr
 
+from control import events as events_subsystem
+from control import storage as storage_subsystem
 from control.config import Settings
 from control.events import (
     DEFAULT_AI_QUEUE,
@@ -49,13 +51,13 @@ from control.events import (
     OutboxEntry,
     RabbitPublisher,
     SQLiteOutbox,
-    events_ctx,
 )
 from control.events import routes as events_routes
 from control.events.admin import require_admin
-from control.keys import EVENTS, SETTINGS, STORAGE
+from control.http import error_middleware
+from control.keys import EVENTS, OBJECTS, SETTINGS, UPLOADS
 from control.logging import setup_logging
-from control.storage import LocalStorage, recording_key, storage_ctx
+from control.storage import LocalStorage, recording_key
 from tests.integration.tcp_proxy import TcpProxy
 from tests.services import free_ports
 
@@ -69,7 +71,7 @@ SECRET_TOKEN = "ntn_s3cr3t-" + secrets.token_hex(8)
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def recording_data(meeting_id: str, i: int = 0) -> dict[str, Any]:
@@ -165,17 +167,17 @@ class Broker:
     def cleanup(self) -> None:
         try:
             conn = self._conn()
-        except Exception:  # noqa: BLE001 - broker gone: nothing to clean
+        except Exception:
             return
         for q in self.queues:
             try:
                 conn.channel().queue_delete(q)
-            except Exception:  # noqa: BLE001,S110
+            except Exception:
                 pass
         for x in self.exchanges:
             try:
                 conn.channel().exchange_delete(x)
-            except Exception:  # noqa: BLE001,S110
+            except Exception:
                 pass
         conn.close()
 
@@ -587,22 +589,21 @@ def _outbox_args(outbox: Outbox) -> dict[str, Any]:
 
 
 async def test_app_wiring_upload_publishes_recording_completed(broker: Broker, tmp_path: Path) -> None:
-    """events_ctx + storage_ctx as create_app wires them: the AI queue declared at
+    """The events and storage setups as create_app wires them: the AI queue declared at
     start-up, a queued recording upload publishing recording.completed with the
     object reference, GET /api/events/outbox, shutdown flushing."""
     queue = unique("test-ai")
     broker.queues.append(queue)
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", rabbitmq_url=broker.url,
                         rabbitmq_ai_queue=queue, host="127.0.0.1")
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(events_ctx)
-    app.cleanup_ctx.append(storage_ctx)
-    app.add_routes(events_routes.routes)
+    events_subsystem.setup(app, settings=SETTINGS)
+    storage_subsystem.setup(app, settings=SETTINGS, events=EVENTS)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        bus, store = app[EVENTS], app[STORAGE]
+        bus, store, uploads = app[EVENTS], app[OBJECTS], app[UPLOADS]
         assert isinstance(store, LocalStorage) and bus.publisher is not None
         assert bus.publisher.exchange == EXCHANGE and settings.sqlite_path.exists()
         assert DEFAULT_AI_QUEUE == "ai.recording.completed"
@@ -614,10 +615,10 @@ async def test_app_wiring_upload_publishes_recording_completed(broker: Broker, t
         context = recording_data(unique("m"))
         del context["object"]
         context = json.loads(json.dumps(context, default=str))
-        job = await store.submit_upload(rec, recording_key("room-1", "rec.mp4"), content_type="video/mp4",
+        job = await uploads.submit(rec, recording_key("room-1", "rec.mp4"), content_type="video/mp4",
                                         duration=12.0, delete_local=True, kind="recording.completed",
                                         context=context)
-        ref = await store.uploads.wait(job, timeout=30)
+        ref = await uploads.wait(job, timeout=30)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
@@ -643,7 +644,9 @@ async def test_admin_guard() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    guarded = require_admin(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        """The guard as the app runs it: refusals are raised, the error middleware answers."""
+        return await error_middleware(request, require_admin(handler))
 
     def request(remote: str, headers: dict[str, str] | None = None, token: str | None = None):
         app = web.Application()

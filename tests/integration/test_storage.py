@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from control import storage as storage_subsystem
 from control.config import Settings
-from control.keys import EVENTS, SETTINGS, STORAGE
+from control.http import error_middleware
+from control.keys import EVENTS, OBJECTS, SETTINGS
 from control.storage import (
     InvalidKey,
     LocalStorage,
@@ -34,11 +36,13 @@ from control.storage import (
     S3Storage,
     StorageAuthError,
     StorageError,
+    UploadQueue,
     UploadRejected,
+    presign_chat_upload,
     recording_key,
-    routes as storage_routes,
-    storage_ctx,
+    upload_recording,
 )
+from control.storage import routes as storage_routes
 from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.services
@@ -69,7 +73,7 @@ def drop_bucket(client, bucket: str) -> None:
         for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
             client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
         client.delete_bucket(Bucket=bucket)
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:
         pass
 
 
@@ -90,8 +94,8 @@ def bucket_name(s3) -> str:
 
 async def serve_local(store: LocalStorage) -> web.AppRunner:
     """The app side of the local store's presigned URLs, on a free loopback port."""
-    app = web.Application()
-    app[STORAGE] = store
+    app = web.Application(middlewares=[error_middleware])
+    app[OBJECTS] = store
     app.add_routes(storage_routes.routes)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -114,7 +118,6 @@ async def store(request, tmp_path: Path) -> AsyncIterator[ObjectStore]:
         service, bucket = None, "recordings"
         st = LocalStorage(tmp_path / "objects", bucket=bucket)
         runner = await serve_local(st)
-    st.enable_uploads(tmp_path / "uploads", retry_initial=0.2, retry_max=1.0)
     try:
         yield st
     finally:
@@ -123,6 +126,16 @@ async def store(request, tmp_path: Path) -> AsyncIterator[ObjectStore]:
             await runner.cleanup()
         if service is not None:
             drop_bucket(service.client(), bucket)
+
+
+@pytest.fixture
+async def uploads(store: ObjectStore, tmp_path: Path) -> AsyncIterator[UploadQueue]:
+    """The durable upload queue over ``store`` (closed before the store)."""
+    queue = UploadQueue(store, tmp_path / "uploads", retry_initial=0.2, retry_max=1.0)
+    try:
+        yield queue
+    finally:
+        await queue.close()
 
 
 @pytest.fixture
@@ -149,8 +162,8 @@ async def test_30mb_upload_is_verified(store: ObjectStore, big_file, tmp_path: P
     path, data = big_file
     sent: list[int] = []
     began = time.monotonic()
-    ref = await store.upload_recording(path, "room-42", content_type="video/mp4", duration=61.5,
-                                       progress=sent.append)
+    ref = await upload_recording(store, path, "room-42", content_type="video/mp4", duration=61.5,
+                                 progress=sent.append)
     elapsed = time.monotonic() - began
     assert ref.key == "recordings/room-42/meeting.mp4"
     assert ref.size == len(data) and ref.sha256 == sha256(data)
@@ -198,7 +211,7 @@ async def test_presigned_get_over_plain_http(store: ObjectStore, tmp_path: Path)
 
 async def test_presigned_put_from_plain_http(store: ObjectStore) -> None:
     data = b"%PDF-1.7 " + os.urandom(50_000)
-    put = await store.presign_chat_upload("room-9", "Notes d'été (v2).pdf",
+    put = await presign_chat_upload(store, "room-9", "Notes d'été (v2).pdf",
                                           content_type="application/pdf", size=len(data))
     prefix, room, file_id, name = put.key.split("/")
     assert (prefix, room, name) == ("chat", "room-9", "Notes_d_ete_v2.pdf") and len(file_id) >= 16
@@ -224,10 +237,10 @@ async def test_presigned_put_from_plain_http(store: ObjectStore) -> None:
 
     # the policy: too large, or a type that is not allowed, is never signed
     with pytest.raises(UploadRejected, match="too large"):
-        await store.presign_chat_upload("room-9", "big.zip", content_type="application/zip",
+        await presign_chat_upload(store, "room-9", "big.zip", content_type="application/zip",
                                         size=store.chat_policy.max_bytes + 1)
     with pytest.raises(UploadRejected, match="not allowed"):
-        await store.presign_chat_upload("room-9", "run.exe", content_type="application/x-msdownload",
+        await presign_chat_upload(store, "room-9", "run.exe", content_type="application/x-msdownload",
                                         size=10)
 
 
@@ -241,14 +254,14 @@ async def test_keys_from_validated_ids_only(store: ObjectStore, tmp_path: Path) 
         with pytest.raises(InvalidKey):
             await store.presigned_get_url(bad_key)
     with pytest.raises(InvalidKey):
-        await store.upload_recording(path, "../room", "x.mp4")
+        await upload_recording(store, path, "../room", "x.mp4")
     with pytest.raises(InvalidKey):
-        await store.upload_recording(path, "room", "x/../../y.mp4")
+        await upload_recording(store, path, "room", "x/../../y.mp4")
     with pytest.raises(FileNotFoundError):
         await store.upload_file(tmp_path / "missing.mp4", "recordings/r/missing.mp4")
 
 
-async def test_upload_queue_stores_then_hands_off_then_deletes(store: ObjectStore, tmp_path: Path) -> None:
+async def test_upload_queue_stores_then_hands_off_then_deletes(uploads: UploadQueue, tmp_path: Path) -> None:
     data = os.urandom(2 * MB)
     path = tmp_path / "rec-1.mp4"
     path.write_bytes(data)
@@ -258,19 +271,18 @@ async def test_upload_queue_stores_then_hands_off_then_deletes(store: ObjectStor
         assert path.exists(), "the local file must outlive the handler"
         handed.append((job.context, ref))
 
-    assert store.uploads is not None
-    store.on_uploaded("recording.completed", on_done)
-    await store.uploads.start()
-    job = await store.submit_upload(path, recording_key("room-3", "rec-1.mp4"), content_type="video/mp4",
+    uploads.on_uploaded("recording.completed", on_done)
+    await uploads.start()
+    job = await uploads.submit(path, recording_key("room-3", "rec-1.mp4"), content_type="video/mp4",
                                     duration=2.0, delete_local=True, kind="recording.completed",
                                     context={"meetingId": "m-1"})
     assert (tmp_path / "uploads" / f"{job.id}.json").exists()  # journaled before it runs
-    ref = await store.uploads.wait(job, timeout=60)
+    ref = await uploads.wait(job, timeout=60)
     assert ref.sha256 == sha256(data) and ref.duration == 2.0
     assert handed == [({"meetingId": "m-1"}, ref)]
     assert not path.exists()  # deleted only after the object was confirmed
     assert not list((tmp_path / "uploads").glob("*.json"))
-    assert store.uploads.jobs() == []
+    assert uploads.jobs() == []
 
 
 # --------------------------------------------------------------------------- S3 only
@@ -327,7 +339,7 @@ async def test_app_start_fails_on_wrong_credentials(s3, bucket_name: str, tmp_pa
                         minio_access_key=s3.access_key, minio_secret_key="wrong", minio_bucket=bucket_name)
     app = web.Application()
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(storage_ctx)
+    storage_subsystem.setup(app, settings=SETTINGS, events=None)
     runner = web.AppRunner(app)
     with pytest.raises(StorageAuthError, match="MINIO_ACCESS_KEY and MINIO_SECRET_KEY"):
         await runner.setup()
@@ -337,11 +349,11 @@ async def test_app_start_fails_on_wrong_credentials(s3, bucket_name: str, tmp_pa
         _env_file=None, minio_secret_key=s3.secret_key).minio_secret_key})
     app = web.Application()
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(storage_ctx)
+    storage_subsystem.setup(app, settings=SETTINGS, events=None)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        assert isinstance(app[STORAGE], S3Storage) and EVENTS not in app
+        assert isinstance(app[OBJECTS], S3Storage) and EVENTS not in app
         s3.client().head_bucket(Bucket=bucket_name)
     finally:
         await runner.cleanup()
@@ -404,14 +416,14 @@ async def test_tls_endpoint(s3, bucket_name: str, tmp_path: Path) -> None:
 async def test_upload_interrupted_by_server_stop_completes_after_restart(s3_owned, tmp_path: Path) -> None:
     bucket = f"parley-t-{secrets.token_hex(5)}"
     st = s3_store(s3_owned, bucket, concurrency=2)
-    queue = st.enable_uploads(tmp_path / "uploads", retry_initial=0.3, retry_max=1.0)
+    queue = UploadQueue(st, tmp_path / "uploads", retry_initial=0.3, retry_max=1.0)
     await queue.start()
     data = os.urandom(30 * MB)
     path = tmp_path / "long-meeting.mp4"
     path.write_bytes(data)
     sent: list[int] = []
     try:
-        job = await st.submit_upload(path, recording_key("room-5", path.name), content_type="video/mp4",
+        job = await queue.submit(path, recording_key("room-5", path.name), content_type="video/mp4",
                                      delete_local=True, progress=sent.append)
         deadline = time.monotonic() + 30
         while sum(sent) < 6 * MB:  # part-way through the multipart upload
@@ -436,6 +448,7 @@ async def test_upload_interrupted_by_server_stop_completes_after_restart(s3_owne
         print(f"\nupload done after {job.attempts} failed attempt(s), "
               f"server down for {s3_owned.last_startup_seconds:.1f}s restart")
     finally:
+        await queue.close()
         await st.close()
         drop_bucket(s3_owned.client(), bucket)
 
@@ -446,15 +459,16 @@ async def test_queued_upload_resumes_in_a_new_process(s3_owned, tmp_path: Path) 
     path = tmp_path / "rec.mp4"
     path.write_bytes(data)
     first = s3_store(s3_owned, bucket)
-    queue = first.enable_uploads(tmp_path / "uploads", retry_initial=0.2, retry_max=0.5)
+    queue = UploadQueue(first, tmp_path / "uploads", retry_initial=0.2, retry_max=0.5)
     await queue.start()
     try:
         with s3_owned.stopped():
-            job = await first.submit_upload(path, recording_key("room-6", "rec.mp4"), delete_local=True,
+            job = await queue.submit(path, recording_key("room-6", "rec.mp4"), delete_local=True,
                                             kind="recording.completed", context={"meetingId": "m-6"})
             while job.attempts < 1:
                 await asyncio.sleep(0.05)
-            await first.close()  # "the process exits" with the job unfinished
+            await queue.close()  # "the process exits" with the job unfinished
+            await first.close()
         assert path.exists()
         second = s3_store(s3_owned, bucket)
         handed: list = []
@@ -462,15 +476,17 @@ async def test_queued_upload_resumes_in_a_new_process(s3_owned, tmp_path: Path) 
         async def on_done(job, ref) -> None:
             handed.append((job.id, job.context, ref.key))
 
-        second.enable_uploads(tmp_path / "uploads", retry_initial=0.2, retry_max=0.5)
-        second.on_uploaded("recording.completed", on_done)
+        second_queue = UploadQueue(second, tmp_path / "uploads", retry_initial=0.2, retry_max=0.5)
+        second_queue.on_uploaded("recording.completed", on_done)
         try:
-            assert await second.uploads.start() == 1
-            ref = await second.uploads.wait(job.id, timeout=60)
+            assert await second_queue.start() == 1
+            ref = await second_queue.wait(job.id, timeout=60)
         finally:
+            await second_queue.close()
             await second.close()
         assert handed == [(job.id, {"meetingId": "m-6"}, "recordings/room-6/rec.mp4")]
         assert ref.sha256 == sha256(data) and not path.exists()
     finally:
+        await queue.close()
         await first.close()
         drop_bucket(s3_owned.client(), bucket)

@@ -14,7 +14,8 @@ import pytest
 
 from control.chat.validation import ChatValidationError
 from control.ids import ROOM_ID_RULE
-from control.keys import CHAT, STORAGE
+from control.keys import CHAT, OBJECTS
+from control.storage import presign_chat_upload
 from tests.e2e.harness import Server
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.signaling.conftest import Connect
@@ -57,12 +58,14 @@ async def test_a_refused_room_id_is_refused_everywhere(server: Server, room_id: 
                               ("POST", "recording"), ("DELETE", "recording")]:
             status, body = await call(http, method, f"{base}/api/rooms/{path_id}/{route}")
             assert status == 400, (method, route, body)
-            assert body["code"] == "invalid_room_id" and body["field"] == "roomId", body
-            assert ROOM_ID_RULE in body["error"]
+            error = body["error"]
+            assert error["code"] == "invalid_room_id" and error["field"] == "roomId", body
+            assert ROOM_ID_RULE in error["message"]
         # The operators' room route (admin: loopback) says the same.
         status, body = await call(http, "GET", f"{base}/api/rooms/{path_id}")
-        assert status == 400 and body["error"]["code"] == "invalid_room_id" and body["error"]["field"] == "roomId"
-        assert ROOM_ID_RULE in body["error"]["message"]
+        error = body["error"]
+        assert status == 400 and error["code"] == "invalid_room_id" and error["field"] == "roomId"
+        assert ROOM_ID_RULE in error["message"]
 
         # The broadcaster API: 400 invalid_room_id on every route, not 404.
         broadcaster = {"id": "bc", "displayName": "B", "device": {"name": "x"}}
@@ -100,8 +103,8 @@ async def test_the_longest_room_id_works_everywhere(server: Server, connect: Con
                                   json={"id": "bc", "displayName": "B", "device": {"name": "x"}})
         assert status == 200, body
     # Its chat files (and recordings: the same key rule) have keys.
-    upload = await server.app[STORAGE].presign_chat_upload(LONGEST, "notes.pdf", content_type="application/pdf",
-                                                           size=10)
+    upload = await presign_chat_upload(server.app[OBJECTS], LONGEST, "notes.pdf", content_type="application/pdf",
+                                       size=10)
     assert upload.key.startswith(f"chat/{LONGEST}/")
     # One character more is refused at the door.
     async with aiohttp.ClientSession() as http:

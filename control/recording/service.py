@@ -4,14 +4,18 @@ Signaling (joined peers; registered with ``RoomManager.register_method``):
 
 ``startRecording {}`` -> ``{recordingId, startedAt}``
     Records the room (one grid video, mixed audio; ``recording/``) from now on:
-    409 if it is already recording, 507 if ``RECORDING_DIR`` has less than
-    ``RECORDING_MIN_FREE_MB`` free, 400 if nobody is there.
+    409 ``already_recording``, 507 ``insufficient_storage`` if ``RECORDING_DIR`` has
+    less than ``RECORDING_MIN_FREE_MB`` free, 400 ``nothing_to_record`` if nobody is there.
 ``stopRecording {}`` -> ``{recordingId, key, duration, segments}``
     Stops it; the MP4 is handed to the durable upload queue.
 
-REST (admin, ``require_admin``): ``POST /api/rooms/{roomId}/recording`` starts,
-``DELETE /api/rooms/{roomId}/recording`` stops (same answers; 404 for an unknown
-room or no recording).
+REST (admin, :mod:`control.recording.routes`): ``POST /api/rooms/{roomId}/recording``
+starts, ``DELETE /api/rooms/{roomId}/recording`` stops (same answers; 404 ``not_found``
+for an unknown room, ``not_recording`` for no recording).
+
+The service raises its domain errors (:class:`AlreadyRecording`, :class:`NotRecording`,
+:class:`NothingToRecord`, :class:`NoDiskSpace`, :class:`RecordingFailed`: ParleyErrors);
+REST answers them through the error middleware, signaling as ``"<code>: <message>"``.
 
 The recording follows the room: a participant joining or leaving, a producer
 added, closed, paused (muted) or resumed, starts a new segment with the new
@@ -26,7 +30,7 @@ error}``; the chat gets its system messages (``recording_started`` /
 shutdown.
 
 After stop the file is uploaded to ``recordings/<roomId>/<meetingId>-<startTime>.mp4``
-(``submit_upload(kind="recording.completed")``): once stored, the
+(``uploads.submit(kind="recording.completed")``): once stored, the
 ``recording.completed`` event carries the meeting, the times and every participant
 seen during the recording (peerId, displayName, email, aiSettings, integrations).
 The segments stay in ``RECORDING_DIR/<recordingId>/`` until the upload is
@@ -40,31 +44,63 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from aiohttp import web
 from loguru import logger
 
-from control.api import invalid_room_id
-from control.events.admin import require_admin
-from control.chat.meetings import ChatUnavailable
+from control.chat.meetings import ChatUnavailable, MeetingService
+from control.chat.service import ChatService
 from control.chat.validation import ChatError
-from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, STORAGE
+from control.config import Settings
+from control.errors import BadRequest, Conflict, InsufficientStorage, NotFound, ParleyError
 from control.signaling.protoo import ProtooError
-from control.storage import RECORDING_UPLOAD_KIND, recording_key
-from recording import Manifest, NothingRecorded, RecordingError, RecordingSession, SegmentOptions, Source, finish_segments
+from control.storage.base import ObjectRef
+from control.storage.files import RECORDING_UPLOAD_KIND
+from control.storage.keys import recording_key
+from control.storage.uploads import UploadJob, UploadQueue
+from recording import (
+    Manifest,
+    NothingRecorded,
+    RecordingError,
+    RecordingSession,
+    SegmentOptions,
+    Snapshot,
+    Source,
+    finish_segments,
+)
 
-__all__ = ["RECORDINGS", "RecordingService", "recording_ctx", "routes"]
+if TYPE_CHECKING:
+    from loguru import Logger
 
-START_RECORDING = "startRecording"
-STOP_RECORDING = "stopRecording"
-RECORDING_STARTED = "recordingStarted"
-RECORDING_STOPPED = "recordingStopped"
-RECORDING_ERROR = "recordingError"
+    from control.events.bus import EventBus
+    from control.rooms.manager import RoomManager
+    from control.rooms.peer import Peer
+    from control.rooms.room import Room
+    from workers.producer import Producer
+    from workers.router import Router
+
+__all__ = [
+    "RECORDINGS",
+    "AlreadyRecording",
+    "NoDiskSpace",
+    "NotRecording",
+    "NothingToRecord",
+    "RecordingFailed",
+    "RecordingService",
+]
+
+START_RECORDING: Final = "startRecording"
+STOP_RECORDING: Final = "stopRecording"
+#: The notifications this service sends to the room's peers.
+RecordingNotification = Literal["recordingStarted", "recordingStopped", "recordingError"]
+RECORDING_STARTED: Final = "recordingStarted"
+RECORDING_STOPPED: Final = "recordingStopped"
+RECORDING_ERROR: Final = "recordingError"
 #: How long the chat's "Recording stopped" waits for the upload (it says where the file is).
 UPLOAD_WAIT = 600.0
 MP4 = "video/mp4"
@@ -72,17 +108,50 @@ MP4 = "video/mp4"
 NO_MEETING = "room-"
 
 
+class AlreadyRecording(Conflict):
+    """409: the room is already being recorded (or its recording is starting)."""
+
+    default_code = "already_recording"
+
+
+class NotRecording(NotFound):
+    """404: the room is not being recorded."""
+
+    default_code = "not_recording"
+
+
+class NothingToRecord(BadRequest):
+    """400: nobody is in the room."""
+
+    default_code = "nothing_to_record"
+
+
+class NoDiskSpace(InsufficientStorage):
+    """507: ``RECORDING_DIR`` has less than ``RECORDING_MIN_FREE_MB`` free."""
+
+
+class RecordingFailed(ParleyError):
+    """500: FFmpeg or the files failed; the message says what (never a secret)."""
+
+    default_code = "recording_failed"
+
+
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _participant(peer: Any) -> dict[str, Any]:
+def _participant(peer: Peer) -> dict[str, Any]:
     md = peer.metadata
-    return {"peerId": peer.id, "displayName": peer.display_name or peer.id, "email": md.email,
-            "aiSettings": dict(md.ai_settings or {}), "integrations": dict(md.integrations or {})}
+    return {
+        "peerId": peer.id,
+        "displayName": peer.display_name or peer.id,
+        "email": md.email,
+        "aiSettings": dict(md.ai_settings or {}),
+        "integrations": dict(md.integrations or {}),
+    }
 
 
-def _participants(room: Any) -> list[Any]:
+def _participants(room: Room) -> list[Peer]:
     """Everyone a recording of ``room`` shows: joined peers, then broadcasters."""
     return [*room.joined_peers(), *room.broadcasters.values()]
 
@@ -91,7 +160,7 @@ def _participants(room: Any) -> list[Any]:
 class ActiveRecording:
     manifest: Manifest
     session: RecordingSession
-    stopping: asyncio.Future | None = None
+    stopping: asyncio.Future[dict[str, Any]] | None = None
     #: Producers whose close/pause/resume this recording follows.
     watched: set[str] = field(default_factory=set)
 
@@ -104,20 +173,37 @@ class ActiveRecording:
         return self.manifest.room_id
 
     @property
-    def log(self) -> Any:
+    def log(self) -> Logger:
         return self.manifest.log
 
 
 class RecordingService:
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.settings = app[SETTINGS]
-        self.rooms = app[ROOMS]
+    """The recordings of every room of the process, given what they need explicitly:
+    the rooms to record, the upload queue the MP4s go to, and (each optional) the
+    chat that says so, the meetings the recordings attach to and the event bus that
+    announces them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rooms: RoomManager,
+        uploads: UploadQueue,
+        *,
+        chat: ChatService | None = None,
+        meetings: MeetingService | None = None,
+        events: EventBus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rooms = rooms
+        self.uploads = uploads
+        self.chat = chat
+        self.meetings = meetings
+        self.events = events
         self.active: dict[str, ActiveRecording] = {}
         self._starting: set[str] = set()
-        self._tasks: set[asyncio.Task] = set()
-        self._announcing: set[asyncio.Task] = set()
-        self._unwatch: Any = lambda: None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._announcing: set[asyncio.Task[None]] = set()
+        self._unwatch: Callable[[], None] = lambda: None
 
     @property
     def work_dir(self) -> Path:
@@ -126,13 +212,17 @@ class RecordingService:
     @property
     def options(self) -> SegmentOptions:
         s = self.settings
-        return SegmentOptions(width=s.recording_width, height=s.recording_height, fps=s.recording_fps,
-                              video_bitrate=s.recording_video_bitrate)
+        return SegmentOptions(
+            width=s.recording_width,
+            height=s.recording_height,
+            fps=s.recording_fps,
+            video_bitrate=s.recording_video_bitrate,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def attach(self) -> None:
-        self.app[STORAGE].on_uploaded(RECORDING_UPLOAD_KIND, self._recording_uploaded)
+        self.uploads.on_uploaded(RECORDING_UPLOAD_KIND, self._recording_uploaded)
         self.rooms.register_method(START_RECORDING, self._on_start)
         self.rooms.register_method(STOP_RECORDING, self._on_stop)
         self._unwatch = self.rooms.watch_rooms({
@@ -153,34 +243,35 @@ class RecordingService:
             for task in list(self._announcing):
                 task.cancel()
 
-    def _spawn(self, coro: Any) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or logger.warning(
-            "recording: {}", t.exception()))
+        task.add_done_callback(
+            lambda t: t.cancelled() or t.exception() is None or logger.warning("recording: {}", t.exception())
+        )
         return task
 
     # -- following the room -------------------------------------------------------------
 
-    def _on_peer_joined(self, room: Any, peer: Any) -> None:
+    def _on_peer_joined(self, room: Room, peer: Peer) -> None:
         active = self.active.get(room.id)
         if active is not None:
             active.manifest.participants.setdefault(peer.id, _participant(peer))
             active.session.changed()
 
-    def _on_peer_left(self, room: Any, peer: Any) -> None:
+    def _on_peer_left(self, room: Room, peer: Peer) -> None:
         active = self.active.get(room.id)
         if active is not None:
             active.session.changed(urgent=True)
 
-    def _on_producer_created(self, room: Any, peer: Any, producer: Any) -> None:
+    def _on_producer_created(self, room: Room, peer: Peer, producer: Producer) -> None:
         active = self.active.get(room.id)
         if active is not None:
             self._watch(active, producer)
             active.session.changed()
 
-    def _watch(self, active: ActiveRecording, producer: Any) -> None:
+    def _watch(self, active: ActiveRecording, producer: Producer) -> None:
         """A closed or paused producer stalls the segment that records it: urgent."""
         if producer.id in active.watched:
             return
@@ -195,21 +286,23 @@ class RecordingService:
         producer.observer.on("pause", stalled)
         producer.observer.on("resume", session.changed)
 
-    def _on_room_closed(self, room: Any) -> None:
+    def _on_room_closed(self, room: Room) -> None:
         if room.id in self.active:
             self._spawn(self.stop(room.id, room_closed=True))
 
-    def _snapshot(self, room_id: str) -> Any:
+    def _snapshot(self, room_id: str) -> Snapshot:
         """What the session records now: the room's primary router (a new one after
         its worker died), every live, unpaused audio and video producer of the
         room's participants (made available on that router), and everyone's name
         in the order they joined."""
-        async def snapshot() -> tuple[Any, list[Source], dict[str, str]]:
+
+        async def snapshot() -> tuple[Router, list[Source], dict[str, str]]:
             room = self.rooms.get_room(room_id)
             active = self.active.get(room_id)
             if room is None or room.closed:
                 raise RecordingError(f"room {room_id} is closed")
-            sources, names = [], {}
+            sources: list[Source] = []
+            names: dict[str, str] = {}
             for peer in _participants(room):
                 names[peer.id] = peer.display_name or peer.id
                 if active is not None:
@@ -222,11 +315,17 @@ class RecordingService:
                     await room.make_available(producer, room.primary)
                     sources.append(Source(producer.id, producer.kind, peer.id))
             return room.primary, sources, names
+
         return snapshot
 
-    def _reporter(self, room_id: str, recording_id: str) -> Any:
+    def _notify(self, room_id: str, method: RecordingNotification, data: dict[str, Any]) -> None:
+        """Tell every joined peer of the room (one of the three recording notifications)."""
+        self.rooms.notify_room(room_id, method, data)
+
+    def _reporter(self, room_id: str, recording_id: str) -> Callable[[str], None]:
         def report(message: str) -> None:
-            self.rooms.notify_room(room_id, RECORDING_ERROR, {"recordingId": recording_id, "error": message})
+            self._notify(room_id, RECORDING_ERROR, {"recordingId": recording_id, "error": message})
+
         return report
 
     # -- start / stop -------------------------------------------------------------------
@@ -235,10 +334,9 @@ class RecordingService:
         """The room's meeting (opened now if the first join is still being recorded);
         ``room-<roomId>`` (:data:`NO_MEETING`) if there is no meetings store or it is
         unreachable."""
-        meetings = self.app.get(MEETINGS)
-        if meetings is not None:
+        if self.meetings is not None:
             try:
-                return (await meetings.ensure_open(room_id)).meeting_id
+                return (await self.meetings.ensure_open(room_id)).meeting_id
             except ChatError as error:
                 logger.bind(room=room_id).warning("recording without a meeting: {}", error)
         return f"{NO_MEETING}{room_id}"
@@ -247,29 +345,40 @@ class RecordingService:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.work_dir).free // (1024 * 1024)
         if free < self.settings.recording_min_free_mb:
-            logger.bind(room=room_id).error("recording not started: {} MiB free in {}, {} MiB needed",
-                                            free, self.work_dir, self.settings.recording_min_free_mb)
-            raise ProtooError(507, f"insufficient_storage: {free} MiB free for recordings, "
-                                   f"{self.settings.recording_min_free_mb} MiB needed")
+            logger.bind(room=room_id).error(
+                "recording not started: {} MiB free in {}, {} MiB needed",
+                free,
+                self.work_dir,
+                self.settings.recording_min_free_mb,
+            )
+            raise NoDiskSpace(f"{free} MiB free for recordings, {self.settings.recording_min_free_mb} MiB needed")
 
-    async def start(self, room_id: str, by: Any = None) -> dict[str, Any]:
+    async def start(self, room_id: str, by: Peer | None = None) -> dict[str, Any]:
+        """Record the room from now on; :class:`~control.errors.ParleyError` subclasses say why not."""
         room = self.rooms.get_room(room_id)
         if room is None:
-            raise ProtooError(404, f"room {room_id} not found")
+            raise NotFound(f"room {room_id} not found")
         if room_id in self.active or room_id in self._starting:
-            raise ProtooError(409, "already_recording: the room is being recorded")
+            raise AlreadyRecording("the room is being recorded")
         self._starting.add(room_id)
         try:
             if not _participants(room):
-                raise ProtooError(400, "nothing_to_record: nobody is in the room")
+                raise NothingToRecord("nobody is in the room")
             self._check_disk(room_id)
             meeting_id = await self._meeting_id(room_id)
-            started = datetime.now(timezone.utc)
+            started = datetime.now(UTC)
             recording_id = secrets.token_hex(8)
-            manifest = Manifest(self.work_dir / recording_id, recording_id, room_id, meeting_id,
-                                f"{meeting_id}-{started.strftime('%Y%m%dT%H%M%SZ')}.mp4", started.timestamp())
-            session = RecordingSession(manifest, self._snapshot(room_id), options=self.options,
-                                       on_error=self._reporter(room_id, recording_id))
+            manifest = Manifest(
+                self.work_dir / recording_id,
+                recording_id,
+                room_id,
+                meeting_id,
+                f"{meeting_id}-{started.strftime('%Y%m%dT%H%M%SZ')}.mp4",
+                started.timestamp(),
+            )
+            session = RecordingSession(
+                manifest, self._snapshot(room_id), options=self.options, on_error=self._reporter(room_id, recording_id)
+            )
             active = ActiveRecording(manifest, session)
             self.active[room_id] = active
             try:
@@ -279,22 +388,23 @@ class RecordingService:
                 await session.abort()
                 shutil.rmtree(manifest.directory, ignore_errors=True)
                 active.log.error("recording not started: {}", error)
-                raise ProtooError(500, f"recording_failed: {error}") from None
+                raise RecordingFailed(str(error)) from None
         finally:
             self._starting.discard(room_id)
         info = {"recordingId": active.id, "startedAt": _iso(manifest.started_at)}
         active.log.info("recording started")
-        self.rooms.notify_room(room_id, RECORDING_STARTED, {**info, **({"peerId": by.id} if by else {})})
-        chat = self.app.get(CHAT)
-        if chat is not None:
+        self._notify(room_id, RECORDING_STARTED, {**info, **({"peerId": by.id} if by else {})})
+        if self.chat is not None:
             sender = {"peerId": by.id, "displayName": by.display_name or by.id} if by is not None else None
-            self._spawn(chat.recording_started(room_id, recording_id=active.id, by=sender))
+            self._spawn(self.chat.recording_started(room_id, recording_id=active.id, by=sender))
         return info
 
     async def stop(self, room_id: str, *, room_closed: bool = False) -> dict[str, Any]:
+        """Stop the room's recording and queue its upload; :class:`NotRecording`, or the
+        ``recording`` package's :class:`RecordingError` if nothing usable was recorded."""
         active = self.active.get(room_id)
         if active is None:
-            raise ProtooError(404, "not_recording: the room is not being recorded")
+            raise NotRecording("the room is not being recorded")
         if active.stopping is None:
             active.stopping = asyncio.ensure_future(self._stop(active, room_closed))
         return await asyncio.shield(active.stopping)
@@ -321,16 +431,21 @@ class RecordingService:
         finally:
             self.active.pop(active.room_id, None)
         key, job = await self._submit(manifest, result.duration)
-        active.log.info("recording stopped ({:.1f} s, {} segment(s)), uploading to {}",
-                        result.duration, result.segments, key)
-        info = {"recordingId": active.id, "key": key, "duration": round(result.duration, 3),
-                "segments": result.segments}
+        active.log.info(
+            "recording stopped ({:.1f} s, {} segment(s)), uploading to {}", result.duration, result.segments, key
+        )
+        info = {
+            "recordingId": active.id,
+            "key": key,
+            "duration": round(result.duration, 3),
+            "segments": result.segments,
+        }
         if not room_closed:
-            self.rooms.notify_room(active.room_id, RECORDING_STOPPED, info)
+            self._notify(active.room_id, RECORDING_STOPPED, info)
         self._announce(manifest, job)
         return info
 
-    async def _submit(self, manifest: Manifest, duration: float) -> tuple[str, Any]:
+    async def _submit(self, manifest: Manifest, duration: float) -> tuple[str, UploadJob]:
         """Hand the MP4 to the durable upload queue; the event follows its upload."""
         key = recording_key(manifest.room_id, manifest.filename)
         context = {
@@ -340,59 +455,68 @@ class RecordingService:
             "endedAt": _iso(manifest.ended_at or manifest.started_at + duration),
             "participants": list(manifest.participants.values()),
         }
-        job = await self.app[STORAGE].submit_upload(
-            manifest.directory / manifest.filename, key, content_type=MP4, duration=duration,
-            delete_local=True, kind=RECORDING_UPLOAD_KIND, context=context)
+        job = await self.uploads.submit(
+            manifest.directory / manifest.filename,
+            key,
+            content_type=MP4,
+            duration=duration,
+            delete_local=True,
+            kind=RECORDING_UPLOAD_KIND,
+            context=context,
+        )
         manifest.state, manifest.key, manifest.upload_job = "submitted", key, job.id
         await asyncio.to_thread(manifest.save)
         return key, job
 
-    def _announce(self, manifest: Manifest, job: Any) -> None:
+    def _announce(self, manifest: Manifest, job: UploadJob) -> None:
         task = asyncio.ensure_future(self._announce_stored(manifest, job))
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
 
-    async def _announce_stored(self, manifest: Manifest, job: Any) -> None:
+    async def _announce_stored(self, manifest: Manifest, job: UploadJob) -> None:
         """Once the upload is confirmed: the segments go, and the chat says
         "Recording stopped" (attached to the meeting); without the object if the
         upload does not finish in time (the queue goes on; the segments stay)."""
         log = manifest.log
         ref = None
         try:
-            ref = await self.app[STORAGE].uploads.wait(job, timeout=UPLOAD_WAIT)
+            ref = await self.uploads.wait(job, timeout=UPLOAD_WAIT)
         except Exception as error:  # noqa: BLE001 - the queue keeps retrying on its own
             log.warning("upload not confirmed yet ({}); chat message without it", error)
         else:
             await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
-        chat = self.app.get(CHAT)
-        if chat is None:
+        if self.chat is None:
             return
         try:
-            await chat.recording_stopped(manifest.room_id, recording_id=manifest.recording_id, recording=ref,
-                                         meeting_id=manifest.meeting_id if ref is not None and not
-                                         manifest.meeting_id.startswith(NO_MEETING) else None)
+            await self.chat.recording_stopped(
+                manifest.room_id,
+                recording_id=manifest.recording_id,
+                recording=ref,
+                meeting_id=manifest.meeting_id
+                if ref is not None and not manifest.meeting_id.startswith(NO_MEETING)
+                else None,
+            )
         except Exception as error:  # noqa: BLE001
             log.warning("chat message not posted: {}", error)
 
-    async def _recording_uploaded(self, job: Any, ref: Any) -> None:
+    async def _recording_uploaded(self, job: UploadJob, ref: ObjectRef) -> None:
         """Upload-queue hook, once the MP4 is stored and verified: attach it to its
         meeting, then publish ``recording.completed`` (in that order, so the AI
         service finds the meeting complete). Retried by the queue until it returns:
         both steps are idempotent (the meeting keeps one entry per object, the event
         id is the job's)."""
-        meetings = self.app.get(MEETINGS)
         meeting_id = job.context.get("meetingId")
-        if meetings is not None and meeting_id:
+        if self.meetings is not None and meeting_id:
             try:
-                await meetings.add_recording(meeting_id, ref)
+                await self.meetings.add_recording(meeting_id, ref)
             except ChatUnavailable:
                 raise  # the store is down: the queue retries the hook
             except ChatError as error:  # no such meeting (no meetings store at start...)
                 logger.bind(room=job.context.get("roomId"), meeting=meeting_id).warning(
-                    "recording {} not attached to its meeting: {}", ref.key, error)
-        events = self.app.get(EVENTS)
-        if events is not None:
-            await events.publish_upload(job, ref)
+                    "recording {} not attached to its meeting: {}", ref.key, error
+                )
+        if self.events is not None:
+            await self.events.publish_upload(job, ref)
 
     # -- recovery -----------------------------------------------------------------------
 
@@ -401,13 +525,14 @@ class RecordingService:
         the segments of recordings it did not stop (the event follows the upload),
         remove those whose upload has been confirmed. Returns how many it submitted."""
         submitted = 0
-        uploads = self.app[STORAGE].uploads
+        uploads = self.uploads
         for manifest in await asyncio.to_thread(Manifest.find, self.work_dir):
             log = manifest.log
             out = manifest.directory / manifest.filename
             if manifest.owned_by_another_process():
-                log.info("recording in {} belongs to running process {}: left alone",
-                         manifest.directory, manifest.owner_pid)
+                log.info(
+                    "recording in {} belongs to running process {}: left alone", manifest.directory, manifest.owner_pid
+                )
                 continue
             manifest.adopt()
             try:
@@ -438,76 +563,39 @@ class RecordingService:
 
     # -- signaling ----------------------------------------------------------------------
 
-    def may_record(self, room: Any, peer: Any) -> bool:
+    def may_record(self, room: Room, peer: Peer) -> bool:
         """Whether ``peer`` may start and stop the room's recording: every joined
         peer for now; the auth layer replaces this with the host's role."""
         return True
 
-    def _check_request(self, method: str, room: Any, peer: Any, data: Any) -> None:
+    def _check_request(self, method: str, room: Room, peer: Peer, data: object) -> None:
         if data not in (None, {}):
             raise ProtooError(400, f"invalid_request: {method} takes no fields")
         if not self.may_record(room, peer):
             logger.bind(room=room.id, peer=peer.id).warning("{} refused: not allowed to record", method)
             raise ProtooError(403, "forbidden: not allowed to record this room")
 
-    async def _on_start(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def _on_start(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
         self._check_request(START_RECORDING, room, peer, data)
-        return await self.start(room.id, by=peer)
+        try:
+            return await self.start(room.id, by=peer)
+        except ParleyError as error:
+            raise _protoo(error) from None
 
-    async def _on_stop(self, room: Any, peer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def _on_stop(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
         self._check_request(STOP_RECORDING, room, peer, data)
         try:
             return await self.stop(room.id)
+        except ParleyError as error:
+            raise _protoo(error) from None
         except RecordingError as error:
-            raise ProtooError(500, f"recording_failed: {error}") from None
+            raise _protoo(RecordingFailed(str(error))) from None
 
 
-RECORDINGS: web.AppKey[RecordingService] = web.AppKey("recordings", RecordingService)
-
-routes = web.RouteTableDef()
-
-
-def _http(error: ProtooError) -> web.Response:
-    return web.json_response({"error": error.reason}, status=error.code)
+def _protoo(error: ParleyError) -> ProtooError:
+    """Signaling clients read ``"<code>: <message>"`` as the error reason (as chat's)."""
+    return ProtooError(error.status, f"{error.code}: {error.message}")
 
 
-@routes.post("/api/rooms/{roomId}/recording")
-@require_admin
-async def start_recording(request: web.Request) -> web.Response:
-    if (refused := invalid_room_id(request.match_info["roomId"])) is not None:
-        return refused
-    try:
-        info = await request.app[RECORDINGS].start(request.match_info["roomId"])
-    except ProtooError as error:
-        return _http(error)
-    return web.json_response(info, status=201)
-
-
-@routes.delete("/api/rooms/{roomId}/recording")
-@require_admin
-async def stop_recording(request: web.Request) -> web.Response:
-    if (refused := invalid_room_id(request.match_info["roomId"])) is not None:
-        return refused
-    try:
-        info = await request.app[RECORDINGS].stop(request.match_info["roomId"])
-    except ProtooError as error:
-        return _http(error)
-    except RecordingError as error:
-        return web.json_response({"error": f"recording_failed: {error}"}, status=500)
-    return web.json_response(info)
-
-
-async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
-    """After ``rooms_ctx`` (and chat, storage): registers the methods, finishes the
-    recordings a previous process left (:meth:`RecordingService.recover`); on exit stops
-    every recording cleanly (FFmpeg finishes its file) and hands them to the uploads."""
-    service = RecordingService(app)
-    service.attach()
-    app[RECORDINGS] = service
-    recovered = await service.recover()
-    if recovered:
-        logger.info("{} recording(s) left by a previous process finished and queued for upload", recovered)
-    try:
-        yield
-    finally:
-        await service.close()
+#: The recording service (``control.recording.setup``).
+RECORDINGS: Final[web.AppKey[RecordingService]] = web.AppKey("recordings", RecordingService)

@@ -12,20 +12,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from loguru import logger
 
-from control.keys import WORKER_POOL
+if TYPE_CHECKING:
+    from workers.router import Router
+    from workers.worker import Worker
+    from workers.worker_pool import WorkerPool
 
 #: How long a worker may take to answer before it is reported as not alive.
 WORKER_PROBE_TIMEOUT = 2.0
 
-routes = web.RouteTableDef()
+__all__ = ["WORKER_PROBE_TIMEOUT", "health_routes", "worker_health"]
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
+def _as_dict(value: object) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
     if hasattr(value, "model_dump"):
@@ -35,9 +38,9 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return dict(vars(value))
 
 
-def _load(worker: Any) -> dict[str, int]:
+def _load(worker: Worker) -> dict[str, int]:
     """What the worker carries: routers (rooms), transports, consumers and producers."""
-    routers = list(getattr(worker, "routers", ()))
+    routers: list[Router] = list(getattr(worker, "routers", ()))
     transports = [t for r in routers for t in r.transports.values()]
     return {
         "routers": len(routers),
@@ -47,16 +50,16 @@ def _load(worker: Any) -> dict[str, int]:
     }
 
 
-async def _probe(worker: Any) -> dict[str, Any]:
+async def _probe(worker: Worker) -> dict[str, Any]:
     info: dict[str, Any] = {"pid": worker.pid, "alive": False, "load": _load(worker)}
     if worker.closed:
         info["error"] = "closed"
         return info
     try:
         usage = await asyncio.wait_for(worker.get_resource_usage(), WORKER_PROBE_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         info["error"] = f"no answer within {WORKER_PROBE_TIMEOUT:g}s"
-    except Exception as exc:  # a dead or closing worker: report it, never raise
+    except Exception as exc:  # noqa: BLE001 - a dead or closing worker: report it, never raise
         info["error"] = f"{type(exc).__name__}: {exc}"
     else:
         info["alive"] = not worker.closed
@@ -64,19 +67,24 @@ async def _probe(worker: Any) -> dict[str, Any]:
     return info
 
 
-async def worker_health(app: web.Application) -> tuple[bool, list[dict[str, Any]]]:
+async def worker_health(pool: WorkerPool | None) -> tuple[bool, list[dict[str, Any]]]:
     """Probe every worker concurrently; ``(any_alive, per-worker info)``."""
-    pool = app.get(WORKER_POOL)
     if pool is None:
         return False, []
     workers = await asyncio.gather(*(_probe(w) for w in list(pool.workers)))
     return any(w["alive"] for w in workers), list(workers)
 
 
-@routes.get("/api/health")
-async def health(request: web.Request) -> web.Response:
-    ok, workers = await worker_health(request.app)
-    if ok:
-        return web.json_response({"status": "ok", "workers": workers})
-    logger.warning("health check: no live mediasoup worker ({} known)", len(workers))
-    return web.json_response({"status": "unavailable", "workers": workers}, status=503)
+def health_routes(pool: web.AppKey[WorkerPool]) -> web.RouteTableDef:
+    """``GET /api/health`` over the worker pool under ``pool`` (503 while it is not running)."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/api/health")
+    async def health(request: web.Request) -> web.Response:
+        ok, workers = await worker_health(request.app.get(pool))
+        if ok:
+            return web.json_response({"status": "ok", "workers": workers})
+        logger.warning("health check: no live mediasoup worker ({} known)", len(workers))
+        return web.json_response({"status": "unavailable", "workers": workers}, status=503)
+
+    return routes
