@@ -9,7 +9,8 @@
   loguru by :class:`InterceptHandler`.
 - Every message, bound value and traceback passes through :func:`redact_text`:
   credentials in URLs (``amqp://user:***@``), ``password=``/``token=``/``*_key=``
-  pairs and ``Bearer`` tokens are masked before they reach a sink. Use
+  pairs (also ``signature=``, ``Cookie:``), ``Bearer`` tokens, bare JWTs and
+  encrypted session cookies are masked before they reach a sink. Use
   :func:`redact` on structures (e.g. settings) before logging them.
 """
 
@@ -22,7 +23,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from datetime import timezone
+from datetime import UTC
 from typing import Any, TextIO
 
 from loguru import logger
@@ -41,7 +42,8 @@ MASK = "***"
 # Names whose values are secrets (settings keys, query parameters, JSON keys).
 _SECRET_NAME = (
     r"[\w.-]*?(?:passw(?:or)?d|passphrase|pass(?![a-z])|pwd(?![a-z])|secret|token"
-    r"|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|authorization|session[_-]?id)[\w.-]*"
+    r"|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|authorization|session[_-]?id"
+    r"|signature|cookie|parley_session)[\w.-]*"
 )
 _SECRET_NAME_RE = re.compile(rf"^{_SECRET_NAME}$", re.IGNORECASE)
 
@@ -54,9 +56,24 @@ _PAIR_RE = re.compile(
     rf"(?P<name>\b{_SECRET_NAME})(?P<sep>\"?'?\s*[=:]\s*\"?'?)(?P<value>(?!(?:null|none)\b)(?:Bearer\s+|Basic\s+)?[^\s\"'&,;}}\]]+)",
     re.IGNORECASE,
 )
+# Credentials that need no name to be recognised: JWTs (access and ID tokens) and
+# Fernet tokens (the encrypted session cookie).
+_JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_FERNET_RE = re.compile(r"\bgAAAAA[A-Za-z0-9_=-]{20,}")
 _BEARER_RE = re.compile(r"\b(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
 # Cheap pre-checks so that ordinary lines skip the expensive patterns.
-_PAIR_HINTS = ("pass", "pwd", "secret", "token", "key", "credential", "authorization", "session")
+_PAIR_HINTS = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "authorization",
+    "session",
+    "signature",
+    "cookie",
+)
 
 
 def is_secret_name(name: str) -> bool:
@@ -83,6 +100,10 @@ def redact_text(text: str | None) -> str:
         text = _PAIR_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{MASK}", text)
     if "bearer" in low or "basic" in low:
         text = _BEARER_RE.sub(lambda m: f"{m.group('kind')} {MASK}", text)
+    if "eyj" in low:
+        text = _JWT_RE.sub(MASK, text)
+    if "gaaaaa" in low:
+        text = _FERNET_RE.sub(MASK, text)
     return text
 
 
@@ -125,9 +146,7 @@ class InterceptHandler(logging.Handler):
             message = record.getMessage()
         except Exception:  # a broken %-format in a library must not kill the caller
             message = f"{record.msg!r} {record.args!r}"
-        logger.opt(depth=depth, exception=record.exc_info).bind(logger_name=record.name).log(
-            level, message
-        )
+        logger.opt(depth=depth, exception=record.exc_info).bind(logger_name=record.name).log(level, message)
 
 
 # Libraries that are chatty at INFO/DEBUG: only their warnings unless LOG_LEVEL is TRACE.
@@ -149,11 +168,7 @@ _RESERVED = ("time", "level", "message", "logger", "function", "line", "exceptio
 
 
 def _context(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: redact(v, k)
-        for k, v in record["extra"].items()
-        if not k.startswith("_") and k != "logger_name"
-    }
+    return {k: redact(v, k) for k, v in record["extra"].items() if not k.startswith("_") and k != "logger_name"}
 
 
 def _exception_text(record: Mapping[str, Any]) -> str:
@@ -166,7 +181,7 @@ def _exception_text(record: Mapping[str, Any]) -> str:
 
 def _json_line(record: Mapping[str, Any]) -> str:
     out: dict[str, Any] = {
-        "time": record["time"].astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
         "level": record["level"].name,
         "message": record["message"],
         "logger": record["extra"].get("logger_name") or record["name"],

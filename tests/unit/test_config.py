@@ -89,7 +89,7 @@ def test_every_field_has_its_documented_variable() -> None:
 def test_defaults(tmp_path: Path) -> None:
     s = load_settings()
     assert s.port == 3000
-    assert s.host == "0.0.0.0"
+    assert s.host == "127.0.0.1"  # issue 14: loopback by default (no keys + loopback = dev mode)
     assert s.mongodb_uri is None and s.rabbitmq_url is None and s.minio_endpoint is None
     assert s.minio_access_key is None and s.minio_secret_key is None
     assert s.minio_bucket == "recordings"
