@@ -98,25 +98,6 @@ class Settings(BaseSettings):
     chat_file_max_mb: int = Field(25, ge=1, le=5120, description="largest chat file upload")
     rabbitmq_ai_queue: str = Field("ai.recording.completed", min_length=1, max_length=255)
     admin_token: SecretStr | None = Field(None, description="bearer token for admin routes")
-
-    # -- access control (control/auth) ----------------------------------------
-    api_key: str | None = Field(None, description="API key: the iss of the access tokens it signs")
-    api_secret: SecretStr | None = Field(None, description="secret of API_KEY (at least 32 characters)")
-    api_keys_file: Path | None = Field(None, description="more keys, one 'key: secret' per line (rotation)")
-    auth_open_join: bool = Field(False, description="token-less clients join any room as full participants")
-    token_ttl_seconds: int = Field(21600, ge=60, le=30 * 86400, description="lifetime of tokens Parley mints")
-    default_grants: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["join", "publish", "subscribe", "data"],
-        description="grants of the tokens GET /api/token mints for signed-in users",
-    )
-    public_url: str | None = Field(None, description="external base URL (https://meet.example.org) for redirects")
-    google_client_id: str | None = Field(None, description="OAuth client id: enables sign-in")
-    google_client_secret: SecretStr | None = Field(None, description="OAuth client secret")
-    google_allowed_domains: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="e-mail domains allowed to sign in (empty: any verified e-mail)"
-    )
-    oidc_issuer: str = Field("https://accounts.google.com", description="OpenID Connect issuer for sign-in")
-    session_secret: SecretStr | None = Field(None, description="key of the session cookie (32+ characters)")
     data_dir: Path = Path("./data")
 
     # -- recording ----------------------------------------------------------
@@ -161,6 +142,25 @@ class Settings(BaseSettings):
     room_consumers_per_worker: int = Field(
         500, ge=1, le=1_000_000, description="consumers of one room on one worker before it spreads to another"
     )
+
+    # -- access control (control/auth) ----------------------------------------
+    api_key: str | None = Field(None, description="API key: the iss of the access tokens it signs")
+    api_secret: SecretStr | None = Field(None, description="secret of API_KEY (at least 32 characters)")
+    api_keys_file: Path | None = Field(None, description="more keys, one 'key: secret' per line (rotation)")
+    auth_open_join: bool = Field(False, description="token-less clients join any room as full participants")
+    token_ttl_seconds: int = Field(21600, ge=60, le=30 * 86400, description="lifetime of tokens Parley mints")
+    default_grants: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["join", "publish", "subscribe", "data"],
+        description="grants of the tokens GET /api/token mints for signed-in users",
+    )
+    public_url: str | None = Field(None, description="external base URL (https://meet.example.org) for redirects")
+    google_client_id: str | None = Field(None, description="OAuth client id: enables sign-in")
+    google_client_secret: SecretStr | None = Field(None, description="OAuth client secret")
+    google_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="e-mail domains allowed to sign in (empty: any verified e-mail)"
+    )
+    oidc_issuer: str = Field("https://accounts.google.com", description="OpenID Connect issuer for sign-in")
+    session_secret: SecretStr | None = Field(None, description="key of the session cookie (32+ characters)")
 
     # -- validators ---------------------------------------------------------
     @field_validator("host", "mediasoup_announced_address", mode="before")

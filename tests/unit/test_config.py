@@ -78,6 +78,18 @@ def test_every_field_has_its_documented_variable() -> None:
         "SIGNALING_REQUEST_TIMEOUT_SECONDS",
         "PEER_RECONNECT_GRACE_SECONDS",
         "ROOM_CONSUMERS_PER_WORKER",
+        "API_KEY",
+        "API_SECRET",
+        "API_KEYS_FILE",
+        "AUTH_OPEN_JOIN",
+        "TOKEN_TTL_SECONDS",
+        "DEFAULT_GRANTS",
+        "PUBLIC_URL",
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+        "GOOGLE_ALLOWED_DOMAINS",
+        "OIDC_ISSUER",
+        "SESSION_SECRET",
     ]
     documented = (REPO / "deploy" / ".env.example").read_text()
     readme = (REPO / "README.md").read_text()
