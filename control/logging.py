@@ -59,6 +59,11 @@ _PAIR_RE = re.compile(
 # Credentials that need no name to be recognised: JWTs (access and ID tokens) and
 # Fernet tokens (the encrypted session cookie).
 _JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# OAuth/OIDC parameters in query strings (the access log of /auth/callback, a provider's URL).
+_OAUTH_QUERY_RE = re.compile(
+    r"(?P<lead>[?&](?:code|state|nonce|code_verifier|code_challenge|id_token|access_token|refresh_token|credential)=)"
+    r"[^&\s\"'#]+"
+)
 _FERNET_RE = re.compile(r"\bgAAAAA[A-Za-z0-9_=-]{20,}")
 _BEARER_RE = re.compile(r"\b(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
 # Cheap pre-checks so that ordinary lines skip the expensive patterns.
@@ -102,6 +107,8 @@ def redact_text(text: str | None) -> str:
         text = _BEARER_RE.sub(lambda m: f"{m.group('kind')} {MASK}", text)
     if "eyj" in low:
         text = _JWT_RE.sub(MASK, text)
+    if "=" in text and ("code" in low or "state" in low or "nonce" in low or "_token" in low or "credential" in low):
+        text = _OAUTH_QUERY_RE.sub(lambda m: m.group("lead") + MASK, text)
     if "gaaaaa" in low:
         text = _FERNET_RE.sub(MASK, text)
     return text

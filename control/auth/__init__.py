@@ -17,14 +17,13 @@ Wiring (app.py)::
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp_session import AbstractStorage, Session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
-from cryptography.fernet import Fernet
 from loguru import logger
 
 from control.auth.access import (
@@ -117,15 +116,14 @@ class _SessionStorage(EncryptedCookieStorage):
 
 
 def _session_key(settings: Settings) -> bytes:
-    """The Fernet key: derived from ``SESSION_SECRET``, or random for this process (with a warning)."""
+    """The 32 raw bytes of the Fernet key: derived from ``SESSION_SECRET``, or random for this process (with a warning)."""
     if settings.session_secret is None:
         logger.warning(
             "sign-in: SESSION_SECRET is unset: sessions are signed with a per-process key "
             "(everyone is signed out at restart, and other nodes do not accept them)"
         )
-        return Fernet.generate_key()
-    digest = hashlib.sha256(b"parley-session\0" + settings.session_secret.get_secret_value().encode()).digest()
-    return base64.urlsafe_b64encode(digest)
+        return os.urandom(32)
+    return hashlib.sha256(b"parley-session\0" + settings.session_secret.get_secret_value().encode()).digest()
 
 
 def _oidc_client(settings: Settings) -> OidcClient | None:

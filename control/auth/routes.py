@@ -24,7 +24,8 @@ from loguru import logger
 
 from control.auth.access import ACCESS, SESSION_USER, AccessControl
 from control.auth.oidc import LoginRequest, OidcClient, SignedInUser
-from control.errors import BadRequest, NotFound, Unauthorized
+from control.errors import BadRequest, NotFound, ParleyError, Unauthorized
+from control.http import error_response
 from control.ids import InvalidId, validate_peer_id, validate_room_id
 
 __all__ = ["routes"]
@@ -63,7 +64,7 @@ def _safe_next(value: str | None) -> str:
 async def _sign_in(request: web.Request, user: SignedInUser) -> None:
     session = await new_session(request)  # a fresh session id on sign-in: no fixation
     session[SESSION_USER] = user.to_session()
-    logger.info("sign-in: {} ({}) signed in", user.sub, user.email)
+    logger.info("sign-in: {} signed in", user.sub)  # the sub only: e-mails stay out of logs
 
 
 def _user_json(user: SignedInUser) -> dict[str, str]:
@@ -84,7 +85,17 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def callback(request: web.Request) -> web.StreamResponse:
     oidc = _oidc(request)
     session = await get_session(request)
-    pending = LoginRequest.from_session(session.pop(_LOGIN, None))  # one use only
+    pending = LoginRequest.from_session(session.pop(_LOGIN, None))  # one use only, even when refused
+    try:
+        return await _finish_login(request, oidc, pending)
+    except ParleyError as error:
+        # Answered, not raised: the session middleware saves the session (the pending
+        # sign-in is gone) only for a returned response.
+        logger.warning("sign-in refused: {} ({})", error.message, error.code)
+        return error_response(error)
+
+
+async def _finish_login(request: web.Request, oidc: OidcClient, pending: LoginRequest | None) -> web.StreamResponse:
     if "error" in request.query:
         raise Unauthorized(f"sign-in refused by the provider ({request.query['error'][:64]})", code="oidc_denied")
     state, code = request.query.get("state", ""), request.query.get("code", "")
@@ -97,7 +108,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     id_token = await oidc.exchange_code(code, redirect_uri=_redirect_uri(request), code_verifier=pending.code_verifier)
     user = await oidc.verify_id_token(id_token, nonce=pending.nonce)
     await _sign_in(request, user)
-    raise web.HTTPFound(pending.next_path)
+    return web.HTTPFound(pending.next_path)
 
 
 @routes.post("/auth/google")

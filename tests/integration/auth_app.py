@@ -22,8 +22,13 @@ def settings_for(**values: Any) -> Settings:
 
 
 def _describe(principal: Principal) -> dict[str, Any]:
-    return {"identity": principal.identity, "room": principal.room, "method": principal.method.value,
-            "name": principal.name, "metadata": principal.metadata}
+    return {
+        "identity": principal.identity,
+        "room": principal.room,
+        "method": principal.method.value,
+        "name": principal.name,
+        "metadata": principal.metadata,
+    }
 
 
 async def whoami(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from livekit.api import AccessToken
 from livekit.api import VideoGrants as LkVideoGrants
 from pydantic import SecretStr
@@ -61,8 +61,17 @@ async def test_rest_refusals(client: TestClient) -> None:
     r = await client.get("/api/whoami")
     assert r.headers.get("WWW-Authenticate") == "Bearer"
     assert await error_of(await client.get("/api/whoami", headers=bearer("nope"))) == (401, "token_invalid")
-    assert await error_of(await client.get("/api/whoami", headers={"Authorization": "Basic eDp5"})) == (401, "token_invalid")
-    expired = mint(KEYS, identity="ann", grants=VideoGrants(room="r1", room_join=True), ttl=timedelta(minutes=1), now=time.time() - 3600)
+    assert await error_of(await client.get("/api/whoami", headers={"Authorization": "Basic eDp5"})) == (
+        401,
+        "token_invalid",
+    )
+    expired = mint(
+        KEYS,
+        identity="ann",
+        grants=VideoGrants(room="r1", room_join=True),
+        ttl=timedelta(minutes=1),
+        now=time.time() - 3600,
+    )
     assert await error_of(await client.get("/api/whoami", headers=bearer(expired))) == (401, "token_expired")
     foreign = jwt.encode({"iss": "other", "sub": "x", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
     assert await error_of(await client.get("/api/whoami", headers=bearer(foreign))) == (401, "unknown_key")
@@ -86,7 +95,10 @@ async def test_room_admin_routes(client: TestClient) -> None:
     path = "/api/rooms/r1/meetings"
     assert await error_of(await client.get(path, headers=bearer(token()))) == (403, "missing_grant")
     assert (await client.get(path, headers=bearer(token(roomAdmin=True)))).status == 200
-    assert await error_of(await client.get(path, headers=bearer(token(room="r2", roomAdmin=True)))) == (403, "wrong_room")
+    assert await error_of(await client.get(path, headers=bearer(token(room="r2", roomAdmin=True)))) == (
+        403,
+        "wrong_room",
+    )
     roomless = mint(KEYS, identity="ops", grants=VideoGrants(room_admin=True))
     assert (await client.get(path, headers=bearer(roomless))).status == 200
 
@@ -159,7 +171,7 @@ async def test_ws_refusals(client: TestClient) -> None:
 async def test_dev_mode_is_open_on_loopback() -> None:
     client = await start(settings_for(api_key=None, api_secret=None))
     try:
-        assert client.server.app[ACCESS].policy.dev
+        assert isinstance(client.server, TestServer) and client.server.app[ACCESS].policy.dev
         r = await client.get("/api/rooms")
         assert r.status == 200
         ws = await client.ws_connect("/", params={"roomId": "any", "peerId": "p1"})
@@ -201,5 +213,5 @@ def test_public_host_without_keys_refuses() -> None:
 
     from control import auth
 
-    with pytest.raises(ConfigError, match="HOST=0.0.0.0"):
+    with pytest.raises(ConfigError, match=r"HOST=0\.0\.0\.0"):
         auth.setup(web.Application(), settings_for(api_key=None, api_secret=None, host="0.0.0.0"))
