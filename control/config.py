@@ -391,7 +391,8 @@ class Settings(BaseSettings):
             if isinstance(value, Path):
                 value = str(value)
             out[name.upper()] = value
-        return redact(out)
+        masked: dict[str, Any] = redact(out)
+        return masked
 
 
 def env_name(field: str) -> str:

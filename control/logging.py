@@ -24,9 +24,12 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 __all__ = [
     "InterceptHandler",
@@ -151,7 +154,7 @@ class InterceptHandler(logging.Handler):
             depth += 1
         try:
             message = record.getMessage()
-        except Exception:  # a broken %-format in a library must not kill the caller
+        except Exception:  # noqa: BLE001 - a broken %-format in a library must not kill the caller
             message = f"{record.msg!r} {record.args!r}"
         logger.opt(depth=depth, exception=record.exc_info).bind(logger_name=record.name).log(level, message)
 
@@ -203,12 +206,12 @@ def _json_line(record: Mapping[str, Any]) -> str:
     return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def _json_format(record: dict[str, Any]) -> str:
+def _json_format(record: Record) -> str:
     record["extra"]["_json"] = _json_line(record)
     return "{extra[_json]}\n"
 
 
-def _text_format(record: dict[str, Any]) -> str:
+def _text_format(record: Record) -> str:
     ctx = _context(record)
     record["extra"]["_ctx"] = "".join(f" {k}={v}" for k, v in ctx.items())
     record["extra"]["_where"] = record["extra"].get("logger_name") or record["name"]
@@ -220,7 +223,7 @@ def _text_format(record: dict[str, Any]) -> str:
     )
 
 
-def _redact_patcher(record: dict[str, Any]) -> None:
+def _redact_patcher(record: Record) -> None:
     record["message"] = redact_text(record["message"])
 
 

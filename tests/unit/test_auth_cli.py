@@ -24,8 +24,20 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> pytest.MonkeyPatch
 def test_token_create(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     env.setenv("API_KEY", KEY)
     env.setenv("API_SECRET", SECRET)
-    argv = ["token", "create", "--room", "r1", "--identity", "ann", "--name", "Ann",
-            "--grants", "join,subscribe,data,hidden", "--ttl", "30m"]
+    argv = [
+        "token",
+        "create",
+        "--room",
+        "r1",
+        "--identity",
+        "ann",
+        "--name",
+        "Ann",
+        "--grants",
+        "join,subscribe,data,hidden",
+        "--ttl",
+        "30m",
+    ]
     assert main(argv) == EXIT_OK
     out, err = capsys.readouterr()
     token = out.strip()
@@ -72,9 +84,16 @@ def test_join_token_needs_identity(env: pytest.MonkeyPatch, capsys: pytest.Captu
     assert "identity and room" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("text", "expected"), [("6h", timedelta(hours=6)), ("30m", timedelta(minutes=30)),
-                                                ("1d12h", timedelta(days=1, hours=12)), ("90", timedelta(seconds=90)),
-                                                ("45s", timedelta(seconds=45))])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("6h", timedelta(hours=6)),
+        ("30m", timedelta(minutes=30)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        ("90", timedelta(seconds=90)),
+        ("45s", timedelta(seconds=45)),
+    ],
+)
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 

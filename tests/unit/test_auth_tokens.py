@@ -80,7 +80,7 @@ def test_tampered_payload() -> None:
 
 def test_alg_none() -> None:
     refused(f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}.", "token_invalid")
-    refused(jwt.encode(claims(), None, algorithm="none"), "token_invalid")
+    refused(jwt.encode(claims(), "", algorithm="none"), "token_invalid")
 
 
 def test_other_hmac_algorithms_refused() -> None:
@@ -92,7 +92,9 @@ def test_algorithm_confusion_rs256() -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     refused(jwt.encode(claims(), private, algorithm="RS256"), "token_invalid")
     # The classic confusion: HS256 signed with a public key as the "secret" still needs our secret.
-    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     forged = jwt.api_jws.PyJWS(algorithms=["HS256"])
     forged._algorithms["HS256"].prepare_key = lambda key: key  # type: ignore[method-assign]
     refused(forged.encode(json.dumps(claims()).encode(), public_pem, algorithm="HS256"), "token_invalid")
@@ -156,7 +158,9 @@ def test_livekit_access_token_accepted() -> None:
 
 
 def test_livekit_admin_token_and_defaults() -> None:
-    token = AccessToken(KEY, SECRET).with_grants(LkVideoGrants(room_admin=True, room_list=True, room_record=True)).to_jwt()
+    token = (
+        AccessToken(KEY, SECRET).with_grants(LkVideoGrants(room_admin=True, room_list=True, room_record=True)).to_jwt()
+    )
     p = verify(token, KEYS)
     assert p.room is None and p.can(Grant.ADMIN, "any") and p.can(Grant.LIST) and not p.can(Grant.JOIN, "any")
 
@@ -179,7 +183,12 @@ def test_our_tokens_read_by_livekit_verifier() -> None:
     # Same claim names as livekit-api's own AccessToken.
     ours = jwt.decode(token, options={"verify_signature": False})
     theirs = jwt.decode(
-        AccessToken(KEY, SECRET).with_identity("ann").with_name("Ann").with_metadata("m").with_grants(LkVideoGrants(room_join=True, room="r")).to_jwt(),
+        AccessToken(KEY, SECRET)
+        .with_identity("ann")
+        .with_name("Ann")
+        .with_metadata("m")
+        .with_grants(LkVideoGrants(room_join=True, room="r"))
+        .to_jwt(),
         options={"verify_signature": False},
     )
     assert set(ours) == set(theirs)
