@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp_session import AbstractStorage, Session, session_middleware
@@ -95,24 +96,34 @@ SESSION_COOKIE = "parley_session"
 SESSION_MAX_AGE = 7 * 24 * 3600
 
 
-class _SessionStorage(EncryptedCookieStorage):
-    """aiohttp-session's encrypted cookie, ``Secure`` whenever the request came over TLS."""
+class _SessionStorage(AbstractStorage):
+    """aiohttp-session's encrypted cookie (HttpOnly, SameSite=Lax), ``Secure`` whenever the
+    request came over TLS or ``PUBLIC_URL`` is https: two stock storages with one key,
+    picked per request (no private member of aiohttp-session is touched)."""
 
     def __init__(self, key: bytes, *, always_secure: bool) -> None:
-        super().__init__(
-            key,
-            cookie_name=SESSION_COOKIE,
-            max_age=SESSION_MAX_AGE,
-            httponly=True,
-            samesite="Lax",
-            secure=always_secure,
-            path="/",
-        )
-        self._always_secure = always_secure
+        params: dict[str, Any] = {
+            "cookie_name": SESSION_COOKIE,
+            "max_age": SESSION_MAX_AGE,
+            "httponly": True,
+            "samesite": "Lax",
+            "path": "/",
+        }
+        super().__init__(**params)
+        self._plain = EncryptedCookieStorage(key, secure=always_secure, **params)
+        self._tls = EncryptedCookieStorage(key, secure=True, **params)
+
+    def _storage(self, request: web.Request) -> EncryptedCookieStorage:
+        return self._tls if request.secure else self._plain
+
+    async def new_session(self) -> Session:
+        return await self._plain.new_session()
+
+    async def load_session(self, request: web.Request) -> Session:
+        return await self._storage(request).load_session(request)
 
     async def save_session(self, request: web.Request, response: web.StreamResponse, session: Session) -> None:
-        self._cookie_params["secure"] = self._always_secure or request.secure
-        await super().save_session(request, response, session)
+        await self._storage(request).save_session(request, response, session)
 
 
 def _session_key(settings: Settings) -> bytes:
