@@ -252,11 +252,12 @@ def require_ws_join(principal: Principal, room_id: str, peer_id: str) -> None:
     """May this principal join ``room_id`` as ``peer_id``? (the WebSocket upgrade and reconnects)
 
     403 ``wrong_room`` when ``video.room`` is another room, ``missing_grant`` without
-    ``roomJoin``, ``wrong_identity`` when ``sub`` is not ``peer_id`` (the open principal
-    has no identity: any peerId).
+    ``roomJoin``, ``wrong_identity`` when ``sub`` is not ``peer_id`` (also when the token
+    has no ``sub``). Only the open and dev principals (no credentials) may take any peerId.
     """
     principal.require(Grant.JOIN, room_id)
-    if principal.identity and principal.identity != peer_id:
+    anonymous = principal.method in (AuthMethod.OPEN, AuthMethod.DEV)
+    if not anonymous and principal.identity != peer_id:  # a token without sub joins as nobody
         raise Forbidden("access token is for another participant (sub is not peerId)", code="wrong_identity")
 
 

@@ -124,10 +124,9 @@ async def google(request: web.Request) -> web.StreamResponse:
     else:
         form = await request.post()
         credential = form.get("credential")
-        csrf = form.get("g_csrf_token")
-        if csrf is not None and (
-            not isinstance(csrf, str) or not secrets.compare_digest(csrf, request.cookies.get("g_csrf_token", ""))
-        ):
+        # GIS's redirect mode posts a form with g_csrf_token, also set as a cookie (double submit).
+        csrf, cookie = form.get("g_csrf_token"), request.cookies.get("g_csrf_token", "")
+        if not isinstance(csrf, str) or not csrf or not secrets.compare_digest(csrf, cookie):
             raise Unauthorized("g_csrf_token cookie and form value differ", code="oidc_csrf")
     if not isinstance(credential, str) or not credential:
         raise BadRequest("missing credential (the Google ID token)", field="credential")

@@ -226,6 +226,21 @@ async def test_google_identity_services_post(client: TestClient, provider: aioht
     assert (await (await client.get("/auth/me")).json())["signedIn"]
 
 
+async def test_google_form_post_needs_matching_csrf(client: TestClient, provider: aiohttp.ClientSession) -> None:
+    await add_user(provider, "dave-sub", "dave@example.org")
+    credential = await id_token_for(provider, CLIENT_ID, "dave-sub")
+    r = await client.post("/auth/google", data={"credential": credential})
+    assert await error_of(r) == (401, "oidc_csrf")
+    r = await client.post(
+        "/auth/google", data={"credential": credential, "g_csrf_token": "abc"}, headers={"Cookie": "g_csrf_token=xyz"}
+    )
+    assert await error_of(r) == (401, "oidc_csrf")
+    r = await client.post(
+        "/auth/google", data={"credential": credential, "g_csrf_token": "abc"}, headers={"Cookie": "g_csrf_token=abc"}
+    )
+    assert r.status == 200
+
+
 async def test_google_post_wrong_audience(client: TestClient, provider: aiohttp.ClientSession) -> None:
     await add_user(provider, "dave-sub", "dave@example.org")
     credential = await id_token_for(provider, "some-other-app", "dave-sub")

@@ -110,7 +110,11 @@ def test_ws_join() -> None:
         require_ws_join(token_principal(room="r"), "r", "ann")  # roomJoin unset
     with pytest.raises(Forbidden):
         require_ws_join(token_principal(roomJoin=True, roomAdmin=True), "r", "ann")  # roomless
+    with pytest.raises(Forbidden) as err:
+        require_ws_join(token_principal(identity="", room="r", roomJoin=True), "r", "ann")  # no sub
+    assert err.value.code == "wrong_identity"
     require_ws_join(open_principal(admin=False), "any", "whoever")
+    require_ws_join(open_principal(admin=True), "any", "whoever")
 
 
 def test_room_admin() -> None:
