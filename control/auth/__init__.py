@@ -53,6 +53,7 @@ from control.auth.grants import (
     VideoGrants,
     grants_from_names,
     open_principal,
+    source_of,
 )
 from control.auth.oidc import OidcClient, SignedInUser
 from control.auth.routes import routes
@@ -87,6 +88,7 @@ __all__ = [
     "require_ws_join",
     "resolve_policy",
     "setup",
+    "source_of",
     "verify",
 ]
 

@@ -18,7 +18,7 @@ room=room_id)``), which raises :class:`~control.errors.Forbidden` naming the gra
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -39,6 +39,7 @@ __all__ = [
     "VideoGrants",
     "grants_from_names",
     "open_principal",
+    "source_of",
 ]
 
 
@@ -49,6 +50,36 @@ class TrackSource(StrEnum):
     MICROPHONE = "microphone"
     SCREEN_SHARE = "screen_share"
     SCREEN_SHARE_AUDIO = "screen_share_audio"
+
+
+#: ``appData.source`` names of mediasoup-demo's and LiveKit's clients -> source (audio, video).
+_SOURCE_ALIASES: dict[str, tuple[TrackSource, TrackSource]] = {
+    "mic": (TrackSource.MICROPHONE, TrackSource.MICROPHONE),
+    "microphone": (TrackSource.MICROPHONE, TrackSource.MICROPHONE),
+    "webcam": (TrackSource.CAMERA, TrackSource.CAMERA),
+    "camera": (TrackSource.CAMERA, TrackSource.CAMERA),
+    "share": (TrackSource.SCREEN_SHARE_AUDIO, TrackSource.SCREEN_SHARE),
+    "screen": (TrackSource.SCREEN_SHARE_AUDIO, TrackSource.SCREEN_SHARE),
+    "screen_share": (TrackSource.SCREEN_SHARE_AUDIO, TrackSource.SCREEN_SHARE),
+    "screen_share_audio": (TrackSource.SCREEN_SHARE_AUDIO, TrackSource.SCREEN_SHARE_AUDIO),
+}
+
+
+def source_of(kind: str, app_data: Mapping[str, Any] | None) -> TrackSource:
+    """The source a ``produce`` request publishes, for ``canPublishSources``.
+
+    From ``appData.source`` (mediasoup-demo: ``mic``, ``webcam``, ``share``; LiveKit's
+    names too) or ``appData.share``; otherwise by kind: audio is the microphone, video the
+    camera. So a client cannot dodge a camera-only token by not naming its source.
+    """
+    audio = kind == "audio"
+    data = app_data or {}
+    name = data.get("source")
+    if isinstance(name, str) and name.lower() in _SOURCE_ALIASES:
+        return _SOURCE_ALIASES[name.lower()][0 if audio else 1]
+    if data.get("share") is True:
+        return TrackSource.SCREEN_SHARE_AUDIO if audio else TrackSource.SCREEN_SHARE
+    return TrackSource.MICROPHONE if audio else TrackSource.CAMERA
 
 
 class Grant(StrEnum):

@@ -40,8 +40,8 @@ def verify(token: str | None, keys: KeyRing) -> Principal:
     if not token:
         raise Unauthorized("access token required", code="token_missing")
     try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
+        unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
+        header, unverified = unverified_token["header"], unverified_token["payload"]
     except jwt.PyJWTError:
         raise Unauthorized("access token is malformed", code="token_invalid") from None
     if header.get("alg") != ALGORITHM:

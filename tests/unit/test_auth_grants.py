@@ -12,6 +12,7 @@ from control.auth.grants import (
     VideoGrants,
     grants_from_names,
     open_principal,
+    source_of,
 )
 from control.errors import Forbidden
 
@@ -98,3 +99,21 @@ def test_open_principals() -> None:
         assert not participant.can(grant, "any-room")
     dev = open_principal(admin=True)
     assert dev.method is AuthMethod.DEV and all(dev.can(g, "x") for g in Grant)
+
+
+@pytest.mark.parametrize(
+    ("kind", "app_data", "source"),
+    [
+        ("audio", {"source": "mic"}, TrackSource.MICROPHONE),
+        ("video", {"source": "webcam"}, TrackSource.CAMERA),
+        ("video", {"source": "share"}, TrackSource.SCREEN_SHARE),
+        ("audio", {"source": "share"}, TrackSource.SCREEN_SHARE_AUDIO),
+        ("video", {"share": True}, TrackSource.SCREEN_SHARE),
+        ("video", {"source": "screen_share"}, TrackSource.SCREEN_SHARE),
+        ("video", {}, TrackSource.CAMERA),  # unnamed: by kind, never a way around the grant
+        ("audio", None, TrackSource.MICROPHONE),
+        ("video", {"source": "unknown"}, TrackSource.CAMERA),
+    ],
+)
+def test_source_of_produce(kind: str, app_data: dict[str, object] | None, source: TrackSource) -> None:
+    assert source_of(kind, app_data) is source
