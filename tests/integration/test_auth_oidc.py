@@ -299,3 +299,29 @@ async def test_cookie_secure_behind_https_public_url(issuer: str) -> None:
         assert await error_of(r) == (401, "oidc_state")
     finally:
         await c.close()
+
+
+async def test_tampered_or_foreign_session_cookie_is_no_sign_in(
+    client: TestClient, provider: aiohttp.ClientSession, issuer: str
+) -> None:
+    r = await sign_in(client, provider, "alice-sub", "alice@example.org")
+    cookie = r.cookies["parley_session"].value.strip('"')
+    tampered = cookie[:-6] + ("AAAAAA" if not cookie.endswith("AAAAAA") else "BBBBBB")
+    client.session.cookie_jar.clear()
+    r = await client.get("/auth/me", headers={"Cookie": f"parley_session={tampered}"})
+    assert not (await r.json())["signedIn"]
+    assert (await client.get("/api/whoami", headers={"Cookie": f"parley_session={tampered}"})).status == 401
+    # A cookie of another deployment (another SESSION_SECRET) does not open this one.
+    other = await start(
+        settings_for(
+            google_client_id=CLIENT_ID,
+            google_client_secret=CLIENT_SECRET,
+            oidc_issuer=issuer,
+            session_secret="another-" + "q" * 40,
+        )
+    )
+    try:
+        r = await other.get("/auth/me", headers={"Cookie": f"parley_session={cookie}"})
+        assert not (await r.json())["signedIn"]
+    finally:
+        await other.close()
