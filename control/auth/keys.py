@@ -33,25 +33,25 @@ class KeysConfigError(ValueError):
 class KeyRing(Mapping[str, SecretStr]):
     """API key -> secret. ``ephemeral`` is true for the per-process dev key."""
 
-    secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+    entries: Mapping[str, SecretStr] = field(default_factory=dict)
     ephemeral: bool = False
 
     def __getitem__(self, key: str) -> SecretStr:
-        return self.secrets[key]
+        return self.entries[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.secrets)
+        return iter(self.entries)
 
     def __len__(self) -> int:
-        return len(self.secrets)
+        return len(self.entries)
 
     def __repr__(self) -> str:
-        return f"KeyRing(keys={sorted(self.secrets)!r}, ephemeral={self.ephemeral})"
+        return f"KeyRing(keys={sorted(self.entries)!r}, ephemeral={self.ephemeral})"
 
     @property
     def default_key(self) -> str | None:
         """The key that signs Parley's own tokens: the first configured one."""
-        return next(iter(self.secrets), None)
+        return next(iter(self.entries), None)
 
     @classmethod
     def build(cls, api_key: str | None, api_secret: SecretStr | None, keys_file: Path | None = None) -> KeyRing:
