@@ -82,7 +82,7 @@ async def serve(settings: Settings) -> int:
     try:
         try:
             await runner.setup()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any start-up failure: one line, exit 1
             logger.error("start-up failed: {}: {}", type(exc).__name__, exc)
             logger.opt(exception=exc).debug("start-up failure details")
             return EXIT_START_FAILED
