@@ -4,6 +4,10 @@
                    SIGINT/SIGTERM, then shut down gracefully (WebSockets,
                    recordings, outbox, workers) and exit 0.
 ``parley config``  print the effective settings (secrets masked) as ``VAR=value``.
+``parley token create --room R --identity I [--name N] [--grants join,publish,...]
+                   [--sources camera,microphone] [--ttl 6h]``
+                   print an access token signed with API_KEY/API_SECRET (like
+                   ``lk token create``).
 
 Exit status: 0 after a clean shutdown, 1 if the server could not start (workers,
 port in use...), 2 for invalid configuration or usage (one line on stderr naming
@@ -15,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 import uvloop
 
@@ -76,7 +82,7 @@ async def serve(settings: Settings) -> int:
     try:
         try:
             await runner.setup()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any start-up failure: one line, exit 1
             logger.error("start-up failed: {}: {}", type(exc).__name__, exc)
             logger.opt(exception=exc).debug("start-up failure details")
             return EXIT_START_FAILED
@@ -103,8 +109,14 @@ async def serve(settings: Settings) -> int:
 
 
 def _cmd_run(settings: Settings) -> int:
+    from control.auth import resolve_policy
     from control.logging import setup_logging
 
+    try:
+        resolve_policy(settings)  # refuse an unsafe start with one line, before anything starts
+    except ConfigError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     setup_logging(settings.log_level, settings.log_format)
     # uvloop: a worker round trip costs the control plane ~4x less CPU than asyncio's loop.
     return uvloop.run(serve(settings))
@@ -118,6 +130,60 @@ def _cmd_config(settings: Settings) -> int:
     return EXIT_OK
 
 
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``6h``, ``30m``, ``1d12h``, ``90s`` or plain seconds (``--ttl``)."""
+    m = _DURATION_RE.match(text.strip().lower())
+    if not text.strip() or m is None:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 6h, 30m, 1d, 90s)")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    ttl = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if ttl <= timedelta(0):
+        raise argparse.ArgumentTypeError("duration must be positive")
+    return ttl
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from control.auth.grants import grants_from_names
+    from control.auth.keys import KeyRing, KeysConfigError
+    from control.auth.tokens import mint
+
+    try:
+        keys = KeyRing.build(settings.api_key, settings.api_secret, settings.api_keys_file)
+    except KeysConfigError as exc:
+        print(f"parley: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not keys:
+        print("parley: set API_KEY and API_SECRET (or API_KEYS_FILE) to mint tokens", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.api_key is not None and args.api_key not in keys:
+        print(f"parley: --api-key {args.api_key!r} is not a configured key", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        names = args.grants if args.grants is not None else settings.default_grants
+        grants = grants_from_names(names, room=args.room or "", sources=args.sources)
+        token = mint(
+            keys,
+            identity=args.identity or "",
+            name=args.name or "",
+            metadata=args.metadata or "",
+            grants=grants,
+            ttl=args.ttl,
+            api_key=args.api_key,
+        )
+    except ValueError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parley",
@@ -128,6 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("run", help="start the server (stops gracefully on SIGINT/SIGTERM)")
     sub.add_parser("config", help="print the effective settings, secrets masked")
+    token = sub.add_parser("token", help="access tokens").add_subparsers(dest="token_command", metavar="ACTION")
+    token.required = True
+    create = token.add_parser("create", help="print an access token signed with API_KEY/API_SECRET")
+    create.add_argument("--room", help="the room the token is for (video.room)")
+    create.add_argument("--identity", help="the participant's identity (sub = the peerId it joins as)")
+    create.add_argument("--name", help="display name")
+    create.add_argument("--metadata", help="participant metadata (free text, often JSON)")
+    create.add_argument(
+        "--grants",
+        type=_csv,
+        metavar="LIST",
+        help="comma-separated: join,publish,subscribe,data,record,admin,list,ingress,hidden (default: DEFAULT_GRANTS)",
+    )
+    create.add_argument(
+        "--sources",
+        type=_csv,
+        metavar="LIST",
+        help="only these sources may be published: camera,microphone,screen_share,screen_share_audio",
+    )
+    create.add_argument("--ttl", type=parse_duration, default=timedelta(hours=6), help="lifetime (default 6h)")
+    create.add_argument("--api-key", help="which configured key signs (default: API_KEY, else the file's first)")
     return parser
 
 
@@ -140,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "run":
         return _cmd_run(settings)
+    if args.command == "token":
+        return _cmd_token_create(settings, args)
     return _cmd_config(settings)
 
 

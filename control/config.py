@@ -72,7 +72,11 @@ class Settings(BaseSettings):
 
     # -- HTTP / signaling ---------------------------------------------------
     port: int = Field(3000, ge=1, le=65535, description="HTTP and WebSocket port")
-    host: str = Field("0.0.0.0", min_length=1, description="HTTP bind address")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="HTTP bind address (loopback by default: with no API keys, loopback-only runs open)",
+    )
 
     # -- backends (unset = embedded default under DATA_DIR) -------------------
     mongodb_uri: str | None = Field(None, description="MongoDB for chat and meetings")
@@ -100,10 +104,12 @@ class Settings(BaseSettings):
     recording_width: int = Field(640, ge=64, le=3840, multiple_of=2, description="composite recording width (px)")
     recording_height: int = Field(360, ge=64, le=2160, multiple_of=2, description="composite recording height (px)")
     recording_fps: int = Field(15, ge=1, le=60, description="composite recording frame rate")
-    recording_video_bitrate: str = Field("1000k", pattern=r"^[1-9][0-9]{0,5}k$",
-                                         description="composite recording H.264 bitrate (e.g. 1000k)")
-    recording_dir: Path | None = Field(None, description="recording segments until uploaded "
-                                       "(default DATA_DIR/recording-work)")
+    recording_video_bitrate: str = Field(
+        "1000k", pattern=r"^[1-9][0-9]{0,5}k$", description="composite recording H.264 bitrate (e.g. 1000k)"
+    )
+    recording_dir: Path | None = Field(
+        None, description="recording segments until uploaded (default DATA_DIR/recording-work)"
+    )
     recording_min_free_mb: int = Field(1024, ge=0, description="free disk space (MiB) needed to start a recording")
 
     # -- chat ---------------------------------------------------------------
@@ -137,11 +143,69 @@ class Settings(BaseSettings):
         500, ge=1, le=1_000_000, description="consumers of one room on one worker before it spreads to another"
     )
 
+    # -- access control (control/auth) ----------------------------------------
+    api_key: str | None = Field(None, description="API key: the iss of the access tokens it signs")
+    api_secret: SecretStr | None = Field(None, description="secret of API_KEY (at least 32 characters)")
+    api_keys_file: Path | None = Field(None, description="more keys, one 'key: secret' per line (rotation)")
+    auth_open_join: bool = Field(False, description="token-less clients join any room as full participants")
+    token_ttl_seconds: int = Field(21600, ge=60, le=30 * 86400, description="lifetime of tokens Parley mints")
+    default_grants: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["join", "publish", "subscribe", "data"],
+        description="grants of the tokens GET /api/token mints for signed-in users",
+    )
+    public_url: str | None = Field(None, description="external base URL (https://meet.example.org) for redirects")
+    google_client_id: str | None = Field(None, description="OAuth client id: enables sign-in")
+    google_client_secret: SecretStr | None = Field(None, description="OAuth client secret")
+    google_allowed_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="e-mail domains allowed to sign in (empty: any verified e-mail)"
+    )
+    oidc_issuer: str = Field("https://accounts.google.com", description="OpenID Connect issuer for sign-in")
+    session_secret: SecretStr | None = Field(None, description="key of the session cookie (32+ characters)")
+
     # -- validators ---------------------------------------------------------
     @field_validator("host", "mediasoup_announced_address", mode="before")
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
+
+    @field_validator("api_secret", "session_secret")
+    @classmethod
+    def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (generate one with: openssl rand -base64 48)")
+        return v
+
+    @field_validator("default_grants", "google_allowed_domains", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [item.strip().lower() for item in v.split(",") if item.strip()]
+        return v
+
+    @field_validator("default_grants")
+    @classmethod
+    def _grant_names(cls, v: list[str]) -> list[str]:
+        from control.auth.grants import GRANT_NAMES
+
+        bad = [name for name in v if name not in GRANT_NAMES]
+        if bad:
+            raise ValueError(f"unknown grant(s) {', '.join(bad)}; valid: {','.join(GRANT_NAMES)}")
+        return v
+
+    @field_validator("google_allowed_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        return [d.removeprefix("@") for d in v]
+
+    @field_validator("public_url", "oidc_issuer")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("https://", "http://")) or any(c.isspace() for c in v):
+            raise ValueError("must be an http(s):// URL")
+        return v
 
     @field_validator("mongodb_uri")
     @classmethod
@@ -182,7 +246,9 @@ class Settings(BaseSettings):
             v = "http://" + v
         scheme, _, rest = v.partition("://")
         if scheme not in ("http", "https") or not rest or "/" in rest or "@" in rest:
-            raise ValueError("must be host:port or http(s)://host:port (credentials go in MINIO_ACCESS_KEY/MINIO_SECRET_KEY)")
+            raise ValueError(
+                "must be host:port or http(s)://host:port (credentials go in MINIO_ACCESS_KEY/MINIO_SECRET_KEY)"
+            )
         return v
 
     @field_validator("minio_bucket")
@@ -244,9 +310,7 @@ class Settings(BaseSettings):
             tags = [str(t).strip().lower() for t in v]
             bad = [t for t in tags if t not in MEDIASOUP_LOG_TAGS]
             if bad:
-                raise ValueError(
-                    f"unknown tag(s) {', '.join(bad)}; valid: {' '.join(MEDIASOUP_LOG_TAGS)}"
-                )
+                raise ValueError(f"unknown tag(s) {', '.join(bad)}; valid: {' '.join(MEDIASOUP_LOG_TAGS)}")
             return list(dict.fromkeys(tags))
         return v
 
@@ -257,6 +321,10 @@ class Settings(BaseSettings):
                 f"MEDIASOUP_RTC_MIN_PORT ({self.mediasoup_rtc_min_port}) must be lower than "
                 f"MEDIASOUP_RTC_MAX_PORT ({self.mediasoup_rtc_max_port})"
             )
+        if (self.api_key is None) != (self.api_secret is None):
+            raise ValueError("API_KEY and API_SECRET must be set together")
+        if (self.google_client_id is None) != (self.google_client_secret is None):
+            raise ValueError("GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET must be set together")
         if self.minio_endpoint and not (self.minio_access_key and self.minio_secret_key):
             raise ValueError("MINIO_ENDPOINT is set but MINIO_ACCESS_KEY and MINIO_SECRET_KEY are not both set")
         return self
@@ -323,7 +391,8 @@ class Settings(BaseSettings):
             if isinstance(value, Path):
                 value = str(value)
             out[name.upper()] = value
-        return redact(out)
+        masked: dict[str, Any] = redact(out)
+        return masked
 
 
 def env_name(field: str) -> str:

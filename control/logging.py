@@ -9,7 +9,8 @@
   loguru by :class:`InterceptHandler`.
 - Every message, bound value and traceback passes through :func:`redact_text`:
   credentials in URLs (``amqp://user:***@``), ``password=``/``token=``/``*_key=``
-  pairs and ``Bearer`` tokens are masked before they reach a sink. Use
+  pairs (also ``signature=``, ``Cookie:``), ``Bearer`` tokens, bare JWTs and
+  encrypted session cookies are masked before they reach a sink. Use
   :func:`redact` on structures (e.g. settings) before logging them.
 """
 
@@ -44,7 +45,8 @@ MASK = "***"
 # Names whose values are secrets (settings keys, query parameters, JSON keys).
 _SECRET_NAME = (
     r"[\w.-]*?(?:passw(?:or)?d|passphrase|pass(?![a-z])|pwd(?![a-z])|secret|token"
-    r"|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|authorization|session[_-]?id)[\w.-]*"
+    r"|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|authorization|session[_-]?id"
+    r"|signature|cookie|parley_session)[\w.-]*"
 )
 _SECRET_NAME_RE = re.compile(rf"^{_SECRET_NAME}$", re.IGNORECASE)
 
@@ -57,9 +59,29 @@ _PAIR_RE = re.compile(
     rf"(?P<name>\b{_SECRET_NAME})(?P<sep>\"?'?\s*[=:]\s*\"?'?)(?P<value>(?!(?:null|none)\b)(?:Bearer\s+|Basic\s+)?[^\s\"'&,;}}\]]+)",
     re.IGNORECASE,
 )
+# Credentials that need no name to be recognised: JWTs (access and ID tokens) and
+# Fernet tokens (the encrypted session cookie).
+_JWT_RE = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# OAuth/OIDC parameters in query strings (the access log of /auth/callback, a provider's URL).
+_OAUTH_QUERY_RE = re.compile(
+    r"(?P<lead>[?&](?:code|state|nonce|code_verifier|code_challenge|id_token|access_token|refresh_token|credential)=)"
+    r"[^&\s\"'#]+"
+)
+_FERNET_RE = re.compile(r"\bgAAAAA[A-Za-z0-9_=-]{20,}")
 _BEARER_RE = re.compile(r"\b(?P<kind>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
 # Cheap pre-checks so that ordinary lines skip the expensive patterns.
-_PAIR_HINTS = ("pass", "pwd", "secret", "token", "key", "credential", "authorization", "session")
+_PAIR_HINTS = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "authorization",
+    "session",
+    "signature",
+    "cookie",
+)
 
 
 def is_secret_name(name: str) -> bool:
@@ -86,6 +108,12 @@ def redact_text(text: str | None) -> str:
         text = _PAIR_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{MASK}", text)
     if "bearer" in low or "basic" in low:
         text = _BEARER_RE.sub(lambda m: f"{m.group('kind')} {MASK}", text)
+    if "eyj" in low:
+        text = _JWT_RE.sub(MASK, text)
+    if "=" in text and ("code" in low or "state" in low or "nonce" in low or "_token" in low or "credential" in low):
+        text = _OAUTH_QUERY_RE.sub(lambda m: m.group("lead") + MASK, text)
+    if "gaaaaa" in low:
+        text = _FERNET_RE.sub(MASK, text)
     return text
 
 
@@ -178,12 +206,12 @@ def _json_line(record: Mapping[str, Any]) -> str:
     return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def _json_format(record: dict[str, Any]) -> str:
+def _json_format(record: Record) -> str:
     record["extra"]["_json"] = _json_line(record)
     return "{extra[_json]}\n"
 
 
-def _text_format(record: dict[str, Any]) -> str:
+def _text_format(record: Record) -> str:
     ctx = _context(record)
     record["extra"]["_ctx"] = "".join(f" {k}={v}" for k, v in ctx.items())
     record["extra"]["_where"] = record["extra"].get("logger_name") or record["name"]
@@ -195,7 +223,7 @@ def _text_format(record: dict[str, Any]) -> str:
     )
 
 
-def _redact_patcher(record: dict[str, Any]) -> None:
+def _redact_patcher(record: Record) -> None:
     record["message"] = redact_text(record["message"])
 
 

@@ -78,6 +78,18 @@ def test_every_field_has_its_documented_variable() -> None:
         "SIGNALING_REQUEST_TIMEOUT_SECONDS",
         "PEER_RECONNECT_GRACE_SECONDS",
         "ROOM_CONSUMERS_PER_WORKER",
+        "API_KEY",
+        "API_SECRET",
+        "API_KEYS_FILE",
+        "AUTH_OPEN_JOIN",
+        "TOKEN_TTL_SECONDS",
+        "DEFAULT_GRANTS",
+        "PUBLIC_URL",
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+        "GOOGLE_ALLOWED_DOMAINS",
+        "OIDC_ISSUER",
+        "SESSION_SECRET",
     ]
     documented = (REPO / "deploy" / ".env.example").read_text()
     readme = (REPO / "README.md").read_text()
@@ -89,7 +101,7 @@ def test_every_field_has_its_documented_variable() -> None:
 def test_defaults(tmp_path: Path) -> None:
     s = load_settings()
     assert s.port == 3000
-    assert s.host == "0.0.0.0"
+    assert s.host == "127.0.0.1"  # issue 14: loopback by default (no keys + loopback = dev mode)
     assert s.mongodb_uri is None and s.rabbitmq_url is None and s.minio_endpoint is None
     assert s.minio_access_key is None and s.minio_secret_key is None
     assert s.minio_bucket == "recordings"
