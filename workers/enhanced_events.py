@@ -17,7 +17,8 @@ so the rest of pyee's API (``listeners``, ``remove_listener``,
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from loguru import logger
 from pyee import EventEmitter
@@ -68,6 +69,6 @@ class EnhancedEventEmitter(EventEmitter):
     def safe_emit(self, event: str, *args: Any) -> bool:
         try:
             return self.emit(event, *args)
-        except Exception:
+        except Exception:  # noqa: BLE001  (the point of safe_emit: a listener cannot break the emitter)
             logger.exception("event listener threw an error [event:{}]", event)
             return bool(self.listeners(event))

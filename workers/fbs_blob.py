@@ -20,8 +20,9 @@ fragment, so the channel can put a body built with the generated
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import flatbuffers
 from flatbuffers import number_types as N
@@ -53,7 +54,7 @@ class TableLayout:
     references as 0 to be patched once their target exists.
     """
 
-    __slots__ = ("vtable", "vtable_size", "packer", "alignment", "ref_positions", "field_positions")
+    __slots__ = ("alignment", "field_positions", "packer", "ref_positions", "vtable", "vtable_size")
 
     def __init__(self, fields: tuple[tuple[int, str], ...]) -> None:
         self.alignment = 8 if any(SCALARS[kind][0] == 8 for _, kind in fields) else 4

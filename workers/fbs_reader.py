@@ -19,7 +19,8 @@ enums the names ``fbs_utils`` maps them to.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Reader = Callable[[bytes, int], Any]
 Schema = tuple[tuple[str, int, Reader, Any], ...]

@@ -39,7 +39,7 @@ import pickle
 import random
 import re
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -51,28 +51,28 @@ from workers.supported_rtp_capabilities import SUPPORTED_RTP_CAPABILITIES
 
 __all__ = [
     "DYNAMIC_PAYLOAD_TYPES",
-    "clone",
-    "validate_rtp_capabilities",
-    "validate_rtp_codec_capability",
-    "validate_rtcp_feedback",
-    "validate_rtp_header_extension",
-    "validate_rtp_parameters",
-    "validate_rtp_codec_parameters",
-    "validate_rtp_header_extension_parameters",
-    "validate_rtp_encoding_parameters",
-    "validate_rtcp_parameters",
-    "validate_sctp_capabilities",
-    "validate_num_sctp_streams",
-    "validate_sctp_stream_parameters",
-    "generate_router_rtp_capabilities",
-    "get_producer_rtp_parameters_mapping",
-    "get_consumable_rtp_parameters",
     "can_consume",
+    "clone",
+    "generate_router_rtp_capabilities",
+    "get_consumable_rtp_parameters",
     "get_consumer_rtp_parameters",
     "get_pipe_consumer_rtp_parameters",
-    "serialize_rtp_mapping",
+    "get_producer_rtp_parameters_mapping",
     "is_rtx_codec",
     "match_codecs",
+    "serialize_rtp_mapping",
+    "validate_num_sctp_streams",
+    "validate_rtcp_feedback",
+    "validate_rtcp_parameters",
+    "validate_rtp_capabilities",
+    "validate_rtp_codec_capability",
+    "validate_rtp_codec_parameters",
+    "validate_rtp_encoding_parameters",
+    "validate_rtp_header_extension",
+    "validate_rtp_header_extension_parameters",
+    "validate_rtp_parameters",
+    "validate_sctp_capabilities",
+    "validate_sctp_stream_parameters",
 ]
 
 #: Payload types handed out to codecs without a preferred one, in this order.
@@ -163,7 +163,7 @@ def _optional_string(owner: Json, key: str, message: str) -> None:
 
 
 @lru_cache(maxsize=256)
-def _media_kind_of(mime_type: str) -> Optional[str]:
+def _media_kind_of(mime_type: str) -> str | None:
     match = _MIME_TYPE.match(mime_type)
     return match.group(1).lower() if match else None
 
@@ -502,7 +502,7 @@ def _copy_encoding(encoding: Json) -> Json:
 _SUPPORTED_RTP_CAPABILITIES: Json = validate_rtp_capabilities(clone(SUPPORTED_RTP_CAPABILITIES))
 
 
-def _dependency_descriptor_for_pipe_consumer() -> Optional[Json]:
+def _dependency_descriptor_for_pipe_consumer() -> Json | None:
     """The Dependency-Descriptor extension pipe consumers must carry.
 
     It is 'recvonly' in the supported capabilities, so consumable parameters

@@ -21,7 +21,7 @@ from workers.audio_level_observer import AudioLevelObserver
 from workers.direct_transport import DirectTransport, parse_direct_transport_dump
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import Blob, Fragment, builder_fragment, string_table, table_layout
 from workers.fbs_utils import to_dict, unpack
 from workers.pipe_transport import PipeTransport, parse_pipe_transport_dump
@@ -30,35 +30,34 @@ from workers.transport import Transport, build_base_options, build_listen_info, 
 from workers.webrtc_transport import WebRtcTransport, read_webrtc_transport_dump
 from workers.wire import as_wire, clone, new_id
 
-import FBS.ActiveSpeakerObserver.ActiveSpeakerObserverOptions as FbsActiveSpeakerOptions  # noqa: E402
-import FBS.AudioLevelObserver.AudioLevelObserverOptions as FbsAudioLevelOptions  # noqa: E402
-import FBS.DirectTransport.DirectTransportOptions as FbsDirectOptions  # noqa: E402
-import FBS.DirectTransport.DumpResponse as FbsDirectDump  # noqa: E402
-import FBS.PipeTransport.DumpResponse as FbsPipeDump  # noqa: E402
-import FBS.PipeTransport.PipeTransportOptions as FbsPipeOptions  # noqa: E402
-import FBS.PlainTransport.DumpResponse as FbsPlainDump  # noqa: E402
-import FBS.PlainTransport.PlainTransportOptions as FbsPlainOptions  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Router.CreateActiveSpeakerObserverRequest as FbsCreateActiveSpeaker  # noqa: E402
-import FBS.Router.CreateAudioLevelObserverRequest as FbsCreateAudioLevel  # noqa: E402
-import FBS.Router.CreateDirectTransportRequest as FbsCreateDirect  # noqa: E402
-import FBS.Router.CreatePipeTransportRequest as FbsCreatePipe  # noqa: E402
-import FBS.Router.CreatePlainTransportRequest as FbsCreatePlain  # noqa: E402
-import FBS.Router.DumpResponse as FbsRouterDump  # noqa: E402
-import FBS.WebRtcTransport.Listen as FbsListen  # noqa: E402
-import FBS.WebRtcTransport.ListenIndividual as FbsListenIndividual  # noqa: E402
-import FBS.WebRtcTransport.ListenServer as FbsListenServer  # noqa: E402
-import FBS.WebRtcTransport.WebRtcTransportOptions as FbsWebRtcOptions  # noqa: E402
+import FBS.ActiveSpeakerObserver.ActiveSpeakerObserverOptions as FbsActiveSpeakerOptions
+import FBS.AudioLevelObserver.AudioLevelObserverOptions as FbsAudioLevelOptions
+import FBS.DirectTransport.DirectTransportOptions as FbsDirectOptions
+import FBS.DirectTransport.DumpResponse as FbsDirectDump
+import FBS.PipeTransport.DumpResponse as FbsPipeDump
+import FBS.PipeTransport.PipeTransportOptions as FbsPipeOptions
+import FBS.PlainTransport.DumpResponse as FbsPlainDump
+import FBS.PlainTransport.PlainTransportOptions as FbsPlainOptions
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.Router.CreateActiveSpeakerObserverRequest as FbsCreateActiveSpeaker
+import FBS.Router.CreateAudioLevelObserverRequest as FbsCreateAudioLevel
+import FBS.Router.CreateDirectTransportRequest as FbsCreateDirect
+import FBS.Router.CreatePipeTransportRequest as FbsCreatePipe
+import FBS.Router.CreatePlainTransportRequest as FbsCreatePlain
+import FBS.Router.DumpResponse as FbsRouterDump
+import FBS.WebRtcTransport.Listen as FbsListen
+import FBS.WebRtcTransport.ListenIndividual as FbsListenIndividual
+import FBS.WebRtcTransport.ListenServer as FbsListenServer
+import FBS.WebRtcTransport.WebRtcTransportOptions as FbsWebRtcOptions
 
 if TYPE_CHECKING:
     from workers.producer import Producer
     from workers.worker import Worker
 
 
-
 class Router(EnhancedEventEmitter):
-    def __init__(self, router_id: str, rtp_capabilities: Any, worker: "Worker", app_data: dict) -> None:
+    def __init__(self, router_id: str, rtp_capabilities: Any, worker: Worker, app_data: dict) -> None:
         super().__init__()
         self.id = router_id
         self.worker = worker
@@ -68,7 +67,7 @@ class Router(EnhancedEventEmitter):
         self.closed = False
         self.observer = EnhancedEventEmitter()
         self.transports: dict[str, Transport] = {}
-        self.producers: dict[str, "Producer"] = {}
+        self.producers: dict[str, Producer] = {}
         self.data_producers: dict[str, Any] = {}
         self.rtp_observers: dict[str, Any] = {}
         self.pipe_transport_pairs: dict[str, asyncio.Future] = {}
@@ -124,9 +123,15 @@ class Router(EnhancedEventEmitter):
         dump = to_dict(unpack(response, FbsRouterDump.DumpResponse, FbsRouterDump.DumpResponseT))
         # As mediasoup's parseRouterDumpResponse: every vector is an array (never
         # absent) and the maps stay arrays of ``{key, values}`` / ``{key, value}``.
-        for table in ("transportIds", "rtpObserverIds", "mapProducerIdConsumerIds", "mapConsumerIdProducerId",
-                      "mapProducerIdObserverIds", "mapDataProducerIdDataConsumerIds",
-                      "mapDataConsumerIdDataProducerId"):
+        for table in (
+            "transportIds",
+            "rtpObserverIds",
+            "mapProducerIdConsumerIds",
+            "mapConsumerIdProducerId",
+            "mapProducerIdObserverIds",
+            "mapDataProducerIdDataConsumerIds",
+            "mapDataConsumerIdDataProducerId",
+        ):
             dump[table] = dump.get(table) or []
         for table in ("mapProducerIdConsumerIds", "mapProducerIdObserverIds", "mapDataProducerIdDataConsumerIds"):
             for item in dump[table]:
@@ -185,14 +190,28 @@ class Router(EnhancedEventEmitter):
             listen_infos = _listen_ips_to_infos(listen_ips, port, enable_udp, enable_tcp, prefer_udp, prefer_tcp)
         transport_id = new_id()
         options = self._webrtc_transport_options(
-            webrtc_server, listen_infos,
-            (enable_udp, enable_tcp, prefer_udp, prefer_tcp, initial_available_outgoing_bitrate, enable_sctp,
-             ice_consent_timeout, sctp_options),
+            webrtc_server,
+            listen_infos,
+            (
+                enable_udp,
+                enable_tcp,
+                prefer_udp,
+                prefer_tcp,
+                initial_available_outgoing_bitrate,
+                enable_sctp,
+                ice_consent_timeout,
+                sctp_options,
+            ),
         )
-        method = (FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT_WITH_SERVER if webrtc_server is not None
-                  else FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT)
+        method = (
+            FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT_WITH_SERVER
+            if webrtc_server is not None
+            else FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT
+        )
         response = await self.channel.request_fragment(
-            method, FbsRequestBody.Body.Router_CreateWebRtcTransportRequest, _id_and_options(transport_id, options),
+            method,
+            FbsRequestBody.Body.Router_CreateWebRtcTransportRequest,
+            _id_and_options(transport_id, options),
             self.id,
         )
         data = read_webrtc_transport_dump(response.buffer, response.body_position)
@@ -273,8 +292,16 @@ class Router(EnhancedEventEmitter):
         FbsPlainOptions.AddSrtpCryptoSuite(builder, SRTP_CRYPTO_SUITES[srtp_crypto_suite])
         options = FbsPlainOptions.End(builder)
         return await self._create_transport(
-            transport_id, options, FbsCreatePlain, FbsMethod.Method.ROUTER_CREATE_PLAINTRANSPORT,
-            FbsRequestBody.Body.Router_CreatePlainTransportRequest, FbsPlainDump, parse_plain_transport_dump, PlainTransport, app_data)
+            transport_id,
+            options,
+            FbsCreatePlain,
+            FbsMethod.Method.ROUTER_CREATE_PLAINTRANSPORT,
+            FbsRequestBody.Body.Router_CreatePlainTransportRequest,
+            FbsPlainDump,
+            parse_plain_transport_dump,
+            PlainTransport,
+            app_data,
+        )
 
     async def create_pipe_transport(
         self,
@@ -311,8 +338,16 @@ class Router(EnhancedEventEmitter):
         FbsPipeOptions.AddEnableSrtp(builder, bool(enable_srtp))
         options = FbsPipeOptions.End(builder)
         return await self._create_transport(
-            transport_id, options, FbsCreatePipe, FbsMethod.Method.ROUTER_CREATE_PIPETRANSPORT,
-            FbsRequestBody.Body.Router_CreatePipeTransportRequest, FbsPipeDump, parse_pipe_transport_dump, PipeTransport, app_data)
+            transport_id,
+            options,
+            FbsCreatePipe,
+            FbsMethod.Method.ROUTER_CREATE_PIPETRANSPORT,
+            FbsRequestBody.Body.Router_CreatePipeTransportRequest,
+            FbsPipeDump,
+            parse_pipe_transport_dump,
+            PipeTransport,
+            app_data,
+        )
 
     async def create_direct_transport(
         self,
@@ -346,11 +381,29 @@ class Router(EnhancedEventEmitter):
         FbsDirectOptions.AddBase(builder, base)
         options = FbsDirectOptions.End(builder)
         return await self._create_transport(
-            transport_id, options, FbsCreateDirect, FbsMethod.Method.ROUTER_CREATE_DIRECTTRANSPORT,
-            FbsRequestBody.Body.Router_CreateDirectTransportRequest, FbsDirectDump, parse_direct_transport_dump, DirectTransport, app_data)
+            transport_id,
+            options,
+            FbsCreateDirect,
+            FbsMethod.Method.ROUTER_CREATE_DIRECTTRANSPORT,
+            FbsRequestBody.Body.Router_CreateDirectTransportRequest,
+            FbsDirectDump,
+            parse_direct_transport_dump,
+            DirectTransport,
+            app_data,
+        )
 
-    async def _create_transport(self, transport_id: str, options: int, create: Any, method: int, body: int,
-                                dump: Any, parse: Any, cls: Any, app_data: dict) -> Any:
+    async def _create_transport(
+        self,
+        transport_id: str,
+        options: int,
+        create: Any,
+        method: int,
+        body: int,
+        dump: Any,
+        parse: Any,
+        cls: Any,
+        app_data: dict,
+    ) -> Any:
         """The end every ``create_*_transport`` shares: the create request around the
         ``options`` table just built, the dump parsed into the new transport."""
         builder = self.channel.builder
@@ -370,7 +423,7 @@ class Router(EnhancedEventEmitter):
         *,
         producer_id: str | None = None,
         data_producer_id: str | None = None,
-        router: "Router | None" = None,
+        router: Router | None = None,
         keep_id: bool = True,
         listen_info: Any = None,
         listen_ip: Any = None,
@@ -411,7 +464,10 @@ class Router(EnhancedEventEmitter):
             if data_producer is None:
                 raise NotFoundError("DataProducer not found")
         options = dict(
-            listen_info=listen_info, enable_sctp=enable_sctp, enable_rtx=enable_rtx, enable_srtp=enable_srtp,
+            listen_info=listen_info,
+            enable_sctp=enable_sctp,
+            enable_rtx=enable_rtx,
+            enable_srtp=enable_srtp,
             **sctp_options,
         )
         local, remote = await self._pipe_transport_pair(router, options)
@@ -419,7 +475,9 @@ class Router(EnhancedEventEmitter):
             return await _pipe_producer(producer, local, remote, keep_id)
         return await _pipe_data_producer(data_producer, local, remote, keep_id)
 
-    async def _pipe_transport_pair(self, router: "Router", options: dict[str, Any]) -> tuple[PipeTransport, PipeTransport]:
+    async def _pipe_transport_pair(
+        self, router: Router, options: dict[str, Any]
+    ) -> tuple[PipeTransport, PipeTransport]:
         """Our and ``router``'s PipeTransport of the pair between us, creating it if needed.
 
         The pair is a task registered in both routers before it runs, so
@@ -440,7 +498,7 @@ class Router(EnhancedEventEmitter):
         transports = await asyncio.shield(pair)
         return transports[self.id], transports[router.id]
 
-    async def _create_pipe_transport_pair(self, router: "Router", options: dict[str, Any]) -> dict[str, PipeTransport]:
+    async def _create_pipe_transport_pair(self, router: Router, options: dict[str, Any]) -> dict[str, PipeTransport]:
         """Create both PipeTransports, tie their lifetimes, and connect each to the other.
 
         They are tied before connecting, so that a router or worker closing
@@ -461,11 +519,13 @@ class Router(EnhancedEventEmitter):
             _check_pipe_transports_open(local, remote)
             await asyncio.gather(
                 local.connect(
-                    ip=remote.tuple["localAddress"], port=remote.tuple["localPort"],
+                    ip=remote.tuple["localAddress"],
+                    port=remote.tuple["localPort"],
                     srtp_parameters=remote.srtp_parameters,
                 ),
                 remote.connect(
-                    ip=local.tuple["localAddress"], port=local.tuple["localPort"],
+                    ip=local.tuple["localAddress"],
+                    port=local.tuple["localPort"],
                     srtp_parameters=local.srtp_parameters,
                 ),
             )
@@ -616,7 +676,9 @@ def _listen_ips_to_infos(
     for listen_ip in listen_ips:
         ip = listen_ip if isinstance(listen_ip, dict) else {"ip": listen_ip}
         for protocol in protocols:
-            infos.append({"protocol": protocol, "ip": ip["ip"], "announcedAddress": ip.get("announcedIp"), "port": port})
+            infos.append(
+                {"protocol": protocol, "ip": ip["ip"], "announcedAddress": ip.get("announcedIp"), "port": port}
+            )
     return infos
 
 

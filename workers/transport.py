@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import marshal
 import uuid
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -25,42 +25,45 @@ from workers import ortc
 from workers.consumer import Consumer
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError, NotFoundError, UnsupportedError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import Blob, Fragment, TableLayout, checked, table_layout
 from workers.fbs_utils import PRODUCER_TRACE_EVENT, PROTOCOL, SCTP_STATE, body_as, to_dict, vector
 from workers.producer import Producer
 from workers.rtp_parameters import write_rtp_encoding_parameters, write_rtp_mapping, write_rtp_parameters
 from workers.wire import as_wire, clone, new_id
 
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.RtpParameters.MediaKind as FbsMediaKind  # noqa: E402
-import FBS.RtpParameters.Type as FbsRtpType  # noqa: E402
-import FBS.Transport.BweTraceInfo as FbsBweTraceInfo  # noqa: E402
-import FBS.Transport.EnableTraceEventRequest as FbsEnableTraceEventRequest  # noqa: E402
-import FBS.Transport.ListenInfo as FbsListenInfo  # noqa: E402
-import FBS.Transport.Options as FbsOptions  # noqa: E402
-import FBS.Transport.PortRange as FbsPortRange  # noqa: E402
-import FBS.Transport.Protocol as FbsProtocol  # noqa: E402
-import FBS.Transport.SctpStateChangeNotification as FbsSctpStateChange  # noqa: E402
-import FBS.Transport.SetMaxIncomingBitrateRequest as FbsSetMaxIncoming  # noqa: E402
-import FBS.Transport.SetMaxOutgoingBitrateRequest as FbsSetMaxOutgoing  # noqa: E402
-import FBS.Transport.SetMinOutgoingBitrateRequest as FbsSetMinOutgoing  # noqa: E402
-import FBS.Transport.SocketFlags as FbsSocketFlags  # noqa: E402
-import FBS.Transport.TraceEventType as FbsTraceEventType  # noqa: E402
-import FBS.Transport.TraceNotification as FbsTraceNotification  # noqa: E402
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.RtpParameters.MediaKind as FbsMediaKind
+import FBS.RtpParameters.Type as FbsRtpType
+import FBS.Transport.BweTraceInfo as FbsBweTraceInfo
+import FBS.Transport.EnableTraceEventRequest as FbsEnableTraceEventRequest
+import FBS.Transport.ListenInfo as FbsListenInfo
+import FBS.Transport.Options as FbsOptions
+import FBS.Transport.PortRange as FbsPortRange
+import FBS.Transport.Protocol as FbsProtocol
+import FBS.Transport.SctpStateChangeNotification as FbsSctpStateChange
+import FBS.Transport.SetMaxIncomingBitrateRequest as FbsSetMaxIncoming
+import FBS.Transport.SetMaxOutgoingBitrateRequest as FbsSetMaxOutgoing
+import FBS.Transport.SetMinOutgoingBitrateRequest as FbsSetMinOutgoing
+import FBS.Transport.SocketFlags as FbsSocketFlags
+import FBS.Transport.TraceEventType as FbsTraceEventType
+import FBS.Transport.TraceNotification as FbsTraceNotification
 
 if TYPE_CHECKING:
     from workers.router import Router
 
-TRANSPORT_TRACE_EVENT_TYPES = {"probation": FbsTraceEventType.TraceEventType.PROBATION,
-                               "bwe": FbsTraceEventType.TraceEventType.BWE}
+TRANSPORT_TRACE_EVENT_TYPES = {
+    "probation": FbsTraceEventType.TraceEventType.PROBATION,
+    "bwe": FbsTraceEventType.TraceEventType.BWE,
+}
 _TRACE_TYPE_NAMES = {v: k for k, v in TRANSPORT_TRACE_EVENT_TYPES.items()}
 _MID_LIMIT = 100_000_000
 
 
 # -- request building shared by the transport kinds ------------------------------------
+
 
 def build_listen_info(builder: Any, info: Any) -> int:
     """Serialise one mediasoup ``TransportListenInfo`` dict."""
@@ -177,8 +180,14 @@ def _finish_base_dump(dump: dict[str, Any]) -> dict[str, Any]:
     dump["traceEventTypes"] = [_TRACE_TYPE_NAMES.get(t, t) for t in dump["traceEventTypes"] or ()]
     # As mediasoup: id vectors are arrays (never absent) and the SSRC maps stay
     # arrays of ``{key, value}``.
-    for table in ("producerIds", "consumerIds", "dataProducerIds", "dataConsumerIds",
-                  "mapSsrcConsumerId", "mapRtxSsrcConsumerId"):
+    for table in (
+        "producerIds",
+        "consumerIds",
+        "dataProducerIds",
+        "dataConsumerIds",
+        "mapSsrcConsumerId",
+        "mapRtxSsrcConsumerId",
+    ):
         dump[table] = dump.get(table) or []
     listener = dump.get("rtpListener")
     if isinstance(listener, dict):
@@ -218,8 +227,7 @@ _UINT32_STRING = (("key", 0, fr.u32, 0), ("value", 1, fr.string, None))
 _UINT16_STRING = (("key", 0, fr.u16, 0), ("value", 1, fr.string, None))
 _STRING_STRING = (("key", 0, fr.string, None), ("value", 1, fr.string, None))
 _RECV_RTP_HEADER_EXTENSIONS = tuple(
-    (name, slot, fr.u8, None)
-    for slot, name in enumerate(("mid", "rid", "rrid", "absSendTime", "transportWideCc01"))
+    (name, slot, fr.u8, None) for slot, name in enumerate(("mid", "rid", "rrid", "absSendTime", "transportWideCc01"))
 )
 _RTP_LISTENER = (
     ("ssrcTable", 0, fr.vector(fr.table(_UINT32_STRING)), None),
@@ -260,12 +268,26 @@ _BASE_DUMP = (
 )
 BASE_DUMP = fr.table(_BASE_DUMP, _finish_base_dump)
 _COUNTERS = (
-    "bytesReceived", "recvBitrate", "bytesSent", "sendBitrate", "rtpBytesReceived", "rtpRecvBitrate",
-    "rtpBytesSent", "rtpSendBitrate", "rtxBytesReceived", "rtxRecvBitrate", "rtxBytesSent", "rtxSendBitrate",
-    "probationBytesSent", "probationSendBitrate",
+    "bytesReceived",
+    "recvBitrate",
+    "bytesSent",
+    "sendBitrate",
+    "rtpBytesReceived",
+    "rtpRecvBitrate",
+    "rtpBytesSent",
+    "rtpSendBitrate",
+    "rtxBytesReceived",
+    "rtxRecvBitrate",
+    "rtxBytesSent",
+    "rtxSendBitrate",
+    "probationBytesSent",
+    "probationSendBitrate",
 )
 _OPTIONAL_BITRATES = (
-    "availableOutgoingBitrate", "availableIncomingBitrate", "maxIncomingBitrate", "maxOutgoingBitrate",
+    "availableOutgoingBitrate",
+    "availableIncomingBitrate",
+    "maxIncomingBitrate",
+    "maxOutgoingBitrate",
     "minOutgoingBitrate",
 )
 # FBS.Transport.Stats: transportId, timestamp, sctpState, the counters (3-16),
@@ -315,7 +337,7 @@ class Transport(EnhancedEventEmitter):
 
     type = "base"
 
-    def __init__(self, transport_id: str, router: "Router", data: dict[str, Any], app_data: dict) -> None:
+    def __init__(self, transport_id: str, router: Router, data: dict[str, Any], app_data: dict) -> None:
         super().__init__()
         self.id = transport_id
         self.router = router
@@ -470,7 +492,7 @@ class Transport(EnhancedEventEmitter):
         kind: str,
         rtp_parameters: Any,
         *,
-        id: str | None = None,  # noqa: A002  (mediasoup's option name)
+        id: str | None = None,
         paused: bool = False,
         key_frame_request_delay: int = 0,
         enable_mediasoup_packet_id_header_extension: bool = False,
@@ -492,7 +514,12 @@ class Transport(EnhancedEventEmitter):
         consumable = ortc.get_consumable_rtp_parameters(kind, params, router_caps, rtp_mapping)
         producer_id = id or new_id()
         request = _produce_request(
-            producer_id, kind, params, rtp_mapping, paused, key_frame_request_delay or 0,
+            producer_id,
+            kind,
+            params,
+            rtp_mapping,
+            paused,
+            key_frame_request_delay or 0,
             bool(enable_mediasoup_packet_id_header_extension),
         )
         response = await self.channel.request_fragment(
@@ -616,7 +643,7 @@ class Transport(EnhancedEventEmitter):
         self,
         sctp_stream_parameters: Any = None,
         *,
-        id: str | None = None,  # noqa: A002
+        id: str | None = None,
         label: str = "",
         protocol: str = "",
         paused: bool = False,
@@ -712,9 +739,9 @@ class Transport(EnhancedEventEmitter):
         self, data_producer: Any, ordered: bool | None, max_packet_life_time: int | None, max_retransmits: int | None
     ) -> dict[str, Any]:
         stream_id = self._allocate_sctp_stream_id()
-        params = clone(data_producer.sctp_stream_parameters) if data_producer.sctp_stream_parameters else {
-            "ordered": True
-        }
+        params = (
+            clone(data_producer.sctp_stream_parameters) if data_producer.sctp_stream_parameters else {"ordered": True}
+        )
         params["streamId"] = stream_id
         if ordered is not None:
             params["ordered"] = ordered
@@ -796,14 +823,28 @@ _PRODUCE_REQUEST = table_layout(
 
 
 def _produce_request(
-    producer_id: str, kind: str, params: dict, rtp_mapping: dict, paused: bool, key_frame_request_delay: int,
+    producer_id: str,
+    kind: str,
+    params: dict,
+    rtp_mapping: dict,
+    paused: bool,
+    key_frame_request_delay: int,
     enable_packet_id: bool,
 ) -> Fragment:
     layout = _PRODUCE_REQUEST
     blob = Blob()
-    position = blob.table(layout, (
-        0, 0, 0, checked(key_frame_request_delay, "u32"), _media_kind(kind), checked(paused, "bool"), enable_packet_id,
-    ))
+    position = blob.table(
+        layout,
+        (
+            0,
+            0,
+            0,
+            checked(key_frame_request_delay, "u32"),
+            _media_kind(kind),
+            checked(paused, "bool"),
+            enable_packet_id,
+        ),
+    )
     id_ref, params_ref, mapping_ref = layout.ref_positions
     blob.patch(position + id_ref, blob.utf8_string(producer_id.encode()))
     blob.patch(position + params_ref, write_rtp_parameters(blob, params))
@@ -811,7 +852,7 @@ def _produce_request(
     return blob.as_fragment(position)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _consume_request_layout(has_encodings: bool, has_layers: bool) -> TableLayout:
     """consumer_id, producer_id, rtp_parameters, [consumable_rtp_encodings], [preferred_layers],
     kind, type, paused, ignore_dtx."""

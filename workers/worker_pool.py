@@ -100,7 +100,7 @@ class WorkerPool(EnhancedEventEmitter):
             await asyncio.sleep(delay)
             try:
                 worker = await self._spawn(index)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  (any failure to respawn is retried with backoff)
                 logger.error("respawning worker {} failed: {}; retrying in {:.1f}s", index, error, delay)
                 delay = min(delay * 2, self.respawn_max_delay)
                 continue

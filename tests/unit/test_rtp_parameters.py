@@ -36,14 +36,14 @@ from workers.sctp_parameters import (
 )
 from workers.srtp_parameters import SrtpParameters, parse_srtp_parameters, serialize_srtp_parameters
 
-import FBS.RtpParameters.RtpMapping as FbsRtpMapping  # noqa: E402
-import FBS.RtpParameters.RtpParameters as FbsRtpParameters  # noqa: E402
-import FBS.RtpParameters.Value as FbsValue  # noqa: E402
-import FBS.SctpParameters.SctpParameters as FbsSctpParameters  # noqa: E402
-import FBS.SctpParameters.SctpStreamParameters as FbsSctpStreamParameters  # noqa: E402
-import FBS.SrtpParameters.SrtpParameters as FbsSrtpParameters  # noqa: E402
-import FBS.Transport.ConsumeRequest as FbsConsumeRequest  # noqa: E402
-import FBS.Transport.ProduceRequest as FbsProduceRequest  # noqa: E402
+import FBS.RtpParameters.RtpMapping as FbsRtpMapping
+import FBS.RtpParameters.RtpParameters as FbsRtpParameters
+import FBS.RtpParameters.Value as FbsValue
+import FBS.SctpParameters.SctpParameters as FbsSctpParameters
+import FBS.SctpParameters.SctpStreamParameters as FbsSctpStreamParameters
+import FBS.SrtpParameters.SrtpParameters as FbsSrtpParameters
+import FBS.Transport.ConsumeRequest as FbsConsumeRequest
+import FBS.Transport.ProduceRequest as FbsProduceRequest
 
 MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 

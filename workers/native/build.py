@@ -24,6 +24,7 @@ The binary's path is the only thing written to stdout (last line); progress
 goes to stderr. ``--unpatched`` builds the worker without our patches, to a
 separate cache path, only to demonstrate what the patches fix. Stdlib only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,9 +91,7 @@ def log(message: str) -> None:
     print(f"[native] {message}", file=sys.stderr, flush=True)
 
 
-def run(
-    cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, shown: str = ""
-) -> None:
+def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, shown: str = "") -> None:
     """Run a command, its output going to our stderr; raise BuildError on failure."""
     log("$ " + (shown or " ".join(cmd)) + (f"  (in {cwd})" if cwd else ""))
     proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=sys.stderr, stderr=sys.stderr)
@@ -160,8 +159,15 @@ def fetch_package(cache: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=npm_dir, prefix="pack-") as tmp:
         # Run from an empty directory so no package.json around us is involved.
         run(
-            [npm, "pack", f"mediasoup@{INFO.MEDIASOUP_VERSION}", "--ignore-scripts",
-             "--pack-destination", tmp, "--loglevel=warn"],
+            [
+                npm,
+                "pack",
+                f"mediasoup@{INFO.MEDIASOUP_VERSION}",
+                "--ignore-scripts",
+                "--pack-destination",
+                tmp,
+                "--loglevel=warn",
+            ],
             cwd=Path(tmp),
         )
         packed = list(Path(tmp).glob("*.tgz"))
@@ -211,9 +217,22 @@ def apply_patches(package_root: Path, patches: list[Path] | None = None) -> None
         raise BuildError("`patch` not found; install Debian's patch package")
     for patch_file in patches:
         proc = subprocess.run(
-            [patch, "-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch",
-             "-r", "-", "-d", str(package_root), "-i", str(patch_file)],
-            capture_output=True, text=True,
+            [
+                patch,
+                "-p1",
+                "--forward",
+                "--batch",
+                "--fuzz=0",
+                "--no-backup-if-mismatch",
+                "-r",
+                "-",
+                "-d",
+                str(package_root),
+                "-i",
+                str(patch_file),
+            ],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise BuildError(
@@ -322,9 +341,7 @@ def spawn_worker(binary: Path, args: list[str], **popen_kwargs) -> tuple[subproc
     env = dict(popen_kwargs.pop("env", None) or os.environ)
     env["MEDIASOUP_VERSION"] = INFO.MEDIASOUP_VERSION
     try:
-        proc = subprocess.Popen(
-            [str(binary), *args], env=env, close_fds=False, preexec_fn=child_fds, **popen_kwargs
-        )
+        proc = subprocess.Popen([str(binary), *args], env=env, close_fds=False, preexec_fn=child_fds, **popen_kwargs)
     except BaseException:
         for fd in (req_r, req_w, rsp_r, rsp_w):
             os.close(fd)
@@ -337,8 +354,11 @@ def spawn_worker(binary: Path, args: list[str], **popen_kwargs) -> tuple[subproc
 def smoke_test(binary: Path, timeout: float = 10.0) -> None:
     """Start the worker on a pipe channel and expect a first message from it."""
     proc, req_w, rsp_r = spawn_worker(
-        binary, ["--logLevel=warn"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        binary,
+        ["--logLevel=warn"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         ready, _, _ = select.select([rsp_r], [], [], timeout)
@@ -389,8 +409,7 @@ def build_worker(cache: Path, *, patched: bool, force: bool, keep_build: bool, j
         if target.is_file() and not force:  # another process built it meanwhile
             log(f"mediasoup-worker cached: {target}")
             return target
-        return _build_worker_locked(cache, target, tag, patched=patched, force=force,
-                                    keep_build=keep_build, jobs=jobs)
+        return _build_worker_locked(cache, target, tag, patched=patched, force=force, keep_build=keep_build, jobs=jobs)
 
 
 def _build_worker_locked(
@@ -497,10 +516,12 @@ def _generate_bindings_locked(cache: Path, out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="build nothing; exit 0 if the binary and bindings are up to date, else 1")
-    parser.add_argument("--unpatched", action="store_true",
-                        help="build WITHOUT our patches to a separate cache path (crash demos only)")
+    parser.add_argument(
+        "--check", action="store_true", help="build nothing; exit 0 if the binary and bindings are up to date, else 1"
+    )
+    parser.add_argument(
+        "--unpatched", action="store_true", help="build WITHOUT our patches to a separate cache path (crash demos only)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--keep-build", action="store_true", help="keep the build tree in the cache")
     parser.add_argument("--jobs", "-j", type=int, default=None, help="parallel compile jobs")
@@ -519,9 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             if ok_binary:
                 print(target)
             return 0 if ok_binary and ok_bindings else 1
-        target = build_worker(
-            cache, patched=patched, force=args.force, keep_build=args.keep_build, jobs=args.jobs
-        )
+        target = build_worker(cache, patched=patched, force=args.force, keep_build=args.keep_build, jobs=args.jobs)
         if patched:
             generate_bindings(cache, force=args.force)
     except BuildError as exc:

@@ -96,9 +96,10 @@ class AudioSender:
         self._target = (transport.tuple["localAddress"], transport.tuple["localPort"])
 
     @classmethod
-    async def create(cls, router: Router, ssrc: int) -> "AudioSender":
-        transport = await router.create_plain_transport(listen_info={"protocol": "udp", "ip": "127.0.0.1"},
-                                                        comedia=True)
+    async def create(cls, router: Router, ssrc: int) -> AudioSender:
+        transport = await router.create_plain_transport(
+            listen_info={"protocol": "udp", "ip": "127.0.0.1"}, comedia=True
+        )
         producer = await transport.produce("audio", opus_rtp_parameters(ssrc))
         return cls(transport, producer, ssrc)
 
@@ -108,7 +109,7 @@ class AudioSender:
 
     async def play(self, pcm_frames: list[bytes]) -> None:
         """Send the frames as opus in real time, each tagged with its own level."""
-        for pcm, payload in zip(pcm_frames, encode_opus(pcm_frames)):
+        for pcm, payload in zip(pcm_frames, encode_opus(pcm_frames), strict=False):
             self.send(payload, audio_level(pcm))
             await asyncio.sleep(0.02)
 
@@ -134,8 +135,15 @@ async def test_create_audio_level_observer_succeeds(router: Router) -> None:
 
 
 async def test_create_audio_level_observer_with_wrong_arguments_raises_type_error(router: Router) -> None:
-    for kwargs in ({"max_entries": 0}, {"max_entries": -10}, {"threshold": "foo"}, {"threshold": -128},
-                   {"threshold": 1}, {"interval": False}, {"app_data": "NOT-AN-OBJECT"}):
+    for kwargs in (
+        {"max_entries": 0},
+        {"max_entries": -10},
+        {"threshold": "foo"},
+        {"threshold": -128},
+        {"threshold": 1},
+        {"interval": False},
+        {"app_data": "NOT-AN-OBJECT"},
+    ):
         with pytest.raises(MediasoupTypeError):
             await router.create_audio_level_observer(**kwargs)
     assert (await router.dump())["rtpObserverIds"] == []

@@ -52,15 +52,18 @@ async def test_create_plain_transport_succeeds(router: Router) -> None:
     assert PORT_RANGE["min"] <= transport2.tuple["localPort"] <= PORT_RANGE["max"]
     assert transport2.tuple["protocol"] == "udp"
     assert transport2.rtcp_tuple is None
-    assert transport2.sctp_parameters.items() >= {
-        "port": 5000,
-        "maxSendMessageSize": 262144,
-        "maxReceiveMessageSize": 262144,
-        "sendBufferSize": 2000000,
-        "perStreamSendQueueLimit": 2000000,
-        "maxReceiverWindowBufferSize": 5242880,
-        "isDataChannel": False,
-    }.items()
+    assert (
+        transport2.sctp_parameters.items()
+        >= {
+            "port": 5000,
+            "maxSendMessageSize": 262144,
+            "maxReceiveMessageSize": 262144,
+            "sendBufferSize": 2000000,
+            "perStreamSendQueueLimit": 2000000,
+            "maxReceiverWindowBufferSize": 5242880,
+            "isDataChannel": False,
+        }.items()
+    )
     assert transport2.sctp_state == "new"
     assert transport2.srtp_parameters is None
 
@@ -114,7 +117,8 @@ async def test_create_plain_transport_with_wrong_arguments_raises_type_error(rou
         await router.create_plain_transport(listen_info={"protocol": "tcp", "ip": "127.0.0.1"})
     with pytest.raises(MediasoupTypeError):
         await router.create_plain_transport(
-            listen_info={"protocol": "udp", "ip": "127.0.0.1"}, app_data="NOT-AN-OBJECT"  # type: ignore[arg-type]
+            listen_info={"protocol": "udp", "ip": "127.0.0.1"},
+            app_data="NOT-AN-OBJECT",  # type: ignore[arg-type]
         )
     with pytest.raises(MediasoupTypeError):
         await router.create_plain_transport(listen_ip="127.0.0.1", srtp_crypto_suite="FOO")
@@ -140,9 +144,12 @@ async def test_create_plain_transport_with_enable_srtp(router: Router) -> None:
         with pytest.raises(MediasoupTypeError):
             await transport.connect(ip="127.0.0.2", port=9999, srtp_parameters=srtp)
     # Valid parameters; the crypto suite changes to the remote one.
-    assert await transport.connect(
-        ip="127.0.0.2", port=9999, srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": KEY_256_GCM}
-    ) is None
+    assert (
+        await transport.connect(
+            ip="127.0.0.2", port=9999, srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": KEY_256_GCM}
+        )
+        is None
+    )
     assert transport.srtp_parameters["cryptoSuite"] == "AEAD_AES_256_GCM"
     assert len(transport.srtp_parameters["keyBase64"]) == 60
     assert transport.tuple["remoteIp"] == "127.0.0.2" and transport.tuple["remotePort"] == 9999
@@ -173,8 +180,12 @@ async def test_two_transports_on_one_port_with_udp_reuse_port(router: Router) ->
     port = _free_udp_port()
     # ipv6Only is ignored for an IPv4 address.
     first = await router.create_plain_transport(
-        listen_info={"protocol": "udp", "ip": MULTICAST_IP, "port": port,
-                     "flags": {"udpReusePort": True, "ipv6Only": True}}
+        listen_info={
+            "protocol": "udp",
+            "ip": MULTICAST_IP,
+            "port": port,
+            "flags": {"udpReusePort": True, "ipv6Only": True},
+        }
     )
     second = await router.create_plain_transport(
         listen_info={"protocol": "udp", "ip": MULTICAST_IP, "port": port, "flags": {"udpReusePort": True}}
@@ -196,9 +207,22 @@ async def test_get_stats(router: Router) -> None:
     assert stats["type"] == "plain-rtp-transport"
     assert stats["transportId"] == transport.id
     assert isinstance(stats["timestamp"], int)
-    for key in ("bytesReceived", "recvBitrate", "bytesSent", "sendBitrate", "rtpBytesReceived", "rtpRecvBitrate",
-                "rtpBytesSent", "rtpSendBitrate", "rtxBytesReceived", "rtxRecvBitrate", "rtxBytesSent",
-                "rtxSendBitrate", "probationBytesSent", "probationSendBitrate"):
+    for key in (
+        "bytesReceived",
+        "recvBitrate",
+        "bytesSent",
+        "sendBitrate",
+        "rtpBytesReceived",
+        "rtpRecvBitrate",
+        "rtpBytesSent",
+        "rtpSendBitrate",
+        "rtxBytesReceived",
+        "rtxRecvBitrate",
+        "rtxBytesSent",
+        "rtxSendBitrate",
+        "probationBytesSent",
+        "probationSendBitrate",
+    ):
         assert stats[key] == 0, key
     assert stats["tuple"]["localIp"] == "127.0.0.1" and stats["tuple"]["localAddress"] == "127.0.0.1"
     assert isinstance(stats["tuple"]["localPort"], int) and stats["tuple"]["protocol"] == "udp"
@@ -221,8 +245,12 @@ async def test_connect_with_wrong_arguments_raises_type_error(router: Router) ->
     transport = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=False)
     # SRTP is not enabled, so srtpParameters are refused.
     with pytest.raises(MediasoupTypeError):
-        await transport.connect(ip="127.0.0.2", port=9998, rtcp_port=9999,
-                                srtp_parameters={"cryptoSuite": "AES_CM_128_HMAC_SHA1_80", "keyBase64": KEY_80})
+        await transport.connect(
+            ip="127.0.0.2",
+            port=9998,
+            rtcp_port=9999,
+            srtp_parameters={"cryptoSuite": "AES_CM_128_HMAC_SHA1_80", "keyBase64": KEY_80},
+        )
     with pytest.raises(MediasoupTypeError):
         await transport.connect()
     with pytest.raises(MediasoupTypeError):

@@ -94,7 +94,8 @@ async def test_srtp_round_trip_through_producer_and_consumer(router: Router, sui
         listen_info={"protocol": "udp", "ip": "127.0.0.1"}, enable_srtp=True, srtp_crypto_suite=suite
     )
     await recv_transport.connect(
-        ip="127.0.0.1", port=recv_port,
+        ip="127.0.0.1",
+        port=recv_port,
         srtp_parameters={"cryptoSuite": suite, "keyBase64": base64.b64encode(os.urandom(key_length)).decode()},
     )
     consumer = await recv_transport.consume(producer.id, router.rtp_capabilities)
