@@ -81,7 +81,7 @@ class _Header(NamedTuple):
     body_ref_position: int  # the reference to the body (-1: no body)
 
 
-def _header(data_type: int, layout: TableLayout, values: tuple, handler_length: int) -> _Header:
+def _header(data_type: int, layout: TableLayout, values: tuple[Any, ...], handler_length: int) -> _Header:
     blob = Blob(bytearray(8))  # size prefix, then the root offset
     message = blob.table(_MESSAGE, (data_type, 0))
     blob.patch(4, message)
@@ -113,7 +113,8 @@ NotificationHandler = Callable[[int, Any], None]
 
 
 def method_name(method: int) -> str:
-    return _METHOD_NAMES.get(method, str(method))
+    name: str = _METHOD_NAMES.get(method, str(method))
+    return name
 
 
 def _frame(header: _Header, request_id: int, handler_id: bytes, body: Fragment | None) -> bytearray:
@@ -134,7 +135,7 @@ def _frame(header: _Header, request_id: int, handler_id: bytes, body: Fragment |
     return frame
 
 
-class ChannelResponse(FbsResponse.Response):
+class ChannelResponse(FbsResponse.Response):  # type: ignore[misc]  # flatc output is untyped (Any)
     """A worker response: the generated ``FBS.Response.Response``, plus where its
     body is, as the channel read it (``fbs_reader`` parsers start from there)."""
 
@@ -175,7 +176,7 @@ class _Writer(asyncio.Protocol):
 class _Pending:
     __slots__ = ("deadline", "future", "method")
 
-    def __init__(self, future: asyncio.Future, method: int, deadline: float) -> None:
+    def __init__(self, future: asyncio.Future[Any], method: int, deadline: float) -> None:
         self.future = future
         self.method = method
         self.deadline = deadline
@@ -230,7 +231,7 @@ class Channel:
         body_offset: int = 0,
         handler_id: str = "",
         timeout: float | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[Any]:
         """Send a request; the returned future resolves to a ``ChannelResponse``.
 
         The body (if any) must already be built in ``self.builder``; building and
@@ -249,7 +250,7 @@ class Channel:
         body: Fragment | None = None,
         handler_id: str = "",
         timeout: float | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[Any]:
         """Send a request whose body is a ready ``fbs_blob`` fragment (or none)."""
         if self._closed:
             raise InvalidStateError(f"Channel closed, cannot send request [method:{method_name(method)}]")

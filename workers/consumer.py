@@ -65,7 +65,7 @@ class Consumer(TransportChild):
         producer_paused: bool,
         score: dict[str, Any] | None,
         preferred_layers: dict[str, int] | None,
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = consumer_id

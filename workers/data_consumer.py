@@ -94,7 +94,7 @@ class DataConsumer(TransportChild):
         transport: Transport,
         *,
         dump: dict[str, Any],
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = data_consumer_id
@@ -124,7 +124,7 @@ class DataConsumer(TransportChild):
         sctp_stream_parameters: dict[str, Any] | None,
         paused: bool,
         subchannels: list[int],
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> DataConsumer:
         """Ask the worker for the data consumer (``TRANSPORT_CONSUME_DATA``); its
         label and protocol are the data producer's, as in mediasoup."""
@@ -220,7 +220,10 @@ class DataConsumer(TransportChild):
 
     async def get_buffered_amount(self) -> int:
         response = await self._request(FbsMethod.Method.DATACONSUMER_GET_BUFFERED_AMOUNT)
-        return body_as(response, FbsGetBufferedAmountResponse.GetBufferedAmountResponse).BufferedAmount()
+        buffered_amount: int = body_as(
+            response, FbsGetBufferedAmountResponse.GetBufferedAmountResponse
+        ).BufferedAmount()
+        return buffered_amount
 
     async def send(self, message: str | bytes, ppid: int | None = None) -> int:
         """Send a message to this consumer's endpoint only (not through a data
@@ -238,7 +241,8 @@ class DataConsumer(TransportChild):
         )
         if response.Body() is None:
             return 0
-        return body_as(response, FbsSendResponse.SendResponse).BufferedAmount()
+        buffered_amount: int = body_as(response, FbsSendResponse.SendResponse).BufferedAmount()
+        return buffered_amount
 
     async def set_subchannels(self, subchannels: list[int]) -> None:
         """Replace the subchannels; ours become what the worker kept (deduplicated)."""

@@ -96,7 +96,8 @@ def build_uint16_vector(builder: Any, start_vector: Any, values: list[int]) -> i
     start_vector(builder, len(values))
     for value in reversed(values):
         builder.PrependUint16(value)
-    return builder.EndVector()
+    offset: int = builder.EndVector()
+    return offset
 
 
 def build_stream_parameters(builder: Any, params: dict[str, Any] | None) -> int:
@@ -135,7 +136,7 @@ class DataProducer(TransportChild):
         label: str,
         protocol: str,
         paused: bool,
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = data_producer_id
@@ -160,7 +161,7 @@ class DataProducer(TransportChild):
         label: str,
         protocol: str,
         paused: bool,
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> DataProducer:
         """Ask the worker for the data producer (``TRANSPORT_PRODUCE_DATA``);
         what it answers (its dump) is what the object holds."""

@@ -95,7 +95,7 @@ class Blob:
     def __init__(self, data: bytearray | None = None) -> None:
         self.data = bytearray() if data is None else data
 
-    def table(self, layout: TableLayout, values: tuple) -> int:
+    def table(self, layout: TableLayout, values: tuple[Any, ...]) -> int:
         """Append a table (references left 0); returns its position."""
         data = self.data
         padding = -(len(data) + layout.vtable_size) % layout.alignment
@@ -224,7 +224,8 @@ def splice(builder: flatbuffers.Builder, blob: Blob, root: int) -> int:
     head = builder.head - size
     builder.Bytes[head : builder.head] = data
     builder.head = head
-    return builder.Offset() - root
+    offset: int = builder.Offset() - root
+    return offset
 
 
 def builder_fragment(builder: flatbuffers.Builder, root_offset: int) -> Fragment:

@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import struct
 from functools import cache
+from typing import Any
 
 import flatbuffers
 from flatbuffers import number_types as N
 from flatbuffers.builder import IsNestedError, IsNotNestedError, OffsetArithmeticError
+
+# flatbuffers ships no type information: its number-type flag classes (``N.Uint8Flags``...)
+# are Any to mypy. A scalar slot value is an int, a float or a bool (``float`` covers all three).
+Flags = Any
 
 _UOFFSET = struct.Struct("<I")
 _SOFFSET = struct.Struct("<i")
@@ -32,8 +37,18 @@ def _vtable_packer(fields: int) -> struct.Struct:
     return struct.Struct(f"<{fields + 2}H")
 
 
-class FastBuilder(flatbuffers.Builder):
+class FastBuilder(flatbuffers.Builder):  # type: ignore[misc]  # flatbuffers is untyped (Any)
     """Same bytes as ``flatbuffers.Builder``, fewer interpreted steps per value."""
+
+    # The stock builder's state (its __slots__), declared for the type checker only.
+    Bytes: bytearray
+    head: int
+    minalign: int
+    objectEnd: int
+    nested: bool
+    forceDefaults: bool
+    current_vtable: list[int]  # None outside a table, as in the stock builder
+    vtables: dict[tuple[int, ...], int]
 
     def _grow_until(self, needed: int) -> None:
         """Grow the buffer until ``head`` leaves ``needed`` free bytes in front."""
@@ -54,16 +69,16 @@ class FastBuilder(flatbuffers.Builder):
             self.Bytes[head - align_size : head] = bytes(align_size)
             self.head = head - align_size
 
-    def Place(self, x, flags) -> None:
+    def Place(self, x: float, flags: Flags) -> None:
         head = self.head - flags.bytewidth
         _pack_into(flags, self.Bytes, head, x)
         self.head = head
 
-    def Prepend(self, flags, off) -> None:
+    def Prepend(self, flags: Flags, off: int) -> None:
         self.Prep(flags.bytewidth, 0)
         self.Place(off, flags)
 
-    def PrependSlot(self, flags, o, x, d) -> None:
+    def PrependSlot(self, flags: Flags, o: int, x: float, d: float | None) -> None:
         if x != d or (self.forceDefaults and d is not None):
             if not self.nested:
                 raise IsNotNestedError()
@@ -73,42 +88,42 @@ class FastBuilder(flatbuffers.Builder):
             self.head = head
             self.current_vtable[o] = len(self.Bytes) - head
 
-    def PrependBoolSlot(self, o, x, d) -> None:
+    def PrependBoolSlot(self, o: int, x: float, d: float | None) -> None:
         if x.__class__ is not bool:  # struct packs any value as a bool; the stock builder refuses 2
             N.enforce_number(x, N.BoolFlags)
         self.PrependSlot(N.BoolFlags, o, x, d)
 
-    def PrependByteSlot(self, o, x, d) -> None:
+    def PrependByteSlot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint8Flags, o, x, d)
 
-    def PrependUint8Slot(self, o, x, d) -> None:
+    def PrependUint8Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint8Flags, o, x, d)
 
-    def PrependUint16Slot(self, o, x, d) -> None:
+    def PrependUint16Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint16Flags, o, x, d)
 
-    def PrependUint32Slot(self, o, x, d) -> None:
+    def PrependUint32Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint32Flags, o, x, d)
 
-    def PrependUint64Slot(self, o, x, d) -> None:
+    def PrependUint64Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint64Flags, o, x, d)
 
-    def PrependInt8Slot(self, o, x, d) -> None:
+    def PrependInt8Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int8Flags, o, x, d)
 
-    def PrependInt16Slot(self, o, x, d) -> None:
+    def PrependInt16Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int16Flags, o, x, d)
 
-    def PrependInt32Slot(self, o, x, d) -> None:
+    def PrependInt32Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int32Flags, o, x, d)
 
-    def PrependInt64Slot(self, o, x, d) -> None:
+    def PrependInt64Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int64Flags, o, x, d)
 
-    def PrependFloat32Slot(self, o, x, d) -> None:
+    def PrependFloat32Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Float32Flags, o, x, d)
 
-    def PrependFloat64Slot(self, o, x, d) -> None:
+    def PrependFloat64Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Float64Flags, o, x, d)
 
     def PrependUOffsetTRelative(self, off: int) -> None:
@@ -120,7 +135,7 @@ class FastBuilder(flatbuffers.Builder):
         _UOFFSET.pack_into(self.Bytes, head, offset - off + 4)
         self.head = head
 
-    def PrependUOffsetTRelativeSlot(self, o, x, d) -> None:
+    def PrependUOffsetTRelativeSlot(self, o: int, x: int, d: int | None) -> None:
         if x != d or self.forceDefaults:
             if not self.nested:
                 raise IsNotNestedError()
@@ -140,9 +155,10 @@ class FastBuilder(flatbuffers.Builder):
     def PlaceVOffsetT(self, x: int) -> None:
         self.Place(x, N.VOffsetTFlags)
 
-    def CreateString(self, s, encoding: str = "utf-8", errors: str = "strict") -> int:
+    def CreateString(self, s: str | bytes | bytearray, encoding: str = "utf-8", errors: str = "strict") -> int:
         if self.nested:
             raise IsNestedError()
+        data: bytes | bytearray
         if isinstance(s, str):
             data = s.encode(encoding, errors)
         elif isinstance(s, (bytes, bytearray)):
@@ -188,11 +204,11 @@ class FastBuilder(flatbuffers.Builder):
             self.vtables[key] = buf_len - head
         else:
             _SOFFSET.pack_into(self.Bytes, object_head, existing - object_offset)
-        self.current_vtable = None
+        self.current_vtable = None  # type: ignore[assignment]  # out of the table, as the stock builder
         return object_offset
 
 
-def _pack_into(flags, buf: bytearray, position: int, value) -> None:
+def _pack_into(flags: Flags, buf: bytearray, position: int, value: float) -> None:
     """``struct`` range-checks in C; a refused value gets the stock builder's error."""
     try:
         flags.packer_type.pack_into(buf, position, value)

@@ -10,6 +10,7 @@ differs (fingerprint algorithms, SRTP suites).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
@@ -33,7 +34,7 @@ import FBS.WebRtcTransport.IceRole as FbsIceRole
 import FBS.WebRtcTransport.IceState as FbsIceState
 
 
-def enum_names(enum_cls: type, transform=str.lower) -> dict[int, str]:
+def enum_names(enum_cls: type, transform: Callable[[str], str] = str.lower) -> dict[int, str]:
     """Map a generated enum's values to mediasoup's strings."""
     return {
         value: transform(name)
@@ -42,7 +43,7 @@ def enum_names(enum_cls: type, transform=str.lower) -> dict[int, str]:
     }
 
 
-def enum_values(enum_cls: type, transform=str.lower) -> dict[str, int]:
+def enum_values(enum_cls: type, transform: Callable[[str], str] = str.lower) -> dict[str, int]:
     return {name: value for value, name in enum_names(enum_cls, transform).items()}
 
 
@@ -130,14 +131,14 @@ def parse_tuple(tuple_t: Any) -> dict[str, Any] | None:
     }
 
 
-def vector(values: Any) -> list:
+def vector(values: Any) -> list[Any]:
     """A generated object-API vector (``None`` when absent, maybe a numpy array) as a list."""
     if values is None:
         return []
     return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
-def unpack(response: Any, table_cls: type, object_cls: type) -> Any:
+def unpack(response: Any, table_cls: type, object_cls: Any) -> Any:
     """Decode a response body as the object API ``...T`` instance."""
     table = response.Body()
     body = table_cls()

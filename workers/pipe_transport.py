@@ -54,7 +54,8 @@ class PipeTransport(Transport):
 
     @property
     def tuple(self) -> dict[str, Any]:
-        return self.data["tuple"]
+        value: dict[str, Any] = self.data["tuple"]
+        return value
 
     @property
     def srtp_parameters(self) -> dict[str, Any] | None:
@@ -115,12 +116,12 @@ class PipeTransport(Transport):
 
     # -- consuming -------------------------------------------------------------------
 
-    async def consume(  # type: ignore[override]
+    async def consume(
         self,
         producer_id: str,
         rtp_capabilities: Any = None,
         *,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
         **_ignored: Any,
     ) -> Consumer:
         """Create a pipe Consumer of ``producer_id`` (mediasoup's ``PipeTransport.consume``).
@@ -164,7 +165,7 @@ class PipeTransport(Transport):
         self.observer.safe_emit("newconsumer", consumer)
         return consumer
 
-    def _build_pipe_consume_request(self, consumer_id: str, producer: Any, rtp_parameters: dict) -> int:
+    def _build_pipe_consume_request(self, consumer_id: str, producer: Any, rtp_parameters: dict[str, Any]) -> int:
         """mediasoup's pipe ``createConsumeRequest``: type PIPE, no paused/layers/DTX options."""
         builder = self.channel.builder
         producer_offset = builder.CreateString(producer.id)
@@ -180,7 +181,8 @@ class PipeTransport(Transport):
         FbsConsumeRequest.AddType(builder, FbsRtpType.Type.PIPE)
         if encodings_offset:
             FbsConsumeRequest.AddConsumableRtpEncodings(builder, encodings_offset)
-        return FbsConsumeRequest.End(builder)
+        offset: int = FbsConsumeRequest.End(builder)
+        return offset
 
     # -- notifications ---------------------------------------------------------------
 

@@ -43,7 +43,8 @@ def build_srtp_parameters(builder: Any, srtp_parameters: Any) -> int:
     FbsSrtpParameters.Start(builder)
     FbsSrtpParameters.AddCryptoSuite(builder, SRTP_CRYPTO_SUITES[suite])
     FbsSrtpParameters.AddKeyBase64(builder, key_offset)
-    return FbsSrtpParameters.End(builder)
+    offset: int = FbsSrtpParameters.End(builder)
+    return offset
 
 
 def parse_plain_transport_dump(dump_t: Any) -> dict[str, Any]:
@@ -57,7 +58,8 @@ class PlainTransport(Transport):
 
     @property
     def tuple(self) -> dict[str, Any]:
-        return self.data["tuple"]
+        value: dict[str, Any] = self.data["tuple"]
+        return value
 
     @property
     def rtcp_tuple(self) -> dict[str, Any] | None:

@@ -56,7 +56,7 @@ class Producer(TransportChild):
         producer_type: int,
         consumable_rtp_parameters: dict[str, Any],
         paused: bool,
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = producer_id
@@ -194,7 +194,8 @@ def _union_info(module_name: str, info_type: int, table: Any) -> dict[str, Any] 
     creator = getattr(union, "TraceInfoCreator", None)
     if creator is None:
         return None
-    return to_dict(creator(info_type, table))
+    info: dict[str, Any] | None = to_dict(creator(info_type, table))
+    return info
 
 
 def _rtp_stream_stats(stat: Any) -> dict[str, Any]:

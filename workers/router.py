@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import marshal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from loguru import logger
 
@@ -26,7 +26,7 @@ from workers.fbs_blob import Blob, Fragment, builder_fragment, string_table, tab
 from workers.fbs_utils import to_dict, unpack
 from workers.pipe_transport import PipeTransport, parse_pipe_transport_dump
 from workers.plain_transport import SRTP_CRYPTO_SUITES, PlainTransport, parse_plain_transport_dump
-from workers.transport import Transport, build_base_options, build_listen_info, check_app_data
+from workers.transport import SctpOptions, Transport, build_base_options, build_listen_info, check_app_data
 from workers.webrtc_transport import WebRtcTransport, read_webrtc_transport_dump
 from workers.wire import as_wire, clone, new_id
 
@@ -52,16 +52,22 @@ import FBS.WebRtcTransport.ListenServer as FbsListenServer
 import FBS.WebRtcTransport.WebRtcTransportOptions as FbsWebRtcOptions
 
 if TYPE_CHECKING:
+    from workers.channel import Channel
     from workers.producer import Producer
+    from workers.rtp_observer import RtpObserver
     from workers.worker import Worker
 
 
+_TransportT = TypeVar("_TransportT", bound=Transport)
+_RtpObserverT = TypeVar("_RtpObserverT", bound="RtpObserver")
+
+
 class Router(EnhancedEventEmitter):
-    def __init__(self, router_id: str, rtp_capabilities: Any, worker: Worker, app_data: dict) -> None:
+    def __init__(self, router_id: str, rtp_capabilities: Any, worker: Worker, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = router_id
         self.worker = worker
-        self.channel = worker.channel
+        self.channel: Channel = worker.channel
         self.app_data = app_data
         self.rtp_capabilities_wire: dict[str, Any] = as_wire(rtp_capabilities)
         self.closed = False
@@ -70,7 +76,7 @@ class Router(EnhancedEventEmitter):
         self.producers: dict[str, Producer] = {}
         self.data_producers: dict[str, Any] = {}
         self.rtp_observers: dict[str, Any] = {}
-        self.pipe_transport_pairs: dict[str, asyncio.Future] = {}
+        self.pipe_transport_pairs: dict[str, asyncio.Future[Any]] = {}
 
     @property
     def rtp_capabilities(self) -> dict[str, Any]:
@@ -120,7 +126,7 @@ class Router(EnhancedEventEmitter):
 
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.ROUTER_DUMP, handler_id=self.id)
-        dump = to_dict(unpack(response, FbsRouterDump.DumpResponse, FbsRouterDump.DumpResponseT))
+        dump: dict[str, Any] = to_dict(unpack(response, FbsRouterDump.DumpResponse, FbsRouterDump.DumpResponseT))
         # As mediasoup's parseRouterDumpResponse: every vector is an array (never
         # absent) and the maps stay arrays of ``{key, values}`` / ``{key, value}``.
         for table in (
@@ -168,8 +174,8 @@ class Router(EnhancedEventEmitter):
         initial_available_outgoing_bitrate: int = 600_000,
         enable_sctp: bool = False,
         ice_consent_timeout: int = 30,
-        app_data: dict | None = None,
-        **sctp_options: int,
+        app_data: dict[str, Any] | None = None,
+        **sctp_options: Unpack[SctpOptions],
     ) -> WebRtcTransport:
         """Create a WebRtcTransport on a WebRtcServer or on its own listen infos."""
         self._check_open()
@@ -221,7 +227,7 @@ class Router(EnhancedEventEmitter):
             webrtc_server.handle_webrtc_transport(transport)
         return transport
 
-    def _webrtc_transport_options(self, webrtc_server: Any, listen_infos: Any, flags: tuple) -> Fragment:
+    def _webrtc_transport_options(self, webrtc_server: Any, listen_infos: Any, flags: tuple[Any, ...]) -> Fragment:
         """The ``WebRtcTransportOptions`` table, memoised by its inputs.
 
         A room creates its transports with the same options, and building
@@ -261,8 +267,8 @@ class Router(EnhancedEventEmitter):
         enable_sctp: bool = False,
         enable_srtp: bool = False,
         srtp_crypto_suite: str = "AES_CM_128_HMAC_SHA1_80",
-        app_data: dict | None = None,
-        **sctp_options: int,
+        app_data: dict[str, Any] | None = None,
+        **sctp_options: Unpack[SctpOptions],
     ) -> PlainTransport:
         """Create a PlainTransport (RTP over UDP, optionally SRTP)."""
         self._check_open()
@@ -312,8 +318,8 @@ class Router(EnhancedEventEmitter):
         enable_sctp: bool = False,
         enable_rtx: bool = False,
         enable_srtp: bool = False,
-        app_data: dict | None = None,
-        **sctp_options: int,
+        app_data: dict[str, Any] | None = None,
+        **sctp_options: Unpack[SctpOptions],
     ) -> PipeTransport:
         """Create a PipeTransport (RTP/SCTP over UDP to another router's PipeTransport).
 
@@ -355,7 +361,7 @@ class Router(EnhancedEventEmitter):
         max_send_message_size: int = 262144,
         max_receive_message_size: int = 262144,
         max_message_size: int | None = None,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> DirectTransport:
         """Create a DirectTransport (media and data to and from this process).
 
@@ -401,9 +407,9 @@ class Router(EnhancedEventEmitter):
         body: int,
         dump: Any,
         parse: Any,
-        cls: Any,
-        app_data: dict,
-    ) -> Any:
+        cls: type[_TransportT],
+        app_data: dict[str, Any],
+    ) -> _TransportT:
         """The end every ``create_*_transport`` shares: the create request around the
         ``options`` table just built, the dump parsed into the new transport."""
         builder = self.channel.builder
@@ -430,7 +436,7 @@ class Router(EnhancedEventEmitter):
         enable_sctp: bool = True,
         enable_rtx: bool = False,
         enable_srtp: bool = False,
-        **sctp_options: int,
+        **sctp_options: Unpack[SctpOptions],
     ) -> dict[str, Any]:
         """Make a producer (or data producer) of this router consumable in ``router``.
 
@@ -460,6 +466,7 @@ class Router(EnhancedEventEmitter):
             if producer is None:
                 raise NotFoundError("Producer not found")
         else:
+            assert data_producer_id  # one of the two was checked above
             data_producer = self.data_producers.get(data_producer_id)
             if data_producer is None:
                 raise NotFoundError("DataProducer not found")
@@ -555,7 +562,7 @@ class Router(EnhancedEventEmitter):
         local.observer.on("close", on_local_close)
         remote.observer.on("close", on_remote_close)
 
-    def add_pipe_transport_pair(self, key: str, pair: asyncio.Future) -> None:
+    def add_pipe_transport_pair(self, key: str, pair: asyncio.Future[Any]) -> None:
         """Share a pair that the router with id ``key`` is creating with us (mediasoup's
         ``addPipeTransportPair``); forget it when it fails or our side closes."""
         if key in self.pipe_transport_pairs:
@@ -563,7 +570,7 @@ class Router(EnhancedEventEmitter):
         self.pipe_transport_pairs[key] = pair
         pair.add_done_callback(lambda done: self._on_shared_pipe_transport_pair(key, done))
 
-    def _on_shared_pipe_transport_pair(self, key: str, pair: asyncio.Future) -> None:
+    def _on_shared_pipe_transport_pair(self, key: str, pair: asyncio.Future[Any]) -> None:
         if pair.cancelled() or pair.exception() is not None:
             self._forget_pipe_transport_pair(key, pair)
             return
@@ -580,7 +587,7 @@ class Router(EnhancedEventEmitter):
     # -- RTP observers ---------------------------------------------------------------
 
     async def create_active_speaker_observer(
-        self, *, interval: int = 300, app_data: dict | None = None
+        self, *, interval: int = 300, app_data: dict[str, Any] | None = None
     ) -> ActiveSpeakerObserver:
         """An ActiveSpeakerObserver evaluating the dominant speaker every ``interval`` ms."""
         self._check_open()
@@ -605,7 +612,12 @@ class Router(EnhancedEventEmitter):
         return self._register_rtp_observer(ActiveSpeakerObserver(observer_id, self, app_data))
 
     async def create_audio_level_observer(
-        self, *, max_entries: int = 1, threshold: int = -80, interval: int = 1000, app_data: dict | None = None
+        self,
+        *,
+        max_entries: int = 1,
+        threshold: int = -80,
+        interval: int = 1000,
+        app_data: dict[str, Any] | None = None,
     ) -> AudioLevelObserver:
         """An AudioLevelObserver reporting the ``max_entries`` loudest producers above
         ``threshold`` dBov every ``interval`` ms."""
@@ -636,7 +648,7 @@ class Router(EnhancedEventEmitter):
         )
         return self._register_rtp_observer(AudioLevelObserver(observer_id, self, app_data))
 
-    def _register_rtp_observer(self, rtp_observer: Any) -> Any:
+    def _register_rtp_observer(self, rtp_observer: _RtpObserverT) -> _RtpObserverT:
         self.rtp_observers[rtp_observer.id] = rtp_observer
         rtp_observer.once("@close", lambda: self.rtp_observers.pop(rtp_observer.id, None))
         self.observer.safe_emit("newrtpobserver", rtp_observer)
@@ -709,7 +721,7 @@ def _build_webrtc_transport_options(
     initial_available_outgoing_bitrate: int,
     enable_sctp: bool,
     ice_consent_timeout: int,
-    sctp_options: dict[str, int],
+    sctp_options: SctpOptions,
 ) -> int:
     """Serialise ``FBS.WebRtcTransport.WebRtcTransportOptions``; returns its offset."""
     if server_id is not None:
@@ -742,7 +754,8 @@ def _build_webrtc_transport_options(
     FbsWebRtcOptions.AddPreferUdp(builder, prefer_udp)
     FbsWebRtcOptions.AddPreferTcp(builder, prefer_tcp)
     FbsWebRtcOptions.AddIceConsentTimeout(builder, ice_consent_timeout)
-    return FbsWebRtcOptions.End(builder)
+    options_offset: int = FbsWebRtcOptions.End(builder)
+    return options_offset
 
 
 def _is_number(value: Any) -> bool:
@@ -847,7 +860,7 @@ async def _pipe_data_producer(
 
 # Pause/resume syncs run in the background (mediasoup's ``void pipeProducer.pause()``);
 # the set keeps them referenced until done.
-_BACKGROUND_TASKS: set[asyncio.Task] = set()
+_BACKGROUND_TASKS: set[asyncio.Task[Any]] = set()
 
 
 def _spawn(coro: Any) -> None:
@@ -856,12 +869,12 @@ def _spawn(coro: Any) -> None:
     task.add_done_callback(_background_done)
 
 
-def _background_done(task: asyncio.Task) -> None:
+def _background_done(task: asyncio.Task[Any]) -> None:
     _BACKGROUND_TASKS.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.warning("pipe_to_router() | syncing the pipe producer failed: {}", task.exception())
 
 
-def _ignore_result(future: asyncio.Future) -> None:
+def _ignore_result(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class RtpObserver(EnhancedEventEmitter):
     type = "base"
 
-    def __init__(self, rtp_observer_id: str, router: Router, app_data: dict) -> None:
+    def __init__(self, rtp_observer_id: str, router: Router, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = rtp_observer_id
         self.router = router

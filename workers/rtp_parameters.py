@@ -24,9 +24,9 @@ the hot produce/consume paths never build models.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import flatbuffers
 from pydantic import BaseModel, ConfigDict
@@ -118,7 +118,7 @@ class WireModel(BaseModel):
         """The mediasoup JSON form (camelCase keys, unset fields omitted)."""
         return self.model_dump(by_alias=True, exclude_none=True)
 
-    def clone(self):
+    def clone(self) -> Self:
         """A deep copy, like mediasoup's ``utils.clone()``.
 
         Round-trips through the Rust core, which is several times faster than
@@ -334,14 +334,18 @@ _Blob = Blob
 # Codecs and header extensions repeat from one consumer to the next: their
 # encoded subtrees are memoised by content (self-contained, so they can be
 # copied to any 8-aligned position). Cleared when full: no LRU bookkeeping.
-_FRAGMENTS: dict[tuple, tuple[bytes, int]] = {}
+# Writes one value (a table, a vector...) into a blob; returns its position.
+_Writer = Callable[["_Blob", Any], int]
+
+_FRAGMENTS: dict[tuple[Any, ...], tuple[bytes, int]] = {}
 _MAX_FRAGMENTS = 4096
 
 
-def _memoised(blob: _Blob, key: tuple | None, write, item: Json) -> int:
+def _memoised(blob: _Blob, key: tuple[Any, ...] | None, write: _Writer, item: Any) -> int:
     """Write ``item`` with ``write``, reusing the bytes of an identical earlier one."""
     if key is None:
-        return write(blob, item)
+        offset: int = write(blob, item)
+        return offset
     fragment = _FRAGMENTS.get(key)
     if fragment is None:
         scratch = _Blob()
@@ -356,7 +360,7 @@ def _memoised(blob: _Blob, key: tuple | None, write, item: Json) -> int:
 _SCALAR_PARAMETER_TYPES = frozenset((str, int, float, bool))
 
 
-def _parameters_key(parameters: Json | None) -> tuple | None:
+def _parameters_key(parameters: Json | None) -> tuple[Any, ...] | None:
     """A hashable, type-exact key for a parameters dict (None unless all
     values are scalars)."""
     if not parameters:
@@ -528,7 +532,7 @@ def _write_encoding(blob: _Blob, encoding: Json) -> int:
     return position
 
 
-def _codec_key(codec: Json) -> tuple | None:
+def _codec_key(codec: Json) -> tuple[Any, ...] | None:
     parameters_key = _parameters_key(codec.get("parameters"))
     if parameters_key is None:
         return None
@@ -544,14 +548,14 @@ def _codec_key(codec: Json) -> tuple | None:
     )
 
 
-def _header_extension_key(ext: Json) -> tuple | None:
+def _header_extension_key(ext: Json) -> tuple[Any, ...] | None:
     parameters_key = _parameters_key(ext.get("parameters"))
     if parameters_key is None:
         return None
     return ("ext", ext["uri"], ext["id"], bool(ext.get("encrypt")), parameters_key)
 
 
-def _vector_key(items: Sequence[Json], item_key) -> tuple | None:
+def _vector_key(items: Sequence[Json], item_key: Callable[[Json], tuple[Any, ...] | None]) -> tuple[Any, ...] | None:
     keys = tuple(item_key(item) for item in items)
     return None if None in keys else keys
 
@@ -565,7 +569,7 @@ def _write_header_extensions(blob: _Blob, extensions: Sequence[Json]) -> int:
     return _memoised(blob, key, _write_header_extension_vector, extensions)
 
 
-def _write_table_vector(blob: _Blob, items: Sequence[Json], write_item) -> int:
+def _write_table_vector(blob: _Blob, items: Sequence[Json], write_item: _Writer) -> int:
     vector = blob.ref_vector(len(items))
     for index, item in enumerate(items):
         blob.patch_vector(vector, index, write_item(blob, item))
@@ -624,21 +628,22 @@ def _write_rtp_parameters(blob: _Blob, params: Json) -> int:
     return position
 
 
-def _write_checked(blob: _Blob, write, value: Any) -> int:
+def _write_checked(blob: _Blob, write: _Writer, value: Any) -> int:
     """Write ``value`` into ``blob``; returns its root's position.
 
     Expects validated input; a missing field or a number out of its FBS
     type's range (a payload type of 300...) is a ``MediasoupTypeError``.
     """
     try:
-        return write(blob, value)
+        offset: int = write(blob, value)
+        return offset
     except KeyError as error:
         raise MediasoupTypeError(f"missing {error.args[0]}") from None
     except struct.error as error:
         raise MediasoupTypeError(f"invalid value ({error})") from None
 
 
-def _serialize(builder: flatbuffers.Builder, write, value: Any) -> int:
+def _serialize(builder: flatbuffers.Builder, write: _Writer, value: Any) -> int:
     """Write ``value`` into a blob and splice it into ``builder``."""
     blob = _Blob()
     root = _write_checked(blob, write, value)

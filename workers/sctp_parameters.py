@@ -109,7 +109,8 @@ def serialize_sctp_stream_parameters(builder: flatbuffers.Builder, params: Any) 
         _FbsStreamParameters.SctpStreamParametersAddMaxPacketLifeTime(builder, max_packet_life_time)
     if max_retransmits is not None:
         _FbsStreamParameters.SctpStreamParametersAddMaxRetransmits(builder, max_retransmits)
-    return _FbsStreamParameters.SctpStreamParametersEnd(builder)
+    offset: int = _FbsStreamParameters.SctpStreamParametersEnd(builder)
+    return offset
 
 
 def parse_sctp_stream_parameters(fbs_params: Any) -> dict[str, Any]:

@@ -79,4 +79,5 @@ def serialize_srtp_parameters(builder: flatbuffers.Builder, params: Any) -> int:
     _FbsSrtpParameters.SrtpParametersStart(builder)
     _FbsSrtpParameters.SrtpParametersAddCryptoSuite(builder, crypto_suite)
     _FbsSrtpParameters.SrtpParametersAddKeyBase64(builder, key_offset)
-    return _FbsSrtpParameters.SrtpParametersEnd(builder)
+    offset: int = _FbsSrtpParameters.SrtpParametersEnd(builder)
+    return offset

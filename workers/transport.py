@@ -16,7 +16,7 @@ import asyncio
 import marshal
 import uuid
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from loguru import logger
 
@@ -52,6 +52,7 @@ import FBS.Transport.TraceEventType as FbsTraceEventType
 import FBS.Transport.TraceNotification as FbsTraceNotification
 
 if TYPE_CHECKING:
+    from workers.channel import Channel
     from workers.router import Router
 
 TRANSPORT_TRACE_EVENT_TYPES = {
@@ -97,7 +98,19 @@ def build_listen_info(builder: Any, info: Any) -> int:
     FbsListenInfo.AddFlags(builder, flags_offset)
     FbsListenInfo.AddSendBufferSize(builder, int(info.get("sendBufferSize") or 0))
     FbsListenInfo.AddRecvBufferSize(builder, int(info.get("recvBufferSize") or 0))
-    return FbsListenInfo.End(builder)
+    offset: int = FbsListenInfo.End(builder)
+    return offset
+
+
+class SctpOptions(TypedDict, total=False):
+    """The SCTP sizes ``create_*_transport(**sctp_options)`` pass through to ``build_base_options``."""
+
+    max_send_message_size: int
+    max_receive_message_size: int
+    sctp_send_buffer_size: int
+    sctp_per_stream_send_queue_limit: int
+    sctp_max_receiver_window_buffer_size: int
+    sctp_default_stream_buffered_amount_low_threshold: int
 
 
 def build_base_options(
@@ -129,7 +142,8 @@ def build_base_options(
         builder, sctp_default_stream_buffered_amount_low_threshold
     )
     FbsOptions.AddIsDataChannel(builder, is_data_channel)
-    return FbsOptions.End(builder)
+    offset: int = FbsOptions.End(builder)
+    return offset
 
 
 # Validated RTP capabilities by the marshal bytes of what was given (see below).
@@ -162,7 +176,7 @@ def validated_rtp_capabilities(rtp_capabilities: Any) -> dict[str, Any]:
     return validated
 
 
-def check_app_data(app_data: Any) -> dict:
+def check_app_data(app_data: Any) -> dict[str, Any]:
     if app_data is not None and not isinstance(app_data, dict):
         raise MediasoupTypeError("if given, appData must be an object")
     return app_data if app_data is not None else {}
@@ -337,11 +351,11 @@ class Transport(EnhancedEventEmitter):
 
     type = "base"
 
-    def __init__(self, transport_id: str, router: Router, data: dict[str, Any], app_data: dict) -> None:
+    def __init__(self, transport_id: str, router: Router, data: dict[str, Any], app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = transport_id
         self.router = router
-        self.channel = router.channel
+        self.channel: Channel = router.channel
         self.app_data = app_data
         self.data = data
         self.closed = False
@@ -420,7 +434,7 @@ class Transport(EnhancedEventEmitter):
 
     # -- requests --------------------------------------------------------------------
 
-    def request(self, method: int, body_type: int = 0, body_offset: int = 0) -> asyncio.Future:
+    def request(self, method: int, body_type: int = 0, body_offset: int = 0) -> asyncio.Future[Any]:
         return self.channel.request(method, body_type, body_offset, self.id)
 
     async def dump(self) -> dict[str, Any]:
@@ -496,7 +510,7 @@ class Transport(EnhancedEventEmitter):
         paused: bool = False,
         key_frame_request_delay: int = 0,
         enable_mediasoup_packet_id_header_extension: bool = False,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Producer:
         """Create a Producer; invalid parameters are refused before reaching the worker."""
         if id is not None and id in self.producers:
@@ -574,7 +588,7 @@ class Transport(EnhancedEventEmitter):
         ignore_dtx: bool = False,
         enable_rtx: bool | None = None,
         pipe: bool = False,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Consumer:
         """Create a Consumer of ``producer_id`` for an endpoint with ``rtp_capabilities``."""
         if not producer_id or not isinstance(producer_id, str):
@@ -647,7 +661,7 @@ class Transport(EnhancedEventEmitter):
         label: str = "",
         protocol: str = "",
         paused: bool = False,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Any:
         """Create a DataProducer (SCTP, or direct on a DirectTransport)."""
         from workers.data_producer import DataProducer
@@ -694,7 +708,7 @@ class Transport(EnhancedEventEmitter):
         max_retransmits: int | None = None,
         paused: bool = False,
         subchannels: list[int] | None = None,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Any:
         """Create a DataConsumer of ``data_producer_id``."""
         from workers.data_consumer import DataConsumer
@@ -804,7 +818,7 @@ class Transport(EnhancedEventEmitter):
         return self.data.get("sctpState")
 
     @property
-    def sctp_parameters(self) -> dict | None:
+    def sctp_parameters(self) -> dict[str, Any] | None:
         return self.data.get("sctpParameters")
 
     def __repr__(self) -> str:
@@ -825,8 +839,8 @@ _PRODUCE_REQUEST = table_layout(
 def _produce_request(
     producer_id: str,
     kind: str,
-    params: dict,
-    rtp_mapping: dict,
+    params: dict[str, Any],
+    rtp_mapping: dict[str, Any],
     paused: bool,
     key_frame_request_delay: int,
     enable_packet_id: bool,
@@ -860,7 +874,7 @@ def _consume_request_layout(has_encodings: bool, has_layers: bool) -> TableLayou
     return table_layout(refs + ((2, "u8"), (4, "u8"), (6, "bool"), (8, "bool")))
 
 
-def _consumer_layers(preferred_layers: dict) -> tuple[TableLayout, tuple]:
+def _consumer_layers(preferred_layers: dict[str, Any]) -> tuple[TableLayout, tuple[Any, ...]]:
     spatial = checked(int(preferred_layers["spatialLayer"]), "u8")
     temporal = preferred_layers.get("temporalLayer")
     if temporal is None:
@@ -871,9 +885,9 @@ def _consumer_layers(preferred_layers: dict) -> tuple[TableLayout, tuple]:
 def _consume_request(
     consumer_id: str,
     producer: Producer,
-    rtp_parameters: dict,
+    rtp_parameters: dict[str, Any],
     paused: bool,
-    preferred_layers: dict | None,
+    preferred_layers: dict[str, Any] | None,
     ignore_dtx: bool,
     pipe: bool,
 ) -> Fragment:
@@ -916,7 +930,8 @@ def parse_trace(trace: Any) -> dict[str, Any]:
 
 
 def _media_kind(kind: str) -> int:
-    return FbsMediaKind.MediaKind.AUDIO if kind == "audio" else FbsMediaKind.MediaKind.VIDEO
+    media_kind: int = FbsMediaKind.MediaKind.AUDIO if kind == "audio" else FbsMediaKind.MediaKind.VIDEO
+    return media_kind
 
 
 PRODUCER_TRACE_TYPES = {name: value for value, name in PRODUCER_TRACE_EVENT.items()}

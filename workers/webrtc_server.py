@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 class WebRtcServer(EnhancedEventEmitter):
-    def __init__(self, server_id: str, worker: Worker, app_data: dict) -> None:
+    def __init__(self, server_id: str, worker: Worker, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = server_id
         self.worker = worker
@@ -99,7 +99,7 @@ class WebRtcServer(EnhancedEventEmitter):
 
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.WEBRTCSERVER_DUMP, handler_id=self.id)
-        dump = to_dict(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
+        dump: dict[str, Any] = to_dict(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
         for table in ("udpSockets", "tcpServers", "webRtcTransportIds", "localIceUsernameFragments"):
             dump[table] = dump.get(table) or []
         return dump

@@ -183,19 +183,23 @@ class WebRtcTransport(Transport):
 
     @property
     def ice_role(self) -> str:
-        return self.data["iceRole"]
+        value: str = self.data["iceRole"]
+        return value
 
     @property
     def ice_parameters(self) -> dict[str, Any]:
-        return self.data["iceParameters"]
+        value: dict[str, Any] = self.data["iceParameters"]
+        return value
 
     @property
     def ice_candidates(self) -> list[dict[str, Any]]:
-        return self.data["iceCandidates"]
+        value: list[dict[str, Any]] = self.data["iceCandidates"]
+        return value
 
     @property
     def ice_state(self) -> str:
-        return self.data["iceState"]
+        value: str = self.data["iceState"]
+        return value
 
     @property
     def ice_selected_tuple(self) -> dict[str, Any] | None:
@@ -203,11 +207,13 @@ class WebRtcTransport(Transport):
 
     @property
     def dtls_parameters(self) -> dict[str, Any]:
-        return self.data["dtlsParameters"]
+        value: dict[str, Any] = self.data["dtlsParameters"]
+        return value
 
     @property
     def dtls_state(self) -> str:
-        return self.data["dtlsState"]
+        value: str = self.data["dtlsState"]
+        return value
 
     @property
     def dtls_remote_cert(self) -> str | None:

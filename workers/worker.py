@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -195,9 +196,7 @@ class Worker(EnhancedEventEmitter):
         self.channel.subscribe(str(self.pid), self._on_worker_notification)
         await self.channel.connect(ours_w, ours_r)
         for fd, is_stderr in ((out_r, False), (err_r, True)):
-            await loop.connect_read_pipe(
-                lambda is_stderr=is_stderr: _LineLogger(self.pid, is_stderr), os.fdopen(fd, "rb", 0)
-            )
+            await loop.connect_read_pipe(functools.partial(_LineLogger, self.pid, is_stderr), os.fdopen(fd, "rb", 0))
 
     async def _wait_running(self) -> None:
         try:
@@ -322,7 +321,7 @@ class Worker(EnhancedEventEmitter):
             FbsMethod.Method.WORKER_UPDATE_SETTINGS, FbsRequestBody.Body.Worker_UpdateSettingsRequest, offset
         )
 
-    async def create_router(self, media_codecs: list[Any] | None = None, app_data: dict | None = None) -> Any:
+    async def create_router(self, media_codecs: list[Any] | None = None, app_data: dict[str, Any] | None = None) -> Any:
         """Create a Router whose RTP capabilities come from ``media_codecs``."""
         from workers import ortc
         from workers.router import Router
@@ -353,7 +352,9 @@ class Worker(EnhancedEventEmitter):
             self.channel, FbsMethod.Method.WORKER_CLOSE_ROUTER, FbsRequestBody.Body.Worker_CloseRouterRequest, router_id
         )
 
-    async def create_webrtc_server(self, listen_infos: list[dict], app_data: dict | None = None) -> Any:
+    async def create_webrtc_server(
+        self, listen_infos: list[dict[str, Any]], app_data: dict[str, Any] | None = None
+    ) -> Any:
         from workers.webrtc_server import WebRtcServer
 
         server = await WebRtcServer.create(self, listen_infos, app_data or {})
@@ -387,7 +388,7 @@ def _body(response: Any, table_cls: type) -> Any:
     return body
 
 
-def _strs(values: list | None) -> list[str]:
+def _strs(values: list[Any] | None) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else v for v in values or []]
 
 
@@ -400,7 +401,7 @@ def _fire_and_forget(channel: Channel, method: int, body_type: int, entity_id: s
     future.add_done_callback(_log_failure)
 
 
-def _log_failure(future: asyncio.Future) -> None:
+def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         error = future.exception()
         if not isinstance(error, InvalidStateError):

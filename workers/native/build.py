@@ -42,8 +42,10 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -131,7 +133,7 @@ def verify_integrity(tarball: Path) -> None:
 
 
 @contextlib.contextmanager
-def build_lock(cache: Path, name: str):
+def build_lock(cache: Path, name: str) -> Iterator[None]:
     """Serialise concurrent builds of the same thing sharing a cache."""
     locks = cache / "locks"
     locks.mkdir(parents=True, exist_ok=True)
@@ -179,7 +181,7 @@ def fetch_package(cache: Path) -> Path:
     return tarball
 
 
-def _safe_members(tar: tarfile.TarFile, wanted=lambda name: True):
+def _safe_members(tar: tarfile.TarFile, wanted: Callable[[str], bool] = lambda name: True) -> Iterator[tarfile.TarInfo]:
     for member in tar.getmembers():
         name = member.name
         if name.startswith("/") or ".." in Path(name).parts:
@@ -190,12 +192,12 @@ def _safe_members(tar: tarfile.TarFile, wanted=lambda name: True):
             yield member
 
 
-def extract(tarball: Path, dest: Path, wanted=lambda name: True) -> Path:
+def extract(tarball: Path, dest: Path, wanted: Callable[[str], bool] = lambda name: True) -> Path:
     """Unpack (the wanted members of) the npm tarball; returns ``dest/package``."""
     with tarfile.open(tarball) as tar:
         members = list(_safe_members(tar, wanted))
         # Members were checked above; the "data" filter (3.11.4+) checks again.
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        kwargs: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         tar.extractall(dest, members=members, **kwargs)
     return dest / "package"
 
@@ -322,7 +324,7 @@ def compile_worker(package: Path, env: dict[str, str], jobs: int | None) -> Path
     return binary
 
 
-def spawn_worker(binary: Path, args: list[str], **popen_kwargs) -> tuple[subprocess.Popen, int, int]:
+def spawn_worker(binary: Path, args: list[str], **popen_kwargs: Any) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start a worker with a pipe channel; returns (process, request_w, response_r).
 
     The worker reads requests on its fd 3 and writes on its fd 4. Our pipe
@@ -360,6 +362,8 @@ def smoke_test(binary: Path, timeout: float = 10.0) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    stderr = proc.stderr
+    assert stderr is not None  # stderr=PIPE
     try:
         ready, _, _ = select.select([rsp_r], [], [], timeout)
         header = os.read(rsp_r, 4) if ready else b""
@@ -368,7 +372,7 @@ def smoke_test(binary: Path, timeout: float = 10.0) -> None:
             proc.wait()
             raise BuildError(
                 f"smoke test: {binary} sent no message within {timeout}s "
-                f"(exit code {proc.returncode}): {proc.stderr.read().decode(errors='replace')[-2000:]}"
+                f"(exit code {proc.returncode}): {stderr.read().decode(errors='replace')[-2000:]}"
             )
     finally:
         os.close(req_w)  # closing its channel makes the worker exit
@@ -378,7 +382,7 @@ def smoke_test(binary: Path, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
+        stderr.close()
     log(f"smoke test ok (worker sent its first message, exit code {proc.returncode})")
 
 
@@ -400,7 +404,7 @@ def install_binary(built: Path, target: Path, *, patched: bool) -> None:
 
 
 def build_worker(cache: Path, *, patched: bool, force: bool, keep_build: bool, jobs: int | None) -> Path:
-    target = INFO.binary_path(patched=patched)
+    target: Path = INFO.binary_path(patched=patched)
     if target.is_file() and not force:
         log(f"mediasoup-worker cached: {target}")
         return target
