@@ -232,6 +232,57 @@ def test_fast_builder_writes_the_stock_builders_bytes(seed: int) -> None:
     assert outputs[0] == outputs[1]
 
 
+# Every scalar slot FastBuilder overrides, with a value and a default (equal values are
+# skipped unless defaults are forced; the last entries of each pair are at their default).
+_SLOTS: list[tuple[str, Any, Any]] = [
+    ("PrependBoolSlot", True, False),
+    ("PrependByteSlot", 7, 0),
+    ("PrependUint8Slot", 255, 0),
+    ("PrependUint16Slot", 65535, 1),
+    ("PrependUint32Slot", 4_000_000_000, 0),
+    ("PrependUint64Slot", 2**64 - 1, 0),
+    ("PrependInt8Slot", -128, 0),
+    ("PrependInt16Slot", -300, 0),
+    ("PrependInt32Slot", -(2**31), 0),
+    ("PrependInt64Slot", -(2**63), 0),
+    ("PrependFloat32Slot", 1.5, 0.0),
+    ("PrependFloat64Slot", -2.25e300, 0.0),
+    ("PrependUint8Slot", 0, 0),
+    ("PrependFloat64Slot", 0.0, 0.0),
+]
+
+
+def _every_slot_buffer(builder: Any, force_defaults: bool) -> bytes:
+    """Tables of every slot type (three alike, so their vtables are shared), strings and
+    byte vectors of odd sizes, a vector of the tables and a root; grown from one byte."""
+    builder.ForceDefaults(force_defaults)
+    tables = []
+    for repeat in range(4):
+        name = builder.CreateString("é" * repeat + "x")
+        raw = builder.CreateByteVector(bytes(range(repeat * 3)))
+        builder.StartObject(len(_SLOTS) + 2)
+        for slot, (method, value, default) in enumerate(_SLOTS):
+            getattr(builder, method)(slot, value if repeat < 3 else default, default)
+        builder.PrependUOffsetTRelativeSlot(len(_SLOTS), name, 0)
+        builder.PrependUOffsetTRelativeSlot(len(_SLOTS) + 1, raw, 0)
+        tables.append(builder.EndObject())
+    builder.StartVector(4, len(tables), 4)
+    for table in reversed(tables):
+        builder.PrependUOffsetTRelative(table)
+    vector = builder.EndVector()
+    builder.StartObject(2)
+    builder.PrependUOffsetTRelativeSlot(0, vector, 0)
+    builder.PrependInt16Slot(1, 3, 0)
+    builder.Finish(builder.EndObject())
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize("force_defaults", [False, True])
+def test_fast_builder_writes_the_stock_builders_bytes_for_every_slot_type(force_defaults: bool) -> None:
+    stock = _every_slot_buffer(flatbuffers.Builder(1), force_defaults)
+    assert _every_slot_buffer(FastBuilder(1), force_defaults) == stock
+
+
 @pytest.mark.parametrize("bad", [256, -1, "x", None])
 def test_fast_builder_refuses_what_the_stock_builder_refuses(bad: Any) -> None:
     errors = []
