@@ -345,7 +345,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(*args.child, args.loop)
+        mode, scenario = args.child
+        _child(mode, scenario, args.loop)
         return
 
     if shutil.which("node") is None:

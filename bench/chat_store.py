@@ -306,14 +306,14 @@ async def main_async(args: argparse.Namespace) -> int:
         else:
             origin = "MONGODB_URI"
         db = f"parley_bench_{secrets.token_hex(3)}"
-        store = MongoStore(uri, database=db, timeout=args.mongo_timeout)
+        mongo_store = MongoStore(uri, database=db, timeout=args.mongo_timeout)
         try:
-            await store.start()
-            info = await store.client.admin.command("buildInfo")
+            await mongo_store.start()
+            info = await mongo_store.client.admin.command("buildInfo")
             server = f"{info.get('gitVersion')} {info.get('version')}"
             size = args.mongo_messages or args.messages
             r = await run_backend(
-                store,
+                mongo_store,
                 args,
                 size,
                 sequential=min(args.sequential, args.mongo_sequential),
@@ -325,9 +325,9 @@ async def main_async(args: argparse.Namespace) -> int:
             r.where = f"{server} ({origin})"
             results.append(r)
             emit(r, args)
-            await store.client.drop_database(db)
+            await mongo_store.client.drop_database(db)
         finally:
-            await store.close()
+            await mongo_store.close()
             if services is not None:
                 services.close()
     text = report(results, args)

@@ -217,7 +217,7 @@ async def add_participant(router: Any, index: int, clip: Path) -> Participant:
     that loops ``clip`` at its native rate."""
     peer_id = f"p{index}"
     ssrc = {"audio": 1000 + 2 * index, "video": 1001 + 2 * index}
-    codecs = {
+    codecs: dict[str, dict[str, Any]] = {
         "audio": {
             "mimeType": "audio/opus",
             "payloadType": AUDIO_PT,
@@ -377,6 +377,7 @@ async def record_live(
         await wait_output(progress_file)
         await asyncio.sleep(warmup)
         senders = [p.sender.pid for p in participants]
+        assert segment.pid is not None  # started above
         first, first_report = Snapshot.take(segment.pid, worker_pid, senders), Progress.read(progress_file)
         await asyncio.sleep(seconds)
         last, last_report = Snapshot.take(segment.pid, worker_pid, senders), Progress.read(progress_file)

@@ -21,7 +21,7 @@ import pytest
 from workers import ortc
 from workers.channel import Channel, ChannelResponse, _frame, _notification_header, _request_header
 from workers.errors import ChannelTimeoutError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import builder_fragment
 from workers.fbs_builder import FastBuilder
 from workers.fbs_reader import decode
@@ -445,7 +445,7 @@ async def test_channel_resolves_a_response_with_its_body_position() -> None:
 
 def test_clone_copies_every_dict_and_list() -> None:
     shared = {"type": "nack"}
-    value = {"a": [shared, shared], "b": (1, 2.0, True, None, "x"), "c": {"d": [1, [2]]}}
+    value: dict[str, Any] = {"a": [shared, shared], "b": (1, 2.0, True, None, "x"), "c": {"d": [1, [2]]}}
     copy = clone(value)
     assert copy == value
     assert copy["a"][0] is not shared and copy["a"][0] is not copy["a"][1]
@@ -454,7 +454,8 @@ def test_clone_copies_every_dict_and_list() -> None:
 
 def test_clone_keeps_what_marshal_cannot_copy() -> None:
     marker = object()
-    copy = clone({"x": [marker], "y": {"z": 1}})
+    original: dict[str, Any] = {"x": [marker], "y": {"z": 1}}
+    copy = clone(original)
     assert copy["x"][0] is marker and copy["y"] == {"z": 1}
 
 
@@ -488,7 +489,7 @@ async def test_channel_times_out_each_request_at_its_own_deadline() -> None:
 
 
 def test_validated_capabilities_are_cached_by_exact_value() -> None:
-    caps = {
+    caps: dict[str, Any] = {
         "codecs": [
             {
                 "kind": "video",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from typing import Any
 
 import pytest
 
@@ -435,7 +436,7 @@ def test_router_duplicated_preferred_payload_type_raises():
 
 
 def test_router_multiopus_matches_on_stream_layout():
-    surround = {
+    surround: dict[str, Any] = {
         "kind": "audio",
         "mimeType": "audio/multiopus",
         "clockRate": 48000,

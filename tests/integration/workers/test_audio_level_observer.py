@@ -13,6 +13,7 @@ import asyncio
 import math
 import socket
 import struct
+from typing import Any
 from unittest.mock import Mock
 
 import av
@@ -34,7 +35,7 @@ def tone_pcm(frames: int, amplitude: float, frequency: float = 440.0) -> list[by
     """``frames`` 20 ms frames of a stereo s16 sine tone (amplitude 0..1)."""
     result = []
     for index in range(frames):
-        samples = []
+        samples: list[int] = []
         for k in range(SAMPLES_PER_FRAME):
             value = int(amplitude * 32767 * math.sin(2 * math.pi * frequency * (index * SAMPLES_PER_FRAME + k) / 48000))
             samples += (value, value)
@@ -228,7 +229,7 @@ async def test_volumes_of_a_speaking_producer_then_silence(router: Router) -> No
     try:
         observer = await router.create_audio_level_observer(interval=300, threshold=-70)
         await observer.add_producer(sender.producer.id)
-        events: list[tuple[str, object]] = []
+        events: list[tuple[str, Any]] = []
         observed: list[str] = []
         silence = asyncio.Event()
         observer.on("volumes", lambda volumes: events.append(("volumes", volumes)))

@@ -18,7 +18,7 @@ import flatbuffers
 import pytest
 
 from workers.errors import InvalidStateError, MediasoupTypeError, NotFoundError, UnsupportedError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.router import Router
 from workers.webrtc_transport import WebRtcTransport
 from workers.worker import Worker
@@ -393,6 +393,7 @@ async def test_consume_with_user_provided_mid(env: _Env) -> None:
 
 
 async def test_consume_with_incompatible_capabilities_raises_unsupported_error(env: _Env) -> None:
+    caps: dict[str, Any]
     for caps in (
         {
             "codecs": [

@@ -243,7 +243,7 @@ async def test_send_on_direct_data_consumer_is_refused(direct_transport, direct_
     with pytest.raises(MediasoupTypeError):  # only SCTP data consumers can send to their endpoint
         await data_consumer.send("hello")
     with pytest.raises(MediasoupTypeError):
-        await data_consumer.send(42)  # type: ignore[arg-type]
+        await data_consumer.send(42)
 
 
 # -- pause, resume, close ----------------------------------------------------------------

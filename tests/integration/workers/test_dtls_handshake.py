@@ -100,6 +100,7 @@ async def test_dtls_handshake_with_aiortc_reaches_connected(worker: Worker, rout
         assert transport.dtls_state == "connected"
         assert dtls.state == "connected"
         assert transport.dtls_remote_cert and "BEGIN CERTIFICATE" in transport.dtls_remote_cert
+        assert transport.ice_selected_tuple is not None
         assert transport.ice_selected_tuple["protocol"] == "udp"
         stats = (await transport.get_stats())[0]
         assert stats["dtlsState"] == "connected" and stats["bytesReceived"] > 0

@@ -359,6 +359,7 @@ async def test_create_pipe_transport_succeeds_and_dumps(ctx: SimpleNamespace) ->
     assert transport.tuple["localAddress"] == "127.0.0.1" and 2000 <= transport.tuple["localPort"] <= 3000
     assert transport.tuple["protocol"] == "udp"
     assert transport.srtp_parameters is None and transport.rtx is False
+    assert transport.sctp_parameters is not None
     assert transport.sctp_parameters["port"] == 5000 and transport.sctp_parameters["MIS"] == 65535
     assert transport.sctp_state == "new"
     assert transport.id in ctx.router1.transports

@@ -52,6 +52,7 @@ async def test_create_plain_transport_succeeds(router: Router) -> None:
     assert PORT_RANGE["min"] <= transport2.tuple["localPort"] <= PORT_RANGE["max"]
     assert transport2.tuple["protocol"] == "udp"
     assert transport2.rtcp_tuple is None
+    assert transport2.sctp_parameters is not None
     assert (
         transport2.sctp_parameters.items()
         >= {
@@ -129,6 +130,7 @@ async def test_create_plain_transport_with_wrong_arguments_raises_type_error(rou
 
 async def test_create_plain_transport_with_enable_srtp(router: Router) -> None:
     transport = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True)
+    assert transport.srtp_parameters is not None
     assert transport.srtp_parameters["cryptoSuite"] == "AES_CM_128_HMAC_SHA1_80"  # the default
     assert len(transport.srtp_parameters["keyBase64"]) == 40
     bad_srtp: list[Any] = [
@@ -159,6 +161,7 @@ async def test_connect_with_srtp_and_comedia(router: Router) -> None:
     transport = await router.create_plain_transport(
         listen_info={"protocol": "udp", "ip": "127.0.0.1"}, enable_srtp=True, comedia=True
     )
+    assert transport.srtp_parameters is not None
     assert transport.srtp_parameters["cryptoSuite"] == "AES_CM_128_HMAC_SHA1_80"
     assert len(transport.srtp_parameters["keyBase64"]) == 40
     # Until comedia latches a remote, the tuple is local only.
@@ -237,6 +240,7 @@ async def test_connect_succeeds_once(router: Router) -> None:
         await transport.connect(ip="1.2.3.4", port=1234, rtcp_port=1235)
     assert transport.tuple["remoteIp"] == "1.2.3.4" and transport.tuple["remotePort"] == 1234
     assert transport.tuple["protocol"] == "udp"
+    assert transport.rtcp_tuple is not None
     assert transport.rtcp_tuple["remoteIp"] == "1.2.3.4" and transport.rtcp_tuple["remotePort"] == 1235
     assert transport.rtcp_tuple["protocol"] == "udp"
 

@@ -10,7 +10,7 @@ import flatbuffers
 import pytest
 
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError, UnsupportedError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.router import Router
 from workers.webrtc_transport import WebRtcTransport
 from workers.worker import Worker
@@ -426,11 +426,11 @@ async def test_enable_trace_event(transport1: WebRtcTransport) -> None:
 async def test_enable_trace_event_with_wrong_arguments_raises_type_error(transport1: WebRtcTransport) -> None:
     producer = await _audio(transport1)
     with pytest.raises(MediasoupTypeError):
-        await producer.enable_trace_event(123)  # type: ignore[arg-type]
+        await producer.enable_trace_event(123)
     with pytest.raises(MediasoupTypeError):
-        await producer.enable_trace_event("rtp")  # type: ignore[arg-type]
+        await producer.enable_trace_event("rtp")
     with pytest.raises(MediasoupTypeError):
-        await producer.enable_trace_event(["fir", 123.123])  # type: ignore[list-item]
+        await producer.enable_trace_event(["fir", 123.123])
 
 
 async def test_emits_score(transport2: WebRtcTransport) -> None:

@@ -110,7 +110,7 @@ async def test_create_webrtc_server_with_wrong_arguments_raises_type_error(worke
     with pytest.raises(MediasoupTypeError):  # empty listenInfos
         await worker.create_webrtc_server([])
     with pytest.raises(MediasoupTypeError):
-        await worker.create_webrtc_server([{"protocol": "udp", "ip": "127.0.0.1"}], app_data="NOT-AN-OBJECT")
+        await worker.create_webrtc_server([{"protocol": "udp", "ip": "127.0.0.1"}], app_data="NOT-AN-OBJECT")  # type: ignore[arg-type]
     assert worker.webrtc_servers == set()
     assert (await worker.dump())["webRtcServerIds"] == []
 

@@ -10,7 +10,7 @@ import flatbuffers
 import pytest
 
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.router import Router
 from workers.webrtc_transport import WebRtcTransport
 from workers.worker import Worker
@@ -29,7 +29,7 @@ import FBS.WebRtcTransport.IceState as FbsIceState
 import FBS.WebRtcTransport.IceStateChangeNotification as FbsIceStateChange
 
 PORT_RANGE = {"min": 2000, "max": 3000}
-REMOTE_DTLS = {
+REMOTE_DTLS: dict[str, Any] = {
     "fingerprints": [
         {
             "algorithm": "sha-256",
@@ -112,6 +112,7 @@ async def test_create_webrtc_transport_succeeds(router: Router) -> None:
     assert transport.ice_parameters["iceLite"] is True
     assert isinstance(transport.ice_parameters["usernameFragment"], str)
     assert isinstance(transport.ice_parameters["password"], str)
+    assert transport.sctp_parameters is not None
     assert (
         transport.sctp_parameters.items()
         >= {
