@@ -252,9 +252,20 @@ def _child(mode: str, scenario_json: str, loop: str) -> None:
 
 
 def ensure_node_modules() -> None:
-    """``npm ci --ignore-scripts`` in bench/node unless mediasoup 3.27.1 is already there."""
+    """``npm ci --ignore-scripts`` in bench/node: exactly its committed package-lock.json.
+
+    Skipped when node_modules was installed from the current lock (npm ci writes
+    ``node_modules/.package-lock.json``; ``make bench`` uses the same rule) and holds
+    mediasoup 3.27.1.
+    """
     installed = NODE_DIR / "node_modules" / "mediasoup" / "package.json"
-    if installed.is_file() and json.loads(installed.read_text()).get("version") == MEDIASOUP_NPM_VERSION:
+    hidden_lock = NODE_DIR / "node_modules" / ".package-lock.json"
+    if (
+        hidden_lock.is_file()
+        and hidden_lock.stat().st_mtime >= (NODE_DIR / "package-lock.json").stat().st_mtime
+        and installed.is_file()
+        and json.loads(installed.read_text()).get("version") == MEDIASOUP_NPM_VERSION
+    ):
         return
     npm = shutil.which("npm")
     if npm is None:
