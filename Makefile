@@ -63,7 +63,7 @@ UV_COMPILE := pip compile pyproject.toml --extra test --extra build --extra lint
 	--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	--index-url https://pypi.org/simple --no-config --custom-compile-command "make lock"
 lock: $(VENV)/bin/uv
-	$(VENV)/bin/uv $(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+	$(VENV)/bin/uv --quiet $(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK)
 
 # uv itself comes from the lock (its pin and hashes), without building the whole venv:
 # `make lock` must work when the venv cannot be built from a stale lock.
