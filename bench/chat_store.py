@@ -46,11 +46,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from control.chat import ChatService  # noqa: E402
-from control.store import ChatMessage, Cursor, Sender, Store  # noqa: E402
-from control.store.ids import ms_to_datetime, new_id_ms  # noqa: E402
-from control.store.mongo import MongoStore  # noqa: E402
-from control.store.sqlite import SQLiteStore, history_sql  # noqa: E402
+from control.chat import ChatService
+from control.store import ChatMessage, Cursor, Sender, Store
+from control.store.ids import ms_to_datetime, new_id_ms
+from control.store.mongo import MongoStore
+from control.store.sqlite import SQLiteStore, history_sql
 
 BIG = "bench-big-room"
 NOISE = "bench-other-room"

@@ -61,12 +61,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loguru import logger  # noqa: E402
+from loguru import logger
 
-from control.rooms.codecs import MEDIA_CODECS  # noqa: E402
-from recording.segment import Segment, SegmentOptions, Source, probe  # noqa: E402
-from workers.native import worker_binary  # noqa: E402
-from workers.worker import Worker, WorkerSettings  # noqa: E402
+from control.rooms.codecs import MEDIA_CODECS
+from recording.segment import Segment, SegmentOptions, Source, probe
+from workers.native import worker_binary
+from workers.worker import Worker, WorkerSettings
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 #: Length of each pre-encoded clip; senders and the offline run loop it.

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.protoo_client import ProtooClient  # noqa: E402
+from tests.e2e.protoo_client import ProtooClient
 
 OPUS = {
     "mid": "0",
