@@ -1,13 +1,18 @@
 # Parley: the README's commands. Every target installs what it needs, idempotently.
-#   make run    setup, then start the server with embedded defaults
-#   make test   setup, then every test (the test services start on loopback)
-#   make bench  setup, then the benchmarks (results in bench/RESULTS.md)
+#   make run          setup, then start the server with embedded defaults
+#   make test         setup, make lint, then every test (the test services start on loopback)
+#   make bench        setup, then the benchmarks (results in bench/RESULTS.md)
+#   make lint         ruff (lint + format check) and mypy over the whole tree
+#   make lint-report  what make lint still finds, counted per directory and per rule
+#   make lock         regenerate requirements.lock from pyproject.toml (UPGRADE=1: newest pins)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+LOCK    := requirements.lock
 STAMPS  := .make
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -16,9 +21,9 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential pkg-config python3-venv libssl-dev libuv1-dev libsrtp2-dev \
 	flatbuffers-compiler libflatbuffers-dev libabsl-dev ffmpeg fonts-dejavu-core rabbitmq-server
 
-.PHONY: help setup apt venv worker run test bench lint clean
+.PHONY: help setup apt venv worker run test bench lint lint-report lock clean
 help:
-	@echo "make run | make test | make bench | make lint | make setup"
+	@echo "make run | make test | make bench | make lint | make lint-report | make lock | make setup"
 
 setup: apt venv worker
 
@@ -34,13 +39,39 @@ apt:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q npm; }
 
+# The venv is the lock file, exactly: every package pinned with its hashes, then the
+# project itself without dependencies and without build isolation (its build requirements,
+# setuptools and wheel, are in the lock too), so nothing unpinned is downloaded. Runs again
+# when the lock or pyproject.toml changes; `pip check` catches a lock that no longer
+# satisfies pyproject.toml (a dependency added without `make lock`).
 venv: $(STAMPS)/venv
-$(STAMPS)/venv: pyproject.toml
+$(STAMPS)/venv: $(LOCK) pyproject.toml
 	@mkdir -p $(STAMPS)
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,build]'
+	$(PIP) install -q --require-hashes -r $(LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@$(PIP) check >/dev/null || { $(PIP) check; \
+		echo "venv: $(LOCK) does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
 	@touch $@
+
+# requirements.lock: pyproject.toml's dependencies and its test, build and lint extras,
+# resolved against PyPI for CPython 3.11 on linux x86_64 (glibc 2.36: Debian 12), with the
+# hashes of every file of each pinned release. --no-config and --index-url: this machine's
+# pip/uv settings (local indexes, constraint files) play no part. Pins that still fit are
+# kept; UPGRADE=1 moves every pin to the newest release that fits.
+UV_COMPILE := pip compile pyproject.toml --extra test --extra build --extra lint \
+	--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	--index-url https://pypi.org/simple --no-config --custom-compile-command "make lock"
+lock: $(VENV)/bin/uv
+	$(VENV)/bin/uv --quiet $(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+
+# uv itself comes from the lock (its pin and hashes), without building the whole venv:
+# `make lock` must work when the venv cannot be built from a stale lock.
+$(VENV)/bin/uv:
+	@mkdir -p $(STAMPS)
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@awk '/^uv==/ {on = 1} on {print} on && !/\\$$/ {exit}' $(LOCK) > $(STAMPS)/uv.requirements
+	$(PIP) install -q --require-hashes --no-deps -r $(STAMPS)/uv.requirements
 
 # Builds (or finds in its cache) mediasoup-worker and generates the FBS bindings.
 worker: venv
@@ -70,14 +101,33 @@ $(MONGO_VENV)/.mongoeco-$(MONGOECO_VER):
 	$(MONGO_VENV)/bin/python -m pip install -q 'mongoeco[wire]==$(MONGOECO_VER)' && touch $@
 
 test: setup services-setup
+	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest
 
-bench: setup
+# The Node peer of bench/channel.py installs exactly bench/node/package-lock.json (npm ci),
+# again whenever the lock changes (npm ci rewrites node_modules/.package-lock.json).
+# --ignore-scripts: mediasoup's postinstall would fetch a worker; MEDIASOUP_WORKER_BIN names ours.
+NODE_BENCH := bench/node
+$(NODE_BENCH)/node_modules/.package-lock.json: $(NODE_BENCH)/package-lock.json $(NODE_BENCH)/package.json
+	cd $(NODE_BENCH) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+bench: setup $(NODE_BENCH)/node_modules/.package-lock.json
 	$(PY) bench/channel.py
 	$(PY) bench/composite_recording.py
 
+# ruff and mypy read their configuration from pyproject.toml; mypy checks control, workers,
+# recording, tests and bench (strict for workers.* and control.auth.*). All three run, and
+# the target fails if any of them found something.
 lint: venv
-	$(PY) -m compileall -q control workers recording tests bench
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+lint-report: venv
+	@$(PY) .ci/lint_report.py
 
 clean:
-	rm -rf $(STAMPS) $(VENV) .venv-mongo workers/native/generated
+	rm -rf $(STAMPS) $(VENV) .venv-mongo workers/native/generated .mypy_cache .ruff_cache

@@ -252,9 +252,20 @@ def _child(mode: str, scenario_json: str, loop: str) -> None:
 
 
 def ensure_node_modules() -> None:
-    """``npm ci --ignore-scripts`` in bench/node unless mediasoup 3.27.1 is already there."""
+    """``npm ci --ignore-scripts`` in bench/node: exactly its committed package-lock.json.
+
+    Skipped when node_modules was installed from the current lock (npm ci writes
+    ``node_modules/.package-lock.json``; ``make bench`` uses the same rule) and holds
+    mediasoup 3.27.1.
+    """
     installed = NODE_DIR / "node_modules" / "mediasoup" / "package.json"
-    if installed.is_file() and json.loads(installed.read_text()).get("version") == MEDIASOUP_NPM_VERSION:
+    hidden_lock = NODE_DIR / "node_modules" / ".package-lock.json"
+    if (
+        hidden_lock.is_file()
+        and hidden_lock.stat().st_mtime >= (NODE_DIR / "package-lock.json").stat().st_mtime
+        and installed.is_file()
+        and json.loads(installed.read_text()).get("version") == MEDIASOUP_NPM_VERSION
+    ):
         return
     npm = shutil.which("npm")
     if npm is None:
@@ -336,12 +347,17 @@ def main() -> None:
     parser.add_argument("--memory-rounds", type=int, default=3, help="fresh-process memory runs per side")
     parser.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     parser.add_argument("--json", type=Path, help="also write raw summary numbers as JSON to this file")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
-                        help="event loop of the Python side (default uvloop, as `parley run` uses)")
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of the Python side (default uvloop, as `parley run` uses)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(*args.child, args.loop)
+        mode, scenario = args.child
+        _child(mode, scenario, args.loop)
         return
 
     if shutil.which("node") is None:
@@ -363,13 +379,15 @@ def main() -> None:
         "memoryTransports": args.memory_transports,
     }
     machine = machine_info()
-    started = _dt.datetime.now(_dt.timezone.utc)
+    started = _dt.datetime.now(_dt.UTC)
     print(f"bench/channel.py: worker {binary}, Python event loop {args.loop}", file=sys.stderr)
 
     keys = [op for op, _ in OPS] + ["cpu:" + op for op, _ in OPS]
     pooled: dict[str, dict[str, list[int]]] = {"py": {k: [] for k in keys}, "node": {k: [] for k in keys}}
-    round_medians: dict[str, dict[str, list[float]]] = {"py": {op: [] for op, _ in OPS},
-                                                       "node": {op: [] for op, _ in OPS}}
+    round_medians: dict[str, dict[str, list[float]]] = {
+        "py": {op: [] for op, _ in OPS},
+        "node": {op: [] for op, _ in OPS},
+    }
     walls: dict[str, list[int]] = {"py": [], "node": []}
     runtimes: dict[str, str] = {}
     for r in range(args.rounds):
@@ -386,7 +404,7 @@ def main() -> None:
 
     memory: dict[str, list[dict]] = {"py": [], "node": []}
     for r in range(args.memory_rounds):
-        for side in (("py", "node") if r % 2 == 0 else ("node", "py")):
+        for side in ("py", "node") if r % 2 == 0 else ("node", "py"):
             memory[side].append(run_child(side, "memory", scenario, env, args.loop))
 
     rows = []
@@ -395,15 +413,23 @@ def main() -> None:
         node = sorted(pooled["node"][op])
         py50, node50 = percentile(py, 0.5), percentile(node, 0.5)
         py99, node99 = percentile(py, 0.99), percentile(node, 0.99)
-        round_ratios = [p / n for p, n in zip(round_medians["py"][op], round_medians["node"][op])]
-        rows.append({
-            "op": op, "label": label,
-            "py_p50": py50, "node_p50": node50, "p50_ratio": py50 / node50,
-            "py_p99": py99, "node_p99": node99, "p99_ratio": py99 / node99,
-            "p50_ratio_min": min(round_ratios), "p50_ratio_max": max(round_ratios),
-            "py_cpu_p50": statistics.median(pooled["py"]["cpu:" + op]),
-            "node_cpu_p50": statistics.median(pooled["node"]["cpu:" + op]),
-        })
+        round_ratios = [p / n for p, n in zip(round_medians["py"][op], round_medians["node"][op], strict=False)]
+        rows.append(
+            {
+                "op": op,
+                "label": label,
+                "py_p50": py50,
+                "node_p50": node50,
+                "p50_ratio": py50 / node50,
+                "py_p99": py99,
+                "node_p99": node99,
+                "p99_ratio": py99 / node99,
+                "p50_ratio_min": min(round_ratios),
+                "p50_ratio_max": max(round_ratios),
+                "py_cpu_p50": statistics.median(pooled["py"]["cpu:" + op]),
+                "node_cpu_p50": statistics.median(pooled["node"]["cpu:" + op]),
+            }
+        )
 
     def per_1000(entry: dict) -> float:
         return (entry["rssAfter"] - entry["rssBefore"]) * 1000 / entry["transports"]
@@ -416,8 +442,12 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(report + "\n")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "rows": rows, "memory_per_1000": mem,
-                                         "rss_baseline": mem_base, "walls": walls}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"machine": machine, "rows": rows, "memory_per_1000": mem, "rss_baseline": mem_base, "walls": walls},
+                indent=1,
+            )
+        )
 
 
 def render(args, machine, started, rows, mem, mem_base, walls, runtimes, binary) -> str:

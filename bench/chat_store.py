@@ -46,11 +46,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from control.chat import ChatService  # noqa: E402
-from control.store import ChatMessage, Cursor, Sender, Store  # noqa: E402
-from control.store.ids import ms_to_datetime, new_id_ms  # noqa: E402
-from control.store.mongo import MongoStore  # noqa: E402
-from control.store.sqlite import SQLiteStore, history_sql  # noqa: E402
+from control.chat import ChatService
+from control.store import ChatMessage, Cursor, Sender, Store
+from control.store.ids import ms_to_datetime, new_id_ms
+from control.store.mongo import MongoStore
+from control.store.sqlite import SQLiteStore, history_sql
 
 BIG = "bench-big-room"
 NOISE = "bench-other-room"
@@ -68,13 +68,15 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
 
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 @dataclass
@@ -94,8 +96,16 @@ def bulk_messages(room_id: str, n: int, start: int) -> list[ChatMessage]:
     sender = Sender(peer_id=SENDER["peerId"], display_name=SENDER["displayName"])
     for i in range(n):
         ms, mid = new_id_ms()
-        out.append(ChatMessage(id=mid, room_id=room_id, type="text", sender=sender,
-                               text=f"{start + i} {TEXT}", created_at=ms_to_datetime(ms)))
+        out.append(
+            ChatMessage(
+                id=mid,
+                room_id=room_id,
+                type="text",
+                sender=sender,
+                text=f"{start + i} {TEXT}",
+                created_at=ms_to_datetime(ms),
+            )
+        )
     return out
 
 
@@ -110,8 +120,17 @@ async def timed_pages(store: Store, cursors: dict[str, Cursor | None], reps: int
     return out
 
 
-async def run_backend(store: Store, args: argparse.Namespace, size: int, *, sequential: int,
-                      concurrent: int, bulk_batch: int, reps: int, noise: int) -> Result:
+async def run_backend(
+    store: Store,
+    args: argparse.Namespace,
+    size: int,
+    *,
+    sequential: int,
+    concurrent: int,
+    bulk_batch: int,
+    reps: int,
+    noise: int,
+) -> Result:
     res = Result(store.backend, store.describe(), size)
     chat = ChatService(store)
     log = lambda msg: print(f"  [{store.backend}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -164,7 +183,7 @@ async def run_backend(store: Store, args: argparse.Namespace, size: int, *, sequ
     res.notes.append(f"{count:,} messages in the room, {await store.chat.count_messages(NOISE):,} in another")
 
     # 4. pages at full size
-    newest = await store.chat.history(BIG, limit=PAGE)
+    await store.chat.history(BIG, limit=PAGE)
     # cursors: the newest page, one at half the room, one PAGE from the oldest
     keys.sort(reverse=True)
     assert len(keys) == size
@@ -188,7 +207,8 @@ def peer_pages(path: Path, cursors: dict[str, Cursor | None], reps: int) -> dict
         for _ in range(reps):
             for name, cursor in cursors.items():
                 sql = history_sql(with_cursor=cursor is not None).replace(
-                    "INDEXED BY chat_messages_room_time", "NOT INDEXED")
+                    "INDEXED BY chat_messages_room_time", "NOT INDEXED"
+                )
                 params = (BIG, PAGE) if cursor is None else (BIG, cursor.ms, cursor.id, PAGE)
                 t = time.perf_counter()
                 rows = conn.execute(sql, params).fetchall()
@@ -229,7 +249,9 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
             peer = r.peer_pages.get(name)
             if peer:
                 pm = statistics.median(peer) * 1000
-                lines.append(f"| {r.backend} | {r.size:,} | {name} | {med:.3f} | {p95:.3f} | {pm:.2f} | {med / pm:.4f} |")
+                lines.append(
+                    f"| {r.backend} | {r.size:,} | {name} | {med:.3f} | {p95:.3f} | {pm:.2f} | {med / pm:.4f} |"
+                )
             else:
                 lines.append(f"| {r.backend} | {r.size:,} | {name} | {med:.2f} | {p95:.2f} | - | - |")
     for r in results:
@@ -255,9 +277,16 @@ async def main_async(args: argparse.Namespace) -> int:
             store = SQLiteStore(Path(tmp) / "parley.sqlite3")
             await store.start()
             try:
-                r = await run_backend(store, args, args.messages, sequential=args.sequential,
-                                      concurrent=args.concurrent, bulk_batch=5000, reps=args.pages,
-                                      noise=args.messages // 10)
+                r = await run_backend(
+                    store,
+                    args,
+                    args.messages,
+                    sequential=args.sequential,
+                    concurrent=args.concurrent,
+                    bulk_batch=5000,
+                    reps=args.pages,
+                    noise=args.messages // 10,
+                )
                 check_plan(r.plan)
                 r.where = f"SQLite {sqlite3.sqlite_version} file, WAL, synchronous=FULL"
                 results.append(r)
@@ -277,21 +306,28 @@ async def main_async(args: argparse.Namespace) -> int:
         else:
             origin = "MONGODB_URI"
         db = f"parley_bench_{secrets.token_hex(3)}"
-        store = MongoStore(uri, database=db, timeout=args.mongo_timeout)
+        mongo_store = MongoStore(uri, database=db, timeout=args.mongo_timeout)
         try:
-            await store.start()
-            info = await store.client.admin.command("buildInfo")
+            await mongo_store.start()
+            info = await mongo_store.client.admin.command("buildInfo")
             server = f"{info.get('gitVersion')} {info.get('version')}"
             size = args.mongo_messages or args.messages
-            r = await run_backend(store, args, size, sequential=min(args.sequential, args.mongo_sequential),
-                                  concurrent=min(args.concurrent, args.mongo_concurrent), bulk_batch=1000,
-                                  reps=args.mongo_pages, noise=0)
+            r = await run_backend(
+                mongo_store,
+                args,
+                size,
+                sequential=min(args.sequential, args.mongo_sequential),
+                concurrent=min(args.concurrent, args.mongo_concurrent),
+                bulk_batch=1000,
+                reps=args.mongo_pages,
+                noise=0,
+            )
             r.where = f"{server} ({origin})"
             results.append(r)
             emit(r, args)
-            await store.client.drop_database(db)
+            await mongo_store.client.drop_database(db)
         finally:
-            await store.close()
+            await mongo_store.close()
             if services is not None:
                 services.close()
     text = report(results, args)

@@ -54,19 +54,19 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loguru import logger  # noqa: E402
+from loguru import logger
 
-from control.rooms.codecs import MEDIA_CODECS  # noqa: E402
-from recording.segment import Segment, SegmentOptions, Source, probe  # noqa: E402
-from workers.native import worker_binary  # noqa: E402
-from workers.worker import Worker, WorkerSettings  # noqa: E402
+from control.rooms.codecs import MEDIA_CODECS
+from recording.segment import Segment, SegmentOptions, Source, probe
+from workers.native import worker_binary
+from workers.worker import Worker, WorkerSettings
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 #: Length of each pre-encoded clip; senders and the offline run loop it.
@@ -109,9 +109,14 @@ class Snapshot:
     busy: float
 
     @classmethod
-    def take(cls, recorder: int, worker: int, senders: list[int]) -> "Snapshot":
-        return cls(time.monotonic(), cpu_seconds(recorder), cpu_seconds(worker),
-                   sum(cpu_seconds(pid) for pid in senders), machine_busy())
+    def take(cls, recorder: int, worker: int, senders: list[int]) -> Snapshot:
+        return cls(
+            time.monotonic(),
+            cpu_seconds(recorder),
+            cpu_seconds(worker),
+            sum(cpu_seconds(pid) for pid in senders),
+            machine_busy(),
+        )
 
 
 # --- clips and senders --------------------------------------------------------
@@ -122,22 +127,73 @@ def make_clip(path: Path, index: int) -> Path:
     every 2 s, since the senders ignore the recorder's key frame requests) and an
     Opus stereo tone of its own pitch."""
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}",
-         "-f", "lavfi", "-i", f"sine=frequency={300 + 70 * index}:sample_rate=48000",
-         "-t", str(CLIP_SECONDS), "-vf", f"hue=h={index * 40}",
-         "-c:v", "libvpx", "-b:v", "600k", "-deadline", "realtime", "-cpu-used", "8",
-         "-g", str(2 * FPS), "-keyint_min", str(2 * FPS), "-auto-alt-ref", "0", "-pix_fmt", "yuv420p",
-         "-c:a", "libopus", "-b:a", "48k", "-ac", "2", "-ar", "48000", str(path)],
-        check=True, timeout=120)
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={300 + 70 * index}:sample_rate=48000",
+            "-t",
+            str(CLIP_SECONDS),
+            "-vf",
+            f"hue=h={index * 40}",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "600k",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-g",
+            str(2 * FPS),
+            "-keyint_min",
+            str(2 * FPS),
+            "-auto-alt-ref",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "48k",
+            "-ac",
+            "2",
+            "-ar",
+            "48000",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
     return path
 
 
 def rtp_output(kind: str, ssrc: int, pt: int, transport: Any) -> list[str]:
     """One ``-f rtp`` output of the sender: the clip's stream of ``kind``, copied."""
     port, rtcp = transport.tuple["localPort"], transport.rtcp_tuple["localPort"]
-    return ["-map", f"0:{kind[0]}:0", "-c", "copy", "-f", "rtp", "-ssrc", str(ssrc), "-payload_type", str(pt),
-            f"rtp://{IP}:{port}?rtcpport={rtcp}&pkt_size=1200"]
+    return [
+        "-map",
+        f"0:{kind[0]}:0",
+        "-c",
+        "copy",
+        "-f",
+        "rtp",
+        "-ssrc",
+        str(ssrc),
+        "-payload_type",
+        str(pt),
+        f"rtp://{IP}:{port}?rtcpport={rtcp}&pkt_size=1200",
+    ]
 
 
 @dataclass
@@ -161,21 +217,43 @@ async def add_participant(router: Any, index: int, clip: Path) -> Participant:
     that loops ``clip`` at its native rate."""
     peer_id = f"p{index}"
     ssrc = {"audio": 1000 + 2 * index, "video": 1001 + 2 * index}
-    codecs = {"audio": {"mimeType": "audio/opus", "payloadType": AUDIO_PT, "clockRate": 48000, "channels": 2,
-                        "parameters": {"sprop-stereo": 1}},
-              "video": {"mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000}}
+    codecs: dict[str, dict[str, Any]] = {
+        "audio": {
+            "mimeType": "audio/opus",
+            "payloadType": AUDIO_PT,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"sprop-stereo": 1},
+        },
+        "video": {"mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000},
+    }
     transports, sources, outputs = [], [], []
     for kind in ("video", "audio"):
         transport = await router.create_plain_transport(
-            listen_info={"protocol": "udp", "ip": IP}, rtcp_mux=False, comedia=True)
+            listen_info={"protocol": "udp", "ip": IP}, rtcp_mux=False, comedia=True
+        )
         producer = await transport.produce(kind, {"codecs": [codecs[kind]], "encodings": [{"ssrc": ssrc[kind]}]})
         transports.append(transport)
         sources.append(Source(producer.id, kind, peer_id))
         outputs += rtp_output(kind, ssrc[kind], codecs[kind]["payloadType"], transport)
     sender = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1",
-         "-i", str(clip), *outputs],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(clip),
+            *outputs,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return Participant(peer_id, clip, transports, sources, sender)
 
 
@@ -206,7 +284,7 @@ class Progress:
     speed: str
 
     @classmethod
-    def read(cls, path: Path) -> "Progress | None":
+    def read(cls, path: Path) -> Progress | None:
         try:
             for _ in range(5):  # a report written between stat and read: read again
                 at = path.stat().st_mtime
@@ -232,11 +310,15 @@ class WarningLog:
 
     def __init__(self) -> None:
         self.lines: list[tuple[float, str]] = []
-        logger.add(self._sink, level="DEBUG", format="{message}",
-                   filter=lambda r: "segment" in r["extra"] and r["message"].startswith("ffmpeg: "))
+        logger.add(
+            self._sink,
+            level="DEBUG",
+            format="{message}",
+            filter=lambda r: "segment" in r["extra"] and r["message"].startswith("ffmpeg: "),
+        )
 
     def _sink(self, message: Any) -> None:
-        self.lines.append((time.monotonic(), message.record["message"][len("ffmpeg: "):]))
+        self.lines.append((time.monotonic(), message.record["message"][len("ffmpeg: ") :]))
 
     def between(self, start: float, end: float) -> list[str]:
         return [line for at, line in self.lines if start <= at <= end]
@@ -271,19 +353,31 @@ class LiveResult:
     path: Path | None = None
 
 
-async def record_live(router: Any, worker_pid: int, participants: list[Participant], directory: Path,
-                      seconds: float, warmup: float, warnings: WarningLog) -> LiveResult:
+async def record_live(
+    router: Any,
+    worker_pid: int,
+    participants: list[Participant],
+    directory: Path,
+    seconds: float,
+    warmup: float,
+    warnings: WarningLog,
+) -> LiveResult:
     """Record ``participants`` with a Segment; measure over the window."""
     progress_file = directory / f"live{len(participants)}.progress"
     segment = ProgressSegment(
-        router, [s for p in participants for s in p.sources], directory / f"live{len(participants)}.ts",
+        router,
+        [s for p in participants for s in p.sources],
+        directory / f"live{len(participants)}.ts",
         {p.peer_id: f"Participant {p.peer_id[1:]}" for p in participants},
-        SegmentOptions(width=WIDTH, height=HEIGHT, fps=FPS), progress_file=progress_file)
+        SegmentOptions(width=WIDTH, height=HEIGHT, fps=FPS),
+        progress_file=progress_file,
+    )
     await segment.start()
     try:
         await wait_output(progress_file)
         await asyncio.sleep(warmup)
         senders = [p.sender.pid for p in participants]
+        assert segment.pid is not None  # started above
         first, first_report = Snapshot.take(segment.pid, worker_pid, senders), Progress.read(progress_file)
         await asyncio.sleep(seconds)
         last, last_report = Snapshot.take(segment.pid, worker_pid, senders), Progress.read(progress_file)
@@ -292,13 +386,20 @@ async def record_live(router: Any, worker_pid: int, participants: list[Participa
     assert first_report is not None and last_report is not None
     wall, report_wall = last.wall - first.wall, last_report.at - first_report.at
     return LiveResult(
-        recorder_cpu=(last.recorder - first.recorder) / wall, worker_cpu=(last.worker - first.worker) / wall,
-        senders_cpu=(last.senders - first.senders) / wall, busy=(last.busy - first.busy) / wall,
+        recorder_cpu=(last.recorder - first.recorder) / wall,
+        worker_cpu=(last.worker - first.worker) / wall,
+        senders_cpu=(last.senders - first.senders) / wall,
+        busy=(last.busy - first.busy) / wall,
         realtime=(last_report.out_time - first_report.out_time) / report_wall,
-        out_fps=(last_report.frame - first_report.frame) / report_wall, speed=last_report.speed,
+        out_fps=(last_report.frame - first_report.frame) / report_wall,
+        speed=last_report.speed,
         warnings=warnings.between(first.wall, last.wall),
-        segment_duration=result.duration, segment_wall=result.ended_at - result.t0,
-        command=segment.command(), inputs=[item.source for item in segment.inputs], path=segment.path)
+        segment_duration=result.duration,
+        segment_wall=result.ended_at - result.t0,
+        command=segment.command(),
+        inputs=[item.source for item in segment.inputs],
+        path=segment.path,
+    )
 
 
 # --- the offline peer ---------------------------------------------------------
@@ -319,9 +420,9 @@ def offline_command(live: LiveResult, clips: dict[str, Path], seconds: float, ou
         return f"[{peers.index(source.peer_id)}:{source.kind[0]}:0]"
 
     graph = re.sub(r"\[0:(\d+)\]", stream, args[graph_at])
-    rest = args[graph_at + 1:]
+    rest = args[graph_at + 1 :]
     path_at = rest.index(str(live.path))
-    rest = [*rest[:path_at], str(out), *rest[path_at + 1:]]
+    rest = [*rest[:path_at], str(out), *rest[path_at + 1 :]]
     return [args[0], "-nostdin", *inputs, "-filter_complex", graph, *rest]
 
 
@@ -343,8 +444,7 @@ class OfflineResult:
 def run_offline(command: list[str], out: Path) -> OfflineResult:
     """Run the command to the end; its CPU from ``wait4``'s rusage (exactly this child)."""
     start = time.monotonic()
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert process.stderr is not None
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -369,8 +469,15 @@ class Row:
         return self.live.recorder_cpu / self.offline.cpu_per_media_second
 
 
-async def measure(router: Any, worker_pid: int, clips: list[Path], n: int, args: argparse.Namespace,
-                  directory: Path, warnings: WarningLog) -> Row:
+async def measure(
+    router: Any,
+    worker_pid: int,
+    clips: list[Path],
+    n: int,
+    args: argparse.Namespace,
+    directory: Path,
+    warnings: WarningLog,
+) -> Row:
     """n senders and producers, a live recording of them, then the offline peer."""
     participants: list[Participant] = []
     try:
@@ -398,15 +505,19 @@ def machine() -> str:
             model = line.split(":", 1)[1].strip()
             break
     ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
-    return (f"{model}, {CORES} cores, Linux {platform.release()}, Python {platform.python_version()}, "
-            f"{' '.join(ffmpeg.split()[:3])}")
+    return (
+        f"{model}, {CORES} cores, Linux {platform.release()}, Python {platform.python_version()}, "
+        f"{' '.join(ffmpeg.split()[:3])}"
+    )
 
 
 def command_line(args: argparse.Namespace) -> str:
     given = os.environ.get("MEDIASOUP_WORKER_BIN")
     env = f"MEDIASOUP_WORKER_BIN={given} " if given else ""
-    return (f"{env}.venv/bin/python bench/composite_recording.py --participants {','.join(map(str, args.participants))} "
-            f"--seconds {args.seconds:g} --warmup {args.warmup:g}")
+    return (
+        f"{env}.venv/bin/python bench/composite_recording.py --participants {','.join(map(str, args.participants))} "
+        f"--seconds {args.seconds:g} --warmup {args.warmup:g}"
+    )
 
 
 def target(rows: list[Row]) -> str:
@@ -415,9 +526,11 @@ def target(rows: list[Row]) -> str:
         return "Target (4 participants): not measured in this run."
     cpu_ok = row.live.recorder_cpu < 1.0
     rt_ok = row.live.realtime >= 0.98 and row.offline.realtime >= 1.0
-    return (f"Target (4 participants: under one core, at least 1.0x realtime): recorder "
-            f"{row.live.recorder_cpu:.2f} core ({'met' if cpu_ok else 'missed'}); live "
-            f"{row.live.realtime:.3f}x, offline headroom {row.offline.realtime:.1f}x ({'met' if rt_ok else 'missed'}).")
+    return (
+        f"Target (4 participants: under one core, at least 1.0x realtime): recorder "
+        f"{row.live.recorder_cpu:.2f} core ({'met' if cpu_ok else 'missed'}); live "
+        f"{row.live.realtime:.3f}x, offline headroom {row.offline.realtime:.1f}x ({'met' if rt_ok else 'missed'})."
+    )
 
 
 def render(args: argparse.Namespace, started: datetime, load_start: str, rows: list[Row]) -> str:
@@ -441,7 +554,8 @@ def render(args: argparse.Namespace, started: datetime, load_start: str, rows: l
         lines.append(
             f"| {r.participants} | {r.live.recorder_cpu:.3f} | {r.live.recorder_cpu / CORES:.1%} | "
             f"{r.live.realtime:.3f} | {r.live.out_fps:.2f} | {r.live.speed} | {r.offline.realtime:.2f}x | "
-            f"{r.offline.cpu_per_media_second:.3f} | {r.ratio:.2f} |")
+            f"{r.offline.cpu_per_media_second:.3f} | {r.ratio:.2f} |"
+        )
     lines += [
         "",
         "| participants | worker CPU (cores) | senders CPU (cores) | machine busy (cores) | FFmpeg warnings "
@@ -451,7 +565,8 @@ def render(args: argparse.Namespace, started: datetime, load_start: str, rows: l
     for r in rows:
         lines.append(
             f"| {r.participants} | {r.live.worker_cpu:.3f} | {r.live.senders_cpu:.3f} | {r.live.busy:.2f} | "
-            f"{len(r.live.warnings)} | {r.live.segment_duration:.2f} / {r.live.segment_wall:.2f} |")
+            f"{len(r.live.warnings)} | {r.live.segment_duration:.2f} / {r.live.segment_wall:.2f} |"
+        )
     lines += ["", target(rows)]
     for r in rows:
         if r.live.warnings:
@@ -466,15 +581,23 @@ def render(args: argparse.Namespace, started: datetime, load_start: str, rows: l
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--participants", default="2,4,9",
-                        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
-                        help="participant counts, comma-separated (default 2,4,9; at most 9 are shown)")
+    parser.add_argument(
+        "--participants",
+        default="2,4,9",
+        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        help="participant counts, comma-separated (default 2,4,9; at most 9 are shown)",
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per count (default 15)")
-    parser.add_argument("--warmup", type=float, default=4.0,
-                        help="seconds of recorder output before the window (default 4)")
+    parser.add_argument(
+        "--warmup", type=float, default=4.0, help="seconds of recorder output before the window (default 4)"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
-    parser.add_argument("--keep", type=Path, metavar="DIR",
-                        help="work in DIR and keep the clips and recordings there (default: a temporary directory)")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="work in DIR and keep the clips and recordings there (default: a temporary directory)",
+    )
     args = parser.parse_args()
     if not args.participants or min(args.participants) < 1:
         parser.error("--participants: one or more counts >= 1")
@@ -504,7 +627,7 @@ def main() -> None:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     warnings = WarningLog()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,12 @@ from typing import Any
 
 from loguru import logger
 
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import body_as
 from workers.rtp_observer import RtpObserver
 
-import FBS.AudioLevelObserver.VolumesNotification as FbsVolumesNotification  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
+import FBS.AudioLevelObserver.VolumesNotification as FbsVolumesNotification
+import FBS.Notification.Event as FbsEvent
 
 
 class AudioLevelObserver(RtpObserver):

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from functools import lru_cache
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from functools import cache
+from typing import Any, NamedTuple
 
 from loguru import logger
 
@@ -43,18 +44,16 @@ from workers.fbs_blob import PADDING, U32, Blob, Fragment, TableLayout, builder_
 from workers.fbs_builder import FastBuilder
 from workers.fbs_reader import deref, field_offsets, string
 
-import FBS.Message.Body as FbsMessageBody  # noqa: E402
-import FBS.Notification.Notification as FbsNotification  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Response.Response as FbsResponse  # noqa: E402
+import FBS.Message.Body as FbsMessageBody
+import FBS.Notification.Notification as FbsNotification
+import FBS.Request.Method as FbsMethod
+import FBS.Response.Response as FbsResponse
 
 MESSAGE_MAX_LEN = 8 * 1024 * 1024
 PAYLOAD_MAX_LEN = MESSAGE_MAX_LEN - 4
 DEFAULT_REQUEST_TIMEOUT = 15.0
 
-_METHOD_NAMES = {
-    value: name for name, value in vars(FbsMethod.Method).items() if not name.startswith("_")
-}
+_METHOD_NAMES = {value: name for name, value in vars(FbsMethod.Method).items() if not name.startswith("_")}
 _LEN = struct.Struct("<I")
 _BODY_REQUEST = FbsMessageBody.Body.Request
 _BODY_RESPONSE = FbsMessageBody.Body.Response
@@ -82,7 +81,7 @@ class _Header(NamedTuple):
     body_ref_position: int  # the reference to the body (-1: no body)
 
 
-def _header(data_type: int, layout: TableLayout, values: tuple, handler_length: int) -> _Header:
+def _header(data_type: int, layout: TableLayout, values: tuple[Any, ...], handler_length: int) -> _Header:
     blob = Blob(bytearray(8))  # size prefix, then the root offset
     message = blob.table(_MESSAGE, (data_type, 0))
     blob.patch(4, message)
@@ -96,14 +95,14 @@ def _header(data_type: int, layout: TableLayout, values: tuple, handler_length: 
     return _Header(bytes(blob.data), id_position, handler_position, body_ref_position)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _request_header(method: int, body_type: int, handler_length: int) -> _Header:
     if body_type:
         return _header(_BODY_REQUEST, _REQUEST_WITH_BODY, (0, 0, 0, method, body_type), handler_length)
     return _header(_BODY_REQUEST, _REQUEST, (0, 0, method), handler_length)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _notification_header(event: int, body_type: int, handler_length: int) -> _Header:
     if body_type:
         return _header(_BODY_NOTIFICATION, _NOTIFICATION_WITH_BODY, (0, 0, event, body_type), handler_length)
@@ -114,7 +113,8 @@ NotificationHandler = Callable[[int, Any], None]
 
 
 def method_name(method: int) -> str:
-    return _METHOD_NAMES.get(method, str(method))
+    name: str = _METHOD_NAMES.get(method, str(method))
+    return name
 
 
 def _frame(header: _Header, request_id: int, handler_id: bytes, body: Fragment | None) -> bytearray:
@@ -135,11 +135,11 @@ def _frame(header: _Header, request_id: int, handler_id: bytes, body: Fragment |
     return frame
 
 
-class ChannelResponse(FbsResponse.Response):
+class ChannelResponse(FbsResponse.Response):  # type: ignore[misc]  # flatc output is untyped (Any)
     """A worker response: the generated ``FBS.Response.Response``, plus where its
     body is, as the channel read it (``fbs_reader`` parsers start from there)."""
 
-    __slots__ = ("buffer", "body_position")
+    __slots__ = ("body_position", "buffer")
 
     def __init__(self, buffer: bytes, table: int, body_position: int | None) -> None:
         self.Init(buffer, table)
@@ -150,7 +150,7 @@ class ChannelResponse(FbsResponse.Response):
 class _Reader(asyncio.Protocol):
     """Feeds bytes from the worker's fd 4 to the channel."""
 
-    def __init__(self, channel: "Channel") -> None:
+    def __init__(self, channel: Channel) -> None:
         self._channel = channel
 
     def data_received(self, data: bytes) -> None:
@@ -166,7 +166,7 @@ class _Reader(asyncio.Protocol):
 class _Writer(asyncio.Protocol):
     """Holds the transport for the worker's fd 3; EOF here means the worker is gone."""
 
-    def __init__(self, channel: "Channel") -> None:
+    def __init__(self, channel: Channel) -> None:
         self._channel = channel
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -174,9 +174,9 @@ class _Writer(asyncio.Protocol):
 
 
 class _Pending:
-    __slots__ = ("future", "method", "deadline")
+    __slots__ = ("deadline", "future", "method")
 
-    def __init__(self, future: asyncio.Future, method: int, deadline: float) -> None:
+    def __init__(self, future: asyncio.Future[Any], method: int, deadline: float) -> None:
         self.future = future
         self.method = method
         self.deadline = deadline
@@ -206,12 +206,8 @@ class Channel:
     async def connect(self, write_sock: socket.socket, read_sock: socket.socket) -> None:
         """Attach to our ends of the two socket pairs (fd 3 and fd 4 of the worker)."""
         self._loop = asyncio.get_running_loop()
-        self._writer, _ = await self._loop.create_unix_connection(
-            lambda: _Writer(self), sock=write_sock
-        )
-        self._reader, _ = await self._loop.create_unix_connection(
-            lambda: _Reader(self), sock=read_sock
-        )
+        self._writer, _ = await self._loop.create_unix_connection(lambda: _Writer(self), sock=write_sock)
+        self._reader, _ = await self._loop.create_unix_connection(lambda: _Reader(self), sock=read_sock)
 
     @property
     def closed(self) -> bool:
@@ -235,7 +231,7 @@ class Channel:
         body_offset: int = 0,
         handler_id: str = "",
         timeout: float | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[Any]:
         """Send a request; the returned future resolves to a ``ChannelResponse``.
 
         The body (if any) must already be built in ``self.builder``; building and
@@ -254,7 +250,7 @@ class Channel:
         body: Fragment | None = None,
         handler_id: str = "",
         timeout: float | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[Any]:
         """Send a request whose body is a ready ``fbs_blob`` fragment (or none)."""
         if self._closed:
             raise InvalidStateError(f"Channel closed, cannot send request [method:{method_name(method)}]")
@@ -285,7 +281,7 @@ class Channel:
         frame = _frame(_notification_header(event, body_type if body else 0, len(handler)), 0, handler, body)
         try:
             self._write(frame)
-        except Exception as error:  # a notification is best effort, as in mediasoup
+        except Exception as error:  # noqa: BLE001  (a notification is best effort, as in mediasoup)
             self._log.error("sending notification failed: {}", error)
 
     def _write(self, frame: bytearray) -> None:
@@ -343,7 +339,7 @@ class Channel:
                 self._on_log(line)
             else:
                 self._log.warning("unexpected message from worker (body type {})", body_type)
-        except Exception as error:  # never let a bad frame kill the reader
+        except Exception as error:  # noqa: BLE001  (never let a bad frame kill the reader)
             self._log.exception("invalid message from the worker: {}", error)
 
     def _on_response(self, frame: bytes, table: int) -> None:
@@ -386,7 +382,7 @@ class Channel:
     def _run_handler(self, handler: NotificationHandler, event: int, notification: Any) -> None:
         try:
             handler(event, notification)
-        except Exception:
+        except Exception:  # noqa: BLE001  (one entity's bad handler must not stop the others' notifications)
             self._log.exception("notification handler failed")
 
     def _on_log(self, line: str) -> None:

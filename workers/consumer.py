@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from workers.enhanced_events import EnhancedEventEmitter
-from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import (
     CONSUMER_TRACE_EVENT,
     MEDIA_KIND,
@@ -27,23 +26,24 @@ from workers.fbs_utils import (
 )
 from workers.producer import _rtp_stream_stats, parse_trace
 from workers.rtp_parameters import parse_rtp_encoding_parameters, parse_rtp_parameters
+from workers.transport_child import TransportChild
 
-import FBS.Consumer.ConsumerDump as FbsConsumerDump  # noqa: E402
-import FBS.Consumer.ConsumerLayers as FbsConsumerLayers  # noqa: E402
-import FBS.Consumer.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.Consumer.EnableTraceEventRequest as FbsEnableTraceEvent  # noqa: E402
-import FBS.Consumer.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.Consumer.LayersChangeNotification as FbsLayersChange  # noqa: E402
-import FBS.Consumer.RtpNotification as FbsRtpNotification  # noqa: E402
-import FBS.Consumer.ScoreNotification as FbsScoreNotification  # noqa: E402
-import FBS.Consumer.SetPreferredLayersRequest as FbsSetPreferredLayers  # noqa: E402
-import FBS.Consumer.SetPreferredLayersResponse as FbsSetPreferredLayersResponse  # noqa: E402
-import FBS.Consumer.SetPriorityRequest as FbsSetPriority  # noqa: E402
-import FBS.Consumer.SetPriorityResponse as FbsSetPriorityResponse  # noqa: E402
-import FBS.Consumer.TraceNotification as FbsTraceNotification  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
+import FBS.Consumer.ConsumerDump as FbsConsumerDump
+import FBS.Consumer.ConsumerLayers as FbsConsumerLayers
+import FBS.Consumer.DumpResponse as FbsDumpResponse
+import FBS.Consumer.EnableTraceEventRequest as FbsEnableTraceEvent
+import FBS.Consumer.GetStatsResponse as FbsGetStatsResponse
+import FBS.Consumer.LayersChangeNotification as FbsLayersChange
+import FBS.Consumer.RtpNotification as FbsRtpNotification
+import FBS.Consumer.ScoreNotification as FbsScoreNotification
+import FBS.Consumer.SetPreferredLayersRequest as FbsSetPreferredLayers
+import FBS.Consumer.SetPreferredLayersResponse as FbsSetPreferredLayersResponse
+import FBS.Consumer.SetPriorityRequest as FbsSetPriority
+import FBS.Consumer.SetPriorityResponse as FbsSetPriorityResponse
+import FBS.Consumer.TraceNotification as FbsTraceNotification
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
 
 if TYPE_CHECKING:
     from workers.transport import Transport
@@ -55,7 +55,7 @@ class Consumer(TransportChild):
     def __init__(
         self,
         consumer_id: str,
-        transport: "Transport",
+        transport: Transport,
         *,
         producer_id: str,
         kind: str,
@@ -65,7 +65,7 @@ class Consumer(TransportChild):
         producer_paused: bool,
         score: dict[str, Any] | None,
         preferred_layers: dict[str, int] | None,
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = consumer_id
@@ -243,8 +243,10 @@ def parse_consumer_dump(data: Any) -> dict[str, Any]:
     base_table = data.Base()
     base_t = dump_t.base
     consumer_type = RTP_TYPE.get(base_t.type, base_t.type)
-    encodings = [parse_rtp_encoding_parameters(base_table.ConsumableRtpEncodings(i))
-                 for i in range(base_table.ConsumableRtpEncodingsLength())]
+    encodings = [
+        parse_rtp_encoding_parameters(base_table.ConsumableRtpEncodings(i))
+        for i in range(base_table.ConsumableRtpEncodingsLength())
+    ]
     dump: dict[str, Any] = {
         "id": to_dict(base_t.id),
         "producerId": to_dict(base_t.producerId),
@@ -264,8 +266,14 @@ def parse_consumer_dump(data: Any) -> dict[str, Any]:
         return dump
     dump["rtpStream"] = streams[0] if streams else None
     if consumer_type in ("simulcast", "svc"):
-        for name in ("preferredSpatialLayer", "targetSpatialLayer", "currentSpatialLayer",
-                     "preferredTemporalLayer", "targetTemporalLayer", "currentTemporalLayer"):
+        for name in (
+            "preferredSpatialLayer",
+            "targetSpatialLayer",
+            "currentSpatialLayer",
+            "preferredTemporalLayer",
+            "targetTemporalLayer",
+            "currentTemporalLayer",
+        ):
             dump[name] = getattr(dump_t, name)
     return dump
 
@@ -278,4 +286,3 @@ def parse_layers(layers: Any) -> dict[str, int] | None:
     if temporal is not None:
         result["temporalLayer"] = temporal
     return result
-

@@ -26,30 +26,30 @@ from workers.data_producer import (
     message_payload,
 )
 from workers.enhanced_events import EnhancedEventEmitter
-from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import DATA_TYPE, body_as, byte_vector, str_or_none
 from workers.sctp_parameters import parse_sctp_stream_parameters
+from workers.transport_child import TransportChild
 
-import FBS.DataConsumer.AddSubchannelRequest as FbsAddSubchannelRequest  # noqa: E402
-import FBS.DataConsumer.AddSubchannelResponse as FbsAddSubchannelResponse  # noqa: E402
-import FBS.DataConsumer.BufferedAmountLowNotification as FbsBufferedAmountLow  # noqa: E402
-import FBS.DataConsumer.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.DataConsumer.GetBufferedAmountResponse as FbsGetBufferedAmountResponse  # noqa: E402
-import FBS.DataConsumer.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.DataConsumer.MessageNotification as FbsMessageNotification  # noqa: E402
-import FBS.DataConsumer.RemoveSubchannelRequest as FbsRemoveSubchannelRequest  # noqa: E402
-import FBS.DataConsumer.RemoveSubchannelResponse as FbsRemoveSubchannelResponse  # noqa: E402
-import FBS.DataConsumer.SendRequest as FbsSendRequest  # noqa: E402
-import FBS.DataConsumer.SendResponse as FbsSendResponse  # noqa: E402
-import FBS.DataConsumer.SetBufferedAmountLowThresholdRequest as FbsSetThresholdRequest  # noqa: E402
-import FBS.DataConsumer.SetSubchannelsRequest as FbsSetSubchannelsRequest  # noqa: E402
-import FBS.DataConsumer.SetSubchannelsResponse as FbsSetSubchannelsResponse  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Transport.ConsumeDataRequest as FbsConsumeDataRequest  # noqa: E402
+import FBS.DataConsumer.AddSubchannelRequest as FbsAddSubchannelRequest
+import FBS.DataConsumer.AddSubchannelResponse as FbsAddSubchannelResponse
+import FBS.DataConsumer.BufferedAmountLowNotification as FbsBufferedAmountLow
+import FBS.DataConsumer.DumpResponse as FbsDumpResponse
+import FBS.DataConsumer.GetBufferedAmountResponse as FbsGetBufferedAmountResponse
+import FBS.DataConsumer.GetStatsResponse as FbsGetStatsResponse
+import FBS.DataConsumer.MessageNotification as FbsMessageNotification
+import FBS.DataConsumer.RemoveSubchannelRequest as FbsRemoveSubchannelRequest
+import FBS.DataConsumer.RemoveSubchannelResponse as FbsRemoveSubchannelResponse
+import FBS.DataConsumer.SendRequest as FbsSendRequest
+import FBS.DataConsumer.SendResponse as FbsSendResponse
+import FBS.DataConsumer.SetBufferedAmountLowThresholdRequest as FbsSetThresholdRequest
+import FBS.DataConsumer.SetSubchannelsRequest as FbsSetSubchannelsRequest
+import FBS.DataConsumer.SetSubchannelsResponse as FbsSetSubchannelsResponse
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.Transport.ConsumeDataRequest as FbsConsumeDataRequest
 
 if TYPE_CHECKING:
     from workers.data_producer import DataProducer
@@ -91,10 +91,10 @@ class DataConsumer(TransportChild):
     def __init__(
         self,
         data_consumer_id: str,
-        transport: "Transport",
+        transport: Transport,
         *,
         dump: dict[str, Any],
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = data_consumer_id
@@ -117,15 +117,15 @@ class DataConsumer(TransportChild):
     @classmethod
     async def create(
         cls,
-        transport: "Transport",
+        transport: Transport,
         data_consumer_id: str,
-        data_producer: "DataProducer",
+        data_producer: DataProducer,
         data_type: str,
         sctp_stream_parameters: dict[str, Any] | None,
         paused: bool,
         subchannels: list[int],
-        app_data: dict,
-    ) -> "DataConsumer":
+        app_data: dict[str, Any],
+    ) -> DataConsumer:
         """Ask the worker for the data consumer (``TRANSPORT_CONSUME_DATA``); its
         label and protocol are the data producer's, as in mediasoup."""
         subchannels = check_subchannels(subchannels)
@@ -220,7 +220,10 @@ class DataConsumer(TransportChild):
 
     async def get_buffered_amount(self) -> int:
         response = await self._request(FbsMethod.Method.DATACONSUMER_GET_BUFFERED_AMOUNT)
-        return body_as(response, FbsGetBufferedAmountResponse.GetBufferedAmountResponse).BufferedAmount()
+        buffered_amount: int = body_as(
+            response, FbsGetBufferedAmountResponse.GetBufferedAmountResponse
+        ).BufferedAmount()
+        return buffered_amount
 
     async def send(self, message: str | bytes, ppid: int | None = None) -> int:
         """Send a message to this consumer's endpoint only (not through a data
@@ -238,7 +241,8 @@ class DataConsumer(TransportChild):
         )
         if response.Body() is None:
             return 0
-        return body_as(response, FbsSendResponse.SendResponse).BufferedAmount()
+        buffered_amount: int = body_as(response, FbsSendResponse.SendResponse).BufferedAmount()
+        return buffered_amount
 
     async def set_subchannels(self, subchannels: list[int]) -> None:
         """Replace the subchannels; ours become what the worker kept (deduplicated)."""

@@ -15,20 +15,20 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from workers.enhanced_events import EnhancedEventEmitter
-from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import DATA_TYPE, body_as, str_or_none
 from workers.sctp_parameters import parse_sctp_stream_parameters, serialize_sctp_stream_parameters
+from workers.transport_child import TransportChild
 
-import FBS.DataProducer.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.DataProducer.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.DataProducer.SendNotification as FbsSendNotification  # noqa: E402
-import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Transport.ProduceDataRequest as FbsProduceDataRequest  # noqa: E402
+import FBS.DataProducer.DumpResponse as FbsDumpResponse
+import FBS.DataProducer.GetStatsResponse as FbsGetStatsResponse
+import FBS.DataProducer.SendNotification as FbsSendNotification
+import FBS.Notification.Body as FbsNotificationBody
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.Transport.ProduceDataRequest as FbsProduceDataRequest
 
 if TYPE_CHECKING:
     from workers.transport import Transport
@@ -96,7 +96,8 @@ def build_uint16_vector(builder: Any, start_vector: Any, values: list[int]) -> i
     start_vector(builder, len(values))
     for value in reversed(values):
         builder.PrependUint16(value)
-    return builder.EndVector()
+    offset: int = builder.EndVector()
+    return offset
 
 
 def build_stream_parameters(builder: Any, params: dict[str, Any] | None) -> int:
@@ -128,14 +129,14 @@ class DataProducer(TransportChild):
     def __init__(
         self,
         data_producer_id: str,
-        transport: "Transport",
+        transport: Transport,
         *,
         data_type: str,
         sctp_stream_parameters: dict[str, Any] | None,
         label: str,
         protocol: str,
         paused: bool,
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = data_producer_id
@@ -153,15 +154,15 @@ class DataProducer(TransportChild):
     @classmethod
     async def create(
         cls,
-        transport: "Transport",
+        transport: Transport,
         data_producer_id: str,
         data_type: str,
         sctp_stream_parameters: dict[str, Any] | None,
         label: str,
         protocol: str,
         paused: bool,
-        app_data: dict,
-    ) -> "DataProducer":
+        app_data: dict[str, Any],
+    ) -> DataProducer:
         """Ask the worker for the data producer (``TRANSPORT_PRODUCE_DATA``);
         what it answers (its dump) is what the object holds."""
         if not isinstance(label, str) or not isinstance(protocol, str):
@@ -281,4 +282,3 @@ class DataProducer(TransportChild):
 
     def __repr__(self) -> str:
         return f"<DataProducer id={self.id} type={self.type} closed={self.closed}>"
-

@@ -17,17 +17,17 @@ from typing import Any
 from loguru import logger
 
 from workers.errors import MediasoupTypeError, UnsupportedError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import body_as, byte_vector, to_dict, unpack
 from workers.transport import Transport, parse_base_dump
 
-import FBS.DirectTransport.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.DirectTransport.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.DirectTransport.RtcpNotification as FbsRtcpNotification  # noqa: E402
-import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Transport.SendRtcpNotification as FbsSendRtcpNotification  # noqa: E402
+import FBS.DirectTransport.DumpResponse as FbsDumpResponse
+import FBS.DirectTransport.GetStatsResponse as FbsGetStatsResponse
+import FBS.DirectTransport.RtcpNotification as FbsRtcpNotification
+import FBS.Notification.Body as FbsNotificationBody
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Method as FbsMethod
+import FBS.Transport.SendRtcpNotification as FbsSendRtcpNotification
 
 
 def parse_direct_transport_dump(dump_t: Any) -> dict[str, Any]:

@@ -17,28 +17,34 @@ so the rest of pyee's API (``listeners``, ``remove_listener``,
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from loguru import logger
 from pyee import EventEmitter
 
+Listener = Callable[..., Any]
+"""Any callable: entities' events carry their own argument shapes."""
+
 
 class EnhancedEventEmitter(EventEmitter):
-    def _add_event_handler(self, event: str, k: Callable, v: Callable) -> None:
+    def _add_event_handler(self, event: str, k: Listener, v: Listener) -> None:
         # As pyee: 'new_listener' fires before the listener is added (here only
         # when someone listens to it, which is all that emitting it would do).
         if "new_listener" in self._events:
             self.emit("new_listener", event, k)
         with self._lock:
-            handlers = self._events.get(event)
+            handlers: dict[Listener, Listener] | None = self._events.get(event)
             if handlers is None:
-                handlers = self._events[event] = {}
+                # A plain dict (insertion-ordered, cheaper to build) where pyee puts an
+                # OrderedDict: pyee reads it only through the dict API (get, pop, keys, values).
+                handlers = self._events[event] = {}  # type: ignore[assignment]
             handlers[k] = v
 
-    def once(self, event: str, f: Callable | None = None) -> Callable:
+    def once(self, event: str, f: Listener | None = None) -> Listener:
         """As pyee's ``once``: the listener is removed before its first call."""
 
-        def register(listener: Callable) -> Callable:
+        def register(listener: Listener) -> Listener:
             def call_once(*args: Any, **kwargs: Any) -> Any:
                 with self._lock:
                     handlers = self._events.get(event)
@@ -68,6 +74,6 @@ class EnhancedEventEmitter(EventEmitter):
     def safe_emit(self, event: str, *args: Any) -> bool:
         try:
             return self.emit(event, *args)
-        except Exception:
+        except Exception:  # noqa: BLE001  (the point of safe_emit: a listener cannot break the emitter)
             logger.exception("event listener threw an error [event:{}]", event)
             return bool(self.listeners(event))

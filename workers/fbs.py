@@ -21,4 +21,6 @@ if not (_GENERATED / "FBS").is_dir():
 if str(_GENERATED) not in sys.path:
     sys.path.insert(0, str(_GENERATED))
 
-import FBS  # noqa: E402,F401  (re-exported for `from workers.fbs import FBS`)
+import FBS  # noqa: E402  (importable only now)
+
+__all__ = ["FBS"]  # re-exported for `from workers.fbs import FBS`

@@ -20,8 +20,9 @@ fragment, so the channel can put a body built with the generated
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import flatbuffers
 from flatbuffers import number_types as N
@@ -53,7 +54,7 @@ class TableLayout:
     references as 0 to be patched once their target exists.
     """
 
-    __slots__ = ("vtable", "vtable_size", "packer", "alignment", "ref_positions", "field_positions")
+    __slots__ = ("alignment", "field_positions", "packer", "ref_positions", "vtable", "vtable_size")
 
     def __init__(self, fields: tuple[tuple[int, str], ...]) -> None:
         self.alignment = 8 if any(SCALARS[kind][0] == 8 for _, kind in fields) else 4
@@ -94,7 +95,7 @@ class Blob:
     def __init__(self, data: bytearray | None = None) -> None:
         self.data = bytearray() if data is None else data
 
-    def table(self, layout: TableLayout, values: tuple) -> int:
+    def table(self, layout: TableLayout, values: tuple[Any, ...]) -> int:
         """Append a table (references left 0); returns its position."""
         data = self.data
         padding = -(len(data) + layout.vtable_size) % layout.alignment
@@ -223,7 +224,8 @@ def splice(builder: flatbuffers.Builder, blob: Blob, root: int) -> int:
     head = builder.head - size
     builder.Bytes[head : builder.head] = data
     builder.head = head
-    return builder.Offset() - root
+    offset: int = builder.Offset() - root
+    return offset
 
 
 def builder_fragment(builder: flatbuffers.Builder, root_offset: int) -> Fragment:

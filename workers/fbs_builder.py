@@ -16,24 +16,39 @@ same ``TypeError`` the stock builder would have raised.
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 import flatbuffers
 from flatbuffers import number_types as N
 from flatbuffers.builder import IsNestedError, IsNotNestedError, OffsetArithmeticError
 
+# flatbuffers ships no type information: its number-type flag classes (``N.Uint8Flags``...)
+# are Any to mypy. A scalar slot value is an int, a float or a bool (``float`` covers all three).
+Flags = Any
+
 _UOFFSET = struct.Struct("<I")
 _SOFFSET = struct.Struct("<i")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _vtable_packer(fields: int) -> struct.Struct:
     """Packs a vtable: its size, the object's size, then one offset per field."""
     return struct.Struct(f"<{fields + 2}H")
 
 
-class FastBuilder(flatbuffers.Builder):
+class FastBuilder(flatbuffers.Builder):  # type: ignore[misc]  # flatbuffers is untyped (Any)
     """Same bytes as ``flatbuffers.Builder``, fewer interpreted steps per value."""
+
+    # The stock builder's state (its __slots__), declared for the type checker only.
+    Bytes: bytearray
+    head: int
+    minalign: int
+    objectEnd: int
+    nested: bool
+    forceDefaults: bool
+    current_vtable: list[int]  # None outside a table, as in the stock builder
+    vtables: dict[tuple[int, ...], int]
 
     def _grow_until(self, needed: int) -> None:
         """Grow the buffer until ``head`` leaves ``needed`` free bytes in front."""
@@ -42,7 +57,7 @@ class FastBuilder(flatbuffers.Builder):
             self.GrowByteBuffer()
             self.head += len(self.Bytes) - old_size
 
-    def Prep(self, size: int, additionalBytes: int) -> None:  # noqa: N802,N803 (the builder's names)
+    def Prep(self, size: int, additionalBytes: int) -> None:
         if size > self.minalign:
             self.minalign = size
         align_size = (-(len(self.Bytes) - self.head + additionalBytes)) & (size - 1)
@@ -54,16 +69,16 @@ class FastBuilder(flatbuffers.Builder):
             self.Bytes[head - align_size : head] = bytes(align_size)
             self.head = head - align_size
 
-    def Place(self, x, flags) -> None:  # noqa: N802
+    def Place(self, x: float, flags: Flags) -> None:
         head = self.head - flags.bytewidth
         _pack_into(flags, self.Bytes, head, x)
         self.head = head
 
-    def Prepend(self, flags, off) -> None:  # noqa: N802
+    def Prepend(self, flags: Flags, off: int) -> None:
         self.Prep(flags.bytewidth, 0)
         self.Place(off, flags)
 
-    def PrependSlot(self, flags, o, x, d) -> None:  # noqa: N802
+    def PrependSlot(self, flags: Flags, o: int, x: float, d: float | None) -> None:
         if x != d or (self.forceDefaults and d is not None):
             if not self.nested:
                 raise IsNotNestedError()
@@ -73,45 +88,45 @@ class FastBuilder(flatbuffers.Builder):
             self.head = head
             self.current_vtable[o] = len(self.Bytes) - head
 
-    def PrependBoolSlot(self, o, x, d) -> None:  # noqa: N802
+    def PrependBoolSlot(self, o: int, x: float, d: float | None) -> None:
         if x.__class__ is not bool:  # struct packs any value as a bool; the stock builder refuses 2
             N.enforce_number(x, N.BoolFlags)
         self.PrependSlot(N.BoolFlags, o, x, d)
 
-    def PrependByteSlot(self, o, x, d) -> None:  # noqa: N802
+    def PrependByteSlot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint8Flags, o, x, d)
 
-    def PrependUint8Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependUint8Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint8Flags, o, x, d)
 
-    def PrependUint16Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependUint16Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint16Flags, o, x, d)
 
-    def PrependUint32Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependUint32Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint32Flags, o, x, d)
 
-    def PrependUint64Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependUint64Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Uint64Flags, o, x, d)
 
-    def PrependInt8Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependInt8Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int8Flags, o, x, d)
 
-    def PrependInt16Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependInt16Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int16Flags, o, x, d)
 
-    def PrependInt32Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependInt32Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int32Flags, o, x, d)
 
-    def PrependInt64Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependInt64Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Int64Flags, o, x, d)
 
-    def PrependFloat32Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependFloat32Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Float32Flags, o, x, d)
 
-    def PrependFloat64Slot(self, o, x, d) -> None:  # noqa: N802
+    def PrependFloat64Slot(self, o: int, x: float, d: float | None) -> None:
         self.PrependSlot(N.Float64Flags, o, x, d)
 
-    def PrependUOffsetTRelative(self, off: int) -> None:  # noqa: N802
+    def PrependUOffsetTRelative(self, off: int) -> None:
         self.Prep(4, 0)
         offset = len(self.Bytes) - self.head
         if off > offset:
@@ -120,29 +135,30 @@ class FastBuilder(flatbuffers.Builder):
         _UOFFSET.pack_into(self.Bytes, head, offset - off + 4)
         self.head = head
 
-    def PrependUOffsetTRelativeSlot(self, o, x, d) -> None:  # noqa: N802
+    def PrependUOffsetTRelativeSlot(self, o: int, x: int, d: int | None) -> None:
         if x != d or self.forceDefaults:
             if not self.nested:
                 raise IsNotNestedError()
             self.PrependUOffsetTRelative(x)
             self.current_vtable[o] = len(self.Bytes) - self.head
 
-    def Slot(self, slotnum: int) -> None:  # noqa: N802
+    def Slot(self, slotnum: int) -> None:
         self.assertNested()
         self.current_vtable[slotnum] = len(self.Bytes) - self.head
 
-    def PlaceUOffsetT(self, x: int) -> None:  # noqa: N802
+    def PlaceUOffsetT(self, x: int) -> None:
         self.Place(x, N.UOffsetTFlags)
 
-    def PlaceSOffsetT(self, x: int) -> None:  # noqa: N802
+    def PlaceSOffsetT(self, x: int) -> None:
         self.Place(x, N.SOffsetTFlags)
 
-    def PlaceVOffsetT(self, x: int) -> None:  # noqa: N802
+    def PlaceVOffsetT(self, x: int) -> None:
         self.Place(x, N.VOffsetTFlags)
 
-    def CreateString(self, s, encoding: str = "utf-8", errors: str = "strict") -> int:  # noqa: N802
+    def CreateString(self, s: str | bytes | bytearray, encoding: str = "utf-8", errors: str = "strict") -> int:
         if self.nested:
             raise IsNestedError()
+        data: bytes | bytearray
         if isinstance(s, str):
             data = s.encode(encoding, errors)
         elif isinstance(s, (bytes, bytearray)):
@@ -160,7 +176,7 @@ class FastBuilder(flatbuffers.Builder):
         self.head = head
         return len(buf) - head
 
-    def WriteVtable(self) -> int:  # noqa: N802
+    def WriteVtable(self) -> int:
         """The stock algorithm (same bytes, same deduplication), one ``pack_into`` per vtable."""
         self.Prep(4, 0)
         object_head = self.head - 4
@@ -188,11 +204,11 @@ class FastBuilder(flatbuffers.Builder):
             self.vtables[key] = buf_len - head
         else:
             _SOFFSET.pack_into(self.Bytes, object_head, existing - object_offset)
-        self.current_vtable = None
+        self.current_vtable = None  # type: ignore[assignment]  # out of the table, as the stock builder
         return object_offset
 
 
-def _pack_into(flags, buf: bytearray, position: int, value) -> None:
+def _pack_into(flags: Flags, buf: bytearray, position: int, value: float) -> None:
     """``struct`` range-checks in C; a refused value gets the stock builder's error."""
     try:
         flags.packer_type.pack_into(buf, position, value)

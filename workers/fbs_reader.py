@@ -19,17 +19,20 @@ enums the names ``fbs_utils`` maps them to.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Reader = Callable[[bytes, int], Any]
 Schema = tuple[tuple[str, int, Reader, Any], ...]
 
-_I32 = struct.Struct("<i").unpack_from
-_U32 = struct.Struct("<I").unpack_from
-_U16 = struct.Struct("<H").unpack_from
-_U64 = struct.Struct("<Q").unpack_from
-_F64 = struct.Struct("<d").unpack_from
-_VTABLE_UNPACKERS: dict[int, Callable] = {}
+# Bound ``unpack_from``s, annotated with what they return (typeshed says tuple[Any, ...]).
+_IntUnpacker = Callable[[bytes, int], tuple[int]]
+_I32: _IntUnpacker = struct.Struct("<i").unpack_from
+_U32: _IntUnpacker = struct.Struct("<I").unpack_from
+_U16: _IntUnpacker = struct.Struct("<H").unpack_from
+_U64: _IntUnpacker = struct.Struct("<Q").unpack_from
+_F64: Callable[[bytes, int], tuple[float]] = struct.Struct("<d").unpack_from
+_VTABLE_UNPACKERS: dict[int, Callable[..., Any]] = {}
 
 
 def field_offsets(buf: bytes, table: int) -> tuple[int, ...]:
@@ -114,7 +117,7 @@ def enum(names: dict[int, str]) -> Reader:
     return read
 
 
-def table(schema: Schema, convert: Callable[[dict], Any] | None = None) -> Reader:
+def table(schema: Schema, convert: Callable[[dict[str, Any]], Any] | None = None) -> Reader:
     """A sub-table as a dict (``convert``, if given, reshapes it)."""
 
     def read(buf: bytes, position: int) -> Any:
@@ -127,7 +130,7 @@ def table(schema: Schema, convert: Callable[[dict], Any] | None = None) -> Reade
 def vector(read_item: Reader) -> Reader:
     """A vector of strings or tables (``read_item`` reads one reference)."""
 
-    def read(buf: bytes, position: int) -> list:
+    def read(buf: bytes, position: int) -> list[Any]:
         position += _U32(buf, position)[0]
         first = position + 4
         return [read_item(buf, first + 4 * index) for index in range(_U32(buf, position)[0])]

@@ -10,30 +10,31 @@ differs (fingerprint algorithms, SRTP suites).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 
-import FBS.Consumer.TraceEventType as FbsConsumerTraceEventType  # noqa: E402
-import FBS.DataProducer.Type as FbsDataProducerType  # noqa: E402
-import FBS.Producer.TraceEventType as FbsProducerTraceEventType  # noqa: E402
-import FBS.RtpParameters.MediaKind as FbsMediaKind  # noqa: E402
-import FBS.RtpParameters.Type as FbsRtpType  # noqa: E402
-import FBS.SctpAssociation.SctpState as FbsSctpState  # noqa: E402
-import FBS.SrtpParameters.SrtpCryptoSuite as FbsSrtpCryptoSuite  # noqa: E402
-import FBS.Transport.Protocol as FbsProtocol  # noqa: E402
-import FBS.Transport.Tuple as FbsTuple  # noqa: E402
-import FBS.Common.TraceDirection as FbsTraceDirection  # noqa: E402
-import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole  # noqa: E402
-import FBS.WebRtcTransport.DtlsState as FbsDtlsState  # noqa: E402
-import FBS.WebRtcTransport.FingerprintAlgorithm as FbsFingerprintAlgorithm  # noqa: E402
-import FBS.WebRtcTransport.IceCandidateTcpType as FbsIceCandidateTcpType  # noqa: E402
-import FBS.WebRtcTransport.IceCandidateType as FbsIceCandidateType  # noqa: E402
-import FBS.WebRtcTransport.IceRole as FbsIceRole  # noqa: E402
-import FBS.WebRtcTransport.IceState as FbsIceState  # noqa: E402
+import FBS.Common.TraceDirection as FbsTraceDirection
+import FBS.Consumer.TraceEventType as FbsConsumerTraceEventType
+import FBS.DataProducer.Type as FbsDataProducerType
+import FBS.Producer.TraceEventType as FbsProducerTraceEventType
+import FBS.RtpParameters.MediaKind as FbsMediaKind
+import FBS.RtpParameters.Type as FbsRtpType
+import FBS.SctpAssociation.SctpState as FbsSctpState
+import FBS.SrtpParameters.SrtpCryptoSuite as FbsSrtpCryptoSuite
+import FBS.Transport.Protocol as FbsProtocol
+import FBS.Transport.Tuple as FbsTuple
+import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole
+import FBS.WebRtcTransport.DtlsState as FbsDtlsState
+import FBS.WebRtcTransport.FingerprintAlgorithm as FbsFingerprintAlgorithm
+import FBS.WebRtcTransport.IceCandidateTcpType as FbsIceCandidateTcpType
+import FBS.WebRtcTransport.IceCandidateType as FbsIceCandidateType
+import FBS.WebRtcTransport.IceRole as FbsIceRole
+import FBS.WebRtcTransport.IceState as FbsIceState
 
 
-def enum_names(enum_cls: type, transform=str.lower) -> dict[int, str]:
+def enum_names(enum_cls: type, transform: Callable[[str], str] = str.lower) -> dict[int, str]:
     """Map a generated enum's values to mediasoup's strings."""
     return {
         value: transform(name)
@@ -42,7 +43,7 @@ def enum_names(enum_cls: type, transform=str.lower) -> dict[int, str]:
     }
 
 
-def enum_values(enum_cls: type, transform=str.lower) -> dict[str, int]:
+def enum_values(enum_cls: type, transform: Callable[[str], str] = str.lower) -> dict[str, int]:
     return {name: value for value, name in enum_names(enum_cls, transform).items()}
 
 
@@ -60,8 +61,10 @@ MEDIA_KIND = enum_names(FbsMediaKind.MediaKind)
 RTP_TYPE = enum_names(FbsRtpType.Type)
 FINGERPRINT_ALGORITHM = enum_names(FbsFingerprintAlgorithm.FingerprintAlgorithm, _fingerprint_name)
 SRTP_CRYPTO_SUITE = enum_names(FbsSrtpCryptoSuite.SrtpCryptoSuite, str)
-TRACE_DIRECTION = {value: name[len("DIRECTION_"):].lower() for value, name in
-                   enum_names(FbsTraceDirection.TraceDirection, str).items()}
+TRACE_DIRECTION = {
+    value: name[len("DIRECTION_") :].lower()
+    for value, name in enum_names(FbsTraceDirection.TraceDirection, str).items()
+}
 
 # Field name -> value-to-string table, for fields whose meaning is unambiguous.
 ENUM_FIELDS: dict[str, dict[int, str]] = {
@@ -128,14 +131,14 @@ def parse_tuple(tuple_t: Any) -> dict[str, Any] | None:
     }
 
 
-def vector(values: Any) -> list:
+def vector(values: Any) -> list[Any]:
     """A generated object-API vector (``None`` when absent, maybe a numpy array) as a list."""
     if values is None:
         return []
     return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
-def unpack(response: Any, table_cls: type, object_cls: type) -> Any:
+def unpack(response: Any, table_cls: type, object_cls: Any) -> Any:
     """Decode a response body as the object API ``...T`` instance."""
     table = response.Body()
     body = table_cls()

@@ -8,22 +8,23 @@ which level to answer with.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from workers.errors import MediasoupTypeError
 
 __all__ = [
-    "Profile",
-    "Level",
-    "ProfileLevelId",
     "DEFAULT_PROFILE_LEVEL_ID",
-    "parse_profile_level_id",
-    "profile_level_id_to_string",
-    "parse_sdp_profile_level_id",
+    "Level",
+    "Profile",
+    "ProfileLevelId",
+    "generate_profile_level_id_string_for_answer",
     "is_same_profile",
     "is_same_profile_and_level",
-    "generate_profile_level_id_string_for_answer",
+    "parse_profile_level_id",
+    "parse_sdp_profile_level_id",
+    "profile_level_id_to_string",
     "supported_level",
 ]
 
@@ -140,7 +141,7 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _VALID_LEVEL_IDCS = frozenset(level.value for level in Level) - {Level.L1_B}
 
 
-def parse_profile_level_id(value: Any) -> Optional[ProfileLevelId]:
+def parse_profile_level_id(value: Any) -> ProfileLevelId | None:
     """Parse a ``profile-level-id`` (3 hex bytes); ``None`` if unrecognised."""
     if not isinstance(value, str) or len(value) != 6 or not _HEX_DIGITS.issuperset(value):
         return None
@@ -165,7 +166,7 @@ def parse_profile_level_id(value: Any) -> Optional[ProfileLevelId]:
     return None
 
 
-def profile_level_id_to_string(profile_level_id: ProfileLevelId) -> Optional[str]:
+def profile_level_id_to_string(profile_level_id: ProfileLevelId) -> str | None:
     """The canonical 3-hex-byte string, or ``None`` if it cannot be expressed."""
     profile, level = profile_level_id
     if level == Level.L1_B:
@@ -176,14 +177,14 @@ def profile_level_id_to_string(profile_level_id: ProfileLevelId) -> Optional[str
     return f"{profile_idc_iop}{int(level):02x}"
 
 
-def parse_sdp_profile_level_id(params: Optional[Mapping[str, Any]] = None) -> Optional[ProfileLevelId]:
+def parse_sdp_profile_level_id(params: Mapping[str, Any] | None = None) -> ProfileLevelId | None:
     """The profile-level-id of codec parameters: the default one if absent,
     ``None`` if present but invalid."""
     value = (params or {}).get("profile-level-id")
     return parse_profile_level_id(value) if value else DEFAULT_PROFILE_LEVEL_ID
 
 
-def is_same_profile(params1: Optional[Mapping[str, Any]] = None, params2: Optional[Mapping[str, Any]] = None) -> bool:
+def is_same_profile(params1: Mapping[str, Any] | None = None, params2: Mapping[str, Any] | None = None) -> bool:
     """Whether two codec parameter sets have the same H264 profile (levels may differ)."""
     profile_level_id_1 = parse_sdp_profile_level_id(params1)
     profile_level_id_2 = parse_sdp_profile_level_id(params2)
@@ -195,7 +196,7 @@ def is_same_profile(params1: Optional[Mapping[str, Any]] = None, params2: Option
 
 
 def is_same_profile_and_level(
-    params1: Optional[Mapping[str, Any]] = None, params2: Optional[Mapping[str, Any]] = None
+    params1: Mapping[str, Any] | None = None, params2: Mapping[str, Any] | None = None
 ) -> bool:
     """Whether two codec parameter sets have the same H264 profile and level."""
     profile_level_id_1 = parse_sdp_profile_level_id(params1)
@@ -218,9 +219,9 @@ def _is_less_level(a: Level, b: Level) -> bool:
 
 
 def generate_profile_level_id_string_for_answer(
-    local_supported_params: Optional[Mapping[str, Any]] = None,
-    remote_offered_params: Optional[Mapping[str, Any]] = None,
-) -> Optional[str]:
+    local_supported_params: Mapping[str, Any] | None = None,
+    remote_offered_params: Mapping[str, Any] | None = None,
+) -> str | None:
     """The profile-level-id to answer with, given local and remote parameters.
 
     Both sides must have the same profile (check ``is_same_profile`` first);
@@ -251,7 +252,7 @@ def generate_profile_level_id_string_for_answer(
     return profile_level_id_to_string(ProfileLevelId(local_profile_level_id.profile, answer_level))
 
 
-def supported_level(max_frame_pixel_count: int, max_fps: float) -> Optional[Level]:
+def supported_level(max_frame_pixel_count: int, max_fps: float) -> Level | None:
     """The highest level a decoder handling frames up to ``max_frame_pixel_count``
     pixels at ``max_fps`` frames per second is guaranteed to support."""
     pixels_per_macroblock = 16 * 16

@@ -39,7 +39,7 @@ import pickle
 import random
 import re
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -51,28 +51,28 @@ from workers.supported_rtp_capabilities import SUPPORTED_RTP_CAPABILITIES
 
 __all__ = [
     "DYNAMIC_PAYLOAD_TYPES",
-    "clone",
-    "validate_rtp_capabilities",
-    "validate_rtp_codec_capability",
-    "validate_rtcp_feedback",
-    "validate_rtp_header_extension",
-    "validate_rtp_parameters",
-    "validate_rtp_codec_parameters",
-    "validate_rtp_header_extension_parameters",
-    "validate_rtp_encoding_parameters",
-    "validate_rtcp_parameters",
-    "validate_sctp_capabilities",
-    "validate_num_sctp_streams",
-    "validate_sctp_stream_parameters",
-    "generate_router_rtp_capabilities",
-    "get_producer_rtp_parameters_mapping",
-    "get_consumable_rtp_parameters",
     "can_consume",
+    "clone",
+    "generate_router_rtp_capabilities",
+    "get_consumable_rtp_parameters",
     "get_consumer_rtp_parameters",
     "get_pipe_consumer_rtp_parameters",
-    "serialize_rtp_mapping",
+    "get_producer_rtp_parameters_mapping",
     "is_rtx_codec",
     "match_codecs",
+    "serialize_rtp_mapping",
+    "validate_num_sctp_streams",
+    "validate_rtcp_feedback",
+    "validate_rtcp_parameters",
+    "validate_rtp_capabilities",
+    "validate_rtp_codec_capability",
+    "validate_rtp_codec_parameters",
+    "validate_rtp_encoding_parameters",
+    "validate_rtp_header_extension",
+    "validate_rtp_header_extension_parameters",
+    "validate_rtp_parameters",
+    "validate_sctp_capabilities",
+    "validate_sctp_stream_parameters",
 ]
 
 #: Payload types handed out to codecs without a preferred one, in this order.
@@ -129,7 +129,7 @@ def _object(value: Any, what: str) -> Json:
     return value
 
 
-def _list_field(owner: Json, key: str, what: str) -> list:
+def _list_field(owner: Json, key: str, what: str) -> list[Any]:
     """An optional array field, set to ``[]`` when absent."""
     value = owner.get(key)
     if type(value) is list:
@@ -163,7 +163,7 @@ def _optional_string(owner: Json, key: str, message: str) -> None:
 
 
 @lru_cache(maxsize=256)
-def _media_kind_of(mime_type: str) -> Optional[str]:
+def _media_kind_of(mime_type: str) -> str | None:
     match = _MIME_TYPE.match(mime_type)
     return match.group(1).lower() if match else None
 
@@ -315,70 +315,70 @@ def _normalize_rtp_parameters(params: Json) -> None:
     _normalize_rtcp(rtcp)
 
 
-def validate_rtp_capabilities(caps: Any) -> Json:
+def validate_rtp_capabilities(caps: object) -> Json:
     """Validate and normalise RTP capabilities (e.g. a client's device caps)."""
     caps = _as_json(caps, "caps")
     _normalize_rtp_capabilities(caps)
     return caps
 
 
-def validate_rtp_codec_capability(codec: Any) -> Json:
+def validate_rtp_codec_capability(codec: object) -> Json:
     """Validate and normalise a codec capability; ``kind`` is set from the mimeType."""
     codec = _as_json(codec, "codec")
     _normalize_codec_capability(codec)
     return codec
 
 
-def validate_rtcp_feedback(fb: Any) -> Json:
+def validate_rtcp_feedback(fb: object) -> Json:
     """``type`` is mandatory; ``parameter`` defaults to ""."""
     fb = _as_json(fb, "fb")
     _normalize_rtcp_feedback(fb)
     return fb
 
 
-def validate_rtp_header_extension(ext: Any) -> Json:
+def validate_rtp_header_extension(ext: object) -> Json:
     """A header extension capability: kind, uri and preferredId are mandatory."""
     ext = _as_json(ext, "ext")
     _normalize_header_extension(ext)
     return ext
 
 
-def validate_rtp_parameters(params: Any) -> Json:
+def validate_rtp_parameters(params: object) -> Json:
     """Validate and normalise RTP parameters (e.g. a client's ``produce`` request)."""
     params = _as_json(params, "params")
     _normalize_rtp_parameters(params)
     return params
 
 
-def validate_rtp_codec_parameters(codec: Any) -> Json:
+def validate_rtp_codec_parameters(codec: object) -> Json:
     """A negotiated codec: mimeType, payloadType and clockRate are mandatory."""
     codec = _as_json(codec, "codec")
     _normalize_codec_parameters(codec)
     return codec
 
 
-def validate_rtp_header_extension_parameters(ext: Any) -> Json:
+def validate_rtp_header_extension_parameters(ext: object) -> Json:
     """A negotiated header extension: uri and id are mandatory."""
     ext = _as_json(ext, "ext")
     _normalize_header_extension_parameters(ext)
     return ext
 
 
-def validate_rtp_encoding_parameters(encoding: Any) -> Json:
+def validate_rtp_encoding_parameters(encoding: object) -> Json:
     """An encoding: every field is optional; ``dtx`` defaults to false."""
     encoding = _as_json(encoding, "encoding")
     _normalize_encoding(encoding)
     return encoding
 
 
-def validate_rtcp_parameters(rtcp: Any) -> Json:
+def validate_rtcp_parameters(rtcp: object) -> Json:
     """``cname`` is optional; ``reducedSize`` is always set to true, as mediasoup does."""
     rtcp = _as_json(rtcp, "rtcp")
     _normalize_rtcp(rtcp)
     return rtcp
 
 
-def validate_sctp_capabilities(caps: Any) -> Json:
+def validate_sctp_capabilities(caps: object) -> Json:
     """SCTP capabilities as clients send them: ``{numStreams: {OS, MIS}}``."""
     caps = _as_json(caps, "caps")
     if not isinstance(caps.get("numStreams"), dict):
@@ -387,7 +387,7 @@ def validate_sctp_capabilities(caps: Any) -> Json:
     return caps
 
 
-def validate_num_sctp_streams(num_streams: Any) -> Json:
+def validate_num_sctp_streams(num_streams: object) -> Json:
     """``OS`` (outgoing streams) and ``MIS`` (max incoming streams) are mandatory."""
     num_streams = _as_json(num_streams, "numStreams")
     _require_number(num_streams, "OS", "missing numStreams.OS")
@@ -395,7 +395,7 @@ def validate_num_sctp_streams(num_streams: Any) -> Json:
     return num_streams
 
 
-def validate_sctp_stream_parameters(params: Any) -> Json:
+def validate_sctp_stream_parameters(params: object) -> Json:
     """Validate and normalise SCTP stream parameters (a ``produceData`` request).
 
     ``ordered`` defaults to true, or to false when a partial-reliability
@@ -466,9 +466,10 @@ def match_codecs(a_codec: Json, b_codec: Json, *, strict: bool = False, modify: 
 
     if a_mime_type == "audio/multiopus":
         a_params, b_params = a_codec["parameters"], b_codec["parameters"]
-        return a_params.get("num_streams") == b_params.get("num_streams") and a_params.get(
+        same_layout: bool = a_params.get("num_streams") == b_params.get("num_streams") and a_params.get(
             "coupled_streams"
         ) == b_params.get("coupled_streams")
+        return same_layout
     if strict and a_mime_type == "video/h264":
         return _h264_matches(a_codec["parameters"], b_codec["parameters"], modify)
     if strict and a_mime_type == "video/vp9":
@@ -502,7 +503,7 @@ def _copy_encoding(encoding: Json) -> Json:
 _SUPPORTED_RTP_CAPABILITIES: Json = validate_rtp_capabilities(clone(SUPPORTED_RTP_CAPABILITIES))
 
 
-def _dependency_descriptor_for_pipe_consumer() -> Optional[Json]:
+def _dependency_descriptor_for_pipe_consumer() -> Json | None:
     """The Dependency-Descriptor extension pipe consumers must carry.
 
     It is 'recvonly' in the supported capabilities, so consumable parameters
@@ -600,7 +601,7 @@ def _match_rtx_codec(codec: Json, params: Json, caps: Json, cap_codec_of: dict[i
     if cap_media_codec is None:
         raise MediasoupTypeError(f"missing media codec found for RTX PT {codec['payloadType']}")
     cap_media_pt = cap_media_codec["preferredPayloadType"]
-    cap_rtx_codec = next(
+    cap_rtx_codec: Json | None = next(
         (c for c in caps["codecs"] if is_rtx_codec(c) and c["parameters"].get("apt") == cap_media_pt), None
     )
     if cap_rtx_codec is None:
@@ -833,7 +834,9 @@ def _pipe_encodings(consumable_encodings: list[Json], with_rtx: bool) -> list[Js
     return encodings
 
 
-def _consumer_params(consumable_params: Json, codecs: list, header_extensions: list, encodings: list) -> Json:
+def _consumer_params(
+    consumable_params: Json, codecs: list[Any], header_extensions: list[Any], encodings: list[Any]
+) -> Json:
     consumer_params: Json = {
         "codecs": codecs,
         "headerExtensions": header_extensions,

@@ -20,24 +20,24 @@ from loguru import logger
 from workers import ortc
 from workers.consumer import Consumer
 from workers.errors import MediasoupTypeError, NotFoundError
-from workers.fbs import FBS  # noqa: F401
-from workers.wire import new_id
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import body_as, to_dict, unpack
 from workers.plain_transport import build_srtp_parameters
 from workers.rtp_parameters import serialize_rtp_encoding_parameters, serialize_rtp_parameters
 from workers.transport import Transport, _media_kind, check_app_data, parse_base_dump
+from workers.wire import new_id
 
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.PipeTransport.ConnectRequest as FbsConnectRequest  # noqa: E402
-import FBS.PipeTransport.ConnectResponse as FbsConnectResponse  # noqa: E402
-import FBS.PipeTransport.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.PipeTransport.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.RtpParameters.Type as FbsRtpType  # noqa: E402
-import FBS.Transport.ConsumeRequest as FbsConsumeRequest  # noqa: E402
-import FBS.Transport.ConsumeResponse as FbsConsumeResponse  # noqa: E402
-import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated  # noqa: E402
+import FBS.Notification.Event as FbsEvent
+import FBS.PipeTransport.ConnectRequest as FbsConnectRequest
+import FBS.PipeTransport.ConnectResponse as FbsConnectResponse
+import FBS.PipeTransport.DumpResponse as FbsDumpResponse
+import FBS.PipeTransport.GetStatsResponse as FbsGetStatsResponse
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.RtpParameters.Type as FbsRtpType
+import FBS.Transport.ConsumeRequest as FbsConsumeRequest
+import FBS.Transport.ConsumeResponse as FbsConsumeResponse
+import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated
 
 
 def parse_pipe_transport_dump(dump_t: Any) -> dict[str, Any]:
@@ -54,7 +54,8 @@ class PipeTransport(Transport):
 
     @property
     def tuple(self) -> dict[str, Any]:
-        return self.data["tuple"]
+        value: dict[str, Any] = self.data["tuple"]
+        return value
 
     @property
     def srtp_parameters(self) -> dict[str, Any] | None:
@@ -115,12 +116,12 @@ class PipeTransport(Transport):
 
     # -- consuming -------------------------------------------------------------------
 
-    async def consume(  # type: ignore[override]
+    async def consume(
         self,
         producer_id: str,
         rtp_capabilities: Any = None,
         *,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
         **_ignored: Any,
     ) -> Consumer:
         """Create a pipe Consumer of ``producer_id`` (mediasoup's ``PipeTransport.consume``).
@@ -164,7 +165,7 @@ class PipeTransport(Transport):
         self.observer.safe_emit("newconsumer", consumer)
         return consumer
 
-    def _build_pipe_consume_request(self, consumer_id: str, producer: Any, rtp_parameters: dict) -> int:
+    def _build_pipe_consume_request(self, consumer_id: str, producer: Any, rtp_parameters: dict[str, Any]) -> int:
         """mediasoup's pipe ``createConsumeRequest``: type PIPE, no paused/layers/DTX options."""
         builder = self.channel.builder
         producer_offset = builder.CreateString(producer.id)
@@ -180,7 +181,8 @@ class PipeTransport(Transport):
         FbsConsumeRequest.AddType(builder, FbsRtpType.Type.PIPE)
         if encodings_offset:
             FbsConsumeRequest.AddConsumableRtpEncodings(builder, encodings_offset)
-        return FbsConsumeRequest.End(builder)
+        offset: int = FbsConsumeRequest.End(builder)
+        return offset
 
     # -- notifications ---------------------------------------------------------------
 

@@ -11,22 +11,22 @@ from typing import Any
 from loguru import logger
 
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import SRTP_CRYPTO_SUITE, body_as, to_dict, unpack
 from workers.transport import Transport, parse_base_dump
 from workers.wire import as_wire
 
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.PlainTransport.ConnectRequest as FbsConnectRequest  # noqa: E402
-import FBS.PlainTransport.ConnectResponse as FbsConnectResponse  # noqa: E402
-import FBS.PlainTransport.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.PlainTransport.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.PlainTransport.RtcpTupleNotification as FbsRtcpTupleNotification  # noqa: E402
-import FBS.PlainTransport.TupleNotification as FbsTupleNotification  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.SrtpParameters.SrtpParameters as FbsSrtpParameters  # noqa: E402
-import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated  # noqa: E402
+import FBS.Notification.Event as FbsEvent
+import FBS.PlainTransport.ConnectRequest as FbsConnectRequest
+import FBS.PlainTransport.ConnectResponse as FbsConnectResponse
+import FBS.PlainTransport.DumpResponse as FbsDumpResponse
+import FBS.PlainTransport.GetStatsResponse as FbsGetStatsResponse
+import FBS.PlainTransport.RtcpTupleNotification as FbsRtcpTupleNotification
+import FBS.PlainTransport.TupleNotification as FbsTupleNotification
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.SrtpParameters.SrtpParameters as FbsSrtpParameters
+import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated
 
 SRTP_CRYPTO_SUITES = {name: value for value, name in SRTP_CRYPTO_SUITE.items()}
 
@@ -43,7 +43,8 @@ def build_srtp_parameters(builder: Any, srtp_parameters: Any) -> int:
     FbsSrtpParameters.Start(builder)
     FbsSrtpParameters.AddCryptoSuite(builder, SRTP_CRYPTO_SUITES[suite])
     FbsSrtpParameters.AddKeyBase64(builder, key_offset)
-    return FbsSrtpParameters.End(builder)
+    offset: int = FbsSrtpParameters.End(builder)
+    return offset
 
 
 def parse_plain_transport_dump(dump_t: Any) -> dict[str, Any]:
@@ -57,7 +58,8 @@ class PlainTransport(Transport):
 
     @property
     def tuple(self) -> dict[str, Any]:
-        return self.data["tuple"]
+        value: dict[str, Any] = self.data["tuple"]
+        return value
 
     @property
     def rtcp_tuple(self) -> dict[str, Any] | None:
@@ -69,9 +71,7 @@ class PlainTransport(Transport):
 
     async def dump(self) -> dict[str, Any]:
         response = await self.request(FbsMethod.Method.TRANSPORT_DUMP)
-        return parse_plain_transport_dump(
-            unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT)
-        )
+        return parse_plain_transport_dump(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
 
     async def get_stats(self) -> list[dict[str, Any]]:
         response = await self.request(FbsMethod.Method.TRANSPORT_GET_STATS)
@@ -133,7 +133,9 @@ class PlainTransport(Transport):
             self.safe_emit("rtcptuple", self.data["rtcpTuple"])
             self.observer.safe_emit("rtcptuple", self.data["rtcpTuple"])
         elif event == Event.TRANSPORT_SCTP_NEGOTIATED_CAPABILITIES:
-            caps = body_as(notification, FbsSctpNegotiated.SctpNegotiatedCapabilitiesNotification).NegotiatedCapabilities()
+            caps = body_as(
+                notification, FbsSctpNegotiated.SctpNegotiatedCapabilitiesNotification
+            ).NegotiatedCapabilities()
             self.data["sctpNegotiatedCapabilities"] = {
                 "negotiatedMaxOutboundStreams": caps.NegotiatedMaxOutboundStreams(),
                 "negotiatedMaxInboundStreams": caps.NegotiatedMaxInboundStreams(),

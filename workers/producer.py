@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from workers.enhanced_events import EnhancedEventEmitter
-from workers.transport_child import TransportChild
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import (
     MEDIA_KIND,
     PRODUCER_TRACE_EVENT,
@@ -26,18 +25,19 @@ from workers.fbs_utils import (
     vector,
 )
 from workers.rtp_parameters import parse_rtp_parameters
+from workers.transport_child import TransportChild
 
-import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Producer.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.Producer.EnableTraceEventRequest as FbsEnableTraceEvent  # noqa: E402
-import FBS.Producer.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.Producer.ScoreNotification as FbsScoreNotification  # noqa: E402
-import FBS.Producer.SendNotification as FbsSendNotification  # noqa: E402
-import FBS.Producer.TraceNotification as FbsTraceNotification  # noqa: E402
-import FBS.Producer.VideoOrientationChangeNotification as FbsVideoOrientation  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
+import FBS.Notification.Body as FbsNotificationBody
+import FBS.Notification.Event as FbsEvent
+import FBS.Producer.DumpResponse as FbsDumpResponse
+import FBS.Producer.EnableTraceEventRequest as FbsEnableTraceEvent
+import FBS.Producer.GetStatsResponse as FbsGetStatsResponse
+import FBS.Producer.ScoreNotification as FbsScoreNotification
+import FBS.Producer.SendNotification as FbsSendNotification
+import FBS.Producer.TraceNotification as FbsTraceNotification
+import FBS.Producer.VideoOrientationChangeNotification as FbsVideoOrientation
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
 
 if TYPE_CHECKING:
     from workers.transport import Transport
@@ -49,14 +49,14 @@ class Producer(TransportChild):
     def __init__(
         self,
         producer_id: str,
-        transport: "Transport",
+        transport: Transport,
         *,
         kind: str,
         rtp_parameters: dict[str, Any],
         producer_type: int,
         consumable_rtp_parameters: dict[str, Any],
         paused: bool,
-        app_data: dict,
+        app_data: dict[str, Any],
     ) -> None:
         super().__init__()
         self.id = producer_id
@@ -194,7 +194,8 @@ def _union_info(module_name: str, info_type: int, table: Any) -> dict[str, Any] 
     creator = getattr(union, "TraceInfoCreator", None)
     if creator is None:
         return None
-    return to_dict(creator(info_type, table))
+    info: dict[str, Any] | None = to_dict(creator(info_type, table))
+    return info
 
 
 def _rtp_stream_stats(stat: Any) -> dict[str, Any]:

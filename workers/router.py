@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import marshal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from loguru import logger
 
@@ -21,57 +21,62 @@ from workers.audio_level_observer import AudioLevelObserver
 from workers.direct_transport import DirectTransport, parse_direct_transport_dump
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import Blob, Fragment, builder_fragment, string_table, table_layout
 from workers.fbs_utils import to_dict, unpack
 from workers.pipe_transport import PipeTransport, parse_pipe_transport_dump
 from workers.plain_transport import SRTP_CRYPTO_SUITES, PlainTransport, parse_plain_transport_dump
-from workers.transport import Transport, build_base_options, build_listen_info, check_app_data
+from workers.transport import SctpOptions, Transport, build_base_options, build_listen_info, check_app_data
 from workers.webrtc_transport import WebRtcTransport, read_webrtc_transport_dump
 from workers.wire import as_wire, clone, new_id
 
-import FBS.ActiveSpeakerObserver.ActiveSpeakerObserverOptions as FbsActiveSpeakerOptions  # noqa: E402
-import FBS.AudioLevelObserver.AudioLevelObserverOptions as FbsAudioLevelOptions  # noqa: E402
-import FBS.DirectTransport.DirectTransportOptions as FbsDirectOptions  # noqa: E402
-import FBS.DirectTransport.DumpResponse as FbsDirectDump  # noqa: E402
-import FBS.PipeTransport.DumpResponse as FbsPipeDump  # noqa: E402
-import FBS.PipeTransport.PipeTransportOptions as FbsPipeOptions  # noqa: E402
-import FBS.PlainTransport.DumpResponse as FbsPlainDump  # noqa: E402
-import FBS.PlainTransport.PlainTransportOptions as FbsPlainOptions  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Router.CreateActiveSpeakerObserverRequest as FbsCreateActiveSpeaker  # noqa: E402
-import FBS.Router.CreateAudioLevelObserverRequest as FbsCreateAudioLevel  # noqa: E402
-import FBS.Router.CreateDirectTransportRequest as FbsCreateDirect  # noqa: E402
-import FBS.Router.CreatePipeTransportRequest as FbsCreatePipe  # noqa: E402
-import FBS.Router.CreatePlainTransportRequest as FbsCreatePlain  # noqa: E402
-import FBS.Router.DumpResponse as FbsRouterDump  # noqa: E402
-import FBS.WebRtcTransport.Listen as FbsListen  # noqa: E402
-import FBS.WebRtcTransport.ListenIndividual as FbsListenIndividual  # noqa: E402
-import FBS.WebRtcTransport.ListenServer as FbsListenServer  # noqa: E402
-import FBS.WebRtcTransport.WebRtcTransportOptions as FbsWebRtcOptions  # noqa: E402
+import FBS.ActiveSpeakerObserver.ActiveSpeakerObserverOptions as FbsActiveSpeakerOptions
+import FBS.AudioLevelObserver.AudioLevelObserverOptions as FbsAudioLevelOptions
+import FBS.DirectTransport.DirectTransportOptions as FbsDirectOptions
+import FBS.DirectTransport.DumpResponse as FbsDirectDump
+import FBS.PipeTransport.DumpResponse as FbsPipeDump
+import FBS.PipeTransport.PipeTransportOptions as FbsPipeOptions
+import FBS.PlainTransport.DumpResponse as FbsPlainDump
+import FBS.PlainTransport.PlainTransportOptions as FbsPlainOptions
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.Router.CreateActiveSpeakerObserverRequest as FbsCreateActiveSpeaker
+import FBS.Router.CreateAudioLevelObserverRequest as FbsCreateAudioLevel
+import FBS.Router.CreateDirectTransportRequest as FbsCreateDirect
+import FBS.Router.CreatePipeTransportRequest as FbsCreatePipe
+import FBS.Router.CreatePlainTransportRequest as FbsCreatePlain
+import FBS.Router.DumpResponse as FbsRouterDump
+import FBS.WebRtcTransport.Listen as FbsListen
+import FBS.WebRtcTransport.ListenIndividual as FbsListenIndividual
+import FBS.WebRtcTransport.ListenServer as FbsListenServer
+import FBS.WebRtcTransport.WebRtcTransportOptions as FbsWebRtcOptions
 
 if TYPE_CHECKING:
+    from workers.channel import Channel
     from workers.producer import Producer
+    from workers.rtp_observer import RtpObserver
     from workers.worker import Worker
 
 
+_TransportT = TypeVar("_TransportT", bound=Transport)
+_RtpObserverT = TypeVar("_RtpObserverT", bound="RtpObserver")
+
 
 class Router(EnhancedEventEmitter):
-    def __init__(self, router_id: str, rtp_capabilities: Any, worker: "Worker", app_data: dict) -> None:
+    def __init__(self, router_id: str, rtp_capabilities: Any, worker: Worker, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = router_id
         self.worker = worker
-        self.channel = worker.channel
+        self.channel: Channel = worker.channel
         self.app_data = app_data
         self.rtp_capabilities_wire: dict[str, Any] = as_wire(rtp_capabilities)
         self.closed = False
         self.observer = EnhancedEventEmitter()
         self.transports: dict[str, Transport] = {}
-        self.producers: dict[str, "Producer"] = {}
+        self.producers: dict[str, Producer] = {}
         self.data_producers: dict[str, Any] = {}
         self.rtp_observers: dict[str, Any] = {}
-        self.pipe_transport_pairs: dict[str, asyncio.Future] = {}
+        self.pipe_transport_pairs: dict[str, asyncio.Future[Any]] = {}
 
     @property
     def rtp_capabilities(self) -> dict[str, Any]:
@@ -121,12 +126,18 @@ class Router(EnhancedEventEmitter):
 
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.ROUTER_DUMP, handler_id=self.id)
-        dump = to_dict(unpack(response, FbsRouterDump.DumpResponse, FbsRouterDump.DumpResponseT))
+        dump: dict[str, Any] = to_dict(unpack(response, FbsRouterDump.DumpResponse, FbsRouterDump.DumpResponseT))
         # As mediasoup's parseRouterDumpResponse: every vector is an array (never
         # absent) and the maps stay arrays of ``{key, values}`` / ``{key, value}``.
-        for table in ("transportIds", "rtpObserverIds", "mapProducerIdConsumerIds", "mapConsumerIdProducerId",
-                      "mapProducerIdObserverIds", "mapDataProducerIdDataConsumerIds",
-                      "mapDataConsumerIdDataProducerId"):
+        for table in (
+            "transportIds",
+            "rtpObserverIds",
+            "mapProducerIdConsumerIds",
+            "mapConsumerIdProducerId",
+            "mapProducerIdObserverIds",
+            "mapDataProducerIdDataConsumerIds",
+            "mapDataConsumerIdDataProducerId",
+        ):
             dump[table] = dump.get(table) or []
         for table in ("mapProducerIdConsumerIds", "mapProducerIdObserverIds", "mapDataProducerIdDataConsumerIds"):
             for item in dump[table]:
@@ -163,8 +174,8 @@ class Router(EnhancedEventEmitter):
         initial_available_outgoing_bitrate: int = 600_000,
         enable_sctp: bool = False,
         ice_consent_timeout: int = 30,
-        app_data: dict | None = None,
-        **sctp_options: int,
+        app_data: dict[str, Any] | None = None,
+        **sctp_options: Unpack[SctpOptions],
     ) -> WebRtcTransport:
         """Create a WebRtcTransport on a WebRtcServer or on its own listen infos."""
         self._check_open()
@@ -185,14 +196,28 @@ class Router(EnhancedEventEmitter):
             listen_infos = _listen_ips_to_infos(listen_ips, port, enable_udp, enable_tcp, prefer_udp, prefer_tcp)
         transport_id = new_id()
         options = self._webrtc_transport_options(
-            webrtc_server, listen_infos,
-            (enable_udp, enable_tcp, prefer_udp, prefer_tcp, initial_available_outgoing_bitrate, enable_sctp,
-             ice_consent_timeout, sctp_options),
+            webrtc_server,
+            listen_infos,
+            (
+                enable_udp,
+                enable_tcp,
+                prefer_udp,
+                prefer_tcp,
+                initial_available_outgoing_bitrate,
+                enable_sctp,
+                ice_consent_timeout,
+                sctp_options,
+            ),
         )
-        method = (FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT_WITH_SERVER if webrtc_server is not None
-                  else FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT)
+        method = (
+            FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT_WITH_SERVER
+            if webrtc_server is not None
+            else FbsMethod.Method.ROUTER_CREATE_WEBRTCTRANSPORT
+        )
         response = await self.channel.request_fragment(
-            method, FbsRequestBody.Body.Router_CreateWebRtcTransportRequest, _id_and_options(transport_id, options),
+            method,
+            FbsRequestBody.Body.Router_CreateWebRtcTransportRequest,
+            _id_and_options(transport_id, options),
             self.id,
         )
         data = read_webrtc_transport_dump(response.buffer, response.body_position)
@@ -202,7 +227,7 @@ class Router(EnhancedEventEmitter):
             webrtc_server.handle_webrtc_transport(transport)
         return transport
 
-    def _webrtc_transport_options(self, webrtc_server: Any, listen_infos: Any, flags: tuple) -> Fragment:
+    def _webrtc_transport_options(self, webrtc_server: Any, listen_infos: Any, flags: tuple[Any, ...]) -> Fragment:
         """The ``WebRtcTransportOptions`` table, memoised by its inputs.
 
         A room creates its transports with the same options, and building
@@ -242,8 +267,8 @@ class Router(EnhancedEventEmitter):
         enable_sctp: bool = False,
         enable_srtp: bool = False,
         srtp_crypto_suite: str = "AES_CM_128_HMAC_SHA1_80",
-        app_data: dict | None = None,
-        **sctp_options: int,
+        app_data: dict[str, Any] | None = None,
+        **sctp_options: Unpack[SctpOptions],
     ) -> PlainTransport:
         """Create a PlainTransport (RTP over UDP, optionally SRTP)."""
         self._check_open()
@@ -273,8 +298,16 @@ class Router(EnhancedEventEmitter):
         FbsPlainOptions.AddSrtpCryptoSuite(builder, SRTP_CRYPTO_SUITES[srtp_crypto_suite])
         options = FbsPlainOptions.End(builder)
         return await self._create_transport(
-            transport_id, options, FbsCreatePlain, FbsMethod.Method.ROUTER_CREATE_PLAINTRANSPORT,
-            FbsRequestBody.Body.Router_CreatePlainTransportRequest, FbsPlainDump, parse_plain_transport_dump, PlainTransport, app_data)
+            transport_id,
+            options,
+            FbsCreatePlain,
+            FbsMethod.Method.ROUTER_CREATE_PLAINTRANSPORT,
+            FbsRequestBody.Body.Router_CreatePlainTransportRequest,
+            FbsPlainDump,
+            parse_plain_transport_dump,
+            PlainTransport,
+            app_data,
+        )
 
     async def create_pipe_transport(
         self,
@@ -285,8 +318,8 @@ class Router(EnhancedEventEmitter):
         enable_sctp: bool = False,
         enable_rtx: bool = False,
         enable_srtp: bool = False,
-        app_data: dict | None = None,
-        **sctp_options: int,
+        app_data: dict[str, Any] | None = None,
+        **sctp_options: Unpack[SctpOptions],
     ) -> PipeTransport:
         """Create a PipeTransport (RTP/SCTP over UDP to another router's PipeTransport).
 
@@ -311,8 +344,16 @@ class Router(EnhancedEventEmitter):
         FbsPipeOptions.AddEnableSrtp(builder, bool(enable_srtp))
         options = FbsPipeOptions.End(builder)
         return await self._create_transport(
-            transport_id, options, FbsCreatePipe, FbsMethod.Method.ROUTER_CREATE_PIPETRANSPORT,
-            FbsRequestBody.Body.Router_CreatePipeTransportRequest, FbsPipeDump, parse_pipe_transport_dump, PipeTransport, app_data)
+            transport_id,
+            options,
+            FbsCreatePipe,
+            FbsMethod.Method.ROUTER_CREATE_PIPETRANSPORT,
+            FbsRequestBody.Body.Router_CreatePipeTransportRequest,
+            FbsPipeDump,
+            parse_pipe_transport_dump,
+            PipeTransport,
+            app_data,
+        )
 
     async def create_direct_transport(
         self,
@@ -320,7 +361,7 @@ class Router(EnhancedEventEmitter):
         max_send_message_size: int = 262144,
         max_receive_message_size: int = 262144,
         max_message_size: int | None = None,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> DirectTransport:
         """Create a DirectTransport (media and data to and from this process).
 
@@ -346,11 +387,29 @@ class Router(EnhancedEventEmitter):
         FbsDirectOptions.AddBase(builder, base)
         options = FbsDirectOptions.End(builder)
         return await self._create_transport(
-            transport_id, options, FbsCreateDirect, FbsMethod.Method.ROUTER_CREATE_DIRECTTRANSPORT,
-            FbsRequestBody.Body.Router_CreateDirectTransportRequest, FbsDirectDump, parse_direct_transport_dump, DirectTransport, app_data)
+            transport_id,
+            options,
+            FbsCreateDirect,
+            FbsMethod.Method.ROUTER_CREATE_DIRECTTRANSPORT,
+            FbsRequestBody.Body.Router_CreateDirectTransportRequest,
+            FbsDirectDump,
+            parse_direct_transport_dump,
+            DirectTransport,
+            app_data,
+        )
 
-    async def _create_transport(self, transport_id: str, options: int, create: Any, method: int, body: int,
-                                dump: Any, parse: Any, cls: Any, app_data: dict) -> Any:
+    async def _create_transport(
+        self,
+        transport_id: str,
+        options: int,
+        create: Any,
+        method: int,
+        body: int,
+        dump: Any,
+        parse: Any,
+        cls: type[_TransportT],
+        app_data: dict[str, Any],
+    ) -> _TransportT:
         """The end every ``create_*_transport`` shares: the create request around the
         ``options`` table just built, the dump parsed into the new transport."""
         builder = self.channel.builder
@@ -370,14 +429,14 @@ class Router(EnhancedEventEmitter):
         *,
         producer_id: str | None = None,
         data_producer_id: str | None = None,
-        router: "Router | None" = None,
+        router: Router | None = None,
         keep_id: bool = True,
         listen_info: Any = None,
         listen_ip: Any = None,
         enable_sctp: bool = True,
         enable_rtx: bool = False,
         enable_srtp: bool = False,
-        **sctp_options: int,
+        **sctp_options: Unpack[SctpOptions],
     ) -> dict[str, Any]:
         """Make a producer (or data producer) of this router consumable in ``router``.
 
@@ -407,11 +466,15 @@ class Router(EnhancedEventEmitter):
             if producer is None:
                 raise NotFoundError("Producer not found")
         else:
+            assert data_producer_id  # one of the two was checked above
             data_producer = self.data_producers.get(data_producer_id)
             if data_producer is None:
                 raise NotFoundError("DataProducer not found")
         options = dict(
-            listen_info=listen_info, enable_sctp=enable_sctp, enable_rtx=enable_rtx, enable_srtp=enable_srtp,
+            listen_info=listen_info,
+            enable_sctp=enable_sctp,
+            enable_rtx=enable_rtx,
+            enable_srtp=enable_srtp,
             **sctp_options,
         )
         local, remote = await self._pipe_transport_pair(router, options)
@@ -419,7 +482,9 @@ class Router(EnhancedEventEmitter):
             return await _pipe_producer(producer, local, remote, keep_id)
         return await _pipe_data_producer(data_producer, local, remote, keep_id)
 
-    async def _pipe_transport_pair(self, router: "Router", options: dict[str, Any]) -> tuple[PipeTransport, PipeTransport]:
+    async def _pipe_transport_pair(
+        self, router: Router, options: dict[str, Any]
+    ) -> tuple[PipeTransport, PipeTransport]:
         """Our and ``router``'s PipeTransport of the pair between us, creating it if needed.
 
         The pair is a task registered in both routers before it runs, so
@@ -440,7 +505,7 @@ class Router(EnhancedEventEmitter):
         transports = await asyncio.shield(pair)
         return transports[self.id], transports[router.id]
 
-    async def _create_pipe_transport_pair(self, router: "Router", options: dict[str, Any]) -> dict[str, PipeTransport]:
+    async def _create_pipe_transport_pair(self, router: Router, options: dict[str, Any]) -> dict[str, PipeTransport]:
         """Create both PipeTransports, tie their lifetimes, and connect each to the other.
 
         They are tied before connecting, so that a router or worker closing
@@ -461,11 +526,13 @@ class Router(EnhancedEventEmitter):
             _check_pipe_transports_open(local, remote)
             await asyncio.gather(
                 local.connect(
-                    ip=remote.tuple["localAddress"], port=remote.tuple["localPort"],
+                    ip=remote.tuple["localAddress"],
+                    port=remote.tuple["localPort"],
                     srtp_parameters=remote.srtp_parameters,
                 ),
                 remote.connect(
-                    ip=local.tuple["localAddress"], port=local.tuple["localPort"],
+                    ip=local.tuple["localAddress"],
+                    port=local.tuple["localPort"],
                     srtp_parameters=local.srtp_parameters,
                 ),
             )
@@ -495,7 +562,7 @@ class Router(EnhancedEventEmitter):
         local.observer.on("close", on_local_close)
         remote.observer.on("close", on_remote_close)
 
-    def add_pipe_transport_pair(self, key: str, pair: asyncio.Future) -> None:
+    def add_pipe_transport_pair(self, key: str, pair: asyncio.Future[Any]) -> None:
         """Share a pair that the router with id ``key`` is creating with us (mediasoup's
         ``addPipeTransportPair``); forget it when it fails or our side closes."""
         if key in self.pipe_transport_pairs:
@@ -503,7 +570,7 @@ class Router(EnhancedEventEmitter):
         self.pipe_transport_pairs[key] = pair
         pair.add_done_callback(lambda done: self._on_shared_pipe_transport_pair(key, done))
 
-    def _on_shared_pipe_transport_pair(self, key: str, pair: asyncio.Future) -> None:
+    def _on_shared_pipe_transport_pair(self, key: str, pair: asyncio.Future[Any]) -> None:
         if pair.cancelled() or pair.exception() is not None:
             self._forget_pipe_transport_pair(key, pair)
             return
@@ -520,7 +587,7 @@ class Router(EnhancedEventEmitter):
     # -- RTP observers ---------------------------------------------------------------
 
     async def create_active_speaker_observer(
-        self, *, interval: int = 300, app_data: dict | None = None
+        self, *, interval: int = 300, app_data: dict[str, Any] | None = None
     ) -> ActiveSpeakerObserver:
         """An ActiveSpeakerObserver evaluating the dominant speaker every ``interval`` ms."""
         self._check_open()
@@ -545,7 +612,12 @@ class Router(EnhancedEventEmitter):
         return self._register_rtp_observer(ActiveSpeakerObserver(observer_id, self, app_data))
 
     async def create_audio_level_observer(
-        self, *, max_entries: int = 1, threshold: int = -80, interval: int = 1000, app_data: dict | None = None
+        self,
+        *,
+        max_entries: int = 1,
+        threshold: int = -80,
+        interval: int = 1000,
+        app_data: dict[str, Any] | None = None,
     ) -> AudioLevelObserver:
         """An AudioLevelObserver reporting the ``max_entries`` loudest producers above
         ``threshold`` dBov every ``interval`` ms."""
@@ -576,7 +648,7 @@ class Router(EnhancedEventEmitter):
         )
         return self._register_rtp_observer(AudioLevelObserver(observer_id, self, app_data))
 
-    def _register_rtp_observer(self, rtp_observer: Any) -> Any:
+    def _register_rtp_observer(self, rtp_observer: _RtpObserverT) -> _RtpObserverT:
         self.rtp_observers[rtp_observer.id] = rtp_observer
         rtp_observer.once("@close", lambda: self.rtp_observers.pop(rtp_observer.id, None))
         self.observer.safe_emit("newrtpobserver", rtp_observer)
@@ -616,7 +688,9 @@ def _listen_ips_to_infos(
     for listen_ip in listen_ips:
         ip = listen_ip if isinstance(listen_ip, dict) else {"ip": listen_ip}
         for protocol in protocols:
-            infos.append({"protocol": protocol, "ip": ip["ip"], "announcedAddress": ip.get("announcedIp"), "port": port})
+            infos.append(
+                {"protocol": protocol, "ip": ip["ip"], "announcedAddress": ip.get("announcedIp"), "port": port}
+            )
     return infos
 
 
@@ -647,7 +721,7 @@ def _build_webrtc_transport_options(
     initial_available_outgoing_bitrate: int,
     enable_sctp: bool,
     ice_consent_timeout: int,
-    sctp_options: dict[str, int],
+    sctp_options: SctpOptions,
 ) -> int:
     """Serialise ``FBS.WebRtcTransport.WebRtcTransportOptions``; returns its offset."""
     if server_id is not None:
@@ -680,7 +754,8 @@ def _build_webrtc_transport_options(
     FbsWebRtcOptions.AddPreferUdp(builder, prefer_udp)
     FbsWebRtcOptions.AddPreferTcp(builder, prefer_tcp)
     FbsWebRtcOptions.AddIceConsentTimeout(builder, ice_consent_timeout)
-    return FbsWebRtcOptions.End(builder)
+    options_offset: int = FbsWebRtcOptions.End(builder)
+    return options_offset
 
 
 def _is_number(value: Any) -> bool:
@@ -785,7 +860,7 @@ async def _pipe_data_producer(
 
 # Pause/resume syncs run in the background (mediasoup's ``void pipeProducer.pause()``);
 # the set keeps them referenced until done.
-_BACKGROUND_TASKS: set[asyncio.Task] = set()
+_BACKGROUND_TASKS: set[asyncio.Task[Any]] = set()
 
 
 def _spawn(coro: Any) -> None:
@@ -794,12 +869,12 @@ def _spawn(coro: Any) -> None:
     task.add_done_callback(_background_done)
 
 
-def _background_done(task: asyncio.Task) -> None:
+def _background_done(task: asyncio.Task[Any]) -> None:
     _BACKGROUND_TASKS.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.warning("pipe_to_router() | syncing the pipe producer failed: {}", task.exception())
 
 
-def _ignore_result(future: asyncio.Future) -> None:
+def _ignore_result(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()

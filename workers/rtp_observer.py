@@ -17,12 +17,12 @@ from loguru import logger
 
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import NotFoundError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.RtpObserver.AddProducerRequest as FbsAddProducerRequest  # noqa: E402
-import FBS.RtpObserver.RemoveProducerRequest as FbsRemoveProducerRequest  # noqa: E402
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.RtpObserver.AddProducerRequest as FbsAddProducerRequest
+import FBS.RtpObserver.RemoveProducerRequest as FbsRemoveProducerRequest
 
 if TYPE_CHECKING:
     from workers.producer import Producer
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class RtpObserver(EnhancedEventEmitter):
     type = "base"
 
-    def __init__(self, rtp_observer_id: str, router: "Router", app_data: dict) -> None:
+    def __init__(self, rtp_observer_id: str, router: Router, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = rtp_observer_id
         self.router = router
@@ -43,7 +43,7 @@ class RtpObserver(EnhancedEventEmitter):
         self.observer = EnhancedEventEmitter()
         self.channel.subscribe(self.id, self._on_notification)
 
-    def get_producer(self, producer_id: str) -> "Producer | None":
+    def get_producer(self, producer_id: str) -> Producer | None:
         """The router's producer with that id (None if it closed meanwhile)."""
         return self.router.producers.get(producer_id)
 
@@ -118,7 +118,7 @@ class RtpObserver(EnhancedEventEmitter):
         )
         self.observer.safe_emit("removeproducer", producer)
 
-    def _require_producer(self, producer_id: str) -> "Producer":
+    def _require_producer(self, producer_id: str) -> Producer:
         producer = self.get_producer(producer_id)
         if producer is None:
             raise NotFoundError(f'Producer with id "{producer_id}" not found')

@@ -24,8 +24,9 @@ the hot produce/consume paths never build models.
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any, Literal, Self
 
 import flatbuffers
 from pydantic import BaseModel, ConfigDict
@@ -35,50 +36,50 @@ from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import Blob, TableLayout, splice, table_layout
 
-import FBS.RtpParameters.Boolean as _FbsBoolean  # noqa: E402
-import FBS.RtpParameters.Double as _FbsDouble  # noqa: E402
-import FBS.RtpParameters.Integer32 as _FbsInteger32  # noqa: E402
-import FBS.RtpParameters.Integer32Array as _FbsInteger32Array  # noqa: E402
-import FBS.RtpParameters.String as _FbsString  # noqa: E402
-from FBS.RtpParameters.RtpHeaderExtensionUri import (  # noqa: E402
+import FBS.RtpParameters.Boolean as _FbsBoolean
+import FBS.RtpParameters.Double as _FbsDouble
+import FBS.RtpParameters.Integer32 as _FbsInteger32
+import FBS.RtpParameters.Integer32Array as _FbsInteger32Array
+import FBS.RtpParameters.String as _FbsString
+from FBS.RtpParameters.RtpHeaderExtensionUri import (
     RtpHeaderExtensionUri as _FbsUri,
 )
-from FBS.RtpParameters.Value import Value as _FbsValue  # noqa: E402
+from FBS.RtpParameters.Value import Value as _FbsValue
 
 __all__ = [
-    "MediaKind",
-    "RtpHeaderExtensionDirection",
-    "RtpHeaderExtensionUri",
-    "WireModel",
-    "RtcpFeedback",
-    "RtpCodecCapability",
-    "RouterRtpCodecCapability",
-    "RtpHeaderExtension",
-    "RtpCapabilities",
-    "RouterRtpCapabilities",
-    "RtpCodecParameters",
-    "RtpHeaderExtensionParameters",
-    "RtpEncodingRtx",
-    "RtpEncodingParameters",
-    "RtcpParameters",
-    "RtpParameters",
     "CodecMapping",
     "EncodingMapping",
+    "MediaKind",
+    "RouterRtpCapabilities",
+    "RouterRtpCodecCapability",
+    "RtcpFeedback",
+    "RtcpParameters",
+    "RtpCapabilities",
+    "RtpCodecCapability",
+    "RtpCodecParameters",
+    "RtpEncodingParameters",
+    "RtpEncodingRtx",
+    "RtpHeaderExtension",
+    "RtpHeaderExtensionDirection",
+    "RtpHeaderExtensionParameters",
+    "RtpHeaderExtensionUri",
     "RtpMapping",
-    "serialize_rtp_parameters",
+    "RtpParameters",
+    "WireModel",
+    "parse_parameters",
+    "parse_rtcp_feedback",
+    "parse_rtp_codec_parameters",
+    "parse_rtp_encoding_parameters",
+    "parse_rtp_header_extension_parameters",
+    "parse_rtp_parameters",
+    "rtp_header_extension_uri_from_fbs",
+    "rtp_header_extension_uri_to_fbs",
     "serialize_rtp_encoding_parameters",
     "serialize_rtp_mapping",
-    "write_rtp_parameters",
+    "serialize_rtp_parameters",
     "write_rtp_encoding_parameters",
     "write_rtp_mapping",
-    "parse_rtp_parameters",
-    "parse_rtp_codec_parameters",
-    "parse_rtp_header_extension_parameters",
-    "parse_rtp_encoding_parameters",
-    "parse_rtcp_feedback",
-    "parse_parameters",
-    "rtp_header_extension_uri_to_fbs",
-    "rtp_header_extension_uri_from_fbs",
+    "write_rtp_parameters",
 ]
 
 MediaKind = Literal["audio", "video"]
@@ -117,7 +118,7 @@ class WireModel(BaseModel):
         """The mediasoup JSON form (camelCase keys, unset fields omitted)."""
         return self.model_dump(by_alias=True, exclude_none=True)
 
-    def clone(self):
+    def clone(self) -> Self:
         """A deep copy, like mediasoup's ``utils.clone()``.
 
         Round-trips through the Rust core, which is several times faster than
@@ -135,7 +136,7 @@ class RtcpFeedback(WireModel):
     """An RTCP feedback mechanism a codec supports (``nack``, ``nack pli``...)."""
 
     type: str
-    parameter: Optional[str] = None
+    parameter: str | None = None
 
 
 class RtpCodecCapability(WireModel):
@@ -145,13 +146,13 @@ class RtpCodecCapability(WireModel):
     is optional only in a Router's ``mediaCodecs`` (``RouterRtpCodecCapability``).
     """
 
-    kind: Optional[MediaKind] = None
+    kind: MediaKind | None = None
     mime_type: str
-    preferred_payload_type: Optional[int] = None
+    preferred_payload_type: int | None = None
     clock_rate: int
-    channels: Optional[int] = None
-    parameters: Optional[dict[str, Any]] = None
-    rtcp_feedback: Optional[list[RtcpFeedback]] = None
+    channels: int | None = None
+    parameters: dict[str, Any] | None = None
+    rtcp_feedback: list[RtcpFeedback] | None = None
 
 
 RouterRtpCodecCapability = RtpCodecCapability
@@ -163,15 +164,15 @@ class RtpHeaderExtension(WireModel):
     kind: MediaKind
     uri: str
     preferred_id: int
-    preferred_encrypt: Optional[bool] = None
-    direction: Optional[RtpHeaderExtensionDirection] = None
+    preferred_encrypt: bool | None = None
+    direction: RtpHeaderExtensionDirection | None = None
 
 
 class RtpCapabilities(WireModel):
     """What an endpoint can send/receive: codecs and header extensions."""
 
-    codecs: Optional[list[RtpCodecCapability]] = None
-    header_extensions: Optional[list[RtpHeaderExtension]] = None
+    codecs: list[RtpCodecCapability] | None = None
+    header_extensions: list[RtpHeaderExtension] | None = None
 
 
 RouterRtpCapabilities = RtpCapabilities
@@ -188,9 +189,9 @@ class RtpCodecParameters(WireModel):
     mime_type: str
     payload_type: int
     clock_rate: int
-    channels: Optional[int] = None
-    parameters: Optional[dict[str, Any]] = None
-    rtcp_feedback: Optional[list[RtcpFeedback]] = None
+    channels: int | None = None
+    parameters: dict[str, Any] | None = None
+    rtcp_feedback: list[RtcpFeedback] | None = None
 
 
 class RtpHeaderExtensionParameters(WireModel):
@@ -198,8 +199,8 @@ class RtpHeaderExtensionParameters(WireModel):
 
     uri: str
     id: int
-    encrypt: Optional[bool] = None
-    parameters: Optional[dict[str, Any]] = None
+    encrypt: bool | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class RtpEncodingRtx(WireModel):
@@ -211,31 +212,31 @@ class RtpEncodingRtx(WireModel):
 class RtpEncodingParameters(WireModel):
     """One RTP stream (a simulcast layer, or the single stream)."""
 
-    ssrc: Optional[int] = None
-    rid: Optional[str] = None
-    codec_payload_type: Optional[int] = None
-    rtx: Optional[RtpEncodingRtx] = None
-    dtx: Optional[bool] = None
-    scalability_mode: Optional[str] = None
-    max_bitrate: Optional[int] = None
+    ssrc: int | None = None
+    rid: str | None = None
+    codec_payload_type: int | None = None
+    rtx: RtpEncodingRtx | None = None
+    dtx: bool | None = None
+    scalability_mode: str | None = None
+    max_bitrate: int | None = None
 
 
 class RtcpParameters(WireModel):
     """RTCP settings: CNAME and reduced-size RTCP."""
 
-    cname: Optional[str] = None
-    reduced_size: Optional[bool] = None
+    cname: str | None = None
+    reduced_size: bool | None = None
 
 
 class RtpParameters(WireModel):
     """What a Producer sends or a Consumer receives."""
 
-    mid: Optional[str] = None
+    mid: str | None = None
     codecs: list[RtpCodecParameters]
-    header_extensions: Optional[list[RtpHeaderExtensionParameters]] = None
-    encodings: Optional[list[RtpEncodingParameters]] = None
-    rtcp: Optional[RtcpParameters] = None
-    msid: Optional[str] = None
+    header_extensions: list[RtpHeaderExtensionParameters] | None = None
+    encodings: list[RtpEncodingParameters] | None = None
+    rtcp: RtcpParameters | None = None
+    msid: str | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -249,8 +250,8 @@ class CodecMapping(WireModel):
 
 
 class EncodingMapping(WireModel):
-    ssrc: Optional[int] = None
-    rid: Optional[str] = None
+    ssrc: int | None = None
+    rid: str | None = None
     mapped_ssrc: int
 
 
@@ -333,14 +334,18 @@ _Blob = Blob
 # Codecs and header extensions repeat from one consumer to the next: their
 # encoded subtrees are memoised by content (self-contained, so they can be
 # copied to any 8-aligned position). Cleared when full: no LRU bookkeeping.
-_FRAGMENTS: dict[tuple, tuple[bytes, int]] = {}
+# Writes one value (a table, a vector...) into a blob; returns its position.
+_Writer = Callable[["_Blob", Any], int]
+
+_FRAGMENTS: dict[tuple[Any, ...], tuple[bytes, int]] = {}
 _MAX_FRAGMENTS = 4096
 
 
-def _memoised(blob: _Blob, key: Optional[tuple], write, item: Json) -> int:
+def _memoised(blob: _Blob, key: tuple[Any, ...] | None, write: _Writer, item: Any) -> int:
     """Write ``item`` with ``write``, reusing the bytes of an identical earlier one."""
     if key is None:
-        return write(blob, item)
+        offset: int = write(blob, item)
+        return offset
     fragment = _FRAGMENTS.get(key)
     if fragment is None:
         scratch = _Blob()
@@ -355,7 +360,7 @@ def _memoised(blob: _Blob, key: Optional[tuple], write, item: Json) -> int:
 _SCALAR_PARAMETER_TYPES = frozenset((str, int, float, bool))
 
 
-def _parameters_key(parameters: Optional[Json]) -> Optional[tuple]:
+def _parameters_key(parameters: Json | None) -> tuple[Any, ...] | None:
     """A hashable, type-exact key for a parameters dict (None unless all
     values are scalars)."""
     if not parameters:
@@ -429,7 +434,7 @@ def _write_parameter_value(blob: _Blob, union_type: int, value: Any) -> int:
     return position
 
 
-def _write_parameters(blob: _Blob, parameters: Optional[Json]) -> int:
+def _write_parameters(blob: _Blob, parameters: Json | None) -> int:
     parameters = parameters or {}
     name_ref, value_ref = _PARAMETER.ref_positions
     vector = blob.ref_vector(len(parameters))
@@ -480,7 +485,7 @@ def _write_header_extension(blob: _Blob, ext: Json) -> int:
     return position
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoding_layout(present: int) -> TableLayout:
     """The layout of an encoding whose present fields are the bits of ``present``."""
     return _layout(tuple((slot, kind) for slot, kind in _ENCODING_FIELDS if present & (1 << slot)))
@@ -527,7 +532,7 @@ def _write_encoding(blob: _Blob, encoding: Json) -> int:
     return position
 
 
-def _codec_key(codec: Json) -> Optional[tuple]:
+def _codec_key(codec: Json) -> tuple[Any, ...] | None:
     parameters_key = _parameters_key(codec.get("parameters"))
     if parameters_key is None:
         return None
@@ -543,14 +548,14 @@ def _codec_key(codec: Json) -> Optional[tuple]:
     )
 
 
-def _header_extension_key(ext: Json) -> Optional[tuple]:
+def _header_extension_key(ext: Json) -> tuple[Any, ...] | None:
     parameters_key = _parameters_key(ext.get("parameters"))
     if parameters_key is None:
         return None
     return ("ext", ext["uri"], ext["id"], bool(ext.get("encrypt")), parameters_key)
 
 
-def _vector_key(items: Sequence[Json], item_key) -> Optional[tuple]:
+def _vector_key(items: Sequence[Json], item_key: Callable[[Json], tuple[Any, ...] | None]) -> tuple[Any, ...] | None:
     keys = tuple(item_key(item) for item in items)
     return None if None in keys else keys
 
@@ -564,7 +569,7 @@ def _write_header_extensions(blob: _Blob, extensions: Sequence[Json]) -> int:
     return _memoised(blob, key, _write_header_extension_vector, extensions)
 
 
-def _write_table_vector(blob: _Blob, items: Sequence[Json], write_item) -> int:
+def _write_table_vector(blob: _Blob, items: Sequence[Json], write_item: _Writer) -> int:
     vector = blob.ref_vector(len(items))
     for index, item in enumerate(items):
         blob.patch_vector(vector, index, write_item(blob, item))
@@ -583,7 +588,7 @@ def _write_encoding_vector(blob: _Blob, encodings: Sequence[Json]) -> int:
     return _write_table_vector(blob, encodings, _write_encoding)
 
 
-def _write_rtcp(blob: _Blob, rtcp: Optional[Json]) -> int:
+def _write_rtcp(blob: _Blob, rtcp: Json | None) -> int:
     rtcp = rtcp if rtcp is not None else {"reducedSize": True}
     cname = rtcp.get("cname")
     reduced_size = bool(rtcp.get("reducedSize"))
@@ -623,21 +628,22 @@ def _write_rtp_parameters(blob: _Blob, params: Json) -> int:
     return position
 
 
-def _write_checked(blob: _Blob, write, value: Any) -> int:
+def _write_checked(blob: _Blob, write: _Writer, value: Any) -> int:
     """Write ``value`` into ``blob``; returns its root's position.
 
     Expects validated input; a missing field or a number out of its FBS
     type's range (a payload type of 300...) is a ``MediasoupTypeError``.
     """
     try:
-        return write(blob, value)
+        offset: int = write(blob, value)
+        return offset
     except KeyError as error:
         raise MediasoupTypeError(f"missing {error.args[0]}") from None
     except struct.error as error:
         raise MediasoupTypeError(f"invalid value ({error})") from None
 
 
-def _serialize(builder: flatbuffers.Builder, write, value: Any) -> int:
+def _serialize(builder: flatbuffers.Builder, write: _Writer, value: Any) -> int:
     """Write ``value`` into a blob and splice it into ``builder``."""
     blob = _Blob()
     root = _write_checked(blob, write, value)
@@ -713,7 +719,7 @@ def serialize_rtp_mapping(builder: flatbuffers.Builder, rtp_mapping: Any) -> int
 # ---------------------------------------------------------------------------
 
 
-def _set_text(target: Json, key: str, value: Optional[bytes]) -> None:
+def _set_text(target: Json, key: str, value: bytes | None) -> None:
     """FBS strings come back as bytes; mediasoup maps empty ones to undefined."""
     if value:
         target[key] = value.decode()

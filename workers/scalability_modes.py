@@ -7,7 +7,7 @@ temporal layers an encoding carries, used to describe a Consumer's layers.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 __all__ = ["ScalabilityMode", "parse_scalability_mode"]
 
@@ -23,7 +23,7 @@ class ScalabilityMode(NamedTuple):
 _SINGLE_LAYER = ScalabilityMode(spatial_layers=1, temporal_layers=1, ksvc=False)
 
 
-def parse_scalability_mode(scalability_mode: Optional[str] = None) -> ScalabilityMode:
+def parse_scalability_mode(scalability_mode: str | None = None) -> ScalabilityMode:
     """Layers of a scalability mode; one spatial and one temporal layer if unknown.
 
     Like mediasoup, only the start of the string must match (``"L2T3h"`` is

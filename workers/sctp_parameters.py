@@ -8,7 +8,7 @@ a WebRtcTransport); helpers port ``sctpParametersFbsUtils.ts`` and, like
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flatbuffers
 from pydantic import BaseModel, Field
@@ -16,17 +16,17 @@ from pydantic import BaseModel, Field
 from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.rtp_parameters import WireModel
 
-import FBS.SctpParameters.SctpStreamParameters as _FbsStreamParameters  # noqa: E402
+import FBS.SctpParameters.SctpStreamParameters as _FbsStreamParameters
 
 __all__ = [
     "NumSctpStreams",
     "SctpCapabilities",
-    "SctpParameters",
     "SctpNegotiatedCapabilities",
+    "SctpParameters",
     "SctpStreamParameters",
     "parse_sctp_parameters",
-    "serialize_sctp_stream_parameters",
     "parse_sctp_stream_parameters",
+    "serialize_sctp_stream_parameters",
 ]
 
 
@@ -54,7 +54,7 @@ class SctpParameters(WireModel):
     # Kept for backwards compatibility with older mediasoup-client versions.
     OS: int = Field(default=65535, alias="OS")
     MIS: int = Field(default=65535, alias="MIS")
-    max_message_size: Optional[int] = None
+    max_message_size: int | None = None
 
 
 class SctpNegotiatedCapabilities(WireModel):
@@ -70,9 +70,9 @@ class SctpStreamParameters(WireModel):
     """
 
     stream_id: int
-    ordered: Optional[bool] = None
-    max_packet_life_time: Optional[int] = None
-    max_retransmits: Optional[int] = None
+    ordered: bool | None = None
+    max_packet_life_time: int | None = None
+    max_retransmits: int | None = None
 
 
 def parse_sctp_parameters(fbs_params: Any) -> dict[str, Any]:
@@ -109,7 +109,8 @@ def serialize_sctp_stream_parameters(builder: flatbuffers.Builder, params: Any) 
         _FbsStreamParameters.SctpStreamParametersAddMaxPacketLifeTime(builder, max_packet_life_time)
     if max_retransmits is not None:
         _FbsStreamParameters.SctpStreamParametersAddMaxRetransmits(builder, max_retransmits)
-    return _FbsStreamParameters.SctpStreamParametersEnd(builder)
+    offset: int = _FbsStreamParameters.SctpStreamParametersEnd(builder)
+    return offset
 
 
 def parse_sctp_stream_parameters(fbs_params: Any) -> dict[str, Any]:

@@ -15,14 +15,14 @@ from workers.errors import MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.rtp_parameters import WireModel
 
-import FBS.SrtpParameters.SrtpParameters as _FbsSrtpParameters  # noqa: E402
-from FBS.SrtpParameters.SrtpCryptoSuite import SrtpCryptoSuite as _FbsCryptoSuite  # noqa: E402
+import FBS.SrtpParameters.SrtpParameters as _FbsSrtpParameters
+from FBS.SrtpParameters.SrtpCryptoSuite import SrtpCryptoSuite as _FbsCryptoSuite
 
 __all__ = [
     "SrtpCryptoSuite",
     "SrtpParameters",
-    "crypto_suite_to_fbs",
     "crypto_suite_from_fbs",
+    "crypto_suite_to_fbs",
     "parse_srtp_parameters",
     "serialize_srtp_parameters",
 ]
@@ -79,4 +79,5 @@ def serialize_srtp_parameters(builder: flatbuffers.Builder, params: Any) -> int:
     _FbsSrtpParameters.SrtpParametersStart(builder)
     _FbsSrtpParameters.SrtpParametersAddCryptoSuite(builder, crypto_suite)
     _FbsSrtpParameters.SrtpParametersAddKeyBase64(builder, key_offset)
-    return _FbsSrtpParameters.SrtpParametersEnd(builder)
+    offset: int = _FbsSrtpParameters.SrtpParametersEnd(builder)
+    return offset

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import marshal
 import uuid
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from loguru import logger
 
@@ -25,42 +25,46 @@ from workers import ortc
 from workers.consumer import Consumer
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError, NotFoundError, UnsupportedError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import Blob, Fragment, TableLayout, checked, table_layout
 from workers.fbs_utils import PRODUCER_TRACE_EVENT, PROTOCOL, SCTP_STATE, body_as, to_dict, vector
 from workers.producer import Producer
 from workers.rtp_parameters import write_rtp_encoding_parameters, write_rtp_mapping, write_rtp_parameters
 from workers.wire import as_wire, clone, new_id
 
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.RtpParameters.MediaKind as FbsMediaKind  # noqa: E402
-import FBS.RtpParameters.Type as FbsRtpType  # noqa: E402
-import FBS.Transport.BweTraceInfo as FbsBweTraceInfo  # noqa: E402
-import FBS.Transport.EnableTraceEventRequest as FbsEnableTraceEventRequest  # noqa: E402
-import FBS.Transport.ListenInfo as FbsListenInfo  # noqa: E402
-import FBS.Transport.Options as FbsOptions  # noqa: E402
-import FBS.Transport.PortRange as FbsPortRange  # noqa: E402
-import FBS.Transport.Protocol as FbsProtocol  # noqa: E402
-import FBS.Transport.SctpStateChangeNotification as FbsSctpStateChange  # noqa: E402
-import FBS.Transport.SetMaxIncomingBitrateRequest as FbsSetMaxIncoming  # noqa: E402
-import FBS.Transport.SetMaxOutgoingBitrateRequest as FbsSetMaxOutgoing  # noqa: E402
-import FBS.Transport.SetMinOutgoingBitrateRequest as FbsSetMinOutgoing  # noqa: E402
-import FBS.Transport.SocketFlags as FbsSocketFlags  # noqa: E402
-import FBS.Transport.TraceEventType as FbsTraceEventType  # noqa: E402
-import FBS.Transport.TraceNotification as FbsTraceNotification  # noqa: E402
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.RtpParameters.MediaKind as FbsMediaKind
+import FBS.RtpParameters.Type as FbsRtpType
+import FBS.Transport.BweTraceInfo as FbsBweTraceInfo
+import FBS.Transport.EnableTraceEventRequest as FbsEnableTraceEventRequest
+import FBS.Transport.ListenInfo as FbsListenInfo
+import FBS.Transport.Options as FbsOptions
+import FBS.Transport.PortRange as FbsPortRange
+import FBS.Transport.Protocol as FbsProtocol
+import FBS.Transport.SctpStateChangeNotification as FbsSctpStateChange
+import FBS.Transport.SetMaxIncomingBitrateRequest as FbsSetMaxIncoming
+import FBS.Transport.SetMaxOutgoingBitrateRequest as FbsSetMaxOutgoing
+import FBS.Transport.SetMinOutgoingBitrateRequest as FbsSetMinOutgoing
+import FBS.Transport.SocketFlags as FbsSocketFlags
+import FBS.Transport.TraceEventType as FbsTraceEventType
+import FBS.Transport.TraceNotification as FbsTraceNotification
 
 if TYPE_CHECKING:
+    from workers.channel import Channel
     from workers.router import Router
 
-TRANSPORT_TRACE_EVENT_TYPES = {"probation": FbsTraceEventType.TraceEventType.PROBATION,
-                               "bwe": FbsTraceEventType.TraceEventType.BWE}
+TRANSPORT_TRACE_EVENT_TYPES = {
+    "probation": FbsTraceEventType.TraceEventType.PROBATION,
+    "bwe": FbsTraceEventType.TraceEventType.BWE,
+}
 _TRACE_TYPE_NAMES = {v: k for k, v in TRANSPORT_TRACE_EVENT_TYPES.items()}
 _MID_LIMIT = 100_000_000
 
 
 # -- request building shared by the transport kinds ------------------------------------
+
 
 def build_listen_info(builder: Any, info: Any) -> int:
     """Serialise one mediasoup ``TransportListenInfo`` dict."""
@@ -94,7 +98,19 @@ def build_listen_info(builder: Any, info: Any) -> int:
     FbsListenInfo.AddFlags(builder, flags_offset)
     FbsListenInfo.AddSendBufferSize(builder, int(info.get("sendBufferSize") or 0))
     FbsListenInfo.AddRecvBufferSize(builder, int(info.get("recvBufferSize") or 0))
-    return FbsListenInfo.End(builder)
+    offset: int = FbsListenInfo.End(builder)
+    return offset
+
+
+class SctpOptions(TypedDict, total=False):
+    """The SCTP sizes ``create_*_transport(**sctp_options)`` pass through to ``build_base_options``."""
+
+    max_send_message_size: int
+    max_receive_message_size: int
+    sctp_send_buffer_size: int
+    sctp_per_stream_send_queue_limit: int
+    sctp_max_receiver_window_buffer_size: int
+    sctp_default_stream_buffered_amount_low_threshold: int
 
 
 def build_base_options(
@@ -126,7 +142,8 @@ def build_base_options(
         builder, sctp_default_stream_buffered_amount_low_threshold
     )
     FbsOptions.AddIsDataChannel(builder, is_data_channel)
-    return FbsOptions.End(builder)
+    offset: int = FbsOptions.End(builder)
+    return offset
 
 
 # Validated RTP capabilities by the marshal bytes of what was given (see below).
@@ -159,7 +176,7 @@ def validated_rtp_capabilities(rtp_capabilities: Any) -> dict[str, Any]:
     return validated
 
 
-def check_app_data(app_data: Any) -> dict:
+def check_app_data(app_data: Any) -> dict[str, Any]:
     if app_data is not None and not isinstance(app_data, dict):
         raise MediasoupTypeError("if given, appData must be an object")
     return app_data if app_data is not None else {}
@@ -177,8 +194,14 @@ def _finish_base_dump(dump: dict[str, Any]) -> dict[str, Any]:
     dump["traceEventTypes"] = [_TRACE_TYPE_NAMES.get(t, t) for t in dump["traceEventTypes"] or ()]
     # As mediasoup: id vectors are arrays (never absent) and the SSRC maps stay
     # arrays of ``{key, value}``.
-    for table in ("producerIds", "consumerIds", "dataProducerIds", "dataConsumerIds",
-                  "mapSsrcConsumerId", "mapRtxSsrcConsumerId"):
+    for table in (
+        "producerIds",
+        "consumerIds",
+        "dataProducerIds",
+        "dataConsumerIds",
+        "mapSsrcConsumerId",
+        "mapRtxSsrcConsumerId",
+    ):
         dump[table] = dump.get(table) or []
     listener = dump.get("rtpListener")
     if isinstance(listener, dict):
@@ -218,8 +241,7 @@ _UINT32_STRING = (("key", 0, fr.u32, 0), ("value", 1, fr.string, None))
 _UINT16_STRING = (("key", 0, fr.u16, 0), ("value", 1, fr.string, None))
 _STRING_STRING = (("key", 0, fr.string, None), ("value", 1, fr.string, None))
 _RECV_RTP_HEADER_EXTENSIONS = tuple(
-    (name, slot, fr.u8, None)
-    for slot, name in enumerate(("mid", "rid", "rrid", "absSendTime", "transportWideCc01"))
+    (name, slot, fr.u8, None) for slot, name in enumerate(("mid", "rid", "rrid", "absSendTime", "transportWideCc01"))
 )
 _RTP_LISTENER = (
     ("ssrcTable", 0, fr.vector(fr.table(_UINT32_STRING)), None),
@@ -260,12 +282,26 @@ _BASE_DUMP = (
 )
 BASE_DUMP = fr.table(_BASE_DUMP, _finish_base_dump)
 _COUNTERS = (
-    "bytesReceived", "recvBitrate", "bytesSent", "sendBitrate", "rtpBytesReceived", "rtpRecvBitrate",
-    "rtpBytesSent", "rtpSendBitrate", "rtxBytesReceived", "rtxRecvBitrate", "rtxBytesSent", "rtxSendBitrate",
-    "probationBytesSent", "probationSendBitrate",
+    "bytesReceived",
+    "recvBitrate",
+    "bytesSent",
+    "sendBitrate",
+    "rtpBytesReceived",
+    "rtpRecvBitrate",
+    "rtpBytesSent",
+    "rtpSendBitrate",
+    "rtxBytesReceived",
+    "rtxRecvBitrate",
+    "rtxBytesSent",
+    "rtxSendBitrate",
+    "probationBytesSent",
+    "probationSendBitrate",
 )
 _OPTIONAL_BITRATES = (
-    "availableOutgoingBitrate", "availableIncomingBitrate", "maxIncomingBitrate", "maxOutgoingBitrate",
+    "availableOutgoingBitrate",
+    "availableIncomingBitrate",
+    "maxIncomingBitrate",
+    "maxOutgoingBitrate",
     "minOutgoingBitrate",
 )
 # FBS.Transport.Stats: transportId, timestamp, sctpState, the counters (3-16),
@@ -315,11 +351,11 @@ class Transport(EnhancedEventEmitter):
 
     type = "base"
 
-    def __init__(self, transport_id: str, router: "Router", data: dict[str, Any], app_data: dict) -> None:
+    def __init__(self, transport_id: str, router: Router, data: dict[str, Any], app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = transport_id
         self.router = router
-        self.channel = router.channel
+        self.channel: Channel = router.channel
         self.app_data = app_data
         self.data = data
         self.closed = False
@@ -398,7 +434,7 @@ class Transport(EnhancedEventEmitter):
 
     # -- requests --------------------------------------------------------------------
 
-    def request(self, method: int, body_type: int = 0, body_offset: int = 0) -> asyncio.Future:
+    def request(self, method: int, body_type: int = 0, body_offset: int = 0) -> asyncio.Future[Any]:
         return self.channel.request(method, body_type, body_offset, self.id)
 
     async def dump(self) -> dict[str, Any]:
@@ -470,11 +506,11 @@ class Transport(EnhancedEventEmitter):
         kind: str,
         rtp_parameters: Any,
         *,
-        id: str | None = None,  # noqa: A002  (mediasoup's option name)
+        id: str | None = None,
         paused: bool = False,
         key_frame_request_delay: int = 0,
         enable_mediasoup_packet_id_header_extension: bool = False,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Producer:
         """Create a Producer; invalid parameters are refused before reaching the worker."""
         if id is not None and id in self.producers:
@@ -492,7 +528,12 @@ class Transport(EnhancedEventEmitter):
         consumable = ortc.get_consumable_rtp_parameters(kind, params, router_caps, rtp_mapping)
         producer_id = id or new_id()
         request = _produce_request(
-            producer_id, kind, params, rtp_mapping, paused, key_frame_request_delay or 0,
+            producer_id,
+            kind,
+            params,
+            rtp_mapping,
+            paused,
+            key_frame_request_delay or 0,
             bool(enable_mediasoup_packet_id_header_extension),
         )
         response = await self.channel.request_fragment(
@@ -547,7 +588,7 @@ class Transport(EnhancedEventEmitter):
         ignore_dtx: bool = False,
         enable_rtx: bool | None = None,
         pipe: bool = False,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Consumer:
         """Create a Consumer of ``producer_id`` for an endpoint with ``rtp_capabilities``."""
         if not producer_id or not isinstance(producer_id, str):
@@ -616,11 +657,11 @@ class Transport(EnhancedEventEmitter):
         self,
         sctp_stream_parameters: Any = None,
         *,
-        id: str | None = None,  # noqa: A002
+        id: str | None = None,
         label: str = "",
         protocol: str = "",
         paused: bool = False,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Any:
         """Create a DataProducer (SCTP, or direct on a DirectTransport)."""
         from workers.data_producer import DataProducer
@@ -667,7 +708,7 @@ class Transport(EnhancedEventEmitter):
         max_retransmits: int | None = None,
         paused: bool = False,
         subchannels: list[int] | None = None,
-        app_data: dict | None = None,
+        app_data: dict[str, Any] | None = None,
     ) -> Any:
         """Create a DataConsumer of ``data_producer_id``."""
         from workers.data_consumer import DataConsumer
@@ -712,9 +753,9 @@ class Transport(EnhancedEventEmitter):
         self, data_producer: Any, ordered: bool | None, max_packet_life_time: int | None, max_retransmits: int | None
     ) -> dict[str, Any]:
         stream_id = self._allocate_sctp_stream_id()
-        params = clone(data_producer.sctp_stream_parameters) if data_producer.sctp_stream_parameters else {
-            "ordered": True
-        }
+        params = (
+            clone(data_producer.sctp_stream_parameters) if data_producer.sctp_stream_parameters else {"ordered": True}
+        )
         params["streamId"] = stream_id
         if ordered is not None:
             params["ordered"] = ordered
@@ -777,7 +818,7 @@ class Transport(EnhancedEventEmitter):
         return self.data.get("sctpState")
 
     @property
-    def sctp_parameters(self) -> dict | None:
+    def sctp_parameters(self) -> dict[str, Any] | None:
         return self.data.get("sctpParameters")
 
     def __repr__(self) -> str:
@@ -796,14 +837,28 @@ _PRODUCE_REQUEST = table_layout(
 
 
 def _produce_request(
-    producer_id: str, kind: str, params: dict, rtp_mapping: dict, paused: bool, key_frame_request_delay: int,
+    producer_id: str,
+    kind: str,
+    params: dict[str, Any],
+    rtp_mapping: dict[str, Any],
+    paused: bool,
+    key_frame_request_delay: int,
     enable_packet_id: bool,
 ) -> Fragment:
     layout = _PRODUCE_REQUEST
     blob = Blob()
-    position = blob.table(layout, (
-        0, 0, 0, checked(key_frame_request_delay, "u32"), _media_kind(kind), checked(paused, "bool"), enable_packet_id,
-    ))
+    position = blob.table(
+        layout,
+        (
+            0,
+            0,
+            0,
+            checked(key_frame_request_delay, "u32"),
+            _media_kind(kind),
+            checked(paused, "bool"),
+            enable_packet_id,
+        ),
+    )
     id_ref, params_ref, mapping_ref = layout.ref_positions
     blob.patch(position + id_ref, blob.utf8_string(producer_id.encode()))
     blob.patch(position + params_ref, write_rtp_parameters(blob, params))
@@ -811,7 +866,7 @@ def _produce_request(
     return blob.as_fragment(position)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _consume_request_layout(has_encodings: bool, has_layers: bool) -> TableLayout:
     """consumer_id, producer_id, rtp_parameters, [consumable_rtp_encodings], [preferred_layers],
     kind, type, paused, ignore_dtx."""
@@ -819,7 +874,7 @@ def _consume_request_layout(has_encodings: bool, has_layers: bool) -> TableLayou
     return table_layout(refs + ((2, "u8"), (4, "u8"), (6, "bool"), (8, "bool")))
 
 
-def _consumer_layers(preferred_layers: dict) -> tuple[TableLayout, tuple]:
+def _consumer_layers(preferred_layers: dict[str, Any]) -> tuple[TableLayout, tuple[Any, ...]]:
     spatial = checked(int(preferred_layers["spatialLayer"]), "u8")
     temporal = preferred_layers.get("temporalLayer")
     if temporal is None:
@@ -830,9 +885,9 @@ def _consumer_layers(preferred_layers: dict) -> tuple[TableLayout, tuple]:
 def _consume_request(
     consumer_id: str,
     producer: Producer,
-    rtp_parameters: dict,
+    rtp_parameters: dict[str, Any],
     paused: bool,
-    preferred_layers: dict | None,
+    preferred_layers: dict[str, Any] | None,
     ignore_dtx: bool,
     pipe: bool,
 ) -> Fragment:
@@ -875,7 +930,8 @@ def parse_trace(trace: Any) -> dict[str, Any]:
 
 
 def _media_kind(kind: str) -> int:
-    return FbsMediaKind.MediaKind.AUDIO if kind == "audio" else FbsMediaKind.MediaKind.VIDEO
+    media_kind: int = FbsMediaKind.MediaKind.AUDIO if kind == "audio" else FbsMediaKind.MediaKind.VIDEO
+    return media_kind
 
 
 PRODUCER_TRACE_TYPES = {name: value for value, name in PRODUCER_TRACE_EVENT.items()}

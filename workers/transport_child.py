@@ -8,9 +8,13 @@ dropped the entity and only the Python side and its listeners are told.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from workers.enhanced_events import EnhancedEventEmitter
+
+if TYPE_CHECKING:
+    from workers.channel import Channel
+    from workers.transport import Transport
 
 
 class TransportChild(EnhancedEventEmitter):
@@ -18,8 +22,8 @@ class TransportChild(EnhancedEventEmitter):
     ``transport``, ``closed`` and ``observer`` and say how the worker is told."""
 
     id: str
-    channel: Any
-    transport: Any
+    channel: Channel
+    transport: Transport
     closed: bool
     observer: EnhancedEventEmitter
 

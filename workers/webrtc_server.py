@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
-from workers.wire import new_id
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_utils import to_dict, unpack
 from workers.transport import build_listen_info, check_app_data
+from workers.wire import new_id
 
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.WebRtcServer.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.Worker.CreateWebRtcServerRequest as FbsCreateWebRtcServerRequest  # noqa: E402
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.WebRtcServer.DumpResponse as FbsDumpResponse
+import FBS.Worker.CreateWebRtcServerRequest as FbsCreateWebRtcServerRequest
 
 if TYPE_CHECKING:
     from workers.webrtc_transport import WebRtcTransport
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 class WebRtcServer(EnhancedEventEmitter):
-    def __init__(self, server_id: str, worker: "Worker", app_data: dict) -> None:
+    def __init__(self, server_id: str, worker: Worker, app_data: dict[str, Any]) -> None:
         super().__init__()
         self.id = server_id
         self.worker = worker
@@ -41,10 +41,10 @@ class WebRtcServer(EnhancedEventEmitter):
         self.app_data = app_data
         self.closed = False
         self.observer = EnhancedEventEmitter()
-        self.webrtc_transports: dict[str, "WebRtcTransport"] = {}
+        self.webrtc_transports: dict[str, WebRtcTransport] = {}
 
     @classmethod
-    async def create(cls, worker: "Worker", listen_infos: Any, app_data: Any = None) -> "WebRtcServer":
+    async def create(cls, worker: Worker, listen_infos: Any, app_data: Any = None) -> WebRtcServer:
         """Ask ``worker`` to open the sockets of ``listen_infos`` (mediasoup's ``createWebRtcServer``)."""
         app_data = check_app_data(app_data)
         if not isinstance(listen_infos, (list, tuple)):
@@ -99,20 +99,20 @@ class WebRtcServer(EnhancedEventEmitter):
 
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.WEBRTCSERVER_DUMP, handler_id=self.id)
-        dump = to_dict(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
+        dump: dict[str, Any] = to_dict(unpack(response, FbsDumpResponse.DumpResponse, FbsDumpResponse.DumpResponseT))
         for table in ("udpSockets", "tcpServers", "webRtcTransportIds", "localIceUsernameFragments"):
             dump[table] = dump.get(table) or []
         return dump
 
     # -- transports ------------------------------------------------------------------
 
-    def handle_webrtc_transport(self, transport: "WebRtcTransport") -> None:
+    def handle_webrtc_transport(self, transport: WebRtcTransport) -> None:
         """Track a transport created on this server (called by the Router)."""
         self.webrtc_transports[transport.id] = transport
         self.observer.safe_emit("webrtctransporthandled", transport)
         transport.once("@close", lambda: self._on_transport_close(transport))
 
-    def _on_transport_close(self, transport: "WebRtcTransport") -> None:
+    def _on_transport_close(self, transport: WebRtcTransport) -> None:
         if self.webrtc_transports.pop(transport.id, None) is not None:
             self.observer.safe_emit("webrtctransportunhandled", transport)
 

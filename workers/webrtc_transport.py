@@ -12,7 +12,7 @@ from loguru import logger
 
 from workers import fbs_reader as fr
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import Blob, Fragment, table_layout
 from workers.fbs_utils import (
     DTLS_ROLE,
@@ -31,15 +31,15 @@ from workers.fbs_utils import (
 from workers.transport import BASE_DUMP, BASE_STATS, TUPLE, Transport, parse_base_dump
 from workers.wire import as_wire
 
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Transport.RestartIceResponse as FbsRestartIceResponse  # noqa: E402
-import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated  # noqa: E402
-import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole  # noqa: E402
-import FBS.WebRtcTransport.DtlsStateChangeNotification as FbsDtlsStateChange  # noqa: E402
-import FBS.WebRtcTransport.IceSelectedTupleChangeNotification as FbsIceTupleChange  # noqa: E402
-import FBS.WebRtcTransport.IceStateChangeNotification as FbsIceStateChange  # noqa: E402
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.Transport.RestartIceResponse as FbsRestartIceResponse
+import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated
+import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole
+import FBS.WebRtcTransport.DtlsStateChangeNotification as FbsDtlsStateChange
+import FBS.WebRtcTransport.IceSelectedTupleChangeNotification as FbsIceTupleChange
+import FBS.WebRtcTransport.IceStateChangeNotification as FbsIceStateChange
 
 _ALGORITHMS = {name: value for value, name in FINGERPRINT_ALGORITHM.items()}
 _ROLES = enum_values(FbsDtlsRole.DtlsRole)
@@ -55,10 +55,14 @@ def parse_webrtc_transport_dump(dump_t: Any) -> dict[str, Any]:
     base = parse_base_dump(dump_t.base)
     dump.pop("base", None)
     candidates = []
-    for candidate, raw in zip(dump.get("iceCandidates") or [], dump_t.iceCandidates or []):
+    for candidate, raw in zip(dump.get("iceCandidates") or [], dump_t.iceCandidates or [], strict=False):
         # As mediasoup's parseIceCandidate: ``ip`` is the deprecated alias of ``address``.
-        parsed = {"foundation": candidate["foundation"], "priority": candidate["priority"],
-                  "ip": candidate["address"], **candidate}
+        parsed = {
+            "foundation": candidate["foundation"],
+            "priority": candidate["priority"],
+            "ip": candidate["address"],
+            **candidate,
+        }
         parsed["type"] = ICE_CANDIDATE_TYPE.get(raw.type, raw.type)
         if parsed.get("tcpType") is None:
             parsed.pop("tcpType", None)
@@ -72,8 +76,7 @@ def parse_webrtc_transport_dump(dump_t: Any) -> dict[str, Any]:
 
 def _ice_candidate_json(fields: dict[str, Any]) -> dict[str, Any]:
     """mediasoup's ``parseIceCandidate``: ``ip`` aliases ``address``; no tcpType unless TCP."""
-    candidate = {"foundation": fields["foundation"], "priority": fields["priority"], "ip": fields["address"],
-                 **fields}
+    candidate = {"foundation": fields["foundation"], "priority": fields["priority"], "ip": fields["address"], **fields}
     if candidate["tcpType"] is None:
         del candidate["tcpType"]
     return candidate
@@ -180,19 +183,23 @@ class WebRtcTransport(Transport):
 
     @property
     def ice_role(self) -> str:
-        return self.data["iceRole"]
+        value: str = self.data["iceRole"]
+        return value
 
     @property
     def ice_parameters(self) -> dict[str, Any]:
-        return self.data["iceParameters"]
+        value: dict[str, Any] = self.data["iceParameters"]
+        return value
 
     @property
     def ice_candidates(self) -> list[dict[str, Any]]:
-        return self.data["iceCandidates"]
+        value: list[dict[str, Any]] = self.data["iceCandidates"]
+        return value
 
     @property
     def ice_state(self) -> str:
-        return self.data["iceState"]
+        value: str = self.data["iceState"]
+        return value
 
     @property
     def ice_selected_tuple(self) -> dict[str, Any] | None:
@@ -200,11 +207,13 @@ class WebRtcTransport(Transport):
 
     @property
     def dtls_parameters(self) -> dict[str, Any]:
-        return self.data["dtlsParameters"]
+        value: dict[str, Any] = self.data["dtlsParameters"]
+        return value
 
     @property
     def dtls_state(self) -> str:
-        return self.data["dtlsState"]
+        value: str = self.data["dtlsState"]
+        return value
 
     @property
     def dtls_remote_cert(self) -> str | None:

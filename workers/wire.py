@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import marshal
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,7 +24,10 @@ def as_wire(value: Any) -> Any:
     return value
 
 
-def clone(value: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def clone(value: _T) -> _T:
     """Deep copy of JSON-like data (much faster than ``copy.deepcopy``).
 
     A ``marshal`` round trip copies in C. Format version 2 writes no
@@ -33,9 +36,10 @@ def clone(value: Any) -> Any:
     subclass...) takes the recursive copy, which shares such objects.
     """
     try:
-        return marshal.loads(marshal.dumps(value, 2))
+        copied: _T = marshal.loads(marshal.dumps(value, 2))  # type: ignore[arg-type]  # refused: recursive copy
     except ValueError:
-        return _clone_recursive(value)
+        copied = _clone_recursive(value)
+    return copied
 
 
 def _clone_recursive(value: Any) -> Any:

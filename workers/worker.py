@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -20,20 +21,32 @@ from loguru import logger
 from workers.channel import Channel
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import string_table
 from workers.native import MEDIASOUP_VERSION, worker_binary
 
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Request.Body as FbsRequestBody  # noqa: E402
-import FBS.Request.Method as FbsMethod  # noqa: E402
-import FBS.Worker.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.Worker.ResourceUsageResponse as FbsResourceUsage  # noqa: E402
-import FBS.Worker.UpdateSettingsRequest as FbsUpdateSettings  # noqa: E402
+import FBS.Notification.Event as FbsEvent
+import FBS.Request.Body as FbsRequestBody
+import FBS.Request.Method as FbsMethod
+import FBS.Worker.DumpResponse as FbsDumpResponse
+import FBS.Worker.ResourceUsageResponse as FbsResourceUsage
+import FBS.Worker.UpdateSettingsRequest as FbsUpdateSettings
 
 WorkerLogLevel = Literal["debug", "warn", "error", "none"]
 WORKER_LOG_TAGS = (
-    "info", "ice", "dtls", "rtp", "srtp", "rtcp", "rtx", "bwe", "score", "simulcast", "svc", "sctp", "message",
+    "info",
+    "ice",
+    "dtls",
+    "rtp",
+    "srtp",
+    "rtcp",
+    "rtx",
+    "bwe",
+    "score",
+    "simulcast",
+    "svc",
+    "sctp",
+    "message",
 )
 EXIT_WRONG_SETTINGS = 42
 _HIGH_FD = 10  # our fds are moved above this before spawning, so dup2 onto 3/4 clobbers nothing
@@ -126,7 +139,7 @@ class Worker(EnhancedEventEmitter):
     # -- spawning ---------------------------------------------------------------------
 
     @classmethod
-    async def create(cls, settings: WorkerSettings | None = None) -> "Worker":
+    async def create(cls, settings: WorkerSettings | None = None) -> Worker:
         """Spawn a worker and wait until it reports ``WORKER_RUNNING``."""
         settings = settings or WorkerSettings()
         if settings.log_level not in ("debug", "warn", "error", "none"):
@@ -146,7 +159,7 @@ class Worker(EnhancedEventEmitter):
             # kill the workers behind our back (they would look "died" during a
             # clean shutdown); we close them. If we are killed, they exit anyway
             # when their channel closes.
-            pid = os.posix_spawn(
+            pid = os.posix_spawn(  # noqa: ASYNC221  (spawning returns at once; we never wait on it here)
                 binary,
                 [binary, *settings.to_args()],
                 env,
@@ -183,14 +196,12 @@ class Worker(EnhancedEventEmitter):
         self.channel.subscribe(str(self.pid), self._on_worker_notification)
         await self.channel.connect(ours_w, ours_r)
         for fd, is_stderr in ((out_r, False), (err_r, True)):
-            await loop.connect_read_pipe(
-                lambda is_stderr=is_stderr: _LineLogger(self.pid, is_stderr), os.fdopen(fd, "rb", 0)
-            )
+            await loop.connect_read_pipe(functools.partial(_LineLogger, self.pid, is_stderr), os.fdopen(fd, "rb", 0))
 
     async def _wait_running(self) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(self._running), timeout=10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.close()
             raise MediasoupError(f"worker [pid:{self.pid}] did not start in time") from None
 
@@ -242,7 +253,7 @@ class Worker(EnhancedEventEmitter):
         self.channel.close()
         self.observer.safe_emit("close")
 
-    async def wait_closed(self, timeout: float = 10.0) -> int:
+    async def wait_closed(self, timeout: float = 10.0) -> int:  # noqa: ASYNC109  (mediasoup-like API)
         """Wait for the process to exit and return its exit code (negative: signal)."""
         return await asyncio.wait_for(asyncio.shield(self._exited), timeout)
 
@@ -283,11 +294,21 @@ class Worker(EnhancedEventEmitter):
         response = await self.channel.request(FbsMethod.Method.WORKER_GET_RESOURCE_USAGE)
         usage = _body(response, FbsResourceUsage.ResourceUsageResponse)
         return {
-            "ru_utime": usage.RuUtime(), "ru_stime": usage.RuStime(), "ru_maxrss": usage.RuMaxrss(),
-            "ru_ixrss": usage.RuIxrss(), "ru_idrss": usage.RuIdrss(), "ru_isrss": usage.RuIsrss(),
-            "ru_minflt": usage.RuMinflt(), "ru_majflt": usage.RuMajflt(), "ru_nswap": usage.RuNswap(),
-            "ru_inblock": usage.RuInblock(), "ru_oublock": usage.RuOublock(), "ru_msgsnd": usage.RuMsgsnd(),
-            "ru_msgrcv": usage.RuMsgrcv(), "ru_nsignals": usage.RuNsignals(), "ru_nvcsw": usage.RuNvcsw(),
+            "ru_utime": usage.RuUtime(),
+            "ru_stime": usage.RuStime(),
+            "ru_maxrss": usage.RuMaxrss(),
+            "ru_ixrss": usage.RuIxrss(),
+            "ru_idrss": usage.RuIdrss(),
+            "ru_isrss": usage.RuIsrss(),
+            "ru_minflt": usage.RuMinflt(),
+            "ru_majflt": usage.RuMajflt(),
+            "ru_nswap": usage.RuNswap(),
+            "ru_inblock": usage.RuInblock(),
+            "ru_oublock": usage.RuOublock(),
+            "ru_msgsnd": usage.RuMsgsnd(),
+            "ru_msgrcv": usage.RuMsgrcv(),
+            "ru_nsignals": usage.RuNsignals(),
+            "ru_nvcsw": usage.RuNvcsw(),
             "ru_nivcsw": usage.RuNivcsw(),
         }
 
@@ -300,7 +321,7 @@ class Worker(EnhancedEventEmitter):
             FbsMethod.Method.WORKER_UPDATE_SETTINGS, FbsRequestBody.Body.Worker_UpdateSettingsRequest, offset
         )
 
-    async def create_router(self, media_codecs: list[Any] | None = None, app_data: dict | None = None) -> Any:
+    async def create_router(self, media_codecs: list[Any] | None = None, app_data: dict[str, Any] | None = None) -> Any:
         """Create a Router whose RTP capabilities come from ``media_codecs``."""
         from workers import ortc
         from workers.router import Router
@@ -315,7 +336,9 @@ class Worker(EnhancedEventEmitter):
         )
         router_id = new_id()
         await self.channel.request_fragment(
-            FbsMethod.Method.WORKER_CREATE_ROUTER, FbsRequestBody.Body.Worker_CreateRouterRequest, string_table(router_id)
+            FbsMethod.Method.WORKER_CREATE_ROUTER,
+            FbsRequestBody.Body.Worker_CreateRouterRequest,
+            string_table(router_id),
         )
         router = Router(router_id, rtp_capabilities, self, app_data or {})
         self.routers.add(router)
@@ -329,7 +352,9 @@ class Worker(EnhancedEventEmitter):
             self.channel, FbsMethod.Method.WORKER_CLOSE_ROUTER, FbsRequestBody.Body.Worker_CloseRouterRequest, router_id
         )
 
-    async def create_webrtc_server(self, listen_infos: list[dict], app_data: dict | None = None) -> Any:
+    async def create_webrtc_server(
+        self, listen_infos: list[dict[str, Any]], app_data: dict[str, Any] | None = None
+    ) -> Any:
         from workers.webrtc_server import WebRtcServer
 
         server = await WebRtcServer.create(self, listen_infos, app_data or {})
@@ -363,7 +388,7 @@ def _body(response: Any, table_cls: type) -> Any:
     return body
 
 
-def _strs(values: list | None) -> list[str]:
+def _strs(values: list[Any] | None) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else v for v in values or []]
 
 
@@ -376,7 +401,7 @@ def _fire_and_forget(channel: Channel, method: int, body_type: int, entity_id: s
     future.add_done_callback(_log_failure)
 
 
-def _log_failure(future: asyncio.Future) -> None:
+def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         error = future.exception()
         if not isinstance(error, InvalidStateError):

@@ -47,7 +47,7 @@ class WorkerPool(EnhancedEventEmitter):
         self.respawn_delay = respawn_delay
         self.respawn_max_delay = respawn_max_delay
         self._slots: list[Worker | None] = []
-        self._respawns: set[asyncio.Task] = set()
+        self._respawns: set[asyncio.Task[Any]] = set()
         self.closed = False
 
     @property
@@ -64,7 +64,7 @@ class WorkerPool(EnhancedEventEmitter):
         if errors:
             await self.close()
             raise errors[0]
-        self._slots = list(spawned)
+        self._slots = [worker for worker in spawned if not isinstance(worker, BaseException)]  # all of them
 
     async def _spawn(self, index: int) -> Worker:
         settings = replace(self.worker_settings, app_data={**self.worker_settings.app_data, "index": index})
@@ -81,7 +81,7 @@ class WorkerPool(EnhancedEventEmitter):
         # count, so empty rooms spread over the workers too.
         return min(live, key=lambda worker: (worker_load(worker), len(worker.routers)))
 
-    async def create_router(self, media_codecs: list[Any] | None = None, app_data: dict | None = None) -> Any:
+    async def create_router(self, media_codecs: list[Any] | None = None, app_data: dict[str, Any] | None = None) -> Any:
         """Create a router on the least loaded live worker."""
         return await self.least_loaded().create_router(media_codecs, app_data)
 
@@ -100,7 +100,7 @@ class WorkerPool(EnhancedEventEmitter):
             await asyncio.sleep(delay)
             try:
                 worker = await self._spawn(index)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  (any failure to respawn is retried with backoff)
                 logger.error("respawning worker {} failed: {}; retrying in {:.1f}s", index, error, delay)
                 delay = min(delay * 2, self.respawn_max_delay)
                 continue

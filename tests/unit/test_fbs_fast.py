@@ -18,14 +18,14 @@ from typing import Any
 import flatbuffers
 import pytest
 
+from workers import ortc
 from workers.channel import Channel, ChannelResponse, _frame, _notification_header, _request_header
 from workers.errors import ChannelTimeoutError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import builder_fragment
 from workers.fbs_builder import FastBuilder
 from workers.fbs_reader import decode
 from workers.fbs_utils import to_dict
-from workers import ortc
 from workers.transport import _CONSUME_RESPONSE, validated_rtp_capabilities
 from workers.webrtc_transport import (
     build_connect_request,
@@ -35,34 +35,34 @@ from workers.webrtc_transport import (
 )
 from workers.wire import clone
 
-import FBS.Common.StringString as FbsStringString  # noqa: E402
-import FBS.Common.Uint16String as FbsUint16String  # noqa: E402
-import FBS.Common.Uint32String as FbsUint32String  # noqa: E402
-import FBS.Consumer.ConsumerLayers as FbsConsumerLayers  # noqa: E402
-import FBS.Consumer.ConsumerScore as FbsConsumerScore  # noqa: E402
-import FBS.Message.Body as FbsMessageBody  # noqa: E402
-import FBS.Message.Message as FbsMessage  # noqa: E402
-import FBS.Notification.Notification as FbsNotification  # noqa: E402
-import FBS.Request.Request as FbsRequest  # noqa: E402
-import FBS.Response.Response as FbsResponse  # noqa: E402
-import FBS.SctpAssociation.SctpNegotiatedCapabilities as FbsSctpNegotiated  # noqa: E402
-import FBS.SctpParameters.SctpParameters as FbsSctpParameters  # noqa: E402
-import FBS.Transport.ConsumeResponse as FbsConsumeResponse  # noqa: E402
-import FBS.Transport.Dump as FbsDump  # noqa: E402
-import FBS.Transport.RecvRtpHeaderExtensions as FbsRecvRtpHeaderExtensions  # noqa: E402
-import FBS.Transport.RtpListener as FbsRtpListener  # noqa: E402
-import FBS.Transport.SctpListener as FbsSctpListener  # noqa: E402
-import FBS.Transport.Stats as FbsStats  # noqa: E402
-import FBS.Transport.Tuple as FbsTuple  # noqa: E402
-import FBS.WebRtcTransport.ConnectRequest as FbsConnectRequest  # noqa: E402
-import FBS.WebRtcTransport.DtlsParameters as FbsDtlsParameters  # noqa: E402
-import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole  # noqa: E402
-import FBS.WebRtcTransport.DumpResponse as FbsDumpResponse  # noqa: E402
-import FBS.WebRtcTransport.Fingerprint as FbsFingerprint  # noqa: E402
-import FBS.WebRtcTransport.FingerprintAlgorithm as FbsFingerprintAlgorithm  # noqa: E402
-import FBS.WebRtcTransport.GetStatsResponse as FbsGetStatsResponse  # noqa: E402
-import FBS.WebRtcTransport.IceCandidate as FbsIceCandidate  # noqa: E402
-import FBS.WebRtcTransport.IceParameters as FbsIceParameters  # noqa: E402
+import FBS.Common.StringString as FbsStringString
+import FBS.Common.Uint16String as FbsUint16String
+import FBS.Common.Uint32String as FbsUint32String
+import FBS.Consumer.ConsumerLayers as FbsConsumerLayers
+import FBS.Consumer.ConsumerScore as FbsConsumerScore
+import FBS.Message.Body as FbsMessageBody
+import FBS.Message.Message as FbsMessage
+import FBS.Notification.Notification as FbsNotification
+import FBS.Request.Request as FbsRequest
+import FBS.Response.Response as FbsResponse
+import FBS.SctpAssociation.SctpNegotiatedCapabilities as FbsSctpNegotiated
+import FBS.SctpParameters.SctpParameters as FbsSctpParameters
+import FBS.Transport.ConsumeResponse as FbsConsumeResponse
+import FBS.Transport.Dump as FbsDump
+import FBS.Transport.RecvRtpHeaderExtensions as FbsRecvRtpHeaderExtensions
+import FBS.Transport.RtpListener as FbsRtpListener
+import FBS.Transport.SctpListener as FbsSctpListener
+import FBS.Transport.Stats as FbsStats
+import FBS.Transport.Tuple as FbsTuple
+import FBS.WebRtcTransport.ConnectRequest as FbsConnectRequest
+import FBS.WebRtcTransport.DtlsParameters as FbsDtlsParameters
+import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole
+import FBS.WebRtcTransport.DumpResponse as FbsDumpResponse
+import FBS.WebRtcTransport.Fingerprint as FbsFingerprint
+import FBS.WebRtcTransport.FingerprintAlgorithm as FbsFingerprintAlgorithm
+import FBS.WebRtcTransport.GetStatsResponse as FbsGetStatsResponse
+import FBS.WebRtcTransport.IceCandidate as FbsIceCandidate
+import FBS.WebRtcTransport.IceParameters as FbsIceParameters
 
 SEEDS = range(200)
 
@@ -97,8 +97,14 @@ def _pair(cls: type, **fields: Any) -> Any:
 
 
 def _tuple(r: _Random) -> Any:
-    return _pair(FbsTuple.TupleT, localAddress=r.text(), localPort=r.u(16), remoteIp=r.maybe(r.text),
-                 remotePort=r.u(16), protocol=r.rnd.choice([1, 2]))
+    return _pair(
+        FbsTuple.TupleT,
+        localAddress=r.text(),
+        localPort=r.u(16),
+        remoteIp=r.maybe(r.text),
+        remotePort=r.u(16),
+        protocol=r.rnd.choice([1, 2]),
+    )
 
 
 def _base_dump(r: _Random) -> Any:
@@ -118,43 +124,69 @@ def _base_dump(r: _Random) -> Any:
             FbsRecvRtpHeaderExtensions.RecvRtpHeaderExtensionsT,
             **{name: r.maybe(lambda: r.u(8)) for name in ("mid", "rid", "rrid", "absSendTime", "transportWideCc01")},
         ),
-        rtpListener=_pair(FbsRtpListener.RtpListenerT, ssrcTable=r.items(uint32_string),
-                          midTable=r.items(string_string), ridTable=r.items(string_string)),
+        rtpListener=_pair(
+            FbsRtpListener.RtpListenerT,
+            ssrcTable=r.items(uint32_string),
+            midTable=r.items(string_string),
+            ridTable=r.items(string_string),
+        ),
         maxSendMessageSize=r.u(32),
         maxReceiveMessageSize=r.u(32),
-        sctpParameters=r.maybe(lambda: _pair(
-            FbsSctpParameters.SctpParametersT, port=r.u(16), maxSendMessageSize=r.u(32),
-            maxReceiveMessageSize=r.u(32), sendBufferSize=r.u(32), perStreamSendQueueLimit=r.u(32),
-            maxReceiverWindowBufferSize=r.u(32), isDataChannel=r.boolean(),
-        )),
+        sctpParameters=r.maybe(
+            lambda: _pair(
+                FbsSctpParameters.SctpParametersT,
+                port=r.u(16),
+                maxSendMessageSize=r.u(32),
+                maxReceiveMessageSize=r.u(32),
+                sendBufferSize=r.u(32),
+                perStreamSendQueueLimit=r.u(32),
+                maxReceiverWindowBufferSize=r.u(32),
+                isDataChannel=r.boolean(),
+            )
+        ),
         sctpState=r.maybe(lambda: r.rnd.randrange(5)),
-        sctpNegotiatedCapabilities=r.maybe(lambda: _pair(
-            FbsSctpNegotiated.SctpNegotiatedCapabilitiesT, negotiatedMaxOutboundStreams=r.u(16),
-            negotiatedMaxInboundStreams=r.u(16),
-        )),
-        sctpListener=r.maybe(lambda: _pair(FbsSctpListener.SctpListenerT, streamIdTable=r.items(
-            lambda: _pair(FbsUint16String.Uint16StringT, key=r.u(16), value=r.text())))),
+        sctpNegotiatedCapabilities=r.maybe(
+            lambda: _pair(
+                FbsSctpNegotiated.SctpNegotiatedCapabilitiesT,
+                negotiatedMaxOutboundStreams=r.u(16),
+                negotiatedMaxInboundStreams=r.u(16),
+            )
+        ),
+        sctpListener=r.maybe(
+            lambda: _pair(
+                FbsSctpListener.SctpListenerT,
+                streamIdTable=r.items(lambda: _pair(FbsUint16String.Uint16StringT, key=r.u(16), value=r.text())),
+            )
+        ),
         traceEventTypes=r.items(lambda: r.rnd.randrange(2)),
     )
 
 
 def _webrtc_dump(r: _Random) -> Any:
     candidate = lambda: _pair(  # noqa: E731
-        FbsIceCandidate.IceCandidateT, foundation=r.text(), priority=r.u(32), address=r.text(),
-        protocol=r.rnd.choice([1, 2]), port=r.u(16), type=0, tcpType=r.maybe(lambda: 0),
+        FbsIceCandidate.IceCandidateT,
+        foundation=r.text(),
+        priority=r.u(32),
+        address=r.text(),
+        protocol=r.rnd.choice([1, 2]),
+        port=r.u(16),
+        type=0,
+        tcpType=r.maybe(lambda: 0),
     )
     fingerprint = lambda: _pair(FbsFingerprint.FingerprintT, algorithm=r.rnd.randrange(5), value=r.text())  # noqa
     return _pair(
         FbsDumpResponse.DumpResponseT,
         base=_base_dump(r),
         iceRole=r.rnd.randrange(2),
-        iceParameters=_pair(FbsIceParameters.IceParametersT, usernameFragment=r.text(), password=r.text(),
-                            iceLite=r.boolean()),
+        iceParameters=_pair(
+            FbsIceParameters.IceParametersT, usernameFragment=r.text(), password=r.text(), iceLite=r.boolean()
+        ),
         iceCandidates=r.items(candidate),
         iceState=r.rnd.randrange(4),
         iceSelectedTuple=r.maybe(lambda: _tuple(r)),
-        dtlsParameters=_pair(FbsDtlsParameters.DtlsParametersT, fingerprints=r.items(fingerprint, 5),
-                             role=r.rnd.randrange(3)),
+        dtlsParameters=_pair(
+            FbsDtlsParameters.DtlsParametersT, fingerprints=r.items(fingerprint, 5), role=r.rnd.randrange(3)
+        ),
         dtlsState=r.rnd.randrange(5),
     )
 
@@ -172,9 +204,14 @@ def _webrtc_stats(r: _Random) -> Any:
             setattr(stats, name, r.maybe(lambda: r.u(64)))
         else:
             setattr(stats, name, r.u(64))
-    return _pair(FbsGetStatsResponse.GetStatsResponseT, base=stats, iceRole=r.rnd.randrange(2),
-                 iceState=r.rnd.randrange(4), iceSelectedTuple=r.maybe(lambda: _tuple(r)),
-                 dtlsState=r.rnd.randrange(5))
+    return _pair(
+        FbsGetStatsResponse.GetStatsResponseT,
+        base=stats,
+        iceRole=r.rnd.randrange(2),
+        iceState=r.rnd.randrange(4),
+        iceSelectedTuple=r.maybe(lambda: _tuple(r)),
+        dtlsState=r.rnd.randrange(5),
+    )
 
 
 def _packed(obj: Any) -> tuple[bytes, int]:
@@ -193,6 +230,57 @@ def test_fast_builder_writes_the_stock_builders_bytes(seed: int) -> None:
         builder.FinishSizePrefixed(obj.Pack(builder))
         outputs.append(bytes(builder.Output()))
     assert outputs[0] == outputs[1]
+
+
+# Every scalar slot FastBuilder overrides, with a value and a default (equal values are
+# skipped unless defaults are forced; the last entries of each pair are at their default).
+_SLOTS: list[tuple[str, Any, Any]] = [
+    ("PrependBoolSlot", True, False),
+    ("PrependByteSlot", 7, 0),
+    ("PrependUint8Slot", 255, 0),
+    ("PrependUint16Slot", 65535, 1),
+    ("PrependUint32Slot", 4_000_000_000, 0),
+    ("PrependUint64Slot", 2**64 - 1, 0),
+    ("PrependInt8Slot", -128, 0),
+    ("PrependInt16Slot", -300, 0),
+    ("PrependInt32Slot", -(2**31), 0),
+    ("PrependInt64Slot", -(2**63), 0),
+    ("PrependFloat32Slot", 1.5, 0.0),
+    ("PrependFloat64Slot", -2.25e300, 0.0),
+    ("PrependUint8Slot", 0, 0),
+    ("PrependFloat64Slot", 0.0, 0.0),
+]
+
+
+def _every_slot_buffer(builder: Any, force_defaults: bool) -> bytes:
+    """Tables of every slot type (three alike, so their vtables are shared), strings and
+    byte vectors of odd sizes, a vector of the tables and a root; grown from one byte."""
+    builder.ForceDefaults(force_defaults)
+    tables = []
+    for repeat in range(4):
+        name = builder.CreateString("é" * repeat + "x")
+        raw = builder.CreateByteVector(bytes(range(repeat * 3)))
+        builder.StartObject(len(_SLOTS) + 2)
+        for slot, (method, value, default) in enumerate(_SLOTS):
+            getattr(builder, method)(slot, value if repeat < 3 else default, default)
+        builder.PrependUOffsetTRelativeSlot(len(_SLOTS), name, 0)
+        builder.PrependUOffsetTRelativeSlot(len(_SLOTS) + 1, raw, 0)
+        tables.append(builder.EndObject())
+    builder.StartVector(4, len(tables), 4)
+    for table in reversed(tables):
+        builder.PrependUOffsetTRelative(table)
+    vector = builder.EndVector()
+    builder.StartObject(2)
+    builder.PrependUOffsetTRelativeSlot(0, vector, 0)
+    builder.PrependInt16Slot(1, 3, 0)
+    builder.Finish(builder.EndObject())
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize("force_defaults", [False, True])
+def test_fast_builder_writes_the_stock_builders_bytes_for_every_slot_type(force_defaults: bool) -> None:
+    stock = _every_slot_buffer(flatbuffers.Builder(1), force_defaults)
+    assert _every_slot_buffer(FastBuilder(1), force_defaults) == stock
 
 
 @pytest.mark.parametrize("bad", [256, -1, "x", None])
@@ -237,11 +325,15 @@ def test_webrtc_stats_reader_matches_the_object_api(seed: int) -> None:
 def test_consume_response_reader_matches_the_generated_accessors(seed: int) -> None:
     r = _Random(seed)
     response = _pair(
-        FbsConsumeResponse.ConsumeResponseT, paused=r.boolean(), producerPaused=r.boolean(),
-        score=_pair(FbsConsumerScore.ConsumerScoreT, score=r.u(8), producerScore=r.u(8),
-                    producerScores=r.items(lambda: r.u(8))),
-        preferredLayers=r.maybe(lambda: _pair(FbsConsumerLayers.ConsumerLayersT, spatialLayer=r.u(8),
-                                              temporalLayer=r.maybe(lambda: r.u(8)))),
+        FbsConsumeResponse.ConsumeResponseT,
+        paused=r.boolean(),
+        producerPaused=r.boolean(),
+        score=_pair(
+            FbsConsumerScore.ConsumerScoreT, score=r.u(8), producerScore=r.u(8), producerScores=r.items(lambda: r.u(8))
+        ),
+        preferredLayers=r.maybe(
+            lambda: _pair(FbsConsumerLayers.ConsumerLayersT, spatialLayer=r.u(8), temporalLayer=r.maybe(lambda: r.u(8)))
+        ),
     )
     buf, root = _packed(response)
     table = FbsConsumeResponse.ConsumeResponse()
@@ -353,7 +445,7 @@ async def test_channel_resolves_a_response_with_its_body_position() -> None:
 
 def test_clone_copies_every_dict_and_list() -> None:
     shared = {"type": "nack"}
-    value = {"a": [shared, shared], "b": (1, 2.0, True, None, "x"), "c": {"d": [1, [2]]}}
+    value: dict[str, Any] = {"a": [shared, shared], "b": (1, 2.0, True, None, "x"), "c": {"d": [1, [2]]}}
     copy = clone(value)
     assert copy == value
     assert copy["a"][0] is not shared and copy["a"][0] is not copy["a"][1]
@@ -362,7 +454,8 @@ def test_clone_copies_every_dict_and_list() -> None:
 
 def test_clone_keeps_what_marshal_cannot_copy() -> None:
     marker = object()
-    copy = clone({"x": [marker], "y": {"z": 1}})
+    original: dict[str, Any] = {"x": [marker], "y": {"z": 1}}
+    copy = clone(original)
     assert copy["x"][0] is marker and copy["y"] == {"z": 1}
 
 
@@ -396,9 +489,15 @@ async def test_channel_times_out_each_request_at_its_own_deadline() -> None:
 
 
 def test_validated_capabilities_are_cached_by_exact_value() -> None:
-    caps = {
-        "codecs": [{"kind": "video", "mimeType": "video/VP8", "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
+    caps: dict[str, Any] = {
+        "codecs": [
+            {
+                "kind": "video",
+                "mimeType": "video/VP8",
+                "clockRate": 90000,
+                "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}],
+            }
+        ],
         "headerExtensions": [{"kind": "video", "uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "preferredId": 1}],
     }
     validated = validated_rtp_capabilities(caps)
@@ -414,14 +513,24 @@ def test_consumer_parameters_do_not_share_the_cached_capabilities() -> None:
     router_caps = ortc.generate_router_rtp_capabilities(
         [{"kind": "video", "mimeType": "video/VP8", "clockRate": 90000}]
     )
-    params = {"codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-                          "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
-              "encodings": [{"ssrc": 1111}], "rtcp": {"cname": "x"}}
+    params = {
+        "codecs": [
+            {
+                "mimeType": "video/VP8",
+                "payloadType": 96,
+                "clockRate": 90000,
+                "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}],
+            }
+        ],
+        "encodings": [{"ssrc": 1111}],
+        "rtcp": {"cname": "x"},
+    }
     ortc.validate_rtp_parameters(params)
     mapping = ortc.get_producer_rtp_parameters_mapping(params, router_caps)
     consumable = ortc.get_consumable_rtp_parameters("video", params, router_caps, mapping)
     caps = validated_rtp_capabilities(clone(router_caps))
-    consumer_params = ortc.get_consumer_rtp_parameters(consumable_rtp_parameters=consumable,
-                                                       remote_rtp_capabilities=caps, enable_rtx=True)
+    consumer_params = ortc.get_consumer_rtp_parameters(
+        consumable_rtp_parameters=consumable, remote_rtp_capabilities=caps, enable_rtx=True
+    )
     consumer_params["codecs"][0]["rtcpFeedback"][0]["parameter"] = "changed"
     assert all(fb["parameter"] != "changed" for codec in caps["codecs"] for fb in codec["rtcpFeedback"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from typing import Any
 
 import pytest
 
@@ -419,7 +420,7 @@ def test_router_codec_matching_ignores_mime_type_case_and_merges_parameters():
 
 
 def test_router_duplicated_preferred_payload_type_raises():
-    with pytest.raises(MediasoupTypeError, match="duplicated codec.preferredPayloadType"):
+    with pytest.raises(MediasoupTypeError, match=r"duplicated codec\.preferredPayloadType"):
         ortc.generate_router_rtp_capabilities(
             [
                 {
@@ -435,7 +436,7 @@ def test_router_duplicated_preferred_payload_type_raises():
 
 
 def test_router_multiopus_matches_on_stream_layout():
-    surround = {
+    surround: dict[str, Any] = {
         "kind": "audio",
         "mimeType": "audio/multiopus",
         "clockRate": 48000,
@@ -736,7 +737,7 @@ def test_can_consume():
 
 def test_can_consume_accepts_a_model_and_validates_caps():
     assert ortc.can_consume(_consumable(), RtpCapabilities.model_validate(_chrome_caps()))
-    with pytest.raises(MediasoupTypeError, match="invalid ext.kind"):
+    with pytest.raises(MediasoupTypeError, match=r"invalid ext\.kind"):
         ortc.can_consume(_consumable(), {"headerExtensions": [{"uri": MID, "preferredId": 1}]})
 
 
@@ -1089,9 +1090,9 @@ def test_validate_single_items():
 def test_validate_sctp_capabilities():
     caps = {"numStreams": {"OS": 1024, "MIS": 1024}}
     assert ortc.validate_sctp_capabilities(caps) is caps
-    with pytest.raises(MediasoupTypeError, match="missing caps.numStreams"):
+    with pytest.raises(MediasoupTypeError, match=r"missing caps\.numStreams"):
         ortc.validate_sctp_capabilities({})
-    with pytest.raises(MediasoupTypeError, match="missing numStreams.MIS"):
+    with pytest.raises(MediasoupTypeError, match=r"missing numStreams\.MIS"):
         ortc.validate_sctp_capabilities({"numStreams": {"OS": 1}})
 
 

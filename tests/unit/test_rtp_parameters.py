@@ -5,6 +5,7 @@ trips through the generated readers, embedded in real request tables)."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import flatbuffers
 import pytest
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from workers import ortc
 from workers.errors import MediasoupTypeError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.rtp_parameters import (
     RtpCapabilities,
     RtpCodecParameters,
@@ -36,14 +37,14 @@ from workers.sctp_parameters import (
 )
 from workers.srtp_parameters import SrtpParameters, parse_srtp_parameters, serialize_srtp_parameters
 
-import FBS.RtpParameters.RtpMapping as FbsRtpMapping  # noqa: E402
-import FBS.RtpParameters.RtpParameters as FbsRtpParameters  # noqa: E402
-import FBS.RtpParameters.Value as FbsValue  # noqa: E402
-import FBS.SctpParameters.SctpParameters as FbsSctpParameters  # noqa: E402
-import FBS.SctpParameters.SctpStreamParameters as FbsSctpStreamParameters  # noqa: E402
-import FBS.SrtpParameters.SrtpParameters as FbsSrtpParameters  # noqa: E402
-import FBS.Transport.ConsumeRequest as FbsConsumeRequest  # noqa: E402
-import FBS.Transport.ProduceRequest as FbsProduceRequest  # noqa: E402
+import FBS.RtpParameters.RtpMapping as FbsRtpMapping
+import FBS.RtpParameters.RtpParameters as FbsRtpParameters
+import FBS.RtpParameters.Value as FbsValue
+import FBS.SctpParameters.SctpParameters as FbsSctpParameters
+import FBS.SctpParameters.SctpStreamParameters as FbsSctpStreamParameters
+import FBS.SrtpParameters.SrtpParameters as FbsSrtpParameters
+import FBS.Transport.ConsumeRequest as FbsConsumeRequest
+import FBS.Transport.ProduceRequest as FbsProduceRequest
 
 MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
@@ -152,6 +153,7 @@ CLIENT_RTP_PARAMETERS = {
 
 def test_client_rtp_capabilities_round_trip_unchanged():
     caps = RtpCapabilities.model_validate(CLIENT_RTP_CAPABILITIES)
+    assert caps.codecs is not None and caps.header_extensions is not None
     assert caps.codecs[0].mime_type == "audio/opus"
     assert caps.codecs[0].preferred_payload_type == 100
     assert caps.header_extensions[1].direction == "recvonly"
@@ -160,6 +162,7 @@ def test_client_rtp_capabilities_round_trip_unchanged():
 
 def test_client_rtp_parameters_round_trip_unchanged_with_unknown_fields():
     params = RtpParameters.model_validate(CLIENT_RTP_PARAMETERS)
+    assert params.encodings is not None
     assert params.encodings[0].rid == "r0"
     assert params.encodings[0].max_bitrate == 500000
     assert params.encodings[2].model_extra == {"active": True, "maxFramerate": 30.5}
@@ -221,6 +224,7 @@ def test_model_clone_is_deep():
     params = RtpParameters.model_validate(CLIENT_RTP_PARAMETERS)
     cloned = params.clone()
     assert cloned == params and cloned is not params
+    assert cloned.codecs[1].parameters is not None and params.codecs[1].parameters is not None
     cloned.codecs[1].parameters["apt"] = 1
     assert params.codecs[1].parameters["apt"] == 96
 
@@ -247,7 +251,7 @@ def test_fbs_round_trip_of_validated_client_parameters():
 
 
 def test_fbs_round_trip_of_every_field_and_parameter_type():
-    params = {
+    params: dict[str, Any] = {
         "mid": "video-1",
         "codecs": [
             {
@@ -339,7 +343,7 @@ def test_fbs_repeated_codecs_keep_true_and_1_apart():
 def test_fbs_64_bit_fields_are_aligned_in_the_final_buffer():
     builder = flatbuffers.Builder(0)
     builder.CreateString("x")  # unalign the builder first
-    params = {
+    params: dict[str, Any] = {
         "codecs": [],
         "encodings": [{"maxBitrate": 1}, {"ssrc": 1, "maxBitrate": 2}, {"rid": "r", "maxBitrate": 3}],
     }

@@ -11,6 +11,7 @@ The cached binary lives outside the repository, at
 ``<hash>`` covers everything that decides what gets compiled: the pinned
 package, the meson arguments, our shim subprojects and our patches.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,7 @@ from pathlib import Path
 
 MEDIASOUP_VERSION = "3.27.1"
 #: npm ``integrity`` of ``mediasoup@3.27.1`` (sha512 of the ``npm pack`` tarball).
-MEDIASOUP_INTEGRITY = (
-    "sha512-unjG0ihJFZmCXxtS5ay6iPp+ov1Rg/BhJuP1gGfw4ElX/K5Z0it3PCC7rKecWMK2FgbQ52kKmDgZBPm/ewYO6A=="
-)
+MEDIASOUP_INTEGRITY = "sha512-unjG0ihJFZmCXxtS5ay6iPp+ov1Rg/BhJuP1gGfw4ElX/K5Z0it3PCC7rKecWMK2FgbQ52kKmDgZBPm/ewYO6A=="
 #: ``meson setup`` arguments, run inside the package's ``worker/`` directory.
 #: Upstream's defaults otherwise (notably the libwebrtc bandwidth estimator).
 MESON_SETUP_ARGS: tuple[str, ...] = (

@@ -24,6 +24,7 @@ The binary's path is the only thing written to stdout (last line); progress
 goes to stderr. ``--unpatched`` builds the worker without our patches, to a
 separate cache path, only to demonstrate what the patches fix. Stdlib only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,10 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -90,9 +93,7 @@ def log(message: str) -> None:
     print(f"[native] {message}", file=sys.stderr, flush=True)
 
 
-def run(
-    cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, shown: str = ""
-) -> None:
+def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, shown: str = "") -> None:
     """Run a command, its output going to our stderr; raise BuildError on failure."""
     log("$ " + (shown or " ".join(cmd)) + (f"  (in {cwd})" if cwd else ""))
     proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=sys.stderr, stderr=sys.stderr)
@@ -132,7 +133,7 @@ def verify_integrity(tarball: Path) -> None:
 
 
 @contextlib.contextmanager
-def build_lock(cache: Path, name: str):
+def build_lock(cache: Path, name: str) -> Iterator[None]:
     """Serialise concurrent builds of the same thing sharing a cache."""
     locks = cache / "locks"
     locks.mkdir(parents=True, exist_ok=True)
@@ -160,8 +161,15 @@ def fetch_package(cache: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=npm_dir, prefix="pack-") as tmp:
         # Run from an empty directory so no package.json around us is involved.
         run(
-            [npm, "pack", f"mediasoup@{INFO.MEDIASOUP_VERSION}", "--ignore-scripts",
-             "--pack-destination", tmp, "--loglevel=warn"],
+            [
+                npm,
+                "pack",
+                f"mediasoup@{INFO.MEDIASOUP_VERSION}",
+                "--ignore-scripts",
+                "--pack-destination",
+                tmp,
+                "--loglevel=warn",
+            ],
             cwd=Path(tmp),
         )
         packed = list(Path(tmp).glob("*.tgz"))
@@ -173,7 +181,7 @@ def fetch_package(cache: Path) -> Path:
     return tarball
 
 
-def _safe_members(tar: tarfile.TarFile, wanted=lambda name: True):
+def _safe_members(tar: tarfile.TarFile, wanted: Callable[[str], bool] = lambda name: True) -> Iterator[tarfile.TarInfo]:
     for member in tar.getmembers():
         name = member.name
         if name.startswith("/") or ".." in Path(name).parts:
@@ -184,12 +192,12 @@ def _safe_members(tar: tarfile.TarFile, wanted=lambda name: True):
             yield member
 
 
-def extract(tarball: Path, dest: Path, wanted=lambda name: True) -> Path:
+def extract(tarball: Path, dest: Path, wanted: Callable[[str], bool] = lambda name: True) -> Path:
     """Unpack (the wanted members of) the npm tarball; returns ``dest/package``."""
     with tarfile.open(tarball) as tar:
         members = list(_safe_members(tar, wanted))
         # Members were checked above; the "data" filter (3.11.4+) checks again.
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        kwargs: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         tar.extractall(dest, members=members, **kwargs)
     return dest / "package"
 
@@ -211,9 +219,22 @@ def apply_patches(package_root: Path, patches: list[Path] | None = None) -> None
         raise BuildError("`patch` not found; install Debian's patch package")
     for patch_file in patches:
         proc = subprocess.run(
-            [patch, "-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch",
-             "-r", "-", "-d", str(package_root), "-i", str(patch_file)],
-            capture_output=True, text=True,
+            [
+                patch,
+                "-p1",
+                "--forward",
+                "--batch",
+                "--fuzz=0",
+                "--no-backup-if-mismatch",
+                "-r",
+                "-",
+                "-d",
+                str(package_root),
+                "-i",
+                str(patch_file),
+            ],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise BuildError(
@@ -303,7 +324,7 @@ def compile_worker(package: Path, env: dict[str, str], jobs: int | None) -> Path
     return binary
 
 
-def spawn_worker(binary: Path, args: list[str], **popen_kwargs) -> tuple[subprocess.Popen, int, int]:
+def spawn_worker(binary: Path, args: list[str], **popen_kwargs: Any) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start a worker with a pipe channel; returns (process, request_w, response_r).
 
     The worker reads requests on its fd 3 and writes on its fd 4. Our pipe
@@ -322,9 +343,7 @@ def spawn_worker(binary: Path, args: list[str], **popen_kwargs) -> tuple[subproc
     env = dict(popen_kwargs.pop("env", None) or os.environ)
     env["MEDIASOUP_VERSION"] = INFO.MEDIASOUP_VERSION
     try:
-        proc = subprocess.Popen(
-            [str(binary), *args], env=env, close_fds=False, preexec_fn=child_fds, **popen_kwargs
-        )
+        proc = subprocess.Popen([str(binary), *args], env=env, close_fds=False, preexec_fn=child_fds, **popen_kwargs)
     except BaseException:
         for fd in (req_r, req_w, rsp_r, rsp_w):
             os.close(fd)
@@ -337,9 +356,14 @@ def spawn_worker(binary: Path, args: list[str], **popen_kwargs) -> tuple[subproc
 def smoke_test(binary: Path, timeout: float = 10.0) -> None:
     """Start the worker on a pipe channel and expect a first message from it."""
     proc, req_w, rsp_r = spawn_worker(
-        binary, ["--logLevel=warn"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        binary,
+        ["--logLevel=warn"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
+    stderr = proc.stderr
+    assert stderr is not None  # stderr=PIPE
     try:
         ready, _, _ = select.select([rsp_r], [], [], timeout)
         header = os.read(rsp_r, 4) if ready else b""
@@ -348,7 +372,7 @@ def smoke_test(binary: Path, timeout: float = 10.0) -> None:
             proc.wait()
             raise BuildError(
                 f"smoke test: {binary} sent no message within {timeout}s "
-                f"(exit code {proc.returncode}): {proc.stderr.read().decode(errors='replace')[-2000:]}"
+                f"(exit code {proc.returncode}): {stderr.read().decode(errors='replace')[-2000:]}"
             )
     finally:
         os.close(req_w)  # closing its channel makes the worker exit
@@ -358,7 +382,7 @@ def smoke_test(binary: Path, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
+        stderr.close()
     log(f"smoke test ok (worker sent its first message, exit code {proc.returncode})")
 
 
@@ -380,7 +404,7 @@ def install_binary(built: Path, target: Path, *, patched: bool) -> None:
 
 
 def build_worker(cache: Path, *, patched: bool, force: bool, keep_build: bool, jobs: int | None) -> Path:
-    target = INFO.binary_path(patched=patched)
+    target: Path = INFO.binary_path(patched=patched)
     if target.is_file() and not force:
         log(f"mediasoup-worker cached: {target}")
         return target
@@ -389,8 +413,7 @@ def build_worker(cache: Path, *, patched: bool, force: bool, keep_build: bool, j
         if target.is_file() and not force:  # another process built it meanwhile
             log(f"mediasoup-worker cached: {target}")
             return target
-        return _build_worker_locked(cache, target, tag, patched=patched, force=force,
-                                    keep_build=keep_build, jobs=jobs)
+        return _build_worker_locked(cache, target, tag, patched=patched, force=force, keep_build=keep_build, jobs=jobs)
 
 
 def _build_worker_locked(
@@ -497,10 +520,12 @@ def _generate_bindings_locked(cache: Path, out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="build nothing; exit 0 if the binary and bindings are up to date, else 1")
-    parser.add_argument("--unpatched", action="store_true",
-                        help="build WITHOUT our patches to a separate cache path (crash demos only)")
+    parser.add_argument(
+        "--check", action="store_true", help="build nothing; exit 0 if the binary and bindings are up to date, else 1"
+    )
+    parser.add_argument(
+        "--unpatched", action="store_true", help="build WITHOUT our patches to a separate cache path (crash demos only)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--keep-build", action="store_true", help="keep the build tree in the cache")
     parser.add_argument("--jobs", "-j", type=int, default=None, help="parallel compile jobs")
@@ -519,9 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             if ok_binary:
                 print(target)
             return 0 if ok_binary and ok_bindings else 1
-        target = build_worker(
-            cache, patched=patched, force=args.force, keep_build=args.keep_build, jobs=args.jobs
-        )
+        target = build_worker(cache, patched=patched, force=args.force, keep_build=args.keep_build, jobs=args.jobs)
         if patched:
             generate_bindings(cache, force=args.force)
     except BuildError as exc:

@@ -55,7 +55,7 @@ async def test_create_active_speaker_observer_succeeds(router: Router) -> None:
 
 async def test_create_active_speaker_observer_with_wrong_arguments_raises_type_error(router: Router) -> None:
     with pytest.raises(MediasoupTypeError):
-        await router.create_active_speaker_observer(interval=False)  # type: ignore[arg-type]
+        await router.create_active_speaker_observer(interval=False)
     with pytest.raises(MediasoupTypeError):
         await router.create_active_speaker_observer(app_data="NOT-AN-OBJECT")  # type: ignore[arg-type]
     assert (await router.dump())["rtpObserverIds"] == []

@@ -13,6 +13,7 @@ import asyncio
 import math
 import socket
 import struct
+from typing import Any
 from unittest.mock import Mock
 
 import av
@@ -34,7 +35,7 @@ def tone_pcm(frames: int, amplitude: float, frequency: float = 440.0) -> list[by
     """``frames`` 20 ms frames of a stereo s16 sine tone (amplitude 0..1)."""
     result = []
     for index in range(frames):
-        samples = []
+        samples: list[int] = []
         for k in range(SAMPLES_PER_FRAME):
             value = int(amplitude * 32767 * math.sin(2 * math.pi * frequency * (index * SAMPLES_PER_FRAME + k) / 48000))
             samples += (value, value)
@@ -96,9 +97,10 @@ class AudioSender:
         self._target = (transport.tuple["localAddress"], transport.tuple["localPort"])
 
     @classmethod
-    async def create(cls, router: Router, ssrc: int) -> "AudioSender":
-        transport = await router.create_plain_transport(listen_info={"protocol": "udp", "ip": "127.0.0.1"},
-                                                        comedia=True)
+    async def create(cls, router: Router, ssrc: int) -> AudioSender:
+        transport = await router.create_plain_transport(
+            listen_info={"protocol": "udp", "ip": "127.0.0.1"}, comedia=True
+        )
         producer = await transport.produce("audio", opus_rtp_parameters(ssrc))
         return cls(transport, producer, ssrc)
 
@@ -108,7 +110,7 @@ class AudioSender:
 
     async def play(self, pcm_frames: list[bytes]) -> None:
         """Send the frames as opus in real time, each tagged with its own level."""
-        for pcm, payload in zip(pcm_frames, encode_opus(pcm_frames)):
+        for pcm, payload in zip(pcm_frames, encode_opus(pcm_frames), strict=False):
             self.send(payload, audio_level(pcm))
             await asyncio.sleep(0.02)
 
@@ -134,8 +136,15 @@ async def test_create_audio_level_observer_succeeds(router: Router) -> None:
 
 
 async def test_create_audio_level_observer_with_wrong_arguments_raises_type_error(router: Router) -> None:
-    for kwargs in ({"max_entries": 0}, {"max_entries": -10}, {"threshold": "foo"}, {"threshold": -128},
-                   {"threshold": 1}, {"interval": False}, {"app_data": "NOT-AN-OBJECT"}):
+    for kwargs in (
+        {"max_entries": 0},
+        {"max_entries": -10},
+        {"threshold": "foo"},
+        {"threshold": -128},
+        {"threshold": 1},
+        {"interval": False},
+        {"app_data": "NOT-AN-OBJECT"},
+    ):
         with pytest.raises(MediasoupTypeError):
             await router.create_audio_level_observer(**kwargs)
     assert (await router.dump())["rtpObserverIds"] == []
@@ -220,7 +229,7 @@ async def test_volumes_of_a_speaking_producer_then_silence(router: Router) -> No
     try:
         observer = await router.create_audio_level_observer(interval=300, threshold=-70)
         await observer.add_producer(sender.producer.id)
-        events: list[tuple[str, object]] = []
+        events: list[tuple[str, Any]] = []
         observed: list[str] = []
         silence = asyncio.Event()
         observer.on("volumes", lambda volumes: events.append(("volumes", volumes)))

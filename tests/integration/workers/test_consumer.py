@@ -18,30 +18,45 @@ import flatbuffers
 import pytest
 
 from workers.errors import InvalidStateError, MediasoupTypeError, NotFoundError, UnsupportedError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.router import Router
 from workers.webrtc_transport import WebRtcTransport
 from workers.worker import Worker
 
-import FBS.Consumer.ConsumerScore as FbsConsumerScore  # noqa: E402
-import FBS.Consumer.ScoreNotification as FbsScoreNotification  # noqa: E402
-import FBS.Message.Body as FbsMessageBody  # noqa: E402
-import FBS.Message.Message as FbsMessage  # noqa: E402
-import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Notification.Notification as FbsNotification  # noqa: E402
+import FBS.Consumer.ConsumerScore as FbsConsumerScore
+import FBS.Consumer.ScoreNotification as FbsScoreNotification
+import FBS.Message.Body as FbsMessageBody
+import FBS.Message.Message as FbsMessage
+import FBS.Notification.Body as FbsNotificationBody
+import FBS.Notification.Event as FbsEvent
+import FBS.Notification.Notification as FbsNotification
 
 MEDIA_CODECS = [
     {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2, "parameters": {"foo": "bar"}},
     {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
-    {"kind": "video", "mimeType": "video/H264", "clockRate": 90000,
-     "parameters": {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "4d0032",
-                    "foo": "bar"}},
+    {
+        "kind": "video",
+        "mimeType": "video/H264",
+        "clockRate": 90000,
+        "parameters": {
+            "level-asymmetry-allowed": 1,
+            "packetization-mode": 1,
+            "profile-level-id": "4d0032",
+            "foo": "bar",
+        },
+    },
 ]
 AUDIO_RTP_PARAMETERS = {
     "mid": "AUDIO",
-    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
-                "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"}}],
+    "codecs": [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 111,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"},
+        }
+    ],
     "headerExtensions": [
         {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 10},
         {"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 12},
@@ -53,10 +68,17 @@ AUDIO_RTP_PARAMETERS = {
 VIDEO_RTP_PARAMETERS = {
     "mid": "VIDEO",
     "codecs": [
-        {"mimeType": "video/h264", "payloadType": 112, "clockRate": 90000,
-         "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"},
-         "rtcpFeedback": [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
-                          {"type": "goog-remb", "parameter": ""}]},
+        {
+            "mimeType": "video/h264",
+            "payloadType": 112,
+            "clockRate": 90000,
+            "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"},
+            "rtcpFeedback": [
+                {"type": "nack", "parameter": ""},
+                {"type": "nack", "parameter": "pli"},
+                {"type": "goog-remb", "parameter": ""},
+            ],
+        },
         {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000, "parameters": {"apt": 112}},
     ],
     "headerExtensions": [
@@ -72,29 +94,66 @@ VIDEO_RTP_PARAMETERS = {
     "rtcp": {"cname": "FOOBAR"},
 }
 APP_DATA = {"foo": 1, "bar": "2"}
-FULL_FEEDBACK = [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
-                 {"type": "ccm", "parameter": "fir"}, {"type": "goog-remb", "parameter": ""}]
+FULL_FEEDBACK = [
+    {"type": "nack", "parameter": ""},
+    {"type": "nack", "parameter": "pli"},
+    {"type": "ccm", "parameter": "fir"},
+    {"type": "goog-remb", "parameter": ""},
+]
 CONSUMER_CAPS = {
     "codecs": [
-        {"mimeType": "audio/opus", "kind": "audio", "preferredPayloadType": 100, "clockRate": 48000, "channels": 2,
-         "rtcpFeedback": [{"type": "nack", "parameter": ""}]},
-        {"mimeType": "video/H264", "kind": "video", "preferredPayloadType": 101, "clockRate": 90000,
-         "parameters": {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "4d0032"},
-         "rtcpFeedback": FULL_FEEDBACK},
-        {"mimeType": "video/rtx", "kind": "video", "preferredPayloadType": 102, "clockRate": 90000,
-         "parameters": {"apt": 101}, "rtcpFeedback": []},
+        {
+            "mimeType": "audio/opus",
+            "kind": "audio",
+            "preferredPayloadType": 100,
+            "clockRate": 48000,
+            "channels": 2,
+            "rtcpFeedback": [{"type": "nack", "parameter": ""}],
+        },
+        {
+            "mimeType": "video/H264",
+            "kind": "video",
+            "preferredPayloadType": 101,
+            "clockRate": 90000,
+            "parameters": {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "4d0032"},
+            "rtcpFeedback": FULL_FEEDBACK,
+        },
+        {
+            "mimeType": "video/rtx",
+            "kind": "video",
+            "preferredPayloadType": 102,
+            "clockRate": 90000,
+            "parameters": {"apt": 101},
+            "rtcpFeedback": [],
+        },
     ],
     "headerExtensions": [
         {"kind": "audio", "uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "preferredId": 1, "preferredEncrypt": False},
         {"kind": "video", "uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "preferredId": 1, "preferredEncrypt": False},
-        {"kind": "video", "uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "preferredId": 2,
-         "preferredEncrypt": False},
-        {"kind": "audio", "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "preferredId": 4,
-         "preferredEncrypt": False},
-        {"kind": "video", "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "preferredId": 4,
-         "preferredEncrypt": False},
-        {"kind": "audio", "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "preferredId": 6,
-         "preferredEncrypt": False},
+        {
+            "kind": "video",
+            "uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "preferredId": 2,
+            "preferredEncrypt": False,
+        },
+        {
+            "kind": "audio",
+            "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "preferredId": 4,
+            "preferredEncrypt": False,
+        },
+        {
+            "kind": "video",
+            "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "preferredId": 4,
+            "preferredEncrypt": False,
+        },
+        {
+            "kind": "audio",
+            "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "preferredId": 6,
+            "preferredEncrypt": False,
+        },
         {"kind": "video", "uri": "urn:3gpp:video-orientation", "preferredId": 8, "preferredEncrypt": False},
         {"kind": "video", "uri": "urn:ietf:params:rtp-hdrext:toffset", "preferredId": 9, "preferredEncrypt": False},
     ],
@@ -105,25 +164,49 @@ VPX_MEDIA_CODECS = [
 ]
 VPX_CONSUMER_CAPS = {
     "codecs": [
-        {"kind": "video", "mimeType": "video/VP8", "preferredPayloadType": 101, "clockRate": 90000,
-         "rtcpFeedback": FULL_FEEDBACK},
-        {"kind": "video", "mimeType": "video/VP9", "preferredPayloadType": 102, "clockRate": 90000,
-         "rtcpFeedback": FULL_FEEDBACK},
+        {
+            "kind": "video",
+            "mimeType": "video/VP8",
+            "preferredPayloadType": 101,
+            "clockRate": 90000,
+            "rtcpFeedback": FULL_FEEDBACK,
+        },
+        {
+            "kind": "video",
+            "mimeType": "video/VP9",
+            "preferredPayloadType": 102,
+            "clockRate": 90000,
+            "rtcpFeedback": FULL_FEEDBACK,
+        },
     ],
     "headerExtensions": [],
 }
 VP9_SVC_RTP_PARAMETERS = {
     "mid": "VIDEOSVC",
-    "codecs": [{"mimeType": "video/VP9", "payloadType": 96, "clockRate": 90000, "parameters": {},
-                "rtcpFeedback": FULL_FEEDBACK}],
+    "codecs": [
+        {
+            "mimeType": "video/VP9",
+            "payloadType": 96,
+            "clockRate": 90000,
+            "parameters": {},
+            "rtcpFeedback": FULL_FEEDBACK,
+        }
+    ],
     "headerExtensions": [],
     "encodings": [{"ssrc": 33333333, "scalabilityMode": "L3T3"}],
     "rtcp": {"cname": "FOOBAR"},
 }
 VP8_SIMULCAST_RTP_PARAMETERS = {
     "mid": "VIDEOVP8",
-    "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000, "parameters": {},
-                "rtcpFeedback": FULL_FEEDBACK}],
+    "codecs": [
+        {
+            "mimeType": "video/VP8",
+            "payloadType": 96,
+            "clockRate": 90000,
+            "parameters": {},
+            "rtcpFeedback": FULL_FEEDBACK,
+        }
+    ],
     "headerExtensions": [],
     "encodings": [
         {"ssrc": 44444441, "scalabilityMode": "L1T5"},
@@ -156,10 +239,12 @@ async def env(worker: Worker) -> _Env:
     ctx.router = await worker.create_router(MEDIA_CODECS)
     ctx.transport1 = await ctx.router.create_webrtc_transport(listen_ips=["127.0.0.1"])
     ctx.transport2 = await ctx.router.create_webrtc_transport(listen_ips=["127.0.0.1"])
-    ctx.audio_producer = await ctx.transport1.produce("audio", copy.deepcopy(AUDIO_RTP_PARAMETERS),
-                                                      app_data=dict(APP_DATA))
-    ctx.video_producer = await ctx.transport1.produce("video", copy.deepcopy(VIDEO_RTP_PARAMETERS),
-                                                      app_data=dict(APP_DATA))
+    ctx.audio_producer = await ctx.transport1.produce(
+        "audio", copy.deepcopy(AUDIO_RTP_PARAMETERS), app_data=dict(APP_DATA)
+    )
+    ctx.video_producer = await ctx.transport1.produce(
+        "video", copy.deepcopy(VIDEO_RTP_PARAMETERS), app_data=dict(APP_DATA)
+    )
     return ctx
 
 
@@ -181,11 +266,16 @@ async def test_consume_succeeds(env: _Env) -> None:
     assert isinstance(audio.id, str) and audio.producer_id == env.audio_producer.id
     assert not audio.closed and audio.kind == "audio"
     assert audio.rtp_parameters["mid"] == "0"
-    assert audio.rtp_parameters["codecs"] == [{
-        "mimeType": "audio/opus", "payloadType": 100, "clockRate": 48000, "channels": 2,
-        "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"},
-        "rtcpFeedback": [],
-    }]
+    assert audio.rtp_parameters["codecs"] == [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 100,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"},
+            "rtcpFeedback": [],
+        }
+    ]
     assert audio.rtp_parameters["msid"] == "1111-1111-1111-1111 2222-2222-2222-2222"
     assert audio.type == "simple"
     assert audio.paused is False and audio.producer_paused is False and audio.priority == 1
@@ -201,20 +291,30 @@ async def test_consume_succeeds(env: _Env) -> None:
     assert env.router.can_consume(env.video_producer.id, CONSUMER_CAPS)
     await env.video_producer.pause()
     video = await env.transport2.consume(
-        env.video_producer.id, CONSUMER_CAPS, paused=True,
-        preferred_layers={"spatialLayer": 12, "temporalLayer": 0}, app_data={"baz": "LOL"},
+        env.video_producer.id,
+        CONSUMER_CAPS,
+        paused=True,
+        preferred_layers={"spatialLayer": 12, "temporalLayer": 0},
+        app_data={"baz": "LOL"},
     )
     assert new_consumers == [audio, video]
     assert video.producer_id == env.video_producer.id and video.kind == "video"
     assert video.rtp_parameters["mid"] == "1"
     h264, rtx = video.rtp_parameters["codecs"]
     assert h264 == {
-        "mimeType": "video/H264", "payloadType": 103, "clockRate": 90000,
+        "mimeType": "video/H264",
+        "payloadType": 103,
+        "clockRate": 90000,
         "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"},
         "rtcpFeedback": FULL_FEEDBACK,
     }
-    assert rtx == {"mimeType": "video/rtx", "payloadType": 104, "clockRate": 90000, "parameters": {"apt": 103},
-                   "rtcpFeedback": []}
+    assert rtx == {
+        "mimeType": "video/rtx",
+        "payloadType": 104,
+        "clockRate": 90000,
+        "parameters": {"apt": 103},
+        "rtcpFeedback": [],
+    }
     assert "msid" not in video.rtp_parameters
     assert video.type == "simulcast"
     assert video.paused is True and video.producer_paused is True and video.priority == 1
@@ -237,12 +337,15 @@ async def test_consume_succeeds(env: _Env) -> None:
 
     dump = await env.router.dump()
     by_producer = {item["key"]: sorted(item["values"]) for item in dump["mapProducerIdConsumerIds"]}
-    assert by_producer == {env.audio_producer.id: [audio.id],
-                           env.video_producer.id: sorted([video.id, pipe.id])}
+    assert by_producer == {env.audio_producer.id: [audio.id], env.video_producer.id: sorted([video.id, pipe.id])}
     assert sorted(dump["mapConsumerIdProducerId"], key=lambda item: item["key"]) == sorted(
-        [{"key": audio.id, "value": env.audio_producer.id},
-         {"key": video.id, "value": env.video_producer.id},
-         {"key": pipe.id, "value": env.video_producer.id}], key=lambda item: item["key"])
+        [
+            {"key": audio.id, "value": env.audio_producer.id},
+            {"key": video.id, "value": env.video_producer.id},
+            {"key": pipe.id, "value": env.video_producer.id},
+        ],
+        key=lambda item: item["key"],
+    )
     transport_dump = await env.transport2.dump()
     assert transport_dump["producerIds"] == []
     assert sorted(transport_dump["consumerIds"]) == sorted([audio.id, video.id, pipe.id])
@@ -268,11 +371,16 @@ async def test_consume_with_wrong_arguments_raises_type_error(env: _Env) -> None
 async def test_consume_with_enable_rtx(env: _Env) -> None:
     audio = await env.transport2.consume(env.audio_producer.id, CONSUMER_CAPS, enable_rtx=True)
     assert audio.kind == "audio"
-    assert audio.rtp_parameters["codecs"] == [{
-        "mimeType": "audio/opus", "payloadType": 100, "clockRate": 48000, "channels": 2,
-        "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"},
-        "rtcpFeedback": [{"type": "nack", "parameter": ""}],
-    }]
+    assert audio.rtp_parameters["codecs"] == [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 100,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"},
+            "rtcpFeedback": [{"type": "nack", "parameter": ""}],
+        }
+    ]
 
 
 async def test_consume_with_user_provided_mid(env: _Env) -> None:
@@ -285,9 +393,20 @@ async def test_consume_with_user_provided_mid(env: _Env) -> None:
 
 
 async def test_consume_with_incompatible_capabilities_raises_unsupported_error(env: _Env) -> None:
+    caps: dict[str, Any]
     for caps in (
-        {"codecs": [{"kind": "audio", "mimeType": "audio/ISAC", "preferredPayloadType": 100, "clockRate": 32000,
-                     "channels": 1}], "headerExtensions": []},
+        {
+            "codecs": [
+                {
+                    "kind": "audio",
+                    "mimeType": "audio/ISAC",
+                    "preferredPayloadType": 100,
+                    "clockRate": 32000,
+                    "channels": 1,
+                }
+            ],
+            "headerExtensions": [],
+        },
         {"codecs": [], "headerExtensions": []},
     ):
         assert not env.router.can_consume(env.audio_producer.id, caps)
@@ -307,8 +426,12 @@ async def test_dump(env: _Env) -> None:
     assert codec["rtcpFeedback"] == []
     assert dump1["rtpParameters"]["headerExtensions"] == [
         {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1, "encrypt": False, "parameters": {}},
-        {"uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": 4, "parameters": {},
-         "encrypt": False},
+        {
+            "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "id": 4,
+            "parameters": {},
+            "encrypt": False,
+        },
         {"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 6, "parameters": {}, "encrypt": False},
     ]
     [encoding] = dump1["rtpParameters"]["encodings"]
@@ -331,12 +454,20 @@ async def test_dump(env: _Env) -> None:
     assert h264["mimeType"] == "video/H264" and h264["payloadType"] == 103 and h264["clockRate"] == 90000
     assert "channels" not in h264
     assert h264["parameters"] == {"packetization-mode": 1, "profile-level-id": "4d0032"}
-    assert h264["rtcpFeedback"] == [{"type": "nack"}, {"type": "nack", "parameter": "pli"},
-                                    {"type": "ccm", "parameter": "fir"}, {"type": "goog-remb"}]
+    assert h264["rtcpFeedback"] == [
+        {"type": "nack"},
+        {"type": "nack", "parameter": "pli"},
+        {"type": "ccm", "parameter": "fir"},
+        {"type": "goog-remb"},
+    ]
     assert dump2["rtpParameters"]["headerExtensions"] == [
         {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1, "encrypt": False, "parameters": {}},
-        {"uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": 4, "parameters": {},
-         "encrypt": False},
+        {
+            "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "id": 4,
+            "parameters": {},
+            "encrypt": False,
+        },
         {"uri": "urn:3gpp:video-orientation", "id": 8, "parameters": {}, "encrypt": False},
         {"uri": "urn:ietf:params:rtp-hdrext:toffset", "id": 9, "parameters": {}, "encrypt": False},
     ]
@@ -348,9 +479,7 @@ async def test_dump(env: _Env) -> None:
     assert "msid" not in dump2["rtpParameters"]
     consumables = dump2["consumableRtpEncodings"]
     producer_encodings = env.video_producer.consumable_rtp_parameters["encodings"]
-    assert [(e["ssrc"], e["scalabilityMode"]) for e in consumables] == [
-        (e["ssrc"], "L1T5") for e in producer_encodings
-    ]
+    assert [(e["ssrc"], e["scalabilityMode"]) for e in consumables] == [(e["ssrc"], "L1T5") for e in producer_encodings]
     assert dump2["supportedCodecPayloadTypes"] == [103]
     assert dump2["paused"] is True and dump2["producerPaused"] is False and dump2["priority"] == 1
     assert dump2["type"] == "simulcast"
@@ -438,17 +567,20 @@ async def test_svc_consumer_honors_preferred_layers(worker: Worker) -> None:
     producer = await transport1.produce("video", copy.deepcopy(VP9_SVC_RTP_PARAMETERS))
     assert producer.type == "svc"
     assert router.can_consume(producer.id, VPX_CONSUMER_CAPS)
-    consumer = await transport2.consume(producer.id, VPX_CONSUMER_CAPS, paused=True,
-                                        preferred_layers={"spatialLayer": 1, "temporalLayer": 0})
+    consumer = await transport2.consume(
+        producer.id, VPX_CONSUMER_CAPS, paused=True, preferred_layers={"spatialLayer": 1, "temporalLayer": 0}
+    )
     assert consumer.type == "svc"
     assert consumer.preferred_layers == {"spatialLayer": 1, "temporalLayer": 0}
     # Out of range layers are clamped to the highest ones.
-    clamped = await transport2.consume(producer.id, VPX_CONSUMER_CAPS, paused=True,
-                                       preferred_layers={"spatialLayer": 9, "temporalLayer": 9})
+    clamped = await transport2.consume(
+        producer.id, VPX_CONSUMER_CAPS, paused=True, preferred_layers={"spatialLayer": 9, "temporalLayer": 9}
+    )
     assert clamped.preferred_layers == {"spatialLayer": 2, "temporalLayer": 2}
     # No temporal layer: the highest one.
-    no_temporal = await transport2.consume(producer.id, VPX_CONSUMER_CAPS, paused=True,
-                                           preferred_layers={"spatialLayer": 1})
+    no_temporal = await transport2.consume(
+        producer.id, VPX_CONSUMER_CAPS, paused=True, preferred_layers={"spatialLayer": 1}
+    )
     assert no_temporal.preferred_layers == {"spatialLayer": 1, "temporalLayer": 2}
 
 
@@ -457,13 +589,15 @@ async def test_simulcast_consumer_honors_preferred_layers(worker: Worker) -> Non
     producer = await transport1.produce("video", copy.deepcopy(VP8_SIMULCAST_RTP_PARAMETERS))
     assert producer.type == "simulcast"
     assert router.can_consume(producer.id, VPX_CONSUMER_CAPS)
-    consumer = await transport2.consume(producer.id, VPX_CONSUMER_CAPS, paused=True,
-                                        preferred_layers={"spatialLayer": 1, "temporalLayer": 0})
+    consumer = await transport2.consume(
+        producer.id, VPX_CONSUMER_CAPS, paused=True, preferred_layers={"spatialLayer": 1, "temporalLayer": 0}
+    )
     assert consumer.type == "simulcast"
     assert consumer.preferred_layers == {"spatialLayer": 1, "temporalLayer": 0}
     # The spatial layer is clamped to the number of encodings - 1.
-    clamped = await transport2.consume(producer.id, VPX_CONSUMER_CAPS, paused=True,
-                                       preferred_layers={"spatialLayer": 9, "temporalLayer": 9})
+    clamped = await transport2.consume(
+        producer.id, VPX_CONSUMER_CAPS, paused=True, preferred_layers={"spatialLayer": 9, "temporalLayer": 9}
+    )
     assert clamped.preferred_layers == {"spatialLayer": 2, "temporalLayer": 4}
 
 
@@ -472,16 +606,27 @@ async def test_simulcast_consumer_honors_preferred_layers(worker: Worker) -> Non
     [
         ([{"ssrc": 11111111}], "simple"),
         ([{"ssrc": 55555555, "scalabilityMode": "L1T3"}], "svc"),
-        ([{"ssrc": 11111111, "scalabilityMode": "L1T3"}, {"ssrc": 22222222, "scalabilityMode": "L1T3"}],
-         "simulcast"),
+        ([{"ssrc": 11111111, "scalabilityMode": "L1T3"}, {"ssrc": 22222222, "scalabilityMode": "L1T3"}], "simulcast"),
     ],
 )
 async def test_consumer_type_follows_the_producer(worker: Worker, encodings: list, expected_type: str) -> None:
     _router, transport1, transport2 = await _vpx_transports(worker)
-    producer = await transport1.produce("video", {
-        "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"}]}],
-        "headerExtensions": [], "encodings": encodings, "rtcp": {"cname": "test"}})
+    producer = await transport1.produce(
+        "video",
+        {
+            "codecs": [
+                {
+                    "mimeType": "video/VP8",
+                    "payloadType": 96,
+                    "clockRate": 90000,
+                    "rtcpFeedback": [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"}],
+                }
+            ],
+            "headerExtensions": [],
+            "encodings": encodings,
+            "rtcp": {"cname": "test"},
+        },
+    )
     assert producer.type == expected_type
     consumer = await transport2.consume(producer.id, VPX_CONSUMER_CAPS)
     assert consumer.type == expected_type
@@ -714,8 +859,14 @@ def _sender_report(ssrc: int, rtp_timestamp: int) -> bytes:
 
 
 async def _send_until(
-    endpoint: _Udp, port: int, ssrcs: list[int], done: asyncio.Future, keyframe_ssrcs: set[int] | None = None,
-    seq_start: int = 1, timeout: float = 5.0, sender_reports: bool = False,
+    endpoint: _Udp,
+    port: int,
+    ssrcs: list[int],
+    done: asyncio.Future,
+    keyframe_ssrcs: set[int] | None = None,
+    seq_start: int = 1,
+    timeout: float = 5.0,
+    sender_reports: bool = False,
 ) -> int:
     """Send VP8 packets on every SSRC (every 20 ms, and Sender Reports every 100 ms if asked)
     until ``done`` resolves; returns the next sequence number."""
@@ -741,10 +892,21 @@ async def test_request_key_frame_sends_a_pli_to_the_producer_endpoint(worker: Wo
     sender, receiver = await _udp_endpoint(), await _udp_endpoint()
     await recv_transport.connect(ip="127.0.0.1", port=receiver.port)
     ssrc = 12345678
-    producer = await send_transport.produce("video", {
-        "codecs": [{"mimeType": "video/VP8", "payloadType": VP8_PT, "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
-        "encodings": [{"ssrc": ssrc}], "rtcp": {"cname": "sender"}})
+    producer = await send_transport.produce(
+        "video",
+        {
+            "codecs": [
+                {
+                    "mimeType": "video/VP8",
+                    "payloadType": VP8_PT,
+                    "clockRate": 90000,
+                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}],
+                }
+            ],
+            "encodings": [{"ssrc": ssrc}],
+            "rtcp": {"cname": "sender"},
+        },
+    )
     consumer = await recv_transport.consume(producer.id, router.rtp_capabilities)
     await producer.enable_trace_event(["pli"])
     traces: list = []
@@ -756,9 +918,11 @@ async def test_request_key_frame_sends_a_pli_to_the_producer_endpoint(worker: Wo
     async def watch_receiver() -> None:
         while True:
             packet = await receiver.packets.get()
-            if not 192 <= packet[1] <= 223:  # RTP, not RTCP
-                if struct.unpack_from("!I", packet, 8)[0] == consumer.rtp_parameters["encodings"][0]["ssrc"]:
-                    forwarded.done() or forwarded.set_result(True)
+            if (  # RTP, not RTCP
+                not 192 <= packet[1] <= 223
+                and struct.unpack_from("!I", packet, 8)[0] == consumer.rtp_parameters["encodings"][0]["ssrc"]
+            ):
+                forwarded.done() or forwarded.set_result(True)
 
     watcher = asyncio.ensure_future(watch_receiver())
     try:
@@ -786,14 +950,27 @@ async def test_simulcast_consumer_selects_a_layer_and_requests_its_key_frame(wor
     await recv_transport.connect(ip="127.0.0.1", port=receiver.port)
     port = send_transport.tuple["localPort"]
     ssrcs = [44444441, 44444442, 44444443]
-    producer = await send_transport.produce("video", {
-        "codecs": [{"mimeType": "video/VP8", "payloadType": VP8_PT, "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"},
-                                     {"type": "ccm", "parameter": "fir"}]}],
-        "encodings": [{"ssrc": ssrc} for ssrc in ssrcs], "rtcp": {"cname": "sender"}})
+    producer = await send_transport.produce(
+        "video",
+        {
+            "codecs": [
+                {
+                    "mimeType": "video/VP8",
+                    "payloadType": VP8_PT,
+                    "clockRate": 90000,
+                    "rtcpFeedback": [
+                        {"type": "nack"},
+                        {"type": "nack", "parameter": "pli"},
+                        {"type": "ccm", "parameter": "fir"},
+                    ],
+                }
+            ],
+            "encodings": [{"ssrc": ssrc} for ssrc in ssrcs],
+            "rtcp": {"cname": "sender"},
+        },
+    )
     assert producer.type == "simulcast"
-    consumer = await recv_transport.consume(producer.id, router.rtp_capabilities,
-                                            preferred_layers={"spatialLayer": 1})
+    consumer = await recv_transport.consume(producer.id, router.rtp_capabilities, preferred_layers={"spatialLayer": 1})
     assert consumer.type == "simulcast"
     assert consumer.preferred_layers == {"spatialLayer": 1, "temporalLayer": 0}
     layers_seen: list = []
@@ -868,17 +1045,28 @@ async def test_rid_simulcast_producer_learns_its_ssrcs_and_feeds_a_simulcast_con
     await recv_transport.connect(ip="127.0.0.1", port=receiver.port)
     port = send_transport.tuple["localPort"]
     rids = ["r0", "r1", "r2"]
-    producer = await send_transport.produce("video", {
-        "mid": "v",
-        "codecs": [{"mimeType": "video/VP8", "payloadType": VP8_PT, "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
-        "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1},
-                             {"uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "id": 2}],
-        "encodings": [{"rid": rid, "scalabilityMode": "L1T1"} for rid in rids],
-        "rtcp": {"cname": "sender"}})
+    producer = await send_transport.produce(
+        "video",
+        {
+            "mid": "v",
+            "codecs": [
+                {
+                    "mimeType": "video/VP8",
+                    "payloadType": VP8_PT,
+                    "clockRate": 90000,
+                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}],
+                }
+            ],
+            "headerExtensions": [
+                {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1},
+                {"uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "id": 2},
+            ],
+            "encodings": [{"rid": rid, "scalabilityMode": "L1T1"} for rid in rids],
+            "rtcp": {"cname": "sender"},
+        },
+    )
     assert producer.type == "simulcast"
-    consumer = await recv_transport.consume(producer.id, router.rtp_capabilities,
-                                            preferred_layers={"spatialLayer": 2})
+    consumer = await recv_transport.consume(producer.id, router.rtp_capabilities, preferred_layers={"spatialLayer": 2})
     assert consumer.type == "simulcast"
     assert consumer.preferred_layers == {"spatialLayer": 2, "temporalLayer": 0}
     assert len(consumer.rtp_parameters["encodings"]) == 1  # one stream to the endpoint

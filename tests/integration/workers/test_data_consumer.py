@@ -20,8 +20,11 @@ import pytest
 from workers.errors import MediasoupError, MediasoupTypeError, NotFoundError, UnsupportedError
 from workers.router import Router
 
-SCTP_OPTIONS = {"sctp_stream_parameters": {"streamId": 12345, "ordered": False, "maxPacketLifeTime": 5000},
-                "label": "foo", "protocol": "bar"}
+SCTP_OPTIONS = {
+    "sctp_stream_parameters": {"streamId": 12345, "ordered": False, "maxPacketLifeTime": 5000},
+    "label": "foo",
+    "protocol": "bar",
+}
 # Valid subchannels are 16-bit: larger values wrap (65536 is 0) and duplicates are dropped.
 SUBCHANNELS = [0, 1, 1, 1, 2, 65535, 65536, 65537, 100]
 
@@ -128,8 +131,10 @@ async def test_dump(transport2, sctp_data_producer) -> None:
     assert dump["id"] == data_consumer.id
     assert dump["dataProducerId"] == sctp_data_producer.id
     assert dump["type"] == "sctp"
-    assert dump["sctpStreamParameters"] == {"streamId": data_consumer.sctp_stream_parameters["streamId"],
-                                            "ordered": True}
+    assert dump["sctpStreamParameters"] == {
+        "streamId": data_consumer.sctp_stream_parameters["streamId"],
+        "ordered": True,
+    }
     assert dump["label"] == "foo" and dump["protocol"] == "bar"
     assert dump["paused"] is False and dump["dataProducerPaused"] is False
     assert sorted(dump["subchannels"]) == [0, 1, 2, 100, 65535]
@@ -178,8 +183,7 @@ async def test_add_and_remove_subchannel(transport2, sctp_data_producer) -> None
     assert data_consumer.subchannels == []
 
 
-async def test_consume_direct_data_producer_on_sctp_transport(router: Router, transport2,
-                                                              direct_data_producer) -> None:
+async def test_consume_direct_data_producer_on_sctp_transport(router: Router, transport2, direct_data_producer) -> None:
     on_new = Mock()
     transport2.observer.once("newdataconsumer", on_new)
     data_consumer = await transport2.consume_data(direct_data_producer.id)
@@ -203,18 +207,19 @@ async def test_dump_of_consumer_of_direct_data_producer(transport2, direct_data_
     )
     dump = await data_consumer.dump()
     assert dump["type"] == "sctp"
-    assert dump["sctpStreamParameters"] == {"streamId": data_consumer.sctp_stream_parameters["streamId"],
-                                            "ordered": False, "maxRetransmits": 2}
+    assert dump["sctpStreamParameters"] == {
+        "streamId": data_consumer.sctp_stream_parameters["streamId"],
+        "ordered": False,
+        "maxRetransmits": 2,
+    }
     assert dump["label"] == "" and dump["protocol"] == ""
     assert sorted(dump["subchannels"]) == [0, 1]
 
 
-async def test_consume_data_on_direct_transport(direct_transport, direct_data_producer,
-                                                sctp_data_producer) -> None:
+async def test_consume_data_on_direct_transport(direct_transport, direct_data_producer, sctp_data_producer) -> None:
     on_new = Mock()
     direct_transport.observer.once("newdataconsumer", on_new)
-    data_consumer = await direct_transport.consume_data(sctp_data_producer.id, paused=True,
-                                                        app_data={"hehe": "HEHE"})
+    data_consumer = await direct_transport.consume_data(sctp_data_producer.id, paused=True, app_data={"hehe": "HEHE"})
 
     on_new.assert_called_once_with(data_consumer)
     assert data_consumer.type == "direct"
@@ -238,7 +243,7 @@ async def test_send_on_direct_data_consumer_is_refused(direct_transport, direct_
     with pytest.raises(MediasoupTypeError):  # only SCTP data consumers can send to their endpoint
         await data_consumer.send("hello")
     with pytest.raises(MediasoupTypeError):
-        await data_consumer.send(42)  # type: ignore[arg-type]
+        await data_consumer.send(42)
 
 
 # -- pause, resume, close ----------------------------------------------------------------
@@ -256,8 +261,12 @@ async def test_pause_and_resume(transport2, sctp_data_producer) -> None:
     assert data_consumer.paused is False and (await data_consumer.dump())["paused"] is False
 
     await asyncio.gather(
-        data_consumer.pause(), data_consumer.resume(), data_consumer.pause(), data_consumer.pause(),
-        data_consumer.pause(), data_consumer.resume(),
+        data_consumer.pause(),
+        data_consumer.resume(),
+        data_consumer.pause(),
+        data_consumer.pause(),
+        data_consumer.pause(),
+        data_consumer.resume(),
     )
     assert on_pause.call_count == 3
     assert on_resume.call_count == 3
@@ -426,7 +435,7 @@ async def test_send_honours_producer_and_consumer_pause(router: Router) -> None:
     assert ids[-1] == num_messages
     assert not set(ids) & set(range(pause_sending, resume_sending))
     assert not set(ids) & set(range(pause_receiving, resume_receiving))
-    for message_id, (_, ppid) in zip(ids, received):
+    for message_id, (_, ppid) in zip(ids, received, strict=False):
         assert ppid == (51 if message_id < num_messages / 2 else 53)
     assert sum(len(message) for message, _ in received) == effectively_sent_bytes
 

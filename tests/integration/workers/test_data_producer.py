@@ -15,10 +15,19 @@ from workers.data_producer import message_payload
 from workers.errors import MediasoupError, MediasoupTypeError
 from workers.router import Router
 
-OPTIONS_1 = {"sctp_stream_parameters": {"streamId": 666}, "label": "foo", "protocol": "bar",
-             "app_data": {"foo": 1, "bar": "2"}}
-OPTIONS_2 = {"sctp_stream_parameters": {"streamId": 777, "maxRetransmits": 3}, "label": "foo", "protocol": "bar",
-             "paused": True, "app_data": {"foo": 1, "bar": "2"}}
+OPTIONS_1 = {
+    "sctp_stream_parameters": {"streamId": 666},
+    "label": "foo",
+    "protocol": "bar",
+    "app_data": {"foo": 1, "bar": "2"},
+}
+OPTIONS_2 = {
+    "sctp_stream_parameters": {"streamId": 777, "maxRetransmits": 3},
+    "label": "foo",
+    "protocol": "bar",
+    "paused": True,
+    "app_data": {"foo": 1, "bar": "2"},
+}
 
 
 @pytest.fixture
@@ -108,8 +117,14 @@ async def test_direct_data_producer(router: Router) -> None:
     assert data_producer.type == "direct"
     assert data_producer.sctp_stream_parameters is None
     dump = await data_producer.dump()
-    assert dump == {"id": data_producer.id, "type": "direct", "sctpStreamParameters": None,
-                    "label": "l", "protocol": "p", "paused": False}
+    assert dump == {
+        "id": data_producer.id,
+        "type": "direct",
+        "sctpStreamParameters": None,
+        "label": "l",
+        "protocol": "p",
+        "paused": False,
+    }
 
 
 async def test_dump(transport1, transport2) -> None:
@@ -153,8 +168,12 @@ async def test_pause_and_resume(transport1) -> None:
 
     # Without waiting for each call, the observer still fires whenever the state flips.
     await asyncio.gather(
-        data_producer.pause(), data_producer.resume(), data_producer.pause(), data_producer.pause(),
-        data_producer.pause(), data_producer.resume(),
+        data_producer.pause(),
+        data_producer.resume(),
+        data_producer.pause(),
+        data_producer.pause(),
+        data_producer.pause(),
+        data_producer.resume(),
     )
     assert on_pause.call_count == 3
     assert on_resume.call_count == 3
@@ -244,12 +263,12 @@ async def test_send_with_wrong_arguments_raises_type_error(router: Router) -> No
     transport = await router.create_direct_transport()
     data_producer = await transport.produce_data()
     with pytest.raises(MediasoupTypeError):
-        data_producer.send(123)  # type: ignore[arg-type]
+        data_producer.send(123)
     with pytest.raises(MediasoupTypeError):
-        data_producer.send("x", ppid="51")  # type: ignore[arg-type]
+        data_producer.send("x", ppid="51")
     with pytest.raises(MediasoupTypeError):
-        data_producer.send("x", subchannels=["a"])  # type: ignore[list-item]
+        data_producer.send("x", subchannels=["a"])
     with pytest.raises(MediasoupTypeError):
-        data_producer.send("x", required_subchannel="1")  # type: ignore[arg-type]
+        data_producer.send("x", required_subchannel="1")
     # Nothing was half-built: a later request still works.
     assert (await data_producer.get_stats())[0]["messagesReceived"] == 0

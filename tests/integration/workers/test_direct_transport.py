@@ -74,9 +74,22 @@ async def test_direct_transport_get_stats_succeeds(router: Router) -> None:
     assert stat["type"] == "direct-transport"
     assert stat["transportId"] == transport.id
     assert isinstance(stat["timestamp"], int)
-    for field in ("bytesReceived", "recvBitrate", "bytesSent", "sendBitrate", "rtpBytesReceived",
-                  "rtpRecvBitrate", "rtpBytesSent", "rtpSendBitrate", "rtxBytesReceived", "rtxRecvBitrate",
-                  "rtxBytesSent", "rtxSendBitrate", "probationBytesSent", "probationSendBitrate"):
+    for field in (
+        "bytesReceived",
+        "recvBitrate",
+        "bytesSent",
+        "sendBitrate",
+        "rtpBytesReceived",
+        "rtpRecvBitrate",
+        "rtpBytesSent",
+        "rtpSendBitrate",
+        "rtxBytesReceived",
+        "rtxRecvBitrate",
+        "rtxBytesSent",
+        "rtxSendBitrate",
+        "probationBytesSent",
+        "probationSendBitrate",
+    ):
         assert stat[field] == 0, field
 
 
@@ -105,8 +118,9 @@ async def test_data_producer_send_succeeds(router: Router) -> None:
     num_messages = 200
     pause_sending_at, resume_sending_at = 10, 20
     pause_receiving_at, resume_receiving_at = 40, 60
-    expected_received = (num_messages - (resume_sending_at - pause_sending_at)
-                         - (resume_receiving_at - pause_receiving_at))
+    expected_received = (
+        num_messages - (resume_sending_at - pause_sending_at) - (resume_receiving_at - pause_receiving_at)
+    )
     received: list[tuple[bytes, int]] = []
     last = asyncio.get_running_loop().create_future()
 
@@ -164,6 +178,7 @@ async def test_data_producer_send_with_subchannels_succeeds(router: Router) -> N
             into.append(message.decode())
             if len(received1) == 7 and len(received2) == 5 and not done.done():
                 done.set_result(None)
+
         return on_message
 
     consumer1.on("message", collect(received1))
@@ -208,10 +223,13 @@ def rtp_payload(packet: bytes) -> bytes:
 async def test_rtp_goes_from_a_direct_producer_to_a_direct_consumer(router: Router) -> None:
     send_transport = await router.create_direct_transport()
     recv_transport = await router.create_direct_transport()
-    producer = await send_transport.produce("audio", {
-        "codecs": [{"mimeType": "audio/opus", "payloadType": OPUS_PT, "clockRate": 48000, "channels": 2}],
-        "encodings": [{"ssrc": 1111}],
-    })
+    producer = await send_transport.produce(
+        "audio",
+        {
+            "codecs": [{"mimeType": "audio/opus", "payloadType": OPUS_PT, "clockRate": 48000, "channels": 2}],
+            "encodings": [{"ssrc": 1111}],
+        },
+    )
     consumer = await recv_transport.consume(producer.id, router.rtp_capabilities)
     assert consumer.rtp_parameters["mid"] == "0"
     received: asyncio.Queue[bytes] = asyncio.Queue()
@@ -234,11 +252,20 @@ async def test_rtcp_event_carries_the_key_frame_request_for_a_direct_producer(ro
     endpoint: here, this process, through the DirectTransport's ``rtcp`` event."""
     send_transport = await router.create_direct_transport()
     recv_transport = await router.create_direct_transport()
-    producer = await send_transport.produce("video", {
-        "codecs": [{"mimeType": "video/VP8", "payloadType": VP8_PT, "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}]}],
-        "encodings": [{"ssrc": 2222}],
-    })
+    producer = await send_transport.produce(
+        "video",
+        {
+            "codecs": [
+                {
+                    "mimeType": "video/VP8",
+                    "payloadType": VP8_PT,
+                    "clockRate": 90000,
+                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}],
+                }
+            ],
+            "encodings": [{"ssrc": 2222}],
+        },
+    )
     rtcp_packets: asyncio.Queue[bytes] = asyncio.Queue()
     send_transport.on("rtcp", rtcp_packets.put_nowait)
     # A VP8 key frame start: payload descriptor (S=1, PID=0), then a key frame header.
@@ -299,10 +326,13 @@ async def test_direct_transport_methods_fail_if_closed(router: Router) -> None:
 async def test_direct_transport_close_closes_its_producers_and_consumers(router: Router) -> None:
     send_transport = await router.create_direct_transport()
     recv_transport = await router.create_direct_transport()
-    producer = await send_transport.produce("audio", {
-        "codecs": [{"mimeType": "audio/opus", "payloadType": OPUS_PT, "clockRate": 48000, "channels": 2}],
-        "encodings": [{"ssrc": 3333}],
-    })
+    producer = await send_transport.produce(
+        "audio",
+        {
+            "codecs": [{"mimeType": "audio/opus", "payloadType": OPUS_PT, "clockRate": 48000, "channels": 2}],
+            "encodings": [{"ssrc": 3333}],
+        },
+    )
     consumer = await recv_transport.consume(producer.id, router.rtp_capabilities)
     producer_closed = _once(producer, "transportclose")
     consumer_closed = _once(consumer, "producerclose")

@@ -71,8 +71,13 @@ async def test_dtls_handshake_with_aiortc_reaches_connected(worker: Worker, rout
 
     await ice.addRemoteCandidate(
         RTCIceCandidate(
-            component=1, foundation=candidate["foundation"], ip=candidate["address"], port=candidate["port"],
-            priority=candidate["priority"], protocol="udp", type="host",
+            component=1,
+            foundation=candidate["foundation"],
+            ip=candidate["address"],
+            port=candidate["port"],
+            priority=candidate["priority"],
+            protocol="udp",
+            type="host",
         )
     )
     await ice.addRemoteCandidate(None)
@@ -84,8 +89,9 @@ async def test_dtls_handshake_with_aiortc_reaches_connected(worker: Worker, rout
     try:
         # As aiortc's RTCPeerConnection does: ICE first, then DTLS over it.
         await asyncio.wait_for(
-            ice.start(RTCIceParameters(usernameFragment=params["usernameFragment"],
-                                       password=params["password"], iceLite=True)),
+            ice.start(
+                RTCIceParameters(usernameFragment=params["usernameFragment"], password=params["password"], iceLite=True)
+            ),
             timeout=10,
         )
         await asyncio.wait_for(ice_connected, timeout=10)
@@ -94,6 +100,7 @@ async def test_dtls_handshake_with_aiortc_reaches_connected(worker: Worker, rout
         assert transport.dtls_state == "connected"
         assert dtls.state == "connected"
         assert transport.dtls_remote_cert and "BEGIN CERTIFICATE" in transport.dtls_remote_cert
+        assert transport.ice_selected_tuple is not None
         assert transport.ice_selected_tuple["protocol"] == "udp"
         stats = (await transport.get_stats())[0]
         assert stats["dtlsState"] == "connected" and stats["bytesReceived"] > 0

@@ -7,10 +7,12 @@ through DirectTransports, PlainTransports and an SRTP-protected pipe.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import struct
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -28,8 +30,15 @@ AUDIO_PRODUCER = {
     "kind": "audio",
     "rtp_parameters": {
         "mid": "AUDIO",
-        "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
-                    "parameters": {"useinbandfec": 1, "foo": "bar1"}}],
+        "codecs": [
+            {
+                "mimeType": "audio/opus",
+                "payloadType": 111,
+                "clockRate": 48000,
+                "channels": 2,
+                "parameters": {"useinbandfec": 1, "foo": "bar1"},
+            }
+        ],
         "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 10}],
         "encodings": [{"ssrc": 11111111}],
         "rtcp": {"cname": "FOOBAR"},
@@ -40,9 +49,19 @@ VIDEO_PRODUCER = {
     "kind": "video",
     "rtp_parameters": {
         "mid": "VIDEO",
-        "codecs": [{"mimeType": "video/VP8", "payloadType": 112, "clockRate": 90000,
-                    "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"},
-                                     {"type": "goog-remb"}, {"type": "lalala"}]}],
+        "codecs": [
+            {
+                "mimeType": "video/VP8",
+                "payloadType": 112,
+                "clockRate": 90000,
+                "rtcpFeedback": [
+                    {"type": "nack"},
+                    {"type": "nack", "parameter": "pli"},
+                    {"type": "goog-remb"},
+                    {"type": "lalala"},
+                ],
+            }
+        ],
         "headerExtensions": [
             {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 10},
             {"uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": 11},
@@ -62,24 +81,52 @@ DATA_PRODUCER = {
 CONSUMER_DEVICE_CAPABILITIES = {
     "codecs": [
         {"kind": "audio", "mimeType": "audio/opus", "preferredPayloadType": 100, "clockRate": 48000, "channels": 2},
-        {"kind": "video", "mimeType": "video/VP8", "preferredPayloadType": 101, "clockRate": 90000,
-         "rtcpFeedback": [{"type": "nack"}, {"type": "ccm", "parameter": "fir"}, {"type": "transport-cc"}]},
-        {"kind": "video", "mimeType": "video/rtx", "preferredPayloadType": 102, "clockRate": 90000,
-         "parameters": {"apt": 101}, "rtcpFeedback": []},
+        {
+            "kind": "video",
+            "mimeType": "video/VP8",
+            "preferredPayloadType": 101,
+            "clockRate": 90000,
+            "rtcpFeedback": [{"type": "nack"}, {"type": "ccm", "parameter": "fir"}, {"type": "transport-cc"}],
+        },
+        {
+            "kind": "video",
+            "mimeType": "video/rtx",
+            "preferredPayloadType": 102,
+            "clockRate": 90000,
+            "parameters": {"apt": 101},
+            "rtcpFeedback": [],
+        },
     ],
     "headerExtensions": [
-        {"kind": "video", "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "preferredId": 4,
-         "preferredEncrypt": False, "direction": "sendrecv"},
-        {"kind": "video", "uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
-         "preferredId": 5, "preferredEncrypt": False},
-        {"kind": "audio", "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "preferredId": 6,
-         "preferredEncrypt": False},
+        {
+            "kind": "video",
+            "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            "preferredId": 4,
+            "preferredEncrypt": False,
+            "direction": "sendrecv",
+        },
+        {
+            "kind": "video",
+            "uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+            "preferredId": 5,
+            "preferredEncrypt": False,
+        },
+        {
+            "kind": "audio",
+            "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "preferredId": 6,
+            "preferredEncrypt": False,
+        },
     ],
 }
 LOCALHOST = {"protocol": "udp", "ip": "127.0.0.1"}
 SRTP_KEY = "YTdjcDBvY2JoMGY5YXNlNDc0eDJsdGgwaWRvNnJsamRrdG16aWVpZHphdHo="
-DD_EXT = {"uri": "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
-          "id": 7, "encrypt": False, "parameters": {}}
+DD_EXT = {
+    "uri": "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension",
+    "id": 7,
+    "encrypt": False,
+    "parameters": {},
+}
 
 
 def ext(uri: str, ext_id: int) -> dict[str, Any]:
@@ -135,8 +182,14 @@ async def ctx() -> AsyncIterator[SimpleNamespace]:
         video_producer = await webrtc1.produce(**VIDEO_PRODUCER)
         data_producer = await webrtc1.produce_data(**DATA_PRODUCER)
         yield SimpleNamespace(
-            worker1=worker1, worker2=worker2, router1=router1, router2=router2, webrtc1=webrtc1,
-            webrtc2=webrtc2, audio_producer=audio_producer, video_producer=video_producer,
+            worker1=worker1,
+            worker2=worker2,
+            router1=router1,
+            router2=router2,
+            webrtc1=webrtc1,
+            webrtc2=webrtc2,
+            audio_producer=audio_producer,
+            video_producer=video_producer,
             data_producer=data_producer,
         )
     finally:
@@ -154,8 +207,16 @@ async def test_pipe_to_router_succeeds_with_audio(ctx: SimpleNamespace) -> None:
     assert len((await ctx.router1.dump())["transportIds"]) == 2
     assert len((await ctx.router2.dump())["transportIds"]) == 2
 
-    expected_codecs = [{"mimeType": "audio/opus", "payloadType": 100, "clockRate": 48000, "channels": 2,
-                        "parameters": {"useinbandfec": 1, "foo": "bar1"}, "rtcpFeedback": []}]
+    expected_codecs = [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 100,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"useinbandfec": 1, "foo": "bar1"},
+            "rtcpFeedback": [],
+        }
+    ]
     assert isinstance(pipe_consumer.id, str) and not pipe_consumer.closed
     assert pipe_consumer.kind == "audio"
     assert "mid" not in pipe_consumer.rtp_parameters
@@ -187,8 +248,15 @@ async def test_pipe_to_router_succeeds_with_paused_video(ctx: SimpleNamespace) -
     assert len((await ctx.router1.dump())["transportIds"]) == 2
     assert len((await ctx.router2.dump())["transportIds"]) == 2
 
-    expected_codecs = [{"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000, "parameters": {},
-                        "rtcpFeedback": [{"type": "nack", "parameter": "pli"}, {"type": "ccm", "parameter": "fir"}]}]
+    expected_codecs = [
+        {
+            "mimeType": "video/VP8",
+            "payloadType": 101,
+            "clockRate": 90000,
+            "parameters": {},
+            "rtcpFeedback": [{"type": "nack", "parameter": "pli"}, {"type": "ccm", "parameter": "fir"}],
+        }
+    ]
     assert pipe_consumer.kind == "video"
     assert "mid" not in pipe_consumer.rtp_parameters
     assert pipe_consumer.rtp_parameters["codecs"] == expected_codecs
@@ -234,8 +302,9 @@ async def test_pipe_to_router_with_wrong_arguments_fails(ctx: SimpleNamespace) -
     with pytest.raises(MediasoupTypeError):
         await ctx.router1.pipe_to_router(producer_id=ctx.audio_producer.id, router=ctx.router1)
     with pytest.raises(MediasoupTypeError):
-        await ctx.router1.pipe_to_router(producer_id=ctx.audio_producer.id, router=router1bis,
-                                         listen_info=LOCALHOST, listen_ip="127.0.0.1")
+        await ctx.router1.pipe_to_router(
+            producer_id=ctx.audio_producer.id, router=router1bis, listen_info=LOCALHOST, listen_ip="127.0.0.1"
+        )
 
 
 async def test_pipe_to_router_with_keep_id_fails_if_both_routers_share_a_worker(ctx: SimpleNamespace) -> None:
@@ -280,7 +349,8 @@ async def test_create_pipe_transport_succeeds_and_dumps(ctx: SimpleNamespace) ->
     new_transports: list[Any] = []
     ctx.router1.observer.once("newtransport", new_transports.append)
     transport = await ctx.router1.create_pipe_transport(
-        listen_info={**LOCALHOST, "portRange": {"min": 2000, "max": 3000}}, enable_sctp=True,
+        listen_info={**LOCALHOST, "portRange": {"min": 2000, "max": 3000}},
+        enable_sctp=True,
         app_data={"foo": "bar"},
     )
     assert new_transports == [transport]
@@ -289,6 +359,7 @@ async def test_create_pipe_transport_succeeds_and_dumps(ctx: SimpleNamespace) ->
     assert transport.tuple["localAddress"] == "127.0.0.1" and 2000 <= transport.tuple["localPort"] <= 3000
     assert transport.tuple["protocol"] == "udp"
     assert transport.srtp_parameters is None and transport.rtx is False
+    assert transport.sctp_parameters is not None
     assert transport.sctp_parameters["port"] == 5000 and transport.sctp_parameters["MIS"] == 65535
     assert transport.sctp_state == "new"
     assert transport.id in ctx.router1.transports
@@ -328,11 +399,24 @@ async def test_pipe_transport_with_enable_rtx_consumes_with_rtx(ctx: SimpleNames
     assert pipe_consumer.kind == "video"
     assert "mid" not in pipe_consumer.rtp_parameters
     assert pipe_consumer.rtp_parameters["codecs"] == [
-        {"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000, "parameters": {},
-         "rtcpFeedback": [{"type": "nack", "parameter": ""}, {"type": "nack", "parameter": "pli"},
-                          {"type": "ccm", "parameter": "fir"}]},
-        {"mimeType": "video/rtx", "payloadType": 102, "clockRate": 90000, "parameters": {"apt": 101},
-         "rtcpFeedback": []},
+        {
+            "mimeType": "video/VP8",
+            "payloadType": 101,
+            "clockRate": 90000,
+            "parameters": {},
+            "rtcpFeedback": [
+                {"type": "nack", "parameter": ""},
+                {"type": "nack", "parameter": "pli"},
+                {"type": "ccm", "parameter": "fir"},
+            ],
+        },
+        {
+            "mimeType": "video/rtx",
+            "payloadType": 102,
+            "clockRate": 90000,
+            "parameters": {"apt": 101},
+            "rtcpFeedback": [],
+        },
     ]
     assert pipe_consumer.rtp_parameters["headerExtensions"] == VIDEO_PIPE_EXTENSIONS
     assert all("rtx" in encoding for encoding in pipe_consumer.rtp_parameters["encodings"])
@@ -360,8 +444,9 @@ async def test_pipe_transport_connect_with_valid_srtp_parameters_succeeds(ctx: S
     transport = await ctx.router1.create_pipe_transport(listen_ip="127.0.0.1", enable_srtp=True)
     assert transport.srtp_parameters["cryptoSuite"] == "AEAD_AES_256_GCM"
     assert len(transport.srtp_parameters["keyBase64"]) == 60  # AEAD_AES_256_GCM master key + salt
-    await transport.connect(ip="127.0.0.2", port=9999,
-                            srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": SRTP_KEY})
+    await transport.connect(
+        ip="127.0.0.2", port=9999, srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": SRTP_KEY}
+    )
     assert transport.tuple["remoteIp"] == "127.0.0.2" and transport.tuple["remotePort"] == 9999
     assert (await transport.dump())["srtpParameters"] == transport.srtp_parameters
 
@@ -372,8 +457,9 @@ async def test_pipe_transport_connect_with_srtp_parameters_fails_if_srtp_is_off(
     )
     assert transport.srtp_parameters is None
     with pytest.raises(MediasoupTypeError):
-        await transport.connect(ip="127.0.0.2", port=9999,
-                                srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": SRTP_KEY})
+        await transport.connect(
+            ip="127.0.0.2", port=9999, srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": SRTP_KEY}
+        )
     with pytest.raises(MediasoupTypeError):
         await transport.connect(ip="127.0.0.2", port=9999, srtp_parameters="invalid")
 
@@ -394,8 +480,9 @@ async def test_pipe_transport_connect_with_invalid_srtp_parameters_fails(ctx: Si
         with pytest.raises(MediasoupTypeError):
             await transport.connect(ip="127.0.0.2", port=9999, srtp_parameters=srtp_parameters)
     # The channel's shared builder is left clean: the next request works.
-    await transport.connect(ip="127.0.0.2", port=9999,
-                            srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": SRTP_KEY})
+    await transport.connect(
+        ip="127.0.0.2", port=9999, srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": SRTP_KEY}
+    )
 
 
 # -- consumers of pipe producers, and what propagates -------------------------------------
@@ -407,11 +494,24 @@ async def test_consume_of_a_pipe_producer_succeeds(ctx: SimpleNamespace) -> None
     assert not consumer.closed and consumer.kind == "video"
     assert consumer.rtp_parameters["mid"] == "0"
     assert consumer.rtp_parameters["codecs"] == [
-        {"mimeType": "video/VP8", "payloadType": 101, "clockRate": 90000, "parameters": {},
-         "rtcpFeedback": [{"type": "nack", "parameter": ""}, {"type": "ccm", "parameter": "fir"},
-                          {"type": "transport-cc", "parameter": ""}]},
-        {"mimeType": "video/rtx", "payloadType": 102, "clockRate": 90000, "parameters": {"apt": 101},
-         "rtcpFeedback": []},
+        {
+            "mimeType": "video/VP8",
+            "payloadType": 101,
+            "clockRate": 90000,
+            "parameters": {},
+            "rtcpFeedback": [
+                {"type": "nack", "parameter": ""},
+                {"type": "ccm", "parameter": "fir"},
+                {"type": "transport-cc", "parameter": ""},
+            ],
+        },
+        {
+            "mimeType": "video/rtx",
+            "payloadType": 102,
+            "clockRate": 90000,
+            "parameters": {"apt": 101},
+            "rtcpFeedback": [],
+        },
     ]
     assert consumer.rtp_parameters["headerExtensions"] == [
         ext("http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", 4),
@@ -583,6 +683,7 @@ async def test_pipe_to_router_from_both_sides_creates_a_single_connected_pair(ct
             if isinstance(transport, PipeTransport):
                 pipes[transport.id] = transport
                 transport.observer.on("close", lambda: pipes.pop(transport.id, None))
+
         return on_new_transport
 
     router_a.observer.on("newtransport", track(pipes_a))
@@ -727,13 +828,13 @@ async def test_rtp_flows_across_workers_through_direct_transports(
     packets = await _send_and_collect(pipeline, frames)
 
     consumer_params = pipeline.consumer.rtp_parameters
-    for seq, packet in enumerate(packets, start=1):
+    for packet in packets:
         assert packet[1] & 0x7F == consumer_params["codecs"][0]["payloadType"]
         assert struct.unpack_from("!I", packet, 8)[0] == consumer_params["encodings"][0]["ssrc"]
     assert [rtp_payload(packet) for packet in packets] == frames
     # Sequence numbers stay consecutive after two rewrites (pipe, then consumer).
     seqs = [struct.unpack_from("!H", packet, 2)[0] for packet in packets]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
 
     stats_a = await pipeline.pipeConsumer.transport.get_stats()
     stats_b = await pipeline.pipeProducer.transport.get_stats()

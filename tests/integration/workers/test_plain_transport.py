@@ -52,15 +52,19 @@ async def test_create_plain_transport_succeeds(router: Router) -> None:
     assert PORT_RANGE["min"] <= transport2.tuple["localPort"] <= PORT_RANGE["max"]
     assert transport2.tuple["protocol"] == "udp"
     assert transport2.rtcp_tuple is None
-    assert transport2.sctp_parameters.items() >= {
-        "port": 5000,
-        "maxSendMessageSize": 262144,
-        "maxReceiveMessageSize": 262144,
-        "sendBufferSize": 2000000,
-        "perStreamSendQueueLimit": 2000000,
-        "maxReceiverWindowBufferSize": 5242880,
-        "isDataChannel": False,
-    }.items()
+    assert transport2.sctp_parameters is not None
+    assert (
+        transport2.sctp_parameters.items()
+        >= {
+            "port": 5000,
+            "maxSendMessageSize": 262144,
+            "maxReceiveMessageSize": 262144,
+            "sendBufferSize": 2000000,
+            "perStreamSendQueueLimit": 2000000,
+            "maxReceiverWindowBufferSize": 5242880,
+            "isDataChannel": False,
+        }.items()
+    )
     assert transport2.sctp_state == "new"
     assert transport2.srtp_parameters is None
 
@@ -114,7 +118,8 @@ async def test_create_plain_transport_with_wrong_arguments_raises_type_error(rou
         await router.create_plain_transport(listen_info={"protocol": "tcp", "ip": "127.0.0.1"})
     with pytest.raises(MediasoupTypeError):
         await router.create_plain_transport(
-            listen_info={"protocol": "udp", "ip": "127.0.0.1"}, app_data="NOT-AN-OBJECT"  # type: ignore[arg-type]
+            listen_info={"protocol": "udp", "ip": "127.0.0.1"},
+            app_data="NOT-AN-OBJECT",  # type: ignore[arg-type]
         )
     with pytest.raises(MediasoupTypeError):
         await router.create_plain_transport(listen_ip="127.0.0.1", srtp_crypto_suite="FOO")
@@ -125,6 +130,7 @@ async def test_create_plain_transport_with_wrong_arguments_raises_type_error(rou
 
 async def test_create_plain_transport_with_enable_srtp(router: Router) -> None:
     transport = await router.create_plain_transport(listen_ip="127.0.0.1", enable_srtp=True)
+    assert transport.srtp_parameters is not None
     assert transport.srtp_parameters["cryptoSuite"] == "AES_CM_128_HMAC_SHA1_80"  # the default
     assert len(transport.srtp_parameters["keyBase64"]) == 40
     bad_srtp: list[Any] = [
@@ -140,9 +146,12 @@ async def test_create_plain_transport_with_enable_srtp(router: Router) -> None:
         with pytest.raises(MediasoupTypeError):
             await transport.connect(ip="127.0.0.2", port=9999, srtp_parameters=srtp)
     # Valid parameters; the crypto suite changes to the remote one.
-    assert await transport.connect(
-        ip="127.0.0.2", port=9999, srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": KEY_256_GCM}
-    ) is None
+    assert (
+        await transport.connect(
+            ip="127.0.0.2", port=9999, srtp_parameters={"cryptoSuite": "AEAD_AES_256_GCM", "keyBase64": KEY_256_GCM}
+        )
+        is None
+    )
     assert transport.srtp_parameters["cryptoSuite"] == "AEAD_AES_256_GCM"
     assert len(transport.srtp_parameters["keyBase64"]) == 60
     assert transport.tuple["remoteIp"] == "127.0.0.2" and transport.tuple["remotePort"] == 9999
@@ -152,6 +161,7 @@ async def test_connect_with_srtp_and_comedia(router: Router) -> None:
     transport = await router.create_plain_transport(
         listen_info={"protocol": "udp", "ip": "127.0.0.1"}, enable_srtp=True, comedia=True
     )
+    assert transport.srtp_parameters is not None
     assert transport.srtp_parameters["cryptoSuite"] == "AES_CM_128_HMAC_SHA1_80"
     assert len(transport.srtp_parameters["keyBase64"]) == 40
     # Until comedia latches a remote, the tuple is local only.
@@ -173,8 +183,12 @@ async def test_two_transports_on_one_port_with_udp_reuse_port(router: Router) ->
     port = _free_udp_port()
     # ipv6Only is ignored for an IPv4 address.
     first = await router.create_plain_transport(
-        listen_info={"protocol": "udp", "ip": MULTICAST_IP, "port": port,
-                     "flags": {"udpReusePort": True, "ipv6Only": True}}
+        listen_info={
+            "protocol": "udp",
+            "ip": MULTICAST_IP,
+            "port": port,
+            "flags": {"udpReusePort": True, "ipv6Only": True},
+        }
     )
     second = await router.create_plain_transport(
         listen_info={"protocol": "udp", "ip": MULTICAST_IP, "port": port, "flags": {"udpReusePort": True}}
@@ -196,9 +210,22 @@ async def test_get_stats(router: Router) -> None:
     assert stats["type"] == "plain-rtp-transport"
     assert stats["transportId"] == transport.id
     assert isinstance(stats["timestamp"], int)
-    for key in ("bytesReceived", "recvBitrate", "bytesSent", "sendBitrate", "rtpBytesReceived", "rtpRecvBitrate",
-                "rtpBytesSent", "rtpSendBitrate", "rtxBytesReceived", "rtxRecvBitrate", "rtxBytesSent",
-                "rtxSendBitrate", "probationBytesSent", "probationSendBitrate"):
+    for key in (
+        "bytesReceived",
+        "recvBitrate",
+        "bytesSent",
+        "sendBitrate",
+        "rtpBytesReceived",
+        "rtpRecvBitrate",
+        "rtpBytesSent",
+        "rtpSendBitrate",
+        "rtxBytesReceived",
+        "rtxRecvBitrate",
+        "rtxBytesSent",
+        "rtxSendBitrate",
+        "probationBytesSent",
+        "probationSendBitrate",
+    ):
         assert stats[key] == 0, key
     assert stats["tuple"]["localIp"] == "127.0.0.1" and stats["tuple"]["localAddress"] == "127.0.0.1"
     assert isinstance(stats["tuple"]["localPort"], int) and stats["tuple"]["protocol"] == "udp"
@@ -213,6 +240,7 @@ async def test_connect_succeeds_once(router: Router) -> None:
         await transport.connect(ip="1.2.3.4", port=1234, rtcp_port=1235)
     assert transport.tuple["remoteIp"] == "1.2.3.4" and transport.tuple["remotePort"] == 1234
     assert transport.tuple["protocol"] == "udp"
+    assert transport.rtcp_tuple is not None
     assert transport.rtcp_tuple["remoteIp"] == "1.2.3.4" and transport.rtcp_tuple["remotePort"] == 1235
     assert transport.rtcp_tuple["protocol"] == "udp"
 
@@ -221,8 +249,12 @@ async def test_connect_with_wrong_arguments_raises_type_error(router: Router) ->
     transport = await router.create_plain_transport(listen_ip="127.0.0.1", rtcp_mux=False)
     # SRTP is not enabled, so srtpParameters are refused.
     with pytest.raises(MediasoupTypeError):
-        await transport.connect(ip="127.0.0.2", port=9998, rtcp_port=9999,
-                                srtp_parameters={"cryptoSuite": "AES_CM_128_HMAC_SHA1_80", "keyBase64": KEY_80})
+        await transport.connect(
+            ip="127.0.0.2",
+            port=9998,
+            rtcp_port=9999,
+            srtp_parameters={"cryptoSuite": "AES_CM_128_HMAC_SHA1_80", "keyBase64": KEY_80},
+        )
     with pytest.raises(MediasoupTypeError):
         await transport.connect()
     with pytest.raises(MediasoupTypeError):

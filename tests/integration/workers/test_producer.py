@@ -10,31 +10,46 @@ import flatbuffers
 import pytest
 
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError, UnsupportedError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.router import Router
 from workers.webrtc_transport import WebRtcTransport
 from workers.worker import Worker
 
-import FBS.Message.Body as FbsMessageBody  # noqa: E402
-import FBS.Message.Message as FbsMessage  # noqa: E402
-import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Notification.Notification as FbsNotification  # noqa: E402
-import FBS.Producer.Score as FbsScore  # noqa: E402
-import FBS.Producer.ScoreNotification as FbsScoreNotification  # noqa: E402
+import FBS.Message.Body as FbsMessageBody
+import FBS.Message.Message as FbsMessage
+import FBS.Notification.Body as FbsNotificationBody
+import FBS.Notification.Event as FbsEvent
+import FBS.Notification.Notification as FbsNotification
+import FBS.Producer.Score as FbsScore
+import FBS.Producer.ScoreNotification as FbsScoreNotification
 
 MEDIA_CODECS = [
     {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2, "parameters": {"foo": "111"}},
     {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
-    {"kind": "video", "mimeType": "video/H264", "clockRate": 90000,
-     "parameters": {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "4d0032",
-                    "foo": "bar"},
-     "rtcpFeedback": []},  # ignored
+    {
+        "kind": "video",
+        "mimeType": "video/H264",
+        "clockRate": 90000,
+        "parameters": {
+            "level-asymmetry-allowed": 1,
+            "packetization-mode": 1,
+            "profile-level-id": "4d0032",
+            "foo": "bar",
+        },
+        "rtcpFeedback": [],
+    },  # ignored
 ]
 AUDIO_RTP_PARAMETERS = {
     "mid": "AUDIO",
-    "codecs": [{"mimeType": "audio/opus", "payloadType": 0, "clockRate": 48000, "channels": 2,
-                "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"}}],
+    "codecs": [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 0,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"useinbandfec": 1, "usedtx": 1, "foo": 222.222, "bar": "333"},
+        }
+    ],
     "headerExtensions": [
         {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 10},
         {"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 12},
@@ -45,9 +60,13 @@ AUDIO_RTP_PARAMETERS = {
 VIDEO_RTP_PARAMETERS = {
     "mid": "VIDEO",
     "codecs": [
-        {"mimeType": "video/h264", "payloadType": 112, "clockRate": 90000,
-         "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"},
-         "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "goog-remb"}]},
+        {
+            "mimeType": "video/h264",
+            "payloadType": 112,
+            "clockRate": 90000,
+            "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"},
+            "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "goog-remb"}],
+        },
         {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000, "parameters": {"apt": 112}},
     ],
     "headerExtensions": [
@@ -134,8 +153,18 @@ async def test_produce_video_succeeds(router: Router, transport2: WebRtcTranspor
 async def test_produce_without_header_extensions_and_rtcp(transport1: WebRtcTransport) -> None:
     producer = await transport1.produce(
         "audio",
-        {"mid": "AUDIO2", "codecs": [{"mimeType": "audio/opus", "payloadType": 0, "clockRate": 48000,
-                                      "channels": 2, "parameters": {"useinbandfec": 1}}]},
+        {
+            "mid": "AUDIO2",
+            "codecs": [
+                {
+                    "mimeType": "audio/opus",
+                    "payloadType": 0,
+                    "clockRate": 48000,
+                    "channels": 2,
+                    "parameters": {"useinbandfec": 1},
+                }
+            ],
+        },
         app_data=dict(APP_DATA),
     )
     assert producer.kind == "audio" and producer.type == "simple" and not producer.paused
@@ -146,26 +175,47 @@ async def test_produce_without_header_extensions_and_rtcp(transport1: WebRtcTran
 
 
 async def test_produce_with_wrong_arguments_raises_type_error(transport1: WebRtcTransport) -> None:
-    h264 = {"mimeType": "video/h264", "payloadType": 112, "clockRate": 90000,
-            "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"}}
+    h264 = {
+        "mimeType": "video/h264",
+        "payloadType": 112,
+        "clockRate": 90000,
+        "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"},
+    }
     with pytest.raises(MediasoupTypeError):
         await transport1.produce("chicken", {})
     with pytest.raises(MediasoupTypeError):
         await transport1.produce("audio", {})
     with pytest.raises(MediasoupTypeError):  # invalid ssrc
-        await transport1.produce("audio", {"codecs": [], "headerExtensions": [], "encodings": [{"ssrc": "1111"}],
-                                           "rtcp": {"cname": "qwerty"}})
+        await transport1.produce(
+            "audio",
+            {"codecs": [], "headerExtensions": [], "encodings": [{"ssrc": "1111"}], "rtcp": {"cname": "qwerty"}},
+        )
     with pytest.raises(MediasoupTypeError):  # empty encodings and no mid: nothing identifies the stream
-        await transport1.produce("video", {
-            "codecs": [h264, {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000,
-                              "parameters": {"apt": 112}}],
-            "headerExtensions": [], "encodings": [], "rtcp": {"cname": "qwerty"}})
+        await transport1.produce(
+            "video",
+            {
+                "codecs": [
+                    h264,
+                    {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000, "parameters": {"apt": 112}},
+                ],
+                "headerExtensions": [],
+                "encodings": [],
+                "rtcp": {"cname": "qwerty"},
+            },
+        )
     with pytest.raises(MediasoupTypeError):  # wrong apt in the RTX codec
-        await transport1.produce("audio", {
-            "codecs": [h264, {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000,
-                              "parameters": {"apt": 111}}],
-            "headerExtensions": [], "encodings": [{"ssrc": 6666, "rtx": {"ssrc": 6667}}],
-            "rtcp": {"cname": "video-1"}})
+        await transport1.produce(
+            "audio",
+            {
+                "codecs": [
+                    h264,
+                    {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000, "parameters": {"apt": 111}},
+                ],
+                "headerExtensions": [],
+                "encodings": [{"ssrc": 6666, "rtx": {"ssrc": 6667}}],
+                "rtcp": {"cname": "video-1"},
+            },
+        )
     with pytest.raises(MediasoupTypeError):
         await transport1.produce("audio", copy.deepcopy(AUDIO_RTP_PARAMETERS), app_data="NOT-AN-OBJECT")  # type: ignore
     assert transport1.producers == {}
@@ -173,29 +223,56 @@ async def test_produce_with_wrong_arguments_raises_type_error(transport1: WebRtc
 
 async def test_produce_with_unsupported_codecs_raises_unsupported_error(transport1: WebRtcTransport) -> None:
     with pytest.raises(UnsupportedError):
-        await transport1.produce("audio", {
-            "codecs": [{"mimeType": "audio/ISAC", "payloadType": 108, "clockRate": 32000}],
-            "headerExtensions": [], "encodings": [{"ssrc": 1111}], "rtcp": {"cname": "audio"}})
+        await transport1.produce(
+            "audio",
+            {
+                "codecs": [{"mimeType": "audio/ISAC", "payloadType": 108, "clockRate": 32000}],
+                "headerExtensions": [],
+                "encodings": [{"ssrc": 1111}],
+                "rtcp": {"cname": "audio"},
+            },
+        )
     with pytest.raises(UnsupportedError):  # invalid H264 profile-level-id
-        await transport1.produce("video", {
-            "codecs": [
-                {"mimeType": "video/h264", "payloadType": 112, "clockRate": 90000,
-                 "parameters": {"packetization-mode": 1, "profile-level-id": "CHICKEN"}},
-                {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000, "parameters": {"apt": 112}},
-            ],
-            "headerExtensions": [], "encodings": [{"ssrc": 6666, "rtx": {"ssrc": 6667}}]})
+        await transport1.produce(
+            "video",
+            {
+                "codecs": [
+                    {
+                        "mimeType": "video/h264",
+                        "payloadType": 112,
+                        "clockRate": 90000,
+                        "parameters": {"packetization-mode": 1, "profile-level-id": "CHICKEN"},
+                    },
+                    {"mimeType": "video/rtx", "payloadType": 113, "clockRate": 90000, "parameters": {"apt": 112}},
+                ],
+                "headerExtensions": [],
+                "encodings": [{"ssrc": 6666, "rtx": {"ssrc": 6667}}],
+            },
+        )
 
 
 async def test_produce_with_already_used_mid_or_ssrc_fails(
     transport1: WebRtcTransport, transport2: WebRtcTransport
 ) -> None:
-    audio = {"mid": "AUDIO", "codecs": [{"mimeType": "audio/opus", "payloadType": 0, "clockRate": 48000,
-                                         "channels": 2}], "encodings": [{"ssrc": 33333333}]}
-    video = {"mid": "VIDEO2",
-             "codecs": [{"mimeType": "video/h264", "payloadType": 112, "clockRate": 90000,
-                         "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"}}],
-             "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 10}],
-             "encodings": [{"ssrc": 22222222}], "rtcp": {"cname": "video-1"}}
+    audio = {
+        "mid": "AUDIO",
+        "codecs": [{"mimeType": "audio/opus", "payloadType": 0, "clockRate": 48000, "channels": 2}],
+        "encodings": [{"ssrc": 33333333}],
+    }
+    video = {
+        "mid": "VIDEO2",
+        "codecs": [
+            {
+                "mimeType": "video/h264",
+                "payloadType": 112,
+                "clockRate": 90000,
+                "parameters": {"packetization-mode": 1, "profile-level-id": "4d0032"},
+            }
+        ],
+        "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 10}],
+        "encodings": [{"ssrc": 22222222}],
+        "rtcp": {"cname": "video-1"},
+    }
     await transport1.produce("audio", audio)
     with pytest.raises(MediasoupError):
         await transport1.produce("audio", audio)
@@ -215,9 +292,13 @@ async def test_produce_without_mid_and_single_encoding_without_rid_or_ssrc_fails
     transport1: WebRtcTransport,
 ) -> None:
     with pytest.raises(MediasoupError):
-        await transport1.produce("audio", {
-            "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
-            "encodings": [{}]})
+        await transport1.produce(
+            "audio",
+            {
+                "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
+                "encodings": [{}],
+            },
+        )
 
 
 @pytest.mark.parametrize(
@@ -225,16 +306,20 @@ async def test_produce_without_mid_and_single_encoding_without_rid_or_ssrc_fails
     [
         ([{"ssrc": 11111111}], "simple"),
         ([{"ssrc": 11111111, "scalabilityMode": "L1T3"}], "svc"),
-        ([{"ssrc": 11111111, "scalabilityMode": "L1T3"}, {"ssrc": 22222222, "scalabilityMode": "L1T3"}],
-         "simulcast"),
+        ([{"ssrc": 11111111, "scalabilityMode": "L1T3"}, {"ssrc": 22222222, "scalabilityMode": "L1T3"}], "simulcast"),
     ],
 )
 async def test_producer_type_follows_encodings(
     transport1: WebRtcTransport, encodings: list, expected_type: str
 ) -> None:
-    producer = await transport1.produce("video", {
-        "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}],
-        "encodings": encodings, "rtcp": {"cname": "test"}})
+    producer = await transport1.produce(
+        "video",
+        {
+            "codecs": [{"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000}],
+            "encodings": encodings,
+            "rtcp": {"cname": "test"},
+        },
+    )
     assert producer.type == expected_type
 
 
@@ -275,7 +360,10 @@ async def test_dump(transport1: WebRtcTransport, transport2: WebRtcTransport) ->
     ]
     encodings = dump2["rtpParameters"]["encodings"]
     assert [(e["codecPayloadType"], e["ssrc"], e["rtx"]["ssrc"]) for e in encodings] == [
-        (112, 22222222, 22222223), (112, 22222224, 22222225), (112, 22222226, 22222227), (112, 22222228, 22222229),
+        (112, 22222222, 22222223),
+        (112, 22222224, 22222225),
+        (112, 22222226, 22222227),
+        (112, 22222228, 22222229),
     ]
     assert encodings[0]["scalabilityMode"] == "L1T3"
     assert [e["ssrc"] for e in dump2["rtpMapping"]["encodings"]] == [22222222, 22222224, 22222226, 22222228]
@@ -302,8 +390,14 @@ async def test_pause_and_resume(transport1: WebRtcTransport) -> None:
     assert (await producer.dump())["paused"] is False
     # Not awaiting each call (tasks send their requests in order): the observer
     # still fires whenever the state flips.
-    calls = [producer.pause(), producer.resume(), producer.pause(), producer.pause(), producer.pause(),
-             producer.resume()]
+    calls = [
+        producer.pause(),
+        producer.resume(),
+        producer.pause(),
+        producer.pause(),
+        producer.pause(),
+        producer.resume(),
+    ]
     await asyncio.gather(*(asyncio.ensure_future(call) for call in calls))
     assert len(pauses) == 3 and len(resumes) == 3
 
@@ -332,11 +426,11 @@ async def test_enable_trace_event(transport1: WebRtcTransport) -> None:
 async def test_enable_trace_event_with_wrong_arguments_raises_type_error(transport1: WebRtcTransport) -> None:
     producer = await _audio(transport1)
     with pytest.raises(MediasoupTypeError):
-        await producer.enable_trace_event(123)  # type: ignore[arg-type]
+        await producer.enable_trace_event(123)
     with pytest.raises(MediasoupTypeError):
-        await producer.enable_trace_event("rtp")  # type: ignore[arg-type]
+        await producer.enable_trace_event("rtp")
     with pytest.raises(MediasoupTypeError):
-        await producer.enable_trace_event(["fir", 123.123])  # type: ignore[list-item]
+        await producer.enable_trace_event(["fir", 123.123])
 
 
 async def test_emits_score(transport2: WebRtcTransport) -> None:

@@ -140,8 +140,11 @@ async def test_router_close_closes_transports_and_drops_producers(worker: Worker
     transport = await router.create_webrtc_transport(listen_ips=["127.0.0.1"])
     producer = await transport.produce(
         "audio",
-        {"mid": "AUDIO", "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000,
-                                     "channels": 2}], "encodings": [{"ssrc": 1111}]},
+        {
+            "mid": "AUDIO",
+            "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
+            "encodings": [{"ssrc": 1111}],
+        },
     )
     assert router.producers == {producer.id: producer}
     events: list = []
@@ -158,8 +161,11 @@ async def test_can_consume(worker: Worker) -> None:
     transport = await router.create_webrtc_transport(listen_ips=["127.0.0.1"])
     producer = await transport.produce(
         "audio",
-        {"mid": "AUDIO", "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000,
-                                     "channels": 2}], "encodings": [{"ssrc": 1111}]},
+        {
+            "mid": "AUDIO",
+            "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2}],
+            "encodings": [{"ssrc": 1111}],
+        },
     )
     assert router.can_consume(producer.id, router.rtp_capabilities)
     assert not router.can_consume(producer.id, {"codecs": [], "headerExtensions": []})

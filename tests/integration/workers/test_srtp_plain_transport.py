@@ -73,6 +73,7 @@ async def test_srtp_round_trip_through_producer_and_consumer(router: Router, sui
     send_transport = await router.create_plain_transport(
         listen_info={"protocol": "udp", "ip": "127.0.0.1"}, comedia=True, enable_srtp=True, srtp_crypto_suite=suite
     )
+    assert send_transport.srtp_parameters is not None
     assert send_transport.srtp_parameters["cryptoSuite"] == suite
     our_send_key = os.urandom(key_length)
     await send_transport.connect(
@@ -94,10 +95,12 @@ async def test_srtp_round_trip_through_producer_and_consumer(router: Router, sui
         listen_info={"protocol": "udp", "ip": "127.0.0.1"}, enable_srtp=True, srtp_crypto_suite=suite
     )
     await recv_transport.connect(
-        ip="127.0.0.1", port=recv_port,
+        ip="127.0.0.1",
+        port=recv_port,
         srtp_parameters={"cryptoSuite": suite, "keyBase64": base64.b64encode(os.urandom(key_length)).decode()},
     )
     consumer = await recv_transport.consume(producer.id, router.rtp_capabilities)
+    assert recv_transport.srtp_parameters is not None
     worker_key = base64.b64decode(recv_transport.srtp_parameters["keyBase64"])
     assert len(worker_key) == key_length
 
@@ -110,7 +113,7 @@ async def test_srtp_round_trip_through_producer_and_consumer(router: Router, sui
         for seq, payload in enumerate(payloads, start=1):
             sender.sendto(protect.protect(rtp_packet(seq, payload)), target)
             await asyncio.sleep(0.005)
-        received = []
+        received: list[bytes] = []
         while len(received) < len(payloads):
             packet = await asyncio.wait_for(receiver.packets.get(), 5)
             if 64 <= (packet[1] & 0x7F) <= 95:

@@ -78,8 +78,12 @@ async def test_create_webrtc_server_with_port_range(worker: Worker) -> None:
         worker,
         [
             {"protocol": "udp", "ip": "127.0.0.1", "portRange": {"min": udp_port, "max": udp_port}},
-            {"protocol": "tcp", "ip": "127.0.0.1", "announcedAddress": "1.2.3.4",
-             "portRange": {"min": tcp_port, "max": tcp_port}},
+            {
+                "protocol": "tcp",
+                "ip": "127.0.0.1",
+                "announcedAddress": "1.2.3.4",
+                "portRange": {"min": tcp_port, "max": tcp_port},
+            },
         ],
         (udp_port, tcp_port),
     )
@@ -106,7 +110,7 @@ async def test_create_webrtc_server_with_wrong_arguments_raises_type_error(worke
     with pytest.raises(MediasoupTypeError):  # empty listenInfos
         await worker.create_webrtc_server([])
     with pytest.raises(MediasoupTypeError):
-        await worker.create_webrtc_server([{"protocol": "udp", "ip": "127.0.0.1"}], app_data="NOT-AN-OBJECT")
+        await worker.create_webrtc_server([{"protocol": "udp", "ip": "127.0.0.1"}], app_data="NOT-AN-OBJECT")  # type: ignore[arg-type]
     assert worker.webrtc_servers == set()
     assert (await worker.dump())["webRtcServerIds"] == []
 
@@ -117,15 +121,19 @@ async def test_create_webrtc_server_with_unavailable_listen_infos_fails(worker: 
     try:
         port1, port2 = _udp_port(), _udp_port()
         with pytest.raises(MediasoupError):  # an IP we cannot bind
-            await worker.create_webrtc_server([
-                {"protocol": "udp", "ip": "127.0.0.1", "port": port1},
-                {"protocol": "udp", "ip": "1.2.3.4", "port": port2},
-            ])
+            await worker.create_webrtc_server(
+                [
+                    {"protocol": "udp", "ip": "127.0.0.1", "port": port1},
+                    {"protocol": "udp", "ip": "1.2.3.4", "port": port2},
+                ]
+            )
         with pytest.raises(MediasoupError):  # the same UDP port twice
-            await worker.create_webrtc_server([
-                {"protocol": "udp", "ip": "127.0.0.1", "port": port1},
-                {"protocol": "udp", "ip": "127.0.0.1", "announcedAddress": "1.2.3.4", "port": port1},
-            ])
+            await worker.create_webrtc_server(
+                [
+                    {"protocol": "udp", "ip": "127.0.0.1", "port": port1},
+                    {"protocol": "udp", "ip": "127.0.0.1", "announcedAddress": "1.2.3.4", "port": port1},
+                ]
+            )
         await worker.create_webrtc_server([{"protocol": "udp", "ip": "127.0.0.1", "port": port1}])
         with pytest.raises(MediasoupError):  # the same UDP port in a second worker
             await worker2.create_webrtc_server([{"protocol": "udp", "ip": "127.0.0.1", "port": port1}])
@@ -168,11 +176,18 @@ async def test_emits_workerclose_when_worker_closes(worker: Worker) -> None:
 
 async def test_transport_on_server_is_tracked_until_it_closes(worker: Worker) -> None:
     udp_port, tcp_port = _udp_port(), _tcp_port()
-    server = await worker.create_webrtc_server([
-        {"protocol": "udp", "ip": "127.0.0.1", "port": udp_port},
-        {"protocol": "tcp", "ip": "127.0.0.1", "announcedAddress": "media1.foo.org", "exposeInternalIp": True,
-         "port": tcp_port},
-    ])
+    server = await worker.create_webrtc_server(
+        [
+            {"protocol": "udp", "ip": "127.0.0.1", "port": udp_port},
+            {
+                "protocol": "tcp",
+                "ip": "127.0.0.1",
+                "announcedAddress": "media1.foo.org",
+                "exposeInternalIp": True,
+                "port": tcp_port,
+            },
+        ]
+    )
     handled: list = []
     unhandled: list = []
     server.observer.once("webrtctransporthandled", handled.append)
@@ -181,8 +196,7 @@ async def test_transport_on_server_is_tracked_until_it_closes(worker: Worker) ->
     new_transports: list = []
     router.observer.once("newtransport", new_transports.append)
     # UDP disabled: only TCP candidates.
-    transport = await router.create_webrtc_transport(webrtc_server=server, enable_udp=False,
-                                                     app_data={"foo": "bar"})
+    transport = await router.create_webrtc_transport(webrtc_server=server, enable_udp=False, app_data={"foo": "bar"})
     assert (await router.dump())["transportIds"] == [transport.id]
     assert handled == [transport] and new_transports == [transport]
     assert not transport.closed and transport.app_data == {"foo": "bar"}
@@ -213,10 +227,12 @@ async def test_transport_on_server_is_tracked_until_it_closes(worker: Worker) ->
 
 async def test_closing_the_server_closes_its_transports(worker: Worker) -> None:
     udp_port, tcp_port = _udp_port(), _tcp_port()
-    server = await worker.create_webrtc_server([
-        {"protocol": "udp", "ip": "127.0.0.1", "port": udp_port},
-        {"protocol": "tcp", "ip": "127.0.0.1", "port": tcp_port},
-    ])
+    server = await worker.create_webrtc_server(
+        [
+            {"protocol": "udp", "ip": "127.0.0.1", "port": udp_port},
+            {"protocol": "tcp", "ip": "127.0.0.1", "port": tcp_port},
+        ]
+    )
     handled: list = []
     unhandled: list = []
     server.observer.once("webrtctransporthandled", handled.append)

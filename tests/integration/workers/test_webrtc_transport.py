@@ -10,30 +10,32 @@ import flatbuffers
 import pytest
 
 from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError, NotFoundError
-from workers.fbs import FBS  # noqa: F401
+from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.router import Router
 from workers.webrtc_transport import WebRtcTransport
 from workers.worker import Worker
 
-import FBS.Message.Body as FbsMessageBody  # noqa: E402
-import FBS.Message.Message as FbsMessage  # noqa: E402
-import FBS.Notification.Body as FbsNotificationBody  # noqa: E402
-import FBS.Notification.Event as FbsEvent  # noqa: E402
-import FBS.Notification.Notification as FbsNotification  # noqa: E402
-import FBS.Transport.Protocol as FbsProtocol  # noqa: E402
-import FBS.Transport.Tuple as FbsTuple  # noqa: E402
-import FBS.WebRtcTransport.DtlsState as FbsDtlsState  # noqa: E402
-import FBS.WebRtcTransport.DtlsStateChangeNotification as FbsDtlsStateChange  # noqa: E402
-import FBS.WebRtcTransport.IceSelectedTupleChangeNotification as FbsIceTupleChange  # noqa: E402
-import FBS.WebRtcTransport.IceState as FbsIceState  # noqa: E402
-import FBS.WebRtcTransport.IceStateChangeNotification as FbsIceStateChange  # noqa: E402
+import FBS.Message.Body as FbsMessageBody
+import FBS.Message.Message as FbsMessage
+import FBS.Notification.Body as FbsNotificationBody
+import FBS.Notification.Event as FbsEvent
+import FBS.Notification.Notification as FbsNotification
+import FBS.Transport.Protocol as FbsProtocol
+import FBS.Transport.Tuple as FbsTuple
+import FBS.WebRtcTransport.DtlsState as FbsDtlsState
+import FBS.WebRtcTransport.DtlsStateChangeNotification as FbsDtlsStateChange
+import FBS.WebRtcTransport.IceSelectedTupleChangeNotification as FbsIceTupleChange
+import FBS.WebRtcTransport.IceState as FbsIceState
+import FBS.WebRtcTransport.IceStateChangeNotification as FbsIceStateChange
 
 PORT_RANGE = {"min": 2000, "max": 3000}
-REMOTE_DTLS = {
-    "fingerprints": [{
-        "algorithm": "sha-256",
-        "value": "82:5A:68:3D:36:C3:0A:DE:AF:E7:32:43:D2:88:83:57:AC:2D:65:E5:80:C4:B6:FB:AF:1A:A0:21:9F:6D:0C:AD",
-    }],
+REMOTE_DTLS: dict[str, Any] = {
+    "fingerprints": [
+        {
+            "algorithm": "sha-256",
+            "value": "82:5A:68:3D:36:C3:0A:DE:AF:E7:32:43:D2:88:83:57:AC:2D:65:E5:80:C4:B6:FB:AF:1A:A0:21:9F:6D:0C:AD",
+        }
+    ],
     "role": "client",
 }
 
@@ -78,8 +80,13 @@ async def test_create_webrtc_transport_succeeds(router: Router) -> None:
     transport = await router.create_webrtc_transport(
         listen_infos=[
             # exposeInternalIp adds an extra ICE candidate with the ip.
-            {"protocol": "udp", "ip": "127.0.0.1", "announcedAddress": "9.9.9.1", "exposeInternalIp": True,
-             "portRange": PORT_RANGE},
+            {
+                "protocol": "udp",
+                "ip": "127.0.0.1",
+                "announcedAddress": "9.9.9.1",
+                "exposeInternalIp": True,
+                "portRange": PORT_RANGE,
+            },
             {"protocol": "tcp", "ip": "127.0.0.1", "announcedAddress": "9.9.9.1", "portRange": PORT_RANGE},
             {"protocol": "udp", "ip": "0.0.0.0", "announcedAddress": "foo1.bar.org", "portRange": PORT_RANGE},
             {"protocol": "tcp", "ip": "0.0.0.0", "announcedAddress": "foo2.bar.org", "portRange": PORT_RANGE},
@@ -105,15 +112,19 @@ async def test_create_webrtc_transport_succeeds(router: Router) -> None:
     assert transport.ice_parameters["iceLite"] is True
     assert isinstance(transport.ice_parameters["usernameFragment"], str)
     assert isinstance(transport.ice_parameters["password"], str)
-    assert transport.sctp_parameters.items() >= {
-        "port": 5000,
-        "maxSendMessageSize": 1000001,
-        "maxReceiveMessageSize": 1000002,
-        "sendBufferSize": 2000001,
-        "perStreamSendQueueLimit": 2000002,
-        "maxReceiverWindowBufferSize": 2000003,
-        "isDataChannel": True,
-    }.items()
+    assert transport.sctp_parameters is not None
+    assert (
+        transport.sctp_parameters.items()
+        >= {
+            "port": 5000,
+            "maxSendMessageSize": 1000001,
+            "maxReceiveMessageSize": 1000002,
+            "sendBufferSize": 2000001,
+            "perStreamSendQueueLimit": 2000002,
+            "maxReceiverWindowBufferSize": 2000003,
+            "isDataChannel": True,
+        }.items()
+    )
     candidates = transport.ice_candidates
     expected = [
         ("9.9.9.1", "udp", None),
@@ -222,8 +233,9 @@ async def test_create_webrtc_transport_with_wrong_arguments_raises_type_error(ro
     with pytest.raises(MediasoupTypeError):
         await router.create_webrtc_transport(listen_ips=["127.0.0.1"], app_data="NOT-AN-OBJECT")  # type: ignore
     with pytest.raises(MediasoupTypeError):
-        await router.create_webrtc_transport(listen_ips=["127.0.0.1"],
-                                             listen_infos=[{"protocol": "udp", "ip": "127.0.0.1"}])
+        await router.create_webrtc_transport(
+            listen_ips=["127.0.0.1"], listen_infos=[{"protocol": "udp", "ip": "127.0.0.1"}]
+        )
     # A refused request leaves the channel usable.
     assert (await _simple_transport(router)).ice_candidates
     assert router.transports.keys() == {t.id for t in router.transports.values()}
@@ -239,8 +251,7 @@ async def test_create_webrtc_transport_with_non_bindable_ip_fails(router: Router
 
 async def test_get_stats(router: Router) -> None:
     transport = await router.create_webrtc_transport(
-        listen_infos=[{"protocol": "udp", "ip": "127.0.0.1", "announcedAddress": "9.9.9.1",
-                       "portRange": PORT_RANGE}]
+        listen_infos=[{"protocol": "udp", "ip": "127.0.0.1", "announcedAddress": "9.9.9.1", "portRange": PORT_RANGE}]
     )
     [stats] = await transport.get_stats()
     assert stats["type"] == "webrtc-transport"
@@ -248,9 +259,22 @@ async def test_get_stats(router: Router) -> None:
     assert isinstance(stats["timestamp"], int)
     assert stats["iceRole"] == "controlled" and stats["iceState"] == "new" and stats["dtlsState"] == "new"
     assert stats["sctpState"] is None
-    for key in ("bytesReceived", "recvBitrate", "bytesSent", "sendBitrate", "rtpBytesReceived", "rtpRecvBitrate",
-                "rtpBytesSent", "rtpSendBitrate", "rtxBytesReceived", "rtxRecvBitrate", "rtxBytesSent",
-                "rtxSendBitrate", "probationBytesSent", "probationSendBitrate"):
+    for key in (
+        "bytesReceived",
+        "recvBitrate",
+        "bytesSent",
+        "sendBitrate",
+        "rtpBytesReceived",
+        "rtpRecvBitrate",
+        "rtpBytesSent",
+        "rtpSendBitrate",
+        "rtxBytesReceived",
+        "rtxRecvBitrate",
+        "rtxBytesSent",
+        "rtxSendBitrate",
+        "probationBytesSent",
+        "probationSendBitrate",
+    ):
         assert stats[key] == 0, key
     assert stats["iceSelectedTuple"] is None
     assert stats["maxIncomingBitrate"] is None
@@ -270,8 +294,12 @@ async def test_connect_with_wrong_arguments_raises_type_error(router: Router) ->
     with pytest.raises(MediasoupTypeError):
         await transport.connect(dtls_parameters={})
     with pytest.raises(MediasoupTypeError):
-        await transport.connect(dtls_parameters={
-            "fingerprints": [{"algorithm": "sha-256000", "value": fingerprint["value"]}], "role": "client"})
+        await transport.connect(
+            dtls_parameters={
+                "fingerprints": [{"algorithm": "sha-256000", "value": fingerprint["value"]}],
+                "role": "client",
+            }
+        )
     with pytest.raises(MediasoupTypeError):
         await transport.connect(dtls_parameters={"fingerprints": [fingerprint], "role": "chicken"})
     with pytest.raises(MediasoupTypeError):
@@ -340,8 +368,12 @@ async def test_events_from_the_worker(router: Router) -> None:
     transport.on("icestatechange", ice_states.append)
     body = FbsIceStateChange.IceStateChangeNotificationT()
     body.iceState = FbsIceState.IceState.COMPLETED
-    await _inject(transport, FbsEvent.Event.WEBRTCTRANSPORT_ICE_STATE_CHANGE,
-                  FbsNotificationBody.Body.WebRtcTransport_IceStateChangeNotification, body)
+    await _inject(
+        transport,
+        FbsEvent.Event.WEBRTCTRANSPORT_ICE_STATE_CHANGE,
+        FbsNotificationBody.Body.WebRtcTransport_IceStateChangeNotification,
+        body,
+    )
     assert ice_states == ["completed"] and transport.ice_state == "completed"
 
     tuples: list = []
@@ -352,8 +384,12 @@ async def test_events_from_the_worker(router: Router) -> None:
     fbs_tuple.protocol = FbsProtocol.Protocol.UDP
     body = FbsIceTupleChange.IceSelectedTupleChangeNotificationT()
     body.tuple = fbs_tuple
-    await _inject(transport, FbsEvent.Event.WEBRTCTRANSPORT_ICE_SELECTED_TUPLE_CHANGE,
-                  FbsNotificationBody.Body.WebRtcTransport_IceSelectedTupleChangeNotification, body)
+    await _inject(
+        transport,
+        FbsEvent.Event.WEBRTCTRANSPORT_ICE_SELECTED_TUPLE_CHANGE,
+        FbsNotificationBody.Body.WebRtcTransport_IceSelectedTupleChangeNotification,
+        body,
+    )
     expected_tuple = {
         "localIp": "1.1.1.1",  # deprecated alias of localAddress
         "localAddress": "1.1.1.1",
@@ -368,8 +404,12 @@ async def test_events_from_the_worker(router: Router) -> None:
     transport.on("dtlsstatechange", dtls_states.append)
     body = FbsDtlsStateChange.DtlsStateChangeNotificationT()
     body.dtlsState = FbsDtlsState.DtlsState.CONNECTING
-    await _inject(transport, FbsEvent.Event.WEBRTCTRANSPORT_DTLS_STATE_CHANGE,
-                  FbsNotificationBody.Body.WebRtcTransport_DtlsStateChangeNotification, body)
+    await _inject(
+        transport,
+        FbsEvent.Event.WEBRTCTRANSPORT_DTLS_STATE_CHANGE,
+        FbsNotificationBody.Body.WebRtcTransport_DtlsStateChangeNotification,
+        body,
+    )
     assert dtls_states == ["connecting"] and transport.dtls_state == "connecting"
 
 

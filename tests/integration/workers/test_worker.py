@@ -19,8 +19,9 @@ def _binary() -> None:
 
 
 async def test_create_worker_succeeds_and_reports_its_pid() -> None:
-    worker = await create_worker(log_level="debug", log_tags=["info", "rtp"], rtc_min_port=20000,
-                                 rtc_max_port=20100, app_data={"foo": 123})
+    worker = await create_worker(
+        log_level="debug", log_tags=["info", "rtp"], rtc_min_port=20000, rtc_max_port=20100, app_data={"foo": 123}
+    )
     assert worker.pid > 0 and not worker.closed and not worker.died
     assert worker.app_data == {"foo": 123}
     os.kill(worker.pid, 0)  # the process exists
@@ -44,8 +45,9 @@ async def test_create_worker_with_wrong_settings_raises_type_error() -> None:
 
 async def test_create_worker_with_missing_dtls_files_fails() -> None:
     with pytest.raises(MediasoupTypeError):
-        await Worker.create(WorkerSettings(dtls_certificate_file="/notfound/cert.pem",
-                                           dtls_private_key_file="/notfound/priv.pem"))
+        await Worker.create(
+            WorkerSettings(dtls_certificate_file="/notfound/cert.pem", dtls_private_key_file="/notfound/priv.pem")
+        )
 
 
 async def test_update_settings_and_resource_usage(worker: Worker) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -107,15 +107,21 @@ async def test_sigkill_closes_everything_fails_pending_requests_and_respawns(poo
     producer.once("transportclose", lambda: closed.append("producer"))
     consumer.once("transportclose", lambda: closed.append("consumer"))
     observer_closed: list[str] = []
-    for name, entity in (("router", victim_router), ("send", send), ("producer", producer),
-                         ("consumer", consumer)):
+    for name, entity in (("router", victim_router), ("send", send), ("producer", producer), ("consumer", consumer)):
         entity.observer.once("close", lambda name=name: observer_closed.append(name))
 
     # Requests in flight when the process dies fail at once, not at their timeout.
     os.kill(victim.pid, signal.SIGSTOP)
-    pending = [asyncio.ensure_future(coro) for coro in (
-        victim_router.dump(), send.get_stats(), producer.dump(), consumer.get_stats(), victim.dump(),
-    )]
+    pending = [
+        asyncio.ensure_future(coro)
+        for coro in (
+            victim_router.dump(),
+            send.get_stats(),
+            producer.dump(),
+            consumer.get_stats(),
+            victim.dump(),
+        )
+    ]
     await asyncio.sleep(0.05)
     assert not any(p.done() for p in pending)
     started = time.monotonic()
