@@ -77,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise  # redirects and successes raised as exceptions pass through
         return _http_exception_response(exc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any bug becomes a 500 with an id, never a traceback to the client
         error_id = uuid.uuid4().hex[:12]
         logger.opt(exception=True).error("{} {} failed (error id {})", request.method, request.path, error_id)
         body = error_body("internal_error", f"internal error (id {error_id})")

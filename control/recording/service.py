@@ -225,10 +225,13 @@ class RecordingService:
         self.uploads.on_uploaded(RECORDING_UPLOAD_KIND, self._recording_uploaded)
         self.rooms.register_method(START_RECORDING, self._on_start)
         self.rooms.register_method(STOP_RECORDING, self._on_stop)
-        self._unwatch = self.rooms.watch_rooms({
-            "peerjoined": self._on_peer_joined, "peerleft": self._on_peer_left,
-            "producercreated": self._on_producer_created,
-        })
+        self._unwatch = self.rooms.watch_rooms(
+            {
+                "peerjoined": self._on_peer_joined,
+                "peerleft": self._on_peer_left,
+                "producercreated": self._on_producer_created,
+            }
+        )
         self.rooms.observer.on("roomclosed", self._on_room_closed)
 
     async def close(self) -> None:

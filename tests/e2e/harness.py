@@ -45,19 +45,19 @@ class Server:
 
 
 def server_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        _env_file=None,
-        host="127.0.0.1",
-        port=3000,
-        data_dir=tmp_path / "data",
-        mongodb_uri=None,
-        rabbitmq_url=None,
-        minio_endpoint=None,
-        mediasoup_num_workers=2,
-        mediasoup_listen_ip="127.0.0.1",
-        mediasoup_announced_address=None,
-        peer_reconnect_grace_seconds=0,
-    )
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "host": "127.0.0.1",
+        "port": 3000,
+        "data_dir": tmp_path / "data",
+        "mongodb_uri": None,
+        "rabbitmq_url": None,
+        "minio_endpoint": None,
+        "mediasoup_num_workers": 2,
+        "mediasoup_listen_ip": "127.0.0.1",
+        "mediasoup_announced_address": None,
+        "peer_reconnect_grace_seconds": 0,
+    }
     values.update(overrides)
     return Settings(**values)
 

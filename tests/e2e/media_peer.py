@@ -51,9 +51,10 @@ class ToneTrack(MediaStreamTrack):
             wait = self._start + self._pts / AUDIO_RATE - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-        pcm = array.array("h", (
-            int(8000 * math.sin(2 * math.pi * self.frequency * (self._pts + i) / AUDIO_RATE)) for i in range(samples)
-        ))
+        pcm = array.array(
+            "h",
+            (int(8000 * math.sin(2 * math.pi * self.frequency * (self._pts + i) / AUDIO_RATE)) for i in range(samples)),
+        )
         frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
         frame.planes[0].update(pcm.tobytes())
         frame.pts = self._pts
@@ -78,7 +79,9 @@ class PacedVideoTrack(MediaStreamTrack):
         raise NotImplementedError
 
     def fill(self, frame: av.VideoFrame, y: int, u: int, v: int) -> None:
-        for plane, value, rows in zip(frame.planes, (y, u, v), (self.height, self.height // 2, self.height // 2)):
+        for plane, value, rows in zip(
+            frame.planes, (y, u, v), (self.height, self.height // 2, self.height // 2), strict=False
+        ):
             plane.update(bytes([value]) * (plane.line_size * rows))
 
     async def recv(self) -> av.VideoFrame:
@@ -122,8 +125,16 @@ class Received:
 
 
 class MediaPeer:
-    def __init__(self, ws_url: str, peer_id: str, display_name: str | None = None,
-                 audio: bool = True, video: bool = True, data: bool = False, metadata: dict | None = None) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        peer_id: str,
+        display_name: str | None = None,
+        audio: bool = True,
+        video: bool = True,
+        data: bool = False,
+        metadata: dict | None = None,
+    ) -> None:
         self.ws_url = ws_url
         self.peer_id = peer_id
         self.display_name = display_name or peer_id
@@ -162,25 +173,40 @@ class MediaPeer:
         await self.device.load(RtpCapabilities(**caps))
         sctp = self.device.sctpCapabilities.model_dump(exclude_none=True) if self.data else None
         if self.tracks or self.data:
-            info = await self._request("createWebRtcTransport", {
-                "forceTcp": False, "producing": True, "consuming": False, "sctpCapabilities": sctp})
+            info = await self._request(
+                "createWebRtcTransport",
+                {"forceTcp": False, "producing": True, "consuming": False, "sctpCapabilities": sctp},
+            )
             self.send_transport = self.device.createSendTransport(
-                id=info["id"], iceParameters=info["iceParameters"], iceCandidates=info["iceCandidates"],
-                dtlsParameters=info["dtlsParameters"], sctpParameters=info["sctpParameters"])
+                id=info["id"],
+                iceParameters=info["iceParameters"],
+                iceCandidates=info["iceCandidates"],
+                dtlsParameters=info["dtlsParameters"],
+                sctpParameters=info["sctpParameters"],
+            )
             self._wire(self.send_transport)
-        info = await self._request("createWebRtcTransport", {
-            "forceTcp": False, "producing": False, "consuming": True, "sctpCapabilities": sctp})
+        info = await self._request(
+            "createWebRtcTransport",
+            {"forceTcp": False, "producing": False, "consuming": True, "sctpCapabilities": sctp},
+        )
         self.recv_transport = self.device.createRecvTransport(
-            id=info["id"], iceParameters=info["iceParameters"], iceCandidates=info["iceCandidates"],
-            dtlsParameters=info["dtlsParameters"], sctpParameters=info["sctpParameters"])
+            id=info["id"],
+            iceParameters=info["iceParameters"],
+            iceCandidates=info["iceCandidates"],
+            dtlsParameters=info["dtlsParameters"],
+            sctpParameters=info["sctpParameters"],
+        )
         self._wire(self.recv_transport)
-        result = await self._request("join", {
-            "displayName": self.display_name,
-            "device": {"flag": "pymediasoup", "name": "aiortc", "version": "1"},
-            "rtpCapabilities": self.device.rtpCapabilities.model_dump(exclude_none=True),
-            "sctpCapabilities": sctp,
-            **self.metadata,
-        })
+        result = await self._request(
+            "join",
+            {
+                "displayName": self.display_name,
+                "device": {"flag": "pymediasoup", "name": "aiortc", "version": "1"},
+                "rtpCapabilities": self.device.rtpCapabilities.model_dump(exclude_none=True),
+                "sctpCapabilities": sctp,
+                **self.metadata,
+            },
+        )
         self.peers = result["peers"]
         for track in self.tracks:
             producer = await self.send_transport.produce(track=track, stopTracks=False, appData={})
@@ -189,30 +215,48 @@ class MediaPeer:
     def _wire(self, transport: Any) -> None:
         @transport.on("connect")
         async def on_connect(dtlsParameters: Any) -> None:
-            await self._request("connectWebRtcTransport", {
-                "transportId": transport.id, "dtlsParameters": dtlsParameters.model_dump(exclude_none=True)})
+            await self._request(
+                "connectWebRtcTransport",
+                {"transportId": transport.id, "dtlsParameters": dtlsParameters.model_dump(exclude_none=True)},
+            )
 
         @transport.on("produce")
         async def on_produce(kind: str, rtpParameters: Any, appData: dict) -> str:
-            result = await self._request("produce", {
-                "transportId": transport.id, "kind": kind,
-                "rtpParameters": rtpParameters.model_dump(exclude_none=True), "appData": appData})
+            result = await self._request(
+                "produce",
+                {
+                    "transportId": transport.id,
+                    "kind": kind,
+                    "rtpParameters": rtpParameters.model_dump(exclude_none=True),
+                    "appData": appData,
+                },
+            )
             return result["id"]
 
         @transport.on("producedata")
         async def on_producedata(sctpStreamParameters: Any, label: str, protocol: str, appData: dict) -> str:
-            result = await self._request("produceData", {
-                "transportId": transport.id,
-                "sctpStreamParameters": sctpStreamParameters.model_dump(exclude_none=True),
-                "label": label, "protocol": protocol, "appData": appData})
+            result = await self._request(
+                "produceData",
+                {
+                    "transportId": transport.id,
+                    "sctpStreamParameters": sctpStreamParameters.model_dump(exclude_none=True),
+                    "label": label,
+                    "protocol": protocol,
+                    "appData": appData,
+                },
+            )
             return result["id"]
 
     async def _on_server_request(self, method: str, data: dict[str, Any]) -> dict[str, Any]:
         if method == "newConsumer":
             async with self._consume_lock:
                 consumer = await self.recv_transport.consume(
-                    id=data["id"], producerId=data["producerId"], kind=data["kind"],
-                    rtpParameters=data["rtpParameters"], appData=data.get("appData"))
+                    id=data["id"],
+                    producerId=data["producerId"],
+                    kind=data["kind"],
+                    rtpParameters=data["rtpParameters"],
+                    appData=data.get("appData"),
+                )
             received = Received(data["peerId"], data["producerId"], data["kind"], data["id"])
             self.received[data["id"]] = received
             received.task = asyncio.ensure_future(self._drain(consumer.track, received))
@@ -220,9 +264,13 @@ class MediaPeer:
         if method == "newDataConsumer":
             async with self._consume_lock:
                 data_consumer = await self.recv_transport.consumeData(
-                    id=data["id"], dataProducerId=data["dataProducerId"],
-                    sctpStreamParameters=data["sctpStreamParameters"], label=data.get("label"),
-                    protocol=data.get("protocol"), appData=data.get("appData"))
+                    id=data["id"],
+                    dataProducerId=data["dataProducerId"],
+                    sctpStreamParameters=data["sctpStreamParameters"],
+                    label=data.get("label"),
+                    protocol=data.get("protocol"),
+                    appData=data.get("appData"),
+                )
 
             self.data_consumers.append(data_consumer)
 
@@ -253,15 +301,20 @@ class MediaPeer:
     def from_peer(self, peer_id: str, kind: str | None = None) -> list[Received]:
         return [r for r in self.received.values() if r.peer_id == peer_id and (kind is None or r.kind == kind)]
 
-    async def wait_media(self, peer_id: str, *, video_frames: int = 5, audio_samples: int = 9600,
-                         timeout: float = 30) -> None:
+    async def wait_media(
+        self, peer_id: str, *, video_frames: int = 5, audio_samples: int = 9600, timeout: float = 30
+    ) -> None:
         """Until decoded video frames and audio samples from ``peer_id`` arrived."""
         deadline = time.monotonic() + timeout
         while True:
             video = self.from_peer(peer_id, "video")
             audio = self.from_peer(peer_id, "audio")
-            if (video and max(r.frames for r in video) >= video_frames
-                    and audio and max(r.samples for r in audio) >= audio_samples):
+            if (
+                video
+                and max(r.frames for r in video) >= video_frames
+                and audio
+                and max(r.samples for r in audio) >= audio_samples
+            ):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(
@@ -278,7 +331,7 @@ class MediaPeer:
             if transport is not None:
                 try:
                     await asyncio.wait_for(transport.close(), 5)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
         for track in self.tracks:
             track.stop()

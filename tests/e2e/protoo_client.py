@@ -55,8 +55,13 @@ class ProtooClient:
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
-    async def connect(cls, url: str, session: aiohttp.ClientSession | None = None,
-                      protocols: tuple[str, ...] = ("protoo",), **kwargs: Any) -> "ProtooClient":
+    async def connect(
+        cls,
+        url: str,
+        session: aiohttp.ClientSession | None = None,
+        protocols: tuple[str, ...] = ("protoo",),
+        **kwargs: Any,
+    ) -> ProtooClient:
         own = session is None
         session = session or aiohttp.ClientSession()
         try:
@@ -104,8 +109,12 @@ class ProtooClient:
         try:
             while True:
                 message = await self.ws.receive()
-                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                                    aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                if message.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
                     if message.type == aiohttp.WSMsgType.CLOSE:
                         self.close_reason = message.extra
                     break
@@ -143,23 +152,35 @@ class ProtooClient:
             data = await self.on_request(body["method"], body.get("data") or {})
             reply = {"response": True, "id": body["id"], "ok": True, "data": data or {}}
         except ProtooClientError as error:
-            reply = {"response": True, "id": body["id"], "ok": False, "errorCode": error.code,
-                     "errorReason": error.reason}
-        except Exception as error:  # noqa: BLE001
+            reply = {
+                "response": True,
+                "id": body["id"],
+                "ok": False,
+                "errorCode": error.code,
+                "errorReason": error.reason,
+            }
+        except Exception as error:
             reply = {"response": True, "id": body["id"], "ok": False, "errorCode": 500, "errorReason": str(error)}
         if not self.ws.closed:
             await self.ws.send_str(json.dumps(reply))
 
-    def _match(self, kind: str, method: str, where: Callable[[dict[str, Any]], bool] | None,
-               start: int) -> dict[str, Any] | None:
+    def _match(
+        self, kind: str, method: str, where: Callable[[dict[str, Any]], bool] | None, start: int
+    ) -> dict[str, Any] | None:
         items = self.notifications if kind == "notification" else self.server_requests
         for name, data in items[start:]:
             if name == method and (where is None or where(data)):
                 return data
         return None
 
-    async def wait_for(self, method: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10, kind: str = "notification", start: int = 0) -> dict[str, Any]:
+    async def wait_for(
+        self,
+        method: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10,
+        kind: str = "notification",
+        start: int = 0,
+    ) -> dict[str, Any]:
         """The first notification (or ``kind="request"``) ``method`` matching ``where``."""
 
         async def wait() -> dict[str, Any]:

@@ -22,8 +22,8 @@ import pika
 
 from control.keys import OBJECTS
 from control.recording import RECORDINGS
-from tests.e2e.harness import Server
 from recording.segment import udp_sockets
+from tests.e2e.harness import Server
 from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack
 from tests.integration.tcp_proxy import TcpProxy
 
@@ -58,9 +58,13 @@ class SolidTrack(PacedVideoTrack):
 
 
 def ffprobe(path: Path) -> dict[str, Any]:
-    return json.loads(subprocess.run(
-        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
-        check=True, capture_output=True).stdout)
+    return json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
 
 
 def codecs_and_duration(path: Path) -> tuple[list[str], float]:
@@ -71,8 +75,25 @@ def codecs_and_duration(path: Path) -> tuple[list[str], float]:
 def frame_at(path: Path, at: float) -> bytes:
     """The RGB24 frame shown at ``at`` seconds."""
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-ss", f"{at:.2f}", "-i", str(path), "-frames:v", "1",
-         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-ss",
+            f"{at:.2f}",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert len(raw) == WIDTH * HEIGHT * 3, f"no frame at {at:.2f} s ({len(raw)} bytes)"
     return raw
 
@@ -88,7 +109,7 @@ def _pixels(path: Path, at: float, points: list[tuple[int, int]]) -> list[tuple[
 
 
 def _close(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 60) -> bool:
-    return all(abs(x - y) <= tolerance for x, y in zip(a, b))
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=False))
 
 
 def bright_pixels(raw: bytes, x0: int, y0: int, x1: int, y1: int, level: int = 200) -> int:
@@ -104,8 +125,9 @@ def audio_samples(path: Path, start: float = 0.0, length: float | None = None) -
     args = ["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-i", str(path)]
     if length is not None:
         args += ["-t", f"{length:.3f}"]
-    raw = subprocess.run(args + ["-vn", "-ac", "1", "-ar", str(AUDIO_RATE), "-f", "s16le", "-"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        args + ["-vn", "-ac", "1", "-ar", str(AUDIO_RATE), "-f", "s16le", "-"], check=True, capture_output=True
+    ).stdout
     samples = array.array("h")
     samples.frombytes(raw[: len(raw) // 2 * 2])
     return list(samples)
@@ -145,11 +167,13 @@ def _bind_queue(url: str) -> tuple[Any, Any, str]:
 
 async def drop_queue(connection: Any, channel: Any, queue: str) -> None:
     """Delete a test's durable queue and close the connection (off the loop)."""
+
     def drop() -> None:
         try:
             channel.queue_delete(queue)
         finally:
             connection.close()
+
     await asyncio.to_thread(drop)
 
 
@@ -263,5 +287,10 @@ def _side_by_side(path: Path, at: float) -> tuple[tuple[int, int, int], ...]:
 def _assert_red_green(path: Path, start: float, end: float, timeline: str) -> None:
     for at in _inside(start, end):
         left_tile, right_tile, bar = _side_by_side(path, at)
-        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
-            (at, left_tile, right_tile, bar, timeline)
+        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), (
+            at,
+            left_tile,
+            right_tile,
+            bar,
+            timeline,
+        )

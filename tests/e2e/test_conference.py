@@ -16,7 +16,7 @@ from tests.e2e.media_peer import MediaPeer
 pytestmark = pytest.mark.timeout(180)
 
 
-async def _wait(check, timeout: float = 15.0) -> None:  # noqa: ANN001
+async def _wait(check, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -27,9 +27,15 @@ async def _wait(check, timeout: float = 15.0) -> None:  # noqa: ANN001
 async def test_three_peers_send_and_receive_audio_and_video(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server:
         names = ["alice", "bob", "carol"]
-        peers = [MediaPeer(server.ws_url("conf", name), name, display_name=name.title(),
-                           metadata={"email": f"{name}@example.org", "integrations": {"crm": {"apiKey": "K-1"}}})
-                 for name in names]
+        peers = [
+            MediaPeer(
+                server.ws_url("conf", name),
+                name,
+                display_name=name.title(),
+                metadata={"email": f"{name}@example.org", "integrations": {"crm": {"apiKey": "K-1"}}},
+            )
+            for name in names
+        ]
         try:
             for peer in peers:
                 await peer.join()
@@ -55,15 +61,12 @@ async def test_three_peers_send_and_receive_audio_and_video(tmp_path: Path) -> N
             for peer in peers:
                 audio_id = next(pid for pid, p in peer.producers.items() if p.kind == "audio")
                 await peer.protoo.request("pauseProducer", {"producerId": audio_id})
-            await peers[0].protoo.wait_for("activeSpeaker", lambda d: d == {"peerId": None}, timeout=15,
-                                            start=mark)
+            await peers[0].protoo.wait_for("activeSpeaker", lambda d: d == {"peerId": None}, timeout=15, start=mark)
             # The metadata never reached the other peers.
             assert "K-1" not in repr(peers[0].protoo.notifications + peers[0].protoo.server_requests)
 
             # Carol leaves: her consumers close at the others, their own consumers stay.
-            carol_consumers = {
-                peer.peer_id: {r.consumer_id for r in peer.from_peer("carol")} for peer in peers[:2]
-            }
+            carol_consumers = {peer.peer_id: {r.consumer_id for r in peer.from_peer("carol")} for peer in peers[:2]}
             await peers[2].close()
             for peer in peers[:2]:
                 await peer.protoo.wait_for("peerClosed", lambda d: d == {"peerId": "carol"})
@@ -81,8 +84,9 @@ async def test_three_peers_send_and_receive_audio_and_video(tmp_path: Path) -> N
         assert room.closed and all(r.closed for r in room.routers)
 
 
-async def test_time_to_first_video_frame_with_two_publishers(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                              record_property: Any) -> None:
+async def test_time_to_first_video_frame_with_two_publishers(
+    tmp_path: Path, capsys: pytest.CaptureFixture, record_property: Any
+) -> None:
     """A figure, not an assertion: WebSocket connect -> first decoded video frame."""
     async with running_server(tmp_path) as server:
         publishers = [MediaPeer(server.ws_url("latency", n), n) for n in ("pub1", "pub2")]
@@ -98,8 +102,10 @@ async def test_time_to_first_video_frame_with_two_publishers(tmp_path: Path, cap
             elapsed = first - viewer.connected_at
             record_property("join_to_first_video_frame_ms", round(elapsed * 1000))
             with capsys.disabled():  # shown even when pytest captures output
-                print(f"\nJOIN LATENCY: WebSocket connect -> first decoded video frame with two publishers: "
-                      f"{elapsed * 1000:.0f} ms")
+                print(
+                    f"\nJOIN LATENCY: WebSocket connect -> first decoded video frame with two publishers: "
+                    f"{elapsed * 1000:.0f} ms"
+                )
         finally:
             for peer in (viewer, *publishers):
                 await peer.close()
@@ -108,16 +114,23 @@ async def test_time_to_first_video_frame_with_two_publishers(tmp_path: Path, cap
 async def test_data_channel_messages_reach_the_other_peers(tmp_path: Path) -> None:
     """SCTP over the WebRtcTransports: a DataProducer's messages reach every other peer."""
     async with running_server(tmp_path) as server:
-        peers = [MediaPeer(server.ws_url("chat", name), name, audio=False, video=False, data=True)
-                 for name in ("alice", "bob", "carol")]
+        peers = [
+            MediaPeer(server.ws_url("chat", name), name, audio=False, video=False, data=True)
+            for name in ("alice", "bob", "carol")
+        ]
         try:
             for peer in peers:
                 await peer.join()
             data_producer = await peers[0].send_transport.produceData(label="chat", protocol="text")
             for peer in peers[1:]:
                 await peer.protoo.wait_for("newDataConsumer", kind="request", timeout=15)
-            await _wait(lambda: data_producer.readyState == "open" and all(
-                dc.readyState == "open" for p in peers[1:] for dc in p.data_consumers), timeout=15)
+            await _wait(
+                lambda: (
+                    data_producer.readyState == "open"
+                    and all(dc.readyState == "open" for p in peers[1:] for dc in p.data_consumers)
+                ),
+                timeout=15,
+            )
             for i in range(5):
                 data_producer.send(f"hello {i}")
             await _wait(lambda: all(len(p.data_messages) == 5 for p in peers[1:]), timeout=15)

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.timeout(120)
 async def test_consumers_spread_to_another_worker(tmp_path: Path) -> None:
     async with running_server(tmp_path, mediasoup_num_workers=2, room_consumers_per_worker=4) as server:
         speaker = MediaPeer(server.ws_url("big", "speaker"), "speaker")
-        viewers = [MediaPeer(server.ws_url("big", f"viewer{i}"), f"viewer{i}", audio=False, video=False)
-                   for i in range(4)]
+        viewers = [
+            MediaPeer(server.ws_url("big", f"viewer{i}"), f"viewer{i}", audio=False, video=False) for i in range(4)
+        ]
         try:
             await speaker.join()
             for viewer in viewers:

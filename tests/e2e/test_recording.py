@@ -40,15 +40,27 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
     connection, channel, queue = await asyncio.to_thread(_bind_queue, rabbitmq.url)
     try:
         async with running_server(
-            tmp_path, minio_endpoint=s3.endpoint, minio_access_key=s3.access_key,
-            minio_secret_key=s3.secret_key, minio_region=s3.region, minio_bucket=bucket,
-            rabbitmq_url=rabbitmq.url, rabbitmq_ai_queue=ai_queue,
+            tmp_path,
+            minio_endpoint=s3.endpoint,
+            minio_access_key=s3.access_key,
+            minio_secret_key=s3.secret_key,
+            minio_region=s3.region,
+            minio_bucket=bucket,
+            rabbitmq_url=rabbitmq.url,
+            rabbitmq_ai_queue=ai_queue,
         ) as server:
             peers = []
             for name, yuv, _rgb, tone in PEOPLE:
-                peer = MediaPeer(server.ws_url("rec", name), name, display_name=name.title(), metadata={
-                    "email": f"{name}@example.org", "aiSettings": {"language": "en", "who": name},
-                    "integrations": {"notion": {"token": f"secret-{name}"}}})
+                peer = MediaPeer(
+                    server.ws_url("rec", name),
+                    name,
+                    display_name=name.title(),
+                    metadata={
+                        "email": f"{name}@example.org",
+                        "aiSettings": {"language": "en", "who": name},
+                        "integrations": {"notion": {"token": f"secret-{name}"}},
+                    },
+                )
                 peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
                 peers.append(peer)
             try:
@@ -106,9 +118,13 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
         local = tmp_path / "downloaded.mp4"
         client = s3.client()
         await asyncio.to_thread(client.download_file, bucket, key, str(local))
-        probe = json.loads(subprocess.run(
-            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(local)],
-            check=True, capture_output=True).stdout)
+        probe = json.loads(
+            subprocess.run(
+                ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(local)],
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
         codecs = sorted(s["codec_name"] for s in probe["streams"])
         assert codecs == ["aac", "h264"]
         duration = float(probe["format"]["duration"])
@@ -182,9 +198,13 @@ async def test_admin_rest_recording_stops_when_the_room_closes(tmp_path: Path) -
         assert "Recording started" in texts and "Recording stopped" in texts
         stopped = next(m for m in messages if m["text"] == "Recording stopped")
         assert stopped["data"]["recording"]["key"].endswith(files[0].name)
-    probe = json.loads(subprocess.run(
-        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(files[0])],
-        check=True, capture_output=True).stdout)
+    probe = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(files[0])],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
     assert sorted(s["codec_name"] for s in probe["streams"]) == ["aac", "h264"]
     duration = float(probe["format"]["duration"])
     assert duration > 3
@@ -213,9 +233,15 @@ async def test_shutdown_finishes_the_recording(tmp_path: Path) -> None:
         await peer.close()
     files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
     assert len(files) == 1 and files[0].parent.name == "solo", files
-    duration = float(json.loads(subprocess.run(
-        ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(files[0])],
-        check=True, capture_output=True).stdout)["format"]["duration"])
+    duration = float(
+        json.loads(
+            subprocess.run(
+                ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(files[0])],
+                check=True,
+                capture_output=True,
+            ).stdout
+        )["format"]["duration"]
+    )
     assert duration > 2
     bar, edge, centre = _pixels(files[0], duration - 1, [(40, 180), (100, 180), (320, 180)])
     # 160x120 scaled into 640x360 keeps 4:3: 480x360 centred, black bars at the sides.

@@ -47,7 +47,6 @@ from tests.e2e.recording_helpers import (
 pytestmark = pytest.mark.timeout(180)
 
 
-
 def _window(start: float, end: float) -> tuple[float, float]:
     """(offset, length) of the audio well inside a phase."""
     return start + MARGIN, end - start - 2 * MARGIN
@@ -86,8 +85,10 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
             for peer in (alice, bob, carol):
                 await peer.close()
 
-    timeline = f"carol joined {joining:.2f}-{joined:.2f} s, alice left {leaving:.2f}-{left:.2f} s, " \
-               f"stop at {wall:.2f} s; answer {stopped}"
+    timeline = (
+        f"carol joined {joining:.2f}-{joined:.2f} s, alice left {leaving:.2f}-{left:.2f} s, "
+        f"stop at {wall:.2f} s; answer {stopped}"
+    )
     assert stopped["recordingId"] == info["recordingId"]
     assert stopped["segments"] >= 3, timeline
     assert abs(stopped["duration"] - wall) <= 1.0, timeline
@@ -101,19 +102,27 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
     for at in _inside(joined, leaving):
         raw = frame_at(path, at)
         quads = [pixel(raw, x, y) for x, y in QUADRANTS]
-        assert (_close(quads[0], RED) and _close(quads[1], GREEN) and _close(quads[2], BLUE)
-                and _close(quads[3], BLACK, 20)), (at, quads, timeline)
+        assert (
+            _close(quads[0], RED) and _close(quads[1], GREEN) and _close(quads[2], BLUE) and _close(quads[3], BLACK, 20)
+        ), (at, quads, timeline)
     # 3. bob | carol
     for at in _inside(left, duration):
         left_tile, right_tile, bar = _side_by_side(path, at)
-        assert _close(left_tile, GREEN) and _close(right_tile, BLUE) and _close(bar, BLACK, 20), \
-            (at, left_tile, right_tile, bar, timeline)
+        assert _close(left_tile, GREEN) and _close(right_tile, BLUE) and _close(bar, BLACK, 20), (
+            at,
+            left_tile,
+            right_tile,
+            bar,
+            timeline,
+        )
 
     # The mix: who is there is heard, who is not is not.
     sent = {name: tone for name, *_rest, tone in PEOPLE}
-    for (start, end), present in [((0.0, joining), {"alice", "bob"}),
-                                  ((joined, leaving), {"alice", "bob", "carol"}),
-                                  ((left, duration), {"bob", "carol"})]:
+    for (start, end), present in [
+        ((0.0, joining), {"alice", "bob"}),
+        ((joined, leaving), {"alice", "bob", "carol"}),
+        ((left, duration), {"bob", "carol"}),
+    ]:
         heard = tones(audio_samples(path, *_window(start, end)), tuple(sent.values()) + OFF_TONES)
         loudest = max(heard[sent[name]] for name in present)
         noise = max(heard[f] for f in OFF_TONES)
@@ -168,8 +177,10 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
             for peer in (alice, bob):
                 await peer.close()
 
-    timeline = f"paused {pausing:.2f}-{paused:.2f} s, resumed {resuming:.2f}-{resumed:.2f} s, " \
-               f"stop at {wall:.2f} s; answer {stopped}"
+    timeline = (
+        f"paused {pausing:.2f}-{paused:.2f} s, resumed {resuming:.2f}-{resumed:.2f} s, "
+        f"stop at {wall:.2f} s; answer {stopped}"
+    )
     assert stopped["segments"] >= 3, timeline
     codecs, duration = codecs_and_duration(path)
     assert codecs == ["aac", "h264"]
@@ -187,11 +198,18 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
         assert text >= 100, (at, text, timeline)  # the name, in white
     for at in _inside(resumed, duration):
         left_tile, right_tile, bar = _side_by_side(path, at)
-        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), \
-            (at, left_tile, right_tile, bar, timeline)
+        assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), (
+            at,
+            left_tile,
+            right_tile,
+            bar,
+            timeline,
+        )
 
     # A muted camera does not mute the microphone.
     heard = tones(audio_samples(path, *_window(paused, resuming)), (440.0, 660.0) + OFF_TONES)
     noise = max(heard[f] for f in OFF_TONES)
-    assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, \
-        (heard, timeline)
+    assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, (
+        heard,
+        timeline,
+    )

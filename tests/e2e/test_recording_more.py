@@ -53,7 +53,6 @@ GAP = 4.0
 YELLOW_YUV, YELLOW = (210, 16, 146), (255, 255, 0)
 
 
-
 async def _wait_frames(peer: MediaPeer, from_peer: str, videos: int, frames: int = 5, timeout: float = 20) -> None:
     """Until ``peer`` decoded ``frames`` frames of each of ``videos`` videos of ``from_peer``."""
     deadline = time.monotonic() + timeout
@@ -119,8 +118,10 @@ async def test_a_screen_share_gets_its_own_tile(tmp_path: Path) -> None:
             for peer in (alice, bob):
                 await peer.close()
 
-    timeline = f"share {sharing:.2f}-{shared:.2f} s, unshare {unsharing:.2f}-{unshared:.2f} s, " \
-               f"stop at {wall:.2f} s; answer {stopped}"
+    timeline = (
+        f"share {sharing:.2f}-{shared:.2f} s, unshare {unsharing:.2f}-{unshared:.2f} s, "
+        f"stop at {wall:.2f} s; answer {stopped}"
+    )
     assert stopped["recordingId"] == info["recordingId"]
     assert stopped["segments"] >= 3, timeline
     assert abs(stopped["duration"] - wall) <= 1.0, timeline
@@ -134,8 +135,12 @@ async def test_a_screen_share_gets_its_own_tile(tmp_path: Path) -> None:
     for at in _inside(shared, unsharing):
         raw = frame_at(path, at)
         quads = [pixel(raw, x, y) for x, y in QUADRANTS]
-        assert (_close(quads[0], RED) and _close(quads[1], YELLOW) and _close(quads[2], GREEN)
-                and _close(quads[3], BLACK, 20)), (at, quads, timeline)
+        assert (
+            _close(quads[0], RED)
+            and _close(quads[1], YELLOW)
+            and _close(quads[2], GREEN)
+            and _close(quads[3], BLACK, 20)
+        ), (at, quads, timeline)
     # 3. alice | bob again
     _assert_red_green(path, unshared, duration, timeline)
 
@@ -192,19 +197,27 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
             current = session.current
             history = [(s.path.name, s.router.worker.pid, len(s.sources)) for s in session.segments]
             assert current is not None and current.router is room.primary, history
-            assert {s.producer_id for s in current.sources} == \
-                {p.id for peer in replaced for p in peer.producers.values()}, history
+            assert {s.producer_id for s in current.sources} == {
+                p.id for peer in replaced for p in peer.producers.values()
+            }, history
             wall = time.monotonic() - t0
             stopped = await replaced[1].protoo.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
-            errors = [(peer.peer_id, data) for peer in (alice, bob, *replaced) if peer.protoo is not None
-                      for method, data in peer.protoo.notifications if method == "recordingError"]
+            errors = [
+                (peer.peer_id, data)
+                for peer in (alice, bob, *replaced)
+                if peer.protoo is not None
+                for method, data in peer.protoo.notifications
+                if method == "recordingError"
+            ]
         finally:
             for peer in (*replaced, alice, bob):
                 await peer.close()
 
-    timeline = f"worker killed at {killed:.2f} s, rejoined at {rejoined:.2f} s, stop at {wall:.2f} s; " \
-               f"answer {stopped}; errors {errors}"
+    timeline = (
+        f"worker killed at {killed:.2f} s, rejoined at {rejoined:.2f} s, stop at {wall:.2f} s; "
+        f"answer {stopped}; errors {errors}"
+    )
     assert stopped["recordingId"] == info["recordingId"]
     assert stopped["segments"] >= 2, timeline
     codecs, duration = codecs_and_duration(path)
@@ -220,15 +233,19 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
     for at in _inside(killed - MARGIN, rejoined + MARGIN, count=3):
         raw = frame_at(path, at)
         tiles = [(pixel(raw, *LEFT), pixel(raw, *LEFT_CORNER)), (pixel(raw, *RIGHT), pixel(raw, *RIGHT_CORNER))]
-        assert all(_close(middle, colour) or _close(corner, CARD, 10)
-                   for (middle, corner), colour in zip(tiles, (RED, GREEN))), (at, tiles, timeline)
+        assert all(
+            _close(middle, colour) or _close(corner, CARD, 10)
+            for (middle, corner), colour in zip(tiles, (RED, GREEN), strict=False)
+        ), (at, tiles, timeline)
     # 3. alice | bob on the new worker, and both heard
     _assert_red_green(path, rejoined, duration, timeline)
     start = rejoined + MARGIN
     heard = tones(audio_samples(path, start, duration - MARGIN - start), (440.0, 660.0) + OFF_TONES)
     noise = max(heard[f] for f in OFF_TONES)
-    assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, \
-        (heard, timeline)
+    assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, (
+        heard,
+        timeline,
+    )
 
 
 async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,8 +53,7 @@ pytestmark = pytest.mark.timeout(240)
 def _peers(ws_url: Any, room: str) -> list[MediaPeer]:
     peers = []
     for name, yuv, _rgb, tone in PEOPLE[:2]:
-        peer = MediaPeer(ws_url(room, name), name, display_name=name.title(),
-                         metadata={"email": f"{name}@example.org"})
+        peer = MediaPeer(ws_url(room, name), name, display_name=name.title(), metadata={"email": f"{name}@example.org"})
         peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
         peers.append(peer)
     return peers
@@ -85,11 +84,19 @@ async def test_ffmpeg_killed_and_broker_down_at_stop(tmp_path: Path, s3: Any, ra
     app_broker = rabbitmq.url.replace(host_port, f"127.0.0.1:{proxy.port}")
     connection, channel, queue = await asyncio.to_thread(_bind_queue, rabbitmq.url)  # not via the proxy
     try:
-        async with running_server(
-            tmp_path, minio_endpoint=s3.endpoint, minio_access_key=s3.access_key,
-            minio_secret_key=s3.secret_key, minio_region=s3.region, minio_bucket=bucket,
-            rabbitmq_url=app_broker, rabbitmq_ai_queue=ai_queue,
-        ) as server, aiohttp.ClientSession() as http:
+        async with (
+            running_server(
+                tmp_path,
+                minio_endpoint=s3.endpoint,
+                minio_access_key=s3.access_key,
+                minio_secret_key=s3.secret_key,
+                minio_region=s3.region,
+                minio_bucket=bucket,
+                rabbitmq_url=app_broker,
+                rabbitmq_ai_queue=ai_queue,
+            ) as server,
+            aiohttp.ClientSession() as http,
+        ):
             peers = _peers(server.ws_url, "killed")
             try:
                 await _join(peers)
@@ -119,8 +126,10 @@ async def test_ffmpeg_killed_and_broker_down_at_stop(tmp_path: Path, s3: Any, ra
                 assert proxy.refuses()
                 wall = time.monotonic() - t0
                 stopped = await peers[1].protoo.request("stopRecording", {}, timeout=60)
-                timeline = (f"FFmpeg killed at {killed_at:.2f} s, new segment at {restarted_at:.2f} s, "
-                            f"stop at {wall:.2f} s; answer {stopped}")
+                timeline = (
+                    f"FFmpeg killed at {killed_at:.2f} s, new segment at {restarted_at:.2f} s, "
+                    f"stop at {wall:.2f} s; answer {stopped}"
+                )
                 assert stopped["recordingId"] == info["recordingId"], timeline
                 assert stopped["segments"] >= 2, timeline
                 # The killed FFmpeg loses at most its last second; its place in time is kept.
@@ -197,8 +206,9 @@ def _tagged(tag: str) -> dict[int, str]:
             if marker not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            state = next((line for line in (entry / "status").read_text().splitlines()
-                          if line.startswith("State:")), "")
+            state = next(
+                (line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), ""
+            )
         except OSError:
             continue
         if "zombie" not in state:
@@ -226,16 +236,23 @@ class ServerProcess:
 
     async def start(self, timeout: float = 90) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "control", "run"], env=self.env, cwd=self.cwd,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "control", "run"],
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while True:
                 assert self.proc.poll() is None, f"server exited ({self.proc.returncode}):\n{self.tail()}"
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    async with http.get(f"http://127.0.0.1:{self.port}/api/health",
-                                        timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    async with http.get(
+                        f"http://127.0.0.1:{self.port}/api/health", timeout=aiohttp.ClientTimeout(total=2)
+                    ) as response:
                         if response.status == 200:
                             return
                 assert time.monotonic() < deadline, f"server not healthy in {timeout:.0f} s:\n{self.tail()}"
@@ -249,7 +266,8 @@ class ServerProcess:
 
 
 async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
-        tmp_path: Path, s3: Any, rabbitmq: Any) -> None:
+    tmp_path: Path, s3: Any, rabbitmq: Any
+) -> None:
     require_worker_binary()
     tag = secrets.token_hex(8)
     bucket = f"rec-{secrets.token_hex(4)}"
@@ -259,12 +277,22 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
     env = {
         **os.environ,
         # a stray configuration of the caller does not apply (empty = unset)
-        "MONGODB_URI": "", "RECORDING_DIR": "", "ADMIN_TOKEN": "", "MEDIASOUP_ANNOUNCED_ADDRESS": "",
-        "PORT": str(free_ports(1)[0]), "HOST": "127.0.0.1", "DATA_DIR": str(data_dir),
-        **s3.env(), "MINIO_BUCKET": bucket, "MINIO_REGION": s3.region,
-        "RABBITMQ_URL": rabbitmq.url, "RABBITMQ_AI_QUEUE": ai_queue,
-        "MEDIASOUP_NUM_WORKERS": "1", "MEDIASOUP_LISTEN_IP": "127.0.0.1",
-        "PEER_RECONNECT_GRACE_SECONDS": "0", "LOG_LEVEL": "DEBUG",
+        "MONGODB_URI": "",
+        "RECORDING_DIR": "",
+        "ADMIN_TOKEN": "",
+        "MEDIASOUP_ANNOUNCED_ADDRESS": "",
+        "PORT": str(free_ports(1)[0]),
+        "HOST": "127.0.0.1",
+        "DATA_DIR": str(data_dir),
+        **s3.env(),
+        "MINIO_BUCKET": bucket,
+        "MINIO_REGION": s3.region,
+        "RABBITMQ_URL": rabbitmq.url,
+        "RABBITMQ_AI_QUEUE": ai_queue,
+        "MEDIASOUP_NUM_WORKERS": "1",
+        "MEDIASOUP_LISTEN_IP": "127.0.0.1",
+        "PEER_RECONNECT_GRACE_SECONDS": "0",
+        "LOG_LEVEL": "DEBUG",
         TAG_VAR: tag,
     }
     connection, channel, queue = await asyncio.to_thread(_bind_queue, rabbitmq.url)
@@ -297,9 +325,14 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
         # FFmpeg may finish its file by itself or be left running (the next start interrupts it).
         orphans = await _wait_gone(tag, "ffmpeg", 5)
         # What the crash left (a segment FFmpeg finished has a duration in its header).
-        left_behind = {seg.name: subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(seg)],
-            capture_output=True, text=True).stdout.strip() for seg in sorted(work_dir.rglob("*.mkv"))}
+        left_behind = {
+            seg.name: subprocess.run(
+                ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(seg)],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            for seg in sorted(work_dir.rglob("*.mkv"))
+        }
 
         # 2. The next process finishes it: S3, the event, an empty work directory.
         await second.start()
@@ -319,8 +352,10 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
         local = tmp_path / "recovered.mp4"
         await asyncio.to_thread(client.download_file, bucket, key, str(local))
         codecs, duration = codecs_and_duration(local)
-        diagnosis = (f"recorded {recorded:.2f} s; segments left by the crash (header duration): {left_behind}; "
-                     f"FFmpeg still running 5 s after it: {orphans}; server 2:\n{second.tail()}")
+        diagnosis = (
+            f"recorded {recorded:.2f} s; segments left by the crash (header duration): {left_behind}; "
+            f"FFmpeg still running 5 s after it: {orphans}; server 2:\n{second.tail()}"
+        )
         assert codecs == ["aac", "h264"], f"{codecs}; {diagnosis}"
         assert 3 < duration <= recorded + 1.0, f"MP4 of {duration} s; {diagnosis}"
         # FFmpeg is told to finish its file when its server dies: nothing recorded is lost.

@@ -1,10 +1,10 @@
 """A loopback TCP proxy for fault injection in integration tests (threads, stdlib only).
 
-    proxy = TcpProxy("127.0.0.1", 5672)      # listens on 127.0.0.1:proxy.port
-    proxy.cut()                              # close every open connection (both ends)
-    proxy.fail_http = 5                      # answer the next 5 connections with HTTP 503
-    TcpProxy(host, port, tls=ssl_context)    # TLS-terminating (server side)
-    proxy.close()
+proxy = TcpProxy("127.0.0.1", 5672)      # listens on 127.0.0.1:proxy.port
+proxy.cut()                              # close every open connection (both ends)
+proxy.fail_http = 5                      # answer the next 5 connections with HTTP 503
+TcpProxy(host, port, tls=ssl_context)    # TLS-terminating (server side)
+proxy.close()
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import threading
 
 
 class TcpProxy:
-    def __init__(self, upstream_host: str, upstream_port: int, *,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, tls: ssl.SSLContext | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.tls = tls
         self.fail_http = 0
@@ -89,8 +88,10 @@ class TcpProxy:
                 if not chunk:
                     break
                 data += chunk
-            client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
-                           b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            client.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
         self.failed += 1
         with contextlib.suppress(OSError):
             client.close()

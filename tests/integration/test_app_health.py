@@ -110,9 +110,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     )
     log_path = tmp_path / "parley.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(PARLEY), "run"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen([str(PARLEY), "run"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     srv = Server(proc, port, log_path, data_dir)
     try:
         yield srv

@@ -16,7 +16,7 @@ from control import chat as chat_subsystem
 from control.chat import ChatService
 from control.config import Settings, load_settings
 from control.http import error_middleware
-from control.keys import CHAT, EVENTS, MEETINGS, SETTINGS, DATABASE
+from control.keys import CHAT, DATABASE, EVENTS, MEETINGS, SETTINGS
 from control.store import StoreUnavailable
 from control.store.ids import new_id
 
@@ -84,24 +84,27 @@ async def test_history_pages_over_rest(client):
     assert await empty.json() == {"messages": [], "nextCursor": None}
 
 
-@pytest.mark.parametrize("path, query, code, field", [
-    ("/api/rooms/{r}/messages", "limit=0", "invalid_limit", "limit"),
-    ("/api/rooms/{r}/messages", "limit=201", "invalid_limit", "limit"),
-    ("/api/rooms/{r}/messages", "limit=abc", "invalid_limit", "limit"),
-    ("/api/rooms/{r}/messages", "before=not-a-cursor", "invalid_cursor", "before"),
-    ("/api/rooms/{r}/messages", "before=MS4xMjM", "invalid_cursor", "before"),
-    ("/api/rooms/{r}/messages", "limit=5&limit=6", "invalid_query", None),
-    ("/api/rooms/bad%20room/messages", "", "invalid_room_id", "roomId"),
-    ("/api/rooms/{long}/messages", "", "invalid_room_id", "roomId"),
-    ("/api/rooms/_room/messages", "", "invalid_room_id", "roomId"),
-    ("/api/rooms/r%C3%B8om/messages", "", "invalid_room_id", "roomId"),
-    ("/api/rooms/team%20room%21/meetings", "", "invalid_room_id", "roomId"),
-    ("/api/rooms/{long}/meetings", "", "invalid_room_id", "roomId"),
-    ("/api/rooms/{r}/meetings", "limit=1000", "invalid_limit", "limit"),
-    ("/api/rooms/{r}/meetings", "before=%24%24", "invalid_cursor", "before"),
-    ("/api/rooms/bad%20room/meetings", "", "invalid_room_id", "roomId"),
-    ("/api/meetings/not-a-meeting-id", "", "invalid_meeting_id", "meetingId"),
-])
+@pytest.mark.parametrize(
+    "path, query, code, field",
+    [
+        ("/api/rooms/{r}/messages", "limit=0", "invalid_limit", "limit"),
+        ("/api/rooms/{r}/messages", "limit=201", "invalid_limit", "limit"),
+        ("/api/rooms/{r}/messages", "limit=abc", "invalid_limit", "limit"),
+        ("/api/rooms/{r}/messages", "before=not-a-cursor", "invalid_cursor", "before"),
+        ("/api/rooms/{r}/messages", "before=MS4xMjM", "invalid_cursor", "before"),
+        ("/api/rooms/{r}/messages", "limit=5&limit=6", "invalid_query", None),
+        ("/api/rooms/bad%20room/messages", "", "invalid_room_id", "roomId"),
+        ("/api/rooms/{long}/messages", "", "invalid_room_id", "roomId"),
+        ("/api/rooms/_room/messages", "", "invalid_room_id", "roomId"),
+        ("/api/rooms/r%C3%B8om/messages", "", "invalid_room_id", "roomId"),
+        ("/api/rooms/team%20room%21/meetings", "", "invalid_room_id", "roomId"),
+        ("/api/rooms/{long}/meetings", "", "invalid_room_id", "roomId"),
+        ("/api/rooms/{r}/meetings", "limit=1000", "invalid_limit", "limit"),
+        ("/api/rooms/{r}/meetings", "before=%24%24", "invalid_cursor", "before"),
+        ("/api/rooms/bad%20room/meetings", "", "invalid_room_id", "roomId"),
+        ("/api/meetings/not-a-meeting-id", "", "invalid_meeting_id", "meetingId"),
+    ],
+)
 async def test_bad_requests_get_clear_400s(client, path, query, code, field):
     url = path.format(r=room(), long="a" * 65) + (f"?{query}" if query else "")
     resp = await client.get(url)
@@ -163,7 +166,9 @@ async def test_meetings_over_rest(client):
     body = await resp.json()
     assert body["meetingId"] == first.meeting_id and body["roomId"] == r and body["endedAt"]
     assert [(p["peerId"], p.get("email"), "leftAt" in p) for p in body["participants"]] == [
-        ("ada", "ada@example.com", True), ("bob", None, True)]
+        ("ada", "ada@example.com", True),
+        ("bob", None, True),
+    ]
     assert body["recordings"] == []
 
     live = await (await client.get(f"/api/meetings/{second.meeting_id}")).json()
@@ -174,8 +179,9 @@ async def test_meetings_over_rest(client):
 
     page1 = await (await client.get(f"/api/rooms/{r}/meetings", params={"limit": "1"})).json()
     assert [m["meetingId"] for m in page1["meetings"]] == [second.meeting_id]
-    page2 = await (await client.get(f"/api/rooms/{r}/meetings",
-                                    params={"limit": "1", "before": page1["nextCursor"]})).json()
+    page2 = await (
+        await client.get(f"/api/rooms/{r}/meetings", params={"limit": "1", "before": page1["nextCursor"]})
+    ).json()
     assert [m["meetingId"] for m in page2["meetings"]] == [first.meeting_id]
     assert page2["nextCursor"] is None
 
@@ -207,7 +213,11 @@ async def test_meeting_changes_are_published_when_the_event_bus_runs(tmp_path):
         await chat.participant_joined(r, "ada", "Ada")
         await chat.participant_left(r, "ada")
         assert [t for t, _, _ in bus.published] == [
-            "meeting.started", "participant.joined", "participant.left", "meeting.ended"]
+            "meeting.started",
+            "participant.joined",
+            "participant.left",
+            "meeting.ended",
+        ]
         assert all(d["roomId"] == r for _, d, _ in bus.published)
         assert all(eid for _, _, eid in bus.published)
     finally:
@@ -235,8 +245,9 @@ async def test_unreachable_mongodb_stops_start_up_with_a_clear_error(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = settings_for(tmp_path, mongodb_uri=f"mongodb://parley:pw-xyz-123@127.0.0.1:{port}/parley",
-                            mongodb_timeout_ms=300)
+    settings = settings_for(
+        tmp_path, mongodb_uri=f"mongodb://parley:pw-xyz-123@127.0.0.1:{port}/parley", mongodb_timeout_ms=300
+    )
     runner = web.AppRunner(make_app(settings))
     with pytest.raises(StoreUnavailable) as info:
         await runner.setup()
@@ -249,5 +260,9 @@ def test_create_app_wires_chat(tmp_path):
 
     app = create_app(settings_for(tmp_path))
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
-    assert {("GET", "/api/rooms/{roomId}/messages"), ("DELETE", "/api/rooms/{roomId}/messages"),
-            ("GET", "/api/meetings/{meetingId}"), ("GET", "/api/rooms/{roomId}/meetings")} <= routes
+    assert {
+        ("GET", "/api/rooms/{roomId}/messages"),
+        ("DELETE", "/api/rooms/{roomId}/messages"),
+        ("GET", "/api/meetings/{meetingId}"),
+        ("GET", "/api/rooms/{roomId}/meetings"),
+    } <= routes

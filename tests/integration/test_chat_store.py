@@ -30,8 +30,13 @@ from control.store.sqlite import SQLiteStore, history_sql
 REPO = Path(__file__).resolve().parents[2]
 ADA = {"peerId": "ada", "displayName": "Ada"}
 BOB = {"peerId": "bob", "displayName": "Bob"}
-FILE = {"bucket": "recordings", "key": "chat/ROOM/abc/report.pdf", "name": "report.pdf",
-        "size": 1234, "mimeType": "application/pdf"}
+FILE = {
+    "bucket": "recordings",
+    "key": "chat/ROOM/abc/report.pdf",
+    "name": "report.pdf",
+    "size": 1234,
+    "mimeType": "application/pdf",
+}
 
 
 def file_in(room_id: str, **changes) -> dict:
@@ -74,9 +79,14 @@ def chat(store) -> ChatService:
 def message(room_id: str, i: int, *, ms: int | None = None, sender: dict = ADA) -> ChatMessage:
     """A message as the service would make it (``ms`` forces the time: ties)."""
     t, mid = new_id_ms()
-    return ChatMessage(id=mid, room_id=room_id, type="text",
-                       sender=Sender(peer_id=sender["peerId"], display_name=sender["displayName"]),
-                       text=f"message {i}", created_at=ms_to_datetime(t if ms is None else ms))
+    return ChatMessage(
+        id=mid,
+        room_id=room_id,
+        type="text",
+        sender=Sender(peer_id=sender["peerId"], display_name=sender["displayName"]),
+        text=f"message {i}",
+        created_at=ms_to_datetime(t if ms is None else ms),
+    )
 
 
 def key(m: ChatMessage) -> tuple[int, str]:
@@ -101,8 +111,9 @@ async def test_each_message_type_roundtrips(chat, store):
     r = room()
     text = await chat.send(r, ADA, {"type": "text", "text": "héllo\nwörld 😀"})
     file = await chat.send(r, BOB, {"type": "file", "file": file_in(r), "text": "the report"})
-    system = await chat.system_message(r, "Recording started", event="recording.started",
-                                       data={"recordingId": "rec1", "n": 2, "nested": {"ok": True}})
+    system = await chat.system_message(
+        r, "Recording started", event="recording.started", data={"recordingId": "rec1", "n": 2, "nested": {"ok": True}}
+    )
     page = await chat.history(r)
     assert page.messages == [system, file, text]
     assert page.next_cursor is None
@@ -142,8 +153,9 @@ async def test_ties_on_created_at_are_ordered_by_id_across_pages(chat, store):
     # a cursor in the middle of the tie
     mid = sorted(same, key=key, reverse=True)[60]
     rest = await store.chat.history(r, limit=200, before=mid.cursor)
-    assert [m.id for m in rest] == [m.id for m in sorted(same, key=key, reverse=True)[61:]] + \
-        [m.id for m in sorted(older, key=key, reverse=True)]
+    assert [m.id for m in rest] == [m.id for m in sorted(same, key=key, reverse=True)[61:]] + [
+        m.id for m in sorted(older, key=key, reverse=True)
+    ]
 
 
 async def test_pages_are_stable_while_messages_arrive(chat, store):
@@ -167,7 +179,7 @@ async def test_pagination_across_1000_messages_with_concurrent_inserts(chat, sto
     r = room()
     seeded = [message(r, i) for i in range(1000)]
     for chunk in range(0, 1000, 250):
-        await store.chat.insert_messages(seeded[chunk:chunk + 250])
+        await store.chat.insert_messages(seeded[chunk : chunk + 250])
     seeded_ids = {m.id for m in seeded}
 
     concurrent: list[ChatMessage] = []
@@ -220,18 +232,21 @@ async def test_concurrent_sends_all_stored_in_id_order(chat, store):
     assert [m.id for m in got] == sorted((m.id for m in got), reverse=True)  # id order == time order
 
 
-@pytest.mark.parametrize("payload, code", [
-    ({"text": "x" * 4001}, "text_too_long"),
-    ({"text": "\x1b[2J"}, "control_characters"),
-    ({"type": "text"}, "missing_field"),
-    ({"type": "file", "text": "no file"}, "missing_field"),
-    ({"type": "file", "file": {**FILE, "size": -1}}, "invalid_file"),
-    ({"type": "file", "file": {**FILE, "size": 26 * 1024 * 1024}}, "file_too_large"),
-    ({"type": "file", "file": {**FILE, "key": "recordings/ROOM/meeting.mp4"}}, "invalid_file"),
-    ({"type": "file", "file": {**FILE, "key": "chat/other-room/abc/report.pdf"}}, "invalid_file"),
-    ({"type": "system", "text": "fake"}, "forbidden_type"),
-    ({"type": "gif", "text": "x"}, "invalid_type"),
-])
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        ({"text": "x" * 4001}, "text_too_long"),
+        ({"text": "\x1b[2J"}, "control_characters"),
+        ({"type": "text"}, "missing_field"),
+        ({"type": "file", "text": "no file"}, "missing_field"),
+        ({"type": "file", "file": {**FILE, "size": -1}}, "invalid_file"),
+        ({"type": "file", "file": {**FILE, "size": 26 * 1024 * 1024}}, "file_too_large"),
+        ({"type": "file", "file": {**FILE, "key": "recordings/ROOM/meeting.mp4"}}, "invalid_file"),
+        ({"type": "file", "file": {**FILE, "key": "chat/other-room/abc/report.pdf"}}, "invalid_file"),
+        ({"type": "system", "text": "fake"}, "forbidden_type"),
+        ({"type": "gif", "text": "x"}, "invalid_type"),
+    ],
+)
 async def test_refused_messages_are_not_stored(store, payload, code):
     chat = ChatService(store, max_file_size=25 * 1024 * 1024)
     r = room()
@@ -423,8 +438,10 @@ async def test_mongo_history_is_served_by_the_index(mongo):
         info = await store.client.admin.command("buildInfo")
         if info.get("gitVersion") != "mongoeco":  # a real server: check the plan
             plan = await store.db.command(
-                "explain", {"find": MESSAGES, "filter": find["filter"], "sort": find["sort"],
-                            "hint": HISTORY_INDEX, "limit": 51}, verbosity="executionStats")
+                "explain",
+                {"find": MESSAGES, "filter": find["filter"], "sort": find["sort"], "hint": HISTORY_INDEX, "limit": 51},
+                verbosity="executionStats",
+            )
             stats = plan["executionStats"]
             assert stats["totalDocsExamined"] <= 52 and stats["totalKeysExamined"] <= 53
             assert "IXSCAN" in str(plan["queryPlanner"]["winningPlan"])
@@ -502,9 +519,16 @@ async def test_sqlite_page_of_50_uses_the_index_at_100k_messages(tmp_path):
         batch: list[ChatMessage] = []
         for i in range(100_000):
             _, mid = new_id_ms()
-            batch.append(ChatMessage(id=mid, room_id=big if i % 50 else small, type="text",
-                                     sender=Sender(peer_id="ada", display_name="Ada"),
-                                     text=f"message {i}", created_at=ms_to_datetime(t0 + i)))
+            batch.append(
+                ChatMessage(
+                    id=mid,
+                    room_id=big if i % 50 else small,
+                    type="text",
+                    sender=Sender(peer_id="ada", display_name="Ada"),
+                    text=f"message {i}",
+                    created_at=ms_to_datetime(t0 + i),
+                )
+            )
             if len(batch) == 10_000:
                 await store.chat.insert_messages(batch)
                 batch = []
@@ -540,8 +564,10 @@ async def test_sqlite_page_of_50_uses_the_index_at_100k_messages(tmp_path):
 
         page = vm_steps(history_sql(with_cursor=True), (big, t0 + 50_001, "0" * 26, 51))
         small_page = vm_steps(history_sql(with_cursor=True), (small, t0 + 50_001, "0" * 26, 51))
-        room_scan = vm_steps("SELECT id FROM chat_messages NOT INDEXED WHERE room_id = ? "
-                             "ORDER BY created_at DESC, id DESC LIMIT 51", (big,))
+        room_scan = vm_steps(
+            "SELECT id FROM chat_messages NOT INDEXED WHERE room_id = ? ORDER BY created_at DESC, id DESC LIMIT 51",
+            (big,),
+        )
         assert page < 20_000 and page < room_scan / 50, (page, small_page, room_scan)
     finally:
         await store.close()
@@ -600,9 +626,14 @@ async def test_sqlite_acknowledged_messages_survive_sigkill(tmp_path):
     """A writer process is SIGKILLed mid-stream: every message it was told is stored
     (printed after ``send`` returned) is there when the file is opened again."""
     path = tmp_path / "parley.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     acked: list[str] = []
     try:
         assert proc.stdout is not None

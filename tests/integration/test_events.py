@@ -79,18 +79,30 @@ def recording_data(meeting_id: str, i: int = 0) -> dict[str, Any]:
     return {
         "meetingId": meeting_id,
         "roomId": "room-1",
-        "object": {"storage": "s3", "bucket": "recordings", "key": f"recordings/room-1/rec-{i}.mp4",
-                   "size": 123456789, "contentType": "video/mp4", "duration": 1800.5,
-                   "etag": "abc-3", "sha256": "0" * 64},
+        "object": {
+            "storage": "s3",
+            "bucket": "recordings",
+            "key": f"recordings/room-1/rec-{i}.mp4",
+            "size": 123456789,
+            "contentType": "video/mp4",
+            "duration": 1800.5,
+            "etag": "abc-3",
+            "sha256": "0" * 64,
+        },
         "startedAt": started,
         "endedAt": now(),
         "participants": [
-            {"peerId": "peer-a", "displayName": "Ada", "email": "ada@example.org",
-             "aiSettings": {"summary": True, "language": "fr"},
-             "integrations": {"notion": {"token": SECRET_TOKEN, "pageId": "p-1"},
-                              "slack": {"webhookUrl": "https://hooks.example/T/B/xyz"}}},
-            {"peerId": "peer-b", "displayName": "Bob", "email": None, "aiSettings": {},
-             "integrations": {}},
+            {
+                "peerId": "peer-a",
+                "displayName": "Ada",
+                "email": "ada@example.org",
+                "aiSettings": {"summary": True, "language": "fr"},
+                "integrations": {
+                    "notion": {"token": SECRET_TOKEN, "pageId": "p-1"},
+                    "slack": {"webhookUrl": "https://hooks.example/T/B/xyz"},
+                },
+            },
+            {"peerId": "peer-b", "displayName": "Bob", "email": None, "aiSettings": {}, "integrations": {}},
         ],
     }
 
@@ -100,10 +112,11 @@ def other_events(meeting_id: str) -> list[tuple[str, dict[str, Any]]]:
     base = {"meetingId": meeting_id, "roomId": "room-1"}
     return [
         ("meeting.started", {**base, "startedAt": t, "title": "Weekly"}),
-        ("participant.joined", {**base, "peerId": "peer-a", "displayName": "Ada",
-                                "email": "ada@example.org", "joinedAt": t}),
-        ("participant.left", {**base, "peerId": "peer-a", "displayName": "Ada", "leftAt": t,
-                              "reason": "hangup"}),
+        (
+            "participant.joined",
+            {**base, "peerId": "peer-a", "displayName": "Ada", "email": "ada@example.org", "joinedAt": t},
+        ),
+        ("participant.left", {**base, "peerId": "peer-a", "displayName": "Ada", "leftAt": t, "reason": "hangup"}),
         ("meeting.ended", {**base, "startedAt": t, "endedAt": t, "participantCount": 2}),
     ]
 
@@ -141,8 +154,9 @@ class Broker:
         conn.close()
         return queue
 
-    def read(self, queue: str, expect: int, timeout: float = 30.0,
-             settle: float = 0.5) -> list[tuple[pika.BasicProperties, dict[str, Any]]]:
+    def read(
+        self, queue: str, expect: int, timeout: float = 30.0, settle: float = 0.5
+    ) -> list[tuple[pika.BasicProperties, dict[str, Any]]]:
         """Consume (ack) until ``expect`` messages, then ``settle`` s more for extras."""
         conn = self._conn()
         ch = conn.channel()
@@ -241,8 +255,10 @@ def closed_port_url() -> str:
 
 
 async def test_outbox_contract(outbox: Outbox, outbox_kind: str, tmp_path: Path, request) -> None:
-    entries = [OutboxEntry(event_id=str(uuid.uuid4()), routing_key=f"t.{i}", body=json.dumps({"i": i}),
-                           created_at=time.time()) for i in range(5)]
+    entries = [
+        OutboxEntry(event_id=str(uuid.uuid4()), routing_key=f"t.{i}", body=json.dumps({"i": i}), created_at=time.time())
+        for i in range(5)
+    ]
     for e in entries:
         assert await outbox.add(e) is True
     assert await outbox.add(entries[0]) is False  # one entry per event id
@@ -273,8 +289,7 @@ async def test_outbox_contract(outbox: Outbox, outbox_kind: str, tmp_path: Path,
 # --------------------------------------------------------------------------- RabbitMQ
 
 
-async def test_recording_completed_consumed_from_the_durable_queue(
-        broker: Broker, outbox: Outbox) -> None:
+async def test_recording_completed_consumed_from_the_durable_queue(broker: Broker, outbox: Outbox) -> None:
     exchange, queue = broker.names()
     all_queue = broker.bind_all(exchange)
     bus = EventBus(outbox, RabbitPublisher(broker.url, exchange=exchange, queue=queue))
@@ -289,22 +304,35 @@ async def test_recording_completed_consumed_from_the_durable_queue(
     finally:
         await bus.close()
     # no consumer existed when it was published: it waited in the durable queue
-    (props, body), = await asyncio.to_thread(broker.read, queue, 1)
+    ((props, body),) = await asyncio.to_thread(broker.read, queue, 1)
     assert body == envelope
     assert body["schemaVersion"] == 1 and body["type"] == "recording.completed"
     uuid.UUID(body["eventId"])
     assert datetime.fromisoformat(body["occurredAt"]).tzinfo is not None
     d = body["data"]
     assert d["meetingId"] == meeting and d["roomId"] == "room-1"
-    assert d["object"] == {"storage": "s3", "bucket": "recordings", "key": "recordings/room-1/rec-0.mp4",
-                           "size": 123456789, "contentType": "video/mp4", "duration": 1800.5,
-                           "etag": "abc-3", "sha256": "0" * 64}
+    assert d["object"] == {
+        "storage": "s3",
+        "bucket": "recordings",
+        "key": "recordings/room-1/rec-0.mp4",
+        "size": 123456789,
+        "contentType": "video/mp4",
+        "duration": 1800.5,
+        "etag": "abc-3",
+        "sha256": "0" * 64,
+    }
     assert datetime.fromisoformat(d["startedAt"]) < datetime.fromisoformat(d["endedAt"])
     ada, bob = d["participants"]
-    assert ada == {"peerId": "peer-a", "displayName": "Ada", "email": "ada@example.org",
-                   "aiSettings": {"summary": True, "language": "fr"},
-                   "integrations": {"notion": {"token": SECRET_TOKEN, "pageId": "p-1"},
-                                    "slack": {"webhookUrl": "https://hooks.example/T/B/xyz"}}}
+    assert ada == {
+        "peerId": "peer-a",
+        "displayName": "Ada",
+        "email": "ada@example.org",
+        "aiSettings": {"summary": True, "language": "fr"},
+        "integrations": {
+            "notion": {"token": SECRET_TOKEN, "pageId": "p-1"},
+            "slack": {"webhookUrl": "https://hooks.example/T/B/xyz"},
+        },
+    }
     assert bob["peerId"] == "peer-b" and bob["email"] is None
     assert props.delivery_mode == 2 and props.content_type == "application/json"
     assert props.message_id == body["eventId"] and props.type == "recording.completed"
@@ -312,8 +340,12 @@ async def test_recording_completed_consumed_from_the_durable_queue(
     # every type reaches a queue bound to '#', in publication order
     everything = await asyncio.to_thread(broker.read, all_queue, 5)
     assert [b["type"] for _, b in everything] == [
-        "recording.completed", "meeting.started", "participant.joined", "participant.left",
-        "meeting.ended"]
+        "recording.completed",
+        "meeting.started",
+        "participant.joined",
+        "participant.left",
+        "meeting.ended",
+    ]
     # the queue and exchange are durable: redeclaring them non-durable is refused
     conn = pika.BlockingConnection(pika.URLParameters(broker.url))
     try:
@@ -344,7 +376,8 @@ async def test_invalid_events_never_reach_the_outbox(tmp_path: Path) -> None:
 
 
 async def test_broker_stopped_while_publishing_100_events_none_lost(
-        owned_broker: Broker, rabbitmq_owned, tmp_path: Path) -> None:
+    owned_broker: Broker, rabbitmq_owned, tmp_path: Path
+) -> None:
     exchange, queue = owned_broker.names()
     publisher = RabbitPublisher(owned_broker.url, exchange=exchange, queue=queue)
     bus = EventBus(SQLiteOutbox(tmp_path / "parley.sqlite3"), publisher, retry_initial=0.2, retry_max=1.0)
@@ -374,8 +407,10 @@ async def test_broker_stopped_while_publishing_100_events_none_lost(
     received = await asyncio.to_thread(owned_broker.read, queue, 100, 30)
     got = [b["eventId"] for _, b in received if b["data"]["meetingId"] == meeting]
     assert len(set(got)) == 100 and set(got) == set(ids), f"{len(set(got))} of 100 delivered"
-    print(f"\n{waiting_during_outage} events waited in the outbox during the outage; "
-          f"{len(got) - len(set(got))} duplicate(s); {publisher.connects} connections")
+    print(
+        f"\n{waiting_during_outage} events waited in the outbox during the outage; "
+        f"{len(got) - len(set(got))} duplicate(s); {publisher.connects} connections"
+    )
 
 
 async def test_connection_cut_while_publishing_100_events(broker: Broker, tmp_path: Path) -> None:
@@ -438,13 +473,19 @@ PUBLISHER_SCRIPT = textwrap.dedent("""
 
 
 async def test_publisher_restart_with_events_in_the_outbox(
-        broker: Broker, outbox_kind: str, tmp_path: Path, request) -> None:
+    broker: Broker, outbox_kind: str, tmp_path: Path, request
+) -> None:
     exchange, queue = broker.names()
     all_queue = broker.bind_all(exchange)
     script = tmp_path / "publisher.py"
     script.write_text(PUBLISHER_SCRIPT)
-    cfg: dict[str, Any] = {"outbox": outbox_kind, "sqlite": str(tmp_path / "parley.sqlite3"),
-                           "exchange": exchange, "queue": queue, "meeting": unique("m")}
+    cfg: dict[str, Any] = {
+        "outbox": outbox_kind,
+        "sqlite": str(tmp_path / "parley.sqlite3"),
+        "exchange": exchange,
+        "queue": queue,
+        "meeting": unique("m"),
+    }
     cleanup = None
     if outbox_kind == "mongo":
         mongo = request.getfixturevalue("mongo")
@@ -453,9 +494,13 @@ async def test_publisher_restart_with_events_in_the_outbox(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     try:
         # 1. the broker is unreachable: 25 events pile up in the outbox; the process is killed
-        proc = subprocess.Popen([sys.executable, str(script), json.dumps(
-            cfg | {"url": closed_port_url(), "count": 25, "mode": "hang"})],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), json.dumps(cfg | {"url": closed_port_url(), "count": 25, "mode": "hang"})],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+        )
         with proc:  # closes the pipes
             try:
                 line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
@@ -465,17 +510,25 @@ async def test_publisher_restart_with_events_in_the_outbox(
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
         assert len(published) == 25
-        box = (SQLiteOutbox(cfg["sqlite"]) if outbox_kind == "sqlite"
-               else MongoOutbox(cfg["mongo_uri"], collection=cfg["collection"]))
+        box = (
+            SQLiteOutbox(cfg["sqlite"])
+            if outbox_kind == "sqlite"
+            else MongoOutbox(cfg["mongo_uri"], collection=cfg["collection"])
+        )
         await box.open()
         try:
             assert await box.count() == 25
         finally:
             await box.close()
         # 2. restarted with a reachable broker: it delivers what the outbox holds
-        done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), json.dumps(
-            cfg | {"url": broker.url, "count": 0, "mode": "flush"})],
-            capture_output=True, env=env, cwd=tmp_path, timeout=120)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(script), json.dumps(cfg | {"url": broker.url, "count": 0, "mode": "flush"})],
+            capture_output=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr.decode()
         assert json.loads(done.stdout.decode().splitlines()[-1]) == {"flushed": True}
         received = await asyncio.to_thread(broker.read, all_queue, 25)
@@ -506,7 +559,9 @@ async def test_shutdown_flushes_with_a_bounded_wait(broker: Broker, tmp_path: Pa
     await bus.close(flush_timeout=10)
     assert len(await asyncio.to_thread(broker.read, queue, 20)) == 20
     # broker unreachable: close() gives up after the timeout, the events stay
-    bus = EventBus(SQLiteOutbox(tmp_path / "b.sqlite3"), RabbitPublisher(closed_port_url(), exchange=exchange, queue=queue))
+    bus = EventBus(
+        SQLiteOutbox(tmp_path / "b.sqlite3"), RabbitPublisher(closed_port_url(), exchange=exchange, queue=queue)
+    )
     await bus.start()
     for i in range(3):
         await bus.publish(RECORDING_COMPLETED, recording_data(meeting, i))
@@ -546,8 +601,10 @@ async def test_same_contract_with_and_without_a_broker(mode: str, broker: Broker
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         flushed = await bus.flush(20)
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"http://127.0.0.1:{port}/api/events/outbox") as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/api/events/outbox") as resp,
+        ):
             assert resp.status == 200
             view = await resp.json()
     finally:
@@ -563,12 +620,15 @@ async def test_same_contract_with_and_without_a_broker(mode: str, broker: Broker
         assert [e["eventId"] for e in view["events"]] == ids
         shown = view["events"][0]["event"]
         assert shown["data"]["participants"][0]["integrations"] == {
-            "notion": {"token": "***", "pageId": "***"}, "slack": {"webhookUrl": "***"}}
+            "notion": {"token": "***", "pageId": "***"},
+            "slack": {"webhookUrl": "***"},
+        }
         assert SECRET_TOKEN not in json.dumps(view)
         assert shown["data"]["object"] == published[0]["data"]["object"]
         # later, with RABBITMQ_URL set, the same outbox is delivered
-        later = EventBus(type(outbox)(**_outbox_args(outbox)),
-                         RabbitPublisher(broker.url, exchange=exchange, queue=queue))
+        later = EventBus(
+            type(outbox)(**_outbox_args(outbox)), RabbitPublisher(broker.url, exchange=exchange, queue=queue)
+        )
         await later.start()
         try:
             assert await later.flush(20)
@@ -594,8 +654,9 @@ async def test_app_wiring_upload_publishes_recording_completed(broker: Broker, t
     object reference, GET /api/events/outbox, shutdown flushing."""
     queue = unique("test-ai")
     broker.queues.append(queue)
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", rabbitmq_url=broker.url,
-                        rabbitmq_ai_queue=queue, host="127.0.0.1")
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path / "data", rabbitmq_url=broker.url, rabbitmq_ai_queue=queue, host="127.0.0.1"
+    )
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     events_subsystem.setup(app, settings=SETTINGS)
@@ -615,15 +676,23 @@ async def test_app_wiring_upload_publishes_recording_completed(broker: Broker, t
         context = recording_data(unique("m"))
         del context["object"]
         context = json.loads(json.dumps(context, default=str))
-        job = await uploads.submit(rec, recording_key("room-1", "rec.mp4"), content_type="video/mp4",
-                                        duration=12.0, delete_local=True, kind="recording.completed",
-                                        context=context)
+        job = await uploads.submit(
+            rec,
+            recording_key("room-1", "rec.mp4"),
+            content_type="video/mp4",
+            duration=12.0,
+            delete_local=True,
+            kind="recording.completed",
+            context=context,
+        )
         ref = await uploads.wait(job, timeout=30)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"http://127.0.0.1:{port}/api/events/outbox?limit=5") as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/api/events/outbox?limit=5") as resp,
+        ):
             assert resp.status == 200
             assert (await resp.json())["broker"]["queue"] == queue
     finally:
@@ -633,10 +702,16 @@ async def test_app_wiring_upload_publishes_recording_completed(broker: Broker, t
     assert len(bodies) == 1
     event = bodies[0]
     assert event["eventId"] == str(uuid.UUID(job.id))  # stable: a re-run handler dedups
-    assert event["data"]["object"] == {"storage": "local", "bucket": "recordings",
-                                       "key": "recordings/room-1/rec.mp4", "size": 100_000,
-                                       "contentType": "video/mp4", "duration": 12.0,
-                                       "etag": ref.etag, "sha256": ref.sha256}
+    assert event["data"]["object"] == {
+        "storage": "local",
+        "bucket": "recordings",
+        "key": "recordings/room-1/rec.mp4",
+        "size": 100_000,
+        "contentType": "video/mp4",
+        "duration": 12.0,
+        "etag": ref.etag,
+        "sha256": ref.sha256,
+    }
     assert event["data"]["participants"][0]["integrations"]["notion"]["token"] == SECRET_TOKEN
 
 
@@ -656,8 +731,7 @@ async def test_admin_guard() -> None:
             def get_extra_info(self, name: str, default: Any = None) -> Any:
                 return (remote, 40000) if name == "peername" else default
 
-        return make_mocked_request("GET", "/api/events/outbox", headers=headers or {}, app=app,
-                                   transport=Transport())
+        return make_mocked_request("GET", "/api/events/outbox", headers=headers or {}, app=app, transport=Transport())
 
     assert (await guarded(request("127.0.0.1"))).status == 200
     assert (await guarded(request("::1"))).status == 200
@@ -682,9 +756,10 @@ async def test_no_credentials_in_logs(broker: Broker, tmp_path: Path) -> None:
         assert await bus.flush(10)
         await bus.outbox_view()
         await bus.close()
-        bad = EventBus(SQLiteOutbox(tmp_path / "p.sqlite3"),
-                       RabbitPublisher(url.replace("guest:guest@", f"guest:{SECRET_TOKEN}@"),
-                                       exchange=exchange, queue=None))
+        bad = EventBus(
+            SQLiteOutbox(tmp_path / "p.sqlite3"),
+            RabbitPublisher(url.replace("guest:guest@", f"guest:{SECRET_TOKEN}@"), exchange=exchange, queue=None),
+        )
         with pytest.raises(BrokerAuthError):
             await bad.start()
     finally:
@@ -703,9 +778,28 @@ async def test_example_consumer_prints_events(broker: Broker, tmp_path: Path) ->
     envelope = await bus.publish(RECORDING_COMPLETED, recording_data(unique("m")))
     await bus.close()
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "control.events.consume", "--url", broker.url,
-                         "--queue", queue, "--exchange", exchange, "--peek", "-n", "1", "--timeout", "20"],
-        capture_output=True, cwd=tmp_path, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "control.events.consume",
+            "--url",
+            broker.url,
+            "--queue",
+            queue,
+            "--exchange",
+            exchange,
+            "--peek",
+            "-n",
+            "1",
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr.decode()
     (line,) = done.stdout.decode().splitlines()
     printed = json.loads(line)

@@ -3,6 +3,7 @@
 Needs `make setup` (workers/native/build.py) to have run; a missing binary is a
 failure that says so, never a skip. Independent of workers/channel.py.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -69,7 +70,10 @@ def test_build_script_second_run_is_a_cache_hit():
     path = _binary()
     check = subprocess.run(
         [sys.executable, str(BUILD_SCRIPT), "--check"],
-        capture_output=True, text=True, timeout=60, env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_script_env(),
     )
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip().splitlines()[-1] == str(path)
@@ -77,7 +81,10 @@ def test_build_script_second_run_is_a_cache_hit():
     started = time.monotonic()
     again = subprocess.run(
         [sys.executable, str(BUILD_SCRIPT)],
-        capture_output=True, text=True, timeout=120, env=_script_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_script_env(),
     )
     elapsed = time.monotonic() - started
     assert again.returncode == 0, again.stderr
@@ -188,8 +195,11 @@ def test_worker_announces_running_then_exits_when_its_channel_closes():
         sys.path.remove(str(native.generated_dir()))
 
     proc, req_w, rsp_r = build.spawn_worker(
-        _binary(), ["--logLevel=warn"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        _binary(),
+        ["--logLevel=warn"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 10
@@ -206,7 +216,7 @@ def test_worker_announces_running_then_exits_when_its_channel_closes():
 
         os.close(req_w)  # the worker's request pipe hits EOF
         req_w = -1
-        out, err = proc.communicate(timeout=10)
+        _out, err = proc.communicate(timeout=10)
         # Observed: a closed channel makes the worker close itself cleanly.
         assert proc.returncode == 0, (proc.returncode, err.decode(errors="replace"))
     finally:

@@ -25,10 +25,16 @@ def test_rabbitmq_publish_consume_roundtrip(rabbitmq):
         queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
         body = b"parley-" + os.urandom(512)
         channel.basic_publish(
-            exchange="", routing_key=queue, body=body, mandatory=True,
-            properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent,
-                                            content_type="application/octet-stream",
-                                            headers={"test": "services"}))
+            exchange="",
+            routing_key=queue,
+            body=body,
+            mandatory=True,
+            properties=pika.BasicProperties(
+                delivery_mode=pika.DeliveryMode.Persistent,
+                content_type="application/octet-stream",
+                headers={"test": "services"},
+            ),
+        )
         received = []
 
         def on_message(ch, method, properties, payload):
@@ -69,8 +75,7 @@ def test_s3_put_get_roundtrip(s3):
     bucket = _bucket(client)
     try:
         data = os.urandom(300 * 1024)
-        client.put_object(Bucket=bucket, Key="rec/room-1/part-0.mp4", Body=data,
-                          ContentType="video/mp4")
+        client.put_object(Bucket=bucket, Key="rec/room-1/part-0.mp4", Body=data, ContentType="video/mp4")
         got = client.get_object(Bucket=bucket, Key="rec/room-1/part-0.mp4")
         assert got["Body"].read() == data
         assert got["ContentLength"] == len(data)
@@ -86,12 +91,10 @@ def test_s3_refuses_wrong_secret(s3):
 
     from tests.services import _s3_client
 
-    bad = _s3_client(s3.endpoint, s3.access_key, "not-the-secret", s3.region,
-                     retries={"max_attempts": 1})
+    bad = _s3_client(s3.endpoint, s3.access_key, "not-the-secret", s3.region, retries={"max_attempts": 1})
     with pytest.raises(ClientError) as info:
         bad.list_buckets()
-    assert info.value.response["Error"]["Code"] in {"SignatureDoesNotMatch", "AccessDenied",
-                                                     "InvalidAccessKeyId"}
+    assert info.value.response["Error"]["Code"] in {"SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId"}
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["graceful", "killed"])
@@ -112,9 +115,8 @@ def test_s3_stopped_refuses_then_comes_back(s3_owned):
     from botocore.exceptions import EndpointConnectionError
 
     client = s3_owned.client(retries={"max_attempts": 1}, connect_timeout=1)
-    with s3_owned.stopped():
-        with pytest.raises(EndpointConnectionError):
-            client.list_buckets()
+    with s3_owned.stopped(), pytest.raises(EndpointConnectionError):
+        client.list_buckets()
     s3_owned.client().list_buckets()
 
 
@@ -140,8 +142,7 @@ async def test_mongo_refuses_wrong_credentials(mongo):
 
     if not mongo.owned and "@" not in mongo.uri:
         pytest.fail("MONGODB_URI has no credentials: cannot check that auth is enforced")
-    wrong = AsyncMongoClient(mongo.uri, password="not-the-password",
-                             serverSelectionTimeoutMS=5000)
+    wrong = AsyncMongoClient(mongo.uri, password="not-the-password", serverSelectionTimeoutMS=5000)
     try:
         with pytest.raises(OperationFailure) as info:
             await wrong[mongo.db_name]["x"].find_one()
@@ -150,8 +151,7 @@ async def test_mongo_refuses_wrong_credentials(mongo):
         await wrong.close()
     # No credentials at all: commands are refused too.
     host = mongo.uri.split("@", 1)[1].split("/", 1)[0]
-    anonymous = AsyncMongoClient(f"mongodb://{host}/?directConnection=true",
-                                 serverSelectionTimeoutMS=5000)
+    anonymous = AsyncMongoClient(f"mongodb://{host}/?directConnection=true", serverSelectionTimeoutMS=5000)
     try:
         with pytest.raises(OperationFailure):
             await anonymous[mongo.db_name]["x"].find_one()
@@ -166,7 +166,8 @@ async def test_mongo_restart_keeps_data(mongo_owned, kill):
     try:
         await client[mongo_owned.db_name][name].create_index("seq", unique=True)
         await client[mongo_owned.db_name][name].insert_many(
-            [{"seq": i, "text": f"before restart {i}"} for i in range(3)])
+            [{"seq": i, "text": f"before restart {i}"} for i in range(3)]
+        )
     finally:
         await client.close()
     uri = mongo_owned.uri

@@ -54,8 +54,9 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def http(url: str, *, method: str = "GET", data: bytes | None = None,
-         headers: dict[str, str] | None = None, context=None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    url: str, *, method: str = "GET", data: bytes | None = None, headers: dict[str, str] | None = None, context=None
+) -> tuple[int, dict[str, str], bytes]:
     """A plain HTTP request (urllib): (status, headers, body), errors included."""
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
@@ -81,8 +82,7 @@ def s3_store(service, bucket: str, **options) -> S3Storage:
     options.setdefault("part_size", 5 * MB)
     options.setdefault("retry_initial", 0.2)
     options.setdefault("retry_max", 1.0)
-    return S3Storage(service.endpoint, service.access_key, service.secret_key, bucket,
-                     region=service.region, **options)
+    return S3Storage(service.endpoint, service.access_key, service.secret_key, bucket, region=service.region, **options)
 
 
 @pytest.fixture
@@ -162,8 +162,7 @@ async def test_30mb_upload_is_verified(store: ObjectStore, big_file, tmp_path: P
     path, data = big_file
     sent: list[int] = []
     began = time.monotonic()
-    ref = await upload_recording(store, path, "room-42", content_type="video/mp4", duration=61.5,
-                                 progress=sent.append)
+    ref = await upload_recording(store, path, "room-42", content_type="video/mp4", duration=61.5, progress=sent.append)
     elapsed = time.monotonic() - began
     assert ref.key == "recordings/room-42/meeting.mp4"
     assert ref.size == len(data) and ref.sha256 == sha256(data)
@@ -175,7 +174,7 @@ async def test_30mb_upload_is_verified(store: ObjectStore, big_file, tmp_path: P
     assert info.metadata.get("sha256") == ref.sha256
     if isinstance(store, S3Storage):
         # 30 MB in 5 MB parts: a 6-part multipart upload, ETag = md5 of the part md5s
-        parts = [hashlib.md5(data[i:i + 5 * MB]).digest() for i in range(0, len(data), 5 * MB)]
+        parts = [hashlib.md5(data[i : i + 5 * MB]).digest() for i in range(0, len(data), 5 * MB)]
         assert ref.etag == f"{hashlib.md5(b''.join(parts)).hexdigest()}-6"
     else:
         assert ref.etag == hashlib.md5(data).hexdigest()
@@ -211,24 +210,28 @@ async def test_presigned_get_over_plain_http(store: ObjectStore, tmp_path: Path)
 
 async def test_presigned_put_from_plain_http(store: ObjectStore) -> None:
     data = b"%PDF-1.7 " + os.urandom(50_000)
-    put = await presign_chat_upload(store, "room-9", "Notes d'été (v2).pdf",
-                                          content_type="application/pdf", size=len(data))
+    put = await presign_chat_upload(
+        store, "room-9", "Notes d'été (v2).pdf", content_type="application/pdf", size=len(data)
+    )
     prefix, room, file_id, name = put.key.split("/")
     assert (prefix, room, name) == ("chat", "room-9", "Notes_d_ete_v2.pdf") and len(file_id) >= 16
     assert put.method == "PUT" and put.expires_at > time.time() + 3000
     assert put.headers["Content-Type"] == "application/pdf"
 
     # the wrong type, or a body of another size, is refused by the server
-    status, _, _ = await asyncio.to_thread(http, put.url, method="PUT", data=data,
-                                           headers={"Content-Type": "text/html"})
+    status, _, _ = await asyncio.to_thread(
+        http, put.url, method="PUT", data=data, headers={"Content-Type": "text/html"}
+    )
     assert status == 403
-    status, _, _ = await asyncio.to_thread(http, put.url, method="PUT", data=data + b"more",
-                                           headers={"Content-Type": "application/pdf"})
+    status, _, _ = await asyncio.to_thread(
+        http, put.url, method="PUT", data=data + b"more", headers={"Content-Type": "application/pdf"}
+    )
     assert status == 403
     assert await store.head(put.key) is None
 
-    status, _, _ = await asyncio.to_thread(http, put.url, method="PUT", data=data,
-                                           headers={"Content-Type": "application/pdf"})
+    status, _, _ = await asyncio.to_thread(
+        http, put.url, method="PUT", data=data, headers={"Content-Type": "application/pdf"}
+    )
     assert status == 200
     info = await store.head(put.key)
     assert info is not None and info.size == len(data) and info.content_type == "application/pdf"
@@ -237,18 +240,24 @@ async def test_presigned_put_from_plain_http(store: ObjectStore) -> None:
 
     # the policy: too large, or a type that is not allowed, is never signed
     with pytest.raises(UploadRejected, match="too large"):
-        await presign_chat_upload(store, "room-9", "big.zip", content_type="application/zip",
-                                        size=store.chat_policy.max_bytes + 1)
+        await presign_chat_upload(
+            store, "room-9", "big.zip", content_type="application/zip", size=store.chat_policy.max_bytes + 1
+        )
     with pytest.raises(UploadRejected, match="not allowed"):
-        await presign_chat_upload(store, "room-9", "run.exe", content_type="application/x-msdownload",
-                                        size=10)
+        await presign_chat_upload(store, "room-9", "run.exe", content_type="application/x-msdownload", size=10)
 
 
 async def test_keys_from_validated_ids_only(store: ObjectStore, tmp_path: Path) -> None:
     path = tmp_path / "x.mp4"
     path.write_bytes(b"x")
-    for bad_key in ("../x.mp4", "recordings/../../etc/passwd", "/recordings/r/x.mp4",
-                    "recordings//x.mp4", "recordings/r/.env", "recordings/r/x.mp4?versionId=1"):
+    for bad_key in (
+        "../x.mp4",
+        "recordings/../../etc/passwd",
+        "/recordings/r/x.mp4",
+        "recordings//x.mp4",
+        "recordings/r/.env",
+        "recordings/r/x.mp4?versionId=1",
+    ):
         with pytest.raises(InvalidKey):
             await store.upload_file(path, bad_key)
         with pytest.raises(InvalidKey):
@@ -273,9 +282,15 @@ async def test_upload_queue_stores_then_hands_off_then_deletes(uploads: UploadQu
 
     uploads.on_uploaded("recording.completed", on_done)
     await uploads.start()
-    job = await uploads.submit(path, recording_key("room-3", "rec-1.mp4"), content_type="video/mp4",
-                                    duration=2.0, delete_local=True, kind="recording.completed",
-                                    context={"meetingId": "m-1"})
+    job = await uploads.submit(
+        path,
+        recording_key("room-3", "rec-1.mp4"),
+        content_type="video/mp4",
+        duration=2.0,
+        delete_local=True,
+        kind="recording.completed",
+        context={"meetingId": "m-1"},
+    )
     assert (tmp_path / "uploads" / f"{job.id}.json").exists()  # journaled before it runs
     ref = await uploads.wait(job, timeout=60)
     assert ref.sha256 == sha256(data) and ref.duration == 2.0
@@ -310,8 +325,7 @@ async def test_bucket_created_when_missing_concurrently_and_when_existing(s3, bu
 
 async def test_wrong_credentials_are_refused_with_a_clear_error(s3, bucket_name: str, tmp_path: Path) -> None:
     wrong_secret = "not-the-secret-" + secrets.token_hex(8)
-    st = S3Storage(s3.endpoint, s3.access_key, wrong_secret, bucket_name, region=s3.region,
-                   retry_initial=0.1)
+    st = S3Storage(s3.endpoint, s3.access_key, wrong_secret, bucket_name, region=s3.region, retry_initial=0.1)
     path = tmp_path / "a.txt"
     path.write_bytes(b"a")
     try:
@@ -328,15 +342,21 @@ async def test_wrong_credentials_are_refused_with_a_clear_error(s3, bucket_name:
         await st.close()
     st = S3Storage(s3.endpoint, "nobody", wrong_secret, bucket_name, region=s3.region)
     try:
-        with pytest.raises(StorageAuthError, match="InvalidAccessKeyId.*unknown"):
+        with pytest.raises(StorageAuthError, match=r"InvalidAccessKeyId.*unknown"):
             await st.ensure_bucket()
     finally:
         await st.close()
 
 
 async def test_app_start_fails_on_wrong_credentials(s3, bucket_name: str, tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", minio_endpoint=s3.endpoint,
-                        minio_access_key=s3.access_key, minio_secret_key="wrong", minio_bucket=bucket_name)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        minio_endpoint=s3.endpoint,
+        minio_access_key=s3.access_key,
+        minio_secret_key="wrong",
+        minio_bucket=bucket_name,
+    )
     app = web.Application()
     app[SETTINGS] = settings
     storage_subsystem.setup(app, settings=SETTINGS, events=None)
@@ -345,8 +365,9 @@ async def test_app_start_fails_on_wrong_credentials(s3, bucket_name: str, tmp_pa
         await runner.setup()
     await runner.cleanup()
     # right credentials: the bucket is created at start-up
-    settings = settings.model_copy(update={"minio_secret_key": Settings(
-        _env_file=None, minio_secret_key=s3.secret_key).minio_secret_key})
+    settings = settings.model_copy(
+        update={"minio_secret_key": Settings(_env_file=None, minio_secret_key=s3.secret_key).minio_secret_key}
+    )
     app = web.Application()
     app[SETTINGS] = settings
     storage_subsystem.setup(app, settings=SETTINGS, events=None)
@@ -362,9 +383,18 @@ async def test_app_start_fails_on_wrong_credentials(s3, bucket_name: str, tmp_pa
 async def test_5xx_answers_are_retried_with_backoff(s3, bucket_name: str, tmp_path: Path) -> None:
     host, port = s3.endpoint.removeprefix("http://").split(":")
     proxy = TcpProxy(host, int(port))
-    st = S3Storage(f"http://127.0.0.1:{proxy.port}", s3.access_key, s3.secret_key, bucket_name,
-                   region=s3.region, part_size=5 * MB, request_attempts=2, upload_attempts=5,
-                   retry_initial=0.1, retry_max=0.5)
+    st = S3Storage(
+        f"http://127.0.0.1:{proxy.port}",
+        s3.access_key,
+        s3.secret_key,
+        bucket_name,
+        region=s3.region,
+        part_size=5 * MB,
+        request_attempts=2,
+        upload_attempts=5,
+        retry_initial=0.1,
+        retry_max=0.5,
+    )
     data = os.urandom(12 * MB)
     path = tmp_path / "r.mp4"
     path.write_bytes(data)
@@ -385,21 +415,39 @@ async def test_tls_endpoint(s3, bucket_name: str, tmp_path: Path) -> None:
     import ssl
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     host, port = s3.endpoint.removeprefix("http://").split(":")
     proxy = TcpProxy(host, int(port), tls=server_ctx)
     endpoint = f"https://127.0.0.1:{proxy.port}"
     untrusted = S3Storage(endpoint, s3.access_key, s3.secret_key, bucket_name, region=s3.region)
-    trusted = S3Storage(endpoint, s3.access_key, s3.secret_key, bucket_name, region=s3.region,
-                        verify=str(cert))
+    trusted = S3Storage(endpoint, s3.access_key, s3.secret_key, bucket_name, region=s3.region, verify=str(cert))
     path = tmp_path / "tls.txt"
     path.write_bytes(b"over TLS")
     try:
-        with pytest.raises(StorageError, match="TLS error.*AWS_CA_BUNDLE") as info:
+        with pytest.raises(StorageError, match=r"TLS error.*AWS_CA_BUNDLE") as info:
             await untrusted.ensure_bucket()
         assert not info.value.retryable
         ref = await trusted.upload_file(path, "recordings/r/tls.txt")
@@ -423,8 +471,9 @@ async def test_upload_interrupted_by_server_stop_completes_after_restart(s3_owne
     path.write_bytes(data)
     sent: list[int] = []
     try:
-        job = await queue.submit(path, recording_key("room-5", path.name), content_type="video/mp4",
-                                     delete_local=True, progress=sent.append)
+        job = await queue.submit(
+            path, recording_key("room-5", path.name), content_type="video/mp4", delete_local=True, progress=sent.append
+        )
         deadline = time.monotonic() + 30
         while sum(sent) < 6 * MB:  # part-way through the multipart upload
             assert time.monotonic() < deadline, "upload made no progress"
@@ -445,8 +494,10 @@ async def test_upload_interrupted_by_server_stop_completes_after_restart(s3_owne
         got = s3_owned.client().get_object(Bucket=bucket, Key=ref.key)["Body"].read()
         assert sha256(got) == sha256(data)
         assert not path.exists()  # removed only now that the object is confirmed
-        print(f"\nupload done after {job.attempts} failed attempt(s), "
-              f"server down for {s3_owned.last_startup_seconds:.1f}s restart")
+        print(
+            f"\nupload done after {job.attempts} failed attempt(s), "
+            f"server down for {s3_owned.last_startup_seconds:.1f}s restart"
+        )
     finally:
         await queue.close()
         await st.close()
@@ -463,8 +514,13 @@ async def test_queued_upload_resumes_in_a_new_process(s3_owned, tmp_path: Path) 
     await queue.start()
     try:
         with s3_owned.stopped():
-            job = await queue.submit(path, recording_key("room-6", "rec.mp4"), delete_local=True,
-                                            kind="recording.completed", context={"meetingId": "m-6"})
+            job = await queue.submit(
+                path,
+                recording_key("room-6", "rec.mp4"),
+                delete_local=True,
+                kind="recording.completed",
+                context={"meetingId": "m-6"},
+            )
             while job.attempts < 1:
                 await asyncio.sleep(0.05)
             await queue.close()  # "the process exits" with the job unfinished

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -32,8 +32,13 @@ from control.store.ids import (
 )
 from control.store.models import ChatMessage, Cursor, FileRef, InvalidCursor, Sender, iso_ms
 
-FILE = {"bucket": "recordings", "key": "chat/room1/abc/report.pdf", "name": "report.pdf",
-        "size": 1234, "mimeType": "application/pdf"}
+FILE = {
+    "bucket": "recordings",
+    "key": "chat/room1/abc/report.pdf",
+    "name": "report.pdf",
+    "size": 1234,
+    "mimeType": "application/pdf",
+}
 
 
 def refused(payload, code, field=None, limits=ChatLimits()):
@@ -61,22 +66,25 @@ def test_type_defaults_to_text_and_unknown_keys_are_ignored():
     assert (c.type, c.text) == ("text", "hi")
 
 
-@pytest.mark.parametrize("payload, code, field", [
-    ({"type": "text"}, "missing_field", "text"),
-    ({"type": "text", "text": ""}, "empty", "text"),
-    ({"type": "text", "text": "  \n\t "}, "empty", "text"),
-    ({"type": "text", "text": 42}, "invalid_type", "text"),
-    ({"type": "text", "text": "bell\x07"}, "control_characters", "text"),
-    ({"type": "text", "text": "nul\x00byte"}, "control_characters", "text"),
-    ({"type": "text", "text": "esc\x1b[31mred"}, "control_characters", "text"),
-    ({"type": "text", "text": "del\x7f"}, "control_characters", "text"),
-    ({"type": "text", "text": "c1\x85"}, "control_characters", "text"),
-    ({"type": "text", "text": "lone \ud800 surrogate"}, "control_characters", "text"),
-    ({"type": "system", "text": "I am the server"}, "forbidden_type", "type"),
-    ({"type": "video", "text": "x"}, "invalid_type", "type"),
-    ({"type": "file"}, "missing_field", "file"),
-    ({"type": "file", "file": "s3://x"}, "missing_field", "file"),
-])
+@pytest.mark.parametrize(
+    "payload, code, field",
+    [
+        ({"type": "text"}, "missing_field", "text"),
+        ({"type": "text", "text": ""}, "empty", "text"),
+        ({"type": "text", "text": "  \n\t "}, "empty", "text"),
+        ({"type": "text", "text": 42}, "invalid_type", "text"),
+        ({"type": "text", "text": "bell\x07"}, "control_characters", "text"),
+        ({"type": "text", "text": "nul\x00byte"}, "control_characters", "text"),
+        ({"type": "text", "text": "esc\x1b[31mred"}, "control_characters", "text"),
+        ({"type": "text", "text": "del\x7f"}, "control_characters", "text"),
+        ({"type": "text", "text": "c1\x85"}, "control_characters", "text"),
+        ({"type": "text", "text": "lone \ud800 surrogate"}, "control_characters", "text"),
+        ({"type": "system", "text": "I am the server"}, "forbidden_type", "type"),
+        ({"type": "video", "text": "x"}, "invalid_type", "type"),
+        ({"type": "file"}, "missing_field", "file"),
+        ({"type": "file", "file": "s3://x"}, "missing_field", "file"),
+    ],
+)
 def test_refused_content(payload, code, field):
     refused(payload, code, field)
 
@@ -91,7 +99,7 @@ def test_text_length_limit_counts_characters():
     err = refused({"text": "x" * 4001}, "text_too_long", "text")
     assert "4000" in err.message
     # code points, not bytes: 4000 emoji (16,000 UTF-8 bytes) are fine
-    assert validate_content({"text": "\U0001F600" * 4000}).text is not None
+    assert validate_content({"text": "\U0001f600" * 4000}).text is not None
     # configurable
     refused({"text": "x" * 11}, "text_too_long", limits=ChatLimits(max_text_length=10))
     assert validate_content({"text": "x" * 10}, ChatLimits(max_text_length=10)).text == "x" * 10
@@ -104,32 +112,36 @@ def test_crlf_normalization_happens_before_the_length_check():
 def test_file_message():
     c = validate_content({"type": "file", "file": dict(FILE, mimeType="Application/PDF"), "text": "the report"})
     assert c.type == "file" and c.text == "the report"
-    assert c.file == FileRef(bucket="recordings", key="chat/room1/abc/report.pdf", name="report.pdf",
-                             size=1234, mime_type="application/pdf")
+    assert c.file == FileRef(
+        bucket="recordings", key="chat/room1/abc/report.pdf", name="report.pdf", size=1234, mime_type="application/pdf"
+    )
     assert validate_content({"type": "file", "file": FILE}).text is None  # caption optional
     assert validate_content({"type": "file", "file": FILE, "text": "  "}).text is None
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"bucket": "Bad_Bucket"}, "file.bucket"),
-    ({"bucket": "ab"}, "file.bucket"),
-    ({"bucket": None}, "file.bucket"),
-    ({"key": ""}, "file.key"),
-    ({"key": "a" * 1025}, "file.key"),
-    ({"key": "chat/\x00evil"}, "file.key"),
-    ({"name": None}, "file.name"),
-    ({"name": "../etc/passwd"}, "file.name"),
-    ({"name": "a\\b.txt"}, "file.name"),
-    ({"name": "x\ny.txt"}, "file.name"),
-    ({"name": "n" * 256}, "file.name"),
-    ({"size": -1}, "file.size"),
-    ({"size": 1.5}, "file.size"),
-    ({"size": "12"}, "file.size"),
-    ({"size": True}, "file.size"),
-    ({"mimeType": "pdf"}, "file.mimeType"),
-    ({"mimeType": "text/html; <script>"}, "file.mimeType"),
-    ({"mimeType": None}, "file.mimeType"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"bucket": "Bad_Bucket"}, "file.bucket"),
+        ({"bucket": "ab"}, "file.bucket"),
+        ({"bucket": None}, "file.bucket"),
+        ({"key": ""}, "file.key"),
+        ({"key": "a" * 1025}, "file.key"),
+        ({"key": "chat/\x00evil"}, "file.key"),
+        ({"name": None}, "file.name"),
+        ({"name": "../etc/passwd"}, "file.name"),
+        ({"name": "a\\b.txt"}, "file.name"),
+        ({"name": "x\ny.txt"}, "file.name"),
+        ({"name": "n" * 256}, "file.name"),
+        ({"size": -1}, "file.size"),
+        ({"size": 1.5}, "file.size"),
+        ({"size": "12"}, "file.size"),
+        ({"size": True}, "file.size"),
+        ({"mimeType": "pdf"}, "file.mimeType"),
+        ({"mimeType": "text/html; <script>"}, "file.mimeType"),
+        ({"mimeType": None}, "file.mimeType"),
+    ],
+)
 def test_refused_file_fields(change, field):
     with pytest.raises(ChatValidationError) as info:
         validate_file({**FILE, **change})
@@ -139,9 +151,16 @@ def test_refused_file_fields(change, field):
 def test_file_key_must_be_a_chat_upload_of_the_room():
     ok = validate_content({"type": "file", "file": FILE}, room_id="room1")
     assert ok.file is not None and ok.file.key == "chat/room1/abc/report.pdf"
-    for key in ("chat/room2/abc/report.pdf", "recordings/room1/meeting.mp4", "chat/room1/report.pdf",
-                "chat/room1/abc/d/report.pdf", "chat/room1/../room2/report.pdf", "chat/room1/abc/..",
-                "/chat/room1/abc/report.pdf", "chat/room1/abc/rep ort.pdf"):
+    for key in (
+        "chat/room2/abc/report.pdf",
+        "recordings/room1/meeting.mp4",
+        "chat/room1/report.pdf",
+        "chat/room1/abc/d/report.pdf",
+        "chat/room1/../room2/report.pdf",
+        "chat/room1/abc/..",
+        "/chat/room1/abc/report.pdf",
+        "chat/room1/abc/rep ort.pdf",
+    ):
         with pytest.raises(ChatValidationError) as info:
             validate_content({"type": "file", "file": {**FILE, "key": key}}, room_id="room1")
         assert info.value.field == "file.key", key
@@ -173,18 +192,21 @@ def test_sender_forms():
     assert validate_sender(Peer()) == want
 
 
-@pytest.mark.parametrize("sender, code, field", [
-    ({"displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
-    ({"peerId": "", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
-    ({"peerId": "a b", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
-    ({"peerId": "x" * 129, "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
-    ({"peerId": "a\nb", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
-    ({"peerId": "p1"}, "missing_field", "sender.displayName"),
-    ({"peerId": "p1", "displayName": " "}, "empty", "sender.displayName"),
-    ({"peerId": "p1", "displayName": "A" * 101}, "too_long", "sender.displayName"),
-    ({"peerId": "p1", "displayName": "Ada\nAdmin"}, "control_characters", "sender.displayName"),
-    ({"peerId": "p1", "displayName": "Ada\u2028Admin"}, "control_characters", "sender.displayName"),
-])
+@pytest.mark.parametrize(
+    "sender, code, field",
+    [
+        ({"displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
+        ({"peerId": "", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
+        ({"peerId": "a b", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
+        ({"peerId": "x" * 129, "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
+        ({"peerId": "a\nb", "displayName": "Ada"}, "invalid_peer_id", "sender.peerId"),
+        ({"peerId": "p1"}, "missing_field", "sender.displayName"),
+        ({"peerId": "p1", "displayName": " "}, "empty", "sender.displayName"),
+        ({"peerId": "p1", "displayName": "A" * 101}, "too_long", "sender.displayName"),
+        ({"peerId": "p1", "displayName": "Ada\nAdmin"}, "control_characters", "sender.displayName"),
+        ({"peerId": "p1", "displayName": "Ada\u2028Admin"}, "control_characters", "sender.displayName"),
+    ],
+)
 def test_refused_senders(sender, code, field):
     with pytest.raises(ChatValidationError) as info:
         validate_sender(sender)
@@ -197,10 +219,28 @@ def test_room_and_peer_ids_accepted(value):
     assert validate_peer_id(value) == value
 
 
-@pytest.mark.parametrize("value", [
-    "", None, 5, "a" * 65, "-room", ".room", "_room", "room.x", "..", "room/../x", "room x", "room%20",
-    "røom", "room\n", "room;drop", "$where", "{\"$gt\":\"\"}",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        None,
+        5,
+        "a" * 65,
+        "-room",
+        ".room",
+        "_room",
+        "room.x",
+        "..",
+        "room/../x",
+        "room x",
+        "room%20",
+        "røom",
+        "room\n",
+        "room;drop",
+        "$where",
+        '{"$gt":""}',
+    ],
+)
 def test_room_ids_refused(value):
     with pytest.raises(InvalidId):
         validate_room_id(value)
@@ -214,8 +254,9 @@ def test_peer_ids_signaling_accepts_are_accepted(value):
     assert validate_sender({"peerId": value, "displayName": "Ada"}).peer_id == value
 
 
-@pytest.mark.parametrize("value", ["", None, 5, "a" * 129, "peer x", "peer\n", "peer\t", "peer\x00",
-                                   "peer\x85", "peer\u2028", "peer\ud800"])
+@pytest.mark.parametrize(
+    "value", ["", None, 5, "a" * 129, "peer x", "peer\n", "peer\t", "peer\x00", "peer\x85", "peer\u2028", "peer\ud800"]
+)
 def test_peer_ids_refused(value):
     with pytest.raises(InvalidId):
         validate_peer_id(value)
@@ -256,7 +297,7 @@ def test_ids_are_ulids_increasing_and_carry_their_time():
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     ms, i = new_id_ms()
     assert id_ms(i) == ms
-    assert abs(datetime_to_ms(datetime.now(timezone.utc)) - ms) < 5000
+    assert abs(datetime_to_ms(datetime.now(UTC)) - ms) < 5000
     assert id_datetime(i) == ms_to_datetime(ms)
 
 
@@ -289,8 +330,8 @@ def test_validate_id():
 def test_ms_datetime_roundtrip_exact():
     for ms in (0, 1, 999, 1_700_000_000_123, 253_402_300_799_999):
         assert datetime_to_ms(ms_to_datetime(ms)) == ms
-    assert datetime_to_ms(datetime(2024, 1, 1, 0, 0, 0, 123999, tzinfo=timezone.utc)) % 1000 == 123
-    assert datetime_to_ms(datetime(2024, 1, 1)) == datetime_to_ms(datetime(2024, 1, 1, tzinfo=timezone.utc))
+    assert datetime_to_ms(datetime(2024, 1, 1, 0, 0, 0, 123999, tzinfo=UTC)) % 1000 == 123
+    assert datetime_to_ms(datetime(2024, 1, 1)) == datetime_to_ms(datetime(2024, 1, 1, tzinfo=UTC))
 
 
 def test_iso_ms():
@@ -309,14 +350,21 @@ def test_cursor_roundtrip_and_order():
     assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-@pytest.mark.parametrize("token", [
-    "", "abc", "!!!!", "a" * 500, "MS4xMjM",  # "1.123"
-    "Mi4xMDAwLjAxSDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA",  # version 2
-    "MS4tMS4wMUgwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA",  # negative time
-    "MS4xMDAwLjAxaDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA",  # lower-case id
-    "MS4xMDAwLjgxSDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA",  # id out of range
-    "/w",  # not base64url
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "abc",
+        "!!!!",
+        "a" * 500,
+        "MS4xMjM",  # "1.123"
+        "Mi4xMDAwLjAxSDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA",  # version 2
+        "MS4tMS4wMUgwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA",  # negative time
+        "MS4xMDAwLjAxaDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA",  # lower-case id
+        "MS4xMDAwLjgxSDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA",  # id out of range
+        "/w",  # not base64url
+    ],
+)
 def test_malformed_cursors(token):
     with pytest.raises(InvalidCursor, match="invalid cursor"):
         Cursor.decode(token)
@@ -324,9 +372,20 @@ def test_malformed_cursors(token):
 
 def test_message_json_shape():
     ms, i = new_id_ms()
-    m = ChatMessage(id=i, room_id="r1", type="text", sender=Sender(peer_id="p1", display_name="Ada"),
-                    text="hi", created_at=ms_to_datetime(ms))
-    assert m.to_json() == {"id": i, "roomId": "r1", "type": "text",
-                           "sender": {"peerId": "p1", "displayName": "Ada"}, "text": "hi",
-                           "createdAt": iso_ms(ms_to_datetime(ms))}
+    m = ChatMessage(
+        id=i,
+        room_id="r1",
+        type="text",
+        sender=Sender(peer_id="p1", display_name="Ada"),
+        text="hi",
+        created_at=ms_to_datetime(ms),
+    )
+    assert m.to_json() == {
+        "id": i,
+        "roomId": "r1",
+        "type": "text",
+        "sender": {"peerId": "p1", "displayName": "Ada"},
+        "text": "hi",
+        "createdAt": iso_ms(ms_to_datetime(ms)),
+    }
     assert m.cursor == Cursor(ms, i)

@@ -177,8 +177,12 @@ def test_signaling_and_room_settings(load: Loader) -> None:
     assert s.signaling_request_timeout_seconds == 20
     assert s.peer_reconnect_grace_seconds == 10
     assert s.room_consumers_per_worker == 500
-    s = load(SIGNALING_MAX_FRAME_BYTES="65536", SIGNALING_REQUEST_TIMEOUT_SECONDS="5",
-             PEER_RECONNECT_GRACE_SECONDS="0", ROOM_CONSUMERS_PER_WORKER="200")
+    s = load(
+        SIGNALING_MAX_FRAME_BYTES="65536",
+        SIGNALING_REQUEST_TIMEOUT_SECONDS="5",
+        PEER_RECONNECT_GRACE_SECONDS="0",
+        ROOM_CONSUMERS_PER_WORKER="200",
+    )
     assert (s.signaling_max_frame_bytes, s.signaling_request_timeout_seconds) == (65536, 5)
     assert (s.peer_reconnect_grace_seconds, s.room_consumers_per_worker) == (0, 200)
 

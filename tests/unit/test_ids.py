@@ -25,16 +25,57 @@ from control.storage.keys import InvalidKey, chat_file_key, recording_key
 from control.store import ids as store_ids
 
 GOOD_ROOMS = [
-    "r", "R", "0", "room1", "team_standup-2024-01", "a-", "a_", "0abc", "a" * 63, "a" * 64,
-    "Z9_-z", str(uuid.uuid4()), uuid.uuid4().hex,
+    "r",
+    "R",
+    "0",
+    "room1",
+    "team_standup-2024-01",
+    "a-",
+    "a_",
+    "0abc",
+    "a" * 63,
+    "a" * 64,
+    "Z9_-z",
+    str(uuid.uuid4()),
+    uuid.uuid4().hex,
 ]
 BAD_ROOMS = [
-    "", None, 5, b"room", "a" * 65, "a" * 1000,
-    "_room", "-room", ".room", "_", "-",          # must start with a letter or digit
-    "team room", " room", "room ", "room\t", "room\n", "\nroom",  # whitespace
-    "team room!", "room.x", "room/x", "room\\x", "..", "room%20", "room?x", "room#x", "$where",
-    "é", "caf\u00e9", "r\u00f8om", "\u0430bc", "\uff11", "\u65e5\u672c", "room\u200b", "\U0001f600",  # unicode
-    "room\x00", "room\x7f",
+    "",
+    None,
+    5,
+    b"room",
+    "a" * 65,
+    "a" * 1000,
+    "_room",
+    "-room",
+    ".room",
+    "_",
+    "-",  # must start with a letter or digit
+    "team room",
+    " room",
+    "room ",
+    "room\t",
+    "room\n",
+    "\nroom",  # whitespace
+    "team room!",
+    "room.x",
+    "room/x",
+    "room\\x",
+    "..",
+    "room%20",
+    "room?x",
+    "room#x",
+    "$where",
+    "é",
+    "caf\u00e9",
+    "r\u00f8om",
+    "\u0430bc",
+    "\uff11",
+    "\u65e5\u672c",
+    "room\u200b",
+    "\U0001f600",  # unicode
+    "room\x00",
+    "room\x7f",
 ]
 
 
@@ -103,7 +144,8 @@ def test_every_valid_room_can_store_its_files() -> None:
     alphabet = string.ascii_letters + string.digits + "_-"
     for _ in range(500):
         room = rng.choice(string.ascii_letters + string.digits) + "".join(
-            rng.choice(alphabet) for _ in range(rng.randrange(MAX_ROOM_ID_LENGTH)))
+            rng.choice(alphabet) for _ in range(rng.randrange(MAX_ROOM_ID_LENGTH))
+        )
         assert is_valid_room_id(room)
         assert recording_key(room, "x.mp4") == f"recordings/{room}/x.mp4"
         assert chat_file_key(room, "f1", "x.pdf") == f"chat/{room}/f1/x.pdf"
@@ -111,10 +153,41 @@ def test_every_valid_room_can_store_its_files() -> None:
 
 # -- peer ids ---------------------------------------------------------------------------
 
-GOOD_PEERS = ["p", "alice", "a" * 128, "-peer", "_peer", "peer.x", "ada@example.com", "r\u00f8om",
-              "\u65e5\u672c", "\U0001f469\u200d\U0001f4bb", "$where", "a/b", "team-room!"]
-BAD_PEERS = ["", None, 5, "a" * 129, "a b", " a", "a\t", "a\n", "a\r", "a\x00", "a\x1f", "a\x7f", "a\x85",
-             "a\x9f", "a\u00a0", "a\u2028", "a\u3000", "a\ud800"]
+GOOD_PEERS = [
+    "p",
+    "alice",
+    "a" * 128,
+    "-peer",
+    "_peer",
+    "peer.x",
+    "ada@example.com",
+    "r\u00f8om",
+    "\u65e5\u672c",
+    "\U0001f469\u200d\U0001f4bb",
+    "$where",
+    "a/b",
+    "team-room!",
+]
+BAD_PEERS = [
+    "",
+    None,
+    5,
+    "a" * 129,
+    "a b",
+    " a",
+    "a\t",
+    "a\n",
+    "a\r",
+    "a\x00",
+    "a\x1f",
+    "a\x7f",
+    "a\x85",
+    "a\x9f",
+    "a\u00a0",
+    "a\u2028",
+    "a\u3000",
+    "a\ud800",
+]
 
 
 @pytest.mark.parametrize("value", GOOD_PEERS)

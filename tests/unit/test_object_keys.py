@@ -4,7 +4,7 @@ URL signatures; the event schema and its redaction."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,10 +24,45 @@ from control.storage import (
 from control.storage.keys import validate_key
 from control.storage.local import SignatureInvalid
 
-BAD_IDS = ["", ".", "..", "../x", "a/b", "a\\b", "a\x00b", ".hidden", "a b", "é", "%2e%2e", "-x",
-           "_x", "a" * 129, "a\nb", "a\n", "a?b", "a#b", "a*", None, 5]
-BAD_NAMES = ["", "..", "a..b", "../etc/passwd", "x/y", "x\\y", ".env", "a\nb", "a.mp4\n", "a b.mp4",
-             "ü.mp4", "a" * 201, "%2F.mp4", None]
+BAD_IDS = [
+    "",
+    ".",
+    "..",
+    "../x",
+    "a/b",
+    "a\\b",
+    "a\x00b",
+    ".hidden",
+    "a b",
+    "é",
+    "%2e%2e",
+    "-x",
+    "_x",
+    "a" * 129,
+    "a\nb",
+    "a\n",
+    "a?b",
+    "a#b",
+    "a*",
+    None,
+    5,
+]
+BAD_NAMES = [
+    "",
+    "..",
+    "a..b",
+    "../etc/passwd",
+    "x/y",
+    "x\\y",
+    ".env",
+    "a\nb",
+    "a.mp4\n",
+    "a b.mp4",
+    "ü.mp4",
+    "a" * 201,
+    "%2F.mp4",
+    None,
+]
 
 
 def test_recording_and_chat_keys() -> None:
@@ -49,8 +84,9 @@ def test_bad_filenames_are_rejected(bad) -> None:
         recording_key("room", bad)
 
 
-@pytest.mark.parametrize("key", ["/a/b", "a//b", "a/../b", "a/./b", "a/", "a/b/", "a/.b", "", "a/" + "b" * 1100,
-                                 "a\n/b", "a/b.mp4\n"])
+@pytest.mark.parametrize(
+    "key", ["/a/b", "a//b", "a/../b", "a/./b", "a/", "a/b/", "a/.b", "", "a/" + "b" * 1100, "a\n/b", "a/b.mp4\n"]
+)
 def test_bad_keys_are_rejected(key: str) -> None:
     with pytest.raises(InvalidKey):
         validate_key(key)
@@ -62,18 +98,21 @@ def test_invalid_key_message_is_bounded() -> None:
     assert len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize(("name", "safe"), [
-    ("../Relevé août.PDF", "Releve_aout.PDF"),
-    ("C:\\Users\\me\\notes.txt", "notes.txt"),
-    ("...", "file"),
-    ("", "file"),
-    ("日本語.pdf", "file.pdf"),
-    ("Notes d'été (v2).pdf", "Notes_d_ete_v2.pdf"),
-    (".bashrc", "file.bashrc"),
-    ("archive.tar.gz", "archive.tar.gz"),
-    ("a..b", "a.b"),
-    ("x" * 300 + ".pdf", "x" * 196 + ".pdf"),
-])
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("../Relevé août.PDF", "Releve_aout.PDF"),
+        ("C:\\Users\\me\\notes.txt", "notes.txt"),
+        ("...", "file"),
+        ("", "file"),
+        ("日本語.pdf", "file.pdf"),
+        ("Notes d'été (v2).pdf", "Notes_d_ete_v2.pdf"),
+        (".bashrc", "file.bashrc"),
+        ("archive.tar.gz", "archive.tar.gz"),
+        ("a..b", "a.b"),
+        ("x" * 300 + ".pdf", "x" * 196 + ".pdf"),
+    ],
+)
 def test_safe_filename(name: str, safe: str) -> None:
     assert safe_filename(name) == safe
     recording_key("room", safe_filename(name))  # always valid
@@ -120,7 +159,9 @@ async def test_local_store_signatures(tmp_path: Path) -> None:
     put = await store.presigned_put("chat/r/f/a.pdf", content_type="application/pdf", size=10)
     put_query = dict(parse_qsl(urlsplit(put.url).query))
     assert store.verify_signature("PUT", "chat/r/f/a.pdf", put_query) == {
-        "content-type": "application/pdf", "content-length": "10"}
+        "content-type": "application/pdf",
+        "content-length": "10",
+    }
     with pytest.raises(SignatureInvalid):
         store.verify_signature("PUT", "chat/r/f/a.pdf", {**put_query, "content-length": "11"})
     with pytest.raises(ValueError, match="expiry"):
@@ -130,27 +171,52 @@ async def test_local_store_signatures(tmp_path: Path) -> None:
 
 
 def test_envelope_and_redaction() -> None:
-    t = datetime(2026, 5, 1, 10, 0, tzinfo=timezone.utc)
-    env = build_envelope("participant.joined", {"meetingId": "m", "roomId": "r", "peerId": "p",
-                                                "displayName": "P", "joinedAt": t},
-                         event_id="6f1c0d2e-5b0a-4c55-9b1e-0a4b1b1b1b1b", occurred_at=t)
-    assert env == {"schemaVersion": 1, "eventId": "6f1c0d2e-5b0a-4c55-9b1e-0a4b1b1b1b1b",
-                   "type": "participant.joined", "occurredAt": "2026-05-01T10:00:00.000000Z",
-                   "source": "parley",
-                   "data": {"meetingId": "m", "roomId": "r", "peerId": "p", "displayName": "P",
-                            "email": None, "joinedAt": "2026-05-01T10:00:00Z"}}
+    t = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
+    env = build_envelope(
+        "participant.joined",
+        {"meetingId": "m", "roomId": "r", "peerId": "p", "displayName": "P", "joinedAt": t},
+        event_id="6f1c0d2e-5b0a-4c55-9b1e-0a4b1b1b1b1b",
+        occurred_at=t,
+    )
+    assert env == {
+        "schemaVersion": 1,
+        "eventId": "6f1c0d2e-5b0a-4c55-9b1e-0a4b1b1b1b1b",
+        "type": "participant.joined",
+        "occurredAt": "2026-05-01T10:00:00.000000Z",
+        "source": "parley",
+        "data": {
+            "meetingId": "m",
+            "roomId": "r",
+            "peerId": "p",
+            "displayName": "P",
+            "email": None,
+            "joinedAt": "2026-05-01T10:00:00Z",
+        },
+    }
     with pytest.raises(ValueError):
         build_envelope("participant.joined", {"meetingId": "m"})
     with pytest.raises(ValueError):
         build_envelope("participant.joined", {**env["data"], "unknownField": 1})
     with pytest.raises(ValueError):
         build_envelope("participant.joined", env["data"], event_id="not-a-uuid")
-    rec = {"schemaVersion": 1, "data": {"participants": [
-        {"peerId": "p", "integrations": {"jira": {"apiKey": "k1", "site": "x"}, "plain": "v"},
-         "aiSettings": {"language": "en"}}]}, "token": "t"}
+    rec = {
+        "schemaVersion": 1,
+        "data": {
+            "participants": [
+                {
+                    "peerId": "p",
+                    "integrations": {"jira": {"apiKey": "k1", "site": "x"}, "plain": "v"},
+                    "aiSettings": {"language": "en"},
+                }
+            ]
+        },
+        "token": "t",
+    }
     shown = redact_event(rec)
-    assert shown["data"]["participants"][0]["integrations"] == {"jira": {"apiKey": "***", "site": "***"},
-                                                                "plain": "***"}
+    assert shown["data"]["participants"][0]["integrations"] == {
+        "jira": {"apiKey": "***", "site": "***"},
+        "plain": "***",
+    }
     assert shown["data"]["participants"][0]["aiSettings"] == {"language": "en"}
     assert shown["token"] == "***"
     assert rec["data"]["participants"][0]["integrations"]["plain"] == "v"  # a copy

@@ -11,9 +11,17 @@ from recording.layout import NameCard, Tile, _font_size, composite, grid, tiles
 from recording.sdp import Media, consumer_sdp, session_sdp
 
 
-@pytest.mark.parametrize(("n", "expected"), [
-    (1, (1, 1)), (2, (2, 1)), (3, (2, 2)), (4, (2, 2)), (5, (3, 3)), (9, (3, 3)),
-])
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (1, (1, 1)),
+        (2, (2, 1)),
+        (3, (2, 2)),
+        (4, (2, 2)),
+        (5, (3, 3)),
+        (9, (3, 3)),
+    ],
+)
 def test_grid_by_participant_count(n: int, expected: tuple[int, int]) -> None:
     assert grid(n) == expected
 
@@ -35,8 +43,13 @@ def test_tiles_cover_the_canvas_row_by_row() -> None:
 
 def _graph(n_video: int, n_audio: int, **size: int) -> tuple[str, list[str]]:
     inputs = [ffmpeg.input(f"{i}.sdp") for i in range(max(n_video, n_audio))]
-    video, audio = composite([i.video for i in inputs[:n_video]], [i.audio for i in inputs[:n_audio]],
-                             width=size.get("width", 640), height=size.get("height", 360), fps=15)
+    video, audio = composite(
+        [i.video for i in inputs[:n_video]],
+        [i.audio for i in inputs[:n_audio]],
+        width=size.get("width", 640),
+        height=size.get("height", 360),
+        fps=15,
+    )
     args = ffmpeg.output(video, audio, "out.mp4").compile()
     return args[args.index("-filter_complex") + 1], args
 
@@ -102,16 +115,42 @@ def test_ten_tiles_show_the_first_nine() -> None:
 
 
 def test_sdp_for_opus_and_h264() -> None:
-    opus = consumer_sdp("audio", {"codecs": [{"mimeType": "audio/opus", "payloadType": 100, "clockRate": 48000,
-                                              "channels": 2, "parameters": {"useinbandfec": 1}}]},
-                        ip="127.0.0.1", port=40000, rtcp_port=40001)
+    opus = consumer_sdp(
+        "audio",
+        {
+            "codecs": [
+                {
+                    "mimeType": "audio/opus",
+                    "payloadType": 100,
+                    "clockRate": 48000,
+                    "channels": 2,
+                    "parameters": {"useinbandfec": 1},
+                }
+            ]
+        },
+        ip="127.0.0.1",
+        port=40000,
+        rtcp_port=40001,
+    )
     assert "m=audio 40000 RTP/AVP 100\r\n" in opus
     assert "a=rtcp:40001\r\n" in opus and "a=rtpmap:100 opus/48000/2\r\n" in opus
     assert "a=fmtp:100 useinbandfec=1\r\n" in opus and "c=IN IP4 127.0.0.1\r\n" in opus
-    h264 = consumer_sdp("video", {"codecs": [{"mimeType": "video/H264", "payloadType": 102, "clockRate": 90000,
-                                              "parameters": {"packetization-mode": 1,
-                                                             "profile-level-id": "42e01f"}}]},
-                        ip="127.0.0.1", port=40002, rtcp_port=40003)
+    h264 = consumer_sdp(
+        "video",
+        {
+            "codecs": [
+                {
+                    "mimeType": "video/H264",
+                    "payloadType": 102,
+                    "clockRate": 90000,
+                    "parameters": {"packetization-mode": 1, "profile-level-id": "42e01f"},
+                }
+            ]
+        },
+        ip="127.0.0.1",
+        port=40002,
+        rtcp_port=40003,
+    )
     assert "a=rtpmap:102 H264/90000\r\n" in h264
     assert "a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n" in h264
 

@@ -13,11 +13,19 @@ from recording.segment import Source, shown_tiles
 
 def test_videos_first_in_join_order_then_name_cards() -> None:
     names = {"ann": "Ann", "bo": "Bo", "cy": "Cy"}
-    sources = [Source("p1", "audio", "ann"), Source("p2", "video", "cy"), Source("p3", "video", "ann"),
-               Source("p4", "video", "ann")]  # Ann: camera and screen share; Bo: nothing
+    sources = [
+        Source("p1", "audio", "ann"),
+        Source("p2", "video", "cy"),
+        Source("p3", "video", "ann"),
+        Source("p4", "video", "ann"),
+    ]  # Ann: camera and screen share; Bo: nothing
     shown = shown_tiles(sources, names)
     assert [(peer, s.producer_id if s else None) for peer, s in shown] == [
-        ("ann", "p3"), ("ann", "p4"), ("cy", "p2"), ("bo", None)]
+        ("ann", "p3"),
+        ("ann", "p4"),
+        ("cy", "p2"),
+        ("bo", None),
+    ]
 
 
 def test_at_most_nine_tiles_videos_kept_first() -> None:
@@ -45,8 +53,15 @@ def test_an_unreadable_segment_leaves_its_time_to_the_part_before() -> None:
 def test_manifest_round_trip_private_and_atomic(tmp_path: Path) -> None:
     directory = tmp_path / "rec1"
     directory.mkdir()
-    manifest = Manifest(directory, "rec1", "room", "m1", "m1-20260101T000000Z.mp4", 1_700_000_000.0,
-                        participants={"ann": {"peerId": "ann", "integrations": {"x": {"token": "t"}}}})
+    manifest = Manifest(
+        directory,
+        "rec1",
+        "room",
+        "m1",
+        "m1-20260101T000000Z.mp4",
+        1_700_000_000.0,
+        participants={"ann": {"peerId": "ann", "integrations": {"x": {"token": "t"}}}},
+    )
     manifest.segments.append(SegmentEntry("segment-000.ts", 1_700_000_000.5, pid=123, layout=["ann"]))
     manifest.save()
     assert stat.S_IMODE(manifest.path.stat().st_mode) == 0o600  # it holds integration credentials
@@ -106,14 +121,29 @@ def test_ffmpeg_consumes_without_bandwidth_estimation() -> None:
     from recording.segment import recording_capabilities
 
     caps = {
-        "codecs": [{"mimeType": "video/VP8", "kind": "video", "clockRate": 90000, "rtcpFeedback": [
-            {"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "goog-remb"},
-            {"type": "transport-cc"}, {"type": "ccm", "parameter": "fir"}]}],
+        "codecs": [
+            {
+                "mimeType": "video/VP8",
+                "kind": "video",
+                "clockRate": 90000,
+                "rtcpFeedback": [
+                    {"type": "nack"},
+                    {"type": "nack", "parameter": "pli"},
+                    {"type": "goog-remb"},
+                    {"type": "transport-cc"},
+                    {"type": "ccm", "parameter": "fir"},
+                ],
+            }
+        ],
         "headerExtensions": [
             {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "kind": "video", "preferredId": 1},
             {"uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "kind": "video", "preferredId": 4},
-            {"uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "kind": "video",
-             "preferredId": 5}],
+            {
+                "uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+                "kind": "video",
+                "preferredId": 5,
+            },
+        ],
     }
     out = recording_capabilities(caps)
     assert [f["type"] for f in out["codecs"][0]["rtcpFeedback"]] == ["nack", "nack", "ccm"]

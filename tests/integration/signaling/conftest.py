@@ -15,8 +15,16 @@ from tests.e2e.protoo_client import ProtooClient
 # Fake but well-formed client parameters (what mediasoup-client would send).
 OPUS = {
     "mid": "0",
-    "codecs": [{"mimeType": "audio/opus", "payloadType": 111, "clockRate": 48000, "channels": 2,
-                "parameters": {"useinbandfec": 1}, "rtcpFeedback": []}],
+    "codecs": [
+        {
+            "mimeType": "audio/opus",
+            "payloadType": 111,
+            "clockRate": 48000,
+            "channels": 2,
+            "parameters": {"useinbandfec": 1},
+            "rtcpFeedback": [],
+        }
+    ],
     "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1}],
     "encodings": [{"ssrc": 11111111}],
     "rtcp": {"cname": "test"},
@@ -24,8 +32,16 @@ OPUS = {
 VP8 = {
     "mid": "1",
     "codecs": [
-        {"mimeType": "video/VP8", "payloadType": 96, "clockRate": 90000,
-         "rtcpFeedback": [{"type": "nack"}, {"type": "nack", "parameter": "pli"}, {"type": "ccm", "parameter": "fir"}]},
+        {
+            "mimeType": "video/VP8",
+            "payloadType": 96,
+            "clockRate": 90000,
+            "rtcpFeedback": [
+                {"type": "nack"},
+                {"type": "nack", "parameter": "pli"},
+                {"type": "ccm", "parameter": "fir"},
+            ],
+        },
         {"mimeType": "video/rtx", "payloadType": 97, "clockRate": 90000, "parameters": {"apt": 96}},
     ],
     "headerExtensions": [{"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": 1}],
@@ -63,22 +79,40 @@ async def connect(server: Server) -> AsyncIterator[Connect]:
             await client.session.close()
 
 
-async def setup_peer(client: ProtooClient, *, produce: bool = True, consume: bool = True,
-                     join: bool = True, sctp: bool = False, display_name: str = "peer",
-                     **join_extra: Any) -> dict[str, Any]:
+async def setup_peer(
+    client: ProtooClient,
+    *,
+    produce: bool = True,
+    consume: bool = True,
+    join: bool = True,
+    sctp: bool = False,
+    display_name: str = "peer",
+    **join_extra: Any,
+) -> dict[str, Any]:
     """Capabilities, transports and join, as the demo client does; returns what it got."""
     caps = await client.request("getRouterRtpCapabilities")
     out: dict[str, Any] = {"caps": caps}
     if produce:
-        out["send"] = await client.request("createWebRtcTransport", {
-            "producing": True, "consuming": False, "sctpCapabilities": SCTP_CAPS if sctp else None})
+        out["send"] = await client.request(
+            "createWebRtcTransport",
+            {"producing": True, "consuming": False, "sctpCapabilities": SCTP_CAPS if sctp else None},
+        )
     if consume:
-        out["recv"] = await client.request("createWebRtcTransport", {
-            "producing": False, "consuming": True, "sctpCapabilities": SCTP_CAPS if sctp else None})
+        out["recv"] = await client.request(
+            "createWebRtcTransport",
+            {"producing": False, "consuming": True, "sctpCapabilities": SCTP_CAPS if sctp else None},
+        )
     if join:
-        out["join"] = await client.request("join", {
-            "displayName": display_name, "device": {"name": "test"}, "rtpCapabilities": caps,
-            "sctpCapabilities": SCTP_CAPS if sctp else None, **join_extra})
+        out["join"] = await client.request(
+            "join",
+            {
+                "displayName": display_name,
+                "device": {"name": "test"},
+                "rtpCapabilities": caps,
+                "sctpCapabilities": SCTP_CAPS if sctp else None,
+                **join_extra,
+            },
+        )
     return out
 
 

@@ -34,26 +34,53 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
         assert status == 200 and caps == server.rooms.rooms["r"].primary.rtp_capabilities
 
         # Creation: validation, the peers it may consume, duplicates.
-        for bad in [{}, {"id": "b"}, {"id": "b", "displayName": "B"}, {"id": "b", "displayName": "B", "device": {}},
-                    {"id": "b", "displayName": "B", "device": {"name": "x"}, "rtpCapabilities": {"codecs": 1}}]:
+        for bad in [
+            {},
+            {"id": "b"},
+            {"id": "b", "displayName": "B"},
+            {"id": "b", "displayName": "B", "device": {}},
+            {"id": "b", "displayName": "B", "device": {"name": "x"}, "rtpCapabilities": {"codecs": 1}},
+        ]:
             status, body = await call(http, "POST", f"{base}/broadcasters", json=bad)
             assert status == 400, (bad, body)
-        status, body = await call(http, "POST", f"{base}/broadcasters", data=b"{nope",
-                                  headers={"Content-Type": "application/json"})
+        status, body = await call(
+            http, "POST", f"{base}/broadcasters", data=b"{nope", headers={"Content-Type": "application/json"}
+        )
         assert status == 400 and body["error"]["code"] == "invalid_json"
-        status, body = await call(http, "POST", f"{base}/broadcasters", json={
-            "id": "bc", "displayName": "Bcast", "device": {"name": "GStreamer", "version": "1.22"},
-            "rtpCapabilities": caps})
+        status, body = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters",
+            json={
+                "id": "bc",
+                "displayName": "Bcast",
+                "device": {"name": "GStreamer", "version": "1.22"},
+                "rtpCapabilities": caps,
+            },
+        )
         assert status == 200
-        assert body == {"peers": [{"id": "alice", "displayName": "Alice", "device": {"name": "test"},
-                                   "producers": [{"id": produced["id"], "kind": "video"}]}]}
+        assert body == {
+            "peers": [
+                {
+                    "id": "alice",
+                    "displayName": "Alice",
+                    "device": {"name": "test"},
+                    "producers": [{"id": produced["id"], "kind": "video"}],
+                }
+            ]
+        }
         assert await alice.wait_for("newPeer") == {
-            "id": "bc", "displayName": "Bcast", "device": {"flag": "broadcaster", "name": "GStreamer", "version": "1.22"}}
-        status, body = await call(http, "POST", f"{base}/broadcasters", json={
-            "id": "bc", "displayName": "Again", "device": {"name": "x"}})
+            "id": "bc",
+            "displayName": "Bcast",
+            "device": {"flag": "broadcaster", "name": "GStreamer", "version": "1.22"},
+        }
+        status, body = await call(
+            http, "POST", f"{base}/broadcasters", json={"id": "bc", "displayName": "Again", "device": {"name": "x"}}
+        )
         assert status == 409
-        status, body = await call(http, "POST", f"{base}/broadcasters", json={
-            "id": "alice", "displayName": "Fake", "device": {"name": "x"}})
+        status, body = await call(
+            http, "POST", f"{base}/broadcasters", json={"id": "alice", "displayName": "Fake", "device": {"name": "x"}}
+        )
         assert status == 409
 
         # Transports.
@@ -61,32 +88,60 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
         assert status == 404
         status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports", json={"type": "srt"})
         assert status == 400 and "type" in body["error"]["message"]
-        status, webrtc = await call(http, "POST", f"{base}/broadcasters/bc/transports",
-                                    json={"type": "webrtc", "sctpCapabilities": SCTP_CAPS})
-        assert status == 200 and set(webrtc) == {"id", "iceParameters", "iceCandidates", "dtlsParameters",
-                                                 "sctpParameters"}
-        status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{webrtc['id']}/connect",
-                                  json={"dtlsParameters": DTLS})
+        status, webrtc = await call(
+            http, "POST", f"{base}/broadcasters/bc/transports", json={"type": "webrtc", "sctpCapabilities": SCTP_CAPS}
+        )
+        assert status == 200 and set(webrtc) == {
+            "id",
+            "iceParameters",
+            "iceCandidates",
+            "dtlsParameters",
+            "sctpParameters",
+        }
+        status, body = await call(
+            http, "POST", f"{base}/broadcasters/bc/transports/{webrtc['id']}/connect", json={"dtlsParameters": DTLS}
+        )
         assert status == 200
-        status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{webrtc['id']}/connect",
-                                  json={"dtlsParameters": {"fingerprints": []}})
+        status, body = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports/{webrtc['id']}/connect",
+            json={"dtlsParameters": {"fingerprints": []}},
+        )
         assert status == 400
-        status, plain = await call(http, "POST", f"{base}/broadcasters/bc/transports",
-                                   json={"type": "plain", "comedia": False, "rtcpMux": True})
+        status, plain = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports",
+            json={"type": "plain", "comedia": False, "rtcpMux": True},
+        )
         assert status == 200 and plain["ip"] == "127.0.0.1" and "rtcpPort" not in plain
-        status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/connect",
-                                  json={"dtlsParameters": DTLS})
+        status, body = await call(
+            http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/connect", json={"dtlsParameters": DTLS}
+        )
         assert status == 400 and "not a WebRtcTransport" in body["error"]["message"]
-        status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/nope/producers",
-                                  json={"kind": "audio", "rtpParameters": OPUS})
+        status, body = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports/nope/producers",
+            json={"kind": "audio", "rtpParameters": OPUS},
+        )
         assert status == 404
 
         # Producing through the WebRTC transport: Alice consumes it.
-        status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{webrtc['id']}/producers",
-                                  json={"kind": "audio", "rtpParameters": {**OPUS, "codecs": [{"mimeType": "x"}]}})
+        status, body = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports/{webrtc['id']}/producers",
+            json={"kind": "audio", "rtpParameters": {**OPUS, "codecs": [{"mimeType": "x"}]}},
+        )
         assert status == 400
-        status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{webrtc['id']}/producers",
-                                  json={"kind": "audio", "rtpParameters": OPUS})
+        status, body = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports/{webrtc['id']}/producers",
+            json={"kind": "audio", "rtpParameters": OPUS},
+        )
         assert status == 200
         request = await alice.wait_for("newConsumer", kind="request")
         assert request["peerId"] == "bc" and request["producerId"] == body["id"]
@@ -96,16 +151,25 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
             sock.bind(("127.0.0.1", 0))
             sock.setblocking(False)
             port = sock.getsockname()[1]
-            status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/plain/connect",
-                                      json={"ip": "127.0.0.1", "port": port})
+            status, body = await call(
+                http,
+                "POST",
+                f"{base}/broadcasters/bc/transports/{plain['id']}/plain/connect",
+                json={"ip": "127.0.0.1", "port": port},
+            )
             assert status == 200
             status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/consume")
             assert status == 400 and "producerId" in body["error"]["message"]
-            status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/consume",
-                                      params={"producerId": "nope"})
+            status, body = await call(
+                http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/consume", params={"producerId": "nope"}
+            )
             assert status == 404
-            status, consumer = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/consume",
-                                          params={"producerId": produced["id"]})
+            status, consumer = await call(
+                http,
+                "POST",
+                f"{base}/broadcasters/bc/transports/{plain['id']}/consume",
+                params={"producerId": produced["id"]},
+            )
             assert status == 200
             assert set(consumer) == {"id", "producerId", "kind", "rtpParameters", "type"}
             assert consumer["kind"] == "video" and consumer["type"] == "simple"
@@ -113,14 +177,26 @@ async def test_broadcaster_routes_and_errors(server: Server, connect: Connect) -
             assert consumer["id"] in room.broadcasters["bc"].consumers
 
         # Data: a data producer on the WebRTC transport, consumed by... the broadcaster itself.
-        status, dp = await call(http, "POST", f"{base}/broadcasters/bc/transports/{webrtc['id']}/produce/data",
-                                json={"sctpStreamParameters": {"streamId": 3}, "label": "bot", "protocol": "x"})
+        status, dp = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports/{webrtc['id']}/produce/data",
+            json={"sctpStreamParameters": {"streamId": 3}, "label": "bot", "protocol": "x"},
+        )
         assert status == 200 and "id" in dp
-        status, dc = await call(http, "POST", f"{base}/broadcasters/bc/transports/{webrtc['id']}/consume/data",
-                                json={"dataProducerId": dp["id"]})
+        status, dc = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports/{webrtc['id']}/consume/data",
+            json={"dataProducerId": dp["id"]},
+        )
         assert status == 200 and set(dc) == {"id", "streamId"}
-        status, body = await call(http, "POST", f"{base}/broadcasters/bc/transports/{plain['id']}/consume/data",
-                                  json={"dataProducerId": dp["id"]})
+        status, body = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/bc/transports/{plain['id']}/consume/data",
+            json={"dataProducerId": dp["id"]},
+        )
         assert status == 400  # no SCTP on that transport
 
         # The room view shows the broadcaster.
@@ -148,12 +224,17 @@ async def test_broadcaster_joins_are_seen_by_peers_joining_later(server: Server,
         await call(http, "POST", f"{base}/broadcasters", json={"id": "b1", "displayName": "B", "device": {"name": "x"}})
         status, t = await call(http, "POST", f"{base}/broadcasters/b1/transports", json={"type": "plain"})
         assert status == 200 and "rtcpPort" in t  # comedia, no rtcpMux by default, as the demo
-        status, p = await call(http, "POST", f"{base}/broadcasters/b1/transports/{t['id']}/producers",
-                               json={"kind": "audio", "rtpParameters": OPUS})
+        status, p = await call(
+            http,
+            "POST",
+            f"{base}/broadcasters/b1/transports/{t['id']}/producers",
+            json={"kind": "audio", "rtpParameters": OPUS},
+        )
         assert status == 200
         late = await connect("r", "late")
         got = await setup_peer(late)
-        assert {"id": "b1", "displayName": "B", "device": {"flag": "broadcaster", "name": "x", "version": None}} in \
-            got["join"]["peers"]
+        assert {"id": "b1", "displayName": "B", "device": {"flag": "broadcaster", "name": "x", "version": None}} in got[
+            "join"
+        ]["peers"]
         request = await late.wait_for("newConsumer", kind="request")
         assert request["peerId"] == "b1" and request["producerId"] == p["id"]

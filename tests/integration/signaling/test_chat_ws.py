@@ -18,7 +18,7 @@ from tests.integration.signaling.conftest import Connect
 pytestmark = pytest.mark.timeout(60)
 
 
-def is_system(text: str):  # noqa: ANN201
+def is_system(text: str):
     """A ``where`` for ``wait_for``: the chatMessage notification of system message ``text``."""
     return lambda d: d["message"]["type"] == "system" and d["message"]["text"] == text
 
@@ -62,8 +62,13 @@ async def test_two_peers_chat_late_joiner_reads_history_and_leaves_are_announced
     assert (await rest_messages(server, "chat1"))[0] == sent
 
     # A file message: the key must be one of this room's chat uploads.
-    file = {"bucket": "parley", "key": "chat/chat1/f1/notes.pdf", "name": "notes.pdf", "size": 1234,
-            "mimeType": "application/pdf"}
+    file = {
+        "bucket": "parley",
+        "key": "chat/chat1/f1/notes.pdf",
+        "name": "notes.pdf",
+        "size": 1234,
+        "mimeType": "application/pdf",
+    }
     shared = (await bob.request("chatMessage", {"type": "file", "file": file, "text": "the notes"}))["message"]
     assert shared["type"] == "file" and shared["file"] == file and shared["text"] == "the notes"
     assert shared["sender"] == {"peerId": "bob", "displayName": "Bob"}
@@ -90,8 +95,12 @@ async def test_two_peers_chat_late_joiner_reads_history_and_leaves_are_announced
     oldest_first = list(reversed(history))
     assert [m["text"] for m in oldest_first] == ["Alice joined", "Bob joined", "hello Bob", "the notes", "Carol joined"]
     assert oldest_first[2] == sent and oldest_first[3] == shared
-    for message, peer, name in zip((oldest_first[0], oldest_first[1], oldest_first[4]),
-                                   ("alice", "bob", "carol"), ("Alice", "Bob", "Carol")):
+    for message, peer, name in zip(
+        (oldest_first[0], oldest_first[1], oldest_first[4]),
+        ("alice", "bob", "carol"),
+        ("Alice", "Bob", "Carol"),
+        strict=False,
+    ):
         assert message["event"] == "participant.joined" and "sender" not in message
         assert message["data"] == {"peerId": peer, "displayName": name}
     assert history == await rest_messages(server, "chat1")
@@ -111,8 +120,13 @@ async def test_invalid_chat_requests_are_refused_and_nothing_is_stored(server: S
     assert (await refused(bob, "chatMessage", {"text": "not joined yet"})).code == 403
     await join(alice, "Alice")
     too_long = server.app[CHAT].limits.max_text_length + 1
-    good_file = {"bucket": "parley", "key": "chat/chat2/f1/a.pdf", "name": "a.pdf", "size": 1,
-                 "mimeType": "application/pdf"}
+    good_file = {
+        "bucket": "parley",
+        "key": "chat/chat2/f1/a.pdf",
+        "name": "a.pdf",
+        "size": 1,
+        "mimeType": "application/pdf",
+    }
     cases: list[tuple[str, dict[str, Any], str]] = [
         ("chatMessage", {"text": ""}, "empty:"),
         ("chatMessage", {"text": "  \n "}, "empty:"),

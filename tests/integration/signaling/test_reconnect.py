@@ -14,7 +14,7 @@ from tests.integration.signaling.conftest import OPUS, VP8, Connect, eventually,
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_reconnect_with_the_same_peer_id_replaces_the_connection(server, connect: Connect) -> None:  # noqa: ANN001
+async def test_reconnect_with_the_same_peer_id_replaces_the_connection(server, connect: Connect) -> None:
     alice, bob = await connect("r", "alice"), await connect("r", "bob")
     a = await setup_peer(alice, display_name="Alice")
     old_audio = await alice.request("produce", {"transportId": a["send"]["id"], "kind": "audio", "rtpParameters": OPUS})
@@ -36,10 +36,14 @@ async def test_reconnect_with_the_same_peer_id_replaces_the_connection(server, c
     # What the old connection made is gone; Bob sees the producer close, not the peer.
     await bob.wait_for("consumerClosed", lambda d: d["consumerId"] == old_request["id"])
     assert await bob.wait_for("peerDisplayNameChanged") == {
-        "peerId": "alice", "displayName": "Alice 2", "oldDisplayName": "Alice"}
+        "peerId": "alice",
+        "displayName": "Alice 2",
+        "oldDisplayName": "Alice",
+    }
     assert set(room.peers["alice"].transports) == {a2["send"]["id"], a2["recv"]["id"]}
-    new_video = await alice2.request("produce", {"transportId": a2["send"]["id"], "kind": "video",
-                                                 "rtpParameters": VP8})
+    new_video = await alice2.request(
+        "produce", {"transportId": a2["send"]["id"], "kind": "video", "rtpParameters": VP8}
+    )
     request = await bob.wait_for("newConsumer", lambda d: d["producerId"] == new_video["id"], kind="request")
     assert request["peerId"] == "alice"
     await asyncio.sleep(0.2)
@@ -61,8 +65,9 @@ async def test_a_dropped_peer_is_kept_for_the_grace_period(tmp_path: Path) -> No
             await alice.drop()
             await eventually(lambda: not room.peers["alice"].connected)
             await bob.request("changeDisplayName", {"displayName": "Robert"})  # Alice misses it...
-            bob_video = await bob.request("produce", {"transportId": b["send"]["id"], "kind": "video",
-                                                      "rtpParameters": VP8})  # ...and this producer
+            bob_video = await bob.request(
+                "produce", {"transportId": b["send"]["id"], "kind": "video", "rtpParameters": VP8}
+            )  # ...and this producer
             await asyncio.sleep(0.5)
             assert bob.count("peerClosed") == 0 and "alice" in room.peers
             assert room.peers["alice"].producers  # its media untouched
@@ -71,7 +76,10 @@ async def test_a_dropped_peer_is_kept_for_the_grace_period(tmp_path: Path) -> No
             # producer consumed, her session goes on.
             alice = await ProtooClient.connect(server.ws_url("r", "alice"))
             assert await alice.wait_for("peerDisplayNameChanged") == {
-                "peerId": "bob", "displayName": "Robert", "oldDisplayName": "Bob"}
+                "peerId": "bob",
+                "displayName": "Robert",
+                "oldDisplayName": "Bob",
+            }
             request = await alice.wait_for("newConsumer", kind="request")
             assert request["producerId"] == bob_video["id"]
             await asyncio.sleep(1.2)

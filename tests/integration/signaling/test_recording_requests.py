@@ -25,14 +25,32 @@ CARD = (38, 38, 38)  # recording.layout.CARD_COLOUR
 
 
 def _rgb_at(path: Path, at: float, points: list[tuple[int, int]]) -> list[tuple[int, ...]]:
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{at:.2f}", "-i", str(path), "-frames:v", "1",
-                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
-    return [tuple(raw[(y * 640 + x) * 3:(y * 640 + x) * 3 + 3]) for x, y in points]
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-ss",
+            f"{at:.2f}",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return [tuple(raw[(y * 640 + x) * 3 : (y * 640 + x) * 3 + 3]) for x, y in points]
 
 
 async def test_bad_recording_requests_are_refused_and_the_room_goes_on(connect: Connect) -> None:
     alice = await connect("rec-bad", "alice")
-    with pytest.raises(Exception, match="403|join"):
+    with pytest.raises(Exception, match=r"403|join"):
         await alice.request("startRecording", {})  # not joined yet
     await alice.request("join", {"displayName": "Alice"})
     with pytest.raises(Exception, match="invalid_request"):
@@ -93,12 +111,17 @@ async def test_participants_without_media_are_recorded_as_name_cards(tmp_path: P
             await bob.close()
     files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
     assert len(files) == 1
-    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json",
-                                      str(files[0])], check=True, capture_output=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(files[0])],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
     # Two name cards side by side: dark grey at the tiles' corners, the names in white.
     corners = _rgb_at(files[0], 2.0, [(10, 10), (330, 10), (310, 350), (630, 350)])
-    assert all(max(abs(a - b) for a, b in zip(c, CARD)) <= 12 for c in corners), corners
+    assert all(max(abs(a - b) for a, b in zip(c, CARD, strict=False)) <= 12 for c in corners), corners
     middle_rows = _rgb_at(files[0], 2.0, [(x, 180) for x in range(100, 540, 2)])
     assert sum(1 for p in middle_rows if min(p) > 200) > 10, "no white name text on the cards"
 
@@ -107,9 +130,17 @@ def _leftover(work: Path, recording_id: str, segments: list[tuple[str, float]], 
     """What a process that died while recording leaves: a manifest naming a dead owner."""
     directory = work / recording_id
     directory.mkdir(parents=True)
-    manifest = Manifest(directory, recording_id, room, "01J0000000000000000000000A", f"m-{recording_id}.mp4",
-                        1_700_000_000.0, participants={"ann": {"peerId": "ann", "displayName": "Ann"}},
-                        owner_pid=999_999_999, owner_started=1)
+    manifest = Manifest(
+        directory,
+        recording_id,
+        room,
+        "01J0000000000000000000000A",
+        f"m-{recording_id}.mp4",
+        1_700_000_000.0,
+        participants={"ann": {"peerId": "ann", "displayName": "Ann"}},
+        owner_pid=999_999_999,
+        owner_started=1,
+    )
     manifest.segments = [SegmentEntry(name, t0) for name, t0 in segments]
     manifest.save()
     return manifest
@@ -121,10 +152,33 @@ async def test_leftovers_of_a_dead_process_finished_or_dropped_at_start(tmp_path
     work = tmp_path / "data" / "recording-work"
     kept = _leftover(work, "kept", [("segment-000.ts", 1_700_000_000.0), ("segment-001.ts", 1_700_000_002.5)])
     for name, colour in (("segment-000.ts", "red"), ("segment-001.ts", "green")):
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=c={colour}:s=640x360:r=15",
-                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3",
-                        "-c:v", "libx264", "-bf", "0", "-c:a", "aac", "-f", "mpegts", str(kept.directory / name)],
-                       check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                f"color=c={colour}:s=640x360:r=15",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "3",
+                "-c:v",
+                "libx264",
+                "-bf",
+                "0",
+                "-c:a",
+                "aac",
+                "-f",
+                "mpegts",
+                str(kept.directory / name),
+            ],
+            check=True,
+        )
     empty = _leftover(work, "empty", [("segment-000.ts", 1_700_000_000.0)])
     (empty.directory / "segment-000.ts").write_bytes(b"")
     async with running_server(tmp_path) as server:
@@ -136,8 +190,13 @@ async def test_leftovers_of_a_dead_process_finished_or_dropped_at_start(tmp_path
     assert [e["data"]["object"]["key"] for e in events] == ["recordings/left/m-kept.mp4"]
     assert [(p["peerId"], p["displayName"]) for p in events[0]["data"]["participants"]] == [("ann", "Ann")]
     stored = tmp_path / "data" / "recordings" / "recordings" / "left" / "m-kept.mp4"
-    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json",
-                                      str(stored)], check=True, capture_output=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(stored)],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
     assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
     assert abs(float(info["format"]["duration"]) - 5.5) < 0.3  # 2.5 s of the first, all 3 s of the second
     assert _rgb_at(stored, 1.0, [(320, 180)])[0][0] > 200 and _rgb_at(stored, 4.0, [(320, 180)])[0][1] > 100
@@ -148,8 +207,7 @@ async def test_a_second_recording_of_a_room_follows_its_existing_producers(conne
     recording, not only by the first one that saw the producer."""
     alice = await connect("rec-again", "alice")
     sent = await setup_peer(alice, consume=False, display_name="Alice")
-    audio = await alice.request("produce", {"transportId": sent["send"]["id"], "kind": "audio",
-                                            "rtpParameters": OPUS})
+    audio = await alice.request("produce", {"transportId": sent["send"]["id"], "kind": "audio", "rtpParameters": OPUS})
     recordings = server.app[RECORDINGS]
     for attempt in range(2):
         await alice.request("startRecording", {})

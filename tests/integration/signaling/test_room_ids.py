@@ -31,8 +31,9 @@ LONGEST = "R" + "0123456789_-" * 5 + "abc"  # 64 characters
 async def join(client: ProtooClient, name: str) -> None:
     """Join, and wait for the "<name> joined" system message (posted once the meeting has the join)."""
     await client.request("join", {"displayName": name})
-    await client.wait_for("chatMessage", lambda d: d["message"]["type"] == "system"
-                          and d["message"]["text"] == f"{name} joined")
+    await client.wait_for(
+        "chatMessage", lambda d: d["message"]["type"] == "system" and d["message"]["text"] == f"{name} joined"
+    )
 
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -54,8 +55,13 @@ async def test_a_refused_room_id_is_refused_everywhere(server: Server, room_id: 
         assert status == 400 and text == f"Invalid roomId: it must be {ROOM_ID_RULE}"
 
         # Chat and meetings REST: 400 invalid_room_id (field roomId), nothing read.
-        for method, route in [("GET", "messages"), ("DELETE", "messages"), ("GET", "meetings"),
-                              ("POST", "recording"), ("DELETE", "recording")]:
+        for method, route in [
+            ("GET", "messages"),
+            ("DELETE", "messages"),
+            ("GET", "meetings"),
+            ("POST", "recording"),
+            ("DELETE", "recording"),
+        ]:
             status, body = await call(http, method, f"{base}/api/rooms/{path_id}/{route}")
             assert status == 400, (method, route, body)
             error = body["error"]
@@ -99,12 +105,17 @@ async def test_the_longest_room_id_works_everywhere(server: Server, connect: Con
         assert status == 200 and len(body["meetings"]) == 1
         status, body = await call(http, "GET", f"{server.base_url}/api/rooms/{LONGEST}")
         assert status == 200
-        status, body = await call(http, "POST", f"{server.base_url}/rooms/{LONGEST}/broadcasters",
-                                  json={"id": "bc", "displayName": "B", "device": {"name": "x"}})
+        status, body = await call(
+            http,
+            "POST",
+            f"{server.base_url}/rooms/{LONGEST}/broadcasters",
+            json={"id": "bc", "displayName": "B", "device": {"name": "x"}},
+        )
         assert status == 200, body
     # Its chat files (and recordings: the same key rule) have keys.
-    upload = await presign_chat_upload(server.app[OBJECTS], LONGEST, "notes.pdf", content_type="application/pdf",
-                                       size=10)
+    upload = await presign_chat_upload(
+        server.app[OBJECTS], LONGEST, "notes.pdf", content_type="application/pdf", size=10
+    )
     assert upload.key.startswith(f"chat/{LONGEST}/")
     # One character more is refused at the door.
     async with aiohttp.ClientSession() as http:

@@ -21,10 +21,16 @@ async def test_rooms_api_and_health_load(server: Server, connect: Connect) -> No
     sink = logger.add(lambda m: lines.append(json.loads(m)), serialize=True, level="DEBUG")
     try:
         alice, bob = await connect("r1", "alice"), await connect("r1", "bob")
-        a = await setup_peer(alice, display_name="Alice", email="alice@example.org",
-                             aiSettings={"language": "en"}, integrations={"jira": {"token": "tok-SECRET-42"}})
-        produced = await alice.request("produce", {"transportId": a["send"]["id"], "kind": "audio",
-                                                   "rtpParameters": OPUS})
+        a = await setup_peer(
+            alice,
+            display_name="Alice",
+            email="alice@example.org",
+            aiSettings={"language": "en"},
+            integrations={"jira": {"token": "tok-SECRET-42"}},
+        )
+        produced = await alice.request(
+            "produce", {"transportId": a["send"]["id"], "kind": "audio", "rtpParameters": OPUS}
+        )
         await setup_peer(bob, display_name="Bob")
         await bob.wait_for("consumerScore")
         other = await connect("r2", "carol")
@@ -44,8 +50,11 @@ async def test_rooms_api_and_health_load(server: Server, connect: Connect) -> No
                 view = await resp.json()
             assert "SECRET" not in json.dumps(view)
             peers = {p["id"]: p for p in view["peers"]}
-            assert peers["alice"]["metadata"] == {"email": "alice@example.org", "aiSettings": ["language"],
-                                                  "integrations": ["jira"]}
+            assert peers["alice"]["metadata"] == {
+                "email": "alice@example.org",
+                "aiSettings": ["language"],
+                "integrations": ["jira"],
+            }
             assert [p["id"] for p in peers["alice"]["producers"]] == [produced["id"]]
             [consumer] = peers["bob"]["consumers"]
             assert consumer["producerId"] == produced["id"] and consumer["paused"] is False
@@ -100,7 +109,7 @@ async def test_services_can_add_signaling_methods(server: Server, connect: Conne
 
     seen = []
 
-    async def shout(room, peer, data):  # noqa: ANN001, ANN202
+    async def shout(room, peer, data):
         if not isinstance(data.get("text"), str):
             raise ProtooError(400, "text must be a string")
         seen.append((room.id, peer.id))
