@@ -76,7 +76,7 @@ def check_takeover(peer: Peer, principal: Principal) -> None:
     if principal.method in _ANONYMOUS:
         if peer.principal.method not in _ANONYMOUS:
             raise Forbidden(
-                f'peerId "{peer.id}" is a signed-in participant: reconnect with an access token for it',
+                f'peerId "{peer.id}" belongs to an authenticated participant: reconnect with an access token for it',
                 code="wrong_identity",
             )
     elif principal.identity != peer.id:
