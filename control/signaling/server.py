@@ -113,7 +113,7 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     connection = ProtooConnection(
         ws, max_frame_bytes=max_frame, request_timeout=settings.signaling_request_timeout_seconds, log=log
     )
-    log.info("signaling: connection from {}", request.remote)
+    log.info("signaling: connection from {} ({})", request.remote, principal.method)
     try:
         if room.closed:  # it closed while the socket was being accepted
             room = await manager.get_or_create_room(room_id)
