@@ -1,0 +1,175 @@
+"""The meeting page in real Chromium (headless, fake camera and microphone).
+
+Tabs join through the page's automation contract (``/r/<room>?name=&autojoin=1``, a
+token from ``GET /api/token``) on a server bound to loopback that announces
+127.0.0.1. Media is checked from ``getStats`` (frames decoded), not from the DOM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.browser import ARTIFACTS, MeetingTab, chromium
+from tests.e2e.harness import Server, running_server
+from tests.e2e.media_peer import MediaPeer
+
+pytestmark = pytest.mark.timeout(120)
+
+SETTINGS: dict[str, Any] = {"mediasoup_announced_address": "127.0.0.1", "mediasoup_num_workers": 1}
+
+
+async def _join_all(browser: Any, server: Server, room: str, names: list[str]) -> list[MeetingTab]:
+    return [await MeetingTab.open(browser, server, room, name) for name in names]
+
+
+async def _first_frame_delays(tabs: list[MeetingTab]) -> list[float]:
+    """For each (receiver, sender) pair: ms from the later of the two joins to the
+    receiver's first decoded frame of the sender (the page's own marks)."""
+    timings = [await tab.timings() for tab in tabs]
+    ids = [tab.peer_id for tab in tabs]
+    delays = []
+    for receiver in timings:
+        for sender, sender_id in zip(timings, ids, strict=True):
+            if sender is receiver:
+                continue
+            first = receiver["firstFrameFrom"][sender_id]
+            delays.append(first - max(receiver["joinedAt"], sender["joinedAt"]))
+    return delays
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def test_two_tabs_decode_each_other(tmp_path: Path) -> None:
+    async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
+        tabs = await _join_all(browser, server, "pair", ["Ada", "Bob"])
+        ada, bob = (tab.peer_id for tab in tabs)
+        await tabs[0].wait_video_from([bob])
+        await tabs[1].wait_video_from([ada])
+        delays = await _first_frame_delays(tabs)
+        loads = [(await tab.timings())["joined"] for tab in tabs]
+        print(
+            f"\n2 tabs: page load to joined p50 {statistics.median(loads):.0f} ms; "
+            f"join to first remote frame p50 {statistics.median(delays):.0f} ms (pairs: {[round(d) for d in delays]})"
+        )
+
+
+async def test_three_tabs_meeting_screenshot_and_figures(tmp_path: Path) -> None:
+    async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
+        tabs = await _join_all(browser, server, "trio", ["Ada Lovelace", "Bob", "Carol"])
+        ids = [tab.peer_id for tab in tabs]
+        for tab, own in zip(tabs, ids, strict=True):
+            await tab.wait_video_from([i for i in ids if i != own])
+        delays = await _first_frame_delays(tabs)
+        # Every tile is on every page, with its name.
+        for tab in tabs:
+            names = await tab.page.locator(".tile .name").all_text_contents()
+            assert sorted(n.removesuffix(" (you)") for n in names) == ["Ada Lovelace", "Bob", "Carol"]
+        # CPU of the server (this process: the control plane; and its worker) during the call.
+        pids = [os.getpid(), *(w.pid for w in server.pool.workers)]
+        before, start = _cpu_seconds(pids), time.monotonic()
+        await asyncio.sleep(5)
+        cpu = (_cpu_seconds(pids) - before) / (time.monotonic() - start) * 100
+        # The artefact: the meeting as a person sees it, chat open.
+        await tabs[1].page.click("#chat-toggle")
+        await tabs[1].page.fill("#chat-input", "Hello from Bob")
+        await tabs[1].page.press("#chat-input", "Enter")
+        await tabs[0].page.locator("#messages .text", has_text="Hello from Bob").wait_for(state="attached")
+        await tabs[0].page.click("#chat-toggle")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "web-meeting-3-people.png"
+        await tabs[0].page.screenshot(path=str(shot))
+        print(
+            f"\n3 tabs: join to first remote frame p50 {statistics.median(delays):.0f} ms "
+            f"(6 pairs: {[round(d) for d in delays]}); server CPU (control plane + worker, "
+            f"this test process includes the Playwright client) {cpu:.0f}% of one core; screenshot {shot}"
+        )
+
+
+async def test_chat_both_ways_and_history_after_reload(tmp_path: Path) -> None:
+    async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
+        ada, bob = await _join_all(browser, server, "talk", ["Ada", "Bob"])
+
+        async def say(tab: MeetingTab, text: str) -> None:
+            if await tab.page.locator("#side").is_hidden():
+                await tab.page.click("#chat-toggle")
+            await tab.page.fill("#chat-input", text)
+            await tab.page.press("#chat-input", "Enter")
+
+        def texts(tab: MeetingTab) -> Any:
+            return tab.page.locator("#messages .message:not(.system) .text").all_text_contents()
+
+        await say(ada, "hello Bob")
+        await bob.page.locator("#messages .text", has_text="hello Bob").wait_for(state="attached")
+        await say(bob, "hi Ada")
+        await ada.page.locator("#messages .text", has_text="hi Ada").wait_for(state="attached")
+        assert await texts(ada) == ["hello Bob", "hi Ada"]
+        # A reload joins again and shows the history, oldest first, with system messages.
+        await bob.page.reload()
+        await bob.wait_joined()
+        await bob.page.locator("#messages .text", has_text="hi Ada").wait_for(state="attached")
+        assert await texts(bob) == ["hello Bob", "hi Ada"]
+        system = await bob.page.locator("#messages .message.system").all_text_contents()
+        assert any("joined" in line for line in system), system
+
+
+async def test_mute_shows_name_card_and_leave_removes_tile(tmp_path: Path) -> None:
+    async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
+        ada, bob = await _join_all(browser, server, "mute", ["Ada", "Bob"])
+        ada_id = ada.peer_id
+        await bob.wait_video_from([ada_id])
+        tile = bob.page.locator(f'.tile[data-peer-id="{ada_id}"][data-slot="cam"]')
+        assert await tile.locator(".namecard").is_hidden()
+        # Camera off: Bob sees Ada's name card instead of her video.
+        await ada.page.click("#cam")
+        await tile.locator(".namecard").wait_for(state="visible", timeout=10_000)
+        assert await tile.locator(".namecard").inner_text() == "AD"
+        # Microphone off: the muted mark on her tile.
+        await ada.page.click("#mic")
+        await tile.locator(".muted-icon").wait_for(state="visible", timeout=10_000)
+        # Both back on.
+        await ada.page.click("#cam")
+        await ada.page.click("#mic")
+        await tile.locator(".namecard").wait_for(state="hidden", timeout=10_000)
+        await tile.locator(".muted-icon").wait_for(state="hidden", timeout=10_000)
+        # Leave: Ada's page says so and her tile goes from Bob's page.
+        await ada.page.click("#leave")
+        await ada.page.locator("#left").wait_for()
+        await tile.wait_for(state="detached", timeout=10_000)
+        assert await bob.page.locator(".tile").count() == 1
+
+
+async def test_browser_and_aiortc_peer_see_each_other(tmp_path: Path) -> None:
+    async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
+        bot = MediaPeer(server.ws_url("mixed", "bot"), "bot", display_name="aiortc bot")
+        try:
+            await bot.join()
+            tab = await MeetingTab.open(browser, server, "mixed", "Ada")
+            ada_id = tab.peer_id
+            await tab.wait_video_from(["bot"])
+            await bot.wait_media(ada_id, video_frames=10, timeout=30)
+            await tab.page.locator('.tile[data-peer-id="bot"] .name', has_text="aiortc bot").wait_for()
+        finally:
+            await bot.close()
