@@ -19,6 +19,7 @@ import pytest
 from tests.e2e.browser import ARTIFACTS, MeetingTab, chromium
 from tests.e2e.harness import Server, running_server
 from tests.e2e.media_peer import MediaPeer
+from tests.e2e.recording_helpers import _pixels, codecs_and_duration
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -173,3 +174,54 @@ async def test_browser_and_aiortc_peer_see_each_other(tmp_path: Path) -> None:
             await tab.page.locator('.tile[data-peer-id="bot"] .name', has_text="aiortc bot").wait_for()
         finally:
             await bot.close()
+
+
+async def test_screen_share_appears_and_goes(tmp_path: Path) -> None:
+    async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
+        ada, bob = await _join_all(browser, server, "share", ["Ada", "Bob"])
+        share = bob.page.locator(f'.tile[data-peer-id="{ada.peer_id}"][data-slot="share"]')
+        await ada.page.click("#share")  # the fake UI picks a screen without asking
+        await share.wait_for(timeout=10_000)
+        assert await share.locator(".name").inner_text() == "Ada (screen)"
+        deadline = time.monotonic() + 20
+        while True:
+            shared = [r for r in await bob.stats() if r["source"] == "share" and r["framesDecoded"] >= 5]
+            if shared:
+                break
+            assert time.monotonic() < deadline, await bob.stats()
+            await asyncio.sleep(0.25)
+        assert await ada.page.get_attribute("#share", "aria-pressed") == "true"
+        await ada.page.click("#share")
+        await share.wait_for(state="detached", timeout=10_000)
+        assert not [r for r in await bob.stats() if r["source"] == "share"]
+
+
+async def test_recording_by_a_participant_with_the_grant(tmp_path: Path) -> None:
+    keys = {"api_key": "webtest", "api_secret": "s" * 40}
+    async with running_server(tmp_path, **SETTINGS, **keys) as server, chromium(tmp_path) as browser:
+        ada = await MeetingTab.open(browser, server, "rec", "Ada", token=server.token("rec", "ada", room_record=True))
+        bob = await MeetingTab.open(browser, server, "rec", "Bob", token=server.token("rec", "bob"))
+        await ada.wait_video_from(["bob"])
+        await bob.wait_video_from(["ada"])
+        # Only the grant shows the control; everyone sees the indicator.
+        assert await ada.page.locator("#record").is_visible()
+        assert await bob.page.locator("#record").is_hidden()
+        await ada.page.click("#record")
+        for tab in (ada, bob):
+            await tab.page.locator("#rec-indicator").wait_for(state="visible", timeout=15_000)
+        await asyncio.sleep(4)
+        await ada.page.click("#record")
+        for tab in (ada, bob):
+            await tab.page.locator("#rec-indicator").wait_for(state="hidden", timeout=20_000)
+        files: list[Path] = []
+        deadline = time.monotonic() + 30
+        while not files and time.monotonic() < deadline:
+            files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
+            await asyncio.sleep(0.2)
+        assert len(files) == 1, files
+    codecs, duration = codecs_and_duration(files[0])
+    assert codecs == ["aac", "h264"] and duration > 2.5
+    # Two tiles side by side, each a browser's fake camera (a green picture).
+    for x in (40, 360):
+        r, g, b = _pixels(files[0], duration - 1.0, [(x, 180)])[0]
+        assert g > 100 and r < 90 and b < 90, (x, (r, g, b))
