@@ -225,3 +225,35 @@ async def test_recording_by_a_participant_with_the_grant(tmp_path: Path) -> None
     for x in (40, 360):
         r, g, b = _pixels(files[0], duration - 1.0, [(x, 180)])[0]
         assert g > 100 and r < 90 and b < 90, (x, (r, g, b))
+
+
+async def test_lobby_by_keyboard_then_reconnect_and_ice_restart(tmp_path: Path) -> None:
+    async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
+        (ada,) = await _join_all(browser, server, "lobby", ["Ada"])
+        # The lobby: preview from the default camera, device pickers, name; Enter joins.
+        page = await browser.new_page()
+        await page.goto(f"{server.base_url}/r/lobby")
+        await page.wait_for_function("() => document.querySelector('video.preview')?.readyState >= 2")
+        assert await page.locator("#camera option").count() >= 1
+        assert await page.locator("#microphone option").count() >= 1
+        await page.uncheck("#cam-on")
+        await page.fill("#name", "Dora")
+        await page.press("#name", "Enter")
+        dora = MeetingTab(page, "Dora")
+        await dora.wait_joined()
+        # She joined with her camera off: Ada sees her name card.
+        card = ada.page.locator(f'.tile[data-peer-id="{dora.peer_id}"] .namecard')
+        await card.wait_for(state="visible", timeout=10_000)
+        assert await card.inner_text() == "DO"
+        await dora.wait_video_from([ada.peer_id])
+        # The signaling socket drops: "reconnecting", then joined again, media back.
+        await page.evaluate("() => window.parley.client.protoo._transport._ws.close()")
+        await page.wait_for_function(
+            "() => window.parley.timings.states.includes('reconnecting') && window.parley.client.state === 'joined'"
+        )
+        await dora.wait_video_from([ada.peer_id])
+        await ada.page.locator(f'.tile[data-peer-id="{dora.peer_id}"]').wait_for()
+        # An ICE restart on the receiving transport keeps the media flowing.
+        before = sum(r["framesDecoded"] for r in await dora.stats() if r["kind"] == "video")
+        await page.evaluate("() => window.parley.client.restartIce(window.parley.client.recvTransport, 'failed')")
+        await dora.wait_video_from([ada.peer_id], frames=before + 10)

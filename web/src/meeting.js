@@ -115,6 +115,7 @@ export class Meeting {
 	}
 
 	onState(state, reason) {
+		(this.timings.states ??= []).push(state);
 		if (state === 'joined') {
 			this.timings.joined ??= performance.now();
 			this.timings.joinedAt ??= performance.timeOrigin + this.timings.joined;
