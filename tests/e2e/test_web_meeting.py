@@ -33,8 +33,13 @@ async def _join_all(browser: Any, server: Server, room: str, names: list[str]) -
 async def _first_frame_delays(tabs: list[MeetingTab]) -> list[float]:
     """For each (receiver, sender) pair: ms from the later of the two joins to the
     receiver's first decoded frame of the sender (the page's own marks)."""
-    timings = [await tab.timings() for tab in tabs]
     ids = [tab.peer_id for tab in tabs]
+    for tab in tabs:
+        others = [i for i in ids if i != tab.peer_id]
+        await tab.page.wait_for_function(
+            "ids => ids.every(id => window.parley.timings.firstFrameFrom?.[id])", arg=others, timeout=10_000
+        )
+    timings = [await tab.timings() for tab in tabs]
     delays = []
     for receiver in timings:
         for sender, sender_id in zip(timings, ids, strict=True):
@@ -257,3 +262,18 @@ async def test_lobby_by_keyboard_then_reconnect_and_ice_restart(tmp_path: Path) 
         before = sum(r["framesDecoded"] for r in await dora.stats() if r["kind"] == "video")
         await page.evaluate("() => window.parley.client.restartIce(window.parley.client.recvTransport, 'failed')")
         await dora.wait_video_from([ada.peer_id], frames=before + 10)
+
+
+async def test_errors_are_shown_in_words(tmp_path: Path) -> None:
+    keys = {"api_key": "webtest", "api_secret": "s" * 40}
+    async with running_server(tmp_path, **SETTINGS, **keys) as server, chromium(tmp_path) as browser:
+        page = await browser.new_page()
+        base = f"{server.base_url}/r/guarded?name=Eve&autojoin=1"
+        expired = server.token("guarded", "eve", now=time.time() - 7200)
+        await page.goto(f"{base}&token={expired}")
+        assert "expired" in await page.locator("[role=alert]").inner_text()
+        await page.goto(base)  # no token, tokens required, nobody signed in
+        assert "Sign in to join" in await page.locator("[role=alert]").inner_text()
+        await page.goto(f"{base}&token={server.token('elsewhere', 'eve')}")
+        await page.locator("#left").wait_for(timeout=15_000)
+        assert "refused the connection" in await page.locator("#left h1").inner_text()

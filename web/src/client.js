@@ -16,6 +16,7 @@
 //   failure       {message}                something a person should read
 import { Device } from 'mediasoup-client';
 import protooClient from 'protoo-client';
+import { tokenClaims, tokenExpired } from './api.js';
 
 /** Simulcast webcam: three layers, a quarter, half and full resolution. */
 const WEBCAM_ENCODINGS = [
@@ -73,17 +74,13 @@ export class RoomClient extends EventTarget {
 		const transport = new protooClient.WebSocketTransport(`${scheme}://${location.host}/?${query}`, { retry: RETRY });
 		this.protoo = new protooClient.Peer(transport);
 		this.setState('connecting');
-		this.protoo.on('open', () => this.onOpen().catch((error) => this.fail(error)));
+		this.protoo.on('open', () => this.onOpen().catch((error) => this.joinFailed(error)));
 		this.protoo.on('disconnected', () => {
 			if (this.closed) return;
 			this.dropMedia();
 			this.setState('reconnecting');
 		});
-		this.protoo.on('failed', () => {
-			if (this.state === 'connecting' || this.state === 'new') {
-				this.fail(new Error('The server cannot be reached (or refused this connection: the link or sign-in may have expired).'));
-			}
-		});
+		this.protoo.on('failed', () => this.connectFailed());
 		this.protoo.on('close', () => {
 			if (this.closed) return;
 			this.closed = true;
@@ -102,6 +99,36 @@ export class RoomClient extends EventTarget {
 		this.dropMedia();
 		for (const { track } of this.tracks.values()) track.stop();
 		this.setState('closed', 'You left the meeting.');
+	}
+
+	/** The WebSocket did not open. A browser is not told why: find out what a person can do. */
+	async connectFailed() {
+		if (this.closed || this.joinedOnce) return;
+		if (tokenExpired(tokenClaims(this.token))) {
+			return this.giveUp('Your access token has expired: reload the page (or ask for a new link).');
+		}
+		const reachable = await fetch('/api/health', { cache: 'no-store' }).then(() => true, () => false);
+		if (!reachable) {
+			this.emit('failure', { message: 'The server cannot be reached: retrying…' });
+			return;
+		}
+		this.giveUp('The server refused the connection: your link or sign-in may not allow this room, or the room is not available.');
+	}
+
+	/** A request of the join sequence failed (room full, not allowed, no media worker...). */
+	joinFailed(error) {
+		if (this.joinedOnce) return this.fail(error);
+		const reason = error?.message || String(error);
+		const full = /full|too many/i.test(reason);
+		this.giveUp(full ? 'The room is full.' : `Could not join the meeting: ${reason}`);
+	}
+
+	giveUp(reason) {
+		if (this.closed) return;
+		this.closed = true;
+		this.protoo?.close();
+		this.dropMedia();
+		this.setState('closed', reason);
 	}
 
 	fail(error) {

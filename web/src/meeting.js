@@ -277,8 +277,10 @@ export class Meeting {
 			this.timings.firstFrameFrom ??= {};
 			this.timings.firstFrameFrom[peerId] ??= performance.timeOrigin + performance.now();
 		};
+		// Whichever comes first: a frame painted, or a frame decoded (a tab in the
+		// background decodes without painting).
 		if ('requestVideoFrameCallback' in video) video.requestVideoFrameCallback(mark);
-		else video.addEventListener('loadeddata', mark, { once: true });
+		video.addEventListener('loadeddata', mark, { once: true });
 	}
 
 	async updateLevels() {
