@@ -89,6 +89,11 @@ async def test_three_tabs_meeting_screenshot_and_figures(tmp_path: Path) -> None
         for tab, own in zip(tabs, ids, strict=True):
             await tab.wait_video_from([i for i in ids if i != own])
         delays = await _first_frame_delays(tabs)
+        # Webcams are simulcast; each viewer asked for the layer its tile fits (a 2x2 grid
+        # in 960x600: the middle layer).
+        for tab in tabs:
+            video = [r for r in await tab.stats() if r["kind"] == "video"]
+            assert [(r["type"], r["preferredLayer"]) for r in video] == [("simulcast", 1)] * 2, video
         # Every tile is on every page, with its name.
         for tab in tabs:
             names = await tab.page.locator(".tile .name").all_text_contents()
@@ -139,6 +144,18 @@ async def test_chat_both_ways_and_history_after_reload(tmp_path: Path) -> None:
         assert await texts(bob) == ["hello Bob", "hi Ada"]
         system = await bob.page.locator("#messages .message.system").all_text_contents()
         assert any("joined" in line for line in system), system
+        # Past a page (30) of history: the older ones come with "Load earlier messages".
+        await ada.page.evaluate(
+            "async () => { for (let i = 0; i < 40; i++) await window.parley.client.sendChat(`n${i}`); }"
+        )
+        await bob.page.reload()
+        await bob.wait_joined()
+        await bob.page.locator("#messages .text", has_text="n39").wait_for(state="attached")
+        assert "hello Bob" not in await texts(bob)
+        await bob.page.click("#chat-toggle")
+        await bob.page.click("button.more")
+        await bob.page.locator("#messages .text", has_text="hello Bob").wait_for(state="attached")
+        assert await texts(bob) == ["hello Bob", "hi Ada", *(f"n{i}" for i in range(40))]
 
 
 async def test_mute_shows_name_card_and_leave_removes_tile(tmp_path: Path) -> None:

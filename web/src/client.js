@@ -459,12 +459,23 @@ export class RoomClient extends EventTarget {
 	async inboundStats() {
 		const rows = [];
 		for (const consumer of this.consumers.values()) {
-			const row = { peerId: consumer.appData.peerId, kind: consumer.kind, source: consumer.appData.source, framesDecoded: 0, bytesReceived: 0 };
+			const row = {
+				peerId: consumer.appData.peerId,
+				kind: consumer.kind,
+				source: consumer.appData.source,
+				type: consumer.appData.type,
+				preferredLayer: consumer.appData.preferredLayer ?? null,
+				paused: consumer.paused,
+				framesDecoded: 0,
+				bytesReceived: 0,
+				frameHeight: 0,
+			};
 			const stats = await consumer.getStats().catch(() => new Map());
 			for (const report of stats.values()) {
 				if (report.type === 'inbound-rtp') {
 					row.framesDecoded += report.framesDecoded || 0;
 					row.bytesReceived += report.bytesReceived || 0;
+					row.frameHeight = report.frameHeight || row.frameHeight;
 				}
 			}
 			rows.push(row);
