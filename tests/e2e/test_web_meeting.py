@@ -60,6 +60,17 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _producers(server: Server, peer_id: str) -> set[str]:
+    return set(server.rooms.rooms["trio"].peers[peer_id].producers)
+
+
+def _async(check: Any) -> Any:
+    async def predicate() -> bool:
+        return bool(check())
+
+    return predicate
+
+
 async def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -94,6 +105,20 @@ async def test_three_tabs_meeting_screenshot_and_figures(tmp_path: Path) -> None
         for tab in tabs:
             video = [r for r in await tab.stats() if r["kind"] == "video"]
             assert [(r["type"], r["preferredLayer"]) for r in video] == [("simulcast", 1)] * 2, video
+        # A tile out of view receives nothing (paused on both sides); back in view, it resumes.
+        bob_tile = f'.tile[data-peer-id="{ids[1]}"][data-slot="cam"]'
+        await tabs[0].page.eval_on_selector(bob_tile, "el => { el.style.display = 'none'; }")
+        consumers = server.rooms.rooms["trio"].peers[ids[0]].consumers.values()
+        bob_video = next(c for c in consumers if c.kind == "video" and c.producer_id in _producers(server, ids[1]))
+        await _wait_until(_async(lambda: bob_video.paused))
+        await tabs[0].page.eval_on_selector(bob_tile, "el => { el.style.display = ''; }")
+        await _wait_until(_async(lambda: not bob_video.paused))
+        # The fake microphone beeps: a remote tile shows an audio level.
+        await tabs[0].page.wait_for_function(
+            "() => [...document.querySelectorAll('.tile:not(.local)')].some("
+            "t => parseFloat(t.style.getPropertyValue('--level')) > 0)",
+            timeout=10_000,
+        )
         # Every tile is on every page, with its name.
         for tab in tabs:
             names = await tab.page.locator(".tile .name").all_text_contents()
