@@ -300,6 +300,10 @@ async def test_lobby_by_keyboard_then_reconnect_and_ice_restart(tmp_path: Path) 
         )
         await dora.wait_video_from([ada.peer_id])
         await ada.page.locator(f'.tile[data-peer-id="{dora.peer_id}"]').wait_for()
+        # Her camera, produced again on the new connection, still works.
+        await page.click("#cam")
+        await ada.wait_video_from([dora.peer_id])
+        await card.wait_for(state="hidden")
         # An ICE restart on the receiving transport keeps the media flowing.
         before = sum(r["framesDecoded"] for r in await dora.stats() if r["kind"] == "video")
         await page.evaluate("() => window.parley.client.restartIce(window.parley.client.recvTransport, 'failed')")

@@ -239,7 +239,8 @@ export class RoomClient extends EventTarget {
 	/** Produce `track` as `key` ('audio', 'video' or 'share'). */
 	async publish(key, track, paused = false) {
 		if (!this.sendTransport || track.readyState === 'ended') return;
-		const options = { track, appData: { source: { audio: 'mic', video: 'webcam', share: 'share' }[key] } };
+		// stopTracks false: the track outlives its producer (a reconnection produces it again).
+		const options = { track, stopTracks: false, appData: { source: { audio: 'mic', video: 'webcam', share: 'share' }[key] } };
 		if (key === 'video') {
 			options.encodings = WEBCAM_ENCODINGS;
 			options.codecOptions = { videoGoogleStartBitrate: 1000 };
