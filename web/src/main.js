@@ -25,11 +25,13 @@ function randomRoom() {
 	return Array.from(bytes, (b) => 'abcdefghjkmnpqrstuvwxyz23456789'[b % 31]).join('');
 }
 
-function showError(message, retry) {
+function showError(message, retry, signIn = false) {
+	const next = encodeURIComponent(location.pathname + location.search);
 	app.replaceChildren(
 		h('main', { class: 'panel error-panel', role: 'alert' },
 			h('h1', {}, 'Something went wrong'),
 			h('p', {}, message),
+			signIn ? h('p', {}, h('a', { class: 'button', href: `/auth/login?next=${next}` }, 'Sign in with Google')) : null,
 			retry ? h('button', { class: 'primary', onclick: retry }, 'Try again') : null,
 			h('p', {}, h('a', { href: '/' }, 'Back to the start page'))),
 	);
@@ -98,7 +100,11 @@ async function obtainToken(roomId, name) {
 		sessionStorage.setItem(`parley.identity.${roomId}`, answer.identity);
 		return { token: answer.token, identity: answer.identity, claims: tokenClaims(answer.token) };
 	} catch (error) {
-		if (error.code === 'not_signed_in') throw new UserError('Sign in to join this meeting.', 'not_signed_in');
+		if (error.code === 'not_signed_in') {
+			const me = await whoAmI().catch(() => ({}));
+			if (me.signInEnabled) throw new UserError('Sign in to join this meeting.', 'not_signed_in');
+			throw new UserError('Sign in to join this meeting: this server needs an access link (with a token) from the organiser.', 'token_required');
+		}
 		throw error;
 	}
 }
@@ -206,4 +212,4 @@ async function main() {
 	return lobby(roomId);
 }
 
-main().catch((error) => showError(error.message || String(error), () => location.reload()));
+main().catch((error) => showError(error.message || String(error), () => location.reload(), error.code === 'not_signed_in'));

@@ -162,6 +162,7 @@ export class Meeting {
 		if (!this.tiles.has(`${peerId}:${slot}`)) this.addTile(peerId, slot, slot === 'share' ? `${peer?.displayName || peerId} (screen)` : peer?.displayName || peerId, false);
 		const tile = this.tiles.get(`${peerId}:${slot}`);
 		tile.consumer = consumer;
+		if (tile.visible === false) this.client.setConsumerPaused(consumer, true);
 		tile.video.srcObject = new MediaStream([consumer.track]);
 		this.watchFirstFrame(tile.video, peerId);
 		this.refreshTile(peerId, slot);
