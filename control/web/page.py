@@ -23,7 +23,7 @@ from loguru import logger
 
 from control.errors import NotFound, Unavailable
 
-__all__ = ["DEFAULT_WEB_DIR", "WebPage", "page_routes"]
+__all__ = ["DEFAULT_WEB_DIR", "Handler", "WebPage", "is_signaling", "page_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
