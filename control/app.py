@@ -15,6 +15,7 @@ from aiohttp import web
 from loguru import logger
 
 from control import auth, chat, events, health, recording, rooms, storage
+from control import web as web_page
 from control.config import Settings
 from control.http import error_middleware
 from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, UPLOADS, WORKER_POOL
@@ -78,5 +79,6 @@ def create_app(settings: Settings) -> web.Application:
     chat.setup_signaling(app, rooms=ROOMS)
     recording.setup(app, settings=SETTINGS, rooms=ROOMS, uploads=UPLOADS, chat=CHAT, meetings=MEETINGS, events=EVENTS)
     health.setup(app, pool=WORKER_POOL)
-    app.add_routes(signaling.routes)  # protoo WebSocket: GET /?roomId=&peerId= (and /ws)
+    web_page.setup(app, settings=SETTINGS, signaling=signaling.protoo_websocket)  # GET / (page or protoo), /r/{roomId}
+    app.add_routes(signaling.routes)  # protoo WebSocket: /ws (and / through web_page)
     return app

@@ -136,5 +136,5 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-routes.get("/")(protoo_websocket)
+# GET / is shared with the meeting page: control.web hands upgrades (and ?roomId=/peerId=) here.
 routes.get("/ws")(protoo_websocket)
