@@ -3,7 +3,12 @@
 Shapes are mediasoup-demo's (camelCase, as mediasoup-client and pymediasoup
 send them). RTP/SCTP capabilities and parameters are checked with
 ``workers.ortc`` (mediasoup's own validation rules) and normalised copies are
-kept; ``appData``, ``device`` and the participant metadata are size-limited.
+kept, then :mod:`control.signaling.sanitize` checks what becomes SDP (token
+characters, length caps, number types and ranges); every payload is checked by
+:func:`~control.signaling.sanitize.check_json` first (finite numbers, no control
+characters or lone surrogates anywhere). ``appData``, ``device`` and the
+participant metadata are size- and depth-limited; display names follow the one
+rule of :mod:`control.ids` (:data:`~control.ids.DISPLAY_NAME_RULE`).
 
 :func:`parse` turns ``(method, data)`` into a model or raises
 :class:`~control.errors.BadRequest` (400) or :class:`~control.errors.NotFound` (404,
@@ -20,6 +25,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from control.errors import BadRequest, NotFound
+from control.ids import DISPLAY_NAME_RULE, MAX_DISPLAY_NAME_LENGTH, is_valid_display_name
+from control.signaling import sanitize
 from workers import ortc
 from workers.errors import MediasoupTypeError
 from workers.wire import clone
@@ -29,13 +36,14 @@ MAX_APP_DATA_BYTES = 4096
 MAX_DEVICE_BYTES = 2048
 MAX_METADATA_BYTES = 16_384
 MAX_DEPTH = 8
-MAX_DISPLAY_NAME = 256
+MAX_DISPLAY_NAME = MAX_DISPLAY_NAME_LENGTH
 #: Ids of server-created entities (transports, producers, consumers...); room and
 #: peer ids follow :mod:`control.ids`.
 MAX_ID = 128
 MAX_LABEL = 256
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}$")
 
 
@@ -64,11 +72,24 @@ def check_object(value: Any, what: str, max_bytes: int) -> dict[str, Any] | None
     return value
 
 
-def _ortc(check: Any, value: Any, what: str) -> Any:
+def _ortc(check: Any, value: Any, what: str, sanitizer: Any = None) -> Any:
+    """``value`` validated and normalised by mediasoup's rules (``check``), then by ``sanitizer``."""
     try:
-        return check(clone(value))
+        checked = check(clone(value))
     except MediasoupTypeError as error:
         raise ValueError(f"invalid {what}: {error}") from None
+    except (TypeError, KeyError, AttributeError, RecursionError):
+        raise ValueError(f"invalid {what}") from None
+    return checked if sanitizer is None else sanitizer(checked)
+
+
+def _display_name(value: Any) -> Any:
+    """The display name rule of :mod:`control.ids` (``None`` is an empty name)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and not is_valid_display_name(value):
+        raise ValueError(f"displayName must be {DISPLAY_NAME_RULE}")
+    return value
 
 
 class Request(BaseModel):
@@ -94,7 +115,7 @@ class Join(Request):
     @field_validator("displayName", mode="before")
     @classmethod
     def _display_name(cls, v: Any) -> Any:
-        return "" if v is None else v
+        return _display_name(v)
 
     @field_validator("device", mode="before")
     @classmethod
@@ -104,12 +125,20 @@ class Join(Request):
     @field_validator("rtpCapabilities", mode="before")
     @classmethod
     def _rtp_capabilities(cls, v: Any) -> Any:
-        return None if v is None else _ortc(ortc.validate_rtp_capabilities, v, "rtpCapabilities")
+        return (
+            None
+            if v is None
+            else _ortc(ortc.validate_rtp_capabilities, v, "rtpCapabilities", sanitize.rtp_capabilities)
+        )
 
     @field_validator("sctpCapabilities", mode="before")
     @classmethod
     def _sctp_capabilities(cls, v: Any) -> Any:
-        return None if v is None else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities")
+        return (
+            None
+            if v is None
+            else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities", sanitize.sctp_capabilities)
+        )
 
     @field_validator("email", mode="before")
     @classmethod
@@ -140,12 +169,16 @@ class CreateWebRtcTransport(Request):
     @field_validator("sctpCapabilities", mode="before")
     @classmethod
     def _sctp(cls, v: Any) -> Any:
-        return None if v is None else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities")
+        return (
+            None
+            if v is None
+            else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities", sanitize.sctp_capabilities)
+        )
 
 
 class DtlsFingerprint(Request):
     algorithm: Literal["sha-1", "sha-224", "sha-256", "sha-384", "sha-512"]
-    value: str = Field(min_length=1, max_length=256)
+    value: str = Field(min_length=1, max_length=256, pattern=r"^[0-9A-Fa-f:]+$")
 
 
 class DtlsParameters(Request):
@@ -172,7 +205,7 @@ class Produce(Request):
     @field_validator("rtpParameters", mode="before")
     @classmethod
     def _rtp(cls, v: Any) -> Any:
-        return _ortc(ortc.validate_rtp_parameters, v, "rtpParameters")
+        return _ortc(ortc.validate_rtp_parameters, v, "rtpParameters", sanitize.rtp_parameters)
 
     @field_validator("appData", mode="before")
     @classmethod
@@ -214,7 +247,7 @@ class ProduceData(Request):
     @field_validator("sctpStreamParameters", mode="before")
     @classmethod
     def _sctp(cls, v: Any) -> Any:
-        return _ortc(ortc.validate_sctp_stream_parameters, v, "sctpStreamParameters")
+        return _ortc(ortc.validate_sctp_stream_parameters, v, "sctpStreamParameters", sanitize.sctp_stream_parameters)
 
     @field_validator("label", "protocol", mode="before")
     @classmethod
@@ -229,6 +262,11 @@ class ProduceData(Request):
 
 class ChangeDisplayName(Request):
     displayName: str = Field(max_length=MAX_DISPLAY_NAME)
+
+    @field_validator("displayName", mode="before")
+    @classmethod
+    def _display_name(cls, v: Any) -> Any:
+        return v if v is None else _display_name(v)
 
 
 class DataProducerId(Request):
@@ -292,8 +330,12 @@ def parse(method: str, data: dict[str, Any]) -> Request:
     """The validated payload of ``method`` (NotFound 404 unknown, BadRequest 400 invalid)."""
     model = REQUESTS.get(method)
     if model is None:
-        raise NotFound(f'unknown request.method "{method[:64]}"')
+        shown = method[:64] if _PRINTABLE_RE.fullmatch(method[:64]) else "(not printable)"
+        raise NotFound(f'unknown request.method "{shown}"', code="unknown_method")
     try:
+        sanitize.check_json(data)
         return model.model_validate(data)
     except ValidationError as error:
         raise BadRequest(f"invalid {method} request: {describe(error)}") from None
+    except ValueError as error:
+        raise BadRequest(f"invalid {method} request: {error}") from None
