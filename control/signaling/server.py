@@ -135,7 +135,12 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     # The upgrade first: a connection that fails before the 101 has made nothing.
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError:
+        log.info("signaling: connection from {} closed during the upgrade", request.remote)
+        # Not ``ws``: aiohttp would close it, and it never opened. This answer goes nowhere.
+        return web.Response(status=400, text="connection closed during the upgrade")
     connection = ProtooConnection(
         ws,
         max_frame_bytes=max_frame,
