@@ -143,8 +143,24 @@ class RestFuzzer:
         return path
 
     async def route(self, method: str, canonical: str, ids: dict[str, str], bodies: dict[str, dict[str, Any]]) -> None:
+        """Every bad body and every bad id at least once, then random combinations."""
         template = bodies.get(canonical.rstrip("/").rsplit("/", 1)[-1])
-        for _ in range(40):
+        good = self.fill(canonical, ids, bad=False)
+        has_body = method in ("POST", "PUT", "DELETE", "PATCH")
+        for body in BODIES if has_body else [None]:
+            await self.send(method, good, body, self.rng.choice(CONTENT_TYPES), {})
+        if template is not None:
+            for _ in range(12):
+                await self.send(method, good, json.dumps(mutate(template, self.rng)).encode(), "application/json", {})
+        if "{" in canonical:
+            for value in IDS:
+                path = good
+                for name in ("roomId", "broadcasterId", "transportId", "meetingId", "key"):
+                    if "{" + name + "}" in canonical and self.rng.random() < 0.7:
+                        path = path.replace(quote(ids.get(name, "nope"), safe=""), value, 1)
+                body = json.dumps(template).encode() if template is not None and has_body else None
+                await self.send(method, path, body, "application/json", {})
+        for _ in range(12):
             path = self.fill(canonical, ids, bad=self.rng.random() < 0.5)
             query = self.rng.choice(QUERIES)
             body: bytes | None = None

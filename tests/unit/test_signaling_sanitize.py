@@ -298,3 +298,31 @@ async def test_a_room_nobody_entered_closes_and_an_unjoined_peer_leaves() -> Non
     assert empty.closed and room.closed
     assert connection.closed and connection.close_code == 4000
     assert "join" in (connection.close_reason or "")
+
+
+def test_malformed_http_is_a_warning_without_traceback() -> None:
+    import logging
+
+    from aiohttp.http_exceptions import LineTooLong
+
+    from control.logging import quiet_malformed_http
+
+    quiet_malformed_http()
+    quiet_malformed_http()  # idempotent
+    server_logger = logging.getLogger("aiohttp.server")
+    assert len([f for f in server_logger.filters if type(f).__name__ == "_MalformedHttpFilter"]) == 1
+    error = LineTooLong("line", "8190", "9000")
+    record = server_logger.makeRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request from %s",
+        ("1.2.3.4",),
+        (LineTooLong, error, None),
+    )
+    assert server_logger.filter(record)
+    assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+    assert record.getMessage().startswith("Error handling request from 1.2.3.4: 400")
+    other = server_logger.makeRecord("aiohttp.server", logging.ERROR, __file__, 1, "boom", (), None)
+    assert server_logger.filter(other) and other.levelno == logging.ERROR
