@@ -147,8 +147,8 @@ class RestFuzzer:
         template = bodies.get(canonical.rstrip("/").rsplit("/", 1)[-1])
         good = self.fill(canonical, ids, bad=False)
         has_body = method in ("POST", "PUT", "DELETE", "PATCH")
-        for body in BODIES if has_body else [None]:
-            await self.send(method, good, body, self.rng.choice(CONTENT_TYPES), {})
+        for raw in BODIES if has_body else [None]:
+            await self.send(method, good, raw, self.rng.choice(CONTENT_TYPES), {})
         if template is not None:
             for _ in range(12):
                 await self.send(method, good, json.dumps(mutate(template, self.rng)).encode(), "application/json", {})
@@ -158,8 +158,8 @@ class RestFuzzer:
                 for name in ("roomId", "broadcasterId", "transportId", "meetingId", "key"):
                     if "{" + name + "}" in canonical and self.rng.random() < 0.7:
                         path = path.replace(quote(ids.get(name, "nope"), safe=""), value, 1)
-                body = json.dumps(template).encode() if template is not None and has_body else None
-                await self.send(method, path, body, "application/json", {})
+                real = json.dumps(template).encode() if template is not None and has_body else None
+                await self.send(method, path, real, "application/json", {})
         for _ in range(12):
             path = self.fill(canonical, ids, bad=self.rng.random() < 0.5)
             query = self.rng.choice(QUERIES)
