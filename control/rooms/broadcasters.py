@@ -71,7 +71,7 @@ class Device(_Body):
 
 class CreateBroadcaster(_Body):
     id: str
-    displayName: str = Field(min_length=1, max_length=m.MAX_DISPLAY_NAME)
+    displayName: m.DisplayName = Field(min_length=1)
     device: Device
     rtpCapabilities: dict[str, Any] | None = None
 

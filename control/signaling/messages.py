@@ -22,7 +22,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from control.errors import BadRequest, NotFound
 from control.ids import DISPLAY_NAME_RULE, MAX_DISPLAY_NAME_LENGTH, is_valid_display_name
@@ -47,12 +47,17 @@ _PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}$")
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+def _too_deep(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests objects/arrays deeper than ``max_depth`` (iterative: any depth)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level + 1 > max_depth:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return False
 
 
 def check_object(value: Any, what: str, max_bytes: int) -> dict[str, Any] | None:
@@ -61,19 +66,23 @@ def check_object(value: Any, what: str, max_bytes: int) -> dict[str, Any] | None
         return None
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be an object")
+    if _too_deep(value, MAX_DEPTH):
+        raise ValueError(f"{what} is nested too deeply (limit {MAX_DEPTH} levels)")
+    sanitize.check_json(value, what)
     try:
         size = len(json.dumps(value, separators=(",", ":")).encode())
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be JSON") from None
     if size > max_bytes:
         raise ValueError(f"{what} is too large ({size} bytes, limit {max_bytes})")
-    if _depth(value) > MAX_DEPTH:
-        raise ValueError(f"{what} is nested too deeply (limit {MAX_DEPTH} levels)")
     return value
 
 
 def _ortc(check: Any, value: Any, what: str, sanitizer: Any = None) -> Any:
-    """``value`` validated and normalised by mediasoup's rules (``check``), then by ``sanitizer``."""
+    """``value`` validated and normalised by mediasoup's rules (``check``), then by
+    ``sanitizer`` (by default the one of :data:`_SANITIZERS` for ``check``: the
+    broadcaster API's bodies get the same checks as signaling's)."""
+    sanitizer = sanitizer or _SANITIZERS.get(check)
     try:
         checked = check(clone(value))
     except MediasoupTypeError as error:
@@ -83,13 +92,25 @@ def _ortc(check: Any, value: Any, what: str, sanitizer: Any = None) -> Any:
     return checked if sanitizer is None else sanitizer(checked)
 
 
+#: What :mod:`control.signaling.sanitize` checks after each of mediasoup's validations.
+_SANITIZERS: dict[Any, Any] = {
+    ortc.validate_rtp_parameters: sanitize.rtp_parameters,
+    ortc.validate_rtp_capabilities: sanitize.rtp_capabilities,
+    ortc.validate_sctp_capabilities: sanitize.sctp_capabilities,
+    ortc.validate_sctp_stream_parameters: sanitize.sctp_stream_parameters,
+}
+
+
 def _display_name(value: Any) -> Any:
-    """The display name rule of :mod:`control.ids` (``None`` is an empty name)."""
-    if value is None:
-        return ""
+    """The display name rule of :mod:`control.ids` (other types are left to pydantic)."""
     if isinstance(value, str) and not is_valid_display_name(value):
         raise ValueError(f"displayName must be {DISPLAY_NAME_RULE}")
     return value
+
+
+#: A display name of :data:`control.ids.DISPLAY_NAME_RULE`, for every model that takes
+#: one (signaling's and the broadcaster API's).
+DisplayName = Annotated[str, BeforeValidator(_display_name), Field(max_length=MAX_DISPLAY_NAME)]
 
 
 class Request(BaseModel):
@@ -103,7 +124,7 @@ class Empty(Request):
 
 
 class Join(Request):
-    displayName: str = Field("", max_length=MAX_DISPLAY_NAME)
+    displayName: DisplayName = ""
     device: dict[str, Any] | None = None
     rtpCapabilities: dict[str, Any] | None = None
     sctpCapabilities: dict[str, Any] | None = None
@@ -111,11 +132,6 @@ class Join(Request):
     email: str | None = Field(None, max_length=320)
     aiSettings: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
-
-    @field_validator("displayName", mode="before")
-    @classmethod
-    def _display_name(cls, v: Any) -> Any:
-        return _display_name(v)
 
     @field_validator("device", mode="before")
     @classmethod
@@ -139,6 +155,11 @@ class Join(Request):
             if v is None
             else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities", sanitize.sctp_capabilities)
         )
+
+    @field_validator("displayName", mode="before")
+    @classmethod
+    def _no_name(cls, v: Any) -> Any:
+        return "" if v is None else v
 
     @field_validator("email", mode="before")
     @classmethod
@@ -261,12 +282,7 @@ class ProduceData(Request):
 
 
 class ChangeDisplayName(Request):
-    displayName: str = Field(max_length=MAX_DISPLAY_NAME)
-
-    @field_validator("displayName", mode="before")
-    @classmethod
-    def _display_name(cls, v: Any) -> Any:
-        return v if v is None else _display_name(v)
+    displayName: DisplayName
 
 
 class DataProducerId(Request):

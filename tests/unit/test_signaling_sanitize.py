@@ -326,3 +326,21 @@ def test_malformed_http_is_a_warning_without_traceback() -> None:
     assert record.getMessage().startswith("Error handling request from 1.2.3.4: 400")
     other = server_logger.makeRecord("aiohttp.server", logging.ERROR, __file__, 1, "boom", (), None)
     assert server_logger.filter(other) and other.levelno == logging.ERROR
+
+
+def test_the_broadcaster_api_gets_the_same_checks() -> None:
+    from pydantic import ValidationError
+
+    from control.rooms.broadcasters import CreateBroadcaster, CreateProducer
+
+    good = {"id": "b", "displayName": "B", "device": {"name": "x"}}
+    assert CreateBroadcaster.model_validate(good)
+    for bad in ("B\r\nx", "B\u202e", "", "B" * 257):
+        with pytest.raises(ValidationError):
+            CreateBroadcaster.model_validate({**good, "displayName": bad})
+    assert CreateProducer.model_validate({"kind": "audio", "rtpParameters": OPUS})
+    for path, value in [("encodings.0.maxBitrate", math.nan), ("rtcp.cname", "a\r\nb"), ("mid", "\ud800")]:
+        with pytest.raises(ValidationError):
+            CreateProducer.model_validate({"kind": "audio", "rtpParameters": with_(OPUS, path, value)})
+    with pytest.raises(ValidationError):
+        CreateProducer.model_validate({"kind": "audio", "rtpParameters": OPUS, "appData": {"n": math.inf}})
