@@ -60,15 +60,16 @@ def _too_deep(value: Any, max_depth: int) -> bool:
     return False
 
 
-def check_object(value: Any, what: str, max_bytes: int) -> dict[str, Any] | None:
-    """A JSON object of at most ``max_bytes`` and ``MAX_DEPTH`` levels (or None)."""
+def check_object(value: Any, what: str, max_bytes: int, *, multiline: bool = False) -> dict[str, Any] | None:
+    """A JSON object of at most ``max_bytes`` and ``MAX_DEPTH`` levels (or None), of
+    finite numbers and strings without control characters (but TAB/LF/CR if ``multiline``)."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be an object")
     if _too_deep(value, MAX_DEPTH):
         raise ValueError(f"{what} is nested too deeply (limit {MAX_DEPTH} levels)")
-    sanitize.check_json(value, what)
+    sanitize.check_json(value, what, multiline=multiline)
     try:
         size = len(json.dumps(value, separators=(",", ":")).encode())
     except (TypeError, ValueError):
@@ -173,7 +174,8 @@ class Join(Request):
     @field_validator("aiSettings", "integrations", mode="before")
     @classmethod
     def _metadata(cls, v: Any, info: Any) -> Any:
-        return check_object(v, info.field_name, MAX_METADATA_BYTES)
+        # Kept for the room's services, never relayed: multi-line values (a PEM key) pass.
+        return check_object(v, info.field_name, MAX_METADATA_BYTES, multiline=True)
 
 
 class CreateWebRtcTransport(Request):
@@ -293,6 +295,9 @@ class DataConsumerId(Request):
     dataConsumerId: Id
 
 
+#: ``join`` fields whose strings may span lines (checked by their validators).
+_MULTILINE = frozenset({"aiSettings", "integrations"})
+
 #: Every method a peer may call, with its payload model.
 REQUESTS: dict[str, type[Request]] = {
     "getRouterRtpCapabilities": Empty,
@@ -349,7 +354,7 @@ def parse(method: str, data: dict[str, Any]) -> Request:
         shown = method[:64] if _PRINTABLE_RE.fullmatch(method[:64]) else "(not printable)"
         raise NotFound(f'unknown request.method "{shown}"', code="unknown_method")
     try:
-        sanitize.check_json(data)
+        sanitize.check_json({k: v for k, v in data.items() if k not in _MULTILINE} if method == "join" else data)
         return model.model_validate(data)
     except ValidationError as error:
         raise BadRequest(f"invalid {method} request: {describe(error)}") from None

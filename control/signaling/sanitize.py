@@ -40,6 +40,8 @@ MAX_SAFE_INTEGER = 2**53 - 1
 MAX_UINT32 = 2**32 - 1
 
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: For free text that may span lines (a PEM key in ``integrations``): TAB, LF and CR pass.
+_CONTROL_MULTILINE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 #: RFC 4566 ``token``.
 _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]"
 _TOKEN_RE = re.compile(rf"{_TOKEN}{{1,255}}")
@@ -66,15 +68,18 @@ MAX_PARAMETERS = 32
 # -- any JSON ---------------------------------------------------------------------------
 
 
-def check_json(value: Any, where: str = "data") -> None:
+def check_json(value: Any, where: str = "data", *, multiline: bool = False) -> None:
     """Finite numbers in JavaScript's exact range; strings and keys without control
-    characters or lone surrogates (``ValueError`` naming the first bad place)."""
+    characters or lone surrogates (``ValueError`` naming the first bad place).
+    ``multiline``: string values may hold TAB, LF and CR (free text that is never
+    relayed to other peers)."""
+    values_re = _CONTROL_MULTILINE_RE if multiline else _CONTROL_RE
     stack: list[tuple[Any, str]] = [(value, where)]
     while stack:
         item, path = stack.pop()
         kind = type(item)
         if kind is str:
-            if _CONTROL_RE.search(item):
+            if values_re.search(item):
                 raise ValueError(f"{path} contains a control character or a lone surrogate")
         elif kind is float:
             if not math.isfinite(item) or abs(item) > MAX_SAFE_INTEGER:

@@ -344,3 +344,12 @@ def test_the_broadcaster_api_gets_the_same_checks() -> None:
             CreateProducer.model_validate({"kind": "audio", "rtpParameters": with_(OPUS, path, value)})
     with pytest.raises(ValidationError):
         CreateProducer.model_validate({"kind": "audio", "rtpParameters": OPUS, "appData": {"n": math.inf}})
+
+
+def test_participant_metadata_may_hold_multi_line_secrets() -> None:
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIB\r\n\tAAA\n-----END PRIVATE KEY-----\n"
+    joined = m.parse("join", {"integrations": {"gcp": {"private_key": pem}}, "aiSettings": {"prompt": "a\nb"}})
+    assert isinstance(joined, m.Join) and joined.integrations == {"gcp": {"private_key": pem}}
+    for bad in ({"k": "a\x00b"}, {"k": "\ud800"}, {"k": math.nan}, {"k\n": "v"}):
+        refused("join", {"integrations": bad}, "integrations")
+    refused("join", {"device": {"name": "a\nb"}}, "device")
