@@ -241,6 +241,16 @@ class FuzzSocket:
         except (ConnectionError, RuntimeError):
             pass
 
+    async def send_frame(self, data: bytes, opcode: aiohttp.WSMsgType) -> None:
+        """A raw frame: a text frame that is not UTF-8, a ping, a continuation out of place."""
+        if self.ws.closed:
+            return
+        self.tally.sent += 1
+        try:
+            await self.ws.send_frame(data, opcode)
+        except (ConnectionError, RuntimeError):
+            pass
+
     async def send_bytes(self, data: bytes) -> None:
         if self.ws.closed:
             return
@@ -411,6 +421,9 @@ class Fuzzer:
             lambda s: s.send_text("[" * self.rng.choice([33, 500, 990, 5000, 100_000])),
             lambda s: s.send_text('{"request":true,"id":1,"method":"join","data":' + "{" * 2000 + "}" * 2000 + "}"),
             lambda s: s.send_text("x" * (MAX_FRAME * 4 + 10)),
+            lambda s: s.send_frame(b'{"a": "\xff\xfe"}', aiohttp.WSMsgType.TEXT),
+            lambda s: s.send_frame(b"\xed\xa0\x80", aiohttp.WSMsgType.TEXT),  # an encoded surrogate
+            lambda s: s.send_frame(b"more", aiohttp.WSMsgType.CONTINUATION),
         ]
         for _ in range(count):
             sock = await self.open(room)
