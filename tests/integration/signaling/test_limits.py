@@ -240,3 +240,43 @@ async def test_broadcasters_per_room_and_recordings_per_node(tmp_path: Path) -> 
             assert (await alice.request("getRouterRtpCapabilities"))["codecs"]
         finally:
             await clients.close()
+
+
+async def test_the_issues_500s_are_400s_now(tmp_path: Path) -> None:
+    """What answered 500 with the exception text on the issue's server: NaN, infinite,
+    string or list maxBitrate, a dict rid, a lone surrogate in mid; CR/LF in codec
+    parameters and names. Each is a 400 naming the field; the peer goes on."""
+    async with running_server(tmp_path, mediasoup_num_workers=1) as server:
+        clients = Clients(server)
+        try:
+            alice = await clients.connect("r", "alice")
+            send = (await setup_peer(alice))["send"]["id"]
+            encoding = {"ssrc": 22222222, "rtx": {"ssrc": 22222223}}
+            bad_encodings = [{"maxBitrate": value} for value in ("NaN", "Infinity", '"100000"', "[1]")]
+            bad_encodings.append({"rid": "{}"})
+            for extra in bad_encodings:
+                fields = ", ".join(f'"{key}": {value}' for key, value in extra.items())
+                rtp = json.dumps({**VP8, "encodings": []})[:-1] + ', "encodings": ['
+                rtp += json.dumps(encoding)[:-1] + ", " + fields + "}]}"
+                rtp = rtp.replace('"encodings": [], ', "")
+                request_id = alice.next_id()
+                frame = f'{{"request": true, "id": {request_id}, "method": "produce", "data": '
+                frame += f'{{"transportId": "{send}", "kind": "video", "rtpParameters": {rtp}}}}}'
+                await alice.send_raw(frame)
+                response = await alice.wait_response(request_id)
+                assert response["errorCode"] == 400, (extra, response)
+                assert "encodings" in response["errorReason"], response
+            for rtp in (
+                {**VP8, "mid": "\ud800"},
+                {**VP8, "codecs": [{**VP8["codecs"][0], "parameters": {"x-google\r\nstart": "1"}}]},
+                {**VP8, "encodings": [{**encoding, "scalabilityMode": "L1T3\r\na=inject"}]},
+            ):
+                response = await raw_request(
+                    alice, "produce", {"transportId": send, "kind": "video", "rtpParameters": rtp}
+                )
+                assert response["errorCode"] == 400 and "internal" not in response["errorReason"], response
+            response = await raw_request(alice, "changeDisplayName", {"displayName": "Eve\u202eevil"})
+            assert response["errorCode"] == 400, response
+            await alice.request("produce", {"transportId": send, "kind": "video", "rtpParameters": VP8})
+        finally:
+            await clients.close()
