@@ -266,13 +266,15 @@ async def test_the_issues_500s_are_400s_now(tmp_path: Path) -> None:
                 response = await alice.wait_response(request_id)
                 assert response["errorCode"] == 400, (extra, response)
                 assert "encodings" in response["errorReason"], response
-            for rtp in (
-                {**VP8, "mid": "\ud800"},
-                {**VP8, "codecs": [{**VP8["codecs"][0], "parameters": {"x-google\r\nstart": "1"}}]},
-                {**VP8, "encodings": [{**encoding, "scalabilityMode": "L1T3\r\na=inject"}]},
-            ):
+            vp8: dict[str, Any] = VP8
+            bad_parameters: list[dict[str, Any]] = [
+                {**vp8, "mid": "\ud800"},
+                {**vp8, "codecs": [{**vp8["codecs"][0], "parameters": {"x-google\r\nstart": "1"}}]},
+                {**vp8, "encodings": [{**encoding, "scalabilityMode": "L1T3\r\na=inject"}]},
+            ]
+            for parameters in bad_parameters:
                 response = await raw_request(
-                    alice, "produce", {"transportId": send, "kind": "video", "rtpParameters": rtp}
+                    alice, "produce", {"transportId": send, "kind": "video", "rtpParameters": parameters}
                 )
                 assert response["errorCode"] == 400 and "internal" not in response["errorReason"], response
             response = await raw_request(alice, "changeDisplayName", {"displayName": "Eve\u202eevil"})
