@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from control.errors import BadRequest, Gone, NotFound, PayloadTooLarge
 from control.ids import validate_peer_id
 from control.keys import ROOMS
-from control.rooms import media
+from control.rooms import limits, media
 from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
 from control.rooms.errors import worker_errors
 from control.rooms.peer import Peer
@@ -71,7 +71,7 @@ class Device(_Body):
 
 class CreateBroadcaster(_Body):
     id: str
-    displayName: str = Field(min_length=1, max_length=m.MAX_DISPLAY_NAME)
+    displayName: m.DisplayName = Field(min_length=1)
     device: Device
     rtpCapabilities: dict[str, Any] | None = None
 
@@ -220,6 +220,7 @@ def create_broadcaster(room: Room, body: CreateBroadcaster) -> dict[str, Any]:
 
 
 async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport) -> dict[str, Any]:
+    limits.check_transports(broadcaster.transports, room.host.settings)
     if body.type == "webrtc":
         return await media.create_webrtc_transport(
             room, broadcaster, producing=True, consuming=True, sctp_capabilities=body.sctpCapabilities
