@@ -1,0 +1,163 @@
+"""Several Parley nodes behind one real Redis (control.cluster): registry, placement,
+signaling relayed between nodes. Real nodes on loopback, real protoo clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from control.cluster import CLUSTER, NodeInfo, NodeLoad, Registry
+from control.cluster.registry import NODE_TTL_MS
+from control.signaling.server import ROOM_ROUTER
+from tests.e2e.cluster_nodes import cluster_node, eventually
+from tests.e2e.harness import running_server
+from tests.e2e.protoo_client import ProtooClient
+
+pytestmark = pytest.mark.timeout(120)
+
+JOIN = {"displayName": "x", "device": {"name": "test"}, "rtpCapabilities": {"codecs": [], "headerExtensions": []}}
+
+
+@pytest.fixture
+async def redis_url(redis_server) -> AsyncIterator[str]:
+    """The test database of the loopback Redis, empty before and after the test."""
+    client = Redis.from_url(redis_server.url)
+    await client.flushdb()
+    try:
+        yield redis_server.url
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+@pytest.fixture
+async def registry(redis_url: str) -> AsyncIterator[Registry]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield Registry(client)
+    finally:
+        await client.aclose()
+
+
+async def test_without_redis_url_nothing_joins_a_cluster(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        assert server.app.get(CLUSTER) is None
+        assert server.app.get(ROOM_ROUTER) is None
+        client = await ProtooClient.connect(server.ws_url("solo", "p1"))
+        try:
+            await client.request("join", JOIN)
+            assert "solo" in server.rooms.rooms
+        finally:
+            await client.close()
+
+
+async def test_registry_lists_live_nodes_least_loaded_first_and_forgets_dead_ones(registry: Registry) -> None:
+    await registry.heartbeat(NodeInfo("busy", "http://127.0.0.1:1", NodeLoad(rooms=1, peers=3, consumers=6)))
+    await registry.heartbeat(NodeInfo("idle", "http://127.0.0.1:2", NodeLoad()))
+    assert [n.node_id for n in await registry.nodes()] == ["idle", "busy"]
+    assert (await registry.node("busy")) == NodeInfo("busy", "http://127.0.0.1:1", NodeLoad(1, 3, 6))
+    # A node that stops beating is gone within the TTL (under 5 s).
+    began = time.monotonic()
+    while [n.node_id for n in await registry.nodes()] != ["idle"]:
+        await registry.heartbeat(NodeInfo("idle", "http://127.0.0.1:2", NodeLoad()))
+        assert time.monotonic() - began < 5, "a silent node stayed in the registry"
+        await asyncio.sleep(0.1)
+    assert NODE_TTL_MS / 1000 - 0.5 <= time.monotonic() - began < 5
+    assert await registry.redis.smembers(registry.nodes_key) == {"idle"}
+    await registry.leave("idle")
+    assert await registry.nodes() == []
+
+
+async def test_racing_placements_agree_on_one_owner_and_a_dead_owner_is_replaced(registry: Registry) -> None:
+    for name in ("a", "b", "c"):
+        await registry.heartbeat(NodeInfo(name, f"http://{name}", NodeLoad()))
+    # Many nodes race, each proposing itself, on many new rooms: one owner per room.
+    for room in range(20):
+        owners = await asyncio.gather(*(registry.place(f"race{room}", name) for name in "abcabcabc"))
+        assert len(set(owners)) == 1, owners
+        assert await registry.owner(f"race{room}") == owners[0]
+    # The owner holds it; another node's release does nothing; its own does.
+    assert await registry.place("r", "a") == "a"
+    assert await registry.place("r", "b") == "a"
+    assert not await registry.release("r", "b")
+    assert await registry.release("r", "a")
+    assert await registry.owner("r") is None
+    # A placement on a dead node is void: the next join places the room again.
+    assert await registry.place("r", "c") == "c"
+    await registry.leave("c")
+    assert await registry.place("r", "b") == "b"
+    # keep() re-claims free placements (Redis lost them) and reports another live node's.
+    await registry.redis.delete(registry.room_key("r"))
+    assert await registry.keep("a", ["r", "race0"]) == ([] if await registry.owner("race0") == "a" else ["race0"])
+    assert await registry.owner("r") == "a"
+
+
+async def test_a_room_is_placed_on_the_least_loaded_node_and_relayed_through_any_node(
+    tmp_path: Path, redis_url: str, registry: Registry
+) -> None:
+    async with (
+        cluster_node(tmp_path, redis_url, "a", rtc_base=41000) as a,
+        cluster_node(tmp_path, redis_url, "b", rtc_base=42000) as b,
+    ):
+        await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both nodes registered")
+        # A hosts a busy room (a client joined directly): A is the more loaded node.
+        busy = await ProtooClient.connect(a.ws_url("busy", "p0"))
+        await busy.request("join", JOIN)
+        assert await registry.owner("busy") is None or await registry.owner("busy") == "a"
+        await eventually(
+            lambda: [n.node_id for n in a.cluster.nodes] == ["b", "a"], what="A's load seen by A's heartbeat"
+        )
+        # A new room joined through A goes to B; the client talks protoo to B through A.
+        alice = await ProtooClient.connect(a.ws_url("fresh", "alice"))
+        try:
+            caps = await alice.request("getRouterRtpCapabilities")
+            assert caps["codecs"]
+            await alice.request("join", JOIN)
+            assert await registry.owner("fresh") == "b"
+            assert "fresh" in b.rooms.rooms and "fresh" not in a.rooms.rooms
+            assert set(b.rooms.rooms["fresh"].peers) == {"alice"}
+            # Bob connects to B directly: both see each other as in one room.
+            bob = await ProtooClient.connect(b.ws_url("fresh", "bob"))
+            joined = await bob.request("join", JOIN)
+            assert [p["id"] for p in joined["peers"]] == ["alice"]
+            await alice.wait_for("newPeer", lambda d: d["id"] == "bob")
+            # A transport's ICE candidates are B's (media goes straight to B).
+            transport = await alice.request(
+                "createWebRtcTransport", {"producing": False, "consuming": True, "forceTcp": False}
+            )
+            b_ports = range(42000, 43000)
+            assert transport["iceCandidates"] and all(c["port"] in b_ports for c in transport["iceCandidates"])
+            # An error of B reaches the client through A unchanged (a protoo error response).
+            with pytest.raises(Exception) as refused:
+                await alice.request("noSuchMethod", {})
+            assert getattr(refused.value, "code", None) in (400, 404, 500)
+            # A client leaving through A leaves B's room.
+            await alice.close()
+            await bob.wait_for("peerClosed", lambda d: d == {"peerId": "alice"})
+            # The last one leaves: the room closes on B and its placement goes away.
+            await bob.close()
+            await eventually(lambda: "fresh" not in b.rooms.rooms, what="room closed on B")
+            deadline = time.monotonic() + 5
+            while await registry.owner("fresh") is not None:
+                assert time.monotonic() < deadline, "placement not released"
+                await asyncio.sleep(0.05)
+        finally:
+            await alice.close()
+            await busy.close()
+
+
+async def test_a_relay_without_the_cluster_token_is_refused(tmp_path: Path, redis_url: str) -> None:
+    async with cluster_node(tmp_path, redis_url, "a", rtc_base=41000) as a:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(
+                    a.ws_url("r", "p", path="/ws"), protocols=("protoo",), headers={"X-Parley-Relay": "forged"}
+                )
+            assert refused.value.status == 403
+        assert "r" not in a.rooms.rooms
