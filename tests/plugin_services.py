@@ -94,6 +94,13 @@ def redis_server(test_services) -> RedisService:
 
 
 @pytest.fixture(scope="session")
+def redis_owned(test_services) -> RedisService:
+    """A Redis this harness started (restart allowed); the same as `redis_server` unless
+    REDIS_URL or a running server on :6379 supplied that one."""
+    return _get(test_services, "redis", owned=True)
+
+
+@pytest.fixture(scope="session")
 def services_env(rabbitmq, s3, mongo) -> dict[str, str]:
     """Environment variables pointing the app at all three services."""
     return {**rabbitmq.env(), **s3.env(), **mongo.env()}

@@ -161,3 +161,121 @@ async def test_a_relay_without_the_cluster_token_is_refused(tmp_path: Path, redi
                 )
             assert refused.value.status == 403
         assert "r" not in a.rooms.rooms
+
+
+async def test_nodes_racing_on_new_rooms_agree_on_one_owner(tmp_path: Path, redis_url: str) -> None:
+    async with (
+        cluster_node(tmp_path, redis_url, "a", rtc_base=41000) as a,
+        cluster_node(tmp_path, redis_url, "b", rtc_base=42000) as b,
+    ):
+        await eventually(lambda: {n.node_id for n in b.cluster.nodes} == {"a", "b"}, what="both nodes registered")
+        rooms = [f"race{i}" for i in range(4)]
+        # For every room, one client through A and one through B, all at once.
+        clients = await asyncio.gather(
+            *(
+                ProtooClient.connect(node.ws_url(room, f"via-{name}"))
+                for room in rooms
+                for name, node in (("a", a), ("b", b))
+            )
+        )
+        try:
+            await asyncio.gather(*(client.request("join", JOIN) for client in clients))
+            for room in rooms:
+                hosts = [node for node in (a, b) if room in node.rooms.rooms]
+                assert len(hosts) == 1, f"{room} on {len(hosts)} nodes"
+                assert set(hosts[0].rooms.rooms[room].peers) == {"via-a", "via-b"}
+        finally:
+            await asyncio.gather(*(client.close() for client in clients))
+
+
+KEYS = {"api_key": "clusterkey", "api_secret": "s" * 40}
+
+
+async def test_tokens_work_through_the_relay_and_the_owners_refusals_reach_the_client(
+    tmp_path: Path, redis_url: str, registry: Registry
+) -> None:
+    async with (
+        cluster_node(tmp_path, redis_url, "a", rtc_base=41000, auth_open_join=True, **KEYS) as a,
+        cluster_node(tmp_path, redis_url, "b", rtc_base=42000, auth_open_join=True, **KEYS) as b,
+    ):
+        await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both nodes registered")
+        assert await registry.place("secure", "b") == "b"
+        # Alice's token (minted with the cluster's shared API key) is verified by B through A.
+        alice = await ProtooClient.connect(a.ws_url("secure", "alice", token=a.token("secure", "alice")))
+        try:
+            await alice.request("join", JOIN)
+            assert b.rooms.rooms["secure"].peers["alice"].principal.identity == "alice"
+            async with aiohttp.ClientSession() as session:
+                # A refuses what it can judge itself (a token for another room: 403).
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(
+                        a.ws_url("secure", "alice", token=a.token("other", "alice")), protocols=("protoo",)
+                    )
+                assert refused.value.status == 403
+                # B refuses a token-less takeover of authenticated Alice: A answers with B's 403.
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(a.ws_url("secure", "alice"), protocols=("protoo",))
+                assert refused.value.status == 403
+            assert not alice.closed.is_set()
+            assert not a.rooms.rooms
+        finally:
+            await alice.close()
+
+
+async def test_a_node_stopping_leaves_at_once_and_its_rooms_move_on_rejoin(
+    tmp_path: Path, redis_url: str, registry: Registry
+) -> None:
+    async with cluster_node(tmp_path, redis_url, "a", rtc_base=41000) as a:
+        async with cluster_node(tmp_path, redis_url, "b", rtc_base=42000) as b:
+            await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both registered")
+            assert await registry.place("moving", "b") == "b"
+            dave = await ProtooClient.connect(a.ws_url("moving", "dave"))
+            await dave.request("join", JOIN)
+            assert "moving" in b.rooms.rooms
+        # B stopped: gone from the registry and its placement released, at once.
+        assert [n.node_id for n in await registry.nodes()] == ["a"]
+        assert await registry.owner("moving") is None
+        await eventually(dave.closed.is_set, what="relayed client closed")
+        assert dave.close_code == 1001  # B's own "going away", relayed unchanged
+        await dave.close()
+        again = await ProtooClient.connect(a.ws_url("moving", "dave"))
+        try:
+            await again.request("join", JOIN)
+            assert set(a.rooms.rooms["moving"].peers) == {"dave"}
+            assert await registry.owner("moving") == "a"
+        finally:
+            await again.close()
+
+
+async def test_redis_restarting_loses_no_room(tmp_path: Path, redis_owned) -> None:
+    url = redis_owned.url
+    client = Redis.from_url(url, decode_responses=True)
+    registry = Registry(client)
+    await client.flushdb()
+    try:
+        async with (
+            cluster_node(tmp_path, url, "a", rtc_base=41000) as a,
+            cluster_node(tmp_path, url, "b", rtc_base=42000) as b,
+        ):
+            await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both registered")
+            assert await registry.place("kept", "b") == "b"
+            erin = await ProtooClient.connect(a.ws_url("kept", "erin"))
+            try:
+                await erin.request("join", JOIN)
+                await asyncio.to_thread(redis_owned.restart)  # no persistence: every key is lost
+                # The nodes register again and B claims its room again.
+                await eventually(lambda: registry.owner("kept"), timeout=10, what="placement re-claimed")
+                assert await registry.owner("kept") == "b"
+                await eventually(lambda: len(a.cluster.nodes) == 2, timeout=10, what="both nodes registered again")
+                # A new client through A joins the same room on B; Erin's call went on.
+                frank = await ProtooClient.connect(a.ws_url("kept", "frank"))
+                joined = await frank.request("join", JOIN)
+                assert [p["id"] for p in joined["peers"]] == ["erin"]
+                assert set(b.rooms.rooms["kept"].peers) == {"erin", "frank"} and not a.rooms.rooms
+                assert not erin.closed.is_set()
+                await frank.close()
+            finally:
+                await erin.close()
+    finally:
+        await client.flushdb()
+        await client.aclose()
