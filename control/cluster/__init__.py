@@ -101,7 +101,8 @@ def cluster_ctx(
             yield  # one node, no Redis
             return
         redis = Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
-        session = aiohttp.ClientSession()
+        # Connecting to a node that does not answer fails fast; an open link has no deadline.
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5))
         try:
             registry = Registry(redis)
             relay = Relay(session, relay_token(await _relay_secret(config, registry)), config.signaling_max_frame_bytes)

@@ -24,8 +24,8 @@ from aiohttp import web
 from loguru import logger
 from redis.exceptions import RedisError
 
-from control.cluster.registry import HEARTBEAT_SECONDS, NodeInfo, NodeLoad, Registry
-from control.cluster.relay import Relay
+from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
+from control.cluster.relay import NodeRefused, Relay
 from control.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -174,4 +174,24 @@ class ClusterNode:
             raise Unavailable("the cluster registry is unreachable, try again") from None
         if owner.node_id == self.node_id:
             return None
-        return await self.relay.relay(request, owner.node_id, owner.url)
+        try:
+            return await self.relay.relay(request, owner.node_id, owner.url)
+        except NodeRefused:
+            # The owner died and its key has not expired yet: evict it, place again (once).
+            if not await self._evict(owner.node_id):
+                raise
+            owner = await self.owner_of(room_id)
+            if owner.node_id == self.node_id:
+                return None
+            return await self.relay.relay(request, owner.node_id, owner.url)
+
+    async def _evict(self, node_id: str) -> bool:
+        """Evict a node that refuses connections, as soon as it has missed a heartbeat."""
+        deadline = time.monotonic() + NODE_TTL_MS / 1000
+        while time.monotonic() < deadline:
+            if await self.registry.evict(node_id):
+                logger.warning("cluster: node {} refuses connections and missed its heartbeat: evicted", node_id)
+                self.nodes = [node for node in self.nodes if node.node_id != node_id]
+                return True
+            await asyncio.sleep(0.25)
+        return False

@@ -45,6 +45,9 @@ NODE_TTL_MS: Final = 4000
 #: create a room it was just handed; a placement of a dead node is void at once anyway).
 PLACEMENT_TTL_MS: Final = 15000
 
+#: A node whose last heartbeat is this old has missed one (see :meth:`Registry.evict`).
+SILENT_MS: Final = 1500
+
 PREFIX: Final = "parley:"
 
 # KEYS[1] placement; ARGV: candidate node id, node key prefix, ttl ms. Returns the owner.
@@ -71,6 +74,20 @@ for _, key in ipairs(KEYS) do
   end
 end
 return lost
+"""
+
+# KEYS[1] node key; ARGV[1] a PTTL at or below which the node has missed a heartbeat.
+# Deletes the key of a node seen dead (it refuses connections) once it is silent.
+_EVICT: Final = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then
+  return 1
+end
+if ttl <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
 """
 
 # KEYS[1] placement; ARGV[1] node id: delete it only if that node still holds it.
@@ -128,6 +145,7 @@ class Registry:
         self._place = redis.register_script(_PLACE)
         self._keep = redis.register_script(_KEEP)
         self._release = redis.register_script(_RELEASE)
+        self._evict = redis.register_script(_EVICT)
 
     def room_key(self, room_id: str) -> str:
         return self.room_prefix + room_id
@@ -184,6 +202,12 @@ class Registry:
     async def release(self, room_id: str, node_id: str) -> bool:
         """Forget the placement if ``node_id`` holds it (the room closed there)."""
         return bool(await self._release(keys=[self.room_key(room_id)], args=[node_id]))
+
+    async def evict(self, node_id: str, silent_ms: int = SILENT_MS) -> bool:
+        """Remove a node that refuses connections if it has not beaten for ``silent_ms``
+        (True: it is gone from the registry; False: it beat recently, try again later)."""
+        evicted = await self._evict(keys=[self.node_prefix + node_id], args=[NODE_TTL_MS - silent_ms])
+        return bool(evicted)
 
     async def shared_secret(self) -> str:
         """The cluster's relay key kept in Redis (the first node to ask creates it)."""

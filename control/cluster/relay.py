@@ -11,7 +11,10 @@ goes straight to B's announced addresses, which B's answers carry.
 A refusal by B before the upgrade (401, 403, 400...) is A's refusal, with B's
 status. When B closes the link, A closes the client with B's code; when B vanishes
 (killed, unreachable) A closes it with 4002, "reconnect": the client reconnects
-through any node and the room is placed again on a live one.
+through any node and the room is placed again on a live one. A connection B's
+address refuses (:class:`NodeRefused`: nothing listens, B died) lets A evict B
+from the registry once B has missed a heartbeat, instead of waiting for its key
+to expire (see ``ClusterNode.route``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from loguru import logger
 from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
 
-__all__ = ["RELAY_HEADER", "Relay", "relay_token"]
+__all__ = ["RELAY_HEADER", "NodeRefused", "Relay", "relay_token"]
 
 #: The header a relaying node sends: proof that the connection comes from a node of the cluster.
 RELAY_HEADER: Final = "X-Parley-Relay"
@@ -39,6 +42,10 @@ HEARTBEAT: Final = 20.0
 _UNSENDABLE: Final = frozenset({1005, 1006, 1015})
 #: Headers forwarded to the owner: how the client authenticated.
 _FORWARDED: Final = (hdrs.AUTHORIZATION, hdrs.COOKIE)
+
+
+class NodeRefused(Unavailable):
+    """The room's node refused the TCP connection: nothing listens there (it died)."""
 
 
 def relay_token(secret: str) -> str:
@@ -132,6 +139,11 @@ class Relay:
             )
         except aiohttp.WSServerHandshakeError as error:
             raise _refusal(error.status, node_url) from None
+        except aiohttp.ClientConnectorError as error:
+            logger.warning("cluster: room's node {} unreachable: {}", node_url, error.os_error)
+            if isinstance(error.os_error, ConnectionRefusedError):
+                raise NodeRefused("the room's node is gone, try again") from None
+            raise Unavailable("the room's node is unreachable, try again") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             logger.warning("cluster: room's node {} unreachable: {!r}", node_url, error)
             raise Unavailable("the room's node is unreachable, try again") from None

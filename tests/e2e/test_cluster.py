@@ -90,3 +90,40 @@ async def test_a_killed_node_leaves_the_registry_and_its_rooms_are_placed_again(
             assert set(a.rooms.rooms["k"].peers) == {"carol"}
         finally:
             await again.close()
+
+
+async def test_media_is_back_after_rejoining_through_a_live_node_when_the_owner_is_killed(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=47000) as a:
+        with node_process(tmp_path, redis_server.url, "b", rtc_base=48000) as (process, port_b):
+            await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="B registered")
+            assert await registry.place("call", "b") == "b"
+            # Alice through A (relayed), Bob on B itself: media flows through B.
+            alice = MediaPeer(a.ws_url("call", "alice"), "alice")
+            bob = MediaPeer(f"ws://127.0.0.1:{port_b}/?roomId=call&peerId=bob", "bob")
+            try:
+                await alice.join()
+                await bob.join()
+                await alice.wait_media("bob", video_frames=5, audio_samples=9600, timeout=45)
+                assert not a.rooms.rooms
+                os.kill(process.pid, signal.SIGKILL)
+                await eventually(alice.signaling.closed.is_set, timeout=10, what="Alice told to reconnect")
+                assert alice.signaling.close_code == 4002
+            finally:
+                await alice.close()
+                await bob.close()
+        # Both rejoin through A: the room is placed again on A, media flows again.
+        alice = MediaPeer(a.ws_url("call", "alice"), "alice")
+        bob = MediaPeer(a.ws_url("call", "bob"), "bob")
+        try:
+            await alice.join()
+            await bob.join()
+            rejoined = time.monotonic()
+            assert await registry.owner("call") == "a"
+            await alice.wait_media("bob", video_frames=5, audio_samples=9600, timeout=30)
+            await bob.wait_media("alice", video_frames=5, audio_samples=9600, timeout=30)
+            print(f"media back {time.monotonic() - rejoined:.2f}s after the rejoin")
+        finally:
+            await alice.close()
+            await bob.close()
