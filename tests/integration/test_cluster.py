@@ -106,10 +106,11 @@ async def test_a_room_is_placed_on_the_least_loaded_node_and_relayed_through_any
         cluster_node(tmp_path, redis_url, "b", rtc_base=42000) as b,
     ):
         await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both nodes registered")
-        # A hosts a busy room (a client joined directly): A is the more loaded node.
+        # A hosts a busy room (placed there, a client joined): A is the more loaded node.
+        assert await registry.place("busy", "a") == "a"
         busy = await ProtooClient.connect(a.ws_url("busy", "p0"))
         await busy.request("join", JOIN)
-        assert await registry.owner("busy") is None or await registry.owner("busy") == "a"
+        assert set(a.rooms.rooms) == {"busy"}
         await eventually(
             lambda: [n.node_id for n in a.cluster.nodes] == ["b", "a"], what="A's load seen by A's heartbeat"
         )
@@ -279,3 +280,15 @@ async def test_redis_restarting_loses_no_room(tmp_path: Path, redis_owned) -> No
     finally:
         await client.flushdb()
         await client.aclose()
+
+
+def test_node_id_and_advertise_url_defaults(tmp_path: Path) -> None:
+    from control.cluster import advertise_url, node_id
+    from tests.e2e.harness import server_settings
+
+    plain = server_settings(tmp_path, host="127.0.0.1", port=3100)
+    assert (node_id(plain), advertise_url(plain)) == ("127.0.0.1:3100", "http://127.0.0.1:3100")
+    named = server_settings(tmp_path, node_id="eu-1", node_advertise_url="https://eu-1.internal:8443/")
+    assert (node_id(named), advertise_url(named)) == ("eu-1", "https://eu-1.internal:8443")
+    v6 = server_settings(tmp_path, host="::1", port=3100)
+    assert advertise_url(v6) == "http://[::1]:3100"
