@@ -24,9 +24,10 @@ from aiohttp import web
 from loguru import logger
 from redis.exceptions import RedisError
 
+from control.auth import principal_of, require_ws_join
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
 from control.cluster.relay import NodeRefused, Relay
-from control.errors import Unavailable
+from control.errors import ParleyError, Unavailable
 
 if TYPE_CHECKING:
     from control.rooms.manager import RoomManager
@@ -115,6 +116,7 @@ class ClusterNode:
         rooms = list(self.rooms.rooms.values())
         peers = [peer for room in rooms for peer in room.peers.values()]
         return NodeLoad(
+            full=len(rooms) >= self.rooms.settings.max_rooms,
             rooms=len(rooms),
             peers=len(peers),
             consumers=sum(len(peer.consumers) for peer in peers),
@@ -167,6 +169,7 @@ class ClusterNode:
         """``None``: serve the room here; else the relayed connection to its node."""
         if self.relay.is_relayed(request) or self.rooms.get_room(room_id) is not None:
             return None
+        await self._may_join(request, room_id)
         try:
             owner = await self.owner_of(room_id)
         except (RedisError, OSError) as error:
@@ -184,6 +187,18 @@ class ClusterNode:
             if owner.node_id == self.node_id:
                 return None
             return await self.relay.relay(request, owner.node_id, owner.url)
+
+    @staticmethod
+    async def _may_join(request: web.Request, room_id: str) -> None:
+        """The caller's credentials, checked here before anything is placed or relayed
+        (401/403 as signaling answers them); the owner checks again, and the rest."""
+        try:
+            require_ws_join(await principal_of(request), room_id, request.query.get("peerId", ""))
+        except ParleyError as error:
+            logger.bind(room=room_id).warning(
+                "signaling: connection from {} refused: {} ({})", request.remote, error.code, error.message
+            )
+            raise
 
     async def _evict(self, node_id: str) -> bool:
         """Evict a node that refuses connections, as soon as it has missed a heartbeat."""

@@ -108,6 +108,8 @@ class NodeLoad:
     consumers: int = 0
     #: CPU of its mediasoup workers since the previous heartbeat, percent of one core (summed).
     worker_cpu: float = 0.0
+    #: It has ``MAX_ROOMS`` rooms: no new room is placed on it.
+    full: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,11 @@ class NodeInfo:
         return cls(node_id=data["nodeId"], url=data["url"], load=NodeLoad(**data["load"]))
 
     @property
-    def placement_order(self) -> tuple[int, int, int, float, str]:
-        """Least loaded first: consumers, then peers, rooms, worker CPU; ties by node id."""
+    def placement_order(self) -> tuple[bool, int, int, int, float, str]:
+        """Least loaded first: not full, then fewest consumers, peers, rooms, worker CPU;
+        ties by node id."""
         load = self.load
-        return (load.consumers, load.peers, load.rooms, load.worker_cpu, self.node_id)
+        return (load.full, load.consumers, load.peers, load.rooms, load.worker_cpu, self.node_id)
 
 
 class Registry:

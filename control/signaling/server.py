@@ -17,8 +17,9 @@ over (403, :func:`control.rooms.room.check_takeover`). Refusals are the one JSON
 error shape. The principal is verified here only: a token that expires during
 the call does not end it; a reconnect needs a valid one.
 
-In a cluster (``REDIS_URL``, :mod:`control.cluster`), the :data:`ROOM_ROUTER` then
-says where the room lives: a room hosted by another node is relayed there.
+In a cluster (``REDIS_URL``, :mod:`control.cluster`), the :data:`ROOM_ROUTER` first
+says where the room lives: a room hosted by another node is relayed there (after
+the router checked the caller's credentials; that node checks the rest).
 
 Limits, also before the upgrade: a new room on a node with ``MAX_ROOMS`` rooms,
 or a new peer in a room with ``MAX_PEERS_PER_ROOM`` peers, is refused with 429
@@ -68,8 +69,9 @@ routes = web.RouteTableDef()
 
 
 class RoomRouter(Protocol):
-    """Where a room lives (``control.cluster``): ``None`` to serve it here, else the
-    response that served the connection elsewhere (a relay)."""
+    """Where a room lives (``control.cluster``): ``None`` to serve it here (then the
+    checks below run), else the response that served the connection elsewhere (a
+    relay, once the caller's principal may join the room as this peerId)."""
 
     async def route(self, request: web.Request, room_id: str) -> web.StreamResponse | None: ...
 
@@ -139,10 +141,10 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     if manager is None or manager.closed:
         raise web.HTTPServiceUnavailable(text="rooms are not running")
     log = logger.bind(room=room_id, peer=peer_id)
-    principal = await _admitted(request, manager, room_id, peer_id, log)
     router = request.app.get(ROOM_ROUTER)
     if router is not None and (elsewhere := await router.route(request, room_id)) is not None:
-        return elsewhere  # the room lives on another node of the cluster
+        return elsewhere  # the room lives on another node of the cluster (its limits apply there)
+    principal = await _admitted(request, manager, room_id, peer_id, log)
     settings = request.app[SETTINGS]
     max_frame = settings.signaling_max_frame_bytes
     ws = web.WebSocketResponse(

@@ -292,3 +292,42 @@ def test_node_id_and_advertise_url_defaults(tmp_path: Path) -> None:
     assert (node_id(named), advertise_url(named)) == ("eu-1", "https://eu-1.internal:8443")
     v6 = server_settings(tmp_path, host="::1", port=3100)
     assert advertise_url(v6) == "http://[::1]:3100"
+
+
+async def test_a_full_node_relays_new_rooms_to_a_node_with_room_for_them(
+    tmp_path: Path, redis_url: str, registry: Registry
+) -> None:
+    async with (
+        cluster_node(tmp_path, redis_url, "a", rtc_base=41000, max_rooms=1) as a,
+        cluster_node(tmp_path, redis_url, "b", rtc_base=42000) as b,
+    ):
+        assert await registry.place("first", "a") == "a"
+        first = await ProtooClient.connect(a.ws_url("first", "p1"))
+        try:
+            await first.request("join", JOIN)
+            await eventually(
+                lambda: [(n.node_id, n.load.full) for n in b.cluster.nodes] == [("b", False), ("a", True)],
+                what="A seen full",
+            )
+            # A has MAX_ROOMS rooms: a new room joined through A is placed on B, not refused.
+            second = await ProtooClient.connect(a.ws_url("second", "p2"))
+            await second.request("join", JOIN)
+            assert await registry.owner("second") == "b" and set(a.rooms.rooms) == {"first"}
+            await second.close()
+        finally:
+            await first.close()
+
+
+async def test_credentials_are_checked_before_anything_is_placed(
+    tmp_path: Path, redis_url: str, registry: Registry
+) -> None:
+    async with (
+        cluster_node(tmp_path, redis_url, "a", rtc_base=41000, **KEYS) as a,
+        cluster_node(tmp_path, redis_url, "b", rtc_base=42000, **KEYS),
+        aiohttp.ClientSession() as session,
+    ):
+        for query, status in (({}, 401), ({"token": a.token("elsewhere", "eve")}, 403)):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(a.ws_url("unplaced", "eve", **query), protocols=("protoo",))
+            assert refused.value.status == status
+        assert await registry.owner("unplaced") is None
