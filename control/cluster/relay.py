@@ -118,7 +118,7 @@ class Relay:
         log.info("cluster: connection from {} relayed to node {}", request.remote, node_id)
         self.clients.add(client)
         try:
-            await self._run(client, upstream, node_id, log)
+            await self._run(client, upstream, node_id)
         finally:
             self.clients.discard(client)
         return client
@@ -149,8 +149,9 @@ class Relay:
             raise Unavailable("the room's node is unreachable, try again") from None
 
     async def _run(
-        self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, node_id: str, log: object
+        self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, node_id: str
     ) -> None:
+        """Copy frames both ways; when one side closes, close the other with its code."""
         down = asyncio.ensure_future(_pump(upstream, client))
         up = asyncio.ensure_future(_pump(client, upstream))
         try:
