@@ -1211,10 +1211,13 @@ def _main(argv: list[str]) -> int:
         help="up: start, print export lines, serve until Ctrl-C; check: start, print timings, stop",
     )
     parser.add_argument(
-        "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(TestServices.NAMES)} (default: all)"
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"any of {', '.join(TestServices.NAMES + TestServices.EXTRA)} (default: {', '.join(TestServices.NAMES)})",
     )
     args = parser.parse_args(argv)
-    unknown = set(args.services) - set(TestServices.NAMES)
+    unknown = set(args.services) - set(TestServices.NAMES + TestServices.EXTRA)
     if unknown:
         parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
     args.services = args.services or list(TestServices.NAMES)

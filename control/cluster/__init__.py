@@ -135,9 +135,11 @@ def setup(
     stored under ``router`` (signaling asks it where a room lives) and ``CLUSTER``."""
     app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router))
 
-    async def close_relays(app: web.Application) -> None:
+    async def leave(app: web.Application) -> None:
         node = app.get(CLUSTER)
         if node is not None:
-            await node.relay.close()  # relayed clients' WebSockets end (1001) before aiohttp waits on them
+            await node.close()  # out of the registry, placements handed back, relayed clients closed (1001)
 
-    app.on_shutdown.append(close_relays)
+    # First of the shutdown hooks: the node leaves before its rooms close their peers'
+    # sockets, so the peers that reconnect through another node find their rooms unplaced.
+    app.on_shutdown.insert(0, leave)

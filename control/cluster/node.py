@@ -156,7 +156,7 @@ class ClusterNode:
     async def owner_of(self, room_id: str) -> NodeInfo:
         """The live node that hosts ``room_id``, placing it first if it is nowhere."""
         candidate = self.nodes[0].node_id if self.nodes else self.node_id
-        owner_id = await self.registry.place(room_id, candidate)
+        owner_id = await self.registry.place(room_id, candidate, fallback=self.node_id)
         if owner_id == self.node_id:
             return NodeInfo(self.node_id, self.url, NodeLoad())
         known = next((node for node in self.nodes if node.node_id == owner_id), None)

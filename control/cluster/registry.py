@@ -50,14 +50,20 @@ SILENT_MS: Final = 1500
 
 PREFIX: Final = "parley:"
 
-# KEYS[1] placement; ARGV: candidate node id, node key prefix, ttl ms. Returns the owner.
+# KEYS[1] placement; ARGV: candidate node id, node key prefix, ttl ms, fallback node id
+# (the caller: taken when the candidate left since the caller last listed the nodes).
+# Returns the owner.
 _PLACE: Final = """
 local owner = redis.call('GET', KEYS[1])
 if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
   return owner
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-return ARGV[1]
+owner = ARGV[1]
+if redis.call('EXISTS', ARGV[2] .. owner) == 0 then
+  owner = ARGV[4]
+end
+redis.call('SET', KEYS[1], owner, 'PX', ARGV[3])
+return owner
 """
 
 # KEYS: placements of the rooms a node hosts; ARGV: node id, ttl ms, node key prefix.
@@ -183,9 +189,11 @@ class Registry:
         value = await self.redis.get(self.node_prefix + node_id)
         return NodeInfo.from_json(str(value)) if value is not None else None
 
-    async def place(self, room_id: str, candidate: str) -> str:
-        """The room's owner: the live one it has, else ``candidate`` (atomically)."""
-        owner = await self._place(keys=[self.room_key(room_id)], args=[candidate, self.node_prefix, PLACEMENT_TTL_MS])
+    async def place(self, room_id: str, candidate: str, fallback: str | None = None) -> str:
+        """The room's owner: the live one it has, else ``candidate`` if it is live, else
+        ``fallback`` (default ``candidate``), atomically."""
+        args: list[str | int] = [candidate, self.node_prefix, PLACEMENT_TTL_MS, fallback or candidate]
+        owner = await self._place(keys=[self.room_key(room_id)], args=args)
         return str(owner)
 
     async def owner(self, room_id: str) -> str | None:

@@ -92,6 +92,8 @@ async def test_racing_placements_agree_on_one_owner_and_a_dead_owner_is_replaced
     assert await registry.place("r", "c") == "c"
     await registry.leave("c")
     assert await registry.place("r", "b") == "b"
+    # A candidate that left meanwhile is passed over for the fallback (the caller).
+    assert await registry.place("fresh", "c", fallback="a") == "a"
     # keep() re-claims free placements (Redis lost them) and reports another live node's.
     await registry.redis.delete(registry.room_key("r"))
     assert await registry.keep("a", ["r", "race0"]) == ([] if await registry.owner("race0") == "a" else ["race0"])
@@ -233,6 +235,23 @@ async def test_a_node_stopping_leaves_at_once_and_its_rooms_move_on_rejoin(
             dave = await ProtooClient.connect(a.ws_url("moving", "dave"))
             await dave.request("join", JOIN)
             assert "moving" in b.rooms.rooms
+            # Bob, on B itself, reconnects through A the moment B closes his socket: B has
+            # already left (first of its shutdown steps), so the room comes to A.
+            assert await registry.place("bobs", "b") == "b"
+            bob = await ProtooClient.connect(b.ws_url("bobs", "bob"))
+            await bob.request("join", JOIN)
+            assert "bobs" in b.rooms.rooms
+
+            async def reconnect_when_closed() -> str | None:
+                await bob.closed.wait()
+                again = await ProtooClient.connect(a.ws_url("bobs", "bob"))
+                await again.request("join", JOIN)
+                owner = await registry.owner("bobs")
+                await again.close()
+                return owner
+
+            reconnected = asyncio.ensure_future(reconnect_when_closed())
+        assert await reconnected == "a"
         # B stopped: gone from the registry and its placement released, at once.
         assert [n.node_id for n in await registry.nodes()] == ["a"]
         assert await registry.owner("moving") is None
