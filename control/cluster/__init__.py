@@ -12,8 +12,12 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
 * any node accepts any client (:mod:`control.cluster.relay`): a client of a room
   hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint.
 
-Not yet: cascading one room over several nodes (PipeTransports between hosts),
-graceful drain, cluster-wide ``/api/rooms`` and ``/api/health``.
+A node stopping leaves the registry first (its placements handed back), then its
+rooms close their sockets: the peers reconnect through any node to a live one.
+
+Not yet: cascading one room over several nodes (PipeTransports between hosts), a
+drain that keeps serving its rooms while refusing new ones, cluster-wide
+``/api/rooms`` and ``/api/health``.
 
 The node is signaling's room router (``control.signaling.server.ROOM_ROUTER``):
 :func:`setup` stores it under the key app.py hands it.
