@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from loguru import logger
 
-from control import chat, events, health, recording, rooms, storage
+from control import auth, chat, events, health, recording, rooms, storage
 from control.config import Settings
 from control.http import error_middleware
 from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, UPLOADS, WORKER_POOL
@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
        finishes, the MP4s are queued) before the rooms and the queue close.
     """
     app = web.Application(middlewares=[error_middleware])
+    auth.setup(app, settings)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(worker_pool_ctx)
     events.setup(app, settings=SETTINGS)
