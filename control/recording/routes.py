@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control.auth import Grant, principal_of, require_room_admin
+from control.auth import Grant, principal_of, require_record, require_room_admin
 from control.ids import validate_room_id
 from control.recording.service import RECORDINGS, RecordingFailed
 from recording import RecordingError
@@ -37,8 +37,12 @@ async def _require_recording_control(request: web.Request) -> str:
     """The room id of the path, once the caller may control its recordings (else 401/403)."""
     room_id = request.match_info["roomId"]
     principal = await principal_of(request)
-    if not principal.can(Grant.RECORD, room_id):
-        require_room_admin(principal, room_id)  # neither: the refusal names roomAdmin
+    if principal.can(Grant.RECORD, room_id):
+        pass
+    elif principal.grants.allows(Grant.RECORD) and not principal.grants.allows(Grant.ADMIN):
+        require_record(principal, room_id)  # roomRecord, for another room: 403 wrong_room
+    else:
+        require_room_admin(principal, room_id)  # the refusal names roomAdmin
     return validate_room_id(room_id)
 
 
