@@ -195,7 +195,7 @@ async def start_server(tmp: Path, workers: int, **overrides: Any) -> tuple[Any, 
     from control.app import create_app
     from control.config import Settings
 
-    settings = Settings(  # type: ignore[call-arg]  # _env_file: pydantic-settings, unknown to plain mypy
+    settings = Settings(
         _env_file=None,
         host="127.0.0.1",
         data_dir=tmp,

@@ -270,7 +270,9 @@ class RoomManager:
     def register_method(self, name: str, handler: MethodHandler, *, before_join: bool = False) -> None:
         """Answer protoo requests ``name`` from peers with ``await handler(room, peer, data)``
         (the answer's data; raise a :class:`~control.errors.ParleyError` to refuse).
-        For the room's other services (chat...); the demo's methods cannot be replaced."""
+        For the room's other services (chat...); the demo's methods cannot be replaced.
+        The grant it needs is in :data:`control.rooms.handlers.REQUIRED_GRANTS`, the one
+        table of every method's grant (``roomJoin`` when it is not listed)."""
         from control.signaling.messages import REQUESTS
 
         if name in REQUESTS:
