@@ -143,18 +143,19 @@ async def storm(
         for i in range(peers)
     ]
     await asyncio.sleep(0.05)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     start.set()
     try:
         await asyncio.gather(*tasks)
     finally:
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         for client in clients:
             try:
                 await client.close()
             except Exception:
                 pass
     results["wall"] = [wall]
+    results["cpu"] = [cpu]  # this process (clients + in-process server), until the last peer meshed
     return results
 
 
@@ -254,6 +255,7 @@ def auth_report(
             f"{phase['mesh']:.1f} | {per_round} |"
         )
     ratio = p50["tokens"] / p50["open"]
+    cpu = {m: statistics.median(r["cpu"][0] for r in by_mode[m]) for m in ("open", "tokens")}
     mixed = {m: percentile([v * 1000 for r in in_one[m] for v in r["join"]], 50) for m in ("open", "tokens")}
     lines += [
         "",
@@ -263,6 +265,9 @@ def auth_report(
         f"control, the same storms (one server with keys and AUTH_OPEN_JOIN=true, half the peers with a token, "
         f"{len(in_one['open'])} round(s)): join p50 {mixed['tokens']:.1f} ms with a token, {mixed['open']:.1f} ms "
         f"without, ratio {mixed['tokens'] / mixed['open']:.3f}",
+        f"CPU time of this process per storm (clients + server, connect to full mesh; other processes' load "
+        f"does not count), median: {cpu['tokens'] * 1000:.0f} ms with tokens, {cpu['open'] * 1000:.0f} ms open, "
+        f"ratio {cpu['tokens'] / cpu['open']:.3f}",
         f"token verification (PyJWT HS256 + claims, measured apart): {verify_seconds * 1e6:.0f} us per join, "
         f"{verify_seconds * 1000 / p50['open'] * 100:.3f}% of the open join p50",
     ]
