@@ -7,6 +7,7 @@ printing the ``Authorization`` and ``Cookie`` headers and the full request line.
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -138,6 +139,11 @@ async def test_no_secret_in_the_logs_of_a_keyed_run(
                 assert r.status == 204
     finally:
         await runner.cleanup()
+
+    # The app's own files that hold participants' integrations: the outbox (and chat) database.
+    database = settings.sqlite_path
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
 
     text = "\n".join(log_lines)
     # the access log ran, with the headers it was told to print
