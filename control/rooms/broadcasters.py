@@ -51,7 +51,7 @@ from control.auth import AuthMethod, Grant, Principal, principal_of, require_ing
 from control.errors import BadRequest, Forbidden, Gone, NotFound, PayloadTooLarge
 from control.ids import validate_peer_id
 from control.keys import ROOMS
-from control.rooms import media
+from control.rooms import limits, media
 from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
 from control.rooms.errors import worker_errors
 from control.rooms.peer import Peer
@@ -84,7 +84,7 @@ class Device(_Body):
 
 class CreateBroadcaster(_Body):
     id: str
-    displayName: str = Field(min_length=1, max_length=m.MAX_DISPLAY_NAME)
+    displayName: m.DisplayName = Field(min_length=1)
     device: Device
     rtpCapabilities: dict[str, Any] | None = None
 
@@ -267,6 +267,7 @@ def create_broadcaster(room: Room, body: CreateBroadcaster) -> dict[str, Any]:
 
 
 async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport) -> dict[str, Any]:
+    limits.check_transports(broadcaster.transports, room.host.settings)
     if body.type == "webrtc":
         return await media.create_webrtc_transport(
             room, broadcaster, producing=True, consuming=True, sctp_capabilities=body.sctpCapabilities

@@ -78,6 +78,18 @@ def test_every_field_has_its_documented_variable() -> None:
         "SIGNALING_REQUEST_TIMEOUT_SECONDS",
         "PEER_RECONNECT_GRACE_SECONDS",
         "ROOM_CONSUMERS_PER_WORKER",
+        "MAX_ROOMS",
+        "MAX_PEERS_PER_ROOM",
+        "MAX_BROADCASTERS_PER_ROOM",
+        "MAX_TRANSPORTS_PER_PEER",
+        "MAX_PRODUCERS_PER_PEER",
+        "MAX_DATA_PRODUCERS_PER_PEER",
+        "MAX_CONSUMERS_PER_PEER",
+        "MAX_RECORDINGS",
+        "SIGNALING_REQUESTS_PER_SECOND",
+        "SIGNALING_REQUEST_BURST",
+        "SIGNALING_JOIN_TIMEOUT_SECONDS",
+        "SIGNALING_MAX_JSON_DEPTH",
         "API_KEY",
         "API_SECRET",
         "API_KEYS_FILE",
@@ -90,6 +102,9 @@ def test_every_field_has_its_documented_variable() -> None:
         "GOOGLE_ALLOWED_DOMAINS",
         "OIDC_ISSUER",
         "SESSION_SECRET",
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+        "WEB_DIR",
     ]
     documented = (REPO / "deploy" / ".env.example").read_text()
     readme = (REPO / "README.md").read_text()
