@@ -31,8 +31,10 @@ the storm starts, so only verification and the grant checks are timed), one in d
 mode (no keys: open join); the rounds alternate between them on the same machine
 (a fresh pair of servers per round, start order and storm order alternated, see
 :func:`compare_auth`) and the script prints the join p50 of each and the ratio
-tokens / open (the issue asks for at most 1.05); then a control where half the peers
-of the same storms carry a token, and the verification cost measured apart.
+tokens / open (the issue asks for at most 1.05); then single joins alternating one by
+one between a keyed and a dev-mode server (4 x ``--peers`` each, the figure least moved
+by other load on the machine), a control where half the peers of the same storms carry
+a token, the process CPU time per storm, and the verification cost measured apart.
 """
 
 from __future__ import annotations
@@ -228,6 +230,7 @@ def verify_cost(keys: Any, tokens: list[str]) -> float:
 def auth_report(
     by_mode: dict[str, list[dict[str, list[float]]]],
     in_one: dict[str, list[dict[str, list[float]]]],
+    sequential: dict[str, list[float]],
     peers: int,
     workers: int,
     verify_seconds: float,
@@ -265,6 +268,10 @@ def auth_report(
         f"control, the same storms (one server with keys and AUTH_OPEN_JOIN=true, half the peers with a token, "
         f"{len(in_one['open'])} round(s)): join p50 {mixed['tokens']:.1f} ms with a token, {mixed['open']:.1f} ms "
         f"without, ratio {mixed['tokens'] / mixed['open']:.3f}",
+        f"single joins alternating one by one between the two servers ({len(sequential['open'])} each, "
+        f"connect to join answer): median {statistics.median(sequential['tokens']) * 1000:.2f} ms with a token, "
+        f"{statistics.median(sequential['open']) * 1000:.2f} ms open, ratio "
+        f"{statistics.median(sequential['tokens']) / statistics.median(sequential['open']):.3f}",
         f"CPU time of this process per storm (clients + server, connect to full mesh; other processes' load "
         f"does not count), median: {cpu['tokens'] * 1000:.0f} ms with tokens, {cpu['open'] * 1000:.0f} ms open, "
         f"ratio {cpu['tokens'] / cpu['open']:.3f}",
@@ -322,6 +329,19 @@ async def compare_auth(peers: int, rounds: int, workers: int) -> str:
                 for runner, _ in servers.values():
                     await runner.cleanup()
 
+        # Single joins, alternating one by one between a keyed and a dev-mode server.
+        servers = {
+            "open": await start_server(Path(tmp, "seq-open"), workers),
+            "tokens": await start_server(Path(tmp, "seq-tokens"), workers, **keyed_settings),
+        }
+        try:
+            sequential = await interleaved_joins(
+                lambda mode, room, peer: url(servers[mode][1], room, peer, mode == "tokens"), max(peers, 1) * 4
+            )
+        finally:
+            for runner, _ in servers.values():
+                await runner.cleanup()
+
         # Control: the same storms, half the peers with a token, half without, one server
         # with keys and AUTH_OPEN_JOIN=true: both groups under exactly the same load.
         mixed, port = await start_server(Path(tmp, "mixed"), workers, auth_open_join=True, **keyed_settings)
@@ -339,7 +359,38 @@ async def compare_auth(peers: int, rounds: int, workers: int) -> str:
         finally:
             await mixed.cleanup()
     sample = [mint(keys, identity=f"p{i}", grants=grants_from_names(grants, room="r")) for i in range(2000)]
-    return auth_report(by_mode, in_one, peers, workers, verify_cost(keys, sample))
+    return auth_report(by_mode, in_one, sequential, peers, workers, verify_cost(keys, sample))
+
+
+async def one_join(url: str) -> float:
+    """Seconds from WebSocket connect to the ``join`` answer of one peer alone (then it leaves)."""
+    t0 = time.perf_counter()
+    client = await ProtooClient.connect(url)
+    try:
+        caps = await client.request("getRouterRtpCapabilities", timeout=60)
+        await client.request("createWebRtcTransport", {"producing": True, "consuming": False}, timeout=60)
+        await client.request("createWebRtcTransport", {"producing": False, "consuming": True}, timeout=60)
+        join = {"displayName": "one", "device": {"name": "bench"}, "rtpCapabilities": caps}
+        await client.request("join", join, timeout=60)
+        return time.perf_counter() - t0
+    finally:
+        await client.close()
+
+
+async def interleaved_joins(url: Any, pairs: int) -> dict[str, list[float]]:
+    """``pairs`` single joins on each server, one after the other, alternating every join
+    (ABBA), into a room a resident peer keeps open: load drift hits both modes alike."""
+    room = f"seq-{uuid.uuid4().hex[:8]}"
+    residents = [await ProtooClient.connect(url(mode, room, "resident")) for mode in ("open", "tokens")]
+    times: dict[str, list[float]] = {"open": [], "tokens": []}
+    try:
+        for i in range(pairs):
+            for mode in ("tokens", "open") if i % 2 else ("open", "tokens"):
+                times[mode].append(await one_join(url(mode, room, f"s{i}")))
+    finally:
+        for resident in residents:
+            await resident.close()
+    return times
 
 
 async def settle(runner: Any) -> None:
