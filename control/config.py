@@ -97,7 +97,10 @@ class Settings(BaseSettings):
     presign_expiry: int = Field(3600, ge=1, le=604800, description="presigned URL lifetime (s)")
     chat_file_max_mb: int = Field(25, ge=1, le=5120, description="largest chat file upload")
     rabbitmq_ai_queue: str = Field("ai.recording.completed", min_length=1, max_length=255)
-    admin_token: SecretStr | None = Field(None, description="bearer token for admin routes")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="REMOVED (refused when set): admin routes take an access token with roomAdmin/roomList",
+    )
     data_dir: Path = Path("./data")
 
     # -- recording ----------------------------------------------------------
@@ -213,6 +216,17 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_removed(cls, v: SecretStr | None) -> None:
+        """Refused rather than ignored: a deployment that relied on it must not start open."""
+        if v is not None:
+            raise ValueError(
+                "was removed: admin routes take an access token with roomAdmin or roomList "
+                "(parley token create --grants admin,list); set API_KEY/API_SECRET and unset ADMIN_TOKEN"
+            )
+        return None
 
     @field_validator("api_secret", "session_secret", "cluster_secret")
     @classmethod

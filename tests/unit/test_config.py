@@ -262,6 +262,17 @@ def test_minio_needs_credentials(load: Loader) -> None:
     assert load(MINIO_SECRET_KEY="sk").minio_endpoint == "https://s3.example.org"
 
 
+def test_admin_token_was_removed_and_refuses_to_start(load: Loader) -> None:
+    """ADMIN_TOKEN guarded the admin routes before access tokens: a deployment still setting it
+    must not start with those routes open (dev mode) nor silently ignore it; empty = unset."""
+    assert load(ADMIN_TOKEN="").admin_token is None
+    with pytest.raises(ConfigError) as err:
+        load(ADMIN_TOKEN="s3cret-admin-token")
+    message = str(err.value)
+    assert message.startswith("ADMIN_TOKEN=<redacted>: was removed") and "roomAdmin" in message
+    assert "s3cret-admin-token" not in message
+
+
 def test_errors_and_redacted_settings_hide_secrets(load: Loader) -> None:
     with pytest.raises(ConfigError) as err:
         load(MONGODB_URI="mysql://root:hunter2@db/x")

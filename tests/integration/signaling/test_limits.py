@@ -45,8 +45,12 @@ class Clients:
         self.all: list[ProtooClient] = []
 
     async def connect(self, room: str, peer: str) -> ProtooClient:
+        """A connected client whose peer the room has taken in: the room is made after
+        the upgrade's answer, so the socket being open does not yet mean the peer (and the
+        room) count against a limit; ``mediasoup-version`` is sent once they do."""
         client = await ProtooClient.connect(self.server.ws_url(room, peer))
         self.all.append(client)
+        await client.wait_for("mediasoup-version")
         return client
 
     async def close(self) -> None:
