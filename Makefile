@@ -17,11 +17,12 @@ STAMPS  := .make
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: worker build (compiler, meson's pkg-config deps, flatc),
-# FFmpeg for recording, RabbitMQ for the event-bus tests where none runs, Chromium for
+# FFmpeg for recording, RabbitMQ for the event-bus tests where none runs, Redis for the
+# cluster tests where none runs, Chromium for
 # the meeting page's browser tests (driven by Playwright; no browser is ever downloaded).
 APT_PACKAGES := build-essential pkg-config python3-venv libssl-dev libuv1-dev libsrtp2-dev \
 	flatbuffers-compiler libflatbuffers-dev libabsl-dev ffmpeg fonts-dejavu-core rabbitmq-server \
-	chromium
+	redis-server chromium
 
 .PHONY: help setup apt venv worker web run test bench lint lint-report lock clean
 help:

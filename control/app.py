@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from loguru import logger
 
-from control import auth, chat, events, health, recording, rooms, storage
+from control import auth, chat, cluster, events, health, recording, rooms, storage
 from control import web as web_page
 from control.config import Settings
 from control.http import error_middleware
@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
     chat.setup(app, settings=SETTINGS, events=EVENTS)
     rooms.setup(app, pool=WORKER_POOL, chat=CHAT, meetings=MEETINGS)
     chat.setup_signaling(app, rooms=ROOMS)
+    cluster.setup(app, settings=SETTINGS, rooms=ROOMS, pool=WORKER_POOL, router=signaling.ROOM_ROUTER)  # REDIS_URL
     recording.setup(app, settings=SETTINGS, rooms=ROOMS, uploads=UPLOADS, chat=CHAT, meetings=MEETINGS, events=EVENTS)
     health.setup(app, pool=WORKER_POOL)
     web_page.setup(app, settings=SETTINGS, signaling=signaling.protoo_websocket)  # GET / (page or protoo), /r/{roomId}

@@ -168,6 +168,16 @@ class Settings(BaseSettings):
         32, ge=4, le=512, description="deepest JSON nesting of a signaling message or REST body"
     )
 
+    # -- scale-out (control/cluster): unset REDIS_URL = one node, no Redis ------------
+    redis_url: str | None = Field(None, description="Redis of the cluster (redis://host:6379/0): the node joins it")
+    node_id: str | None = Field(None, max_length=200, description="this node's name in the cluster (default host:port)")
+    node_advertise_url: str | None = Field(
+        None, description="base URL other nodes reach this one at (default http(s)://host:port)"
+    )
+    cluster_secret: SecretStr | None = Field(
+        None, description="key of the node-to-node relay token (default: derived from API_SECRET)"
+    )
+
     # -- access control (control/auth) ----------------------------------------
     api_key: str | None = Field(None, description="API key: the iss of the access tokens it signs")
     api_secret: SecretStr | None = Field(None, description="secret of API_KEY (at least 32 characters)")
@@ -218,7 +228,7 @@ class Settings(BaseSettings):
             )
         return None
 
-    @field_validator("api_secret", "session_secret")
+    @field_validator("api_secret", "session_secret", "cluster_secret")
     @classmethod
     def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < 32:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.services import MongoService, RabbitMQService, S3Service, ServiceUnavailable, TestServices
+from tests.services import MongoService, RabbitMQService, RedisService, S3Service, ServiceUnavailable, TestServices
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +85,19 @@ def mongo_owned(test_services) -> MongoService:
     """A MongoDB-wire server this harness started (stop/restart allowed); the same as
     `mongo` unless MONGODB_URI supplied that one."""
     return _get(test_services, "mongo", owned=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(test_services) -> RedisService:
+    """Redis for the cluster tests (``redis_server.url``: the test database, theirs to flush)."""
+    return _get(test_services, "redis")
+
+
+@pytest.fixture(scope="session")
+def redis_owned(test_services) -> RedisService:
+    """A Redis this harness started (restart allowed); the same as `redis_server` unless
+    REDIS_URL or a running server on :6379 supplied that one."""
+    return _get(test_services, "redis", owned=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Loopback test services: RabbitMQ, an S3 server and a MongoDB-wire server.
+"""Loopback test services: RabbitMQ, an S3 server, a MongoDB-wire server and Redis.
 
 Integration tests talk to real servers. For each service the harness uses, in order:
 
@@ -13,6 +13,11 @@ Integration tests talk to real servers. For each service the harness uses, in or
   (temp dbpath, free port, ``--auth`` with a user); else mongoeco's wire server
   (tests/mongo_wire_server.py) run by the Python 3.13 venv that ``make
   services-setup`` creates (``.venv-mongo``), SCRAM-SHA-256 auth, SQLite data file.
+
+* Redis (cluster tests) -- ``REDIS_URL`` if set and answering PING; else the server
+  already running on 127.0.0.1:6379; else its own Debian ``redis-server`` (free port,
+  no persistence). Tests use database 13 (``REDIS_TEST_DB``) and flush it. Not part of
+  ``env()``: a REDIS_URL makes a node join a cluster.
 
 A configured-but-unreachable service falls back to the next choice; ``origin`` says
 which one was used and why. ``PARLEY_OWN_SERVICES=rabbitmq,s3,mongo`` (or ``all``)
@@ -693,6 +698,65 @@ class SeaweedS3(S3Service):
             Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name + '_grpc']}.sock").unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------- Redis
+
+#: The test database number: tests flush it, never the server's database 0.
+REDIS_TEST_DB = 13
+
+
+def redis_ping(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True if a Redis server answers PING on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+class RedisService(Service):
+    """A Redis server; tests use database :data:`REDIS_TEST_DB` of it (``url``)."""
+
+    name = "redis"
+
+    def __init__(self, host: str, port: int, *, owned: bool, origin: str, workdir: Path | None = None) -> None:
+        super().__init__(owned=owned, origin=origin, workdir=workdir)
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{REDIS_TEST_DB}"
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url}
+
+
+class OwnedRedis(RedisService):
+    """Debian's ``redis-server`` on a free loopback port, no persistence, data in a temp dir."""
+
+    def __init__(self, workdir: Path, binary: str) -> None:
+        super().__init__(LOCALHOST, free_ports(1)[0], owned=True, origin=f"own {binary}", workdir=workdir)
+        self.binary = binary
+
+    def _launch(self) -> None:
+        assert self.workdir is not None
+        self._spawn(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", LOCALHOST,
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                "--protected-mode", "yes",
+            ]
+        )  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        self._wait_for(f"PING on {self.host}:{self.port}", lambda: redis_ping(self.host, self.port), timeout=20)
+
+
 # --------------------------------------------------------------------------- MongoDB
 
 
@@ -881,6 +945,9 @@ class TestServices:
     __test__ = False  # not a pytest test class
 
     NAMES = ("rabbitmq", "s3", "mongo")
+    #: Services a test asks for by name but that ``env()`` leaves out: a REDIS_URL in
+    #: the app's environment makes the node join a cluster.
+    EXTRA = ("redis",)
 
     def __init__(self, base_dir: Path | None = None) -> None:
         self._base_dir = base_dir
@@ -899,8 +966,8 @@ class TestServices:
         ``owned=True`` insists on a server this harness started (for tests that stop
         or restart it) even when an external one is configured.
         """
-        if name not in self.NAMES:
-            raise ValueError(f"unknown service {name!r}; one of {self.NAMES}")
+        if name not in self.NAMES + self.EXTRA:
+            raise ValueError(f"unknown service {name!r}; one of {self.NAMES + self.EXTRA}")
         forced = os.environ.get("PARLEY_OWN_SERVICES", "").replace(",", " ").split()
         owned = owned or name in forced or "all" in forced
         with self._lock:
@@ -943,6 +1010,9 @@ class TestServices:
 
     def mongo(self, *, owned: bool = False) -> MongoService:
         return self.get("mongo", owned=owned)  # type: ignore[return-value]
+
+    def redis(self, *, owned: bool = False) -> RedisService:
+        return self.get("redis", owned=owned)  # type: ignore[return-value]
 
     def env(self) -> dict[str, str]:
         """The app's environment variables for all three services (starts them)."""
@@ -1064,6 +1134,34 @@ class TestServices:
             service.origin += " (" + "; ".join(notes) + ")"
         return service
 
+    def _resolve_redis(self, owned: bool) -> RedisService:
+        notes = []
+        if not owned:
+            url = os.environ.get("REDIS_URL")
+            if url:
+                parsed = urllib.parse.urlsplit(url)
+                host, port = parsed.hostname or LOCALHOST, parsed.port or 6379
+                if redis_ping(host, port):
+                    return RedisService(host, port, owned=False, origin=f"REDIS_URL={redact(url)}")
+                notes.append(f"REDIS_URL={redact(url)} is not reachable")
+            if redis_ping(LOCALHOST, 6379):
+                origin = f"already running on {LOCALHOST}:6379 (database {REDIS_TEST_DB})"
+                return RedisService(LOCALHOST, 6379, owned=False, origin=origin + "".join(f" ({n})" for n in notes))
+            notes.append(f"nothing usable on {LOCALHOST}:6379")
+        if (existing := self._services.get(("redis", True))) is not None:
+            return existing  # type: ignore[return-value]
+        binary = shutil.which("redis-server") or next((p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None)
+        if binary is None:
+            raise ServiceUnavailable(
+                "Redis: "
+                + "; ".join(notes + ["redis-server is not installed (`make setup` installs Debian's redis-server; "
+                                     "or set REDIS_URL to a reachable server)"])
+            )  # fmt: skip
+        service = OwnedRedis(self._workdir("redis"), binary)
+        if notes:
+            service.origin += " (" + "; ".join(notes) + ")"
+        return service
+
     def _resolve_mongo(self, owned: bool) -> MongoService:
         notes = []
         if not owned:
@@ -1113,10 +1211,13 @@ def _main(argv: list[str]) -> int:
         help="up: start, print export lines, serve until Ctrl-C; check: start, print timings, stop",
     )
     parser.add_argument(
-        "services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(TestServices.NAMES)} (default: all)"
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"any of {', '.join(TestServices.NAMES + TestServices.EXTRA)} (default: {', '.join(TestServices.NAMES)})",
     )
     args = parser.parse_args(argv)
-    unknown = set(args.services) - set(TestServices.NAMES)
+    unknown = set(args.services) - set(TestServices.NAMES + TestServices.EXTRA)
     if unknown:
         parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
     args.services = args.services or list(TestServices.NAMES)

@@ -17,6 +17,10 @@ over (403, :func:`control.rooms.room.check_takeover`). Refusals are the one JSON
 error shape. The principal is verified here only: a token that expires during
 the call does not end it; a reconnect needs a valid one.
 
+In a cluster (``REDIS_URL``, :mod:`control.cluster`), the :data:`ROOM_ROUTER` first
+says where the room lives: a room hosted by another node is relayed there (after
+the router checked the caller's credentials; that node checks the rest).
+
 Limits, also before the upgrade: a new room on a node with ``MAX_ROOMS`` rooms,
 or a new peer in a room with ``MAX_PEERS_PER_ROOM`` peers, is refused with 429
 (``rooms_limit``, ``peers_limit``: :mod:`control.rooms.limits`).
@@ -34,7 +38,7 @@ the peer is detached (grace period, see ``control.rooms``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import WSCloseCode, hdrs, web
 from loguru import logger
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
 
     from control.rooms.manager import RoomManager
 
-__all__ = ["protoo_websocket", "routes"]
+__all__ = ["ROOM_ROUTER", "RoomRouter", "protoo_websocket", "routes"]
 
 SUBPROTOCOL = "protoo"
 #: WebSocket ping interval: a silent dead client is noticed (and enters its grace period).
@@ -62,6 +66,18 @@ HEARTBEAT = 20.0
 HARD_LIMIT_FACTOR = 4
 
 routes = web.RouteTableDef()
+
+
+class RoomRouter(Protocol):
+    """Where a room lives (``control.cluster``): ``None`` to serve it here (then the
+    checks below run), else the response that served the connection elsewhere (a
+    relay, once the caller's principal may join the room as this peerId)."""
+
+    async def route(self, request: web.Request, room_id: str) -> web.StreamResponse | None: ...
+
+
+#: Set by ``control.cluster.setup`` when the node is part of a cluster (``REDIS_URL``).
+ROOM_ROUTER: Final[web.AppKey[RoomRouter]] = web.AppKey("room_router")
 
 
 def _bad_request(text: str) -> web.Response:
@@ -125,6 +141,9 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     if manager is None or manager.closed:
         raise web.HTTPServiceUnavailable(text="rooms are not running")
     log = logger.bind(room=room_id, peer=peer_id)
+    router = request.app.get(ROOM_ROUTER)
+    if router is not None and (elsewhere := await router.route(request, room_id)) is not None:
+        return elsewhere  # the room lives on another node of the cluster (its limits apply there)
     principal = await _admitted(request, manager, room_id, peer_id, log)
     settings = request.app[SETTINGS]
     max_frame = settings.signaling_max_frame_bytes

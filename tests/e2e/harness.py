@@ -64,6 +64,7 @@ def server_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "mongodb_uri": None,
         "rabbitmq_url": None,
         "minio_endpoint": None,
+        "redis_url": None,
         "mediasoup_num_workers": 2,
         "mediasoup_listen_ip": "127.0.0.1",
         "mediasoup_announced_address": None,

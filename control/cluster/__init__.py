@@ -1,0 +1,149 @@
+"""Scale-out: several Parley nodes behind one Redis (``REDIS_URL``).
+
+Unset ``REDIS_URL``: :func:`setup` starts nothing and the node is alone, exactly as
+before. Set: the node joins the cluster under ``NODE_ID`` (default ``host:port``),
+reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
+``http(s)://host:port``):
+
+* registry (:mod:`control.cluster.registry`): a heartbeat key per node with its load
+  (rooms, peers, consumers, worker CPU), gone within 4 s of the node dying;
+* placement: a room's first join places it on the least-loaded live node (one Lua
+  script: racing nodes agree); the placement ends when the room closes or its node dies;
+* any node accepts any client (:mod:`control.cluster.relay`): a client of a room
+  hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint.
+
+A node stopping leaves the registry first (its placements handed back), then its
+rooms close their sockets: the peers reconnect through any node to a live one.
+
+Not yet: cascading one room over several nodes (PipeTransports between hosts), a
+drain that keeps serving its rooms while refusing new ones, cluster-wide
+``/api/rooms`` and ``/api/health``.
+
+The node is signaling's room router (``control.signaling.server.ROOM_ROUTER``):
+:func:`setup` stores it under the key app.py hands it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Final
+
+import aiohttp
+from aiohttp import web
+from loguru import logger
+from redis.asyncio import Redis
+
+from control.auth import is_loopback_host
+from control.cluster.node import ClusterNode
+from control.cluster.registry import NodeInfo, NodeLoad, Registry
+from control.cluster.relay import RELAY_HEADER, Relay, relay_token
+from control.config import Settings
+
+if TYPE_CHECKING:
+    from control.rooms.manager import RoomManager
+    from control.signaling.server import RoomRouter
+    from workers.worker_pool import WorkerPool
+
+__all__ = [
+    "CLUSTER",
+    "RELAY_HEADER",
+    "ClusterNode",
+    "NodeInfo",
+    "NodeLoad",
+    "Registry",
+    "advertise_url",
+    "node_id",
+    "setup",
+]
+
+#: This node's cluster membership (only when ``REDIS_URL`` is set).
+CLUSTER: Final[web.AppKey[ClusterNode]] = web.AppKey("cluster", ClusterNode)
+
+
+def node_id(settings: Settings) -> str:
+    """``NODE_ID``, else ``host:port`` (the machine's name when bound to every address)."""
+    if settings.node_id:
+        return settings.node_id
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    return f"{host}:{settings.port}"
+
+
+def advertise_url(settings: Settings) -> str:
+    """``NODE_ADVERTISE_URL``, else ``http(s)://host:port`` of this node."""
+    if settings.node_advertise_url:
+        return settings.node_advertise_url.rstrip("/")
+    scheme = "https" if settings.tls_cert_file else "http"
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{settings.port}"
+
+
+async def _relay_secret(settings: Settings, registry: Registry) -> str:
+    if settings.cluster_secret is not None:
+        return settings.cluster_secret.get_secret_value()
+    if settings.api_secret is not None:
+        return settings.api_secret.get_secret_value()
+    return await registry.shared_secret()
+
+
+def cluster_ctx(
+    *,
+    settings: web.AppKey[Settings],
+    rooms: web.AppKey[RoomManager],
+    pool: web.AppKey[WorkerPool],
+    router: web.AppKey[RoomRouter],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx: join the cluster (``CLUSTER``, and ``router``) when ``REDIS_URL`` is set."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[settings]
+        if not config.redis_url:
+            yield  # one node, no Redis
+            return
+        redis = Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        # Connecting to a node that does not answer fails fast; an open link has no deadline.
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5))
+        try:
+            registry = Registry(redis)
+            relay = Relay(session, relay_token(await _relay_secret(config, registry)), config.signaling_max_frame_bytes)
+            node = ClusterNode(node_id(config), advertise_url(config), registry, relay, app[rooms], app[pool])
+            if is_loopback_host(config.host) and not config.node_advertise_url:
+                logger.info("cluster: HOST is loopback: only nodes on this machine can reach {}", node.url)
+            await node.start()
+            app[CLUSTER] = node
+            app[router] = node
+            try:
+                yield
+            finally:
+                await node.close()
+        finally:
+            await session.close()
+            await redis.aclose()
+
+    return ctx
+
+
+def setup(
+    app: web.Application,
+    *,
+    settings: web.AppKey[Settings],
+    rooms: web.AppKey[RoomManager],
+    pool: web.AppKey[WorkerPool],
+    router: web.AppKey[RoomRouter],
+) -> None:
+    """Join the cluster of ``REDIS_URL`` (nothing at all when it is unset); the node is
+    stored under ``router`` (signaling asks it where a room lives) and ``CLUSTER``."""
+    app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router))
+
+    async def leave(app: web.Application) -> None:
+        node = app.get(CLUSTER)
+        if node is not None:
+            await node.close()  # out of the registry, placements handed back, relayed clients closed (1001)
+
+    # First of the shutdown hooks: the node leaves before its rooms close their peers'
+    # sockets, so the peers that reconnect through another node find their rooms unplaced.
+    app.on_shutdown.insert(0, leave)

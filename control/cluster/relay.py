@@ -1,0 +1,179 @@
+"""Signaling relay: a client's protoo WebSocket carried to the node that hosts its room.
+
+Node A accepted the client (any node accepts any client); the room lives on node B.
+A opens a node-to-node WebSocket to B's own signaling endpoint (``/ws`` with the
+client's query, ``Authorization`` and ``Cookie``, so B authenticates the client
+exactly as if it had connected there) plus :data:`RELAY_HEADER`, the cluster's
+relay token: B then serves the room itself instead of routing again. Frames are
+copied both ways unchanged (the protoo protocol the client sees is B's); media
+goes straight to B's announced addresses, which B's answers carry.
+
+A refusal by B before the upgrade (401, 403, 400...) is A's refusal, with B's
+status. When B closes the link, A closes the client with B's code; when B vanishes
+(killed, unreachable) A closes it with 4002, "reconnect": the client reconnects
+through any node and the room is placed again on a live one. A connection B's
+address refuses (:class:`NodeRefused`: nothing listens, B died) lets A evict B
+from the registry once B has missed a heartbeat, instead of waiting for its key
+to expire (see ``ClusterNode.route``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from typing import Final
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from loguru import logger
+
+from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
+from control.signaling.protoo import CLOSE_RECONNECT
+
+__all__ = ["RELAY_HEADER", "NodeRefused", "Relay", "relay_token"]
+
+#: The header a relaying node sends: proof that the connection comes from a node of the cluster.
+RELAY_HEADER: Final = "X-Parley-Relay"
+SUBPROTOCOL: Final = "protoo"
+#: WebSocket pings on both legs (as signaling's own).
+HEARTBEAT: Final = 20.0
+#: Close codes that cannot be sent on the wire (they describe a link that died).
+_UNSENDABLE: Final = frozenset({1005, 1006, 1015})
+#: Headers forwarded to the owner: how the client authenticated.
+_FORWARDED: Final = (hdrs.AUTHORIZATION, hdrs.COOKIE)
+
+
+class NodeRefused(Unavailable):
+    """The room's node refused the TCP connection: nothing listens there (it died)."""
+
+
+def relay_token(secret: str) -> str:
+    """The relay token of a cluster secret (nodes compare it in constant time)."""
+    return hmac.new(secret.encode(), b"parley-cluster-relay-v1", hashlib.sha256).hexdigest()
+
+
+def _refusal(status: int, node_url: str) -> ParleyError:
+    """The owner's refusal before the upgrade, as this node's error."""
+    by_status: dict[int, type[ParleyError]] = {400: BadRequest, 401: Unauthorized, 403: Forbidden}
+    kind = by_status.get(status, Unavailable)
+    return kind(
+        f"refused by the room's node ({status})" if kind is not Unavailable else f"room's node {node_url}: {status}"
+    )
+
+
+async def _pump(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> tuple[int | None, str]:
+    """Copy frames until ``source`` closes; its close code and reason (None if it died)."""
+    while True:
+        message = await source.receive()
+        try:
+            if message.type is WSMsgType.TEXT:
+                await sink.send_str(message.data)
+                continue
+            if message.type is WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+                continue
+        except (ConnectionError, RuntimeError):
+            return None, ""  # the other leg is gone: its own pump reports it
+        if message.type is WSMsgType.CLOSE:
+            return int(message.data), str(message.extra or "")
+        if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None, ""
+
+
+class Relay:
+    """The relayed connections of this node (closed when it shuts down)."""
+
+    def __init__(self, session: aiohttp.ClientSession, token: str, max_frame_bytes: int) -> None:
+        self.session = session
+        self.token = token
+        self.max_msg_size = max_frame_bytes * 4
+        self.clients: set[web.WebSocketResponse] = set()
+
+    def is_relayed(self, request: web.Request) -> bool:
+        """Does ``request`` come from a node of this cluster? (a wrong token is refused)"""
+        presented = request.headers.get(RELAY_HEADER)
+        if presented is None:
+            return False
+        if not hmac.compare_digest(presented.encode(), self.token.encode()):
+            logger.warning("cluster: relay from {} with a wrong token refused", request.remote)
+            raise Forbidden("wrong cluster relay token", code="relay_token_invalid")
+        return True
+
+    async def relay(self, request: web.Request, node_id: str, node_url: str) -> web.WebSocketResponse:
+        """Serve ``request`` (a protoo upgrade) through the node at ``node_url``."""
+        log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
+        upstream = await self._connect(request, node_url)
+        client = web.WebSocketResponse(
+            protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size, heartbeat=HEARTBEAT, compress=False
+        )
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
+        log.info("cluster: connection from {} relayed to node {}", request.remote, node_id)
+        self.clients.add(client)
+        try:
+            await self._run(client, upstream, node_id)
+        finally:
+            self.clients.discard(client)
+        return client
+
+    async def _connect(self, request: web.Request, node_url: str) -> aiohttp.ClientWebSocketResponse:
+        headers = {RELAY_HEADER: self.token}
+        headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
+        url = f"{node_url.rstrip('/')}/ws?{request.query_string}"
+        try:
+            return await self.session.ws_connect(
+                url,
+                protocols=(SUBPROTOCOL,),
+                headers=headers,
+                heartbeat=HEARTBEAT,
+                max_msg_size=self.max_msg_size,
+                compress=0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+            )
+        except aiohttp.WSServerHandshakeError as error:
+            raise _refusal(error.status, node_url) from None
+        except aiohttp.ClientConnectorError as error:
+            logger.warning("cluster: room's node {} unreachable: {}", node_url, error.os_error)
+            if isinstance(error.os_error, ConnectionRefusedError):
+                raise NodeRefused("the room's node is gone, try again") from None
+            raise Unavailable("the room's node is unreachable, try again") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            logger.warning("cluster: room's node {} unreachable: {!r}", node_url, error)
+            raise Unavailable("the room's node is unreachable, try again") from None
+
+    async def _run(
+        self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, node_id: str
+    ) -> None:
+        """Copy frames both ways; when one side closes, close the other with its code."""
+        down = asyncio.ensure_future(_pump(upstream, client))
+        up = asyncio.ensure_future(_pump(client, upstream))
+        try:
+            done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+            if down in done:  # the owner closed (or vanished)
+                code, reason = down.result()
+                if code is None or code in _UNSENDABLE:
+                    code, reason = CLOSE_RECONNECT, f"node {node_id} is gone, reconnect"
+                await client.close(code=code, message=reason.encode()[:120])
+            else:
+                code, reason = up.result()
+                if code is None or code in _UNSENDABLE:
+                    code = WSCloseCode.OK
+                await upstream.close(code=code, message=reason.encode()[:120])
+        finally:
+            for task in (down, up):
+                task.cancel()
+            await asyncio.gather(down, up, return_exceptions=True)
+            if not upstream.closed:
+                await upstream.close()
+
+    async def close(self) -> None:
+        """Close every relayed client (this node is stopping: 1001, as local peers get)."""
+        for client in list(self.clients):
+            await client.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

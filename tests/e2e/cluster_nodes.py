@@ -1,0 +1,113 @@
+"""Parley nodes of one cluster on loopback, for the cluster tests (``control.cluster``).
+
+``async with cluster_node(tmp_path, redis_url, "a", rtc_base=41000) as node`` runs a
+real node in this process: its own port (chosen before start, since the node
+advertises ``http://127.0.0.1:<port>`` to the others), its own RTC port range and
+data directory, ``NODE_ID`` = its name. :func:`node_process` runs one as a
+subprocess (``python -m control``) for the tests that SIGKILL a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from control.app import create_app
+from control.cluster import CLUSTER, ClusterNode
+from tests.e2e.harness import Server, server_settings
+from tests.plugin_workers import require_worker_binary
+from tests.services import REPO, free_ports, port_open
+
+
+class Node(Server):
+    @property
+    def cluster(self) -> ClusterNode:
+        return self.app[CLUSTER]
+
+
+def node_settings(
+    tmp_path: Path, redis_url: str, name: str, port: int, rtc_base: int, **overrides: Any
+) -> dict[str, Any]:
+    return {
+        "port": port,
+        "data_dir": tmp_path / name / "data",
+        "redis_url": redis_url,
+        "node_id": name,
+        "node_advertise_url": f"http://127.0.0.1:{port}",
+        "mediasoup_rtc_min_port": rtc_base,
+        "mediasoup_rtc_max_port": rtc_base + 999,
+        **overrides,
+    }
+
+
+@contextlib.asynccontextmanager
+async def cluster_node(
+    tmp_path: Path, redis_url: str, name: str, *, rtc_base: int, **overrides: Any
+) -> AsyncIterator[Node]:
+    require_worker_binary()
+    port = free_ports(1)[0]
+    settings = server_settings(tmp_path, **node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides))
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield Node(app, port)
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def node_process(
+    tmp_path: Path, redis_url: str, name: str, *, rtc_base: int
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A node as ``python -m control`` (dev mode, loopback); yields (process, port) once it listens."""
+    require_worker_binary()
+    port = free_ports(1)[0]
+    values = node_settings(tmp_path, redis_url, name, port, rtc_base)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_", "MINIO_", "API_"))}
+    env.update({key.upper(): str(value) for key, value in values.items()})
+    env.update({"HOST": "127.0.0.1", "MEDIASOUP_NUM_WORKERS": "1", "MEDIASOUP_LISTEN_IP": "127.0.0.1"})
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)
+    log = open(tmp_path / name / "node.log", "wb")  # noqa: SIM115 - closed below
+    env["PYTHONPATH"] = str(REPO)  # this tree's code; cwd elsewhere so no .env applies
+    process = subprocess.Popen(
+        [sys.executable, "-m", "control", "run"], cwd=tmp_path / name, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"node {name} did not start:\n{(tmp_path / name / 'node.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.1)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+async def eventually(check: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll ``check()`` (sync or async) until true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not met within {timeout:.0f}s")
+        await asyncio.sleep(0.05)
