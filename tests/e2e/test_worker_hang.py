@@ -53,9 +53,11 @@ async def test_worker_stopped_mid_call(tmp_path: Path) -> None:
 
                 # The call's peers are told to reconnect; the room is rebuilt on a live worker.
                 for peer in (alice, bob):
-                    await asyncio.wait_for(peer.protoo.closed.wait(), 10)
-                    assert peer.protoo.close_code == 4002
-                    assert "reconnect" in (peer.protoo.close_reason or "")
+                    protoo = peer.protoo
+                    assert protoo is not None
+                    await asyncio.wait_for(protoo.closed.wait(), 10)
+                    assert protoo.close_code == 4002
+                    assert "reconnect" in (protoo.close_reason or "")
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(stopped.pid, signal.SIGKILL)
