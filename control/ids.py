@@ -10,6 +10,12 @@ Room id
     meeting services (:mod:`control.store.ids` re-exports it) and the object key
     builders (:mod:`control.storage.keys`).
 
+Display name
+    At most :data:`MAX_DISPLAY_NAME_LENGTH` (256) characters: one limit for the
+    signaling ``join``, chat senders and meeting records, so a name signaling
+    accepts is never refused further on (a long name used to drop that join from
+    the meeting record).
+
 Peer id
     1-128 characters, none of them whitespace or a control character (C0, DEL,
     C1) or a lone surrogate. Peer ids never go into object keys or paths; they
@@ -31,6 +37,7 @@ import re
 from control.errors import BadRequest
 
 __all__ = [
+    "MAX_DISPLAY_NAME_LENGTH",
     "MAX_PEER_ID_LENGTH",
     "MAX_ROOM_ID_LENGTH",
     "PEER_ID_RE",
@@ -47,6 +54,8 @@ __all__ = [
 
 MAX_ROOM_ID_LENGTH = 64
 MAX_PEER_ID_LENGTH = 128
+#: The longest display name, everywhere (signaling, chat, meetings).
+MAX_DISPLAY_NAME_LENGTH = 256
 
 ROOM_ID_RULE = f"1-{MAX_ROOM_ID_LENGTH} characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
 PEER_ID_RULE = f"1-{MAX_PEER_ID_LENGTH} printable characters (no whitespace or control characters)"

@@ -18,7 +18,8 @@ Rules:
   (an integer from 0 to ``CHAT_FILE_MAX_MB``), ``mimeType`` (``type/subtype``).
 - sender: ``peerId`` (the peer id rule of :mod:`control.ids`, the one signaling
   applies: 1-128 printable characters, no whitespace or control characters),
-  ``displayName`` (1-100 characters, one line, no control characters).
+  ``displayName`` (1-256 characters, :data:`control.ids.MAX_DISPLAY_NAME_LENGTH`,
+  the limit signaling applies; one line, no control characters).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.errors import BadRequest, NotFound, ParleyError
+from control.ids import MAX_DISPLAY_NAME_LENGTH
 from control.storage.keys import CHAT_PREFIX, InvalidKey, validate_key
 from control.store.base import DEFAULT_PAGE, MAX_PAGE
 from control.store.ids import InvalidId, validate_peer_id
@@ -36,6 +38,7 @@ from control.store.models import FileRef, Sender
 
 __all__ = [
     "DEFAULT_MAX_TEXT_LENGTH",
+    "MAX_DISPLAY_NAME_LENGTH",
     "MAX_FILE_SIZE",
     "ChatError",
     "ChatLimits",
@@ -43,6 +46,8 @@ __all__ = [
     "ChatValidationError",
     "ValidatedContent",
     "check_text",
+    "display_name_or",
+    "email_or_none",
     "parse_limit",
     "validate_content",
     "validate_display_name",
@@ -53,7 +58,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_TEXT_LENGTH = 4000
-MAX_DISPLAY_NAME_LENGTH = 100
 MAX_FILE_NAME_LENGTH = 255
 MAX_OBJECT_KEY_LENGTH = 1024
 MAX_MIME_TYPE_LENGTH = 255
@@ -160,6 +164,30 @@ def validate_display_name(value: Any, field: str = "displayName") -> str:
     name = check_text(value, field=field, max_length=MAX_DISPLAY_NAME_LENGTH, multiline=False)
     assert name is not None
     return name
+
+
+def display_name_or(value: Any, fallback: str) -> str:
+    """``value`` as the chat and meetings keep it, for names that come from another
+    layer (signaling, a token) rather than from a request the chat answers: a name
+    the rules refuse loses its control characters and is cut to the limit, and an
+    empty one becomes ``fallback`` (the peer id), so a join is never dropped for
+    its name."""
+    try:
+        return validate_display_name(value)
+    except ChatValidationError:
+        pass
+    text = value if isinstance(value, str) else ""
+    cleaned = " ".join(_CONTROL_LINE.sub(" ", text).split())[:MAX_DISPLAY_NAME_LENGTH].strip()
+    return cleaned or fallback[:MAX_DISPLAY_NAME_LENGTH]
+
+
+def email_or_none(value: Any) -> str | None:
+    """``value`` if it is an e-mail address the meetings accept, else ``None`` (for
+    addresses from another layer: an unusable one is left out, not fatal)."""
+    try:
+        return validate_email(value)
+    except ChatValidationError:
+        return None
 
 
 def validate_email(value: Any, field: str = "email") -> str | None:

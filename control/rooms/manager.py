@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, web
 from loguru import logger
 
+from control.chat.validation import display_name_or, email_or_none
 from control.config import Settings
 from control.ids import validate_room_id
 from control.keys import ROOMS, SETTINGS
@@ -346,7 +347,8 @@ def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings:
     "<name> joined/left" system messages), or to the meetings service alone.
 
     Calls for one room run one after the other, in the order things happened; a
-    failure is logged and the call goes on without the record.
+    failure is logged and the call goes on without the record. A name or e-mail the
+    meeting record would refuse is cleaned, not a reason to drop the join.
     """
     queues: dict[str, asyncio.Future[None]] = {}
 
@@ -368,7 +370,7 @@ def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings:
         task.add_done_callback(manager._tasks.discard)
 
     def joined(room: Room, peer: Peer) -> None:
-        name, email = peer.display_name or peer.id, peer.metadata.email
+        name, email = display_name_or(peer.display_name, peer.id), email_or_none(peer.metadata.email)
         if chat is not None:
             run_in_order(room.id, "join", lambda: chat.participant_joined(room.id, peer.id, name, email))
         elif meetings is not None:
