@@ -1,6 +1,8 @@
 """Composite recording of a room, wired to signaling, REST, chat, storage and events.
 
-Signaling (joined peers; registered with ``RoomManager.register_method``):
+Signaling (joined peers whose token grants ``roomRecord``, checked with every other
+request in :func:`control.rooms.handlers.authorize`; registered with
+``RoomManager.register_method``):
 
 ``startRecording {}`` -> ``{recordingId, startedAt}``
     Records the room (one grid video, mixed audio; ``recording/``) from now on:
@@ -58,6 +60,7 @@ from control.chat.service import ChatService
 from control.chat.validation import ChatError
 from control.config import Settings
 from control.errors import BadRequest, Conflict, InsufficientStorage, NotFound, ParleyError
+from control.rooms.limits import check_recordings
 from control.signaling.protoo import ProtooError
 from control.storage.base import ObjectRef
 from control.storage.files import RECORDING_UPLOAD_KIND
@@ -152,8 +155,8 @@ def _participant(peer: Peer) -> dict[str, Any]:
 
 
 def _participants(room: Room) -> list[Peer]:
-    """Everyone a recording of ``room`` shows: joined peers, then broadcasters."""
-    return [*room.joined_peers(), *room.broadcasters.values()]
+    """Everyone a recording of ``room`` shows: joined peers (not the hidden ones), then broadcasters."""
+    return room.visible_participants()
 
 
 @dataclass
@@ -363,6 +366,7 @@ class RecordingService:
             raise NotFound(f"room {room_id} not found")
         if room_id in self.active or room_id in self._starting:
             raise AlreadyRecording("the room is being recorded")
+        check_recordings(len(self.active) + len(self._starting), self.settings.max_recordings)
         self._starting.add(room_id)
         try:
             if not _participants(room):
@@ -566,27 +570,21 @@ class RecordingService:
 
     # -- signaling ----------------------------------------------------------------------
 
-    def may_record(self, room: Room, peer: Peer) -> bool:
-        """Whether ``peer`` may start and stop the room's recording: every joined
-        peer for now; the auth layer replaces this with the host's role."""
-        return True
-
-    def _check_request(self, method: str, room: Room, peer: Peer, data: object) -> None:
+    def _check_request(self, method: str, data: object) -> None:
+        """Fields only: who may record (``roomRecord``) is checked before the request gets here."""
         if data not in (None, {}):
             raise ProtooError(400, f"invalid_request: {method} takes no fields")
-        if not self.may_record(room, peer):
-            logger.bind(room=room.id, peer=peer.id).warning("{} refused: not allowed to record", method)
-            raise ProtooError(403, "forbidden: not allowed to record this room")
 
     async def _on_start(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
-        self._check_request(START_RECORDING, room, peer, data)
+        self._check_request(START_RECORDING, data)
         try:
-            return await self.start(room.id, by=peer)
+            # A hidden participant (a recorder bot) is not named to the others.
+            return await self.start(room.id, by=None if peer.hidden else peer)
         except ParleyError as error:
             raise _protoo(error) from None
 
     async def _on_stop(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
-        self._check_request(STOP_RECORDING, room, peer, data)
+        self._check_request(STOP_RECORDING, data)
         try:
             return await self.stop(room.id)
         except ParleyError as error:

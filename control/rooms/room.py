@@ -11,7 +11,14 @@ answered by :mod:`control.rooms.handlers`; consumers are made by
 Membership, as in mediasoup-demo:
 
 - a peer reconnecting with the same ``peerId`` takes over the session (the old
-  socket is closed with 4000); a ``join`` on it is a re-join;
+  socket is closed with 4000); a ``join`` on it is a re-join. Only the same
+  identity may (:func:`check_takeover`): a token (or sign-in) whose ``sub`` is the
+  ``peerId``; a connection without credentials (open and dev modes) takes over only
+  a peer that had none either. A refused attempt changes nothing in the session;
+- a ``hidden`` peer (``video.hidden``) is not announced: no ``newPeer`` or
+  ``peerClosed``, absent from ``join`` answers (:meth:`Room.visible_participants`)
+  and from the room's ``peerjoined``/``peerupdated``/``peerleft`` events (so no
+  meeting record, chat system message or recording tile either);
 - a WebSocket that drops (no close frame: network loss, ping timeout) keeps
   the peer for ``PEER_RECONNECT_GRACE_SECONDS``; then it leaves. A client that
   closes its socket itself leaves at once;
@@ -31,8 +38,9 @@ from typing import Any
 
 from loguru import logger
 
-from control.errors import Conflict
-from control.rooms import handlers, views
+from control.auth import AuthMethod, Principal
+from control.errors import Conflict, Forbidden
+from control.rooms import handlers, limits, views
 from control.rooms.codecs import AUDIO_LEVEL_OPTIONS, MEDIA_CODECS
 from control.rooms.consumers import sync_consumers
 from control.rooms.host import CLOSE, PEER_JOINED, PEER_LEFT, RoomHost
@@ -50,7 +58,31 @@ from workers.producer import Producer
 from workers.router import Router
 from workers.worker import Worker
 
-__all__ = ["Room"]
+__all__ = ["Room", "check_takeover"]
+
+#: Principals without credentials (``AUTH_OPEN_JOIN`` and dev mode): they may claim any peerId.
+_ANONYMOUS = frozenset({AuthMethod.OPEN, AuthMethod.DEV})
+
+
+def check_takeover(peer: Peer, principal: Principal) -> None:
+    """May a new connection of ``principal`` take over the live session of ``peer``?
+
+    Raise :class:`~control.errors.Forbidden` (nothing is changed) unless it is the same
+    identity: an authenticated principal whose identity is the peerId, or a principal
+    without credentials replacing one without credentials (the open modes, where
+    anyone may be anyone). A reconnect may not change whether the peer is hidden
+    (the others were, or were not, told about it).
+    """
+    if principal.method in _ANONYMOUS:
+        if peer.principal.method not in _ANONYMOUS:
+            raise Forbidden(
+                f'peerId "{peer.id}" belongs to an authenticated participant: reconnect with an access token for it',
+                code="wrong_identity",
+            )
+    elif principal.identity != peer.id:
+        raise Forbidden("access token is for another participant (sub is not peerId)", code="wrong_identity")
+    if peer.joined and principal.hidden != peer.hidden:
+        raise Forbidden("a reconnect cannot change whether the participant is hidden", code="hidden_changed")
 
 
 class Room:
@@ -72,15 +104,32 @@ class Room:
         self.spreading = Spreading(self)
         self.recovery = Recovery(self)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._unused_timer: asyncio.TimerHandle | None = None
 
     # -- creation -------------------------------------------------------------------
 
     @classmethod
     async def create(cls, host: RoomHost, room_id: str) -> Room:
+        """A new room with its primary router (429 ``rooms_limit`` at ``MAX_ROOMS``).
+
+        A room nobody is in once ``SIGNALING_JOIN_TIMEOUT_SECONDS`` have passed
+        closes: whatever made it (a connection that failed before attaching) cannot
+        leave it open for good."""
+        limits.check_rooms(host, host.rooms, host.settings)
         room = cls(host, room_id)
-        await room.build()
+        with limits.creating_room(host):
+            await room.build()
+        room._unused_timer = asyncio.get_running_loop().call_later(
+            host.settings.signaling_join_timeout_seconds, room._close_if_unused
+        )
         room.log.info("room created on worker {}", room.primary.worker.pid)
         return room
+
+    def _close_if_unused(self) -> None:
+        self._unused_timer = None
+        if not self.closed and not self.peers and not self.broadcasters:
+            self.log.warning("nobody entered the room, closing it")
+            self.close()
 
     @property
     def primary(self) -> Router:
@@ -118,22 +167,32 @@ class Room:
     def joined_peers(self, exclude: Peer | None = None) -> list[Peer]:
         return [p for p in self.peers.values() if p.joined and p is not exclude and not p.closed]
 
+    def visible_participants(self, exclude: Peer | None = None) -> list[Peer]:
+        """Whom the others are told about: joined peers that are not hidden, then broadcasters."""
+        return [*(p for p in self.joined_peers(exclude) if not p.hidden), *self.broadcasters.values()]
+
     def get_participant(self, peer_id: str) -> Peer | None:
         """A peer or broadcaster of the room (for the room's other services)."""
         return self.peers.get(peer_id) or self.broadcasters.get(peer_id)
 
-    def attach(self, peer_id: str, connection: ProtooConnection) -> Peer:
-        """A WebSocket for ``peer_id`` arrived: a new peer, or it takes over the
-        existing one (its old socket, if still open, is closed with 4000)."""
+    def attach(self, peer_id: str, connection: ProtooConnection, principal: Principal | None = None) -> Peer:
+        """A WebSocket of ``principal`` (verified at the upgrade: it may join this room as
+        ``peer_id``) arrived: a new peer, or it takes over the existing one if
+        :func:`check_takeover` allows (its old socket, if still open, is closed with 4000).
+        Without ``principal`` (in-process callers) the peer is a full participant."""
         assert not self.closed
         peer = self.peers.get(peer_id)
         if peer is None:
             if peer_id in self.broadcasters:
                 raise Conflict(f'peerId "{peer_id}" is a broadcaster of this room')
-            peer = Peer(self, peer_id)
+            limits.check_peers(self.peers, self.host.settings)
+            peer = Peer(self, peer_id, principal=principal)
             self.peers[peer_id] = peer
             peer.log.info("peer connected")
         else:
+            if principal is not None:
+                check_takeover(peer, principal)
+                peer.principal = principal
             peer.cancel_grace()
             old = peer.connection
             if old is not None and not old.closed:
@@ -147,7 +206,25 @@ class Room:
         peer.flush_backlog()
         if peer.joined:
             self.spawn(sync_consumers(self, peer))
+        else:
+            self._start_join_timer(peer)
         return peer
+
+    def _start_join_timer(self, peer: Peer) -> None:
+        """A socket that does not ``join`` within ``SIGNALING_JOIN_TIMEOUT_SECONDS``
+        is closed and its peer leaves (with the room, if it was alone)."""
+        peer.cancel_join_timer()
+        timeout = self.host.settings.signaling_join_timeout_seconds
+        peer.join_timer = asyncio.get_running_loop().call_later(timeout, self._join_timed_out, peer, timeout)
+
+    def _join_timed_out(self, peer: Peer, timeout: float) -> None:
+        peer.join_timer = None
+        if peer.joined or peer.closed or self.closed:
+            return
+        peer.log.warning("peer did not join within {:g}s, closing its connection", timeout)
+        if peer.connection is not None:
+            peer.connection.close_soon(CLOSE_REPLACED, f"no join within {timeout:g}s")
+        self.leave(peer)
 
     def detach(self, peer: Peer, connection: ProtooConnection) -> None:
         """The WebSocket ``connection`` of ``peer`` ended."""
@@ -174,9 +251,11 @@ class Room:
             self.leave(peer)
 
     def add_broadcaster(self, broadcaster: Peer) -> None:
-        """A broadcaster (always joined) enters: the peers see a new peer."""
+        """A broadcaster (always joined) enters: the peers see a new peer
+        (429 ``broadcasters_limit`` at ``MAX_BROADCASTERS_PER_ROOM``)."""
         if broadcaster.id in self.broadcasters or broadcaster.id in self.peers:
             raise Conflict(f'broadcaster with id "{broadcaster.id}" already exists')
+        limits.check_broadcasters(self.broadcasters, self.host.settings)
         self.broadcasters[broadcaster.id] = broadcaster
         for peer in self.joined_peers():
             peer.notify("newPeer", broadcaster.info())
@@ -191,10 +270,12 @@ class Room:
             return
         participant.closed = True
         participant.cancel_grace()
+        participant.cancel_join_timer()
         members = self.broadcasters if participant.broadcaster else self.peers
         if members.get(participant.id) is participant:
             del members[participant.id]
-        if participant.joined and tell_others:
+        announced = participant.joined and not participant.hidden
+        if announced and tell_others:
             for other in self.joined_peers(exclude=participant):
                 other.notify("peerClosed", {"peerId": participant.id})
         for transport in list(participant.transports.values()):
@@ -202,7 +283,7 @@ class Room:
         if participant.connection is not None and not participant.connection.closed:
             participant.connection.close_soon(CLOSE_REPLACED, "peer closed")
         participant.log.info("{} left", "broadcaster" if participant.broadcaster else "peer")
-        if participant.joined:
+        if announced:
             self.observer.safe_emit(PEER_LEFT, participant)
         if not participant.broadcaster and not self.peers:
             self.log.info("last peer left, closing the room")
@@ -215,8 +296,12 @@ class Room:
         if self.closed:
             return
         self.closed = True
+        if self._unused_timer is not None:
+            self._unused_timer.cancel()
+            self._unused_timer = None
         for peer in list(self.peers.values()):
             peer.cancel_grace()
+            peer.cancel_join_timer()
             peer.closed = True
             if peer.connection is not None:
                 peer.connection.close_soon(code, reason)

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from control import auth
 from control import chat as chat_subsystem
 from control.chat import ChatService
 from control.config import Settings, load_settings
@@ -33,6 +34,7 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
 
 def make_app(settings: Settings, events=None) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
+    auth.setup(app, settings)
     app[SETTINGS] = settings
     if events is not None:
         app[EVENTS] = events
@@ -40,7 +42,7 @@ def make_app(settings: Settings, events=None) -> web.Application:
     return app
 
 
-async def start_client(app: web.Application) -> TestClient:
+async def start_client(app: web.Application) -> TestClient[web.Request, web.Application]:
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return client
@@ -56,7 +58,7 @@ async def client(tmp_path) -> AsyncIterator[TestClient]:
 
 
 def chat_of(client: TestClient) -> ChatService:
-    return client.server.app[CHAT]
+    return client.app[CHAT]
 
 
 async def test_history_pages_over_rest(client):
@@ -113,16 +115,13 @@ async def test_bad_requests_get_clear_400s(client, path, query, code, field):
     assert body.get("field") == field
 
 
-async def test_delete_room_messages_loopback_admin(client):
+async def test_delete_room_messages_dev_mode(client):
+    """No API keys, loopback bind (dev mode): everything open, as before access control."""
     chat = chat_of(client)
     r, other = room(), room()
     for i in range(5):
         await chat.send(r, ADA, {"text": f"m{i}"})
     await chat.send(other, ADA, {"text": "stays"})
-    # ADMIN_TOKEN unset: direct loopback clients only, never through a proxy
-    proxied = await client.delete(f"/api/rooms/{r}/messages", headers={"X-Forwarded-For": "203.0.113.9"})
-    assert proxied.status == 403
-    assert len((await chat.history(r)).messages) == 5
     resp = await client.delete(f"/api/rooms/{r}/messages")
     assert resp.status == 200 and await resp.json() == {"roomId": r, "deleted": 5}
     assert (await chat.history(r)).messages == []
@@ -131,20 +130,34 @@ async def test_delete_room_messages_loopback_admin(client):
     assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid_room_id"
 
 
-async def test_delete_room_messages_needs_the_admin_token_when_set(tmp_path):
-    client = await start_client(make_app(settings_for(tmp_path, admin_token="t0ps3cret-admin")))
+async def test_delete_room_messages_needs_room_admin_when_keys_are_set(tmp_path):
+    key, secret = "APIchat", "c" * 40
+    app = make_app(settings_for(tmp_path, api_key=key, api_secret=secret))
+    client = await start_client(app)
+
+    def bearer(names: str, room_id: str = "") -> dict[str, str]:
+        grants = auth.grants_from_names([n for n in names.split(",") if n], room=room_id)
+        token = auth.mint(app[auth.ACCESS].keys, identity="ops", grants=grants)
+        return {"Authorization": f"Bearer {token}"}
+
     try:
         chat = chat_of(client)
         r = room()
         await chat.send(r, ADA, {"text": "m"})
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic t0ps3cret-admin"}):
+        for headers, status in (
+            ({}, 401),
+            ({"Authorization": "Bearer wrong"}, 401),
+            ({"Authorization": f"Basic {secret}"}, 401),
+            (bearer("join,publish", r), 403),
+            (bearer("admin", room()), 403),
+        ):
             resp = await client.delete(f"/api/rooms/{r}/messages", headers=headers)
-            assert resp.status == 401, headers
+            assert resp.status == status, headers
         assert len((await chat.history(r)).messages) == 1
-        ok = await client.delete(f"/api/rooms/{r}/messages", headers={"Authorization": "Bearer t0ps3cret-admin"})
+        # reading the history: a participant of the room is enough
+        assert (await client.get(f"/api/rooms/{r}/messages", headers=bearer("join", r))).status == 200
+        ok = await client.delete(f"/api/rooms/{r}/messages", headers=bearer("admin", r))
         assert ok.status == 200 and (await ok.json())["deleted"] == 1
-        # reading history is not an admin route
-        assert (await client.get(f"/api/rooms/{r}/messages")).status == 200
     finally:
         await client.close()
 
@@ -159,6 +172,7 @@ async def test_meetings_over_rest(client):
     await chat.participant_left(r, "ada")
     await chat.participant_joined(r, "ada", "Ada")
     second = await chat.meetings.current(r)
+    assert first is not None and second is not None
 
     resp = await client.get(f"/api/meetings/{first.meeting_id}")
     assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
@@ -188,7 +202,7 @@ async def test_meetings_over_rest(client):
 async def test_app_keys_and_start_up_work(tmp_path):
     client = await start_client(make_app(settings_for(tmp_path)))
     try:
-        app = client.server.app
+        app = client.app
         assert app[DATABASE].backend == "sqlite"
         assert app[MEETINGS] is app[CHAT].meetings
         assert (tmp_path / "parley.sqlite3").exists()
@@ -226,7 +240,7 @@ async def test_meeting_changes_are_published_when_the_event_bus_runs(tmp_path):
 async def test_rest_on_the_mongodb_backend(tmp_path, mongo):
     client = await start_client(make_app(settings_for(tmp_path, mongodb_uri=mongo.uri)))
     try:
-        assert client.server.app[DATABASE].backend == "mongodb"
+        assert client.app[DATABASE].backend == "mongodb"
         chat = chat_of(client)
         r = room()
         sent = [await chat.send(r, ADA, {"text": f"m{i}"}) for i in range(3)]
@@ -265,7 +279,7 @@ def test_create_app_wires_chat(tmp_path):
     from control.app import create_app
 
     app = create_app(settings_for(tmp_path))
-    routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
     assert {
         ("GET", "/api/rooms/{roomId}/messages"),
         ("DELETE", "/api/rooms/{roomId}/messages"),

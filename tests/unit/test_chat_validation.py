@@ -168,7 +168,8 @@ def test_file_key_must_be_a_chat_upload_of_the_room():
 
 def test_file_size_limit():
     limits = ChatLimits(max_file_size=1000)
-    assert validate_content({"type": "file", "file": {**FILE, "size": 1000}}, limits).file.size == 1000
+    content = validate_content({"type": "file", "file": {**FILE, "size": 1000}}, limits)
+    assert content.file is not None and content.file.size == 1000
     refused({"type": "file", "file": {**FILE, "size": 1001}}, "file_too_large", "file.size", limits)
 
 
@@ -203,6 +204,7 @@ def test_sender_forms():
         ({"peerId": "p1"}, "missing_field", "sender.displayName"),
         ({"peerId": "p1", "displayName": " "}, "empty", "sender.displayName"),
         ({"peerId": "p1", "displayName": "A" * 257}, "too_long", "sender.displayName"),
+        ({"peerId": "p1", "displayName": "Ada\u202eAdmin"}, "control_characters", "sender.displayName"),
         ({"peerId": "p1", "displayName": "Ada\nAdmin"}, "control_characters", "sender.displayName"),
         ({"peerId": "p1", "displayName": "Ada\u2028Admin"}, "control_characters", "sender.displayName"),
     ],
@@ -400,7 +402,7 @@ def test_one_display_name_limit_everywhere() -> None:
     assert MAX_DISPLAY_NAME_LENGTH == MAX_DISPLAY_NAME == 256
     assert validate_display_name("A" * MAX_DISPLAY_NAME_LENGTH) == "A" * 256
     # Names from another layer are cleaned, never refused.
-    assert display_name_or("Ada\x00\x1b[31m Lovelace\u202e", "p1") == "Ada [31m Lovelace\u202e"
+    assert display_name_or("Ada\x00\x1b[31m Lovelace\u202e", "p1") == "Ada [31m Lovelace"
     assert display_name_or("Ada\nAdmin", "p1") == "Ada Admin"
     assert display_name_or("A" * 300, "p1") == "A" * 256
     assert display_name_or("  \x00 ", "p1") == display_name_or(None, "p1") == "p1"
