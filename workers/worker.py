@@ -9,9 +9,11 @@ event loop, so no thread or child watcher is needed per worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import os
+import signal
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -265,6 +267,18 @@ class Worker(EnhancedEventEmitter):
             server.worker_closed()
         self.webrtc_servers.clear()
 
+    def kill(self, reason: str) -> None:
+        """Kill a worker that stopped answering (SIGKILL works on a stopped process too)
+        and take the ``died`` path at once: its routers close (``workerclose``), its
+        pending requests fail now instead of at their timeouts, and a pool replaces it.
+        A pool calls this when the health probe (:meth:`ping`) times out."""
+        if self.closed:
+            return
+        logger.bind(worker_pid=self.pid).error("worker process stopped answering ({}); killing it", reason)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self._worker_died(MediasoupError(f"worker process stopped answering [pid:{self.pid}] ({reason}); killed"))
+
     def _worker_died(self, error: Exception) -> None:
         self.routers_at_death = list(self.routers)
         self.closed = True
@@ -275,6 +289,13 @@ class Worker(EnhancedEventEmitter):
         self.observer.safe_emit("close")
 
     # -- requests --------------------------------------------------------------------
+
+    def ping(self, timeout: float) -> asyncio.Future[Any]:
+        """A cheap request (``getResourceUsage``: a fixed-size answer) with its own
+        ``timeout``: the future fails with ``ChannelTimeoutError`` if the process does
+        not answer in time (stopped, spinning). Raises ``InvalidStateError`` when the
+        channel is closed. Used by the pool's health probe and placement."""
+        return self.channel.request(FbsMethod.Method.WORKER_GET_RESOURCE_USAGE, timeout=timeout)
 
     async def dump(self) -> dict[str, Any]:
         response = await self.channel.request(FbsMethod.Method.WORKER_DUMP)

@@ -1,10 +1,12 @@
 """Wiring into the aiohttp app: :func:`chat_ctx`, a ``cleanup_ctx`` entry.
 
 Start-up: create the store the settings choose (MongoDB if ``MONGODB_URI``, else the
-SQLite file), start it (connect, check it answers and accepts our credentials,
-create indexes -- a clear :class:`~control.store.StoreUnavailable` otherwise, which
-stops start-up), end meetings a crashed run left open, and publish the services under
-``DATABASE``, ``CHAT`` and ``MEETINGS``. When the event bus is given, meeting
+SQLite file), start it (connect, check it accepts our credentials, create indexes --
+a clear :class:`~control.store.StoreUnavailable` otherwise, which stops start-up; a
+MongoDB that does not answer yet does not: media needs no database, chat and
+meeting calls answer 503 ``store_unavailable`` until it is back, meeting changes are
+journaled meanwhile), end meetings a crashed run left open, and publish the services
+under ``DATABASE``, ``CHAT`` and ``MEETINGS``. When the event bus is given, meeting
 lifecycle changes are published as ``meeting.started``, ``participant.joined``,
 ``participant.left`` and ``meeting.ended`` events. Shutdown: close the store.
 """
@@ -83,7 +85,8 @@ def chat_ctx(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[settings]
         database = create_store(config)
-        await database.start()
+        await database.start(require_reachable=False)
+        chat: ChatService | None = None
         try:
             chat = ChatService.from_settings(database, config)
             await chat.start()
@@ -95,6 +98,8 @@ def chat_ctx(
             logger.info("chat and meetings: {}", database.describe())
             yield
         finally:
+            if chat is not None:
+                await chat.close()
             await database.close()
             logger.info("chat store closed")
 

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
+from control.chat.journal import FILE_NAME as JOURNAL_FILE
+from control.chat.journal import MeetingJournal
 from control.chat.meetings import (
     ChatUnavailable,
     MeetingService,
@@ -33,6 +36,7 @@ from control.chat.meetings import (
     as_recording_ref,
     decode_cursor,
     room_id_or_error,
+    unavailable,
 )
 from control.chat.validation import (
     DEFAULT_MAX_TEXT_LENGTH,
@@ -92,17 +96,27 @@ class ChatService:
 
     @classmethod
     def from_settings(cls, store: Store, settings: Any) -> ChatService:
+        """With a MongoDB store, meeting changes the database cannot take yet go to
+        the journal ``DATA_DIR/meeting-journal.sqlite3`` (:mod:`control.chat.journal`)."""
         file_mb = getattr(settings, "chat_file_max_mb", None)
+        journal = None
+        if store.backend == "mongodb":
+            journal = MeetingJournal(Path(settings.data_dir) / JOURNAL_FILE)
         return cls(
             store,
+            meetings=MeetingService(store, journal),
             max_text_length=getattr(settings, "chat_max_text_length", DEFAULT_MAX_TEXT_LENGTH),
             max_file_size=file_mb * 1024 * 1024 if file_mb else MAX_FILE_SIZE,
             delete_on_meeting_end=getattr(settings, "chat_delete_on_meeting_end", False),
         )
 
     async def start(self) -> None:
-        """Start-up work: end meetings a crashed run left open."""
-        await self.meetings.recover()
+        """Start-up work: end meetings a crashed run left open (once the database
+        answers, when the meetings have a journal)."""
+        await self.meetings.start()
+
+    async def close(self) -> None:
+        await self.meetings.close()
 
     # ---- subscribers
 
@@ -189,7 +203,7 @@ class ChatService:
         try:
             messages = await self.store.chat.history(room_id, limit=n + 1, before=cursor)
         except StoreError as exc:
-            raise ChatUnavailable(str(exc)) from exc
+            raise unavailable(exc, "reading the chat history", room_id) from exc
         more = len(messages) > n
         messages = messages[:n]
         return HistoryPage(messages, messages[-1].cursor.encode() if more else None)
@@ -200,7 +214,7 @@ class ChatService:
         try:
             deleted = await self.store.chat.delete_room_messages(room_id)
         except StoreError as exc:
-            raise ChatUnavailable(str(exc)) from exc
+            raise unavailable(exc, "deleting the chat history", room_id) from exc
         logger.bind(room=room_id).info("deleted {} chat message(s)", deleted)
         if self._on_cleared:
             await _notify(self._on_cleared, room_id, deleted)
@@ -208,14 +222,29 @@ class ChatService:
 
     # ---- room events: meeting records + system messages
 
+    async def _announce(
+        self, room_id: str, text: str, *, event: str, data: dict[str, Any], meeting_id: str | None
+    ) -> ChatMessage | None:
+        """A system message about a meeting change; while the database is away it is
+        skipped (logged): the change itself is journaled by the meetings."""
+        if not self.store.available:
+            logger.bind(room=room_id).warning("database away: system message {!r} not posted", text)
+            return None
+        try:
+            return await self.system_message(room_id, text, event=event, data=data, meeting_id=meeting_id)
+        except ChatUnavailable:
+            logger.bind(room=room_id).warning("database away: system message {!r} not posted", text)
+            return None
+
     async def participant_joined(
         self, room_id: str, peer_id: str, display_name: str, email: str | None = None
-    ) -> ChatMessage:
+    ) -> ChatMessage | None:
         """The signaling layer reports a join: the meeting records it (opening the
-        meeting on the first join) and "<name> joined" is posted."""
+        meeting on the first join) and "<name> joined" is posted (not while the
+        database is away: ``None`` then)."""
         meeting = await self.meetings.join(room_id, peer_id, display_name, email)
         name = next((p.display_name for p in reversed(meeting.participants) if p.peer_id == peer_id), display_name)
-        return await self.system_message(
+        return await self._announce(
             room_id,
             f"{name} joined",
             event=PARTICIPANT_JOINED,
@@ -233,7 +262,7 @@ class ChatService:
             entry = next((p for p in reversed(meeting.participants) if p.peer_id == peer_id), None)
         message = None
         if entry is not None:
-            message = await self.system_message(
+            message = await self._announce(
                 room_id,
                 f"{entry.display_name} left",
                 event=PARTICIPANT_LEFT,
@@ -287,8 +316,8 @@ class ChatService:
             if target is None:
                 raise ChatValidationError("no_meeting", f"room {room_id} has no meeting to attach the recording to")
             ref = as_recording_ref(recording)
-            meeting = await self.meetings.add_recording(target, ref)
-            data.update(meetingId=meeting.meeting_id, recording=ref.to_json())
+            await self.meetings.add_recording(target, ref)
+            data.update(meetingId=target, recording=ref.to_json())
         return await self.system_message(
             room_id, "Recording stopped", event=RECORDING_STOPPED, data=data, meeting_id=data.get("meetingId")
         )

@@ -39,6 +39,7 @@ from control.store.models import FileRef, Sender
 
 __all__ = [
     "DEFAULT_MAX_TEXT_LENGTH",
+    "MAX_DISPLAY_NAME_LENGTH",
     "MAX_FILE_SIZE",
     "ChatError",
     "ChatLimits",
@@ -46,6 +47,8 @@ __all__ = [
     "ChatValidationError",
     "ValidatedContent",
     "check_text",
+    "display_name_or",
+    "email_or_none",
     "parse_limit",
     "validate_content",
     "validate_display_name",
@@ -170,6 +173,31 @@ def validate_display_name(value: Any, field: str = "displayName") -> str:
             field,
         )
     return name
+
+
+def display_name_or(value: Any, fallback: str) -> str:
+    """``value`` as the chat and meetings keep it, for names that come from another
+    layer (signaling, a token) rather than from a request the chat answers: a name
+    the rules refuse loses its control characters and is cut to the limit, and an
+    empty one becomes ``fallback`` (the peer id), so a join is never dropped for
+    its name."""
+    try:
+        return validate_display_name(value)
+    except ChatValidationError:
+        pass
+    text = value if isinstance(value, str) else ""
+    text = DISPLAY_NAME_FORBIDDEN_RE.sub(" ", _CONTROL_LINE.sub(" ", text))
+    cleaned = " ".join(text.split())[:MAX_DISPLAY_NAME_LENGTH].strip()
+    return cleaned or fallback[:MAX_DISPLAY_NAME_LENGTH]
+
+
+def email_or_none(value: Any) -> str | None:
+    """``value`` if it is an e-mail address the meetings accept, else ``None`` (for
+    addresses from another layer: an unusable one is left out, not fatal)."""
+    try:
+        return validate_email(value)
+    except ChatValidationError:
+        return None
 
 
 def validate_email(value: Any, field: str = "email") -> str | None:

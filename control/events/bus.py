@@ -111,7 +111,11 @@ class EventBus:
                     self.publisher.last_error or describe_error(exc),
                 )
                 self._schedule_retry()
-        pending = await self.outbox.count()
+        try:
+            pending: int | str = await self.outbox.count()
+        except Exception as exc:  # noqa: BLE001 - a MongoDB outbox whose server is away: not fatal
+            pending = "? (unreachable)"
+            logger.warning("event outbox not reachable at start-up: {}", describe_error(exc))
         logger.info(
             "events: outbox {} ({} waiting), {}",
             self.outbox.describe(),

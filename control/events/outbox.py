@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from loguru import logger
+
+from control.logging import redact_text
+
 __all__ = ["MongoOutbox", "Outbox", "OutboxEntry", "SQLiteOutbox", "open_outbox"]
 
 T = TypeVar("T")
@@ -249,25 +253,44 @@ class MongoOutbox(Outbox):
         self._timeout_ms = server_selection_timeout_ms
         self._client: Any = None
         self._col: Any = None
+        self._indexed = False
 
     async def open(self) -> None:
         if self._client is not None:
             return
         from pymongo import ASCENDING, AsyncMongoClient
+        from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
         client: Any = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=self._timeout_ms, appname="parley-events")
         try:
             db = client[self.db_name] if self.db_name else client.get_default_database("parley")
             col = db[self.collection_name]
-            await col.create_index([("seq", ASCENDING)], name="seq_1")
+            try:
+                await col.create_index([("seq", ASCENDING)], name="seq_1")
+            except (ServerSelectionTimeoutError, AutoReconnect) as exc:
+                # MongoDB away at start: not fatal (media needs no database). Events
+                # cannot be stored until it is back (publish raises meanwhile); the
+                # index is made on the first use that reaches it.
+                logger.warning("event outbox: MongoDB unreachable at start-up: {}", redact_text(str(exc))[:300])
+                self._indexed = False
+            else:
+                self._indexed = True
         except BaseException:
             await client.close()
             raise
         self._client, self._col = client, col
 
+    async def _ensure_index(self) -> None:
+        if not self._indexed:
+            from pymongo import ASCENDING
+
+            await self._col.create_index([("seq", ASCENDING)], name="seq_1")
+            self._indexed = True
+
     async def add(self, entry: OutboxEntry) -> bool:
         from pymongo.errors import DuplicateKeyError
 
+        await self._ensure_index()
         try:
             await self._col.insert_one(
                 {

@@ -5,6 +5,10 @@ connections to one ``roomId`` share one creation), forgets it when it closes,
 and runs one WebRtcServer per worker (one UDP and one TCP port from the RTC
 port range, on ``MEDIASOUP_LISTEN_IP``, announcing
 ``MEDIASOUP_ANNOUNCED_ADDRESS``), recreated when the pool respawns a worker.
+A WebRtcServer that could not be created (its ports taken, the listen address
+not up yet) is retried with backoff until it is, never cached as a failure for
+good; meanwhile new rooms go to workers whose server is up, and a request that
+needs the failed one gets the last error.
 
 It is the rooms' :class:`~control.rooms.host.RoomHost`. Its ``observer``
 emits ``roomcreated(room)`` and ``roomclosed(room)``; each room's own
@@ -27,16 +31,18 @@ hook that does the same early, so aiohttp does not wait for open WebSockets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 from loguru import logger
 
+from control.chat.validation import display_name_or, email_or_none
 from control.config import Settings
 from control.ids import validate_room_id
 from control.keys import ROOMS, SETTINGS
 from control.netaddr import with_announced_address
+from control.retry import backoff_delays
 from control.rooms.host import PEER_JOINED, PEER_LEFT, ExtraMethod, MethodHandler, RoomEvent
 from control.rooms.peer import Peer
 from control.rooms.room import Room
@@ -56,6 +62,10 @@ __all__ = ["RoomManager", "bridge_chat", "close_connections", "rooms_ctx"]
 #: What :meth:`RoomManager.watch_rooms` calls: ``listener(room, *event_args)``.
 RoomListener = Callable[..., None]
 
+#: Backoff between attempts to create a worker's WebRtcServer (seconds).
+SERVER_RETRY_INITIAL = 0.5
+SERVER_RETRY_MAX = 30.0
+
 
 class RoomManager:
     """The rooms of this process; the :class:`~control.rooms.host.RoomHost` of each."""
@@ -68,6 +78,9 @@ class RoomManager:
         self.closed = False
         self._creating: dict[str, asyncio.Future[Room]] = {}
         self._servers: dict[int, asyncio.Future[WebRtcServer]] = {}
+        #: Per worker pid: the backoff of its WebRtcServer retries, and the pending retry.
+        self._server_delays: dict[int, Iterator[float]] = {}
+        self._server_retries: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         #: Extra protoo methods: name -> (handler, allowed before join).
         self.methods: dict[str, ExtraMethod] = {}
@@ -117,8 +130,44 @@ class RoomManager:
     def _start_server(self, worker: Worker) -> asyncio.Future[WebRtcServer]:
         future = asyncio.ensure_future(self._create_server(worker))
         self._servers[worker.pid] = future
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        future.add_done_callback(lambda f: self._server_done(worker, f))
         return future
+
+    def _server_done(self, worker: Worker, future: asyncio.Future[WebRtcServer]) -> None:
+        """A failed attempt is retried after a backoff delay (not cached for good)."""
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            self._server_delays.pop(worker.pid, None)
+            return
+        if self.closed or worker.closed or self._servers.get(worker.pid) is not future:
+            return
+        delays = self._server_delays.setdefault(worker.pid, backoff_delays(SERVER_RETRY_INITIAL, SERVER_RETRY_MAX))
+        delay = next(delays)
+        logger.bind(worker_pid=worker.pid).warning("WebRtcServer: next attempt in {:.1f}s", delay)
+        loop = asyncio.get_running_loop()
+        self._server_retries[worker.pid] = loop.call_later(delay, self._retry_server, worker, future)
+
+    def _retry_server(self, worker: Worker, failed: asyncio.Future[WebRtcServer]) -> None:
+        self._server_retries.pop(worker.pid, None)
+        if not self.closed and not worker.closed and self._servers.get(worker.pid) is failed:
+            self._start_server(worker)
+
+    def server_ready(self, worker: Worker) -> bool:
+        """Whether ``worker``'s WebRtcServer is up (or still being created, which
+        normally succeeds): placement prefers those over workers whose last attempt
+        failed."""
+        future = self._servers.get(worker.pid)
+        if future is None or not future.done():
+            return future is not None
+        return not future.cancelled() and future.exception() is None
+
+    def _forget_server(self, pid: int) -> None:
+        self._servers.pop(pid, None)
+        self._server_delays.pop(pid, None)
+        retry = self._server_retries.pop(pid, None)
+        if retry is not None:
+            retry.cancel()
 
     async def _create_server(self, worker: Worker) -> WebRtcServer:
         try:
@@ -150,8 +199,9 @@ class RoomManager:
         return worker_load(worker)
 
     async def pick_worker(self) -> Worker:
-        """The least loaded live worker (InvalidStateError when there is none)."""
-        return self.pool.least_loaded()
+        """The least loaded live worker that answers (the pool pings it first) and
+        whose WebRtcServer is up if any is (InvalidStateError when there is none)."""
+        return await self.pool.pick_worker(prefer=self.server_ready)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -163,7 +213,9 @@ class RoomManager:
                 "cannot reach; set MEDIASOUP_ANNOUNCED_ADDRESS to this host's reachable IP or name",
                 self.settings.mediasoup_listen_ip,
             )
-        await asyncio.gather(*(self._start_server(w) for w in self.pool.workers))
+        # A failure is logged and retried in the background (see _server_done): the
+        # other workers serve meanwhile.
+        await asyncio.gather(*(self._start_server(w) for w in self.pool.workers), return_exceptions=True)
         self.pool.on("workerrespawned", self._on_worker_respawned)
         self.pool.on("workerdied", self._on_worker_died)
 
@@ -172,7 +224,7 @@ class RoomManager:
             self._start_server(worker)
 
     def _on_worker_died(self, worker: Worker, routers: list[Router], error: Exception) -> None:
-        self._servers.pop(worker.pid, None)
+        self._forget_server(worker.pid)
         rooms = {r.app_data.get("roomId") for r in routers}
         logger.bind(worker_pid=worker.pid).error(
             "worker died ({}); {} room(s) affected: {}", error, len(rooms), ", ".join(sorted(map(str, rooms))) or "-"
@@ -180,6 +232,8 @@ class RoomManager:
 
     async def close(self) -> None:
         self.closed = True
+        for pid in list(self._server_retries):
+            self._forget_server(pid)
         self.pool.remove_listener("workerrespawned", self._on_worker_respawned)
         self.pool.remove_listener("workerdied", self._on_worker_died)
         self.close_rooms()
@@ -297,7 +351,8 @@ def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings:
     "<name> joined/left" system messages), or to the meetings service alone.
 
     Calls for one room run one after the other, in the order things happened; a
-    failure is logged and the call goes on without the record.
+    failure is logged and the call goes on without the record. A name or e-mail the
+    meeting record would refuse is cleaned, not a reason to drop the join.
     """
     queues: dict[str, asyncio.Future[None]] = {}
 
@@ -319,7 +374,7 @@ def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings:
         task.add_done_callback(manager._tasks.discard)
 
     def joined(room: Room, peer: Peer) -> None:
-        name, email = peer.display_name or peer.id, peer.metadata.email
+        name, email = display_name_or(peer.display_name, peer.id), email_or_none(peer.metadata.email)
         if chat is not None:
             run_in_order(room.id, "join", lambda: chat.participant_joined(room.id, peer.id, name, email))
         elif meetings is not None:

@@ -114,9 +114,22 @@ class Store(ABC):
     meetings: MeetingStore
 
     @abstractmethod
-    async def start(self) -> None:
+    async def start(self, *, require_reachable: bool = True) -> None:
         """Connect, check the backend answers, create the schema/indexes (idempotent).
-        Raises :class:`~control.store.errors.StoreUnavailable` with a clear message."""
+        Raises :class:`~control.store.errors.StoreUnavailable` with a clear message.
+
+        ``require_reachable=False``: a database server that does not answer yet is
+        not an error (configuration errors still are): the store starts, its
+        operations raise ``StoreUnavailable`` until the server is back, and it
+        reconnects by itself (:meth:`wait_available`)."""
+
+    @property
+    def available(self) -> bool:
+        """Whether the backend answered last time (an embedded one always does)."""
+        return True
+
+    async def wait_available(self) -> None:  # noqa: B027 - embedded backends are always there
+        """Return once the backend answers (at once for an embedded one)."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -1,8 +1,9 @@
 """Errors raised by the stores (the chat + meetings database).
 
-Both are :class:`~control.errors.Unavailable` (503 ``unavailable``): what a client
-sees when the database did not answer is "try again"; the message names the server
-with credentials masked, never a secret.
+Both are :class:`~control.errors.Unavailable` (503 ``store_unavailable``): what a
+client sees when the database did not answer is "try again"; the message names the
+server with credentials masked, never a secret (the chat and meetings services log
+it and answer clients a message of their own).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ __all__ = ["StoreError", "StoreUnavailable"]
 
 class StoreError(Unavailable):
     """A store operation failed (the record was not written / could not be read)."""
+
+    default_code = "store_unavailable"
 
 
 class StoreUnavailable(StoreError):

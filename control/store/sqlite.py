@@ -629,7 +629,7 @@ class SQLiteStore(Store):
         self.meetings = SQLiteMeetingStore(self._db)
         self._started = False
 
-    async def start(self) -> None:
+    async def start(self, *, require_reachable: bool = True) -> None:
         if self._started:
             return
         await self._db.open()

@@ -391,3 +391,20 @@ def test_message_json_shape():
         "createdAt": iso_ms(ms_to_datetime(ms)),
     }
     assert m.cursor == Cursor(ms, i)
+
+
+def test_one_display_name_limit_everywhere() -> None:
+    """The chat and meetings accept every name signaling accepts (256 characters)."""
+    from control.chat.validation import display_name_or, email_or_none, validate_display_name
+    from control.ids import MAX_DISPLAY_NAME_LENGTH
+    from control.signaling.messages import MAX_DISPLAY_NAME
+
+    assert MAX_DISPLAY_NAME_LENGTH == MAX_DISPLAY_NAME == 256
+    assert validate_display_name("A" * MAX_DISPLAY_NAME_LENGTH) == "A" * 256
+    # Names from another layer are cleaned, never refused.
+    assert display_name_or("Ada\x00\x1b[31m Lovelace\u202e", "p1") == "Ada [31m Lovelace"
+    assert display_name_or("Ada\nAdmin", "p1") == "Ada Admin"
+    assert display_name_or("A" * 300, "p1") == "A" * 256
+    assert display_name_or("  \x00 ", "p1") == display_name_or(None, "p1") == "p1"
+    assert email_or_none("ada@example.com") == "ada@example.com"
+    assert email_or_none("not-an-email") is None and email_or_none(None) is None

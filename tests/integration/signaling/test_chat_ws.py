@@ -188,7 +188,7 @@ async def test_sender_name_store_failure_and_cleared_history(
 
     monkeypatch.setattr(chat.store.chat, "insert_message", down)
     error = await refused(anon, "chatMessage", {"text": "lost?"})
-    assert error.code == 503 and error.reason.startswith("unavailable:")
+    assert error.code == 503 and error.reason.startswith("store_unavailable:")
     monkeypatch.undo()
     assert [m["text"] for m in await rest_messages(server, "chat3")] == ["who am I", "anon-1 joined"]
 

@@ -202,3 +202,64 @@ async def test_close_ends_every_process() -> None:
         assert not _process_exists(worker.pid)
     assert [await w.wait_closed() for w in workers[1:]] == [0, 0]
     await pool.close()  # idempotent
+
+
+async def test_a_stopped_worker_is_detected_skipped_killed_and_replaced(pool: WorkerPool) -> None:
+    """SIGSTOP: the process lives but answers nothing. The health probe notices it
+    within 5 s, placement passes it over meanwhile, and it goes the worker-death way
+    (killed, its routers reported lost, replaced)."""
+    victim_router = await pool.create_router(MEDIA_CODECS)
+    victim = victim_router.worker
+    [survivor] = [w for w in pool.workers if w is not victim]
+    # Make the victim the least loaded, so placement would pick it if it could.
+    busy = await survivor.create_router(MEDIA_CODECS)
+    for _ in range(2):
+        await busy.create_webrtc_transport(listen_ips=["127.0.0.1"])
+    assert pool.least_loaded() is victim
+
+    loop = asyncio.get_running_loop()
+    hung: asyncio.Future = loop.create_future()
+    died: asyncio.Future = loop.create_future()
+    respawned: asyncio.Future = loop.create_future()
+    pool.once("workerhung", lambda worker: hung.set_result((worker, time.monotonic())))
+    pool.once("workerdied", lambda worker, routers, error: died.set_result((worker, routers, error)))
+    pool.once("workerrespawned", lambda worker: respawned.set_result(worker))
+
+    os.kill(victim.pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        # New routers never go to the stopped worker, even before it is declared hung.
+        placed = []
+        while not hung.done():
+            placed.append(await pool.pick_worker())
+            await asyncio.sleep(0.2)
+        assert placed and all(w is survivor for w in placed), placed
+        worker, hung_at = await hung
+        assert worker is victim and hung_at - stopped_at < 5.0
+        worker, lost, error = await asyncio.wait_for(died, 2)
+        assert worker is victim and victim.died and victim.closed
+        assert lost == [victim_router] and victim_router.closed
+        assert "stopped answering" in str(error)
+        new = await asyncio.wait_for(respawned, 10)
+        assert new.pid != victim.pid and (await new.dump())["pid"] == new.pid
+        deadline = time.monotonic() + 5
+        while _process_exists(victim.pid):
+            assert time.monotonic() < deadline, "the stopped worker was not killed"
+            await asyncio.sleep(0.05)
+    finally:
+        if _process_exists(victim.pid):
+            os.kill(victim.pid, signal.SIGKILL)
+
+
+async def test_a_slow_answer_is_not_a_hang(pool: WorkerPool) -> None:
+    """A worker stopped for less than the probe timeout is only passed over by
+    placement while its probe is overdue; it is not killed."""
+    died: list[object] = []
+    pool.on("workerdied", lambda *args: died.append(args))
+    worker = pool.workers[0]
+    os.kill(worker.pid, signal.SIGSTOP)
+    await asyncio.sleep(1.5)
+    os.kill(worker.pid, signal.SIGCONT)
+    await asyncio.sleep(pool.health_timeout + pool.health_interval + 0.5)
+    assert not died and not worker.closed and pool.responsive(worker)
+    assert (await worker.dump())["pid"] == worker.pid
