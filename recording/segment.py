@@ -1,13 +1,15 @@
-"""A segment: one FFmpeg process recording a fixed set of producers in one layout.
+"""A segment: one FFmpeg process recording the picture of a fixed set of producers
+in one layout (video only: the audio is recorded by the stems, ``recording.stem``,
+which never restart, and mixed in at stop, ``recording.mix``).
 
-For each producer: a PlainTransport on 127.0.0.1 (comedia off, RTCP not muxed)
+For each video producer: a PlainTransport on 127.0.0.1 (comedia off, RTCP not muxed)
 connected to the ports FFmpeg listens on, and a Consumer created paused with the
 router's RTP capabilities. One SDP describes every stream (``recording.sdp``), so
 FFmpeg binds every port when it opens its input; then the consumers are resumed
 together (:attr:`Segment.t0`, the wall-clock time of the segment's first media)
 and key frames are requested.
 
-The output is MPEG-TS (H.264 + AAC), written packet by packet with nothing to
+The output is MPEG-TS (H.264), written packet by packet with nothing to
 finish at the end: a segment whose FFmpeg is killed, or interrupted twice (which
 FFmpeg takes as "exit now, skip the trailer"), keeps everything it encoded, and
 segments join into the final MP4 without re-encoding (``recording.concat``).
@@ -75,6 +77,10 @@ class Source:
     producer_id: str
     kind: str  # "audio" | "video"
     peer_id: str
+    #: Paused now (muted): a stem goes on recording silence; a segment leaves it out.
+    paused: bool = False
+    #: appData says it is a screen share (for the timeline).
+    share: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,11 @@ class Segment:
     def sdp_path(self) -> Path:
         return self.path.with_suffix(".sdp")
 
+    @property
+    def videos(self) -> list[Source]:
+        """The sources this segment consumes: its videos (audio is the stems')."""
+        return [s for s in self.sources if s.kind == "video" and not s.paused]
+
     def _card(self, peer_id: str) -> NameCard:
         name = (self.names.get(peer_id) or peer_id)[:NAME_LIMIT]
         text_file = self.path.with_name(f"{self.path.stem}.name{len(self._cards)}.txt")
@@ -273,12 +284,10 @@ class Segment:
             rtp[str(index[s.producer_id])] if s is not None else self._card(peer_id)
             for peer_id, s in shown_tiles(self.sources, self.names)
         ]
-        audios = [rtp[str(n)] for n, item in enumerate(self.inputs) if item.source.kind == "audio"]
         o = self.options
-        video, audio = composite(shown, audios, width=o.width, height=o.height, fps=o.fps)
+        video, _silence = composite(shown, [], width=o.width, height=o.height, fps=o.fps)
         out = ffmpeg.output(
             video,
-            audio,
             str(self.path),
             f="mpegts",
             muxdelay=0,
@@ -292,10 +301,6 @@ class Segment:
             g=o.fps * 2,
             bf=0,
             **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
-            acodec="aac",
-            ar=48000,
-            ac=2,
-            **{"b:a": o.audio_bitrate},
         )
         out = out.global_args("-hide_banner", "-loglevel", "warning", "-nostats").overwrite_output()
         return out.compile(cmd=o.ffmpeg_bin)
@@ -332,7 +337,7 @@ class Segment:
     async def _create_inputs(self) -> None:
         caps = recording_capabilities(self.router.rtp_capabilities)
         taken: set[int] = set()
-        for source in self.sources:
+        for source in self.videos:
             port = _free_port_pair(taken)
             transport = await self.router.create_plain_transport(
                 listen_info={"protocol": "udp", "ip": IP},
