@@ -55,6 +55,11 @@ IP = "127.0.0.1"
 BIND_TIMEOUT = 10.0
 #: How long FFmpeg may take to act on ``q`` (it does at its next packet).
 STOP_GRACE = 2.0
+#: A segment's RTP input ends after this long without any packet (``listen_timeout``).
+#: Stop relies on it: the inputs are closed and FFmpeg ends its input the normal way,
+#: which drains what its filters hold (``q`` would drop the frames a stalled input
+#: held back in ``xstack``: the old segment of a leave lost its last half second).
+INPUT_TIMEOUT = 1.0
 #: How long FFmpeg may take to exit once interrupted.
 STOP_TIMEOUT = 10.0
 #: Longest name written on a name card.
@@ -271,6 +276,7 @@ class Segment:
                 protocol_whitelist="file,udp,rtp",
                 f="sdp",
                 localaddr=IP,
+                listen_timeout=f"{INPUT_TIMEOUT:g}",
                 analyzeduration=5_000_000,
                 probesize=5_000_000,
                 reorder_queue_size=256,
@@ -421,8 +427,10 @@ class Segment:
         return True
 
     async def stop(self) -> SegmentResult:
-        """``q`` to FFmpeg (if it still runs), wait for the file, close the
-        transports, ffprobe it. A segment whose FFmpeg died keeps what it wrote."""
+        """Close the inputs: FFmpeg's RTP input ends after :data:`INPUT_TIMEOUT` and
+        it drains its filters and finishes the file (``q`` if it has no RTP input or
+        does not end; SIGINT if even that does not work). Then ffprobe it. A segment
+        whose FFmpeg died keeps what it wrote."""
         if self.process is None or self.t0 is None:
             raise RecordingError("not started")
         self.stopping = True
@@ -431,6 +439,10 @@ class Segment:
             self._keyframes.cancel()
         process = self.process
         try:
+            if self.inputs and process.returncode is None:
+                self._close_inputs()
+                if await self._exits_within(INPUT_TIMEOUT + STOP_GRACE):
+                    self.log.debug("FFmpeg ended its input and exited")
             if process.returncode is None and process.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     process.stdin.write(b"q")

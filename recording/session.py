@@ -149,7 +149,7 @@ class RecordingSession:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.manifest.save()
         async with self._lock:
-            await self._new_segment()
+            await self._new_segment(stems_first=True)
 
     def changed(self, *, urgent: bool = False) -> None:
         """Look at the room again soon; a new segment if what is recorded changed."""
@@ -186,9 +186,15 @@ class RecordingSession:
                 else:  # the old segment records the old layout meanwhile: try the change again
                     self._restart_later(CHANGE_DELAY, forced=False)
 
-    async def _new_segment(self, *, only_if_changed: bool = False) -> None:
+    async def _new_segment(self, *, only_if_changed: bool = False, stems_first: bool = False) -> None:
+        """A segment for what the room shows now (unless it did not change), and the
+        stems following its audio producers; at the very start the stems first, so
+        the composite's first instant (the segment's ``t0``) is as close as it can be
+        to the moment the recording is answered as started."""
         router, everything, names = await self.snapshot()
         stems = self._spawn(self._follow_stems(router, everything))
+        if stems_first:
+            await asyncio.gather(stems, return_exceptions=True)
         try:
             await self._new_segment_of(router, [s for s in everything if not s.paused], names, only_if_changed)
         finally:
@@ -291,6 +297,11 @@ class RecordingSession:
         if segment.stopping or self._stopped:
             return
         code = segment.process.returncode if segment.process else None
+        if code == 0:  # every input silent for INPUT_TIMEOUT: its file is whole; look again
+            self.log.info("segment {} ended (its inputs went silent)", segment.path.name)
+            if segment is self.current:
+                self.changed(urgent=True)
+            return
         self._report(f"FFmpeg exited unexpectedly ({code}): {segment.stderr_tail()}")
         if segment is self.current:
             self._restart_later(0.0)

@@ -69,10 +69,9 @@ def timeline(
     seconds), ``origin`` the composite's first instant, ``duration`` its length (s)."""
     duration_ms = round(duration * 1000)
     events = []
-    for n, entry in sorted(enumerate(raw), key=lambda item: (item[1]["at"], item[0])):
+    for entry in sorted(raw, key=lambda e: e["at"]):  # stable: same-time events keep their order
         event = {k: v for k, v in entry.items() if k != "at"}
         events.append({"atMs": _ms(entry["at"], origin, duration_ms), **event})
-        del n
     return {
         "version": 1,
         "recordingId": recording_id,

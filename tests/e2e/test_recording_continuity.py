@@ -1,0 +1,200 @@
+"""Nothing lost at layout changes: a join, a mute and a leave while the room is
+recorded (real aiortc peers, the real worker, FFmpeg/ffprobe), and the composite
+lasts as long as the recording, its audio has no hole over 20 ms (packet
+timestamps and samples), its video none over two frame intervals; each
+participant's stem holds their tone (silent while muted); the timeline and the
+``recording.completed`` event list them."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import itertools
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from control.keys import OBJECTS
+from tests.e2e.harness import running_server
+from tests.e2e.media_peer import MediaPeer
+from tests.e2e.recording_helpers import _peer, _stored, tone_amplitude
+
+pytestmark = pytest.mark.timeout(240)
+
+FPS = 15
+RATE = 8000
+
+
+def _packets(path: Path, stream: str) -> list[tuple[float, float]]:
+    """(pts, duration) in seconds of every packet of ``stream`` ("a:0", "v:0")."""
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "packet=pts_time,duration_time",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return sorted(
+        (float(p["pts_time"]), float(p.get("duration_time") or 0))
+        for p in json.loads(out)["packets"]
+        if "pts_time" in p
+    )
+
+
+def largest_hole(packets: list[tuple[float, float]]) -> float:
+    """The longest time between a packet's end and the next packet's start."""
+    return max((b[0] - (a[0] + a[1]) for a, b in itertools.pairwise(packets)), default=0.0)
+
+
+def pcm(path: Path, start: float = 0.0, length: float | None = None) -> list[int]:
+    args = ["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-i", str(path)]
+    if length is not None:
+        args += ["-t", f"{length:.3f}"]
+    raw = subprocess.run(
+        [*args, "-vn", "-ac", "1", "-ar", str(RATE), "-f", "s16le", "-"], check=True, capture_output=True
+    ).stdout
+    samples = array.array("h")
+    samples.frombytes(raw[: len(raw) // 2 * 2])
+    return list(samples)
+
+
+def longest_silence(samples: list[int], window: float = 0.005, level: float = 300.0) -> float:
+    """The longest run of ``window``-long stretches with an RMS under ``level`` (s)."""
+    size = int(RATE * window)
+    longest = run = 0
+    for i in range(0, len(samples) - size + 1, size):
+        chunk = samples[i : i + size]
+        rms = math.sqrt(sum(x * x for x in chunk) / size)
+        run = run + 1 if rms < level else 0
+        longest = max(longest, run)
+    return longest * window
+
+
+async def _pause_audio(peer: MediaPeer, pause: bool) -> None:
+    producer = next(p for p in peer.producers.values() if p.kind == "audio")
+    method = "pauseProducer" if pause else "resumeProducer"
+    await peer.protoo.request(method, {"producerId": producer.id}, timeout=10)
+
+
+async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        alice, bob, carol = (_peer(server, "whole", i) for i in range(3))
+        try:
+            for peer in (alice, bob):
+                await peer.join()
+            await alice.wait_media("bob", timeout=45)
+            await bob.wait_media("alice", timeout=45)
+
+            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            t0 = time.monotonic()
+            await asyncio.sleep(3)
+            await carol.join()
+            joined = time.monotonic() - t0
+            await asyncio.sleep(3)
+            muting = time.monotonic() - t0
+            await _pause_audio(bob, True)
+            await asyncio.sleep(3)
+            unmuting = time.monotonic() - t0
+            await _pause_audio(bob, False)
+            await asyncio.sleep(2)
+            leaving = time.monotonic() - t0
+            await alice.close()
+            await asyncio.sleep(3)
+            wall = time.monotonic() - t0
+            stopped = await bob.protoo.request("stopRecording", {}, timeout=60)
+            path = await _stored(server, stopped["key"])
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{server.base_url}/api/events/outbox") as response:
+                    outbox = await response.json()
+            store = server.app[OBJECTS]
+        finally:
+            for peer in (alice, bob, carol):
+                await peer.close()
+
+    story = (
+        f"carol joined {joined:.2f} s, bob muted {muting:.2f}-{unmuting:.2f} s, alice left {leaving:.2f} s, "
+        f"stop {wall:.2f} s; {stopped}"
+    )
+    # 1. As long as the recording.
+    duration = float(
+        json.loads(
+            subprocess.run(
+                ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(path)], check=True, capture_output=True
+            ).stdout
+        )["format"]["duration"]
+    )
+    assert abs(duration - wall) <= 0.2, (duration, story)
+
+    # 2. Audio: no hole in the packets, no silence in the samples (someone always sends a tone).
+    audio = _packets(path, "a:0")
+    assert largest_hole(audio) <= 0.020, (largest_hole(audio), story)
+    assert audio[-1][0] + audio[-1][1] >= wall - 0.2, (audio[-1], story)
+    silence = longest_silence(pcm(path, 0.3, duration - 0.6))
+    assert silence <= 0.020, (silence, story)
+
+    # 3. Video: no hole over two frame intervals (at the leave, the old segment's grid
+    # waits for the closed input; its frames are drained when its input ends).
+    video = _packets(path, "v:0")
+    holes = [b[0] - a[0] for a, b in itertools.pairwise(video)]
+    big = [(round(video[i][0], 2), round(h, 3)) for i, h in enumerate(holes) if h > 2 / FPS + 0.001]
+    assert not big, (big, story)
+    assert video[0][0] <= 0.5 and video[-1][0] >= wall - 0.5, (video[0], video[-1], story)
+
+    # 4. The event: the composite as before, plus one track per participant and the timeline.
+    event = next(e["event"] for e in outbox["events"] if e["type"] == "recording.completed")
+    data = event["data"]
+    assert data["object"]["key"] == stopped["key"] and data["recordingId"] == info["recordingId"]
+    folder = f"recordings/whole/{info['recordingId']}/"
+    tracks = {t["peerId"]: t for t in data["tracks"]}
+    assert set(tracks) == {"alice", "bob", "carol"}, data["tracks"]
+    for peer_id, track in tracks.items():
+        assert track["displayName"] == peer_id.title() and track["kind"] == "audio", track
+        assert track["object"]["key"].startswith(folder) and track["object"]["contentType"] == "audio/ogg", track
+        assert track["durationMs"] > 0, track
+    assert abs(tracks["carol"]["offsetMs"] / 1000 - joined) <= 1.0, (tracks["carol"], story)
+    # Those there at the start: their stems begin a moment before the composite (negative offsets).
+    assert all(-1000 <= tracks[p]["offsetMs"] <= 100 for p in ("alice", "bob")), data["tracks"]
+    assert data["timeline"]["key"] == folder + "timeline.json"
+
+    # 5. Each stem: its own tone; bob's silent while muted.
+    tones = {"alice": 440.0, "bob": 660.0, "carol": 880.0}
+    for peer_id, track in tracks.items():
+        stem = store.path_for(track["object"]["key"])
+        samples = pcm(stem, 0.5, 1.0)
+        heard = {f: tone_amplitude(samples, f, RATE) for f in (440.0, 660.0, 880.0, 550.0)}
+        assert heard[tones[peer_id]] > 2000 and heard[tones[peer_id]] > 50 * heard[550.0], (peer_id, heard)
+    bob_stem = store.path_for(tracks["bob"]["object"]["key"])
+    start = muting + 0.8 - tracks["bob"]["offsetMs"] / 1000
+    muted = pcm(bob_stem, start, unmuting - muting - 1.6)
+    assert muted and tone_amplitude(muted, 660.0, RATE) < 100, story
+    stem_audio = _packets(bob_stem, "a:0")
+    assert largest_hole(stem_audio) <= 0.020, largest_hole(stem_audio)
+
+    # 6. The timeline.
+    document: dict[str, Any] = json.loads(store.path_for(data["timeline"]["key"]).read_text())
+    kinds = [(e["type"], e["peerId"]) for e in document["events"]]
+    for expected in [("join", "alice"), ("join", "bob"), ("join", "carol"), ("mute", "bob"), ("unmute", "bob")]:
+        assert expected in kinds, (expected, kinds)
+    assert ("leave", "alice") in kinds, kinds
+    at = {(e["type"], e["peerId"]): e["atMs"] / 1000 for e in document["events"]}
+    assert abs(at[("join", "carol")] - joined) <= 1.0 and abs(at[("mute", "bob")] - muting) <= 0.5, (at, story)
+    assert abs(at[("leave", "alice")] - leaving) <= 0.5, (at, story)
+    assert document["durationMs"] == round(duration * 1000) or abs(document["durationMs"] - duration * 1000) < 50
+    assert document["activeSpeakers"], document
+    for interval in document["activeSpeakers"]:
+        assert 0 <= interval["startMs"] < interval["endMs"] <= document["durationMs"], interval
