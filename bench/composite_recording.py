@@ -47,6 +47,7 @@ import asyncio
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,10 +62,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import ffmpeg
 from loguru import logger
 
 from control.rooms.codecs import MEDIA_CODECS
-from recording.segment import Segment, SegmentOptions, Source, probe
+from recording.concat import Part
+from recording.layout import composite
+from recording.mix import StemInput, compose
+from recording.segment import Segment, SegmentOptions, Source, probe, shown_tiles
 from recording.stem import Stem
 from workers.native import worker_binary
 from workers.worker import Worker, WorkerSettings
@@ -276,6 +281,67 @@ class ProgressSegment(Segment):
 
 
 @dataclass
+class LegacySegment(ProgressSegment):
+    """The segment as it was before the stems (main until issue 17): it consumes the
+    audio too and mixes it into each segment (AAC beside the H.264), so each layout
+    change restarted the audio. Measured in the same run, as the peer of the new design."""
+
+    @property
+    def videos(self) -> list[Source]:
+        return [s for s in self.sources if not s.paused]
+
+    def command(self) -> list[str]:
+        self._cards.clear()
+        rtp: Any = ffmpeg.input(
+            str(self.sdp_path),
+            protocol_whitelist="file,udp,rtp",
+            f="sdp",
+            localaddr=IP,
+            analyzeduration=5_000_000,
+            probesize=5_000_000,
+            reorder_queue_size=256,
+            fflags="+genpts",
+        )
+        index = {item.source.producer_id: n for n, item in enumerate(self.inputs)}
+        shown = [
+            rtp[str(index[s.producer_id])] if s is not None else self._card(peer_id)
+            for peer_id, s in shown_tiles(self.sources, self.names)
+        ]
+        audios = [rtp[str(n)] for n, item in enumerate(self.inputs) if item.source.kind == "audio"]
+        o = self.options
+        video, audio = composite(shown, audios, width=o.width, height=o.height, fps=o.fps)
+        out = ffmpeg.output(
+            video,
+            audio,
+            str(self.path),
+            f="mpegts",
+            muxdelay=0,
+            muxpreload=0,
+            flush_packets=1,
+            vcodec="libx264",
+            preset=o.preset,
+            tune="zerolatency",
+            pix_fmt="yuv420p",
+            r=o.fps,
+            g=o.fps * 2,
+            bf=0,
+            **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
+            acodec="aac",
+            ar=48000,
+            ac=2,
+            **{"b:a": o.audio_bitrate},
+        )
+        args: list[str] = (
+            out.global_args("-hide_banner", "-loglevel", "warning", "-nostats")
+            .overwrite_output()
+            .compile(cmd=o.ffmpeg_bin)
+        )
+        if self.progress_file is None:
+            return args
+        return [args[0], "-progress", str(self.progress_file), "-stats_period", str(PROGRESS_PERIOD), *args[1:]]
+
+
+@dataclass
 class Progress:
     """FFmpeg's last progress report and when it was written (the file's mtime)."""
 
@@ -353,6 +419,8 @@ class LiveResult:
     command: list[str] = field(default_factory=list)
     inputs: list[Source] = field(default_factory=list)
     path: Path | None = None
+    #: What the mix at stop takes: the stems with their offsets from the segment's t0.
+    stems: list[StemInput] = field(default_factory=list)
 
 
 async def record_live(
@@ -363,13 +431,17 @@ async def record_live(
     seconds: float,
     warmup: float,
     warnings: WarningLog,
+    *,
+    legacy: bool = False,
 ) -> LiveResult:
-    """Record ``participants`` with a Segment; measure over the window."""
-    progress_file = directory / f"live{len(participants)}.progress"
-    segment = ProgressSegment(
+    """Record ``participants`` with a Segment and the stems (``legacy``: the old
+    Segment mixing the audio, no stems); measure over the window."""
+    name = f"{'legacy' if legacy else 'live'}{len(participants)}"
+    progress_file = directory / f"{name}.progress"
+    segment = (LegacySegment if legacy else ProgressSegment)(
         router,
         [s for p in participants for s in p.sources],
-        directory / f"live{len(participants)}.ts",
+        directory / f"{name}.ts",
         {p.peer_id: f"Participant {p.peer_id[1:]}" for p in participants},
         SegmentOptions(width=WIDTH, height=HEIGHT, fps=FPS),
         progress_file=progress_file,
@@ -377,6 +449,7 @@ async def record_live(
     stems = [
         Stem(router, s, directory / f"stem{len(participants)}-{n}.ogg")
         for n, s in enumerate(s for p in participants for s in p.sources if s.kind == "audio")
+        if not legacy
     ]
     await segment.start()
     await asyncio.gather(*(stem.start() for stem in stems))
@@ -411,6 +484,7 @@ async def record_live(
         command=segment.command(),
         inputs=[item.source for item in segment.inputs],
         path=segment.path,
+        stems=[StemInput(stem.path, stem.t0 - result.t0) for stem in stems if stem.t0 is not None],
     )
 
 
@@ -475,6 +549,10 @@ class Row:
     participants: int
     live: LiveResult
     offline: OfflineResult
+    #: The old design (audio mixed in the segment), live, in the same run.
+    legacy: LiveResult
+    #: CPU seconds of the mix at stop (video copied, stems mixed to AAC) per recorded second.
+    mix_cpu: float
 
     @property
     def ratio(self) -> float:
@@ -497,6 +575,9 @@ async def measure(
             participants.append(await add_participant(router, index, clips[index]))
         await asyncio.sleep(1.0)  # the senders' first packets latch the comedia transports
         live = await record_live(router, worker_pid, participants, directory, args.seconds, args.warmup, warnings)
+        legacy = await record_live(
+            router, worker_pid, participants, directory, args.seconds, args.warmup, warnings, legacy=True
+        )
     finally:
         for participant in participants:
             participant.close()
@@ -504,7 +585,17 @@ async def measure(
     command = offline_command(live, {p.peer_id: p.clip for p in participants}, args.seconds, out)
     runs = [await asyncio.to_thread(run_offline, command, out) for _ in range(OFFLINE_RUNS)]
     runs.sort(key=lambda run: run.cpu_per_media_second)
-    return Row(n, live, runs[(len(runs) - 1) // 2])
+    return Row(n, live, runs[(len(runs) - 1) // 2], legacy, mix_cpu(live, directory / f"mixed{n}.mp4"))
+
+
+def mix_cpu(live: LiveResult, out: Path) -> float:
+    """CPU seconds per recorded second of the mix at stop (``recording.mix.compose``)."""
+    assert live.path is not None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    compose([Part(live.path, None)], live.stems, live.segment_duration, out)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu / live.segment_duration
 
 
 # --- report -------------------------------------------------------------------
@@ -572,6 +663,20 @@ def render(args: argparse.Namespace, started: datetime, load_start: str, rows: l
             f"{total / CORES:.1%} | "
             f"{r.live.realtime:.3f} | {r.live.out_fps:.2f} | {r.live.speed} | {r.offline.realtime:.2f}x | "
             f"{r.offline.cpu_per_media_second:.3f} | {r.ratio:.2f} |"
+        )
+    lines += [
+        "",
+        "Beside it, in the same run, the design it replaces (one FFmpeg per layout mixing the audio, "
+        "AAC in each segment), and what the new design adds at stop (the mix, per recorded second):",
+        "",
+        "| participants | before: recorder CPU (cores) | before: live realtime | now: video + stems (cores) "
+        "| now: live realtime | now: mix at stop (CPU s per recorded s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.participants} | {r.legacy.recorder_cpu:.3f} | {r.legacy.realtime:.3f} | "
+            f"{r.live.recorder_cpu + r.live.stems_cpu:.3f} | {r.live.realtime:.3f} | {r.mix_cpu:.3f} |"
         )
     lines += [
         "",

@@ -277,6 +277,10 @@ class Segment:
                 f="sdp",
                 localaddr=IP,
                 listen_timeout=f"{INPUT_TIMEOUT:g}",
+                # One decoding thread per input: at the end of the input each decoder
+                # drains in one round (with frame threads FFmpeg waits one more
+                # INPUT_TIMEOUT per frame a decoder still holds).
+                threads=1,
                 analyzeduration=5_000_000,
                 probesize=5_000_000,
                 reorder_queue_size=256,
@@ -426,11 +430,12 @@ class Segment:
             return False
         return True
 
-    async def stop(self) -> SegmentResult:
-        """Close the inputs: FFmpeg's RTP input ends after :data:`INPUT_TIMEOUT` and
-        it drains its filters and finishes the file (``q`` if it has no RTP input or
-        does not end; SIGINT if even that does not work). Then ffprobe it. A segment
-        whose FFmpeg died keeps what it wrote."""
+    async def stop(self, *, drain: bool = False) -> SegmentResult:
+        """``q`` to FFmpeg, or with ``drain`` (a segment retired after a change, in the
+        background) close the inputs first: FFmpeg's RTP input ends after
+        :data:`INPUT_TIMEOUT` and it drains what its grid held back for a stalled
+        input before it finishes the file (``q`` drops it). SIGINT if FFmpeg does not
+        exit. Then ffprobe it. A segment whose FFmpeg died keeps what it wrote."""
         if self.process is None or self.t0 is None:
             raise RecordingError("not started")
         self.stopping = True
@@ -439,7 +444,7 @@ class Segment:
             self._keyframes.cancel()
         process = self.process
         try:
-            if self.inputs and process.returncode is None:
+            if drain and self.inputs and process.returncode is None:
                 self._close_inputs()
                 if await self._exits_within(INPUT_TIMEOUT + STOP_GRACE):
                     self.log.debug("FFmpeg ended its input and exited")

@@ -281,7 +281,7 @@ class RecordingSession:
     async def _retire(self, segment: Segment, after: float) -> None:
         await asyncio.sleep(after)
         try:
-            await segment.stop()
+            await segment.stop(drain=True)
         except RecordingError as error:
             self.log.warning("segment {} unusable: {}", segment.path.name, error)
         self._mark_ended(segment)

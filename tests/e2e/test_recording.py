@@ -83,9 +83,11 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
                     await peers[1].protoo.request("startRecording", {}, timeout=10)
                 # FFmpeg's RTP/RTCP sockets are on loopback only: nothing from the
                 # network reaches the recording.
-                ffmpeg_pid = server.app[RECORDINGS].active["rec"].session.current.pid
-                addresses = udp_addresses(ffmpeg_pid)
-                assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses  # 6 inputs x 2
+                session = server.app[RECORDINGS].active["rec"].session
+                pids = [session.current.pid, *(stem.pid for stem in session.stems.values())]
+                addresses = [a for pid in pids for a in udp_addresses(pid)]
+                # 3 videos in the segment, 3 audio stems: 6 inputs x 2
+                assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses
                 await asyncio.sleep(8)
                 wall = time.monotonic() - started
                 stopped = await peers[1].protoo.request("stopRecording", {}, timeout=60)

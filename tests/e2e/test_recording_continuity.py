@@ -7,11 +7,9 @@ participant's stem holds their tone (silent while muted); the timeline and the
 
 from __future__ import annotations
 
-import array
 import asyncio
 import itertools
 import json
-import math
 import subprocess
 import time
 from pathlib import Path
@@ -23,66 +21,12 @@ import pytest
 from control.keys import OBJECTS
 from tests.e2e.harness import running_server
 from tests.e2e.media_peer import MediaPeer
-from tests.e2e.recording_helpers import _peer, _stored, tone_amplitude
+from tests.e2e.recording_helpers import _peer, _stored, largest_hole, longest_silence, packets, pcm, tone_amplitude
 
 pytestmark = pytest.mark.timeout(240)
 
 FPS = 15
-RATE = 8000
-
-
-def _packets(path: Path, stream: str) -> list[tuple[float, float]]:
-    """(pts, duration) in seconds of every packet of ``stream`` ("a:0", "v:0")."""
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "packet=pts_time,duration_time",
-            "-of",
-            "json",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-    ).stdout
-    return sorted(
-        (float(p["pts_time"]), float(p.get("duration_time") or 0))
-        for p in json.loads(out)["packets"]
-        if "pts_time" in p
-    )
-
-
-def largest_hole(packets: list[tuple[float, float]]) -> float:
-    """The longest time between a packet's end and the next packet's start."""
-    return max((b[0] - (a[0] + a[1]) for a, b in itertools.pairwise(packets)), default=0.0)
-
-
-def pcm(path: Path, start: float = 0.0, length: float | None = None) -> list[int]:
-    args = ["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-i", str(path)]
-    if length is not None:
-        args += ["-t", f"{length:.3f}"]
-    raw = subprocess.run(
-        [*args, "-vn", "-ac", "1", "-ar", str(RATE), "-f", "s16le", "-"], check=True, capture_output=True
-    ).stdout
-    samples = array.array("h")
-    samples.frombytes(raw[: len(raw) // 2 * 2])
-    return list(samples)
-
-
-def longest_silence(samples: list[int], window: float = 0.005, level: float = 300.0) -> float:
-    """The longest run of ``window``-long stretches with an RMS under ``level`` (s)."""
-    size = int(RATE * window)
-    longest = run = 0
-    for i in range(0, len(samples) - size + 1, size):
-        chunk = samples[i : i + size]
-        rms = math.sqrt(sum(x * x for x in chunk) / size)
-        run = run + 1 if rms < level else 0
-        longest = max(longest, run)
-    return longest * window
+RATE = 8000  # recording_helpers.pcm's rate
 
 
 async def _pause_audio(peer: MediaPeer, pause: bool) -> None:
@@ -141,7 +85,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     assert abs(duration - wall) <= 0.2, (duration, story)
 
     # 2. Audio: no hole in the packets, no silence in the samples (someone always sends a tone).
-    audio = _packets(path, "a:0")
+    audio = packets(path, "a:0")
     assert largest_hole(audio) <= 0.020, (largest_hole(audio), story)
     assert audio[-1][0] + audio[-1][1] >= wall - 0.2, (audio[-1], story)
     silence = longest_silence(pcm(path, 0.3, duration - 0.6))
@@ -149,7 +93,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
 
     # 3. Video: no hole over two frame intervals (at the leave, the old segment's grid
     # waits for the closed input; its frames are drained when its input ends).
-    video = _packets(path, "v:0")
+    video = packets(path, "v:0")
     holes = [b[0] - a[0] for a, b in itertools.pairwise(video)]
     big = [(round(video[i][0], 2), round(h, 3)) for i, h in enumerate(holes) if h > 2 / FPS + 0.001]
     assert not big, (big, story)
@@ -182,7 +126,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     start = muting + 0.8 - tracks["bob"]["offsetMs"] / 1000
     muted = pcm(bob_stem, start, unmuting - muting - 1.6)
     assert muted and tone_amplitude(muted, 660.0, RATE) < 100, story
-    stem_audio = _packets(bob_stem, "a:0")
+    stem_audio = packets(bob_stem, "a:0")
     assert largest_hole(stem_audio) <= 0.020, largest_hole(stem_audio)
 
     # 6. The timeline.
