@@ -410,31 +410,37 @@ async def _usable(log: Any, path: Path) -> tuple[float, list[str]] | None:
         return None
 
 
+def _written(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
 def _safe(peer_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", peer_id)[:40] or "peer"
 
 
-async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, float]]:
-    """One (peerId, file, wall-clock start) per participant: their usable stems,
-    merged into one file when there are several."""
+async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, float, float]]:
+    """One (peerId, file, wall-clock start, duration) per participant: their usable
+    stems, merged into one file when there are several."""
     log = manifest.log
-    by_peer: dict[str, list[tuple[Path, float]]] = {}
-    for entry in manifest.tracks:
-        path = manifest.directory / entry.file
-        if entry.t0 is None or not path.exists() or await _usable(log, path) is None:
-            continue
-        by_peer.setdefault(entry.peer_id, []).append((path, entry.t0))
+    entries = [(t, manifest.directory / t.file) for t in manifest.tracks if t.t0 is not None]
+    found = await asyncio.gather(*(_usable(log, path) for _t, path in entries if path.exists()))
+    probed = dict(zip([path for _t, path in entries if path.exists()], found, strict=True))
+    by_peer: dict[str, list[tuple[Path, float, float]]] = {}
+    for entry, path in entries:
+        if (usable := probed.get(path)) is not None:
+            assert entry.t0 is not None
+            by_peer.setdefault(entry.peer_id, []).append((path, entry.t0, usable[0]))
     out = []
     for n, (peer_id, stems) in enumerate(by_peer.items()):
         stems.sort(key=lambda item: item[1])
         first = stems[0][1]
         if len(stems) == 1:
-            out.append((peer_id, stems[0][0], first))
+            out.append((peer_id, stems[0][0], first, stems[0][2]))
             continue
         merged = manifest.directory / f"audio-{n:02d}-{_safe(peer_id)}.ogg"
-        inputs = [StemInput(path, t0 - first) for path, t0 in stems]
+        inputs = [StemInput(path, t0 - first) for path, t0, _length in stems]
         await asyncio.to_thread(merge_stems, inputs, merged, ffmpeg_bin=ffmpeg_bin)
-        out.append((peer_id, merged, first))
+        out.append((peer_id, merged, first, (await asyncio.to_thread(probe, merged))[0]))
     return out
 
 
@@ -448,11 +454,8 @@ async def finish_recording(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "
         *(_interrupt_stale(log, e.pid, path) for path, e in entries),
         *(_interrupt_stale(log, t.pid, manifest.directory / t.file) for t in manifest.tracks),
     )
-    usable: dict[Path, tuple[float, list[str]]] = {}
-    for path, _entry in entries:
-        found = await _usable(log, path)
-        if found is not None:
-            usable[path] = found
+    probed = await asyncio.gather(*(_usable(log, path) for path, _entry in entries))
+    usable = {path: found for (path, _e), found in zip(entries, probed, strict=True) if found is not None}
     items = parts([(path, e.t0) for path, e in entries], set(usable))
     if not items:
         written = sum(path.stat().st_size for path, _e in entries if path.exists())
@@ -463,22 +466,23 @@ async def finish_recording(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "
     tracks = await _tracks(manifest, ffmpeg_bin)
     if manifest.ended_at is None:  # a process died while recording: as far as any file goes
         ends = [e.t0 + usable[path][0] for path, e in entries if path in usable]
-        for _peer, path, t0 in tracks:
-            ends.append(t0 + (await asyncio.to_thread(probe, path))[0])
+        ends += [t0 + length for _peer, _path, t0, length in tracks]
         manifest.ended_at = max(ends)
     total = max(0.1, manifest.ended_at - origin)
     segment_audio = not manifest.tracks and any("aac" in codecs for _d, codecs in usable.values())
-    stems = [StemInput(path, t0 - origin) for _peer, path, t0 in tracks]
+    stems = [StemInput(path, t0 - origin) for _peer, path, t0, _length in tracks]
     try:
         await asyncio.to_thread(compose, items, stems, total, out, segment_audio=segment_audio, ffmpeg_bin=ffmpeg_bin)
     except Exception as error:
         stderr = getattr(error, "stderr", b"") or b""
         raise RecordingError(f"joining segments failed: {stderr.decode(errors='replace')[-300:] or error}") from error
-    duration, streams = await asyncio.to_thread(probe, out)
-    finished = []
-    for peer_id, path, t0 in tracks:
-        length, _codecs = await asyncio.to_thread(probe, path)
-        finished.append(FinishedTrack(peer_id, path, t0 - origin, length))
+    # Cut to ``total`` by FFmpeg: no ffprobe of the result (a few hundred ms at stop).
+    if not await asyncio.to_thread(_written, out):
+        raise RecordingError(f"{out.name} was not written")
+    duration = total
+    video_codecs = {c for _d, codecs in usable.values() for c in codecs if c != "aac"}
+    streams = [*sorted(video_codecs), "aac"]
+    finished = [FinishedTrack(peer_id, path, t0 - origin, length) for peer_id, path, t0, length in tracks]
     document = timeline(
         manifest.events,
         origin=origin,
