@@ -40,6 +40,7 @@ from loguru import logger
 
 from recording.layout import MAX_TILES, NameCard, composite
 from recording.sdp import Media, session_sdp
+from workers.scalability_modes import parse_scalability_mode
 
 if TYPE_CHECKING:  # the media layer's classes, for types only: recording/ drives what it is handed
     from loguru import Logger
@@ -60,6 +61,8 @@ STOP_GRACE = 2.0
 #: which drains what its filters hold (``q`` would drop the frames a stalled input
 #: held back in ``xstack``: the old segment of a leave lost its last half second).
 INPUT_TIMEOUT = 1.0
+#: A segment whose file has not grown for this long is stalled on an input.
+STALLED_AFTER = 0.5
 #: How long FFmpeg may take to exit once interrupted.
 STOP_TIMEOUT = 10.0
 #: Longest name written on a name card.
@@ -197,6 +200,16 @@ def recording_capabilities(caps: dict[str, Any]) -> dict[str, Any]:
         ],
         "headerExtensions": [e for e in caps.get("headerExtensions", []) if e.get("uri") not in _BWE_EXTENSIONS],
     }
+
+
+async def best_layers(consumer: Consumer) -> None:
+    """A simulcast or SVC video is recorded from its best layer (mediasoup's default
+    too, said explicitly: the recorder's transport has no bandwidth estimation)."""
+    if consumer.type not in ("simulcast", "svc"):
+        return
+    encoding = (consumer.rtp_parameters.get("encodings") or [{}])[0]
+    mode = parse_scalability_mode(encoding.get("scalabilityMode"))
+    await consumer.set_preferred_layers(mode.spatial_layers - 1, mode.temporal_layers - 1)
 
 
 def _interrupt_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -358,6 +371,7 @@ class Segment:
             try:
                 await transport.connect(ip=IP, port=port, rtcp_port=port + 1)
                 consumer = await transport.consume(source.producer_id, caps, paused=True)
+                await best_layers(consumer)
             except BaseException:
                 transport.close()
                 raise
@@ -422,6 +436,14 @@ class Segment:
         self._close_inputs()
         self.path.unlink(missing_ok=True)
 
+    def _stalled(self) -> bool:
+        """Nothing written for a while (packets are flushed one by one): the grid waits
+        for an input that stopped sending; what it holds is drained, not dropped."""
+        try:
+            return time.time() - self.path.stat().st_mtime > STALLED_AFTER
+        except OSError:
+            return False
+
     async def _exits_within(self, seconds: float) -> bool:
         assert self.exited is not None
         try:
@@ -443,6 +465,7 @@ class Segment:
         if self._keyframes is not None:
             self._keyframes.cancel()
         process = self.process
+        drain = drain or await asyncio.to_thread(self._stalled)
         try:
             if drain and self.inputs and process.returncode is None:
                 self._close_inputs()
