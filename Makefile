@@ -17,15 +17,17 @@ STAMPS  := .make
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: worker build (compiler, meson's pkg-config deps, flatc),
-# FFmpeg for recording, RabbitMQ for the event-bus tests where none runs.
+# FFmpeg for recording, RabbitMQ for the event-bus tests where none runs, Chromium for
+# the meeting page's browser tests (driven by Playwright; no browser is ever downloaded).
 APT_PACKAGES := build-essential pkg-config python3-venv libssl-dev libuv1-dev libsrtp2-dev \
-	flatbuffers-compiler libflatbuffers-dev libabsl-dev ffmpeg fonts-dejavu-core rabbitmq-server
+	flatbuffers-compiler libflatbuffers-dev libabsl-dev ffmpeg fonts-dejavu-core rabbitmq-server \
+	chromium
 
-.PHONY: help setup apt venv worker run test bench lint lint-report lock clean
+.PHONY: help setup apt venv worker web run test bench lint lint-report lock clean
 help:
 	@echo "make run | make test | make bench | make lint | make lint-report | make lock | make setup"
 
-setup: apt venv worker
+setup: apt venv worker web
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -76,6 +78,18 @@ $(VENV)/bin/uv:
 # Builds (or finds in its cache) mediasoup-worker and generates the FBS bindings.
 worker: venv
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) workers/native/build.py
+
+# The meeting page (web/): exactly web/package-lock.json (npm ci, again when the lock
+# changes), then the esbuild bundle in web/dist (again when a source changes).
+# --ignore-scripts: nothing needs an install script (esbuild's binary is a dependency).
+WEB := web
+WEB_SOURCES := $(WEB)/build.mjs $(wildcard $(WEB)/src/*)
+web: $(WEB)/dist/index.html
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json $(WEB)/package.json | apt
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+$(WEB)/dist/index.html: $(WEB)/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd $(WEB) && npm run --silent build
 
 run: setup
 	$(VENV)/bin/parley run
@@ -130,4 +144,5 @@ lint-report: venv
 	@$(PY) .ci/lint_report.py
 
 clean:
-	rm -rf $(STAMPS) $(VENV) .venv-mongo workers/native/generated .mypy_cache .ruff_cache
+	rm -rf $(STAMPS) $(VENV) .venv-mongo workers/native/generated .mypy_cache .ruff_cache \
+		$(WEB)/node_modules $(WEB)/dist

@@ -196,7 +196,7 @@ async def main() -> int:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(  # type: ignore[call-arg]  # _env_file: pydantic-settings, unknown to plain mypy
+        settings = Settings(
             _env_file=None,
             host="127.0.0.1",
             data_dir=Path(tmp),

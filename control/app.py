@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from loguru import logger
 
-from control import chat, events, health, recording, rooms, storage
+from control import auth, chat, events, health, recording, rooms, storage
+from control import web as web_page
 from control.config import Settings
 from control.http import error_middleware
 from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, UPLOADS, WORKER_POOL
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
        finishes, the MP4s are queued) before the rooms and the queue close.
     """
     app = web.Application(middlewares=[error_middleware])
+    auth.setup(app, settings)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(worker_pool_ctx)
     events.setup(app, settings=SETTINGS)
@@ -77,5 +79,6 @@ def create_app(settings: Settings) -> web.Application:
     chat.setup_signaling(app, rooms=ROOMS)
     recording.setup(app, settings=SETTINGS, rooms=ROOMS, uploads=UPLOADS, chat=CHAT, meetings=MEETINGS, events=EVENTS)
     health.setup(app, pool=WORKER_POOL)
-    app.add_routes(signaling.routes)  # protoo WebSocket: GET /?roomId=&peerId= (and /ws)
+    web_page.setup(app, settings=SETTINGS, signaling=signaling.protoo_websocket)  # GET / (page or protoo), /r/{roomId}
+    app.add_routes(signaling.routes)  # protoo WebSocket: /ws (and / through web_page)
     return app

@@ -21,6 +21,7 @@ import asyncio
 import json
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -45,7 +46,21 @@ def _display_url(settings: Settings) -> str:
         host = "localhost"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
+    scheme = "https" if settings.tls_cert_file else "http"
+    return f"{scheme}://{host}:{settings.port}"
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS and WSS from ``TLS_CERT_FILE``/``TLS_KEY_FILE`` (None: plain HTTP).
+
+    Browsers open cameras only in a secure context: https, or http on localhost.
+    """
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
 
 
 async def serve(settings: Settings) -> int:
@@ -88,7 +103,12 @@ async def serve(settings: Settings) -> int:
             return EXIT_START_FAILED
         if stop.is_set():
             return EXIT_OK
-        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            ssl_context = tls_context(settings)
+        except (OSError, ssl.SSLError) as exc:
+            logger.error("TLS_CERT_FILE/TLS_KEY_FILE not usable: {}", exc)
+            return EXIT_START_FAILED
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:

@@ -162,6 +162,20 @@ class Settings(BaseSettings):
     oidc_issuer: str = Field("https://accounts.google.com", description="OpenID Connect issuer for sign-in")
     session_secret: SecretStr | None = Field(None, description="key of the session cookie (32+ characters)")
 
+    # -- meeting page and TLS (control/web, control/cli) -----------------------
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain: serve HTTPS and WSS directly")
+    tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE")
+    web_dir: Path | None = Field(None, description="the built meeting page (default: web/dist of the source tree)")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+        for name, path in (("TLS_CERT_FILE", self.tls_cert_file), ("TLS_KEY_FILE", self.tls_key_file)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
     # -- validators ---------------------------------------------------------
     @field_validator("host", "mediasoup_announced_address", mode="before")
     @classmethod

@@ -51,7 +51,7 @@ def patch_id_scan() -> None:
     from mongoeco.types import ObjectId
 
     original = SQLiteEngine._validate_document_against_unique_indexes
-    if getattr(original, "_parley_patched", False):
+    if getattr(SQLiteEngine, "_parley_patched", False):
         return
 
     def validate(self, db_name, coll_name, document, **kwargs):
@@ -59,8 +59,8 @@ def patch_id_scan() -> None:
             kwargs["scan_payload_id"] = False
         return original(self, db_name, coll_name, document, **kwargs)
 
-    validate._parley_patched = True
     SQLiteEngine._validate_document_against_unique_indexes = validate
+    SQLiteEngine._parley_patched = True
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -55,6 +55,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
@@ -175,7 +176,7 @@ class Service:
         self.last_startup_seconds: float | None = None
         self.starts = 0
         self._proc: subprocess.Popen | None = None
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
         self._lock = threading.RLock()
 
     # ---- what clients need
@@ -699,7 +700,7 @@ def mongo_reachable(uri: str, timeout: float = 3.0) -> bool:
     """An authenticated ping (when `uri` has credentials) succeeds."""
     import pymongo
 
-    client = pymongo.MongoClient(
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         uri, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000)
     )
     try:
@@ -780,10 +781,11 @@ class MongoEcoWire(_OwnedMongo):
         )
 
     def _wait_ready(self) -> None:
-        assert self.log_path is not None
+        log_path = self.log_path
+        assert log_path is not None
 
         def printed_ready() -> bool:
-            with open(self.log_path, "rb") as log:
+            with open(log_path, "rb") as log:
                 log.seek(self._ready_mark)
                 return b"READY " in log.read()
 
@@ -824,7 +826,7 @@ class Mongod(_OwnedMongo):
         anonymous = f"mongodb://{LOCALHOST}:{self.port}/?directConnection=true"
 
         def answers() -> bool:
-            client = pymongo.MongoClient(anonymous, serverSelectionTimeoutMS=1000)
+            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(anonymous, serverSelectionTimeoutMS=1000)
             try:
                 client.admin.command("ping")
                 if not self._user_created:
@@ -911,11 +913,11 @@ class TestServices:
             key = (name, owned)
             if key in self._errors:
                 raise self._errors[key]
-            service = self._services.get(key)
-            if service is not None:
-                return self._ensure_running(service)
+            existing = self._services.get(key)
+            if existing is not None:
+                return self._ensure_running(existing)
             try:
-                service = getattr(self, f"_resolve_{name}")(owned)
+                service: Service = getattr(self, f"_resolve_{name}")(owned)
                 if service is not self._services.get((name, True)):
                     with _ALL_LOCK:
                         _ALL.append(service)

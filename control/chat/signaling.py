@@ -3,13 +3,15 @@
 Requests (registered with :meth:`~control.rooms.manager.RoomManager.register_method`):
 
 ``chatMessage {type?, text?, file?}`` -> ``{message}``
-    Joined peers only (403 before ``join``). ``type`` is ``"text"`` (default) or
+    Joined peers only (403 before ``join``), whose token grants ``canPublishData``
+    (403 ``missing_grant`` otherwise, and for a hidden participant: checked with
+    every request in :func:`control.rooms.handlers.authorize`). ``type`` is ``"text"`` (default) or
     ``"file"`` (``file: {bucket, key, name, size, mimeType}``, ``key`` one of this
     room's chat uploads, ``text`` an optional caption). The sender is the peer
     (``peerId``, its current ``displayName``), never taken from the request. The
     answer is the message as stored (``id``, ``createdAt``, ``meetingId``, ``sender``).
 ``getChatHistory {limit?, before?}`` -> ``{messages, nextCursor}``
-    Newest first, ``limit`` 1-200 (default 50), ``before`` a previous ``nextCursor``
+    Any participant (``roomJoin``). Newest first, ``limit`` 1-200 (default 50), ``before`` a previous ``nextCursor``
     (``null`` on the last page). Allowed before ``join`` (the same history is on
     ``GET /api/rooms/{roomId}/messages``), so a client can fill its chat pane while
     it sets up its transports.

@@ -1,6 +1,8 @@
 """Composite recording of a room, wired to signaling, REST, chat, storage and events.
 
-Signaling (joined peers; registered with ``RoomManager.register_method``):
+Signaling (joined peers whose token grants ``roomRecord``, checked with every other
+request in :func:`control.rooms.handlers.authorize`; registered with
+``RoomManager.register_method``):
 
 ``startRecording {}`` -> ``{recordingId, startedAt}``
     Records the room (one grid video, mixed audio; ``recording/``) from now on:
@@ -159,8 +161,8 @@ def _participant(peer: Peer) -> dict[str, Any]:
 
 
 def _participants(room: Room) -> list[Peer]:
-    """Everyone a recording of ``room`` shows: joined peers, then broadcasters."""
-    return [*room.joined_peers(), *room.broadcasters.values()]
+    """Everyone a recording of ``room`` shows: joined peers (not the hidden ones), then broadcasters."""
+    return room.visible_participants()
 
 
 @dataclass
@@ -700,27 +702,21 @@ class RecordingService:
 
     # -- signaling ----------------------------------------------------------------------
 
-    def may_record(self, room: Room, peer: Peer) -> bool:
-        """Whether ``peer`` may start and stop the room's recording: every joined
-        peer for now; the auth layer replaces this with the host's role."""
-        return True
-
-    def _check_request(self, method: str, room: Room, peer: Peer, data: object) -> None:
+    def _check_request(self, method: str, data: object) -> None:
+        """Fields only: who may record (``roomRecord``) is checked before the request gets here."""
         if data not in (None, {}):
             raise ProtooError(400, f"invalid_request: {method} takes no fields")
-        if not self.may_record(room, peer):
-            logger.bind(room=room.id, peer=peer.id).warning("{} refused: not allowed to record", method)
-            raise ProtooError(403, "forbidden: not allowed to record this room")
 
     async def _on_start(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
-        self._check_request(START_RECORDING, room, peer, data)
+        self._check_request(START_RECORDING, data)
         try:
-            return await self.start(room.id, by=peer)
+            # A hidden participant (a recorder bot) is not named to the others.
+            return await self.start(room.id, by=None if peer.hidden else peer)
         except ParleyError as error:
             raise _protoo(error) from None
 
     async def _on_stop(self, room: Room, peer: Peer, data: dict[str, Any]) -> dict[str, Any]:
-        self._check_request(STOP_RECORDING, room, peer, data)
+        self._check_request(STOP_RECORDING, data)
         try:
             return await self.stop(room.id)
         except ParleyError as error:

@@ -9,6 +9,9 @@ consumer whose transport closed meanwhile (a re-join) is created again on the
 peer's new consuming transport; one whose announcement was lost because the
 peer reconnected is announced again on the new connection. Broadcasters
 consume over REST, never here.
+
+Only a peer whose principal holds ``canSubscribe`` for the room consumes (media
+and data): without it no consumer is made and no ``newConsumer`` sent.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from control.auth import Grant
 from control.signaling.protoo import ProtooError
 from workers.consumer import Consumer
 from workers.data_consumer import DataConsumer
@@ -164,6 +168,8 @@ async def _consume(room: Room, kind: _Kind[S, C], peer: Peer, producer_peer: Pee
     """Create, announce and start one consumer of ``source`` for ``peer``."""
     if peer.closed or not peer.joined or peer.broadcaster:
         return
+    if not peer.principal.can(Grant.SUBSCRIBE, room.id):
+        return
     if not peer.connected or not kind.ready(peer):
         return  # created by the resync when it reconnects
     if source.closed or source.id in peer.consumed_producer_ids():
@@ -235,6 +241,8 @@ def consume_data(room: Room, peer: Peer, producer_peer: Peer | None, data_produc
 async def sync_consumers(room: Room, peer: Peer) -> None:
     """Consume every producer of the others that ``peer`` does not consume yet
     (after a join, and after a reconnect that resumes the session)."""
+    if not peer.principal.can(Grant.SUBSCRIBE, room.id):
+        return
     consumed = peer.consumed_producer_ids()
     for other in [*room.joined_peers(exclude=peer), *room.broadcasters.values()]:
         for producer in list(other.producers.values()):

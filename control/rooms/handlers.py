@@ -1,20 +1,32 @@
 """The protoo requests of a room's peers: one function per method, one table.
 
-:func:`handle_request` is where every request of a peer lands. As in
-mediasoup-demo, transports may be created before ``join``; everything that
-produces or consumes needs a join (403 "Peer not yet joined" otherwise). Other
-services' methods (chat, recording), registered with the host, are answered
-first; the demo's methods cannot be replaced. Refusals are
+:func:`handle_request` is where every request of a peer lands. First the one
+access check (:func:`authorize`): the grant :data:`REQUIRED_GRANTS` names for
+the method, asked of the peer's principal for this room (403 ``missing_grant``
+naming it), and for ``produce`` the source too (``canPublishSources``, from
+``kind`` and ``appData.source``: :func:`control.auth.source_of`). A hidden
+participant does not publish (media, data or chat: any of it would announce
+it). As in mediasoup-demo, transports may be created before ``join``;
+everything that produces or consumes needs a join (403 "Peer not yet joined"
+otherwise). Other services' methods (chat, recording), registered with the
+host, are answered next; the demo's methods cannot be replaced. Refusals are
 :mod:`control.errors` ParleyErrors; the signaling layer answers them with
 ``errorCode`` = their status.
+
+Transports need no more than ``roomJoin``: they carry nothing by themselves, and
+clients (mediasoup-demo's, LiveKit's) create their sending and receiving ones
+whatever they may do; producing and consuming are what the grants refuse.
+Consumers are not requests: :mod:`control.rooms.consumers` makes them only for
+a principal with ``canSubscribe``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from control.auth import Grant, source_of
 from control.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from control.rooms import media
 from control.rooms.consumers import sync_consumers
@@ -29,7 +41,7 @@ if TYPE_CHECKING:
     from control.rooms.peer import Peer
     from control.rooms.room import Room
 
-__all__ = ["HANDLERS", "handle_request"]
+__all__ = ["HANDLERS", "REQUIRED_GRANTS", "authorize", "handle_request"]
 
 Handler = Callable[["Room", "Peer", Any], Awaitable[Any]]
 #: method -> its handler ``(room, peer, parsed request)``.
@@ -48,8 +60,59 @@ def handles(method: str) -> Callable[[H], H]:
     return register
 
 
+#: The grant each request needs (of the peer's principal, for this room). Every method
+#: a peer may call is here, the other services' too; a method missing from it needs
+#: ``roomJoin`` (which the connection already proved).
+REQUIRED_GRANTS: Final[Mapping[str, Grant]] = {
+    "getRouterRtpCapabilities": Grant.JOIN,
+    "join": Grant.JOIN,
+    "changeDisplayName": Grant.JOIN,
+    "createWebRtcTransport": Grant.JOIN,
+    "connectWebRtcTransport": Grant.JOIN,
+    "restartIce": Grant.JOIN,
+    "produce": Grant.PUBLISH,  # and the source: canPublishSources
+    "closeProducer": Grant.JOIN,  # giving up is always allowed
+    "pauseProducer": Grant.PUBLISH,
+    "resumeProducer": Grant.PUBLISH,
+    "produceData": Grant.PUBLISH_DATA,
+    "pauseConsumer": Grant.SUBSCRIBE,
+    "resumeConsumer": Grant.SUBSCRIBE,
+    "requestConsumerKeyFrame": Grant.SUBSCRIBE,
+    "setConsumerPreferredLayers": Grant.SUBSCRIBE,
+    "setConsumerPriority": Grant.SUBSCRIBE,
+    "getTransportStats": Grant.JOIN,
+    "getProducerStats": Grant.JOIN,
+    "getConsumerStats": Grant.JOIN,
+    "getDataProducerStats": Grant.JOIN,
+    "getDataConsumerStats": Grant.JOIN,
+    # Other services' methods (control.chat.signaling, control.recording.service).
+    "chatMessage": Grant.PUBLISH_DATA,
+    "getChatHistory": Grant.JOIN,
+    "startRecording": Grant.RECORD,
+    "stopRecording": Grant.RECORD,
+}
+
+#: Grants that publish something the others see: never for a hidden participant.
+_PUBLISHING = frozenset({Grant.PUBLISH, Grant.PUBLISH_DATA})
+
+
+def authorize(room: Room, peer: Peer, method: str, data: Mapping[str, Any]) -> None:
+    """The one access check of a request: raise Forbidden (403) unless the peer's
+    principal holds the method's grant in this room (and, for ``produce``, the source)."""
+    grant = REQUIRED_GRANTS.get(method, Grant.JOIN)
+    principal = peer.principal
+    principal.require(grant, room.id)
+    if grant in _PUBLISHING and peer.hidden:
+        raise Forbidden("hidden participants do not publish", code="missing_grant")
+    if method == "produce":
+        app_data = data.get("appData")
+        source = source_of(str(data.get("kind")), app_data if isinstance(app_data, Mapping) else None)
+        principal.require_publish_source(source, room.id)
+
+
 async def handle_request(room: Room, peer: Peer, method: str, data: dict[str, Any]) -> Any:
     """Answer one protoo request of ``peer`` (raises ParleyErrors)."""
+    authorize(room, peer, method, data)
     extra = room.host.extra_method(method) if method not in m.REQUESTS else None
     if extra is not None:
         handler, before_join = extra
@@ -120,9 +183,14 @@ async def join(room: Room, peer: Peer, request: m.Join) -> Any:
     peer.joined_generation = peer.generation
     if peer.joined_at is None:
         peer.joined_at = time.time()
-    others = [*room.joined_peers(exclude=peer), *room.broadcasters.values()]
-    peer.log.info("peer {} ({} others in the room)", "re-joined" if rejoin else "joined", len(others))
-    if not rejoin:
+    others = room.visible_participants(exclude=peer)
+    peer.log.info(
+        "peer {}{} ({} others in the room)",
+        "re-joined" if rejoin else "joined",
+        " (hidden)" if peer.hidden else "",
+        len(others),
+    )
+    if not rejoin and not peer.hidden:
         for other in room.joined_peers(exclude=peer):
             other.notify("newPeer", peer.info())
         room.observer.safe_emit(PEER_JOINED, peer)
@@ -134,6 +202,8 @@ async def join(room: Room, peer: Peer, request: m.Join) -> Any:
 
 
 def _display_name_changed(room: Room, peer: Peer, old: str) -> None:
+    if peer.hidden:
+        return
     for other in room.joined_peers(exclude=peer):
         other.notify(
             "peerDisplayNameChanged", {"peerId": peer.id, "displayName": peer.display_name, "oldDisplayName": old}
@@ -144,7 +214,8 @@ def _display_name_changed(room: Room, peer: Peer, old: str) -> None:
 async def change_display_name(room: Room, peer: Peer, request: m.ChangeDisplayName) -> Any:
     old, peer.display_name = peer.display_name, request.displayName
     _display_name_changed(room, peer, old)
-    room.observer.safe_emit(PEER_UPDATED, peer)
+    if not peer.hidden:
+        room.observer.safe_emit(PEER_UPDATED, peer)
     return None
 
 
@@ -298,3 +369,4 @@ async def get_data_consumer_stats(room: Room, peer: Peer, request: m.DataConsume
 
 
 assert set(HANDLERS) == set(m.REQUESTS), set(m.REQUESTS) ^ set(HANDLERS)
+assert set(m.REQUESTS) <= set(REQUIRED_GRANTS), set(m.REQUESTS) - set(REQUIRED_GRANTS)

@@ -36,6 +36,7 @@ from loguru import logger
 from control.config import Settings
 from control.ids import validate_room_id
 from control.keys import ROOMS, SETTINGS
+from control.netaddr import with_announced_address
 from control.rooms.host import PEER_JOINED, PEER_LEFT, ExtraMethod, MethodHandler, RoomEvent
 from control.rooms.peer import Peer
 from control.rooms.room import Room
@@ -155,6 +156,7 @@ class RoomManager:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.settings = with_announced_address(self.settings)  # derived when unset (control/netaddr.py)
         if self.settings.mediasoup_listen_ip in ("0.0.0.0", "::") and not self.settings.mediasoup_announced_address:
             logger.warning(
                 "MEDIASOUP_LISTEN_IP={} without MEDIASOUP_ANNOUNCED_ADDRESS: clients get ICE candidates they "
@@ -270,7 +272,9 @@ class RoomManager:
     def register_method(self, name: str, handler: MethodHandler, *, before_join: bool = False) -> None:
         """Answer protoo requests ``name`` from peers with ``await handler(room, peer, data)``
         (the answer's data; raise a :class:`~control.errors.ParleyError` to refuse).
-        For the room's other services (chat...); the demo's methods cannot be replaced."""
+        For the room's other services (chat...); the demo's methods cannot be replaced.
+        The grant it needs is in :data:`control.rooms.handlers.REQUIRED_GRANTS`, the one
+        table of every method's grant (``roomJoin`` when it is not listed)."""
         from control.signaling.messages import REQUESTS
 
         if name in REQUESTS:

@@ -10,6 +10,12 @@ The seed's participant metadata (``email``, ``aiSettings``, ``integrations``)
 lives in :class:`ParticipantMetadata`; it is for the room's services
 (recording, events), never sent to other peers, and ``integrations`` (which
 holds credentials) never appears in a repr or a log line.
+
+Every peer carries the :class:`~control.auth.Principal` it connected with
+(``peer.principal``: verified once, at the WebSocket upgrade; a reconnect brings a
+new one). The room asks it, never the token: :mod:`control.rooms.handlers` checks
+each request against its grants, :mod:`control.rooms.consumers` consumes only for
+a principal with ``canSubscribe``, and a ``hidden`` one is not announced.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from control.auth import Principal, open_principal
+
 if TYPE_CHECKING:
     from control.rooms.room import Room
     from control.signaling.protoo import ProtooConnection
@@ -33,6 +41,10 @@ if TYPE_CHECKING:
 
 #: Notifications kept for a disconnected peer (oldest dropped beyond this).
 BACKLOG = 256
+
+#: The principal of a participant made in-process without one (broadcasters made
+#: by the REST API, whose request was checked there; unit tests): a full participant.
+IN_PROCESS = open_principal(admin=False)
 
 
 @dataclass
@@ -53,7 +65,9 @@ class ParticipantMetadata:
 
 
 class Peer:
-    def __init__(self, room: Room, peer_id: str, *, broadcaster: bool = False) -> None:
+    def __init__(
+        self, room: Room, peer_id: str, *, broadcaster: bool = False, principal: Principal | None = None
+    ) -> None:
         self.id = peer_id
         self.room = room
         self.broadcaster = broadcaster
@@ -65,6 +79,8 @@ class Peer:
         self.rtp_capabilities: dict[str, Any] | None = None
         self.sctp_capabilities: dict[str, Any] | None = None
         self.metadata = ParticipantMetadata()
+        #: Who connected as this peer and what they may do (replaced by each reconnect).
+        self.principal: Principal = principal or IN_PROCESS
         self.connection: ProtooConnection | None = None
         #: Incremented on every (re)connection; transports remember theirs.
         self.generation = 0
@@ -116,6 +132,12 @@ class Peer:
         while self.backlog and self.connected:
             method, data = self.backlog.popleft()
             self.notify(method, data)
+
+    @property
+    def hidden(self) -> bool:
+        """Not announced to the others (``video.hidden``): no ``newPeer``/``peerClosed``,
+        not in ``join`` answers, no room events; such a peer does not publish."""
+        return self.principal.hidden
 
     # -- views ----------------------------------------------------------------------
 

@@ -11,7 +11,14 @@ answered by :mod:`control.rooms.handlers`; consumers are made by
 Membership, as in mediasoup-demo:
 
 - a peer reconnecting with the same ``peerId`` takes over the session (the old
-  socket is closed with 4000); a ``join`` on it is a re-join;
+  socket is closed with 4000); a ``join`` on it is a re-join. Only the same
+  identity may (:func:`check_takeover`): a token (or sign-in) whose ``sub`` is the
+  ``peerId``; a connection without credentials (open and dev modes) takes over only
+  a peer that had none either. A refused attempt changes nothing in the session;
+- a ``hidden`` peer (``video.hidden``) is not announced: no ``newPeer`` or
+  ``peerClosed``, absent from ``join`` answers (:meth:`Room.visible_participants`)
+  and from the room's ``peerjoined``/``peerupdated``/``peerleft`` events (so no
+  meeting record, chat system message or recording tile either);
 - a WebSocket that drops (no close frame: network loss, ping timeout) keeps
   the peer for ``PEER_RECONNECT_GRACE_SECONDS``; then it leaves. A client that
   closes its socket itself leaves at once;
@@ -31,7 +38,8 @@ from typing import Any
 
 from loguru import logger
 
-from control.errors import Conflict
+from control.auth import AuthMethod, Principal
+from control.errors import Conflict, Forbidden
 from control.rooms import handlers, views
 from control.rooms.codecs import AUDIO_LEVEL_OPTIONS, MEDIA_CODECS
 from control.rooms.consumers import sync_consumers
@@ -50,7 +58,31 @@ from workers.producer import Producer
 from workers.router import Router
 from workers.worker import Worker
 
-__all__ = ["Room"]
+__all__ = ["Room", "check_takeover"]
+
+#: Principals without credentials (``AUTH_OPEN_JOIN`` and dev mode): they may claim any peerId.
+_ANONYMOUS = frozenset({AuthMethod.OPEN, AuthMethod.DEV})
+
+
+def check_takeover(peer: Peer, principal: Principal) -> None:
+    """May a new connection of ``principal`` take over the live session of ``peer``?
+
+    Raise :class:`~control.errors.Forbidden` (nothing is changed) unless it is the same
+    identity: an authenticated principal whose identity is the peerId, or a principal
+    without credentials replacing one without credentials (the open modes, where
+    anyone may be anyone). A reconnect may not change whether the peer is hidden
+    (the others were, or were not, told about it).
+    """
+    if principal.method in _ANONYMOUS:
+        if peer.principal.method not in _ANONYMOUS:
+            raise Forbidden(
+                f'peerId "{peer.id}" belongs to an authenticated participant: reconnect with an access token for it',
+                code="wrong_identity",
+            )
+    elif principal.identity != peer.id:
+        raise Forbidden("access token is for another participant (sub is not peerId)", code="wrong_identity")
+    if peer.joined and principal.hidden != peer.hidden:
+        raise Forbidden("a reconnect cannot change whether the participant is hidden", code="hidden_changed")
 
 
 class Room:
@@ -119,22 +151,31 @@ class Room:
     def joined_peers(self, exclude: Peer | None = None) -> list[Peer]:
         return [p for p in self.peers.values() if p.joined and p is not exclude and not p.closed]
 
+    def visible_participants(self, exclude: Peer | None = None) -> list[Peer]:
+        """Whom the others are told about: joined peers that are not hidden, then broadcasters."""
+        return [*(p for p in self.joined_peers(exclude) if not p.hidden), *self.broadcasters.values()]
+
     def get_participant(self, peer_id: str) -> Peer | None:
         """A peer or broadcaster of the room (for the room's other services)."""
         return self.peers.get(peer_id) or self.broadcasters.get(peer_id)
 
-    def attach(self, peer_id: str, connection: ProtooConnection) -> Peer:
-        """A WebSocket for ``peer_id`` arrived: a new peer, or it takes over the
-        existing one (its old socket, if still open, is closed with 4000)."""
+    def attach(self, peer_id: str, connection: ProtooConnection, principal: Principal | None = None) -> Peer:
+        """A WebSocket of ``principal`` (verified at the upgrade: it may join this room as
+        ``peer_id``) arrived: a new peer, or it takes over the existing one if
+        :func:`check_takeover` allows (its old socket, if still open, is closed with 4000).
+        Without ``principal`` (in-process callers) the peer is a full participant."""
         assert not self.closed
         peer = self.peers.get(peer_id)
         if peer is None:
             if peer_id in self.broadcasters:
                 raise Conflict(f'peerId "{peer_id}" is a broadcaster of this room')
-            peer = Peer(self, peer_id)
+            peer = Peer(self, peer_id, principal=principal)
             self.peers[peer_id] = peer
             peer.log.info("peer connected")
         else:
+            if principal is not None:
+                check_takeover(peer, principal)
+                peer.principal = principal
             peer.cancel_grace()
             old = peer.connection
             if old is not None and not old.closed:
@@ -195,7 +236,8 @@ class Room:
         members = self.broadcasters if participant.broadcaster else self.peers
         if members.get(participant.id) is participant:
             del members[participant.id]
-        if participant.joined and tell_others:
+        announced = participant.joined and not participant.hidden
+        if announced and tell_others:
             for other in self.joined_peers(exclude=participant):
                 other.notify("peerClosed", {"peerId": participant.id})
         for transport in list(participant.transports.values()):
@@ -203,7 +245,7 @@ class Room:
         if participant.connection is not None and not participant.connection.closed:
             participant.connection.close_soon(CLOSE_REPLACED, "peer closed")
         participant.log.info("{} left", "broadcaster" if participant.broadcaster else "peer")
-        if participant.joined:
+        if announced:
             self.observer.safe_emit(PEER_LEFT, participant)
         if not participant.broadcaster and not self.peers:
             self.log.info("last peer left, closing the room")

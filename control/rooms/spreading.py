@@ -96,8 +96,9 @@ class Spreading:
         key = (entity.id, router.id)
         future = self._pipes.get(key)
         if future is None:
-            options = {"data_producer_id": entity.id} if data else {"producer_id": entity.id}
-            future = asyncio.ensure_future(source.pipe_to_router(router=router, **options))
+            producer_id, data_producer_id = (None, entity.id) if data else (entity.id, None)
+            piping = source.pipe_to_router(router=router, producer_id=producer_id, data_producer_id=data_producer_id)
+            future = asyncio.ensure_future(piping)
             self._pipes[key] = future
             future.add_done_callback(lambda f: self._piped(key, f, data))
             self.room.log.info(

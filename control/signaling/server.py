@@ -4,23 +4,43 @@ mediasoup-demo's clients connect to ``wss://host:port/?roomId=R&peerId=P``;
 both query parameters are required (400 without them), as is the ``protoo``
 subprotocol. ``roomId`` must follow the room id rule and ``peerId`` the peer id
 rule of :mod:`control.ids` (400 with the rule otherwise, before the upgrade: no
-room is created). The room is created on first connection; the socket then carries
-protoo requests to :meth:`control.rooms.room.Room.handle_request` until it
-closes, and the peer is detached (grace period, see ``control.rooms``).
+room is created).
+
+Access (issue 14), also before the upgrade and before any room exists: the
+caller's principal (``?token=JWT``, ``Authorization: Bearer``, the sign-in
+cookie, or the open/dev principal: :func:`control.auth.principal_of`) must
+exist (401 ``token_missing``/``token_invalid``/``token_expired``... from the auth
+middleware) and may join this room as this peerId (403 ``wrong_room``,
+``missing_grant``, ``wrong_identity``: :func:`control.auth.require_ws_join`); when
+the peerId is live in the room, the caller must be allowed to take its session
+over (403, :func:`control.rooms.room.check_takeover`). Refusals are the one JSON
+error shape. The principal is verified here only: a token that expires during
+the call does not end it; a reconnect needs a valid one.
+
+The room is created on first connection; the socket then carries protoo
+requests to :meth:`control.rooms.room.Room.handle_request` until it closes, and
+the peer is detached (grace period, see ``control.rooms``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, hdrs, web
 from loguru import logger
 
+from control.auth import Principal, principal_of, require_ws_join
 from control.errors import ParleyError
 from control.ids import PEER_ID_RULE, ROOM_ID_RULE, is_valid_peer_id, is_valid_room_id
 from control.keys import ROOMS, SETTINGS
+from control.rooms.room import check_takeover
 from control.signaling.protoo import ProtooConnection
 from workers.errors import MediasoupError
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+    from control.rooms.manager import RoomManager
 
 __all__ = ["protoo_websocket", "routes"]
 
@@ -35,6 +55,21 @@ routes = web.RouteTableDef()
 
 def _bad_request(text: str) -> web.Response:
     return web.Response(status=400, text=text)
+
+
+async def _admitted(request: web.Request, manager: RoomManager, room_id: str, peer_id: str, log: Logger) -> Principal:
+    """The caller's principal if it may connect to ``room_id`` as ``peer_id`` (ParleyError otherwise)."""
+    try:
+        principal = await principal_of(request)
+        require_ws_join(principal, room_id, peer_id)
+        room = manager.get_room(room_id)
+        live = room.peers.get(peer_id) if room is not None else None
+        if live is not None:
+            check_takeover(live, principal)
+    except ParleyError as error:
+        log.warning("signaling: connection from {} refused: {} ({})", request.remote, error.code, error.message)
+        raise
+    return principal
 
 
 async def protoo_websocket(request: web.Request) -> web.StreamResponse:
@@ -59,6 +94,7 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     if manager is None or manager.closed:
         raise web.HTTPServiceUnavailable(text="rooms are not running")
     log = logger.bind(room=room_id, peer=peer_id)
+    principal = await _admitted(request, manager, room_id, peer_id, log)
     try:
         room = await manager.get_or_create_room(room_id)
     except MediasoupError as error:
@@ -77,11 +113,11 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     connection = ProtooConnection(
         ws, max_frame_bytes=max_frame, request_timeout=settings.signaling_request_timeout_seconds, log=log
     )
-    log.info("signaling: connection from {}", request.remote)
+    log.info("signaling: connection from {} ({})", request.remote, principal.method)
     try:
         if room.closed:  # it closed while the socket was being accepted
             room = await manager.get_or_create_room(room_id)
-        peer = room.attach(peer_id, connection)
+        peer = room.attach(peer_id, connection, principal)
     except (MediasoupError, ParleyError) as error:
         log.warning("signaling: connection refused: {}", error)
         await ws.close(
@@ -100,5 +136,5 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-routes.get("/")(protoo_websocket)
+# GET / is shared with the meeting page: control.web hands upgrades (and ?roomId=/peerId=) here.
 routes.get("/ws")(protoo_websocket)

@@ -3,7 +3,8 @@
 ``async with running_server(tmp_path, **settings) as server`` starts
 ``control.app.create_app`` (real mediasoup workers, embedded chat/events/storage
 backends under ``tmp_path``) on 127.0.0.1 with an ephemeral port, RTC on
-127.0.0.1, and stops it afterwards.
+127.0.0.1, and stops it afterwards. With ``api_key=``/``api_secret=`` it requires
+tokens: ``server.token(room, identity, can_publish=False, ...)`` mints one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +20,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from control.app import create_app
+from control.auth import ACCESS, VideoGrants, mint
 from control.config import Settings
 from control.keys import ROOMS, WORKER_POOL
 from tests.plugin_workers import require_worker_binary
@@ -34,6 +37,14 @@ class Server:
 
     def ws_url(self, room_id: str, peer_id: str, path: str = "/", **query: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}?{urlencode({'roomId': room_id, 'peerId': peer_id, **query})}"
+
+    def token(
+        self, room: str, identity: str, *, ttl: timedelta = timedelta(hours=1), now: float | None = None, **grants: Any
+    ) -> str:
+        """A token of the server's API key to join ``room`` as ``identity``; ``grants`` are
+        :class:`~control.auth.VideoGrants` fields (``can_publish=False``, ``hidden=True``...)."""
+        video = VideoGrants(**{"room": room, "room_join": True, **grants})
+        return mint(self.app[ACCESS].keys, identity=identity, name=identity, grants=video, ttl=ttl, now=now)
 
     @property
     def rooms(self) -> Any:

@@ -159,6 +159,12 @@ class MediaPeer:
 
     # -- signaling --------------------------------------------------------------------
 
+    @property
+    def signaling(self) -> ProtooClient:
+        """The protoo client of a peer that joined (``protoo`` is None before ``join``)."""
+        assert self.protoo is not None, f"{self.peer_id} has not joined"
+        return self.protoo
+
     async def _request(self, method: str, data: dict | None = None) -> Any:
         assert self.protoo is not None
         return await self.protoo.request(method, data or {}, timeout=20)
@@ -287,8 +293,10 @@ class MediaPeer:
                 frame = await track.recv()
                 received.frames += 1
                 if received.kind == "audio":
+                    assert isinstance(frame, av.AudioFrame)
                     received.samples += frame.samples
                 else:
+                    assert isinstance(frame, av.VideoFrame)
                     received.width = frame.width
                 if received.first_frame_at is None:
                     received.first_frame_at = time.monotonic()

@@ -23,6 +23,7 @@ import pika
 
 from control.keys import OBJECTS
 from control.recording import RECORDINGS
+from control.storage.local import LocalStorage
 from recording.segment import udp_sockets
 from tests.e2e.harness import Server
 from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack
@@ -330,7 +331,9 @@ def _peer(server: Server, room: str, index: int) -> MediaPeer:
 
 async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
     """The recording's file in the local store, once its upload is confirmed."""
-    path = server.app[OBJECTS].path_for(key)
+    objects = server.app[OBJECTS]
+    assert isinstance(objects, LocalStorage), "the e2e server stores objects locally"
+    path = objects.path_for(key)
     recordings = server.app[RECORDINGS]
     deadline = time.monotonic() + timeout
     while not (path.exists() and not recordings._announcing):

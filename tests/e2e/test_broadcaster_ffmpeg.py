@@ -74,7 +74,7 @@ async def test_ffmpeg_broadcaster_is_received_by_a_webrtc_peer(tmp_path: Path) -
                 ) as resp:
                     assert resp.status == 200, await resp.text()
                     assert await resp.json() == {"peers": []}
-                new_peer = await viewer.protoo.wait_for("newPeer")
+                new_peer = await viewer.signaling.wait_for("newPeer")
                 assert new_peer == {
                     "id": "ffmpeg",
                     "displayName": "Broadcaster",
@@ -178,11 +178,9 @@ async def test_ffmpeg_broadcaster_is_received_by_a_webrtc_peer(tmp_path: Path) -
                 # Deleting the broadcaster: the peer is told, its consumers close.
                 async with http.delete(f"{base}/broadcasters/ffmpeg") as resp:
                     assert resp.status == 200 and await resp.text() == "broadcaster deleted"
-                assert await viewer.protoo.wait_for("peerClosed") == {"peerId": "ffmpeg"}
+                assert await viewer.signaling.wait_for("peerClosed") == {"peerId": "ffmpeg"}
                 for received in viewer.from_peer("ffmpeg"):
-                    await viewer.protoo.wait_for(
-                        "consumerClosed", lambda d, c=received.consumer_id: d["consumerId"] == c
-                    )
+                    await viewer.signaling.wait_for("consumerClosed", lambda d: d["consumerId"] == received.consumer_id)
             finally:
                 if ffmpeg is not None:
                     ffmpeg.kill()

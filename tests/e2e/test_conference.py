@@ -52,26 +52,26 @@ async def test_three_peers_send_and_receive_audio_and_video(tmp_path: Path) -> N
             room = server.rooms.rooms["conf"]
             assert all(len(p.producers) == 2 and len(p.consumers) == 4 for p in room.peers.values())
             # The tone is loud: the audio level observer names a speaker.
-            await peers[0].protoo.wait_for("activeSpeaker", lambda d: d.get("peerId") in names, timeout=15)
+            await peers[0].signaling.wait_for("activeSpeaker", lambda d: d.get("peerId") in names, timeout=15)
             # Downlink bandwidth estimates are relayed to the receivers.
-            bwe = await peers[1].protoo.wait_for("downlinkBwe", timeout=15)
+            bwe = await peers[1].signaling.wait_for("downlinkBwe", timeout=15)
             assert set(bwe) == {"desiredBitrate", "effectiveDesiredBitrate", "availableBitrate"}
             # With every microphone paused, the observer reports silence (peerId null).
-            mark = len(peers[0].protoo.notifications)
+            mark = len(peers[0].signaling.notifications)
             for peer in peers:
                 audio_id = next(pid for pid, p in peer.producers.items() if p.kind == "audio")
-                await peer.protoo.request("pauseProducer", {"producerId": audio_id})
-            await peers[0].protoo.wait_for("activeSpeaker", lambda d: d == {"peerId": None}, timeout=15, start=mark)
+                await peer.signaling.request("pauseProducer", {"producerId": audio_id})
+            await peers[0].signaling.wait_for("activeSpeaker", lambda d: d == {"peerId": None}, timeout=15, start=mark)
             # The metadata never reached the other peers.
-            assert "K-1" not in repr(peers[0].protoo.notifications + peers[0].protoo.server_requests)
+            assert "K-1" not in repr(peers[0].signaling.notifications + peers[0].signaling.server_requests)
 
             # Carol leaves: her consumers close at the others, their own consumers stay.
             carol_consumers = {peer.peer_id: {r.consumer_id for r in peer.from_peer("carol")} for peer in peers[:2]}
             await peers[2].close()
             for peer in peers[:2]:
-                await peer.protoo.wait_for("peerClosed", lambda d: d == {"peerId": "carol"})
+                await peer.signaling.wait_for("peerClosed", lambda d: d == {"peerId": "carol"})
                 for consumer_id in carol_consumers[peer.peer_id]:
-                    await peer.protoo.wait_for("consumerClosed", lambda d, c=consumer_id: d["consumerId"] == c)
+                    await peer.signaling.wait_for("consumerClosed", lambda d: d["consumerId"] == consumer_id)
             await _wait(lambda: all(len(p.consumers) == 2 for p in room.peers.values()))
             assert set(room.peers) == {"alice", "bob"}
             # Media between the two that stayed still flows.
@@ -98,7 +98,10 @@ async def test_time_to_first_video_frame_with_two_publishers(
             await viewer.join()
             for name in ("pub1", "pub2"):
                 await viewer.wait_media(name, video_frames=1, audio_samples=1, timeout=30)
-            first = min(r.first_frame_at for r in viewer.received.values() if r.kind == "video")
+            first = min(
+                r.first_frame_at for r in viewer.received.values() if r.kind == "video" and r.first_frame_at is not None
+            )
+            assert viewer.connected_at is not None
             elapsed = first - viewer.connected_at
             record_property("join_to_first_video_frame_ms", round(elapsed * 1000))
             with capsys.disabled():  # shown even when pytest captures output
@@ -123,7 +126,7 @@ async def test_data_channel_messages_reach_the_other_peers(tmp_path: Path) -> No
                 await peer.join()
             data_producer = await peers[0].send_transport.produceData(label="chat", protocol="text")
             for peer in peers[1:]:
-                await peer.protoo.wait_for("newDataConsumer", kind="request", timeout=15)
+                await peer.signaling.wait_for("newDataConsumer", kind="request", timeout=15)
             await _wait(
                 lambda: (
                     data_producer.readyState == "open"

@@ -53,19 +53,19 @@ async def test_consumers_spread_to_another_worker(tmp_path: Path) -> None:
             # Producer pause and close travel through the pipe.
             video_id = next(p.id for p in room.peers["speaker"].producers.values() if p.kind == "video")
             consumer_id = next(c.id for c in room.peers["viewer2"].consumers.values() if c.producer_id == video_id)
-            await speaker.protoo.request("pauseProducer", {"producerId": video_id})
-            await viewers[2].protoo.wait_for("consumerPaused", lambda d: d["consumerId"] == consumer_id)
-            await speaker.protoo.request("resumeProducer", {"producerId": video_id})
-            await viewers[2].protoo.wait_for("consumerResumed", lambda d: d["consumerId"] == consumer_id)
+            await speaker.signaling.request("pauseProducer", {"producerId": video_id})
+            await viewers[2].signaling.wait_for("consumerPaused", lambda d: d["consumerId"] == consumer_id)
+            await speaker.signaling.request("resumeProducer", {"producerId": video_id})
+            await viewers[2].signaling.wait_for("consumerResumed", lambda d: d["consumerId"] == consumer_id)
             frames = viewers[2].from_peer("speaker", "video")[0].frames
             deadline = time.monotonic() + 10
             while viewers[2].from_peer("speaker", "video")[0].frames < frames + 5:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.1)
-            await speaker.protoo.request("closeProducer", {"producerId": video_id})
+            await speaker.signaling.request("closeProducer", {"producerId": video_id})
             for viewer in viewers:
                 [received] = viewer.from_peer("speaker", "video")
-                await viewer.protoo.wait_for("consumerClosed", lambda d, c=received.consumer_id: d["consumerId"] == c)
+                await viewer.signaling.wait_for("consumerClosed", lambda d: d["consumerId"] == received.consumer_id)
             assert video_id not in room.routers[1].producers
         finally:
             for peer in (*viewers, speaker):

@@ -72,27 +72,28 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
                             await peer.wait_media(other, video_frames=5, timeout=45)
 
                 asked = time.monotonic()
-                info = await peers[0].protoo.request("startRecording", {}, timeout=30)
+                info = await peers[0].signaling.request("startRecording", {}, timeout=30)
                 started = time.monotonic()  # FFmpeg listens on every input, media flows
                 assert started - asked < 15
                 assert set(info) == {"recordingId", "startedAt"}
                 for peer in peers:
-                    note = await peer.protoo.wait_for("recordingStarted", timeout=10)
+                    note = await peer.signaling.wait_for("recordingStarted", timeout=10)
                     assert note["recordingId"] == info["recordingId"] and note["peerId"] == "alice"
                 with pytest.raises(Exception, match="already_recording"):
-                    await peers[1].protoo.request("startRecording", {}, timeout=10)
+                    await peers[1].signaling.request("startRecording", {}, timeout=10)
                 # FFmpeg's RTP/RTCP sockets are on loopback only: nothing from the
                 # network reaches the recording.
                 session = server.app[RECORDINGS].active["rec"].session
-                pids = [session.current.pid, *(stem.pid for stem in session.stems.values())]
+                assert session.current is not None and session.current.pid is not None
+                pids = [session.current.pid, *(stem.pid for stem in session.stems.values() if stem.pid is not None)]
                 addresses = [a for pid in pids for a in udp_addresses(pid)]
                 # 3 videos in the segment, 3 audio stems: 6 inputs x 2
                 assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses
                 await asyncio.sleep(8)
                 wall = time.monotonic() - started
-                stopped = await peers[1].protoo.request("stopRecording", {}, timeout=60)
+                stopped = await peers[1].signaling.request("stopRecording", {}, timeout=60)
                 for peer in peers:
-                    await peer.protoo.wait_for("recordingStopped", timeout=10)
+                    await peer.signaling.wait_for("recordingStopped", timeout=10)
                 key = stopped["key"]
                 assert key.startswith("recordings/rec/") and key.endswith(".mp4")
                 assert abs(stopped["duration"] - wall) <= 1.0, (stopped, wall)
@@ -178,7 +179,7 @@ async def test_admin_rest_recording_stops_when_the_room_closes(tmp_path: Path) -
                     info = await response.json()
                 async with http.post(url) as response:
                     assert response.status == 409
-                note = await peers[0].protoo.wait_for("recordingStarted", timeout=10)
+                note = await peers[0].signaling.wait_for("recordingStarted", timeout=10)
                 assert note == info  # started by an operator: no peerId
                 await asyncio.sleep(5)
             finally:

@@ -67,7 +67,7 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
             await alice.wait_media("bob", timeout=45)
             await bob.wait_media("alice", timeout=45)
 
-            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            info = await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
             assert set(info) == {"recordingId", "startedAt"}
             await asyncio.sleep(5)
@@ -83,7 +83,7 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
             await asyncio.sleep(5)
 
             wall = time.monotonic() - t0
-            stopped = await bob.protoo.request("stopRecording", {}, timeout=60)
+            stopped = await bob.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
         finally:
             for peer in (alice, bob, carol):
@@ -141,9 +141,9 @@ async def _pause_video(peer: MediaPeer, pause: bool) -> None:
     producer = next(p for p in peer.producers.values() if p.kind == "video")
     if pause:
         producer.pause()
-        await peer.protoo.request("pauseProducer", {"producerId": producer.id}, timeout=10)
+        await peer.signaling.request("pauseProducer", {"producerId": producer.id}, timeout=10)
     else:
-        await peer.protoo.request("resumeProducer", {"producerId": producer.id}, timeout=10)
+        await peer.signaling.request("resumeProducer", {"producerId": producer.id}, timeout=10)
         producer.resume()
 
 
@@ -175,7 +175,7 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
             await asyncio.sleep(5)
 
             wall = time.monotonic() - t0
-            stopped = await alice.protoo.request("stopRecording", {}, timeout=60)
+            stopped = await alice.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
         finally:
             for peer in (alice, bob):

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from control.keys import OBJECTS
+from control.storage.local import LocalStorage
 from tests.e2e.harness import running_server
 from tests.e2e.media_peer import MediaPeer
 from tests.e2e.recording_helpers import _peer, _stored, largest_hole, longest_silence, packets, pcm, tone_amplitude
@@ -32,7 +33,7 @@ RATE = 8000  # recording_helpers.pcm's rate
 async def _pause_audio(peer: MediaPeer, pause: bool) -> None:
     producer = next(p for p in peer.producers.values() if p.kind == "audio")
     method = "pauseProducer" if pause else "resumeProducer"
-    await peer.protoo.request(method, {"producerId": producer.id}, timeout=10)
+    await peer.signaling.request(method, {"producerId": producer.id}, timeout=10)
 
 
 async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
             await alice.wait_media("bob", timeout=45)
             await bob.wait_media("alice", timeout=45)
 
-            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            info = await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
             await asyncio.sleep(3)
             await carol.join()
@@ -60,12 +61,13 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
             await alice.close()
             await asyncio.sleep(3)
             wall = time.monotonic() - t0
-            stopped = await bob.protoo.request("stopRecording", {}, timeout=60)
+            stopped = await bob.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{server.base_url}/api/events/outbox") as response:
                     outbox = await response.json()
             store = server.app[OBJECTS]
+            assert isinstance(store, LocalStorage), "the e2e server stores objects locally"
         finally:
             for peer in (alice, bob, carol):
                 await peer.close()

@@ -96,7 +96,7 @@ async def test_a_screen_share_gets_its_own_tile(tmp_path: Path) -> None:
             await alice.wait_media("bob", timeout=45)
             await bob.wait_media("alice", timeout=45)
 
-            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            info = await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
             await asyncio.sleep(4)
 
@@ -112,7 +112,7 @@ async def test_a_screen_share_gets_its_own_tile(tmp_path: Path) -> None:
             await asyncio.sleep(4.5)
 
             wall = time.monotonic() - t0
-            stopped = await alice.protoo.request("stopRecording", {}, timeout=60)
+            stopped = await alice.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
         finally:
             for peer in (alice, bob):
@@ -165,7 +165,7 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
             room = server.rooms.rooms["dies"]
             doomed = room.primary.worker
 
-            info = await bob.protoo.request("startRecording", {}, timeout=30)
+            info = await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
             session = server.app[RECORDINGS].active["dies"].session
             assert session.current is not None and session.current.router.worker is doomed
@@ -174,8 +174,8 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
             killed = time.monotonic() - t0
             os.kill(doomed.pid, signal.SIGKILL)
             for peer in (alice, bob):
-                await asyncio.wait_for(peer.protoo.closed.wait(), 10)
-                assert peer.protoo.close_code == 4002, (peer.peer_id, peer.protoo.close_code)
+                await asyncio.wait_for(peer.signaling.closed.wait(), 10)
+                assert peer.signaling.close_code == 4002, (peer.peer_id, peer.signaling.close_code)
             await alice.close()
             await bob.close()
             # A client waits a moment before it reconnects; long enough here that a gap
@@ -201,7 +201,7 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
                 p.id for peer in replaced for p in peer.producers.values()
             }, history
             wall = time.monotonic() - t0
-            stopped = await replaced[1].protoo.request("stopRecording", {}, timeout=60)
+            stopped = await replaced[1].signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
             errors = [
                 (peer.peer_id, data)
@@ -277,14 +277,14 @@ async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkey
             for p in (alice, bob):
                 await p.join()
             await bob.wait_media("alice", timeout=45)
-            await bob.protoo.request("startRecording", {}, timeout=30)
+            await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
             session = server.app[RECORDINGS].active["retry"].session
             await asyncio.sleep(4)
             armed["on"] = True
             await _share(alice, YELLOW_YUV)
             shared = time.monotonic() - t0
-            error = await bob.protoo.wait_for("recordingError", timeout=10)
+            error = await bob.signaling.wait_for("recordingError", timeout=10)
             assert "new segment not started" in error["error"], error
             deadline = time.monotonic() + 10
             while not any(len(s.sources) == 5 for s in session.segments):  # 2 audio, 3 video
@@ -292,7 +292,7 @@ async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkey
                 await asyncio.sleep(0.1)
             retried = time.monotonic() - t0
             await asyncio.sleep(4)
-            stopped = await alice.protoo.request("stopRecording", {}, timeout=60)
+            stopped = await alice.signaling.request("stopRecording", {}, timeout=60)
             wall = time.monotonic() - t0
             path = await _stored(server, stopped["key"])
         finally:

@@ -100,24 +100,26 @@ async def test_ffmpeg_killed_and_broker_down_at_stop(tmp_path: Path, s3: Any, ra
             peers = _peers(server.ws_url, "killed")
             try:
                 await _join(peers)
-                info = await peers[0].protoo.request("startRecording", {}, timeout=30)
+                info = await peers[0].signaling.request("startRecording", {}, timeout=30)
                 t0 = time.monotonic()
                 session = server.app[RECORDINGS].active["killed"].session
                 await asyncio.sleep(3)
 
                 # 1. FFmpeg dies: everyone is told, a new segment records.
+                assert session.current is not None
                 killed = session.current.pid
                 assert killed is not None
                 os.kill(killed, signal.SIGKILL)
                 killed_at = time.monotonic() - t0
                 for peer in peers:
-                    note = await peer.protoo.wait_for("recordingError", timeout=10)
+                    note = await peer.signaling.wait_for("recordingError", timeout=10)
                     assert note["recordingId"] == info["recordingId"] and note["error"], note
                 deadline = time.monotonic() + 15
                 while session.current is None or session.current.pid == killed or session.current.t0 is None:
                     assert time.monotonic() < deadline, "no new segment after FFmpeg was killed"
                     await asyncio.sleep(0.1)
                 restarted_at = time.monotonic() - t0
+                assert session.current.pid is not None
                 os.kill(session.current.pid, 0)  # it runs
                 await asyncio.sleep(3)
 
@@ -125,7 +127,7 @@ async def test_ffmpeg_killed_and_broker_down_at_stop(tmp_path: Path, s3: Any, ra
                 proxy.down()
                 assert proxy.refuses()
                 wall = time.monotonic() - t0
-                stopped = await peers[1].protoo.request("stopRecording", {}, timeout=60)
+                stopped = await peers[1].signaling.request("stopRecording", {}, timeout=60)
                 timeline = (
                     f"FFmpeg killed at {killed_at:.2f} s, new segment at {restarted_at:.2f} s, "
                     f"stop at {wall:.2f} s; answer {stopped}"

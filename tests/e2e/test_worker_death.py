@@ -44,10 +44,10 @@ async def test_worker_killed_mid_call(tmp_path: Path) -> None:
             # The affected peers are told to reconnect (protoo-client reconnects on any
             # code but 4000); the others' sockets stay open.
             for peer in (alice, bob):
-                await asyncio.wait_for(peer.protoo.closed.wait(), 10)
-                assert peer.protoo.close_code == 4002
-                assert "reconnect" in (peer.protoo.close_reason or "")
-            assert not carol.protoo.closed.is_set() and not dave.protoo.closed.is_set()
+                await asyncio.wait_for(peer.signaling.closed.wait(), 10)
+                assert peer.signaling.close_code == 4002
+                assert "reconnect" in (peer.signaling.close_reason or "")
+            assert not carol.signaling.closed.is_set() and not dave.signaling.closed.is_set()
             frames = max(r.frames for r in dave.from_peer("carol", "video"))
             deadline = time.monotonic() + 10
             while max(r.frames for r in dave.from_peer("carol", "video")) < frames + 10:
@@ -65,7 +65,7 @@ async def test_worker_killed_mid_call(tmp_path: Path) -> None:
             await replaced[0].wait_media("bob", timeout=30)
             await replaced[1].wait_media("alice", timeout=30)
             # Nobody saw anybody leave.
-            assert replaced[0].protoo.count("peerClosed") == 0 and replaced[1].protoo.count("peerClosed") == 0
+            assert replaced[0].signaling.count("peerClosed") == 0 and replaced[1].signaling.count("peerClosed") == 0
 
             # The pool replaced the dead worker; health reports two live workers.
             async with aiohttp.ClientSession() as http:

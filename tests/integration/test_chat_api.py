@@ -41,7 +41,7 @@ def make_app(settings: Settings, events=None) -> web.Application:
     return app
 
 
-async def start_client(app: web.Application) -> TestClient:
+async def start_client(app: web.Application) -> TestClient[web.Request, web.Application]:
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return client
@@ -57,7 +57,7 @@ async def client(tmp_path) -> AsyncIterator[TestClient]:
 
 
 def chat_of(client: TestClient) -> ChatService:
-    return client.server.app[CHAT]
+    return client.app[CHAT]
 
 
 async def test_history_pages_over_rest(client):
@@ -160,6 +160,7 @@ async def test_meetings_over_rest(client):
     await chat.participant_left(r, "ada")
     await chat.participant_joined(r, "ada", "Ada")
     second = await chat.meetings.current(r)
+    assert first is not None and second is not None
 
     resp = await client.get(f"/api/meetings/{first.meeting_id}")
     assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
@@ -189,7 +190,7 @@ async def test_meetings_over_rest(client):
 async def test_app_keys_and_start_up_work(tmp_path):
     client = await start_client(make_app(settings_for(tmp_path)))
     try:
-        app = client.server.app
+        app = client.app
         assert app[DATABASE].backend == "sqlite"
         assert app[MEETINGS] is app[CHAT].meetings
         assert (tmp_path / "parley.sqlite3").exists()
@@ -227,7 +228,7 @@ async def test_meeting_changes_are_published_when_the_event_bus_runs(tmp_path):
 async def test_rest_on_the_mongodb_backend(tmp_path, mongo):
     client = await start_client(make_app(settings_for(tmp_path, mongodb_uri=mongo.uri)))
     try:
-        assert client.server.app[DATABASE].backend == "mongodb"
+        assert client.app[DATABASE].backend == "mongodb"
         chat = chat_of(client)
         r = room()
         sent = [await chat.send(r, ADA, {"text": f"m{i}"}) for i in range(3)]
@@ -259,7 +260,7 @@ def test_create_app_wires_chat(tmp_path):
     from control.app import create_app
 
     app = create_app(settings_for(tmp_path))
-    routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
     assert {
         ("GET", "/api/rooms/{roomId}/messages"),
         ("DELETE", "/api/rooms/{roomId}/messages"),

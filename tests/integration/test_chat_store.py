@@ -62,12 +62,12 @@ async def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) 
 
 @pytest.fixture(params=["sqlite", "mongodb"])
 async def store(request, tmp_path) -> AsyncIterator[Store]:
-    s, db = await open_store(request.param, request, tmp_path)
+    s, _ = await open_store(request.param, request, tmp_path)
     try:
         yield s
     finally:
         if isinstance(s, MongoStore) and s._client is not None:
-            await s.client.drop_database(db)
+            await s.client.drop_database(s.db.name)
         await s.close()
 
 
@@ -252,7 +252,7 @@ async def test_refused_messages_are_not_stored(store, payload, code):
     r = room()
     if "file" in payload and isinstance(payload["file"], dict):
         payload = {**payload, "file": {**payload["file"], "key": payload["file"]["key"].replace("ROOM", r)}}
-    seen = []
+    seen: list[ChatMessage] = []
     chat.subscribe(seen.append)
     with pytest.raises(ChatValidationError) as info:
         await chat.send(r, ADA, payload)
@@ -542,8 +542,8 @@ async def test_sqlite_page_of_50_uses_the_index_at_100k_messages(tmp_path):
             text = " ".join(plan)
             assert "USING INDEX chat_messages_room_time" in text, plan
             assert "SCAN" not in text and "TEMP B-TREE" not in text, plan
-        plan = " ".join(await store.explain_history(big, newest[-1].cursor))
-        assert "(room_id=? AND (created_at,id)<(?,?))" in plan
+        text = " ".join(await store.explain_history(big, newest[-1].cursor))
+        assert "(room_id=? AND (created_at,id)<(?,?))" in text
 
         def vm_steps(sql: str, params: tuple) -> int:
             conn = sqlite3.connect(store.path)

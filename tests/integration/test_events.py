@@ -503,6 +503,7 @@ async def test_publisher_restart_with_events_in_the_outbox(
         )
         with proc:  # closes the pipes
             try:
+                assert proc.stdout is not None and proc.stderr is not None  # PIPE
                 line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
                 assert line, proc.stderr.read().decode()
                 published = json.loads(line)["published"]

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ async def store(request, tmp_path: Path) -> AsyncIterator[Store]:
         yield s
     finally:
         if isinstance(s, MongoStore) and s._client is not None:
-            await s.client.drop_database(db)
+            await s.client.drop_database(s.db.name)
         await s.close()
 
 
@@ -158,9 +159,9 @@ async def test_first_join_opens_last_leave_ends(store):
     assert (await svc.join(r, "ada", "Ada")).participants == m.participants  # already in: no-op
     await svc.join(r, "bob", "Bob")
     m2, ended = await svc.leave(r, "ada")
-    assert not ended and [p.peer_id for p in m2.active_participants] == ["bob"]
+    assert not ended and m2 is not None and [p.peer_id for p in m2.active_participants] == ["bob"]
     m3, ended = await svc.leave(r, "bob")
-    assert ended and m3.ended_at is not None and svc.current_id(r) is None
+    assert ended and m3 is not None and m3.ended_at is not None and svc.current_id(r) is None
     assert await svc.leave(r, "bob") == (None, False)
     assert [(e.type, e.peer_id) for e in events] == [
         ("meeting.started", None),
@@ -174,7 +175,8 @@ async def test_first_join_opens_last_leave_ends(store):
     assert again.meeting_id != m.meeting_id
     page = await svc.list(r)
     assert [x.meeting_id for x in page.meetings] == [again.meeting_id, m.meeting_id]
-    assert (await svc.get(m.meeting_id)).ended_at == m3.ended_at
+    fetched = await svc.get(m.meeting_id)
+    assert fetched is not None and fetched.ended_at == m3.ended_at
 
 
 async def test_concurrent_joins_open_one_meeting(store):
@@ -183,11 +185,11 @@ async def test_concurrent_joins_open_one_meeting(store):
     results = await asyncio.gather(*(svc.join(r, f"p{i}", f"Peer {i}") for i in range(12)))
     assert len({m.meeting_id for m in results}) == 1
     meeting = await svc.current(r)
-    assert sorted(p.peer_id for p in meeting.participants) == sorted(f"p{i}" for i in range(12))
+    assert meeting is not None and sorted(p.peer_id for p in meeting.participants) == sorted(f"p{i}" for i in range(12))
     await asyncio.gather(*(svc.leave(r, f"p{i}") for i in range(12)))
     assert await svc.current(r) is None
     ended = await svc.get(meeting.meeting_id)
-    assert ended.ended_at is not None and not ended.active_participants
+    assert ended is not None and ended.ended_at is not None and not ended.active_participants
 
 
 async def test_ensure_open_gives_the_meeting_the_first_join_then_fills(store):
@@ -200,7 +202,8 @@ async def test_ensure_open_gives_the_meeting_the_first_join_then_fills(store):
     ensured, joined = await asyncio.gather(svc.ensure_open(r), svc.join(r, "ada", "Ada"))
     assert ensured.meeting_id == joined.meeting_id == svc.current_id(r)
     assert (await svc.ensure_open(r)).meeting_id == ensured.meeting_id
-    assert [p.peer_id for p in (await svc.current(r)).participants] == ["ada"]
+    current = await svc.current(r)
+    assert current is not None and [p.peer_id for p in current.participants] == ["ada"]
     assert [e.type for e in events] == ["meeting.started", "participant.joined"]
 
 
@@ -210,7 +213,7 @@ async def test_room_closed_ends_the_meeting_for_everyone(store):
     await chat.participant_joined(r, "ada", "Ada")
     await chat.participant_joined(r, "bob", "Bob")
     m = await chat.room_closed(r)
-    assert m.ended_at is not None and all(p.left_at == m.ended_at for p in m.participants)
+    assert m is not None and m.ended_at is not None and all(p.left_at == m.ended_at for p in m.participants)
     assert await chat.room_closed(r) is None
 
 
@@ -224,7 +227,7 @@ async def test_recovery_ends_meetings_left_open_by_a_crash(store):
     fresh.meetings.subscribe(events.append)
     await fresh.start()
     done = await fresh.meetings.get(m.meeting_id)
-    assert done.ended_at is not None and done.participants[0].left_at == done.ended_at
+    assert done is not None and done.ended_at is not None and done.participants[0].left_at == done.ended_at
     assert [e.type for e in events] == ["meeting.ended"]
     assert (await fresh.meetings.join(r, "ada", "Ada")).meeting_id != m.meeting_id
 
@@ -245,9 +248,9 @@ async def test_meeting_input_is_validated(store):
         with pytest.raises(ChatValidationError) as info:
             await call
         assert info.value.code == code
-    with pytest.raises(ChatError) as info:
+    with pytest.raises(ChatError) as missing:
         await svc.add_recording(new_id(), REC)
-    assert info.value.code == "not_found"
+    assert missing.value.code == "not_found"
 
 
 # ============================================================ with chat system messages
@@ -260,9 +263,10 @@ async def test_join_leave_and_recording_post_system_messages(store):
     await chat.participant_joined(r, "bob", "Bob")
     meeting = await chat.meetings.current(r)
     said = await chat.send(r, {"peerId": "ada", "displayName": "Ada"}, {"text": "hello"})
-    assert said.meeting_id == meeting.meeting_id
+    assert meeting is not None and said.meeting_id == meeting.meeting_id
     await chat.recording_started(r, recording_id="rec-1", by={"peerId": "ada", "displayName": "Ada"})
     stopped = await chat.recording_stopped(r, recording_id="rec-1", recording=REC)
+    assert stopped.data is not None
     assert stopped.data["meetingId"] == meeting.meeting_id and stopped.data["recording"]["key"] == REC["key"]
     await chat.participant_left(r, "bob")
     await chat.participant_left(r, "ada")
@@ -280,7 +284,7 @@ async def test_join_leave_and_recording_post_system_messages(store):
     assert all(m.meeting_id == meeting.meeting_id for m in history)
     assert history[0].data == {"peerId": "ada", "displayName": "Ada"}
     done = await chat.meetings.get(meeting.meeting_id)
-    assert done.ended_at is not None
+    assert done is not None and done.ended_at is not None
     assert [x.key for x in done.recordings] == [REC["key"]]
     assert [(p.peer_id, p.email) for p in done.participants] == [("ada", "ada@example.com"), ("bob", None)]
 
@@ -302,6 +306,7 @@ async def test_recording_from_a_storage_object_ref(store):
     )
     msg = await chat.recording_stopped(r, recording_id="rec-9", recording=obj)
     meeting = await chat.meetings.current(r)
+    assert meeting is not None
     [rec] = meeting.recordings
     assert (rec.bucket, rec.key, rec.name, rec.size, rec.mime_type) == (
         "recordings",
@@ -311,7 +316,8 @@ async def test_recording_from_a_storage_object_ref(store):
         "video/mp4",
     )
     assert rec.metadata == {"backend": "s3", "etag": "abc", "duration": 61.5}
-    assert msg.data["recording"]["name"] == "meeting-1.mp4" and msg.meeting_id == meeting.meeting_id
+    assert msg.data is not None and msg.data["recording"]["name"] == "meeting-1.mp4"
+    assert msg.meeting_id == meeting.meeting_id
     with pytest.raises(ChatValidationError) as info:
         await chat.meetings.add_recording(meeting.meeting_id, object())
     assert info.value.code == "invalid_recording"
@@ -345,6 +351,13 @@ async def test_history_deleted_when_the_meeting_ends_if_configured(store):
     assert cleared == [(r2, 5)]
 
 
+def _published(event: MeetingEvent) -> tuple[str, dict[str, Any]]:
+    """The event's ``(event id, data)`` for the bus; a change that is not published fails."""
+    published = meeting_event_data(event)
+    assert published is not None, event
+    return published
+
+
 async def test_meeting_events_fit_the_event_bus_schema(store):
     from control.events.schema import build_envelope
 
@@ -356,8 +369,7 @@ async def test_meeting_events_fit_the_event_bus_schema(store):
     await svc.join(r, "bob", "Bob")
     await svc.leave(r, "bob")
     await svc.leave(r, "ada")
-    built = [meeting_event_data(e) for e in events]
-    assert all(b is not None for b in built)
+    built = [_published(e) for e in events]  # each asserted not None
     envelopes = [build_envelope(e.type, data, event_id=eid) for e, (eid, data) in zip(events, built, strict=False)]
     assert [env["type"] for env in envelopes] == [
         "meeting.started",
@@ -370,5 +382,5 @@ async def test_meeting_events_fit_the_event_bus_schema(store):
     assert envelopes[1]["data"]["email"] == "ada@example.com"
     assert envelopes[-1]["data"]["participantCount"] == 2
     # the same change gives the same event id (a retried publish is deduplicated)
-    assert meeting_event_data(events[0])[0] == built[0][0]
+    assert _published(events[0])[0] == built[0][0]
     assert len({eid for eid, _ in built}) == len(built)

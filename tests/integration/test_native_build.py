@@ -7,6 +7,7 @@ failure that says so, never a skip. Independent of workers/channel.py.
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import os
 import select
@@ -22,7 +23,7 @@ import workers.native as native
 
 build = importlib.import_module("workers.native.build")
 
-BUILD_SCRIPT = Path(build.__file__).resolve()
+BUILD_SCRIPT = Path(inspect.getfile(build)).resolve()
 DTLS = "worker/src/RTC/DtlsTransport.cpp"
 BUGGY = "(operationType == BIO_CB_RETURN)"
 FIXED = "(operationType & BIO_CB_RETURN)"
@@ -120,6 +121,12 @@ def test_patch_applies_to_pristine_source(tmp_path):
     assert BUGGY not in text
 
 
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    extracted = tar.extractfile(member)
+    assert extracted is not None, f"{member.name} is not a regular file"
+    return extracted.read()
+
+
 def _mini_tarball(tmp_path: Path, transform=lambda text: text) -> Path:
     """The parts of the pinned package that source preparation touches
     (DtlsTransport.cpp, rewritten by ``transform``, and the subproject wraps)."""
@@ -127,9 +134,9 @@ def _mini_tarball(tmp_path: Path, transform=lambda text: text) -> Path:
     with tarfile.open(_tarball()) as src, tarfile.open(out, "w") as dst:
         for member in src.getmembers():
             if member.name == f"package/{DTLS}":
-                data = transform(src.extractfile(member).read().decode()).encode()
+                data = transform(_read(src, member).decode()).encode()
             elif member.name.startswith("package/worker/subprojects/") and member.name.endswith(".wrap"):
-                data = src.extractfile(member).read()
+                data = _read(src, member)
             else:
                 continue
             member.size = len(data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from typing import Any
 
 import pika
 import pytest
@@ -142,7 +143,9 @@ async def test_mongo_refuses_wrong_credentials(mongo):
 
     if not mongo.owned and "@" not in mongo.uri:
         pytest.fail("MONGODB_URI has no credentials: cannot check that auth is enforced")
-    wrong = AsyncMongoClient(mongo.uri, password="not-the-password", serverSelectionTimeoutMS=5000)
+    wrong: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo.uri, password="not-the-password", serverSelectionTimeoutMS=5000
+    )
     try:
         with pytest.raises(OperationFailure) as info:
             await wrong[mongo.db_name]["x"].find_one()
@@ -151,7 +154,9 @@ async def test_mongo_refuses_wrong_credentials(mongo):
         await wrong.close()
     # No credentials at all: commands are refused too.
     host = mongo.uri.split("@", 1)[1].split("/", 1)[0]
-    anonymous = AsyncMongoClient(f"mongodb://{host}/?directConnection=true", serverSelectionTimeoutMS=5000)
+    anonymous: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        f"mongodb://{host}/?directConnection=true", serverSelectionTimeoutMS=5000
+    )
     try:
         with pytest.raises(OperationFailure):
             await anonymous[mongo.db_name]["x"].find_one()

@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,7 @@ def s3_store(service, bucket: str, **options) -> S3Storage:
 
 
 @pytest.fixture
-def bucket_name(s3) -> str:
+def bucket_name(s3) -> Iterator[str]:
     name = f"parley-t-{secrets.token_hex(5)}"
     yield name
     drop_bucket(s3.client(), name)

@@ -168,7 +168,8 @@ def test_file_key_must_be_a_chat_upload_of_the_room():
 
 def test_file_size_limit():
     limits = ChatLimits(max_file_size=1000)
-    assert validate_content({"type": "file", "file": {**FILE, "size": 1000}}, limits).file.size == 1000
+    content = validate_content({"type": "file", "file": {**FILE, "size": 1000}}, limits)
+    assert content.file is not None and content.file.size == 1000
     refused({"type": "file", "file": {**FILE, "size": 1001}}, "file_too_large", "file.size", limits)
 
 

@@ -121,7 +121,7 @@ def test_refusal_names_the_rule_without_echoing_the_value() -> None:
     assert info.value.message.startswith("roomId is required")
 
 
-@pytest.mark.parametrize("value", GOOD_ROOMS + BAD_ROOMS)
+@pytest.mark.parametrize("value", [*GOOD_ROOMS, *BAD_ROOMS])
 def test_every_layer_applies_the_same_room_rule(value: object) -> None:
     """The chat/meetings store and the object keys accept exactly the room ids the
     rule accepts (signaling and the REST routes: tests/integration/signaling/test_room_ids.py)."""

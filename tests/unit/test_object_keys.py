@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -199,7 +200,7 @@ def test_envelope_and_redaction() -> None:
         build_envelope("participant.joined", {**env["data"], "unknownField": 1})
     with pytest.raises(ValueError):
         build_envelope("participant.joined", env["data"], event_id="not-a-uuid")
-    rec = {
+    rec: dict[str, Any] = {
         "schemaVersion": 1,
         "data": {
             "participants": [

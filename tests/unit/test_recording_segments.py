@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 from recording.concat import Part, parts
 from recording.manifest import Manifest, SegmentEntry, process_start_time
@@ -120,7 +121,7 @@ def test_a_port_counts_as_ffmpegs_only_if_its_process_holds_it() -> None:
 def test_ffmpeg_consumes_without_bandwidth_estimation() -> None:
     from recording.segment import recording_capabilities
 
-    caps = {
+    caps: dict[str, Any] = {
         "codecs": [
             {
                 "mimeType": "video/VP8",

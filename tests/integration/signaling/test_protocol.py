@@ -35,8 +35,12 @@ async def test_connection_without_room_or_peer_id_is_400(server: Server, query: 
             await session.ws_connect(f"ws://127.0.0.1:{server.port}/{query}", protocols=("protoo",))
         assert info.value.status == 400
         async with session.get(f"{server.base_url}/{query}") as resp:
-            assert resp.status == 400
-            assert "roomId" in await resp.text()
+            if query:
+                assert resp.status == 400
+                assert "roomId" in await resp.text()
+            else:  # a plain GET / (no upgrade, no ids) is the meeting page (issue 16)
+                assert resp.status == 200
+                assert resp.content_type == "text/html"
     assert server.rooms.rooms == {}
 
 

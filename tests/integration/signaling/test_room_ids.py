@@ -75,13 +75,14 @@ async def test_a_refused_room_id_is_refused_everywhere(server: Server, room_id: 
 
         # The broadcaster API: 400 invalid_room_id on every route, not 404.
         broadcaster = {"id": "bc", "displayName": "B", "device": {"name": "x"}}
-        for method, route, kwargs in [
+        requests: list[tuple[str, str, dict[str, Any]]] = [
             ("GET", "", {}),
             ("POST", "/broadcasters", {"json": broadcaster}),
             ("DELETE", "/broadcasters/bc", {}),
             ("POST", "/broadcasters/bc/transports", {"json": {"type": "plain"}}),
             ("POST", "/broadcasters/bc/transports/t/producers", {"json": {}}),
-        ]:
+        ]
+        for method, route, kwargs in requests:
             status, body = await call(http, method, f"{base}/rooms/{path_id}{route}", **kwargs)
             assert status == 400, (method, route, body)
             assert body["error"]["code"] == "invalid_room_id" and ROOM_ID_RULE in body["error"]["message"], body

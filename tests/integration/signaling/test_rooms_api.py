@@ -11,6 +11,7 @@ import pytest
 from loguru import logger
 
 from tests.e2e.harness import Server
+from tests.e2e.protoo_client import ProtooClientError
 from tests.integration.signaling.conftest import OPUS, Connect, setup_peer
 
 pytestmark = pytest.mark.timeout(60)
@@ -120,14 +121,14 @@ async def test_services_can_add_signaling_methods(server: Server, connect: Conne
     with pytest.raises(ValueError):
         server.rooms.register_method("join", shout)
     alice, bob = await connect("x", "alice"), await connect("x", "bob")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ProtooClientError) as info:
         await alice.request("shout", {"text": "hi"})
     assert info.value.code == 403
     await alice.request("join", {"displayName": "A"})
     await bob.request("join", {"displayName": "B"})
     assert await alice.request("shout", {"text": "hi"}) == {"ok": 1}
     assert await bob.wait_for("shout") == {"peerId": "alice", "text": "hi"}
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ProtooClientError) as info:
         await alice.request("shout", {"text": 1})
     assert info.value.code == 400
     assert seen == [("x", "alice")] and alice.count("shout") == 0
