@@ -43,6 +43,7 @@ this checks it does not fall behind) and offline realtime factor >= 1.0.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import os
 import platform
@@ -598,6 +599,73 @@ def mix_cpu(live: LiveResult, out: Path) -> float:
     return cpu / live.segment_duration
 
 
+# --- stem alignment -------------------------------------------------------------
+
+
+def _pcm8k(path: Path) -> list[int]:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar", "8000", "-f", "s16le", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    samples = array.array("h")
+    samples.frombytes(raw[: len(raw) // 2 * 2])
+    return list(samples)
+
+
+def _lag(reference: list[int], probe_: list[int], expected: int, search: int) -> int:
+    """The lag (samples) of ``probe_`` in ``reference`` nearest ``expected`` (best correlation)."""
+    best, best_lag = float("-inf"), expected
+    for lag in range(expected - search, expected + search + 1):
+        if lag < 0 or lag + len(probe_) > len(reference):
+            continue
+        score = sum(a * b for a, b in zip(reference[lag : lag + len(probe_)], probe_, strict=True))
+        if score > best:
+            best, best_lag = score, lag
+    return best_lag
+
+
+async def stem_alignment(router: Any, directory: Path, trials: int = 3) -> list[float]:
+    """How far a stem's ``t0`` (its first packet, from the worker's trace) is from where
+    its audio really is: two stems of one producer sending noise, the second started
+    later; the second's audio is found in the first's by cross-correlation (8 kHz,
+    +-50 ms) and compared with ``t0`` difference. Errors in ms."""
+    transport = await router.create_plain_transport(
+        listen_info={"protocol": "udp", "ip": IP}, rtcp_mux=False, comedia=True
+    )
+    codec = {"mimeType": "audio/opus", "payloadType": AUDIO_PT, "clockRate": 48000, "channels": 2}
+    producer = await transport.produce("audio", {"codecs": [codec], "encodings": [{"ssrc": 4242}]})
+    port, rtcp = transport.tuple["localPort"], transport.rtcp_tuple["localPort"]
+    sender = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i",
+         "anoisesrc=c=pink:r=48000:a=0.3", "-ac", "2", "-c:a", "libopus", "-b:a", "64k", "-f", "rtp",
+         "-ssrc", "4242", "-payload_type", str(AUDIO_PT), f"rtp://{IP}:{port}?rtcpport={rtcp}&pkt_size=1200"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    errors = []
+    try:
+        await asyncio.sleep(1.0)
+        source = Source(producer.id, "audio", "noise")
+        for trial in range(trials):
+            first = Stem(router, source, directory / f"align{trial}-a.ogg")
+            await first.start()
+            await asyncio.sleep(1.7 + 0.3 * trial)
+            second = Stem(router, source, directory / f"align{trial}-b.ogg")
+            await second.start()
+            await asyncio.sleep(2.0)
+            await asyncio.gather(first.stop(), second.stop())
+            assert first.t0 is not None and second.t0 is not None
+            expected = round((second.t0 - first.t0) * 8000)
+            reference, later = _pcm8k(first.path), _pcm8k(second.path)
+            found = _lag(reference, later[800:4800], expected + 800, 400) - 800
+            errors.append((found - expected) / 8.0)
+    finally:
+        sender.kill()
+        sender.wait(timeout=10)
+        transport.close()
+    return errors
+
+
 # --- report -------------------------------------------------------------------
 
 
@@ -637,7 +705,9 @@ def target(rows: list[Row]) -> str:
     )
 
 
-def render(args: argparse.Namespace, started: datetime, load_start: str, rows: list[Row]) -> str:
+def render(
+    args: argparse.Namespace, started: datetime, load_start: str, rows: list[Row], alignment: list[float]
+) -> str:
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         f"### Run of {started:%Y-%m-%d %H:%M} UTC",
@@ -689,7 +759,15 @@ def render(args: argparse.Namespace, started: datetime, load_start: str, rows: l
             f"| {r.participants} | {r.live.worker_cpu:.3f} | {r.live.senders_cpu:.3f} | {r.live.busy:.2f} | "
             f"{len(r.live.warnings)} | {r.live.segment_duration:.2f} / {r.live.segment_wall:.2f} |"
         )
-    lines += ["", target(rows)]
+    lines += [
+        "",
+        "Stem alignment (two stems of one producer sending noise, the second started later; its "
+        "audio found in the first's by cross-correlation, against the difference of their t0): "
+        + ", ".join(f"{e:+.1f} ms" for e in alignment)
+        + ".",
+        "",
+        target(rows),
+    ]
     for r in rows:
         if r.live.warnings:
             kinds = Counter(re.sub(r"0x[0-9a-f]+|\d+", "N", line) for line in r.live.warnings)
@@ -726,7 +804,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-async def run(args: argparse.Namespace, directory: Path, warnings: WarningLog) -> list[Row]:
+async def run(args: argparse.Namespace, directory: Path, warnings: WarningLog) -> tuple[list[Row], list[float]]:
     clips = [make_clip(directory / f"clip{i}.webm", i) for i in range(max(args.participants))]
     worker = await Worker.create(WorkerSettings(log_level="warn"))
     try:
@@ -735,7 +813,8 @@ async def run(args: argparse.Namespace, directory: Path, warnings: WarningLog) -
         for n in args.participants:
             print(f"bench: {n} participants ...", file=sys.stderr)
             rows.append(await measure(router, worker.pid, clips, n, args, directory, warnings))
-        return rows
+        print("bench: stem alignment ...", file=sys.stderr)
+        return rows, await stem_alignment(router, directory)
     finally:
         worker.close()
         await worker.wait_closed()
@@ -753,11 +832,11 @@ def main() -> None:
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        rows = asyncio.run(run(args, args.keep, warnings))
+        rows, alignment = asyncio.run(run(args, args.keep, warnings))
     else:
         with tempfile.TemporaryDirectory(prefix="parley-bench-recording-") as tmp:
-            rows = asyncio.run(run(args, Path(tmp), warnings))
-    report = render(args, started, load_start, rows)
+            rows, alignment = asyncio.run(run(args, Path(tmp), warnings))
+    report = render(args, started, load_start, rows, alignment)
     print(report)
     if args.markdown:
         args.markdown.write_text(report + "\n")
