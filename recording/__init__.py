@@ -21,11 +21,13 @@ from recording.segment import (
 from recording.session import (
     Finished,
     FinishedTrack,
+    Plan,
     RecordingResult,
     RecordingSession,
     Snapshot,
     finish_recording,
     finish_segments,
+    plan,
 )
 from recording.stem import Stem
 from recording.timeline import timeline
@@ -39,6 +41,7 @@ __all__ = [
     "NameCard",
     "NothingRecorded",
     "Part",
+    "Plan",
     "RecordingError",
     "RecordingResult",
     "RecordingSession",
@@ -56,6 +59,7 @@ __all__ = [
     "grid",
     "join",
     "parts",
+    "plan",
     "probe",
     "session_sdp",
     "shown_tiles",

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recording.concat import parts
+from recording.concat import Part, parts
 from recording.manifest import Manifest, SegmentEntry, TrackEntry
 from recording.mix import StemInput, compose, merge_stems
 from recording.segment import (
@@ -55,7 +55,16 @@ from recording.timeline import timeline
 if TYPE_CHECKING:
     from workers.router import Router
 
-__all__ = ["FinishedTrack", "RecordingResult", "RecordingSession", "Snapshot", "finish_recording", "finish_segments"]
+__all__ = [
+    "FinishedTrack",
+    "Plan",
+    "RecordingResult",
+    "RecordingSession",
+    "Snapshot",
+    "finish_recording",
+    "finish_segments",
+    "plan",
+]
 
 #: How long the old segment records on after the new one began (cut at the join).
 OVERLAP = 1.0
@@ -332,7 +341,23 @@ class RecordingSession:
     # -- stop -----------------------------------------------------------------------------
 
     async def stop(self, out: Path) -> RecordingResult:
-        """Finish the current segment, join every segment into ``out`` (MP4), check it."""
+        """Stop recording, then join and mix everything into ``out`` (MP4)."""
+        ended_at = await self.stop_recorders()
+        done = await finish_recording(self.manifest, out, ffmpeg_bin=self.options.ffmpeg_bin)
+        return RecordingResult(
+            out,
+            done.duration,
+            done.streams,
+            self.manifest.started_at,
+            ended_at,
+            len(self.manifest.segments),
+            done.tracks,
+            done.timeline,
+        )
+
+    async def stop_recorders(self) -> float:
+        """Stop every FFmpeg (the current segment, the stems); the manifest says
+        ``finishing``. Returns when the recording ended (wall clock)."""
         self._stopped = True
         if self._pending is not None:
             self._pending.cancel()
@@ -354,17 +379,7 @@ class RecordingSession:
         self.manifest.state = "finishing"
         self.manifest.ended_at = ended_at
         await asyncio.to_thread(self.manifest.save)
-        done = await finish_recording(self.manifest, out, ffmpeg_bin=self.options.ffmpeg_bin)
-        return RecordingResult(
-            out,
-            done.duration,
-            done.streams,
-            self.manifest.started_at,
-            ended_at,
-            len(self.manifest.segments),
-            done.tracks,
-            done.timeline,
-        )
+        return ended_at
 
     async def abort(self) -> None:
         """Stop every FFmpeg and close the inputs (a start that failed)."""
@@ -444,10 +459,20 @@ async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, 
     return out
 
 
-async def finish_recording(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "ffmpeg") -> Finished:
-    """The composite ``out`` (video segments joined, audio mixed from the stems), one
-    audio file per participant and ``timeline.json``; used at stop, and at start-up
-    for a recording whose process died (an FFmpeg still writing is interrupted first)."""
+@dataclass
+class Plan:
+    """What the segments on disk give: the parts to join, each usable one's
+    (duration, codecs), and the composite's first instant (wall clock)."""
+
+    items: list[Part]
+    usable: dict[Path, tuple[float, list[str]]]
+    origin: float
+
+
+async def plan(manifest: Manifest) -> Plan:
+    """Probe the segments (an FFmpeg still writing one is interrupted first):
+    :class:`NothingRecorded` if none holds media, RecordingError if none is usable.
+    Quick (ffprobes in parallel): the stop answers with it, the mix comes after."""
     log = manifest.log
     entries = [(manifest.directory / e.file, e) for e in manifest.segments]
     await asyncio.gather(
@@ -462,7 +487,19 @@ async def finish_recording(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "
         if written < NO_MEDIA_BYTES:
             raise NothingRecorded(f"nothing was recorded ({written} bytes in {len(entries)} segment(s))")
         raise RecordingError("no usable segment")
-    origin = next(e.t0 for path, e in entries if path == items[0].path)
+    return Plan(items, usable, next(e.t0 for path, e in entries if path == items[0].path))
+
+
+async def finish_recording(
+    manifest: Manifest, out: Path, *, ffmpeg_bin: str = "ffmpeg", planned: Plan | None = None
+) -> Finished:
+    """The composite ``out`` (video segments joined, audio mixed from the stems), one
+    audio file per participant and ``timeline.json``; used after stop, and at start-up
+    for a recording whose process died (an FFmpeg still writing is interrupted first)."""
+    log = manifest.log
+    entries = [(manifest.directory / e.file, e) for e in manifest.segments]
+    the_plan = planned or await plan(manifest)
+    items, usable, origin = the_plan.items, the_plan.usable, the_plan.origin
     tracks = await _tracks(manifest, ffmpeg_bin)
     if manifest.ended_at is None:  # a process died while recording: as far as any file goes
         ends = [e.t0 + usable[path][0] for path, e in entries if path in usable]

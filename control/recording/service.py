@@ -70,6 +70,7 @@ from recording import (
     Finished,
     Manifest,
     NothingRecorded,
+    Plan,
     RecordingError,
     RecordingResult,
     RecordingSession,
@@ -77,6 +78,7 @@ from recording import (
     Snapshot,
     Source,
     finish_recording,
+    plan,
 )
 
 if TYPE_CHECKING:
@@ -277,8 +279,12 @@ class RecordingService:
         self.rooms.observer.remove_listener("roomclosed", self._on_room_closed)
         for room_id in list(self.active):
             self._spawn(self.stop(room_id))
-        if self._tasks:  # FFmpeg finishes each file, uploads are queued (durable)
-            await asyncio.wait(list(self._tasks), timeout=30)
+        deadline = asyncio.get_running_loop().time() + 30
+        while self._tasks:  # FFmpeg finishes each file, the mix, the uploads are queued (durable)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:  # a long mix: its manifest says "finishing", the next start finishes it
+                break
+            await asyncio.wait(list(self._tasks), timeout=left)
         if self._announcing:  # waiting for their upload: a little longer, not forever
             await asyncio.wait(list(self._announcing), timeout=10)
             for task in list(self._announcing):
@@ -487,7 +493,8 @@ class RecordingService:
             for peer in _participants(room):
                 manifest.participants.setdefault(peer.id, _participant(peer))
         try:
-            result = await active.session.stop(manifest.directory / manifest.filename)
+            ended_at = await active.session.stop_recorders()
+            planned = await plan(manifest)
         except NothingRecorded as error:
             active.log.warning("recording dropped at stop: {}", error)
             await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
@@ -501,20 +508,36 @@ class RecordingService:
             raise
         finally:
             self.active.pop(active.room_id, None)
-        key, job = await self._submit(manifest, result)
-        active.log.info(
-            "recording stopped ({:.1f} s, {} segment(s)), uploading to {}", result.duration, result.segments, key
-        )
+        # The composite is cut to exactly this length; the mix (which takes time in
+        # proportion to the length) runs after the answer.
+        duration = max(0.1, ended_at - planned.origin)
+        key = recording_key(manifest.room_id, manifest.filename)
         info = {
             "recordingId": active.id,
             "key": key,
-            "duration": round(result.duration, 3),
-            "segments": result.segments,
+            "duration": round(duration, 3),
+            "segments": len(manifest.segments),
         }
+        active.log.info("recording stopped ({:.1f} s, {} segment(s)); mixing", duration, len(manifest.segments))
         if not room_closed:
             self._notify(active.room_id, RECORDING_STOPPED, info)
-        self._announce(manifest, job)
+        self._spawn(self._finish(active, planned, room_closed))
         return info
+
+    async def _finish(self, active: ActiveRecording, planned: Plan, room_closed: bool) -> None:
+        """Join, mix, then hand everything to the upload queue. A failure keeps the files
+        and the manifest (``finishing``): the next start tries again."""
+        manifest = active.manifest
+        try:
+            finished = await finish_recording(manifest, manifest.directory / manifest.filename, planned=planned)
+        except (RecordingError, OSError) as error:
+            active.log.error("recording not finished: {} (kept in {})", error, manifest.directory)
+            if not room_closed:
+                self._reporter(active.room_id, active.id)(f"recording failed: {error}")
+            return
+        key, job = await self._submit(manifest, finished)
+        active.log.info("recording finished ({:.1f} s), uploading to {}", finished.duration, key)
+        self._announce(manifest, job)
 
     async def _submit(self, manifest: Manifest, done: RecordingResult | Finished) -> tuple[str, UploadJob]:
         """Hand the stems, the timeline and the MP4 to the durable upload queue (in
