@@ -717,7 +717,7 @@ def render(
         f"Machine: {machine()}; load average {load_start} at start, {load_end} at the end.",
         f"Recording: {WIDTH}x{HEIGHT} {FPS} fps, {SegmentOptions().preset} x264 "
         f"{SegmentOptions().video_bitrate} video-only MPEG-TS segments + one Opus/Ogg stem FFmpeg per audio "
-        f"producer (the composite's AAC is mixed from the stems at stop, not measured here); "
+        f"producer (the composite's AAC is mixed from the stems at stop: 'mix at stop' below); "
         f"inputs VP8 640x360 {FPS} fps 600k + Opus 48k per participant; window {args.seconds:g} s after "
         f"{args.warmup:g} s of output.",
         "",
