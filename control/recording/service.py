@@ -9,7 +9,9 @@ request in :func:`control.rooms.handlers.authorize`; registered with
     409 ``already_recording``, 507 ``insufficient_storage`` if ``RECORDING_DIR`` has
     less than ``RECORDING_MIN_FREE_MB`` free, 400 ``nothing_to_record`` if nobody is there.
 ``stopRecording {}`` -> ``{recordingId, key, duration, segments}``
-    Stops it; the MP4 is handed to the durable upload queue.
+    Stops it (answered once the recorders stopped and the segments are probed); the
+    join and the audio mix follow in the background, then the MP4, the per-participant
+    audio files and the timeline go to the durable upload queue.
 
 REST (admin, :mod:`control.recording.routes`): ``POST /api/rooms/{roomId}/recording``
 starts, ``DELETE /api/rooms/{roomId}/recording`` stops (same answers; 404 ``not_found``
@@ -20,9 +22,13 @@ The service raises its domain errors (:class:`AlreadyRecording`, :class:`NotReco
 REST answers them through the error middleware, signaling as ``"<code>: <message>"``.
 
 The recording follows the room: a participant joining or leaving, a producer
-added, closed, paused (muted) or resumed, starts a new segment with the new
+added, closed, paused (muted) or resumed, starts a new video segment with the new
 layout (``recording.session``); a participant without video is a tile with
-their name. At stop the segments are joined without re-encoding.
+their name. Audio is recorded apart, one stem per audio producer that never
+restarts (``recording.stem``). At stop the segments are joined without
+re-encoding and the stems mixed in (``recording.mix``); the timeline (joins,
+leaves, mutes, cameras, screen shares, dominant speakers from the room's
+``dominantspeaker`` event) is written beside them (``recording.timeline``).
 
 Every joined peer is notified ``recordingStarted {recordingId, startedAt, peerId?}``,
 ``recordingStopped {recordingId, key?, duration?, segments?}`` and, when something
@@ -32,9 +38,12 @@ error}``; the chat gets its system messages (``recording_started`` /
 shutdown.
 
 After stop the file is uploaded to ``recordings/<roomId>/<meetingId>-<startTime>.mp4``
-(``uploads.submit(kind="recording.completed")``): once stored, the
-``recording.completed`` event carries the meeting, the times and every participant
-seen during the recording (peerId, displayName, email, aiSettings, integrations).
+(``uploads.submit(kind="recording.completed")``), the stems and ``timeline.json`` to
+``recordings/<roomId>/<recordingId>/`` first (kind ``recording.track``): once stored, the
+``recording.completed`` event carries the meeting, the times, every participant
+seen during the recording (peerId, displayName, email, aiSettings, integrations),
+``recordingId``, ``tracks`` (peerId, displayName, kind, object, offsetMs, durationMs)
+and the ``timeline`` object.
 The segments stay in ``RECORDING_DIR/<recordingId>/`` until the upload is
 confirmed. A process that died while recording leaves them there with their
 manifest: the next start joins them, uploads the MP4 and publishes the event
