@@ -116,6 +116,15 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
             assert by_id[name]["email"] == f"{name}@example.org"
             assert by_id[name]["aiSettings"] == {"language": "en", "who": name}
             assert by_id[name]["integrations"] == {"notion": {"token": f"secret-{name}"}}
+        # ... one audio file per participant and the timeline, in the recording's folder.
+        folder = f"recordings/rec/{info['recordingId']}/"
+        tracks = {t["peerId"]: t for t in data["tracks"]}
+        assert set(tracks) == {"alice", "bob", "carol"}, data["tracks"]
+        for name, track in tracks.items():
+            assert track["displayName"] == name.title() and track["kind"] == "audio", track
+            assert track["object"]["key"].startswith(folder) and track["object"]["bucket"] == bucket, track
+            assert track["durationMs"] > 7000 and -1000 <= track["offsetMs"] <= 100, track
+        assert data["timeline"]["key"] == folder + "timeline.json" and data["recordingId"] == info["recordingId"]
 
         # The MP4 in S3: H.264 + AAC, about as long as the recording lasted, the grid.
         local = tmp_path / "downloaded.mp4"
