@@ -23,6 +23,18 @@ the machine.
     .venv/bin/python bench/join_storm.py                     # 50 peers, 2 workers
     .venv/bin/python bench/join_storm.py --peers 100 --workers 4 --rounds 3
     .venv/bin/python bench/join_storm.py --url ws://127.0.0.1:3000 --peers 20
+    .venv/bin/python bench/join_storm.py --compare-auth --peers 50 --rounds 4
+
+``--compare-auth`` (access control, issue 14): two in-process servers at once, one
+with API keys where every peer joins with its own token (``?token=``, minted before
+the storm starts, so only verification and the grant checks are timed), one in dev
+mode (no keys: open join); the rounds alternate between them on the same machine
+(a fresh pair of servers per round, start order and storm order alternated, see
+:func:`compare_auth`) and the script prints the join p50 of each and the ratio
+tokens / open (the issue asks for at most 1.05); then single joins alternating one by
+one between a keyed and a dev-mode server (4 x ``--peers`` each, the figure least moved
+by other load on the machine), a control where half the peers of the same storms carry
+a token, the process CPU time per storm, and the verification cost measured apart.
 """
 
 from __future__ import annotations
@@ -118,27 +130,34 @@ async def one_peer(
     results["mesh"].append(time.perf_counter() - t0)
 
 
-async def storm(url_for: Any, peers: int) -> dict[str, list[float]]:
+async def storm(
+    url_for: Any, peers: int, groups: dict[int, dict[str, list[float]]] | None = None
+) -> dict[str, list[float]]:
+    """One storm; ``groups`` (peer index -> its own results) splits the figures of a mixed storm."""
     room = f"storm-{uuid.uuid4().hex[:8]}"
     results: dict[str, list[float]] = {"join": [], "produced": [], "mesh": []}
     start = asyncio.Event()
     clients: list[ProtooClient] = []
     tasks = [
-        asyncio.ensure_future(one_peer(url_for(room, f"p{i}"), i, peers, start, results, clients)) for i in range(peers)
+        asyncio.ensure_future(
+            one_peer(url_for(room, f"p{i}"), i, peers, start, (groups or {}).get(i, results), clients)
+        )
+        for i in range(peers)
     ]
     await asyncio.sleep(0.05)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     start.set()
     try:
         await asyncio.gather(*tasks)
     finally:
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         for client in clients:
             try:
                 await client.close()
             except Exception:
                 pass
     results["wall"] = [wall]
+    results["cpu"] = [cpu]  # this process (clients + in-process server), until the last peer meshed
     return results
 
 
@@ -169,12 +188,232 @@ def report(all_results: list[dict[str, list[float]]], peers: int, workers: int |
     return "\n".join(lines)
 
 
+BENCH_KEY, BENCH_SECRET = "APIbench", "bench-secret-" + "b" * 40
+
+
+async def start_server(tmp: Path, workers: int, **overrides: Any) -> tuple[Any, int]:
+    """The app on a free loopback port, embedded backends under ``tmp``: (runner, port)."""
+    from aiohttp import web
+
+    from control.app import create_app
+    from control.config import Settings
+
+    settings = Settings(
+        _env_file=None,
+        host="127.0.0.1",
+        data_dir=tmp,
+        mongodb_uri=None,
+        rabbitmq_url=None,
+        minio_endpoint=None,
+        mediasoup_num_workers=workers,
+        mediasoup_listen_ip="127.0.0.1",
+        peer_reconnect_grace_seconds=0,
+        **overrides,
+    )
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def verify_cost(keys: Any, tokens: list[str]) -> float:
+    """Seconds per :func:`control.auth.verify` of a participant's token (what a join adds)."""
+    from control.auth import verify
+
+    t0 = time.perf_counter()
+    for token in tokens:
+        verify(token, keys)
+    return (time.perf_counter() - t0) / len(tokens)
+
+
+def auth_report(
+    by_mode: dict[str, list[dict[str, list[float]]]],
+    in_one: dict[str, list[dict[str, list[float]]]],
+    sequential: dict[str, list[float]],
+    peers: int,
+    workers: int,
+    verify_seconds: float,
+) -> str:
+    """Join p50 (and the other phases) of each mode, and the ratio tokens / open."""
+    lines = [
+        f"join storm, tokens vs open join: {peers} peers per room, {len(by_mode['tokens'])} round(s) each, "
+        "alternating, a fresh pair of in-process servers on loopback per round (start order swapped each round)",
+        f"machine: {machine()}, {workers} mediasoup worker(s) per server",
+        "",
+        "| mode | join p50 ms | join p90 ms | produce p50 ms | mesh p50 ms | per-round join p50 ms |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    p50: dict[str, float] = {}
+    medians: dict[str, float] = {}
+    for mode, label in (("open", "open join (dev mode, no keys)"), ("tokens", "API keys, a token per peer")):
+        rounds = by_mode[mode]
+        joins = [v * 1000 for r in rounds for v in r["join"]]
+        p50[mode] = percentile(joins, 50)
+        phase = {k: percentile([v * 1000 for r in rounds for v in r[k]], 50) for k in ("produced", "mesh")}
+        per_round = ", ".join(f"{percentile([v * 1000 for v in r['join']], 50):.0f}" for r in rounds)
+        medians[mode] = statistics.median(percentile([v * 1000 for v in r["join"]], 50) for r in rounds)
+        lines.append(
+            f"| {label} | {p50[mode]:.1f} | {percentile(joins, 90):.1f} | {phase['produced']:.1f} | "
+            f"{phase['mesh']:.1f} | {per_round} |"
+        )
+    ratio = p50["tokens"] / p50["open"]
+    cpu = {m: statistics.median(r["cpu"][0] for r in by_mode[m]) for m in ("open", "tokens")}
+    mixed = {m: percentile([v * 1000 for r in in_one[m] for v in r["join"]], 50) for m in ("open", "tokens")}
+    lines += [
+        "",
+        f"join p50 ratio tokens/open: {ratio:.3f} ({'within' if ratio <= 1.05 else 'ABOVE'} the 1.05 bound); "
+        f"median of the rounds' p50s: {medians['tokens']:.1f} / {medians['open']:.1f} ms, "
+        f"ratio {medians['tokens'] / medians['open']:.3f}",
+        f"control, the same storms (one server with keys and AUTH_OPEN_JOIN=true, half the peers with a token, "
+        f"{len(in_one['open'])} round(s)): join p50 {mixed['tokens']:.1f} ms with a token, {mixed['open']:.1f} ms "
+        f"without, ratio {mixed['tokens'] / mixed['open']:.3f}",
+        f"single joins alternating one by one between the two servers ({len(sequential['open'])} each, "
+        f"connect to join answer): median {statistics.median(sequential['tokens']) * 1000:.2f} ms with a token, "
+        f"{statistics.median(sequential['open']) * 1000:.2f} ms open, ratio "
+        f"{statistics.median(sequential['tokens']) / statistics.median(sequential['open']):.3f}",
+        f"CPU time of this process per storm (clients + server, connect to full mesh; other processes' load "
+        f"does not count), median: {cpu['tokens'] * 1000:.0f} ms with tokens, {cpu['open'] * 1000:.0f} ms open, "
+        f"ratio {cpu['tokens'] / cpu['open']:.3f}",
+        f"token verification (PyJWT HS256 + claims, measured apart): {verify_seconds * 1e6:.0f} us per join, "
+        f"{verify_seconds * 1000 / p50['open'] * 100:.3f}% of the open join p50",
+    ]
+    return "\n".join(lines)
+
+
+async def compare_auth(peers: int, rounds: int, workers: int) -> str:
+    """Alternate storms against a keyed server (a token per peer) and a dev-mode one (none).
+
+    Each round starts a fresh pair of servers. In one process, the first-started of two
+    identical dev servers measured about 40% slower than the other (an A/A run: 0.62 and 0.54
+    ratios), more than any auth effect; so the start order alternates every round and the
+    storm order (ABBA) every two, and neither mode keeps the favoured server.
+    """
+    from pydantic import SecretStr
+
+    from control.auth import grants_from_names, mint
+    from control.auth.keys import KeyRing
+
+    keys = KeyRing.build(BENCH_KEY, SecretStr(BENCH_SECRET))
+    grants = ("join", "publish", "subscribe", "data")
+    keyed_settings: dict[str, Any] = {"api_key": BENCH_KEY, "api_secret": BENCH_SECRET}
+
+    def url(port: int, room: str, peer: str, token: bool) -> str:
+        base = f"ws://127.0.0.1:{port}/?roomId={room}&peerId={peer}"
+        if not token:
+            return base
+        return base + "&token=" + mint(keys, identity=peer, grants=grants_from_names(grants, room=room))
+
+    by_mode: dict[str, list[dict[str, list[float]]]] = {"open": [], "tokens": []}
+    in_one: dict[str, list[dict[str, list[float]]]] = {"open": [], "tokens": []}
+    # The embedded stores on tmpfs when there is one: every join writes its meeting and a
+    # chat line with fsync, and a disk shared with other work made whole rounds stall.
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(dir=shm) as tmp:
+        for r in range(rounds):
+            servers: dict[str, tuple[Any, int]] = {}
+            for mode in ("tokens", "open") if r % 2 else ("open", "tokens"):
+                extra = keyed_settings if mode == "tokens" else {}
+                servers[mode] = await start_server(Path(tmp, f"{mode}-{r}"), workers, **extra)
+            try:
+                for mode, (runner, port) in servers.items():  # warm-up of the fresh servers: not counted
+                    size = peers if r == 0 else min(peers, 10)
+                    await storm(lambda room, peer, p=port, m=mode: url(p, room, peer, m == "tokens"), size)
+                    await settle(runner)
+                for mode in ("tokens", "open") if (r // 2) % 2 else ("open", "tokens"):
+                    runner, port = servers[mode]
+                    result = await storm(lambda room, peer, p=port, m=mode: url(p, room, peer, m == "tokens"), peers)
+                    by_mode[mode].append(result)
+                    await settle(runner)
+            finally:
+                for runner, _ in servers.values():
+                    await runner.cleanup()
+
+        # Single joins, alternating one by one between a keyed and a dev-mode server.
+        servers = {
+            "open": await start_server(Path(tmp, "seq-open"), workers),
+            "tokens": await start_server(Path(tmp, "seq-tokens"), workers, **keyed_settings),
+        }
+        try:
+            sequential = await interleaved_joins(
+                lambda mode, room, peer: url(servers[mode][1], room, peer, mode == "tokens"), max(peers, 1) * 4
+            )
+        finally:
+            for runner, _ in servers.values():
+                await runner.cleanup()
+
+        # Control: the same storms, half the peers with a token, half without, one server
+        # with keys and AUTH_OPEN_JOIN=true: both groups under exactly the same load.
+        mixed, port = await start_server(Path(tmp, "mixed"), workers, auth_open_join=True, **keyed_settings)
+        try:
+            for r in range(rounds):
+                figures: dict[str, dict[str, list[float]]] = {
+                    mode: {"join": [], "produced": [], "mesh": []} for mode in ("open", "tokens")
+                }
+                with_token = {i for i in range(peers) if (i + r) % 2 == 0}
+                groups = {i: figures["tokens" if i in with_token else "open"] for i in range(peers)}
+                await storm(lambda room, peer, w=with_token: url(port, room, peer, int(peer[1:]) in w), peers, groups)
+                for mode in figures:
+                    in_one[mode].append(figures[mode])
+                await settle(mixed)
+        finally:
+            await mixed.cleanup()
+    sample = [mint(keys, identity=f"p{i}", grants=grants_from_names(grants, room="r")) for i in range(2000)]
+    return auth_report(by_mode, in_one, sequential, peers, workers, verify_cost(keys, sample))
+
+
+async def one_join(url: str) -> float:
+    """Seconds from WebSocket connect to the ``join`` answer of one peer alone (then it leaves)."""
+    t0 = time.perf_counter()
+    client = await ProtooClient.connect(url)
+    try:
+        caps = await client.request("getRouterRtpCapabilities", timeout=60)
+        await client.request("createWebRtcTransport", {"producing": True, "consuming": False}, timeout=60)
+        await client.request("createWebRtcTransport", {"producing": False, "consuming": True}, timeout=60)
+        join = {"displayName": "one", "device": {"name": "bench"}, "rtpCapabilities": caps}
+        await client.request("join", join, timeout=60)
+        return time.perf_counter() - t0
+    finally:
+        await client.close()
+
+
+async def interleaved_joins(url: Any, pairs: int) -> dict[str, list[float]]:
+    """``pairs`` single joins on each server, one after the other, alternating every join
+    (ABBA), into a room a resident peer keeps open: load drift hits both modes alike."""
+    room = f"seq-{uuid.uuid4().hex[:8]}"
+    residents = [await ProtooClient.connect(url(mode, room, "resident")) for mode in ("open", "tokens")]
+    times: dict[str, list[float]] = {"open": [], "tokens": []}
+    try:
+        for i in range(pairs):
+            for mode in ("tokens", "open") if i % 2 else ("open", "tokens"):
+                times[mode].append(await one_join(url(mode, room, f"s{i}")))
+    finally:
+        for resident in residents:
+            await resident.close()
+    return times
+
+
+async def settle(runner: Any) -> None:
+    """Until the server has closed the last storm's room (its consumers gone), then a breath."""
+    from control.keys import ROOMS
+
+    rooms = runner.app[ROOMS]
+    for _ in range(200):
+        if not rooms.rooms:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="workers of the in-process server")
     parser.add_argument("--url", help="ws://host:port of a running server (default: start one here)")
+    parser.add_argument(
+        "--compare-auth", action="store_true", help="tokens (API keys) vs open join (dev mode), alternating rounds"
+    )
     args = parser.parse_args()
 
     if args.url:
@@ -187,31 +426,15 @@ async def main() -> int:
         print(report(results, args.peers, None, f"server {base}"))
         return 0
 
-    from aiohttp import web
     from loguru import logger
-
-    from control.app import create_app
-    from control.config import Settings
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    if args.compare_auth:
+        print(await compare_auth(args.peers, args.rounds, args.workers))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            _env_file=None,
-            host="127.0.0.1",
-            data_dir=Path(tmp),
-            mongodb_uri=None,
-            rabbitmq_url=None,
-            minio_endpoint=None,
-            mediasoup_num_workers=args.workers,
-            mediasoup_listen_ip="127.0.0.1",
-            peer_reconnect_grace_seconds=0,
-        )
-        runner = web.AppRunner(create_app(settings))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_server(Path(tmp), args.workers)
 
         def url_for(room: str, peer: str) -> str:
             return f"ws://127.0.0.1:{port}/?roomId={room}&peerId={peer}"

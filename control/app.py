@@ -19,6 +19,7 @@ from control import web as web_page
 from control.config import Settings
 from control.http import error_middleware
 from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, UPLOADS, WORKER_POOL
+from control.logging import quiet_malformed_http
 from control.signaling import server as signaling
 
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     7. recording: follows the rooms and uploads, so it stops its recordings (FFmpeg
        finishes, the MP4s are queued) before the rooms and the queue close.
     """
+    quiet_malformed_http()  # a client's malformed request is a warning, not a traceback
     app = web.Application(middlewares=[error_middleware])
     auth.setup(app, settings)
     app[SETTINGS] = settings

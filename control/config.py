@@ -97,7 +97,10 @@ class Settings(BaseSettings):
     presign_expiry: int = Field(3600, ge=1, le=604800, description="presigned URL lifetime (s)")
     chat_file_max_mb: int = Field(25, ge=1, le=5120, description="largest chat file upload")
     rabbitmq_ai_queue: str = Field("ai.recording.completed", min_length=1, max_length=255)
-    admin_token: SecretStr | None = Field(None, description="bearer token for admin routes")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="REMOVED (refused when set): admin routes take an access token with roomAdmin/roomList",
+    )
     data_dir: Path = Path("./data")
 
     # -- recording ----------------------------------------------------------
@@ -143,6 +146,28 @@ class Settings(BaseSettings):
         500, ge=1, le=1_000_000, description="consumers of one room on one worker before it spreads to another"
     )
 
+    # -- limits (control/rooms/limits.py; README "Limits") ---------------------
+    max_rooms: int = Field(500, ge=1, le=1_000_000, description="open rooms on this node")
+    max_peers_per_room: int = Field(200, ge=1, le=100_000, description="WebSocket peers of one room")
+    max_broadcasters_per_room: int = Field(8, ge=0, le=10_000, description="REST broadcasters of one room")
+    max_transports_per_peer: int = Field(8, ge=1, le=1_000, description="WebRTC transports of one peer")
+    max_producers_per_peer: int = Field(16, ge=1, le=1_000, description="producers of one peer or broadcaster")
+    max_data_producers_per_peer: int = Field(8, ge=0, le=1_000, description="data producers of one participant")
+    max_consumers_per_peer: int = Field(1000, ge=1, le=100_000, description="consumers of one peer")
+    max_recordings: int = Field(8, ge=0, le=10_000, description="concurrent recordings on this node")
+    signaling_requests_per_second: float = Field(
+        50.0, gt=0, le=100_000, description="sustained signaling requests per second of one peer (token bucket)"
+    )
+    signaling_request_burst: int = Field(
+        200, ge=1, le=1_000_000, description="signaling requests one peer may send at once (token bucket size)"
+    )
+    signaling_join_timeout_seconds: float = Field(
+        15.0, gt=0, le=3600, description="a socket that has not joined by then is closed"
+    )
+    signaling_max_json_depth: int = Field(
+        32, ge=4, le=512, description="deepest JSON nesting of a signaling message or REST body"
+    )
+
     # -- access control (control/auth) ----------------------------------------
     api_key: str | None = Field(None, description="API key: the iss of the access tokens it signs")
     api_secret: SecretStr | None = Field(None, description="secret of API_KEY (at least 32 characters)")
@@ -181,6 +206,17 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_removed(cls, v: SecretStr | None) -> None:
+        """Refused rather than ignored: a deployment that relied on it must not start open."""
+        if v is not None:
+            raise ValueError(
+                "was removed: admin routes take an access token with roomAdmin or roomList "
+                "(parley token create --grants admin,list); set API_KEY/API_SECRET and unset ADMIN_TOKEN"
+            )
+        return None
 
     @field_validator("api_secret", "session_secret")
     @classmethod

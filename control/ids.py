@@ -21,6 +21,14 @@ Peer id
 ``invalid_<field>`` (``invalid_room_id``, ``invalid_peer_id``): raised anywhere, the
 REST error middleware answers it as is.
 
+Display name
+    At most :data:`MAX_DISPLAY_NAME_LENGTH` (256) characters, none of them a control
+    character, a line separator, a bidirectional override or a lone surrogate
+    (:data:`DISPLAY_NAME_RULE`): one rule for the signaling ``join`` and
+    ``changeDisplayName``, chat senders and meeting records, so a name signaling
+    accepts is never refused further on, and no name reaches another peer's screen
+    with characters that rewrite what is around it.
+
 Nothing here imports the rest of ``control`` but :mod:`control.errors`: every layer may import it.
 """
 
@@ -31,6 +39,9 @@ import re
 from control.errors import BadRequest
 
 __all__ = [
+    "DISPLAY_NAME_FORBIDDEN_RE",
+    "DISPLAY_NAME_RULE",
+    "MAX_DISPLAY_NAME_LENGTH",
     "MAX_PEER_ID_LENGTH",
     "MAX_ROOM_ID_LENGTH",
     "PEER_ID_RE",
@@ -38,9 +49,11 @@ __all__ = [
     "ROOM_ID_RE",
     "ROOM_ID_RULE",
     "InvalidId",
+    "is_valid_display_name",
     "is_valid_peer_id",
     "is_valid_room_id",
     "snake_case",
+    "validate_display_name",
     "validate_peer_id",
     "validate_room_id",
 ]
@@ -96,3 +109,34 @@ def validate_room_id(value: object, field: str = "roomId") -> str:
 def validate_peer_id(value: object, field: str = "peerId") -> str:
     """``value`` if it is an acceptable peer id, else :class:`InvalidId`."""
     return _check(value, field, is_valid_peer_id(value), PEER_ID_RULE)
+
+
+# -- display names ----------------------------------------------------------------------
+
+#: The longest display name, everywhere (signaling, chat, meetings, broadcasters).
+MAX_DISPLAY_NAME_LENGTH = 256
+DISPLAY_NAME_RULE = (
+    f"at most {MAX_DISPLAY_NAME_LENGTH} characters on one line, without control characters, "
+    "bidirectional overrides or unpaired surrogates"
+)
+#: Characters no display name may hold: C0 and C1 controls (NUL, CR, LF, ESC...), DEL,
+#: the Unicode line and paragraph separators, the bidirectional marks, embeddings,
+#: overrides and isolates (a name that reverses the text after it), lone surrogates.
+DISPLAY_NAME_FORBIDDEN_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def is_valid_display_name(value: object) -> bool:
+    """A display name (empty allowed: whoever requires one checks that)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_DISPLAY_NAME_LENGTH
+        and DISPLAY_NAME_FORBIDDEN_RE.search(value) is None
+    )
+
+
+def validate_display_name(value: object, field: str = "displayName") -> str:
+    """``value`` if it follows :data:`DISPLAY_NAME_RULE`, else :class:`InvalidId`
+    (code ``invalid_display_name``; the message never echoes the value)."""
+    if is_valid_display_name(value):
+        return value  # type: ignore[return-value]
+    raise InvalidId(field, f"{field} must be {DISPLAY_NAME_RULE}", code="invalid_display_name")

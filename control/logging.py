@@ -7,6 +7,8 @@
   ``worker_pid``...) as top-level keys and ``exception`` when there is one.
 - stdlib ``logging`` (aiohttp's access log, asyncio, pika, boto) is routed into
   loguru by :class:`InterceptHandler`.
+- aiohttp's error (with a traceback) for an HTTP request it could not parse is
+  a one-line warning (:func:`quiet_malformed_http`): client input is no error.
 - Every message, bound value and traceback passes through :func:`redact_text`:
   credentials in URLs (``amqp://user:***@``), ``password=``/``token=``/``*_key=``
   pairs (also ``signature=``, ``Cookie:``), ``Bearer`` tokens, bare JWTs and
@@ -35,6 +37,7 @@ __all__ = [
     "InterceptHandler",
     "is_secret_name",
     "logger",
+    "quiet_malformed_http",
     "redact",
     "redact_text",
     "setup_logging",
@@ -159,6 +162,34 @@ class InterceptHandler(logging.Handler):
         logger.opt(depth=depth, exception=record.exc_info).bind(logger_name=record.name).log(level, message)
 
 
+class _MalformedHttpFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a request line over 8 KiB, a bad header)
+    as an error with a traceback, although it answered it 400: client input, so a
+    one-line warning here. Anything else it logs passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and error.code < 500:
+            record.msg = f"{record.getMessage()}: {error.code} {str(error.message)[:120]}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_MALFORMED_HTTP_FILTER = _MalformedHttpFilter()
+
+
+def quiet_malformed_http() -> None:
+    """Log malformed HTTP requests from clients as warnings, without a traceback (idempotent)."""
+    server_logger = logging.getLogger("aiohttp.server")
+    if _MALFORMED_HTTP_FILTER not in server_logger.filters:
+        server_logger.addFilter(_MALFORMED_HTTP_FILTER)
+
+
 # Libraries that are chatty at INFO/DEBUG: only their warnings unless LOG_LEVEL is TRACE.
 _NOISY = ("pika", "botocore", "boto3", "s3transfer", "urllib3", "pymongo")
 
@@ -261,4 +292,5 @@ def setup_logging(
         enqueue=False,
     )
     _intercept_stdlib(logger.level(level).no)
+    quiet_malformed_http()
     return handler_id

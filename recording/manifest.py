@@ -5,8 +5,8 @@ holding its video segments, its audio stems and ``manifest.json``: the room, the
 segment's media began (``t0``, wall clock) and ended, each stem's first packet,
 FFmpeg's pids, the events of the timeline, and the
 participants seen so far (with their metadata, so the ``recording.completed``
-event of a recovered recording still carries it; the file is readable by its
-owner only). The file is replaced atomically (write, fsync, rename) on every
+event of a recovered recording still carries it, ``integrations`` included: the
+file is 0600 and the recording's directory 0700, readable by their owner only). The file is replaced atomically (write, fsync, rename) on every
 change.
 
 States: ``recording`` (segments being written), ``finishing`` (joining them),
@@ -119,6 +119,8 @@ class Manifest:
     def _save(self) -> None:
         data = asdict(self)
         data.pop("directory")
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)  # whoever created it: it holds the participants' integrations
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:

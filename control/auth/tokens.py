@@ -15,6 +15,9 @@ LiveKit ``TokenVerifier`` reads them too.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,11 +42,7 @@ def verify(token: str | None, keys: KeyRing) -> Principal:
     """The principal of a valid ``token``; raise :class:`Unauthorized` otherwise."""
     if not token:
         raise Unauthorized("access token required", code="token_missing")
-    try:
-        unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
-        header, unverified = unverified_token["header"], unverified_token["payload"]
-    except jwt.PyJWTError:
-        raise Unauthorized("access token is malformed", code="token_invalid") from None
+    header, unverified = _peek(token)
     if header.get("alg") != ALGORITHM:
         raise Unauthorized(f"access token must be signed with {ALGORITHM}", code="token_invalid")
     issuer = unverified.get("iss")
@@ -51,6 +50,28 @@ def verify(token: str | None, keys: KeyRing) -> Principal:
         raise Unauthorized("access token is signed by an unknown API key", code="unknown_key")
     claims = _decode(token, keys[issuer])
     return _principal(claims, issuer)
+
+
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims, unverified: only to refuse a foreign ``alg`` early and pick the key by ``iss``.
+
+    Plain base64 + JSON rather than a second PyJWT decode: PyJWT checks every character of
+    each segment in Python, which made the unverified look as costly as the verified decode
+    (about half of a join's verification cost). PyJWT's verified decode then checks it all.
+    """
+    try:
+        header_segment, payload_segment, _ = token.split(".")
+        header = json.loads(_b64url(header_segment))
+        payload = json.loads(_b64url(payload_segment))
+    except (ValueError, binascii.Error, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise Unauthorized("access token is malformed", code="token_invalid") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise Unauthorized("access token is malformed", code="token_invalid")
+    return header, payload
+
+
+def _b64url(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def _decode(token: str, secret: SecretStr) -> dict[str, Any]:

@@ -18,7 +18,9 @@ Rules:
   (an integer from 0 to ``CHAT_FILE_MAX_MB``), ``mimeType`` (``type/subtype``).
 - sender: ``peerId`` (the peer id rule of :mod:`control.ids`, the one signaling
   applies: 1-128 printable characters, no whitespace or control characters),
-  ``displayName`` (1-100 characters, one line, no control characters).
+  ``displayName`` (not blank, and the one display name rule of :mod:`control.ids`,
+  the rule signaling applies: at most 256 characters, one line, no control
+  characters, bidirectional overrides or lone surrogates).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.errors import BadRequest, NotFound, ParleyError
+from control.ids import DISPLAY_NAME_FORBIDDEN_RE, MAX_DISPLAY_NAME_LENGTH
 from control.storage.keys import CHAT_PREFIX, InvalidKey, validate_key
 from control.store.base import DEFAULT_PAGE, MAX_PAGE
 from control.store.ids import InvalidId, validate_peer_id
@@ -53,7 +56,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_TEXT_LENGTH = 4000
-MAX_DISPLAY_NAME_LENGTH = 100
 MAX_FILE_NAME_LENGTH = 255
 MAX_OBJECT_KEY_LENGTH = 1024
 MAX_MIME_TYPE_LENGTH = 255
@@ -157,8 +159,16 @@ def check_text(
 
 
 def validate_display_name(value: Any, field: str = "displayName") -> str:
+    """The display name rule of :mod:`control.ids` (the one signaling applies), not blank."""
     name = check_text(value, field=field, max_length=MAX_DISPLAY_NAME_LENGTH, multiline=False)
     assert name is not None
+    bad = DISPLAY_NAME_FORBIDDEN_RE.search(name)
+    if bad is not None:
+        raise ChatValidationError(
+            "control_characters",
+            f"{field} contains a control or bidirectional character (U+{ord(bad.group()):04X} at {bad.start()})",
+            field,
+        )
     return name
 
 

@@ -82,6 +82,6 @@ __all__ = [
 
 
 def setup(app: web.Application, *, settings: web.AppKey[Settings]) -> None:
-    """Run the event bus (``app[EVENTS]``) and serve ``GET /api/events/outbox`` (admin)."""
+    """Run the event bus (``app[EVENTS]``) and serve ``GET /api/events/outbox`` (``roomList``)."""
     app.cleanup_ctx.append(events_ctx(settings=settings))
     app.add_routes(_routes_module.routes)

@@ -1,4 +1,6 @@
-"""``GET /api/events/outbox`` (admin): the events waiting for delivery.
+"""``GET /api/events/outbox``: the events waiting for delivery.
+
+A global route: ``roomList`` or a roomless ``roomAdmin`` (:func:`control.auth.require_room_list`).
 
 Query: ``limit`` (1-1000, default 100). Answer: the bus status (outbox backend,
 broker connection, counters), ``pending`` (how many wait) and ``events``
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from control.auth import principal_of, require_room_list
 from control.errors import BadRequest, Unavailable
-from control.events.admin import require_admin
 from control.keys import EVENTS
 
 __all__ = ["routes"]
@@ -22,8 +24,8 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/events/outbox")
-@require_admin
 async def get_outbox(request: web.Request) -> web.Response:
+    require_room_list(await principal_of(request))
     bus = request.app.get(EVENTS)
     if bus is None:
         raise Unavailable("the event bus is not running")

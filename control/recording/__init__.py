@@ -3,7 +3,7 @@
 - :mod:`control.recording.service`: :class:`RecordingService` (``app[RECORDINGS]``),
   ``startRecording`` / ``stopRecording`` over signaling, the room's notifications,
   the upload and ``recording.completed``, recovery after a crash; the domain errors.
-- :mod:`control.recording.routes`: ``POST/DELETE /api/rooms/{roomId}/recording`` (admin).
+- :mod:`control.recording.routes`: ``POST/DELETE /api/rooms/{roomId}/recording`` (roomRecord or roomAdmin).
 - :func:`setup`: its cleanup_ctx and routes.
 
 The media side (PlainTransports, FFmpeg, segments, layout) is the top-level

@@ -70,6 +70,7 @@ from control.chat.service import ChatService
 from control.chat.validation import ChatError
 from control.config import Settings
 from control.errors import BadRequest, Conflict, InsufficientStorage, NotFound, ParleyError
+from control.rooms.limits import check_recordings
 from control.signaling.protoo import ProtooError
 from control.storage.base import ObjectRef
 from control.storage.files import RECORDING_UPLOAD_KIND
@@ -445,6 +446,7 @@ class RecordingService:
             raise NotFound(f"room {room_id} not found")
         if room_id in self.active or room_id in self._starting:
             raise AlreadyRecording("the room is being recorded")
+        check_recordings(len(self.active) + len(self._starting), self.settings.max_recordings)
         self._starting.add(room_id)
         try:
             if not _participants(room):

@@ -11,7 +11,7 @@
 - ``views``: what operators see (``summary``, ``describe``)
 - ``peer``: Peer and its ParticipantMetadata
 - ``broadcasters``: the demo's broadcaster REST API (``/rooms/...``)
-- ``routes``: ``GET /api/rooms``, ``GET /api/rooms/{roomId}`` (admin)
+- ``routes``: ``GET /api/rooms`` (roomList), ``GET /api/rooms/{roomId}`` (roomAdmin)
 
 :func:`setup` wires the subsystem into the application.
 """
@@ -49,5 +49,5 @@ def setup(
 
     app.cleanup_ctx.append(rooms_ctx(pool, chat, meetings))
     app.on_shutdown.append(close_connections)  # peers' WebSockets close (1001) before aiohttp waits on them
-    app.add_routes(routes.routes)  # GET /api/rooms, /api/rooms/{roomId} (admin)
+    app.add_routes(routes.routes)  # GET /api/rooms, /api/rooms/{roomId} (roomList, roomAdmin)
     app.add_routes(broadcasters.routes)  # mediasoup-demo's broadcaster API under /rooms/...

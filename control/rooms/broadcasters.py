@@ -17,6 +17,18 @@ scripts work unchanged); the room must exist (404 otherwise):
 - ``POST   .../transports/{transportId}/produce/data``
   ``{sctpStreamParameters, label, protocol, appData}`` -> ``{id}``
 
+Access (``Authorization: Bearer``, checked by :mod:`control.auth` at the top of
+every handler, before the room is looked up): ``ingressAdmin`` for the room (a
+roomless one: every room), or a participant token of that room that may join and
+publish (:func:`control.auth.require_ingress`). A participant token (no
+``ingressAdmin``) drives only the broadcaster whose ``id`` is its identity
+(``sub``, 403 ``wrong_identity`` otherwise), publishes only its
+``canPublishSources`` and data only with ``canPublishData``. Consuming (``consume``,
+``consume/data``) sends the room's media out of it, to whatever address a plain
+transport was connected to: it needs ``canSubscribe`` in that room besides (a
+roomless ``ingressAdmin`` is not enough). In dev mode and with
+``AUTH_OPEN_JOIN=true`` token-less callers pass, as the demo's scripts expect.
+
 A broadcaster appears to the room's peers as a peer (``newPeer``,
 ``peerClosed``, its producers consumed by everyone); its ``id`` follows the peer
 id rule and ``{roomId}`` the room id rule of :mod:`control.ids`. Errors are
@@ -35,10 +47,11 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from control.errors import BadRequest, Gone, NotFound, PayloadTooLarge
+from control.auth import AuthMethod, Grant, Principal, principal_of, require_ingress, source_of
+from control.errors import BadRequest, Forbidden, Gone, NotFound, PayloadTooLarge
 from control.ids import validate_peer_id
 from control.keys import ROOMS
-from control.rooms import media
+from control.rooms import limits, media
 from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
 from control.rooms.errors import worker_errors
 from control.rooms.peer import Peer
@@ -71,7 +84,7 @@ class Device(_Body):
 
 class CreateBroadcaster(_Body):
     id: str
-    displayName: str = Field(min_length=1, max_length=m.MAX_DISPLAY_NAME)
+    displayName: m.DisplayName = Field(min_length=1)
     device: Device
     rtpCapabilities: dict[str, Any] | None = None
 
@@ -137,6 +150,40 @@ class _ProduceDataBody(m.ProduceData):
     """``produceData`` without ``transportId`` (it is in the path)."""
 
     transportId: str = ""
+
+
+# -- access ---------------------------------------------------------------------------
+
+
+async def _ingress(request: web.Request) -> Principal:
+    """The caller, once it may use the broadcaster API of the path's room and, when the path
+    names a broadcaster, drive that one (401/403 otherwise): the first line of every handler."""
+    principal = await principal_of(request)
+    room_id = request.match_info["roomId"]
+    require_ingress(principal, room_id)
+    broadcaster_id = request.match_info.get("broadcasterId")
+    if broadcaster_id is not None:
+        _require_own(principal, room_id, broadcaster_id)
+    return principal
+
+
+def _is_participant(principal: Principal, room_id: str) -> bool:
+    """A participant's token (join + publish), not an ingress admin nor an anonymous open/dev caller."""
+    anonymous = principal.method in (AuthMethod.OPEN, AuthMethod.DEV)
+    return not anonymous and not principal.can(Grant.INGRESS, room_id)
+
+
+def _require_own(principal: Principal, room_id: str, broadcaster_id: str) -> None:
+    """A participant drives only the broadcaster named after it (as it joins only as its ``sub``)."""
+    if _is_participant(principal, room_id) and principal.identity != broadcaster_id:
+        raise Forbidden(
+            "access token is for another broadcaster (sub is not the broadcaster id)", code="wrong_identity"
+        )
+
+
+def _require_subscribe(principal: Principal, room_id: str) -> None:
+    """Consuming sends the room's media out: only for a caller who may subscribe in that room."""
+    principal.require(Grant.SUBSCRIBE, room_id)
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -220,6 +267,7 @@ def create_broadcaster(room: Room, body: CreateBroadcaster) -> dict[str, Any]:
 
 
 async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport) -> dict[str, Any]:
+    limits.check_transports(broadcaster.transports, room.host.settings)
     if body.type == "webrtc":
         return await media.create_webrtc_transport(
             room, broadcaster, producing=True, consuming=True, sctp_capabilities=body.sctpCapabilities
@@ -258,18 +306,22 @@ async def create_transport(room: Room, broadcaster: Peer, body: CreateTransport)
 
 @routes.get("/rooms/{roomId}")
 async def get_room(request: web.Request) -> web.Response:
+    await _ingress(request)
     return web.json_response(_room(request).primary.rtp_capabilities)
 
 
 @routes.post("/rooms/{roomId}/broadcasters")
 async def post_broadcaster(request: web.Request) -> web.Response:
+    principal = await _ingress(request)
     room = _room(request)
     body = await _body(request, CreateBroadcaster)
+    _require_own(principal, room.id, body.id)
     return web.json_response(create_broadcaster(room, body))
 
 
 @routes.delete("/rooms/{roomId}/broadcasters/{broadcasterId}")
 async def remove_broadcaster(request: web.Request) -> web.Response:
+    await _ingress(request)
     room, broadcaster = _broadcaster(request)
     room.leave(broadcaster)
     return web.Response(text="broadcaster deleted")
@@ -277,6 +329,7 @@ async def remove_broadcaster(request: web.Request) -> web.Response:
 
 @routes.post("/rooms/{roomId}/broadcasters/{broadcasterId}/transports")
 async def post_transport(request: web.Request) -> web.Response:
+    await _ingress(request)
     room, broadcaster = _broadcaster(request)
     body = await _body(request, CreateTransport)
     return web.json_response(await create_transport(room, broadcaster, body))
@@ -284,6 +337,7 @@ async def post_transport(request: web.Request) -> web.Response:
 
 @routes.post(_BASE + "/connect")
 async def connect_transport(request: web.Request) -> web.Response:
+    await _ingress(request)
     _, _, transport = _transport(request)
     body = await _body(request, ConnectTransport)
     if not isinstance(transport, WebRtcTransport):
@@ -295,6 +349,7 @@ async def connect_transport(request: web.Request) -> web.Response:
 
 @routes.post(_BASE + "/plain/connect")
 async def connect_plain(request: web.Request) -> web.Response:
+    await _ingress(request)  # where it sends to matters only if it consumes: see post_consume
     _, _, transport = _transport(request)
     body = await _body(request, ConnectPlain)
     if not isinstance(transport, PlainTransport):
@@ -306,14 +361,18 @@ async def connect_plain(request: web.Request) -> web.Response:
 
 @routes.post(_BASE + "/producers")
 async def post_producer(request: web.Request) -> web.Response:
+    principal = await _ingress(request)
     room, broadcaster, transport = _transport(request)
     body = await _body(request, CreateProducer)
+    if _is_participant(principal, room.id):
+        principal.require_publish_source(source_of(body.kind, body.appData), room.id)
     producer = await media.produce(room, broadcaster, transport, body.kind, body.rtpParameters, body.appData)
     return web.json_response({"id": producer.id})
 
 
 @routes.post(_BASE + "/consume")
 async def post_consume(request: web.Request) -> web.Response:
+    _require_subscribe(await _ingress(request), request.match_info["roomId"])
     _, broadcaster, transport = _transport(request)
     producer_id = request.query.get("producerId", "")
     if not producer_id:
@@ -339,6 +398,7 @@ async def post_consume(request: web.Request) -> web.Response:
 
 @routes.post(_BASE + "/consume/data")
 async def post_consume_data(request: web.Request) -> web.Response:
+    _require_subscribe(await _ingress(request), request.match_info["roomId"])
     _, broadcaster, transport = _transport(request)
     body = await _body(request, ConsumeData)
     with worker_errors("consumeData"):
@@ -351,7 +411,10 @@ async def post_consume_data(request: web.Request) -> web.Response:
 
 @routes.post(_BASE + "/produce/data")
 async def post_produce_data(request: web.Request) -> web.Response:
+    principal = await _ingress(request)
     room, broadcaster, transport = _transport(request)
+    if _is_participant(principal, room.id):
+        principal.require(Grant.PUBLISH_DATA, room.id)
     body = await _body(request, _ProduceDataBody)
     data_producer = await media.produce_data(
         room, broadcaster, transport, body.sctpStreamParameters, body.label, body.protocol, body.appData

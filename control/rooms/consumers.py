@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from control.auth import Grant
+from control.rooms import limits
 from control.signaling.protoo import ProtooError
 from workers.consumer import Consumer
 from workers.data_consumer import DataConsumer
@@ -173,6 +174,10 @@ async def _consume(room: Room, kind: _Kind[S, C], peer: Peer, producer_peer: Pee
     if not peer.connected or not kind.ready(peer):
         return  # created by the resync when it reconnects
     if source.closed or source.id in peer.consumed_producer_ids():
+        return
+    in_use = len(peer.consumers) + len(peer.data_consumers) + len(peer.consuming)
+    if limits.consumers_full(in_use, room.host.settings):
+        peer.log.warning("{} of {} not created: MAX_CONSUMERS_PER_PEER reached", kind.noun, source.id)
         return
     transport = peer.consuming_transport()
     if transport is None or not kind.usable(transport):

@@ -15,8 +15,10 @@ emits on the host's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+
+from control.rooms.limits import LimitSettings
 
 if TYPE_CHECKING:
     from control.rooms.peer import Peer
@@ -60,7 +62,7 @@ MethodHandler = Callable[["Room", "Peer", dict[str, Any]], Awaitable[Any]]
 ExtraMethod = tuple[MethodHandler, bool]
 
 
-class RoomSettings(Protocol):
+class RoomSettings(LimitSettings, Protocol):
     """The settings a room reads (:class:`control.config.Settings` has them)."""
 
     @property
@@ -69,12 +71,20 @@ class RoomSettings(Protocol):
     @property
     def room_consumers_per_worker(self) -> int: ...
 
+    @property
+    def signaling_join_timeout_seconds(self) -> float: ...
+
 
 class RoomHost(Protocol):
     """What a room asks of the process that hosts it."""
 
     @property
     def settings(self) -> RoomSettings: ...
+
+    @property
+    def rooms(self) -> Mapping[str, Room]:
+        """The open rooms of this host (counted against ``MAX_ROOMS``)."""
+        ...
 
     @property
     def closing(self) -> bool:

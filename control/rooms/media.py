@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from control.errors import Gone
+from control.rooms import limits
 from control.rooms.codecs import INITIAL_AVAILABLE_OUTGOING_BITRATE, MAX_INCOMING_BITRATE, MAX_SCTP_MESSAGE_SIZE
 from control.rooms.consumers import consume, consume_data
 from control.rooms.errors import worker_errors
@@ -36,6 +37,7 @@ async def create_webrtc_transport(
 ) -> dict[str, Any]:
     """A WebRtcTransport on the router :mod:`~control.rooms.spreading` picks; the
     client's view of it."""
+    limits.check_transports(peer.transports, room.host.settings)
     with worker_errors("createWebRtcTransport"):
         router = await room.spreading.router_for(producing=producing, consuming=consuming)
         server = await room.host.webrtc_server(router.worker)
@@ -102,6 +104,7 @@ async def produce(
     paused: bool = False,
 ) -> Producer:
     """Create a producer of ``peer`` and have every other joined peer consume it."""
+    limits.check_producers(peer.producers, room.host.settings)
     # As the demo: peerId in appData tells the audio level observer whose it is.
     app_data = {**(app_data or {}), "peerId": peer.id}
     with worker_errors("produce"):
@@ -131,6 +134,7 @@ async def produce_data(
     app_data: dict[str, Any] | None,
 ) -> DataProducer:
     """Create a data producer of ``peer``; the others consume it unless it is a bot's."""
+    limits.check_data_producers(peer.data_producers, room.host.settings)
     app_data = {**(app_data or {}), "peerId": peer.id}
     with worker_errors("produceData"):
         data_producer = await transport.produce_data(

@@ -92,6 +92,8 @@ class Peer:
         #: Producer / data producer ids whose consumer is being created.
         self.consuming: set[str] = set()
         self.grace_timer: asyncio.TimerHandle | None = None
+        #: Closes the connection if the peer has not joined in time (control.rooms.room).
+        self.join_timer: asyncio.TimerHandle | None = None
         self.backlog: deque[tuple[str, dict[str, Any]]] = deque(maxlen=BACKLOG)
         self.created_at = time.time()
         self.joined_at: float | None = time.time() if broadcaster else None
@@ -127,6 +129,11 @@ class Peer:
         if self.grace_timer is not None:
             self.grace_timer.cancel()
             self.grace_timer = None
+
+    def cancel_join_timer(self) -> None:
+        if self.join_timer is not None:
+            self.join_timer.cancel()
+            self.join_timer = None
 
     def flush_backlog(self) -> None:
         while self.backlog and self.connected:

@@ -40,7 +40,7 @@ from loguru import logger
 
 from control.auth import AuthMethod, Principal
 from control.errors import Conflict, Forbidden
-from control.rooms import handlers, views
+from control.rooms import handlers, limits, views
 from control.rooms.codecs import AUDIO_LEVEL_OPTIONS, MEDIA_CODECS
 from control.rooms.consumers import sync_consumers
 from control.rooms.host import CLOSE, DOMINANT_SPEAKER, PEER_JOINED, PEER_LEFT, RoomHost
@@ -105,15 +105,32 @@ class Room:
         self.spreading = Spreading(self)
         self.recovery = Recovery(self)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._unused_timer: asyncio.TimerHandle | None = None
 
     # -- creation -------------------------------------------------------------------
 
     @classmethod
     async def create(cls, host: RoomHost, room_id: str) -> Room:
+        """A new room with its primary router (429 ``rooms_limit`` at ``MAX_ROOMS``).
+
+        A room nobody is in once ``SIGNALING_JOIN_TIMEOUT_SECONDS`` have passed
+        closes: whatever made it (a connection that failed before attaching) cannot
+        leave it open for good."""
+        limits.check_rooms(host, host.rooms, host.settings)
         room = cls(host, room_id)
-        await room.build()
+        with limits.creating_room(host):
+            await room.build()
+        room._unused_timer = asyncio.get_running_loop().call_later(
+            host.settings.signaling_join_timeout_seconds, room._close_if_unused
+        )
         room.log.info("room created on worker {}", room.primary.worker.pid)
         return room
+
+    def _close_if_unused(self) -> None:
+        self._unused_timer = None
+        if not self.closed and not self.peers and not self.broadcasters:
+            self.log.warning("nobody entered the room, closing it")
+            self.close()
 
     @property
     def primary(self) -> Router:
@@ -169,6 +186,7 @@ class Room:
         if peer is None:
             if peer_id in self.broadcasters:
                 raise Conflict(f'peerId "{peer_id}" is a broadcaster of this room')
+            limits.check_peers(self.peers, self.host.settings)
             peer = Peer(self, peer_id, principal=principal)
             self.peers[peer_id] = peer
             peer.log.info("peer connected")
@@ -189,7 +207,25 @@ class Room:
         peer.flush_backlog()
         if peer.joined:
             self.spawn(sync_consumers(self, peer))
+        else:
+            self._start_join_timer(peer)
         return peer
+
+    def _start_join_timer(self, peer: Peer) -> None:
+        """A socket that does not ``join`` within ``SIGNALING_JOIN_TIMEOUT_SECONDS``
+        is closed and its peer leaves (with the room, if it was alone)."""
+        peer.cancel_join_timer()
+        timeout = self.host.settings.signaling_join_timeout_seconds
+        peer.join_timer = asyncio.get_running_loop().call_later(timeout, self._join_timed_out, peer, timeout)
+
+    def _join_timed_out(self, peer: Peer, timeout: float) -> None:
+        peer.join_timer = None
+        if peer.joined or peer.closed or self.closed:
+            return
+        peer.log.warning("peer did not join within {:g}s, closing its connection", timeout)
+        if peer.connection is not None:
+            peer.connection.close_soon(CLOSE_REPLACED, f"no join within {timeout:g}s")
+        self.leave(peer)
 
     def detach(self, peer: Peer, connection: ProtooConnection) -> None:
         """The WebSocket ``connection`` of ``peer`` ended."""
@@ -216,9 +252,11 @@ class Room:
             self.leave(peer)
 
     def add_broadcaster(self, broadcaster: Peer) -> None:
-        """A broadcaster (always joined) enters: the peers see a new peer."""
+        """A broadcaster (always joined) enters: the peers see a new peer
+        (429 ``broadcasters_limit`` at ``MAX_BROADCASTERS_PER_ROOM``)."""
         if broadcaster.id in self.broadcasters or broadcaster.id in self.peers:
             raise Conflict(f'broadcaster with id "{broadcaster.id}" already exists')
+        limits.check_broadcasters(self.broadcasters, self.host.settings)
         self.broadcasters[broadcaster.id] = broadcaster
         for peer in self.joined_peers():
             peer.notify("newPeer", broadcaster.info())
@@ -233,6 +271,7 @@ class Room:
             return
         participant.closed = True
         participant.cancel_grace()
+        participant.cancel_join_timer()
         members = self.broadcasters if participant.broadcaster else self.peers
         if members.get(participant.id) is participant:
             del members[participant.id]
@@ -258,8 +297,12 @@ class Room:
         if self.closed:
             return
         self.closed = True
+        if self._unused_timer is not None:
+            self._unused_timer.cancel()
+            self._unused_timer = None
         for peer in list(self.peers.values()):
             peer.cancel_grace()
+            peer.cancel_join_timer()
             peer.closed = True
             if peer.connection is not None:
                 peer.connection.close_soon(code, reason)

@@ -1,4 +1,4 @@
-"""Rooms over REST, for operators (admin routes, see ``require_admin``).
+"""Rooms over REST, for operators.
 
 ``GET /api/rooms``
     200 ``{"rooms": [{id, peers, broadcasters, workers, createdAt}]}``
@@ -10,18 +10,20 @@
     aiSettings/integrations keys, never their values. 404 unknown room, 400
     ``invalid_room_id`` for an id no room can have (``control.ids``).
 
-Both are admin routes: ``ADMIN_TOKEN`` as a bearer token, or direct loopback
-clients when it is unset (``control.events.admin.require_admin``, to be
-replaced by the auth module's check under the same name). Errors are the
-application's one shape (:mod:`control.http`).
+Access (``Authorization: Bearer``, checked by :mod:`control.auth`): the list is
+a global route, ``roomList`` or a roomless ``roomAdmin``; a room's details need
+``roomAdmin`` for that room (checked before the room is looked up, so a refused
+caller cannot probe which rooms exist). Errors are the application's one shape
+(:mod:`control.http`): 401 without a valid token, 403 ``missing_grant`` /
+``wrong_room``.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from control.auth import principal_of, require_room_admin, require_room_list
 from control.errors import BadRequest, NotFound
-from control.events.admin import require_admin
 from control.ids import InvalidId, validate_room_id
 from control.keys import ROOMS
 from control.rooms.room import Room
@@ -52,14 +54,14 @@ def open_room(request: web.Request) -> Room:
 
 
 @routes.get("/api/rooms")
-@require_admin
 async def list_rooms(request: web.Request) -> web.Response:
+    require_room_list(await principal_of(request))
     manager = request.app.get(ROOMS)
     rooms = [room.summary() for room in manager.rooms.values() if not room.closed] if manager else []
     return web.json_response({"rooms": rooms}, headers=_NO_STORE)
 
 
 @routes.get("/api/rooms/{roomId}")
-@require_admin
 async def get_room(request: web.Request) -> web.Response:
+    require_room_admin(await principal_of(request), checked_room_id(request))
     return web.json_response(open_room(request).describe(), headers=_NO_STORE)

@@ -3,7 +3,12 @@
 Shapes are mediasoup-demo's (camelCase, as mediasoup-client and pymediasoup
 send them). RTP/SCTP capabilities and parameters are checked with
 ``workers.ortc`` (mediasoup's own validation rules) and normalised copies are
-kept; ``appData``, ``device`` and the participant metadata are size-limited.
+kept, then :mod:`control.signaling.sanitize` checks what becomes SDP (token
+characters, length caps, number types and ranges); every payload is checked by
+:func:`~control.signaling.sanitize.check_json` first (finite numbers, no control
+characters or lone surrogates anywhere). ``appData``, ``device`` and the
+participant metadata are size- and depth-limited; display names follow the one
+rule of :mod:`control.ids` (:data:`~control.ids.DISPLAY_NAME_RULE`).
 
 :func:`parse` turns ``(method, data)`` into a model or raises
 :class:`~control.errors.BadRequest` (400) or :class:`~control.errors.NotFound` (404,
@@ -17,9 +22,11 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from control.errors import BadRequest, NotFound
+from control.ids import DISPLAY_NAME_RULE, MAX_DISPLAY_NAME_LENGTH, is_valid_display_name
+from control.signaling import sanitize
 from workers import ortc
 from workers.errors import MediasoupTypeError
 from workers.wire import clone
@@ -29,46 +36,82 @@ MAX_APP_DATA_BYTES = 4096
 MAX_DEVICE_BYTES = 2048
 MAX_METADATA_BYTES = 16_384
 MAX_DEPTH = 8
-MAX_DISPLAY_NAME = 256
+MAX_DISPLAY_NAME = MAX_DISPLAY_NAME_LENGTH
 #: Ids of server-created entities (transports, producers, consumers...); room and
 #: peer ids follow :mod:`control.ids`.
 MAX_ID = 128
 MAX_LABEL = 256
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}$")
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+def _too_deep(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests objects/arrays deeper than ``max_depth`` (iterative: any depth)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level + 1 > max_depth:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return False
 
 
-def check_object(value: Any, what: str, max_bytes: int) -> dict[str, Any] | None:
-    """A JSON object of at most ``max_bytes`` and ``MAX_DEPTH`` levels (or None)."""
+def check_object(value: Any, what: str, max_bytes: int, *, multiline: bool = False) -> dict[str, Any] | None:
+    """A JSON object of at most ``max_bytes`` and ``MAX_DEPTH`` levels (or None), of
+    finite numbers and strings without control characters (but TAB/LF/CR if ``multiline``)."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be an object")
+    if _too_deep(value, MAX_DEPTH):
+        raise ValueError(f"{what} is nested too deeply (limit {MAX_DEPTH} levels)")
+    sanitize.check_json(value, what, multiline=multiline)
     try:
         size = len(json.dumps(value, separators=(",", ":")).encode())
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be JSON") from None
     if size > max_bytes:
         raise ValueError(f"{what} is too large ({size} bytes, limit {max_bytes})")
-    if _depth(value) > MAX_DEPTH:
-        raise ValueError(f"{what} is nested too deeply (limit {MAX_DEPTH} levels)")
     return value
 
 
-def _ortc(check: Any, value: Any, what: str) -> Any:
+def _ortc(check: Any, value: Any, what: str, sanitizer: Any = None) -> Any:
+    """``value`` validated and normalised by mediasoup's rules (``check``), then by
+    ``sanitizer`` (by default the one of :data:`_SANITIZERS` for ``check``: the
+    broadcaster API's bodies get the same checks as signaling's)."""
+    sanitizer = sanitizer or _SANITIZERS.get(check)
     try:
-        return check(clone(value))
+        checked = check(clone(value))
     except MediasoupTypeError as error:
         raise ValueError(f"invalid {what}: {error}") from None
+    except (TypeError, KeyError, AttributeError, RecursionError):
+        raise ValueError(f"invalid {what}") from None
+    return checked if sanitizer is None else sanitizer(checked)
+
+
+#: What :mod:`control.signaling.sanitize` checks after each of mediasoup's validations.
+_SANITIZERS: dict[Any, Any] = {
+    ortc.validate_rtp_parameters: sanitize.rtp_parameters,
+    ortc.validate_rtp_capabilities: sanitize.rtp_capabilities,
+    ortc.validate_sctp_capabilities: sanitize.sctp_capabilities,
+    ortc.validate_sctp_stream_parameters: sanitize.sctp_stream_parameters,
+}
+
+
+def _display_name(value: Any) -> Any:
+    """The display name rule of :mod:`control.ids` (other types are left to pydantic)."""
+    if isinstance(value, str) and not is_valid_display_name(value):
+        raise ValueError(f"displayName must be {DISPLAY_NAME_RULE}")
+    return value
+
+
+#: A display name of :data:`control.ids.DISPLAY_NAME_RULE`, for every model that takes
+#: one (signaling's and the broadcaster API's).
+DisplayName = Annotated[str, BeforeValidator(_display_name), Field(max_length=MAX_DISPLAY_NAME)]
 
 
 class Request(BaseModel):
@@ -82,7 +125,7 @@ class Empty(Request):
 
 
 class Join(Request):
-    displayName: str = Field("", max_length=MAX_DISPLAY_NAME)
+    displayName: DisplayName = ""
     device: dict[str, Any] | None = None
     rtpCapabilities: dict[str, Any] | None = None
     sctpCapabilities: dict[str, Any] | None = None
@@ -90,11 +133,6 @@ class Join(Request):
     email: str | None = Field(None, max_length=320)
     aiSettings: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
-
-    @field_validator("displayName", mode="before")
-    @classmethod
-    def _display_name(cls, v: Any) -> Any:
-        return "" if v is None else v
 
     @field_validator("device", mode="before")
     @classmethod
@@ -104,12 +142,25 @@ class Join(Request):
     @field_validator("rtpCapabilities", mode="before")
     @classmethod
     def _rtp_capabilities(cls, v: Any) -> Any:
-        return None if v is None else _ortc(ortc.validate_rtp_capabilities, v, "rtpCapabilities")
+        return (
+            None
+            if v is None
+            else _ortc(ortc.validate_rtp_capabilities, v, "rtpCapabilities", sanitize.rtp_capabilities)
+        )
 
     @field_validator("sctpCapabilities", mode="before")
     @classmethod
     def _sctp_capabilities(cls, v: Any) -> Any:
-        return None if v is None else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities")
+        return (
+            None
+            if v is None
+            else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities", sanitize.sctp_capabilities)
+        )
+
+    @field_validator("displayName", mode="before")
+    @classmethod
+    def _no_name(cls, v: Any) -> Any:
+        return "" if v is None else v
 
     @field_validator("email", mode="before")
     @classmethod
@@ -123,7 +174,8 @@ class Join(Request):
     @field_validator("aiSettings", "integrations", mode="before")
     @classmethod
     def _metadata(cls, v: Any, info: Any) -> Any:
-        return check_object(v, info.field_name, MAX_METADATA_BYTES)
+        # Kept for the room's services, never relayed: multi-line values (a PEM key) pass.
+        return check_object(v, info.field_name, MAX_METADATA_BYTES, multiline=True)
 
 
 class CreateWebRtcTransport(Request):
@@ -140,12 +192,16 @@ class CreateWebRtcTransport(Request):
     @field_validator("sctpCapabilities", mode="before")
     @classmethod
     def _sctp(cls, v: Any) -> Any:
-        return None if v is None else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities")
+        return (
+            None
+            if v is None
+            else _ortc(ortc.validate_sctp_capabilities, v, "sctpCapabilities", sanitize.sctp_capabilities)
+        )
 
 
 class DtlsFingerprint(Request):
     algorithm: Literal["sha-1", "sha-224", "sha-256", "sha-384", "sha-512"]
-    value: str = Field(min_length=1, max_length=256)
+    value: str = Field(min_length=1, max_length=256, pattern=r"^[0-9A-Fa-f:]+$")
 
 
 class DtlsParameters(Request):
@@ -172,7 +228,7 @@ class Produce(Request):
     @field_validator("rtpParameters", mode="before")
     @classmethod
     def _rtp(cls, v: Any) -> Any:
-        return _ortc(ortc.validate_rtp_parameters, v, "rtpParameters")
+        return _ortc(ortc.validate_rtp_parameters, v, "rtpParameters", sanitize.rtp_parameters)
 
     @field_validator("appData", mode="before")
     @classmethod
@@ -214,7 +270,7 @@ class ProduceData(Request):
     @field_validator("sctpStreamParameters", mode="before")
     @classmethod
     def _sctp(cls, v: Any) -> Any:
-        return _ortc(ortc.validate_sctp_stream_parameters, v, "sctpStreamParameters")
+        return _ortc(ortc.validate_sctp_stream_parameters, v, "sctpStreamParameters", sanitize.sctp_stream_parameters)
 
     @field_validator("label", "protocol", mode="before")
     @classmethod
@@ -228,7 +284,7 @@ class ProduceData(Request):
 
 
 class ChangeDisplayName(Request):
-    displayName: str = Field(max_length=MAX_DISPLAY_NAME)
+    displayName: DisplayName
 
 
 class DataProducerId(Request):
@@ -238,6 +294,9 @@ class DataProducerId(Request):
 class DataConsumerId(Request):
     dataConsumerId: Id
 
+
+#: ``join`` fields whose strings may span lines (checked by their validators).
+_MULTILINE = frozenset({"aiSettings", "integrations"})
 
 #: Every method a peer may call, with its payload model.
 REQUESTS: dict[str, type[Request]] = {
@@ -292,8 +351,12 @@ def parse(method: str, data: dict[str, Any]) -> Request:
     """The validated payload of ``method`` (NotFound 404 unknown, BadRequest 400 invalid)."""
     model = REQUESTS.get(method)
     if model is None:
-        raise NotFound(f'unknown request.method "{method[:64]}"')
+        shown = method[:64] if _PRINTABLE_RE.fullmatch(method[:64]) else "(not printable)"
+        raise NotFound(f'unknown request.method "{shown}"', code="unknown_method")
     try:
+        sanitize.check_json({k: v for k, v in data.items() if k not in _MULTILINE} if method == "join" else data)
         return model.model_validate(data)
     except ValidationError as error:
         raise BadRequest(f"invalid {method} request: {describe(error)}") from None
+    except ValueError as error:
+        raise BadRequest(f"invalid {method} request: {error}") from None

@@ -14,9 +14,18 @@ responses to our own requests, and writes everything through one queue so
 that messages leave in the order they were sent.
 
 Bad input never raises out of here: a request that is not valid gets an error
-response (400, or 413 when over the soft size limit), a frame that is not JSON
-or is binary closes the socket cleanly (1007 / 1003), one over the hard limit
-is closed by aiohttp (1009); each is logged as a warning.
+response (400, or 413 when over the soft size limit), a frame that is not JSON,
+is nested deeper than its limit (checked before parsing: the parser is
+recursive) or is binary closes the socket cleanly (1007 / 1003), one over the
+hard limit is closed by aiohttp (1009); each is logged as a warning.
+
+Limits per connection: ``MAX_IN_FLIGHT`` requests handled at once, and a token
+bucket (:class:`RateLimit`: ``SIGNALING_REQUESTS_PER_SECOND`` sustained,
+``SIGNALING_REQUEST_BURST`` at once); a request over either is answered 429.
+
+An error response from a :class:`~control.errors.ParleyError` also carries its
+stable ``code`` (``{"errorCode": 429, "errorReason": "...", "code": "rate_limited"}``);
+protoo clients ignore the extra field.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import itertools
 import json
 import random
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,7 +50,9 @@ __all__ = [
     "CLOSE_REPLACED",
     "ProtooConnection",
     "ProtooError",
+    "RateLimit",
     "RequestHandler",
+    "json_too_deep",
 ]
 
 #: protoo-server closes with 4000; protoo-client does not reconnect after it.
@@ -54,7 +66,51 @@ MAX_IN_FLIGHT = 32
 #: Messages waiting to be written to one slow client before it is dropped.
 MAX_OUTGOING = 10_000
 
+#: Default deepest nesting of a message (``SIGNALING_MAX_JSON_DEPTH``).
+MAX_JSON_DEPTH = 32
+
 _ID_RE = re.compile(rb'"id"\s*:\s*(\d{1,15})')
+_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET_RE = re.compile(r"[\[\]{}]")
+
+
+def json_too_deep(text: str, max_depth: int) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``max_depth``, found without
+    parsing it (:func:`json.loads` recurses and fails near 1000 levels). Brackets
+    inside strings do not count; malformed text is left to the parser."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth = 0
+    for bracket in _BRACKET_RE.findall(_STRING_RE.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+class RateLimit:
+    """A token bucket: ``rate`` requests a second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def allow(self) -> bool:
+        """Take a token if there is one."""
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 _REQUEST_RE = re.compile(rb'"request"\s*:\s*true')
 
 
@@ -82,10 +138,14 @@ class ProtooConnection:
         *,
         max_frame_bytes: int,
         request_timeout: float,
+        rate: RateLimit | None = None,
+        max_depth: int = MAX_JSON_DEPTH,
         log: Any = logger,
     ) -> None:
         self.ws = ws
         self.max_frame_bytes = max_frame_bytes
+        self.rate = rate
+        self.max_depth = max_depth
         self.request_timeout = request_timeout
         self.log = log
         self.closed = False
@@ -136,8 +196,12 @@ class ProtooConnection:
     def _respond_ok(self, request_id: int, data: Any) -> None:
         self._send({"response": True, "id": request_id, "ok": True, "data": data if data is not None else {}})
 
-    def _respond_error(self, request_id: int, code: int, reason: str) -> None:
-        self._send({"response": True, "id": request_id, "ok": False, "errorCode": code, "errorReason": reason})
+    def _respond_error(self, request_id: int, code: int, reason: str, name: str | None = None) -> None:
+        message: dict[str, Any] = {"response": True, "id": request_id, "ok": False, "errorCode": code}
+        message["errorReason"] = reason
+        if name is not None:
+            message["code"] = name
+        self._send(message)
 
     async def _write_loop(self) -> None:
         try:
@@ -227,9 +291,13 @@ class ProtooConnection:
         if len(text) > self.max_frame_bytes // 4 and len(text.encode()) > self.max_frame_bytes:
             self._on_oversize(text)
             return
+        if json_too_deep(text, self.max_depth):
+            self.log.warning("signaling: frame nested deeper than {} levels, closing", self.max_depth)
+            self.close_soon(WSCloseCode.INVALID_TEXT, f"JSON nested too deeply (limit {self.max_depth})")
+            return
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.log.warning("signaling: frame is not JSON ({} characters), closing", len(text))
             self.close_soon(WSCloseCode.INVALID_TEXT, "invalid JSON")
             return
@@ -254,7 +322,12 @@ class ProtooConnection:
                 len(text.encode()),
                 self.max_frame_bytes,
             )
-            self._respond_error(int(match.group(1)), 413, f"message too large (limit {self.max_frame_bytes} bytes)")
+            self._respond_error(
+                int(match.group(1)),
+                413,
+                f"message too large (limit {self.max_frame_bytes} bytes, SIGNALING_MAX_FRAME_BYTES)",
+                "payload_too_large",
+            )
         else:
             self.log.warning("signaling: message of {} bytes over the limit, ignored", len(text.encode()))
 
@@ -278,7 +351,16 @@ class ProtooConnection:
         in_flight = sum(1 for t in self._tasks if not t.done())
         if in_flight >= MAX_IN_FLIGHT:
             self.log.warning("signaling: {} requests in flight, {!r} refused", in_flight, method)
-            self._respond_error(request_id, 429, "too many requests in flight")
+            self._respond_error(request_id, 429, "too many requests in flight", "too_many_in_flight")
+            return
+        if self.rate is not None and not self.rate.allow():
+            self.log.warning("signaling: over {:g} requests/s, {!r} refused", self.rate.rate, method)
+            self._respond_error(
+                request_id,
+                429,
+                f"too many requests (limit {self.rate.rate:g}/s, SIGNALING_REQUESTS_PER_SECOND)",
+                "rate_limited",
+            )
             return
         task = asyncio.ensure_future(self._handle(request_id, method, data, handler))
         self._tasks.add(task)
@@ -295,14 +377,14 @@ class ProtooConnection:
             code, reason = protoo_error(error)
             level = "WARNING" if code < 500 else "ERROR"
             self.log.log(level, "signaling: {} refused: {} {}", method, code, reason)
-            self._respond_error(request_id, code, reason)
+            self._respond_error(request_id, code, reason, error.code)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - never let one request kill the connection
             # A bug: the traceback goes to the log under an id; the client gets the id only.
             error_id = uuid.uuid4().hex[:12]
             self.log.opt(exception=error).error("signaling: {} failed (error id {})", method, error_id)
-            self._respond_error(request_id, 500, f"internal error (id {error_id})")
+            self._respond_error(request_id, 500, f"internal error (id {error_id})", "internal_error")
         else:
             self._respond_ok(request_id, result)
 

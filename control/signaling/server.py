@@ -17,7 +17,17 @@ over (403, :func:`control.rooms.room.check_takeover`). Refusals are the one JSON
 error shape. The principal is verified here only: a token that expires during
 the call does not end it; a reconnect needs a valid one.
 
-The room is created on first connection; the socket then carries protoo
+Limits, also before the upgrade: a new room on a node with ``MAX_ROOMS`` rooms,
+or a new peer in a room with ``MAX_PEERS_PER_ROOM`` peers, is refused with 429
+(``rooms_limit``, ``peers_limit``: :mod:`control.rooms.limits`).
+
+The room is created on first connection, once the upgrade has succeeded (a
+connection that fails during the handshake makes nothing), and the peer is
+attached to it at once; a refusal then (a limit reached in between, a media
+worker that fails) closes the socket with 1013 or 1008, the reason starting with
+the error's code. A socket that does not ``join`` within
+``SIGNALING_JOIN_TIMEOUT_SECONDS`` is closed and its peer leaves (and its room,
+if it was alone). The socket then carries protoo
 requests to :meth:`control.rooms.room.Room.handle_request` until it closes, and
 the peer is detached (grace period, see ``control.rooms``).
 """
@@ -30,11 +40,12 @@ from aiohttp import WSCloseCode, hdrs, web
 from loguru import logger
 
 from control.auth import Principal, principal_of, require_ws_join
-from control.errors import ParleyError
+from control.errors import ParleyError, TooManyRequests
 from control.ids import PEER_ID_RULE, ROOM_ID_RULE, is_valid_peer_id, is_valid_room_id
 from control.keys import ROOMS, SETTINGS
+from control.rooms import limits
 from control.rooms.room import check_takeover
-from control.signaling.protoo import ProtooConnection
+from control.signaling.protoo import ProtooConnection, RateLimit
 from workers.errors import MediasoupError
 
 if TYPE_CHECKING:
@@ -58,7 +69,8 @@ def _bad_request(text: str) -> web.Response:
 
 
 async def _admitted(request: web.Request, manager: RoomManager, room_id: str, peer_id: str, log: Logger) -> Principal:
-    """The caller's principal if it may connect to ``room_id`` as ``peer_id`` (ParleyError otherwise)."""
+    """The caller's principal if it may connect to ``room_id`` as ``peer_id`` and there is
+    room for it (ParleyError otherwise: 401/403, 429 ``rooms_limit``/``peers_limit``)."""
     try:
         principal = await principal_of(request)
         require_ws_join(principal, room_id, peer_id)
@@ -66,10 +78,29 @@ async def _admitted(request: web.Request, manager: RoomManager, room_id: str, pe
         live = room.peers.get(peer_id) if room is not None else None
         if live is not None:
             check_takeover(live, principal)
+        elif room is not None:
+            limits.check_peers(room.peers, manager.settings)
+        else:
+            limits.check_rooms(manager, manager.rooms, manager.settings)
     except ParleyError as error:
         log.warning("signaling: connection from {} refused: {} ({})", request.remote, error.code, error.message)
         raise
     return principal
+
+
+async def _refuse(ws: web.WebSocketResponse, error: Exception, log: Logger) -> None:
+    """Close an accepted socket whose peer could not be attached: 1013 (try again later)
+    for a limit or a media worker that failed, 1008 for a refusal; the reason starts
+    with the error's stable code."""
+    if isinstance(error, ParleyError):
+        log.warning("signaling: connection refused: {} ({})", error.message, error.code)
+        retry = isinstance(error, TooManyRequests) or error.status >= 500
+        code = WSCloseCode.TRY_AGAIN_LATER if retry else WSCloseCode.POLICY_VIOLATION
+        reason = f"{error.code}: {error.message}"
+    else:
+        log.error("signaling: room not created: {}", error)
+        code, reason = WSCloseCode.TRY_AGAIN_LATER, "unavailable: room could not be created"
+    await ws.close(code=code, message=reason.encode()[:120])
 
 
 async def protoo_websocket(request: web.Request) -> web.StreamResponse:
@@ -95,12 +126,6 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable(text="rooms are not running")
     log = logger.bind(room=room_id, peer=peer_id)
     principal = await _admitted(request, manager, room_id, peer_id, log)
-    try:
-        room = await manager.get_or_create_room(room_id)
-    except MediasoupError as error:
-        log.error("room not created: {}", error)
-        raise web.HTTPServiceUnavailable(text=f"room could not be created: {error}") from None
-
     settings = request.app[SETTINGS]
     max_frame = settings.signaling_max_frame_bytes
     ws = web.WebSocketResponse(
@@ -109,21 +134,30 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
         heartbeat=HEARTBEAT,
         compress=False,
     )
-    await ws.prepare(request)
+    # The upgrade first: a connection that fails before the 101 has made nothing.
+    try:
+        await ws.prepare(request)
+    except ConnectionError:
+        log.info("signaling: connection from {} closed during the upgrade", request.remote)
+        # Not ``ws``: aiohttp would close it, and it never opened. This answer goes nowhere.
+        return web.Response(status=400, text="connection closed during the upgrade")
     connection = ProtooConnection(
-        ws, max_frame_bytes=max_frame, request_timeout=settings.signaling_request_timeout_seconds, log=log
+        ws,
+        max_frame_bytes=max_frame,
+        request_timeout=settings.signaling_request_timeout_seconds,
+        rate=RateLimit(settings.signaling_requests_per_second, settings.signaling_request_burst),
+        max_depth=settings.signaling_max_json_depth,
+        log=log,
     )
     log.info("signaling: connection from {} ({})", request.remote, principal.method)
     try:
-        if room.closed:  # it closed while the socket was being accepted
-            room = await manager.get_or_create_room(room_id)
+        # Nothing is awaited between the room's creation and the attach: a room is
+        # never left without the peer it was made for (Room.create also closes an
+        # unused room after SIGNALING_JOIN_TIMEOUT_SECONDS, whatever happened).
+        room = await manager.get_or_create_room(room_id)
         peer = room.attach(peer_id, connection, principal)
     except (MediasoupError, ParleyError) as error:
-        log.warning("signaling: connection refused: {}", error)
-        await ws.close(
-            code=WSCloseCode.TRY_AGAIN_LATER if isinstance(error, MediasoupError) else WSCloseCode.POLICY_VIOLATION,
-            message=str(error).encode()[:120],
-        )
+        await _refuse(ws, error, log)
         return ws
 
     async def handle(method: str, data: dict[str, Any]) -> object:

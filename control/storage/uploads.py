@@ -276,7 +276,7 @@ class UploadQueue:
 
         def move() -> None:
             failed = self.journal_dir / "failed"
-            failed.mkdir(parents=True, exist_ok=True)
+            failed.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._write(job, directory=failed)
             self._remove(job)
 
@@ -286,13 +286,14 @@ class UploadQueue:
         if future is not None and not future.done():
             future.set_exception(StorageError(f"upload {job.id} failed: {error}"))
 
-    # journal: one JSON file per job, written atomically
+    # journal: one JSON file per job, written atomically, readable by this user only (0600 in
+    # 0700 directories): a job's context is the event it publishes, with participants' integrations
     def _write(self, job: UploadJob, directory: Path | None = None) -> None:
         directory = directory or self.journal_dir
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = directory / f"{job.id}.json"
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump(asdict(job), f)
             f.flush()
             os.fsync(f.fileno())

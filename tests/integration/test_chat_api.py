@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from control import auth
 from control import chat as chat_subsystem
 from control.chat import ChatService
 from control.config import Settings, load_settings
@@ -34,6 +35,7 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
 
 def make_app(settings: Settings, events=None) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
+    auth.setup(app, settings)
     app[SETTINGS] = settings
     if events is not None:
         app[EVENTS] = events
@@ -114,16 +116,13 @@ async def test_bad_requests_get_clear_400s(client, path, query, code, field):
     assert body.get("field") == field
 
 
-async def test_delete_room_messages_loopback_admin(client):
+async def test_delete_room_messages_dev_mode(client):
+    """No API keys, loopback bind (dev mode): everything open, as before access control."""
     chat = chat_of(client)
     r, other = room(), room()
     for i in range(5):
         await chat.send(r, ADA, {"text": f"m{i}"})
     await chat.send(other, ADA, {"text": "stays"})
-    # ADMIN_TOKEN unset: direct loopback clients only, never through a proxy
-    proxied = await client.delete(f"/api/rooms/{r}/messages", headers={"X-Forwarded-For": "203.0.113.9"})
-    assert proxied.status == 403
-    assert len((await chat.history(r)).messages) == 5
     resp = await client.delete(f"/api/rooms/{r}/messages")
     assert resp.status == 200 and await resp.json() == {"roomId": r, "deleted": 5}
     assert (await chat.history(r)).messages == []
@@ -132,20 +131,34 @@ async def test_delete_room_messages_loopback_admin(client):
     assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid_room_id"
 
 
-async def test_delete_room_messages_needs_the_admin_token_when_set(tmp_path):
-    client = await start_client(make_app(settings_for(tmp_path, admin_token="t0ps3cret-admin")))
+async def test_delete_room_messages_needs_room_admin_when_keys_are_set(tmp_path):
+    key, secret = "APIchat", "c" * 40
+    app = make_app(settings_for(tmp_path, api_key=key, api_secret=secret))
+    client = await start_client(app)
+
+    def bearer(names: str, room_id: str = "") -> dict[str, str]:
+        grants = auth.grants_from_names([n for n in names.split(",") if n], room=room_id)
+        token = auth.mint(app[auth.ACCESS].keys, identity="ops", grants=grants)
+        return {"Authorization": f"Bearer {token}"}
+
     try:
         chat = chat_of(client)
         r = room()
         await chat.send(r, ADA, {"text": "m"})
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic t0ps3cret-admin"}):
+        for headers, status in (
+            ({}, 401),
+            ({"Authorization": "Bearer wrong"}, 401),
+            ({"Authorization": f"Basic {secret}"}, 401),
+            (bearer("join,publish", r), 403),
+            (bearer("admin", room()), 403),
+        ):
             resp = await client.delete(f"/api/rooms/{r}/messages", headers=headers)
-            assert resp.status == 401, headers
+            assert resp.status == status, headers
         assert len((await chat.history(r)).messages) == 1
-        ok = await client.delete(f"/api/rooms/{r}/messages", headers={"Authorization": "Bearer t0ps3cret-admin"})
+        # reading the history: a participant of the room is enough
+        assert (await client.get(f"/api/rooms/{r}/messages", headers=bearer("join", r))).status == 200
+        ok = await client.delete(f"/api/rooms/{r}/messages", headers=bearer("admin", r))
         assert ok.status == 200 and (await ok.json())["deleted"] == 1
-        # reading history is not an admin route
-        assert (await client.get(f"/api/rooms/{r}/messages")).status == 200
     finally:
         await client.close()
 

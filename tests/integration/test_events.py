@@ -7,7 +7,7 @@
 - a publishing process killed with events in its outbox: delivered after its restart;
 - outbox-only mode (no RABBITMQ_URL) keeps and shows the same events, and delivers
   them once a broker is configured;
-- GET /api/events/outbox and its admin guard; no credentials in logs; graceful
+- GET /api/events/outbox (its access: tests/integration/test_auth_rest.py); no credentials in logs; graceful
   shutdown flushes with a bounded wait; the example consumer.
 """
 
@@ -33,13 +33,12 @@ import aiohttp
 import pika
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 from loguru import logger
-from pydantic import SecretStr
 
+from control import auth
 from control import events as events_subsystem
 from control import storage as storage_subsystem
-from control.config import Settings
+from control.config import Settings, load_settings
 from control.events import (
     DEFAULT_AI_QUEUE,
     EXCHANGE,
@@ -53,7 +52,6 @@ from control.events import (
     SQLiteOutbox,
 )
 from control.events import routes as events_routes
-from control.events.admin import require_admin
 from control.http import error_middleware
 from control.keys import EVENTS, OBJECTS, SETTINGS, UPLOADS
 from control.logging import setup_logging
@@ -593,6 +591,7 @@ async def test_same_contract_with_and_without_a_broker(mode: str, broker: Broker
         published.append(await bus.publish(event_type, payload))
     ids = [e["eventId"] for e in published]
     app = web.Application()
+    auth.setup(app, load_settings(_env_file=None, host="127.0.0.1"))  # dev mode: the route is open
     app[EVENTS] = bus
     app.add_routes(events_routes.routes)
     runner = web.AppRunner(app)
@@ -659,6 +658,7 @@ async def test_app_wiring_upload_publishes_recording_completed(broker: Broker, t
         _env_file=None, data_dir=tmp_path / "data", rabbitmq_url=broker.url, rabbitmq_ai_queue=queue, host="127.0.0.1"
     )
     app = web.Application(middlewares=[error_middleware])
+    auth.setup(app, settings)
     app[SETTINGS] = settings
     events_subsystem.setup(app, settings=SETTINGS)
     storage_subsystem.setup(app, settings=SETTINGS, events=EVENTS)
@@ -714,35 +714,6 @@ async def test_app_wiring_upload_publishes_recording_completed(broker: Broker, t
         "sha256": ref.sha256,
     }
     assert event["data"]["participants"][0]["integrations"]["notion"]["token"] == SECRET_TOKEN
-
-
-async def test_admin_guard() -> None:
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        """The guard as the app runs it: refusals are raised, the error middleware answers."""
-        return await error_middleware(request, require_admin(handler))
-
-    def request(remote: str, headers: dict[str, str] | None = None, token: str | None = None):
-        app = web.Application()
-        app[SETTINGS] = Settings(_env_file=None, admin_token=SecretStr(token) if token else None)
-
-        class Transport:
-            def get_extra_info(self, name: str, default: Any = None) -> Any:
-                return (remote, 40000) if name == "peername" else default
-
-        return make_mocked_request("GET", "/api/events/outbox", headers=headers or {}, app=app, transport=Transport())
-
-    assert (await guarded(request("127.0.0.1"))).status == 200
-    assert (await guarded(request("::1"))).status == 200
-    assert (await guarded(request("10.0.0.7"))).status == 403
-    assert (await guarded(request("127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}))).status == 403
-    token = "adm-" + secrets.token_hex(8)
-    assert (await guarded(request("127.0.0.1", token=token))).status == 401
-    assert (await guarded(request("10.0.0.7", {"Authorization": "Bearer nope"}, token=token))).status == 401
-    assert (await guarded(request("10.0.0.7", {"Authorization": f"Bearer {token}"}, token=token))).status == 200
-    assert (await guarded(request("10.0.0.7", {"X-Admin-Token": token}, token=token))).status == 200
 
 
 async def test_no_credentials_in_logs(broker: Broker, tmp_path: Path) -> None:

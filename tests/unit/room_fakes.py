@@ -62,6 +62,14 @@ class FakeWorker:
 class FakeSettings:
     peer_reconnect_grace_seconds: float = 10.0
     room_consumers_per_worker: int = 500
+    signaling_join_timeout_seconds: float = 15.0
+    max_rooms: int = 500
+    max_peers_per_room: int = 200
+    max_broadcasters_per_room: int = 8
+    max_transports_per_peer: int = 8
+    max_producers_per_peer: int = 16
+    max_data_producers_per_peer: int = 8
+    max_consumers_per_peer: int = 1000
 
 
 @dataclass
@@ -73,6 +81,7 @@ class FakeHost:
     workers: list[FakeWorker] = field(default_factory=lambda: [FakeWorker()])
     methods: dict[str, ExtraMethod] = field(default_factory=dict)
     closed_rooms: list[Room] = field(default_factory=list)
+    rooms: dict[str, Room] = field(default_factory=dict)
 
     def worker_load(self, worker: Any) -> int:
         return 0

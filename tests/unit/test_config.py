@@ -78,6 +78,18 @@ def test_every_field_has_its_documented_variable() -> None:
         "SIGNALING_REQUEST_TIMEOUT_SECONDS",
         "PEER_RECONNECT_GRACE_SECONDS",
         "ROOM_CONSUMERS_PER_WORKER",
+        "MAX_ROOMS",
+        "MAX_PEERS_PER_ROOM",
+        "MAX_BROADCASTERS_PER_ROOM",
+        "MAX_TRANSPORTS_PER_PEER",
+        "MAX_PRODUCERS_PER_PEER",
+        "MAX_DATA_PRODUCERS_PER_PEER",
+        "MAX_CONSUMERS_PER_PEER",
+        "MAX_RECORDINGS",
+        "SIGNALING_REQUESTS_PER_SECOND",
+        "SIGNALING_REQUEST_BURST",
+        "SIGNALING_JOIN_TIMEOUT_SECONDS",
+        "SIGNALING_MAX_JSON_DEPTH",
         "API_KEY",
         "API_SECRET",
         "API_KEYS_FILE",
@@ -244,6 +256,17 @@ def test_minio_needs_credentials(load: Loader) -> None:
         load(MINIO_ENDPOINT="https://s3.example.org", MINIO_ACCESS_KEY="ak")
     assert "MINIO_SECRET_KEY" in str(err.value)
     assert load(MINIO_SECRET_KEY="sk").minio_endpoint == "https://s3.example.org"
+
+
+def test_admin_token_was_removed_and_refuses_to_start(load: Loader) -> None:
+    """ADMIN_TOKEN guarded the admin routes before access tokens: a deployment still setting it
+    must not start with those routes open (dev mode) nor silently ignore it; empty = unset."""
+    assert load(ADMIN_TOKEN="").admin_token is None
+    with pytest.raises(ConfigError) as err:
+        load(ADMIN_TOKEN="s3cret-admin-token")
+    message = str(err.value)
+    assert message.startswith("ADMIN_TOKEN=<redacted>: was removed") and "roomAdmin" in message
+    assert "s3cret-admin-token" not in message
 
 
 def test_errors_and_redacted_settings_hide_secrets(load: Loader) -> None:
