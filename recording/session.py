@@ -135,6 +135,7 @@ class RecordingSession:
         #: Live stems by producer id; every stem ever started in ``stems_started``.
         self.stems: dict[str, Stem] = {}
         self.stems_started: list[Stem] = []
+        self._stems_lock = asyncio.Lock()
         self.log = manifest.log
         self._lock = asyncio.Lock()
         self._pending: asyncio.TimerHandle | None = None
@@ -233,9 +234,28 @@ class RecordingSession:
 
     # -- stems --------------------------------------------------------------------------
 
+    def audio_added(self) -> None:
+        """A new audio producer: its stem starts now, not after :data:`CHANGE_DELAY`
+        (its first words are not to wait for the layout)."""
+        if not self._stopped:
+            self._spawn(self._stems_now())
+
+    async def _stems_now(self) -> None:
+        try:
+            router, sources, _names = await self.snapshot()
+        except RecordingError:
+            return
+        if not self._stopped:
+            await self._follow_stems(router, sources)
+
     async def _follow_stems(self, router: Router, sources: list[Source]) -> None:
         """One running stem per audio producer (paused ones too: they record silence);
         a stem whose producer went (or moved router) is stopped."""
+        async with self._stems_lock:
+            if not self._stopped:  # a stop may have come while this waited
+                await self._follow_stems_locked(router, sources)
+
+    async def _follow_stems_locked(self, router: Router, sources: list[Source]) -> None:
         wanted = {s.producer_id: s for s in sources if s.kind == "audio"}
         for producer_id, stem in list(self.stems.items()):
             if producer_id not in wanted or stem.router is not router or not stem.running:
@@ -362,7 +382,7 @@ class RecordingSession:
         if self._pending is not None:
             self._pending.cancel()
         ended_at = time.time()
-        async with self._lock:
+        async with self._lock, self._stems_lock:
             current = self.current
             stems = list(self.stems.values())
             self.stems.clear()

@@ -330,6 +330,8 @@ class RecordingService:
             self._watch(active, producer, peer.id)
             if _is_share(producer):
                 active.record("screenShareStart", peer.id, producerId=producer.id)
+            if producer.kind == "audio":
+                active.session.audio_added()
             active.session.changed()
 
     def _on_dominant_speaker(self, room: Room, peer_id: str) -> None:
