@@ -43,10 +43,12 @@ this checks it does not fall behind) and offline realtime factor >= 1.0.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,10 +63,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import ffmpeg
 from loguru import logger
 
 from control.rooms.codecs import MEDIA_CODECS
-from recording.segment import Segment, SegmentOptions, Source, probe
+from recording.concat import Part
+from recording.layout import composite
+from recording.mix import StemInput, compose
+from recording.segment import Segment, SegmentOptions, Source, probe, shown_tiles
+from recording.stem import Stem
 from workers.native import worker_binary
 from workers.worker import Worker, WorkerSettings
 
@@ -275,6 +282,67 @@ class ProgressSegment(Segment):
 
 
 @dataclass
+class LegacySegment(ProgressSegment):
+    """The segment as it was before the stems (main until issue 17): it consumes the
+    audio too and mixes it into each segment (AAC beside the H.264), so each layout
+    change restarted the audio. Measured in the same run, as the peer of the new design."""
+
+    @property
+    def videos(self) -> list[Source]:
+        return [s for s in self.sources if not s.paused]
+
+    def command(self) -> list[str]:
+        self._cards.clear()
+        rtp: Any = ffmpeg.input(
+            str(self.sdp_path),
+            protocol_whitelist="file,udp,rtp",
+            f="sdp",
+            localaddr=IP,
+            analyzeduration=5_000_000,
+            probesize=5_000_000,
+            reorder_queue_size=256,
+            fflags="+genpts",
+        )
+        index = {item.source.producer_id: n for n, item in enumerate(self.inputs)}
+        shown = [
+            rtp[str(index[s.producer_id])] if s is not None else self._card(peer_id)
+            for peer_id, s in shown_tiles(self.sources, self.names)
+        ]
+        audios = [rtp[str(n)] for n, item in enumerate(self.inputs) if item.source.kind == "audio"]
+        o = self.options
+        video, audio = composite(shown, audios, width=o.width, height=o.height, fps=o.fps)
+        out = ffmpeg.output(
+            video,
+            audio,
+            str(self.path),
+            f="mpegts",
+            muxdelay=0,
+            muxpreload=0,
+            flush_packets=1,
+            vcodec="libx264",
+            preset=o.preset,
+            tune="zerolatency",
+            pix_fmt="yuv420p",
+            r=o.fps,
+            g=o.fps * 2,
+            bf=0,
+            **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
+            acodec="aac",
+            ar=48000,
+            ac=2,
+            **{"b:a": o.audio_bitrate},
+        )
+        args: list[str] = (
+            out.global_args("-hide_banner", "-loglevel", "warning", "-nostats")
+            .overwrite_output()
+            .compile(cmd=o.ffmpeg_bin)
+        )
+        if self.progress_file is None:
+            return args
+        return [args[0], "-progress", str(self.progress_file), "-stats_period", str(PROGRESS_PERIOD), *args[1:]]
+
+
+@dataclass
 class Progress:
     """FFmpeg's last progress report and when it was written (the file's mtime)."""
 
@@ -337,7 +405,8 @@ async def wait_output(progress_file: Path, timeout: float = 30.0) -> Progress:
 
 @dataclass
 class LiveResult:
-    recorder_cpu: float  # CPU seconds per wall second
+    recorder_cpu: float  # CPU seconds per wall second (the video segment's FFmpeg)
+    stems_cpu: float  # the audio stems' FFmpegs together (one per audio producer)
     worker_cpu: float
     senders_cpu: float
     busy: float  # the machine's busy cores
@@ -351,6 +420,8 @@ class LiveResult:
     command: list[str] = field(default_factory=list)
     inputs: list[Source] = field(default_factory=list)
     path: Path | None = None
+    #: What the mix at stop takes: the stems with their offsets from the segment's t0.
+    stems: list[StemInput] = field(default_factory=list)
 
 
 async def record_live(
@@ -361,32 +432,47 @@ async def record_live(
     seconds: float,
     warmup: float,
     warnings: WarningLog,
+    *,
+    legacy: bool = False,
 ) -> LiveResult:
-    """Record ``participants`` with a Segment; measure over the window."""
-    progress_file = directory / f"live{len(participants)}.progress"
-    segment = ProgressSegment(
+    """Record ``participants`` with a Segment and the stems (``legacy``: the old
+    Segment mixing the audio, no stems); measure over the window."""
+    name = f"{'legacy' if legacy else 'live'}{len(participants)}"
+    progress_file = directory / f"{name}.progress"
+    segment = (LegacySegment if legacy else ProgressSegment)(
         router,
         [s for p in participants for s in p.sources],
-        directory / f"live{len(participants)}.ts",
+        directory / f"{name}.ts",
         {p.peer_id: f"Participant {p.peer_id[1:]}" for p in participants},
         SegmentOptions(width=WIDTH, height=HEIGHT, fps=FPS),
         progress_file=progress_file,
     )
+    stems = [
+        Stem(router, s, directory / f"stem{len(participants)}-{n}.ogg")
+        for n, s in enumerate(s for p in participants for s in p.sources if s.kind == "audio")
+        if not legacy
+    ]
     await segment.start()
+    await asyncio.gather(*(stem.start() for stem in stems))
     try:
         await wait_output(progress_file)
         await asyncio.sleep(warmup)
         senders = [p.sender.pid for p in participants]
         assert segment.pid is not None  # started above
+        stem_pids = [stem.pid for stem in stems if stem.pid is not None]
         first, first_report = Snapshot.take(segment.pid, worker_pid, senders), Progress.read(progress_file)
+        first_stems = sum(cpu_seconds(pid) for pid in stem_pids)
         await asyncio.sleep(seconds)
         last, last_report = Snapshot.take(segment.pid, worker_pid, senders), Progress.read(progress_file)
+        last_stems = sum(cpu_seconds(pid) for pid in stem_pids)
     finally:
         result = await segment.stop()
+        await asyncio.gather(*(stem.stop() for stem in stems))
     assert first_report is not None and last_report is not None
     wall, report_wall = last.wall - first.wall, last_report.at - first_report.at
     return LiveResult(
         recorder_cpu=(last.recorder - first.recorder) / wall,
+        stems_cpu=(last_stems - first_stems) / wall,
         worker_cpu=(last.worker - first.worker) / wall,
         senders_cpu=(last.senders - first.senders) / wall,
         busy=(last.busy - first.busy) / wall,
@@ -399,6 +485,7 @@ async def record_live(
         command=segment.command(),
         inputs=[item.source for item in segment.inputs],
         path=segment.path,
+        stems=[StemInput(stem.path, stem.t0 - result.t0) for stem in stems if stem.t0 is not None],
     )
 
 
@@ -463,6 +550,10 @@ class Row:
     participants: int
     live: LiveResult
     offline: OfflineResult
+    #: The old design (audio mixed in the segment), live, in the same run.
+    legacy: LiveResult
+    #: CPU seconds of the mix at stop (video copied, stems mixed to AAC) per recorded second.
+    mix_cpu: float
 
     @property
     def ratio(self) -> float:
@@ -485,6 +576,9 @@ async def measure(
             participants.append(await add_participant(router, index, clips[index]))
         await asyncio.sleep(1.0)  # the senders' first packets latch the comedia transports
         live = await record_live(router, worker_pid, participants, directory, args.seconds, args.warmup, warnings)
+        legacy = await record_live(
+            router, worker_pid, participants, directory, args.seconds, args.warmup, warnings, legacy=True
+        )
     finally:
         for participant in participants:
             participant.close()
@@ -492,7 +586,84 @@ async def measure(
     command = offline_command(live, {p.peer_id: p.clip for p in participants}, args.seconds, out)
     runs = [await asyncio.to_thread(run_offline, command, out) for _ in range(OFFLINE_RUNS)]
     runs.sort(key=lambda run: run.cpu_per_media_second)
-    return Row(n, live, runs[(len(runs) - 1) // 2])
+    return Row(n, live, runs[(len(runs) - 1) // 2], legacy, mix_cpu(live, directory / f"mixed{n}.mp4"))
+
+
+def mix_cpu(live: LiveResult, out: Path) -> float:
+    """CPU seconds per recorded second of the mix at stop (``recording.mix.compose``)."""
+    assert live.path is not None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    compose([Part(live.path, None)], live.stems, live.segment_duration, out)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu / live.segment_duration
+
+
+# --- stem alignment -------------------------------------------------------------
+
+
+def _pcm8k(path: Path) -> list[int]:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar", "8000", "-f", "s16le", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    samples = array.array("h")
+    samples.frombytes(raw[: len(raw) // 2 * 2])
+    return list(samples)
+
+
+def _lag(reference: list[int], probe_: list[int], expected: int, search: int) -> int:
+    """The lag (samples) of ``probe_`` in ``reference`` nearest ``expected`` (best correlation)."""
+    best, best_lag = float("-inf"), expected
+    for lag in range(expected - search, expected + search + 1):
+        if lag < 0 or lag + len(probe_) > len(reference):
+            continue
+        score = sum(a * b for a, b in zip(reference[lag : lag + len(probe_)], probe_, strict=True))
+        if score > best:
+            best, best_lag = score, lag
+    return best_lag
+
+
+async def stem_alignment(router: Any, directory: Path, trials: int = 3) -> list[float]:
+    """How far a stem's ``t0`` (its first packet, from the worker's trace) is from where
+    its audio really is: two stems of one producer sending noise, the second started
+    later; the second's audio is found in the first's by cross-correlation (8 kHz,
+    +-50 ms) and compared with ``t0`` difference. Errors in ms."""
+    transport = await router.create_plain_transport(
+        listen_info={"protocol": "udp", "ip": IP}, rtcp_mux=False, comedia=True
+    )
+    codec = {"mimeType": "audio/opus", "payloadType": AUDIO_PT, "clockRate": 48000, "channels": 2}
+    producer = await transport.produce("audio", {"codecs": [codec], "encodings": [{"ssrc": 4242}]})
+    port, rtcp = transport.tuple["localPort"], transport.rtcp_tuple["localPort"]
+    sender = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi", "-i",
+         "anoisesrc=c=pink:r=48000:a=0.3", "-ac", "2", "-c:a", "libopus", "-b:a", "64k", "-f", "rtp",
+         "-ssrc", "4242", "-payload_type", str(AUDIO_PT), f"rtp://{IP}:{port}?rtcpport={rtcp}&pkt_size=1200"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    errors = []
+    try:
+        await asyncio.sleep(1.0)
+        source = Source(producer.id, "audio", "noise")
+        for trial in range(trials):
+            first = Stem(router, source, directory / f"align{trial}-a.ogg")
+            await first.start()
+            await asyncio.sleep(1.7 + 0.3 * trial)
+            second = Stem(router, source, directory / f"align{trial}-b.ogg")
+            await second.start()
+            await asyncio.sleep(2.0)
+            await asyncio.gather(first.stop(), second.stop())
+            assert first.t0 is not None and second.t0 is not None
+            expected = round((second.t0 - first.t0) * 8000)
+            reference, later = _pcm8k(first.path), _pcm8k(second.path)
+            found = _lag(reference, later[800:4800], expected + 800, 400) - 800
+            errors.append((found - expected) / 8.0)
+    finally:
+        sender.kill()
+        sender.wait(timeout=10)
+        transport.close()
+    return errors
 
 
 # --- report -------------------------------------------------------------------
@@ -524,16 +695,19 @@ def target(rows: list[Row]) -> str:
     row = next((r for r in rows if r.participants == 4), None)
     if row is None:
         return "Target (4 participants): not measured in this run."
-    cpu_ok = row.live.recorder_cpu < 1.0
+    total = row.live.recorder_cpu + row.live.stems_cpu
+    cpu_ok = total < 1.0
     rt_ok = row.live.realtime >= 0.98 and row.offline.realtime >= 1.0
     return (
-        f"Target (4 participants: under one core, at least 1.0x realtime): recorder "
-        f"{row.live.recorder_cpu:.2f} core ({'met' if cpu_ok else 'missed'}); live "
+        f"Target (4 participants: under one core, at least 1.0x realtime): video recorder + stems "
+        f"{total:.2f} core ({'met' if cpu_ok else 'missed'}); live "
         f"{row.live.realtime:.3f}x, offline headroom {row.offline.realtime:.1f}x ({'met' if rt_ok else 'missed'})."
     )
 
 
-def render(args: argparse.Namespace, started: datetime, load_start: str, rows: list[Row]) -> str:
+def render(
+    args: argparse.Namespace, started: datetime, load_start: str, rows: list[Row], alignment: list[float]
+) -> str:
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         f"### Run of {started:%Y-%m-%d %H:%M} UTC",
@@ -542,19 +716,37 @@ def render(args: argparse.Namespace, started: datetime, load_start: str, rows: l
         "",
         f"Machine: {machine()}; load average {load_start} at start, {load_end} at the end.",
         f"Recording: {WIDTH}x{HEIGHT} {FPS} fps, {SegmentOptions().preset} x264 "
-        f"{SegmentOptions().video_bitrate} + AAC {SegmentOptions().audio_bitrate}, MPEG-TS segments; "
+        f"{SegmentOptions().video_bitrate} video-only MPEG-TS segments + one Opus/Ogg stem FFmpeg per audio "
+        f"producer (the composite's AAC is mixed from the stems at stop: 'mix at stop' below); "
         f"inputs VP8 640x360 {FPS} fps 600k + Opus 48k per participant; window {args.seconds:g} s after "
         f"{args.warmup:g} s of output.",
         "",
-        "| participants | recorder CPU (cores) | share of machine | live realtime | output fps | FFmpeg speed "
+        "| participants | video recorder CPU (cores) | stems CPU (cores) | video + stems (cores) | share of machine "
+        "| live realtime | output fps | FFmpeg speed "
         "| offline realtime (headroom) | offline CPU per media s | ratio live / offline CPU |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        total = r.live.recorder_cpu + r.live.stems_cpu
+        lines.append(
+            f"| {r.participants} | {r.live.recorder_cpu:.3f} | {r.live.stems_cpu:.3f} | {total:.3f} | "
+            f"{total / CORES:.1%} | "
+            f"{r.live.realtime:.3f} | {r.live.out_fps:.2f} | {r.live.speed} | {r.offline.realtime:.2f}x | "
+            f"{r.offline.cpu_per_media_second:.3f} | {r.ratio:.2f} |"
+        )
+    lines += [
+        "",
+        "Beside it, in the same run, the design it replaces (one FFmpeg per layout mixing the audio, "
+        "AAC in each segment), and what the new design adds at stop (the mix, per recorded second):",
+        "",
+        "| participants | before: recorder CPU (cores) | before: live realtime | now: video + stems (cores) "
+        "| now: live realtime | now: mix at stop (CPU s per recorded s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r.participants} | {r.live.recorder_cpu:.3f} | {r.live.recorder_cpu / CORES:.1%} | "
-            f"{r.live.realtime:.3f} | {r.live.out_fps:.2f} | {r.live.speed} | {r.offline.realtime:.2f}x | "
-            f"{r.offline.cpu_per_media_second:.3f} | {r.ratio:.2f} |"
+            f"| {r.participants} | {r.legacy.recorder_cpu:.3f} | {r.legacy.realtime:.3f} | "
+            f"{r.live.recorder_cpu + r.live.stems_cpu:.3f} | {r.live.realtime:.3f} | {r.mix_cpu:.3f} |"
         )
     lines += [
         "",
@@ -567,7 +759,15 @@ def render(args: argparse.Namespace, started: datetime, load_start: str, rows: l
             f"| {r.participants} | {r.live.worker_cpu:.3f} | {r.live.senders_cpu:.3f} | {r.live.busy:.2f} | "
             f"{len(r.live.warnings)} | {r.live.segment_duration:.2f} / {r.live.segment_wall:.2f} |"
         )
-    lines += ["", target(rows)]
+    lines += [
+        "",
+        "Stem alignment (two stems of one producer sending noise, the second started later; its "
+        "audio found in the first's by cross-correlation, against the difference of their t0): "
+        + ", ".join(f"{e:+.1f} ms" for e in alignment)
+        + ".",
+        "",
+        target(rows),
+    ]
     for r in rows:
         if r.live.warnings:
             kinds = Counter(re.sub(r"0x[0-9a-f]+|\d+", "N", line) for line in r.live.warnings)
@@ -604,7 +804,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-async def run(args: argparse.Namespace, directory: Path, warnings: WarningLog) -> list[Row]:
+async def run(args: argparse.Namespace, directory: Path, warnings: WarningLog) -> tuple[list[Row], list[float]]:
     clips = [make_clip(directory / f"clip{i}.webm", i) for i in range(max(args.participants))]
     worker = await Worker.create(WorkerSettings(log_level="warn"))
     try:
@@ -613,7 +813,8 @@ async def run(args: argparse.Namespace, directory: Path, warnings: WarningLog) -
         for n in args.participants:
             print(f"bench: {n} participants ...", file=sys.stderr)
             rows.append(await measure(router, worker.pid, clips, n, args, directory, warnings))
-        return rows
+        print("bench: stem alignment ...", file=sys.stderr)
+        return rows, await stem_alignment(router, directory)
     finally:
         worker.close()
         await worker.wait_closed()
@@ -631,11 +832,11 @@ def main() -> None:
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        rows = asyncio.run(run(args, args.keep, warnings))
+        rows, alignment = asyncio.run(run(args, args.keep, warnings))
     else:
         with tempfile.TemporaryDirectory(prefix="parley-bench-recording-") as tmp:
-            rows = asyncio.run(run(args, Path(tmp), warnings))
-    report = render(args, started, load_start, rows)
+            rows, alignment = asyncio.run(run(args, Path(tmp), warnings))
+    report = render(args, started, load_start, rows, alignment)
     print(report)
     if args.markdown:
         args.markdown.write_text(report + "\n")

@@ -1,5 +1,7 @@
 """Composite recording: PlainTransports + Consumers feeding FFmpeg (grid video,
-mixed audio), in segments that follow the room, joined into one H.264/AAC MP4.
+mixed audio), in video segments that follow the room and audio stems (one per
+audio producer) that never restart, joined and mixed into one H.264/AAC MP4 at stop,
+beside one audio file per participant and a timeline.
 Imports only ``workers`` (through the router it is given)."""
 
 from recording.concat import Part, join, parts
@@ -16,15 +18,30 @@ from recording.segment import (
     probe,
     shown_tiles,
 )
-from recording.session import RecordingResult, RecordingSession, Snapshot, finish_segments
+from recording.session import (
+    Finished,
+    FinishedTrack,
+    Plan,
+    RecordingResult,
+    RecordingSession,
+    Snapshot,
+    finish_recording,
+    finish_segments,
+    plan,
+)
+from recording.stem import Stem
+from recording.timeline import timeline
 
 __all__ = [
     "MAX_TILES",
+    "Finished",
+    "FinishedTrack",
     "Manifest",
     "Media",
     "NameCard",
     "NothingRecorded",
     "Part",
+    "Plan",
     "RecordingError",
     "RecordingResult",
     "RecordingSession",
@@ -34,14 +51,18 @@ __all__ = [
     "SegmentResult",
     "Snapshot",
     "Source",
+    "Stem",
     "composite",
     "consumer_sdp",
+    "finish_recording",
     "finish_segments",
     "grid",
     "join",
     "parts",
+    "plan",
     "probe",
     "session_sdp",
     "shown_tiles",
     "tiles",
+    "timeline",
 ]

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Part", "join", "parts"]
+__all__ = ["Part", "join", "parts", "write_listing"]
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,23 @@ def _quote(path: Path) -> str:
     return "'" + str(path.resolve()).replace("'", "'\\''") + "'"
 
 
-def join(items: list[Part], out: Path, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 600) -> None:
-    """Write ``out`` (MP4) from ``items``; raises CalledProcessError with FFmpeg's
-    message if it fails. Blocking: run it in a thread."""
-    if not items:
-        raise ValueError("nothing to join")
+def write_listing(items: list[Part], listing: Path) -> Path:
+    """The concat demuxer's listing of ``items`` (each part but the last cut to its length)."""
     lines = ["ffconcat version 1.0"]
     for item in items:
         lines.append(f"file {_quote(item.path)}")
         if item.length is not None:
             lines += [f"duration {item.length:.6f}", f"outpoint {item.length:.6f}"]
-    listing = out.with_suffix(".ffconcat")
     listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return listing
+
+
+def join(items: list[Part], out: Path, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 600) -> None:
+    """Write ``out`` (MP4) from ``items``; raises CalledProcessError with FFmpeg's
+    message if it fails. Blocking: run it in a thread."""
+    if not items:
+        raise ValueError("nothing to join")
+    listing = write_listing(items, out.with_suffix(".ffconcat"))
     try:
         subprocess.run(
             [

@@ -1,8 +1,9 @@
 """A recording's state on disk: enough to finish it after a crash.
 
 Each recording works in its own directory (``<RECORDING_DIR>/<recordingId>/``)
-holding its segments and ``manifest.json``: the room, the meeting, when each
-segment's media began (``t0``, wall clock) and ended, FFmpeg's pid, and the
+holding its video segments, its audio stems and ``manifest.json``: the room, the meeting, when each
+segment's media began (``t0``, wall clock) and ended, each stem's first packet,
+FFmpeg's pids, the events of the timeline, and the
 participants seen so far (with their metadata, so the ``recording.completed``
 event of a recovered recording still carries it, ``integrations`` included: the
 file is 0600 and the recording's directory 0700, readable by their owner only). The file is replaced atomically (write, fsync, rename) on every
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,9 +28,11 @@ from loguru import logger
 if TYPE_CHECKING:
     from loguru import Logger
 
-__all__ = ["MANIFEST", "Manifest", "SegmentEntry", "process_start_time"]
+__all__ = ["MANIFEST", "Manifest", "SegmentEntry", "TrackEntry", "process_start_time"]
 
 MANIFEST = "manifest.json"
+#: Saves come from several threads (asyncio.to_thread): one at a time.
+_SAVING = threading.Lock()
 State = Literal["recording", "finishing", "submitted"]
 
 
@@ -53,6 +57,19 @@ class SegmentEntry:
 
 
 @dataclass
+class TrackEntry:
+    """A stem: one audio producer recorded on its own (``recording.stem``)."""
+
+    file: str
+    peer_id: str
+    producer_id: str
+    #: Wall-clock time of its first packet (None: nothing came yet).
+    t0: float | None = None
+    ended_at: float | None = None
+    pid: int | None = None
+
+
+@dataclass
 class Manifest:
     directory: Path
     recording_id: str
@@ -63,6 +80,10 @@ class Manifest:
     state: State = "recording"
     participants: dict[str, dict[str, Any]] = field(default_factory=dict)
     segments: list[SegmentEntry] = field(default_factory=list)
+    #: The stems (one per audio producer; merged per participant at stop).
+    tracks: list[TrackEntry] = field(default_factory=list)
+    #: What happened, for the timeline: ``{"at": wall-clock s, "type": ..., "peerId": ..., ...}``.
+    events: list[dict[str, Any]] = field(default_factory=list)
     ended_at: float | None = None
     key: str | None = None
     upload_job: str | None = None
@@ -92,6 +113,10 @@ class Manifest:
         return logger.bind(room=self.room_id, meeting=self.meeting_id, recording=self.recording_id)
 
     def save(self) -> None:
+        with _SAVING:
+            self._save()
+
+    def _save(self) -> None:
         data = asdict(self)
         data.pop("directory")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -108,6 +133,7 @@ class Manifest:
     def load(cls, directory: Path) -> Manifest:
         data = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
         data["segments"] = [SegmentEntry(**s) for s in data.get("segments", [])]
+        data["tracks"] = [TrackEntry(**t) for t in data.get("tracks", [])]
         return cls(directory=directory, **data)
 
     @classmethod

@@ -1,13 +1,15 @@
-"""A segment: one FFmpeg process recording a fixed set of producers in one layout.
+"""A segment: one FFmpeg process recording the picture of a fixed set of producers
+in one layout (video only: the audio is recorded by the stems, ``recording.stem``,
+which never restart, and mixed in at stop, ``recording.mix``).
 
-For each producer: a PlainTransport on 127.0.0.1 (comedia off, RTCP not muxed)
+For each video producer: a PlainTransport on 127.0.0.1 (comedia off, RTCP not muxed)
 connected to the ports FFmpeg listens on, and a Consumer created paused with the
 router's RTP capabilities. One SDP describes every stream (``recording.sdp``), so
 FFmpeg binds every port when it opens its input; then the consumers are resumed
 together (:attr:`Segment.t0`, the wall-clock time of the segment's first media)
 and key frames are requested.
 
-The output is MPEG-TS (H.264 + AAC), written packet by packet with nothing to
+The output is MPEG-TS (H.264), written packet by packet with nothing to
 finish at the end: a segment whose FFmpeg is killed, or interrupted twice (which
 FFmpeg takes as "exit now, skip the trailer"), keeps everything it encoded, and
 segments join into the final MP4 without re-encoding (``recording.concat``).
@@ -38,6 +40,7 @@ from loguru import logger
 
 from recording.layout import MAX_TILES, NameCard, composite
 from recording.sdp import Media, session_sdp
+from workers.scalability_modes import parse_scalability_mode
 
 if TYPE_CHECKING:  # the media layer's classes, for types only: recording/ drives what it is handed
     from loguru import Logger
@@ -53,6 +56,13 @@ IP = "127.0.0.1"
 BIND_TIMEOUT = 10.0
 #: How long FFmpeg may take to act on ``q`` (it does at its next packet).
 STOP_GRACE = 2.0
+#: A segment's RTP input ends after this long without any packet (``listen_timeout``).
+#: Stop relies on it: the inputs are closed and FFmpeg ends its input the normal way,
+#: which drains what its filters hold (``q`` would drop the frames a stalled input
+#: held back in ``xstack``: the old segment of a leave lost its last half second).
+INPUT_TIMEOUT = 1.0
+#: A segment whose file has not grown for this long is stalled on an input.
+STALLED_AFTER = 0.5
 #: How long FFmpeg may take to exit once interrupted.
 STOP_TIMEOUT = 10.0
 #: Longest name written on a name card.
@@ -75,6 +85,10 @@ class Source:
     producer_id: str
     kind: str  # "audio" | "video"
     peer_id: str
+    #: Paused now (muted): a stem goes on recording silence; a segment leaves it out.
+    paused: bool = False
+    #: appData says it is a screen share (for the timeline).
+    share: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,16 @@ def recording_capabilities(caps: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def best_layers(consumer: Consumer) -> None:
+    """A simulcast or SVC video is recorded from its best layer (mediasoup's default
+    too, said explicitly: the recorder's transport has no bandwidth estimation)."""
+    if consumer.type not in ("simulcast", "svc"):
+        return
+    encoding = (consumer.rtp_parameters.get("encodings") or [{}])[0]
+    mode = parse_scalability_mode(encoding.get("scalabilityMode"))
+    await consumer.set_preferred_layers(mode.spatial_layers - 1, mode.temporal_layers - 1)
+
+
 def _interrupt_with_parent() -> None:  # pragma: no cover - runs in the child
     """preexec_fn: SIGINT for FFmpeg if this process dies, so it closes its file
     (and is not left orphaned, waiting for RTP that will never come)."""
@@ -242,6 +266,11 @@ class Segment:
     def sdp_path(self) -> Path:
         return self.path.with_suffix(".sdp")
 
+    @property
+    def videos(self) -> list[Source]:
+        """The sources this segment consumes: its videos (audio is the stems')."""
+        return [s for s in self.sources if s.kind == "video" and not s.paused]
+
     def _card(self, peer_id: str) -> NameCard:
         name = (self.names.get(peer_id) or peer_id)[:NAME_LIMIT]
         text_file = self.path.with_name(f"{self.path.stem}.name{len(self._cards)}.txt")
@@ -260,6 +289,11 @@ class Segment:
                 protocol_whitelist="file,udp,rtp",
                 f="sdp",
                 localaddr=IP,
+                listen_timeout=f"{INPUT_TIMEOUT:g}",
+                # One decoding thread per input: at the end of the input each decoder
+                # drains in one round (with frame threads FFmpeg waits one more
+                # INPUT_TIMEOUT per frame a decoder still holds).
+                threads=1,
                 analyzeduration=5_000_000,
                 probesize=5_000_000,
                 reorder_queue_size=256,
@@ -273,12 +307,10 @@ class Segment:
             rtp[str(index[s.producer_id])] if s is not None else self._card(peer_id)
             for peer_id, s in shown_tiles(self.sources, self.names)
         ]
-        audios = [rtp[str(n)] for n, item in enumerate(self.inputs) if item.source.kind == "audio"]
         o = self.options
-        video, audio = composite(shown, audios, width=o.width, height=o.height, fps=o.fps)
+        video, _silence = composite(shown, [], width=o.width, height=o.height, fps=o.fps)
         out = ffmpeg.output(
             video,
-            audio,
             str(self.path),
             f="mpegts",
             muxdelay=0,
@@ -292,10 +324,6 @@ class Segment:
             g=o.fps * 2,
             bf=0,
             **{"b:v": o.video_bitrate, "maxrate": o.video_bitrate, "bufsize": o.video_bitrate},
-            acodec="aac",
-            ar=48000,
-            ac=2,
-            **{"b:a": o.audio_bitrate},
         )
         out = out.global_args("-hide_banner", "-loglevel", "warning", "-nostats").overwrite_output()
         return out.compile(cmd=o.ffmpeg_bin)
@@ -332,7 +360,7 @@ class Segment:
     async def _create_inputs(self) -> None:
         caps = recording_capabilities(self.router.rtp_capabilities)
         taken: set[int] = set()
-        for source in self.sources:
+        for source in self.videos:
             port = _free_port_pair(taken)
             transport = await self.router.create_plain_transport(
                 listen_info={"protocol": "udp", "ip": IP},
@@ -343,6 +371,7 @@ class Segment:
             try:
                 await transport.connect(ip=IP, port=port, rtcp_port=port + 1)
                 consumer = await transport.consume(source.producer_id, caps, paused=True)
+                await best_layers(consumer)
             except BaseException:
                 transport.close()
                 raise
@@ -407,6 +436,14 @@ class Segment:
         self._close_inputs()
         self.path.unlink(missing_ok=True)
 
+    def _stalled(self) -> bool:
+        """Nothing written for a while (packets are flushed one by one): the grid waits
+        for an input that stopped sending; what it holds is drained, not dropped."""
+        try:
+            return time.time() - self.path.stat().st_mtime > STALLED_AFTER
+        except OSError:
+            return False
+
     async def _exits_within(self, seconds: float) -> bool:
         assert self.exited is not None
         try:
@@ -415,9 +452,12 @@ class Segment:
             return False
         return True
 
-    async def stop(self) -> SegmentResult:
-        """``q`` to FFmpeg (if it still runs), wait for the file, close the
-        transports, ffprobe it. A segment whose FFmpeg died keeps what it wrote."""
+    async def stop(self, *, drain: bool = False) -> SegmentResult:
+        """``q`` to FFmpeg, or with ``drain`` (a segment retired after a change, in the
+        background) close the inputs first: FFmpeg's RTP input ends after
+        :data:`INPUT_TIMEOUT` and it drains what its grid held back for a stalled
+        input before it finishes the file (``q`` drops it). SIGINT if FFmpeg does not
+        exit. Then ffprobe it. A segment whose FFmpeg died keeps what it wrote."""
         if self.process is None or self.t0 is None:
             raise RecordingError("not started")
         self.stopping = True
@@ -425,7 +465,12 @@ class Segment:
         if self._keyframes is not None:
             self._keyframes.cancel()
         process = self.process
+        drain = drain or await asyncio.to_thread(self._stalled)
         try:
+            if drain and self.inputs and process.returncode is None:
+                self._close_inputs()
+                if await self._exits_within(INPUT_TIMEOUT + STOP_GRACE):
+                    self.log.debug("FFmpeg ended its input and exited")
             if process.returncode is None and process.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     process.stdin.write(b"q")

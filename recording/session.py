@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recording.concat import join, parts
-from recording.manifest import Manifest, SegmentEntry
+from recording.concat import Part, parts
+from recording.manifest import Manifest, SegmentEntry, TrackEntry
+from recording.mix import StemInput, compose, merge_stems
 from recording.segment import (
     NothingRecorded,
     RecordingError,
@@ -46,11 +49,22 @@ from recording.segment import (
     probe,
     shown_tiles,
 )
+from recording.stem import Stem
+from recording.timeline import timeline
 
 if TYPE_CHECKING:
     from workers.router import Router
 
-__all__ = ["RecordingResult", "RecordingSession", "Snapshot", "finish_segments"]
+__all__ = [
+    "FinishedTrack",
+    "Plan",
+    "RecordingResult",
+    "RecordingSession",
+    "Snapshot",
+    "finish_recording",
+    "finish_segments",
+    "plan",
+]
 
 #: How long the old segment records on after the new one began (cut at the join).
 OVERLAP = 1.0
@@ -67,6 +81,27 @@ NO_MEDIA_BYTES = 16 * 1024
 Snapshot = Callable[[], Awaitable[tuple["Router", list[Source], dict[str, str]]]]
 
 
+@dataclass(frozen=True)
+class FinishedTrack:
+    """One participant's audio, merged from their stems."""
+
+    peer_id: str
+    path: Path
+    #: Seconds from the composite's start to the track's first sample.
+    offset: float
+    duration: float
+
+
+@dataclass
+class Finished:
+    duration: float
+    streams: list[str]
+    tracks: list[FinishedTrack]
+    timeline: Path
+    #: Wall-clock time of the composite's first instant.
+    origin: float
+
+
 @dataclass
 class RecordingResult:
     path: Path
@@ -75,6 +110,8 @@ class RecordingResult:
     started_at: float
     ended_at: float
     segments: int
+    tracks: list[FinishedTrack] = field(default_factory=list)
+    timeline: Path | None = None
 
 
 def _key(router: Router, sources: list[Source], names: dict[str, str]) -> tuple[object, ...]:
@@ -95,6 +132,10 @@ class RecordingSession:
         self.options = options or SegmentOptions()
         self.on_error = on_error
         self.segments: list[Segment] = []
+        #: Live stems by producer id; every stem ever started in ``stems_started``.
+        self.stems: dict[str, Stem] = {}
+        self.stems_started: list[Stem] = []
+        self._stems_lock = asyncio.Lock()
         self.log = manifest.log
         self._lock = asyncio.Lock()
         self._pending: asyncio.TimerHandle | None = None
@@ -118,7 +159,7 @@ class RecordingSession:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.manifest.save()
         async with self._lock:
-            await self._new_segment()
+            await self._new_segment(stems_first=True)
 
     def changed(self, *, urgent: bool = False) -> None:
         """Look at the room again soon; a new segment if what is recorded changed."""
@@ -155,8 +196,23 @@ class RecordingSession:
                 else:  # the old segment records the old layout meanwhile: try the change again
                     self._restart_later(CHANGE_DELAY, forced=False)
 
-    async def _new_segment(self, *, only_if_changed: bool = False) -> None:
-        router, sources, names = await self.snapshot()
+    async def _new_segment(self, *, only_if_changed: bool = False, stems_first: bool = False) -> None:
+        """A segment for what the room shows now (unless it did not change), and the
+        stems following its audio producers; at the very start the stems first, so
+        the composite's first instant (the segment's ``t0``) is as close as it can be
+        to the moment the recording is answered as started."""
+        router, everything, names = await self.snapshot()
+        stems = self._spawn(self._follow_stems(router, everything))
+        if stems_first:
+            await asyncio.gather(stems, return_exceptions=True)
+        try:
+            await self._new_segment_of(router, [s for s in everything if not s.paused], names, only_if_changed)
+        finally:
+            await asyncio.gather(stems, return_exceptions=True)
+
+    async def _new_segment_of(
+        self, router: Router, sources: list[Source], names: dict[str, str], only_if_changed: bool
+    ) -> None:
         key = _key(router, sources, names)
         old = self.current
         old_alive = old is not None and old.running
@@ -176,10 +232,85 @@ class RecordingSession:
         if old is not None:
             self._spawn(self._retire(old, OVERLAP if old_alive else 0.0))
 
+    # -- stems --------------------------------------------------------------------------
+
+    def audio_added(self) -> None:
+        """A new audio producer: its stem starts now, not after :data:`CHANGE_DELAY`
+        (its first words are not to wait for the layout)."""
+        if not self._stopped:
+            self._spawn(self._stems_now())
+
+    async def _stems_now(self) -> None:
+        try:
+            router, sources, _names = await self.snapshot()
+        except RecordingError:
+            return
+        if not self._stopped:
+            await self._follow_stems(router, sources)
+
+    async def _follow_stems(self, router: Router, sources: list[Source]) -> None:
+        """One running stem per audio producer (paused ones too: they record silence);
+        a stem whose producer went (or moved router) is stopped."""
+        async with self._stems_lock:
+            if not self._stopped:  # a stop may have come while this waited
+                await self._follow_stems_locked(router, sources)
+
+    async def _follow_stems_locked(self, router: Router, sources: list[Source]) -> None:
+        wanted = {s.producer_id: s for s in sources if s.kind == "audio"}
+        for producer_id, stem in list(self.stems.items()):
+            if producer_id not in wanted or stem.router is not router or not stem.running:
+                del self.stems[producer_id]
+                self._spawn(self._end_stem(stem))
+        new = [s for producer_id, s in wanted.items() if producer_id not in self.stems]
+        results = await asyncio.gather(*(self._start_stem(router, s) for s in new), return_exceptions=True)
+        for source, result in zip(new, results, strict=True):
+            if isinstance(result, BaseException):
+                self._report(f"audio of {source.peer_id} not recorded: {result}")
+        if new:
+            await asyncio.to_thread(self.manifest.save)
+
+    async def _start_stem(self, router: Router, source: Source) -> None:
+        n = len(self.manifest.tracks)
+        stem = Stem(router, source, self.directory / f"stem-{n:03d}.ogg", ffmpeg_bin=self.options.ffmpeg_bin)
+        entry = TrackEntry(stem.path.name, source.peer_id, source.producer_id)
+        self.manifest.tracks.append(entry)
+
+        def first_packet(stem: Stem) -> None:
+            entry.t0 = stem.t0
+            self._spawn(asyncio.to_thread(self.manifest.save))
+
+        stem.on_first_packet = first_packet
+        try:
+            await stem.start()
+        except BaseException:
+            self.manifest.tracks.remove(entry)
+            raise
+        entry.pid = stem.pid
+        self.stems[source.producer_id] = stem
+        self.stems_started.append(stem)
+        assert stem.exited is not None
+        stem.exited.add_done_callback(lambda _exited: self._on_stem_exit(stem))
+        self.log.info("stem {} started for {} (producer {})", stem.path.name, source.peer_id, source.producer_id)
+
+    def _on_stem_exit(self, stem: Stem) -> None:
+        if stem.stopping or self._stopped:
+            return
+        code = stem.process.returncode if stem.process else None
+        self._report(f"audio recorder of {stem.source.peer_id} exited ({code}): {stem.stderr_tail()}")
+        self.changed(urgent=True)
+
+    async def _end_stem(self, stem: Stem) -> None:
+        await stem.stop()
+        for entry in self.manifest.tracks:
+            if entry.file == stem.path.name:
+                entry.ended_at = stem.ended_at
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self.manifest.save)
+
     async def _retire(self, segment: Segment, after: float) -> None:
         await asyncio.sleep(after)
         try:
-            await segment.stop()
+            await segment.stop(drain=True)
         except RecordingError as error:
             self.log.warning("segment {} unusable: {}", segment.path.name, error)
         self._mark_ended(segment)
@@ -195,6 +326,11 @@ class RecordingSession:
         if segment.stopping or self._stopped:
             return
         code = segment.process.returncode if segment.process else None
+        if code == 0:  # every input silent for INPUT_TIMEOUT: its file is whole; look again
+            self.log.info("segment {} ended (its inputs went silent)", segment.path.name)
+            if segment is self.current:
+                self.changed(urgent=True)
+            return
         self._report(f"FFmpeg exited unexpectedly ({code}): {segment.stderr_tail()}")
         if segment is self.current:
             self._restart_later(0.0)
@@ -225,30 +361,53 @@ class RecordingSession:
     # -- stop -----------------------------------------------------------------------------
 
     async def stop(self, out: Path) -> RecordingResult:
-        """Finish the current segment, join every segment into ``out`` (MP4), check it."""
+        """Stop recording, then join and mix everything into ``out`` (MP4)."""
+        ended_at = await self.stop_recorders()
+        done = await finish_recording(self.manifest, out, ffmpeg_bin=self.options.ffmpeg_bin)
+        return RecordingResult(
+            out,
+            done.duration,
+            done.streams,
+            self.manifest.started_at,
+            ended_at,
+            len(self.manifest.segments),
+            done.tracks,
+            done.timeline,
+        )
+
+    async def stop_recorders(self) -> float:
+        """Stop every FFmpeg (the current segment, the stems); the manifest says
+        ``finishing``. Returns when the recording ended (wall clock)."""
         self._stopped = True
         if self._pending is not None:
             self._pending.cancel()
         ended_at = time.time()
-        async with self._lock:
+        async with self._lock, self._stems_lock:
             current = self.current
-            if current is not None:
-                with contextlib.suppress(RecordingError):
-                    await current.stop()
-                self._mark_ended(current)
+            stems = list(self.stems.values())
+            self.stems.clear()
+
+            async def stop_current() -> None:
+                if current is not None:
+                    with contextlib.suppress(RecordingError):
+                        await current.stop()
+                    self._mark_ended(current)
+
+            await asyncio.gather(stop_current(), *(self._end_stem(stem) for stem in stems))
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self.manifest.state = "finishing"
         self.manifest.ended_at = ended_at
         await asyncio.to_thread(self.manifest.save)
-        duration, streams = await finish_segments(self.manifest, out, ffmpeg_bin=self.options.ffmpeg_bin)
-        return RecordingResult(out, duration, streams, self.manifest.started_at, ended_at, len(self.manifest.segments))
+        return ended_at
 
     async def abort(self) -> None:
         """Stop every FFmpeg and close the inputs (a start that failed)."""
         self._stopped = True
         for segment in self.segments:
             await segment.abort()
+        for stem in self.stems_started:
+            await stem.abort()
 
 
 def _stale_ffmpeg(pid: int | None, segment_path: Path) -> bool:
@@ -263,43 +422,147 @@ def _stale_ffmpeg(pid: int | None, segment_path: Path) -> bool:
     return str(segment_path).encode() in cmdline
 
 
-async def finish_segments(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "ffmpeg") -> tuple[float, list[str]]:
-    """Join the manifest's segments into ``out`` and ffprobe it: (duration, codecs).
+async def _interrupt_stale(log: Any, pid: int | None, path: Path) -> None:
+    if not _stale_ffmpeg(pid, path):
+        return
+    log.warning("interrupting FFmpeg {} left writing {}", pid, path.name)
+    assert pid is not None
+    await interrupt(pid)  # its inputs are silent: it would not stop on one SIGINT
+    for _ in range(100):
+        if not _stale_ffmpeg(pid, path):
+            return
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
-    Used at stop, and at start-up for a recording whose process died: an FFmpeg
-    still writing one of its segments is interrupted first."""
+
+async def _usable(log: Any, path: Path) -> tuple[float, list[str]] | None:
+    """The file's (duration, codecs), or None if it holds nothing readable."""
+    try:
+        return await asyncio.to_thread(probe, path)
+    except RecordingError as error:
+        log.warning("{} left out: {}", path.name, error)
+        return None
+
+
+def _written(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def _safe(peer_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", peer_id)[:40] or "peer"
+
+
+async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, float, float]]:
+    """One (peerId, file, wall-clock start, duration) per participant: their usable
+    stems, merged into one file when there are several."""
+    log = manifest.log
+    entries = [(t, manifest.directory / t.file) for t in manifest.tracks if t.t0 is not None]
+    found = await asyncio.gather(*(_usable(log, path) for _t, path in entries if path.exists()))
+    probed = dict(zip([path for _t, path in entries if path.exists()], found, strict=True))
+    by_peer: dict[str, list[tuple[Path, float, float]]] = {}
+    for entry, path in entries:
+        if (usable := probed.get(path)) is not None:
+            assert entry.t0 is not None
+            by_peer.setdefault(entry.peer_id, []).append((path, entry.t0, usable[0]))
+    out = []
+    for n, (peer_id, stems) in enumerate(by_peer.items()):
+        stems.sort(key=lambda item: item[1])
+        first = stems[0][1]
+        if len(stems) == 1:
+            out.append((peer_id, stems[0][0], first, stems[0][2]))
+            continue
+        merged = manifest.directory / f"audio-{n:02d}-{_safe(peer_id)}.ogg"
+        inputs = [StemInput(path, t0 - first) for path, t0, _length in stems]
+        await asyncio.to_thread(merge_stems, inputs, merged, ffmpeg_bin=ffmpeg_bin)
+        out.append((peer_id, merged, first, (await asyncio.to_thread(probe, merged))[0]))
+    return out
+
+
+@dataclass
+class Plan:
+    """What the segments on disk give: the parts to join, each usable one's
+    (duration, codecs), and the composite's first instant (wall clock)."""
+
+    items: list[Part]
+    usable: dict[Path, tuple[float, list[str]]]
+    origin: float
+
+
+async def plan(manifest: Manifest) -> Plan:
+    """Probe the segments (an FFmpeg still writing one is interrupted first):
+    :class:`NothingRecorded` if none holds media, RecordingError if none is usable.
+    Quick (ffprobes in parallel): the stop answers with it, the mix comes after."""
     log = manifest.log
     entries = [(manifest.directory / e.file, e) for e in manifest.segments]
-    for path, entry in entries:
-        if _stale_ffmpeg(entry.pid, path):
-            log.warning("interrupting FFmpeg {} left writing {}", entry.pid, path.name)
-            assert entry.pid is not None
-            await interrupt(entry.pid)  # its inputs are silent: it would not stop on one SIGINT
-            for _ in range(100):
-                if not _stale_ffmpeg(entry.pid, path):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(entry.pid, signal.SIGKILL)
-    usable = set()
-    for path, _entry in entries:
-        try:
-            await asyncio.to_thread(probe, path)
-            usable.add(path)
-        except RecordingError as error:
-            log.warning("segment {} left out: {}", path.name, error)
-    items = parts([(path, e.t0) for path, e in entries], usable)
+    await asyncio.gather(
+        *(_interrupt_stale(log, e.pid, path) for path, e in entries),
+        *(_interrupt_stale(log, t.pid, manifest.directory / t.file) for t in manifest.tracks),
+    )
+    probed = await asyncio.gather(*(_usable(log, path) for path, _entry in entries))
+    usable = {path: found for (path, _e), found in zip(entries, probed, strict=True) if found is not None}
+    items = parts([(path, e.t0) for path, e in entries], set(usable))
     if not items:
         written = sum(path.stat().st_size for path, _e in entries if path.exists())
         if written < NO_MEDIA_BYTES:
             raise NothingRecorded(f"nothing was recorded ({written} bytes in {len(entries)} segment(s))")
         raise RecordingError("no usable segment")
+    return Plan(items, usable, next(e.t0 for path, e in entries if path == items[0].path))
+
+
+async def finish_recording(
+    manifest: Manifest, out: Path, *, ffmpeg_bin: str = "ffmpeg", planned: Plan | None = None
+) -> Finished:
+    """The composite ``out`` (video segments joined, audio mixed from the stems), one
+    audio file per participant and ``timeline.json``; used after stop, and at start-up
+    for a recording whose process died (an FFmpeg still writing is interrupted first)."""
+    log = manifest.log
+    entries = [(manifest.directory / e.file, e) for e in manifest.segments]
+    the_plan = planned or await plan(manifest)
+    items, usable, origin = the_plan.items, the_plan.usable, the_plan.origin
+    tracks = await _tracks(manifest, ffmpeg_bin)
+    if manifest.ended_at is None:  # a process died while recording: as far as any file goes
+        ends = [e.t0 + usable[path][0] for path, e in entries if path in usable]
+        ends += [t0 + length for _peer, _path, t0, length in tracks]
+        manifest.ended_at = max(ends)
+    total = max(0.1, manifest.ended_at - origin)
+    segment_audio = not manifest.tracks and any("aac" in codecs for _d, codecs in usable.values())
+    stems = [StemInput(path, t0 - origin) for _peer, path, t0, _length in tracks]
     try:
-        await asyncio.to_thread(join, items, out, ffmpeg_bin=ffmpeg_bin)
+        await asyncio.to_thread(compose, items, stems, total, out, segment_audio=segment_audio, ffmpeg_bin=ffmpeg_bin)
     except Exception as error:
         stderr = getattr(error, "stderr", b"") or b""
         raise RecordingError(f"joining segments failed: {stderr.decode(errors='replace')[-300:] or error}") from error
-    duration, streams = await asyncio.to_thread(probe, out)
-    log.info("recording written: {} ({:.1f} s, {}, {} segment(s))", out.name, duration, ", ".join(streams), len(items))
-    return duration, streams
+    # Cut to ``total`` by FFmpeg: no ffprobe of the result (a few hundred ms at stop).
+    if not await asyncio.to_thread(_written, out):
+        raise RecordingError(f"{out.name} was not written")
+    duration = total
+    video_codecs = {c for _d, codecs in usable.values() for c in codecs if c != "aac"}
+    streams = [*sorted(video_codecs), "aac"]
+    finished = [FinishedTrack(peer_id, path, t0 - origin, length) for peer_id, path, t0, length in tracks]
+    document = timeline(
+        manifest.events,
+        origin=origin,
+        duration=duration,
+        recording_id=manifest.recording_id,
+        room_id=manifest.room_id,
+        meeting_id=manifest.meeting_id,
+    )
+    timeline_path = manifest.directory / "timeline.json"
+    timeline_path.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    log.info(
+        "recording written: {} ({:.2f} s for {:.2f} s recorded, {}, {} segment(s), {} track(s))",
+        out.name,
+        duration,
+        total,
+        ", ".join(streams),
+        len(items),
+        len(finished),
+    )
+    return Finished(duration, streams, finished, timeline_path, origin)
+
+
+async def finish_segments(manifest: Manifest, out: Path, *, ffmpeg_bin: str = "ffmpeg") -> tuple[float, list[str]]:
+    """:func:`finish_recording`'s (duration, codecs)."""
+    done = await finish_recording(manifest, out, ffmpeg_bin=ffmpeg_bin)
+    return done.duration, done.streams

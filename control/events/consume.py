@@ -12,6 +12,12 @@ server does. Without ``--peek`` each message is acked after it is printed, so it
 is consumed: don't point it at the AI service's queue in production unless that
 is what you want. A real consumer should deduplicate on ``eventId`` (delivery is
 at least once).
+
+A ``recording.completed`` names the composite MP4 (``object``), every participant,
+one audio file per participant (``tracks[]``: ``peerId``, ``displayName``, ``object``,
+``offsetMs`` where its first sample falls in the composite, ``durationMs``) and the
+``timeline`` JSON (joins, leaves, mutes, screen shares, active-speaker intervals, in ms):
+enough to attribute speech to speakers without diarization.
 """
 
 from __future__ import annotations

@@ -100,6 +100,17 @@ class RecordingObject(_Data):
     sha256: str | None = None
 
 
+class RecordingTrack(_Data):
+    """One participant's audio (Ogg/Opus), ``offset_ms`` from the composite's start."""
+
+    peer_id: str
+    display_name: str | None = None
+    kind: str = "audio"
+    object: RecordingObject
+    offset_ms: int
+    duration_ms: int = Field(ge=0)
+
+
 class RecordingCompleted(_Data):
     meeting_id: str
     room_id: str
@@ -107,6 +118,11 @@ class RecordingCompleted(_Data):
     started_at: AwareDatetime
     ended_at: AwareDatetime
     participants: list[Participant] = Field(default_factory=list)
+    recording_id: str | None = None
+    #: One audio file per participant, beside the composite.
+    tracks: list[RecordingTrack] = Field(default_factory=list)
+    #: The timeline JSON's object (joins, leaves, mutes, shares, active speakers, in ms).
+    timeline: RecordingObject | None = None
 
 
 class MeetingStarted(_Data):

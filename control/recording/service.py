@@ -9,7 +9,9 @@ request in :func:`control.rooms.handlers.authorize`; registered with
     409 ``already_recording``, 507 ``insufficient_storage`` if ``RECORDING_DIR`` has
     less than ``RECORDING_MIN_FREE_MB`` free, 400 ``nothing_to_record`` if nobody is there.
 ``stopRecording {}`` -> ``{recordingId, key, duration, segments}``
-    Stops it; the MP4 is handed to the durable upload queue.
+    Stops it (answered once the recorders stopped and the segments are probed); the
+    join and the audio mix follow in the background, then the MP4, the per-participant
+    audio files and the timeline go to the durable upload queue.
 
 REST (admin, :mod:`control.recording.routes`): ``POST /api/rooms/{roomId}/recording``
 starts, ``DELETE /api/rooms/{roomId}/recording`` stops (same answers; 404 ``not_found``
@@ -20,9 +22,13 @@ The service raises its domain errors (:class:`AlreadyRecording`, :class:`NotReco
 REST answers them through the error middleware, signaling as ``"<code>: <message>"``.
 
 The recording follows the room: a participant joining or leaving, a producer
-added, closed, paused (muted) or resumed, starts a new segment with the new
+added, closed, paused (muted) or resumed, starts a new video segment with the new
 layout (``recording.session``); a participant without video is a tile with
-their name. At stop the segments are joined without re-encoding.
+their name. Audio is recorded apart, one stem per audio producer that never
+restarts (``recording.stem``). At stop the segments are joined without
+re-encoding and the stems mixed in (``recording.mix``); the timeline (joins,
+leaves, mutes, cameras, screen shares, dominant speakers from the room's
+``dominantspeaker`` event) is written beside them (``recording.timeline``).
 
 Every joined peer is notified ``recordingStarted {recordingId, startedAt, peerId?}``,
 ``recordingStopped {recordingId, key?, duration?, segments?}`` and, when something
@@ -32,9 +38,12 @@ error}``; the chat gets its system messages (``recording_started`` /
 shutdown.
 
 After stop the file is uploaded to ``recordings/<roomId>/<meetingId>-<startTime>.mp4``
-(``uploads.submit(kind="recording.completed")``): once stored, the
-``recording.completed`` event carries the meeting, the times and every participant
-seen during the recording (peerId, displayName, email, aiSettings, integrations).
+(``uploads.submit(kind="recording.completed")``), the stems and ``timeline.json`` to
+``recordings/<roomId>/<recordingId>/`` first (kind ``recording.track``): once stored, the
+``recording.completed`` event carries the meeting, the times, every participant
+seen during the recording (peerId, displayName, email, aiSettings, integrations),
+``recordingId``, ``tracks`` (peerId, displayName, kind, object, offsetMs, durationMs)
+and the ``timeline`` object.
 The segments stay in ``RECORDING_DIR/<recordingId>/`` until the upload is
 confirmed. A process that died while recording leaves them there with their
 manifest: the next start joins them, uploads the MP4 and publishes the event
@@ -46,8 +55,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -67,14 +77,18 @@ from control.storage.files import RECORDING_UPLOAD_KIND
 from control.storage.keys import recording_key
 from control.storage.uploads import UploadJob, UploadQueue
 from recording import (
+    Finished,
     Manifest,
     NothingRecorded,
+    Plan,
     RecordingError,
+    RecordingResult,
     RecordingSession,
     SegmentOptions,
     Snapshot,
     Source,
-    finish_segments,
+    finish_recording,
+    plan,
 )
 
 if TYPE_CHECKING:
@@ -107,6 +121,10 @@ RECORDING_ERROR: Final = "recordingError"
 #: How long the chat's "Recording stopped" waits for the upload (it says where the file is).
 UPLOAD_WAIT = 600.0
 MP4 = "video/mp4"
+OGG = "audio/ogg"
+JSON = "application/json"
+#: Upload kind of a recording's stems and timeline (their objects go into the event).
+TRACK_UPLOAD_KIND: Final = "recording.track"
 #: Prefix of the stand-in meeting id of a recording made without a meetings store.
 NO_MEETING = "room-"
 
@@ -179,6 +197,31 @@ class ActiveRecording:
     def log(self) -> Logger:
         return self.manifest.log
 
+    def record(self, kind: str, peer_id: str, **details: Any) -> None:
+        """A timeline event, now (wall clock; turned into ms from the composite's start at stop)."""
+        self.manifest.events.append({"at": time.time(), "type": kind, "peerId": peer_id, **details})
+
+
+def _is_share(producer: Producer) -> bool:
+    """A screen share, as mediasoup-demo's and LiveKit's clients mark it in appData."""
+    app_data = producer.app_data or {}
+    return bool(app_data.get("share")) or app_data.get("source") in ("screen", "screen_share", "screenshare")
+
+
+def _record_present(active: ActiveRecording, room: Room) -> None:
+    """The timeline's first entries: who is there, muted, sharing, speaking."""
+    for peer in _participants(room):
+        active.record("join", peer.id, displayName=peer.display_name or peer.id)
+        for producer in list(peer.producers.values()):
+            if producer.closed:
+                continue
+            if _is_share(producer):
+                active.record("screenShareStart", peer.id, producerId=producer.id)
+            elif producer.paused:
+                active.record("mute" if producer.kind == "audio" else "cameraOff", peer.id, producerId=producer.id)
+    if room.dominant_speaker:
+        active.record("dominantSpeaker", room.dominant_speaker)
+
 
 class RecordingService:
     """The recordings of every room of the process, given what they need explicitly:
@@ -207,6 +250,8 @@ class RecordingService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._announcing: set[asyncio.Task[None]] = set()
         self._unwatch: Callable[[], None] = lambda: None
+        #: Objects of the stems and timelines uploaded, by upload job id (for the event).
+        self._track_refs: dict[str, dict[str, Any]] = {}
 
     @property
     def work_dir(self) -> Path:
@@ -226,6 +271,7 @@ class RecordingService:
 
     def attach(self) -> None:
         self.uploads.on_uploaded(RECORDING_UPLOAD_KIND, self._recording_uploaded)
+        self.uploads.on_uploaded(TRACK_UPLOAD_KIND, self._track_hook)
         self.rooms.register_method(START_RECORDING, self._on_start)
         self.rooms.register_method(STOP_RECORDING, self._on_stop)
         self._unwatch = self.rooms.watch_rooms(
@@ -233,6 +279,7 @@ class RecordingService:
                 "peerjoined": self._on_peer_joined,
                 "peerleft": self._on_peer_left,
                 "producercreated": self._on_producer_created,
+                "dominantspeaker": self._on_dominant_speaker,
             }
         )
         self.rooms.observer.on("roomclosed", self._on_room_closed)
@@ -242,8 +289,12 @@ class RecordingService:
         self.rooms.observer.remove_listener("roomclosed", self._on_room_closed)
         for room_id in list(self.active):
             self._spawn(self.stop(room_id))
-        if self._tasks:  # FFmpeg finishes each file, uploads are queued (durable)
-            await asyncio.wait(list(self._tasks), timeout=30)
+        deadline = asyncio.get_running_loop().time() + 30
+        while self._tasks:  # FFmpeg finishes each file, the mix, the uploads are queued (durable)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:  # a long mix: its manifest says "finishing", the next start finishes it
+                break
+            await asyncio.wait(list(self._tasks), timeout=left)
         if self._announcing:  # waiting for their upload: a little longer, not forever
             await asyncio.wait(list(self._announcing), timeout=10)
             for task in list(self._announcing):
@@ -264,33 +315,62 @@ class RecordingService:
         active = self.active.get(room.id)
         if active is not None:
             active.manifest.participants.setdefault(peer.id, _participant(peer))
+            active.record("join", peer.id, displayName=peer.display_name or peer.id)
             active.session.changed()
 
     def _on_peer_left(self, room: Room, peer: Peer) -> None:
         active = self.active.get(room.id)
         if active is not None:
+            active.record("leave", peer.id)
             active.session.changed(urgent=True)
 
     def _on_producer_created(self, room: Room, peer: Peer, producer: Producer) -> None:
         active = self.active.get(room.id)
         if active is not None:
-            self._watch(active, producer)
+            self._watch(active, producer, peer.id)
+            if _is_share(producer):
+                active.record("screenShareStart", peer.id, producerId=producer.id)
+            if producer.kind == "audio":
+                active.session.audio_added()
             active.session.changed()
 
-    def _watch(self, active: ActiveRecording, producer: Producer) -> None:
-        """A closed or paused producer stalls the segment that records it: urgent."""
+    def _on_dominant_speaker(self, room: Room, peer_id: str) -> None:
+        active = self.active.get(room.id)
+        if active is not None and peer_id:
+            active.record("dominantSpeaker", peer_id)
+
+    def _watch(self, active: ActiveRecording, producer: Producer, peer_id: str) -> None:
+        """A closed or paused producer stalls the segment that records it: urgent.
+        Mutes, cameras and shares go to the timeline."""
         if producer.id in active.watched:
             return
         active.watched.add(producer.id)
         session = active.session
+        off, on = ("mute", "unmute") if producer.kind == "audio" else ("cameraOff", "cameraOn")
+        share = _is_share(producer)
 
-        def stalled() -> None:
+        def live() -> bool:
+            return self.active.get(active.room_id) is active
+
+        def closed() -> None:
             session.changed(urgent=True)
+            active.watched.discard(producer.id)
+            if share and live():
+                active.record("screenShareStop", peer_id, producerId=producer.id)
 
-        producer.observer.on("close", stalled)
-        producer.observer.on("close", lambda: active.watched.discard(producer.id))
-        producer.observer.on("pause", stalled)
-        producer.observer.on("resume", session.changed)
+        def paused() -> None:
+            session.changed(urgent=True)
+            if live() and not share:
+                active.record(off, peer_id, producerId=producer.id)
+
+        def resumed() -> None:
+            session.changed()
+            if live() and not share:
+                active.record(on, peer_id, producerId=producer.id)
+
+        producer.observer.on("close", closed)
+        producer.observer.on("pause", paused)
+        producer.observer.on("resume", resumed)
 
     def _on_room_closed(self, room: Room) -> None:
         if room.id in self.active:
@@ -298,8 +378,8 @@ class RecordingService:
 
     def _snapshot(self, room_id: str) -> Snapshot:
         """What the session records now: the room's primary router (a new one after
-        its worker died), every live, unpaused audio and video producer of the
-        room's participants (made available on that router), and everyone's name
+        its worker died), every live audio and video producer of the room's
+        participants (paused ones flagged: their stems record silence) (made available on that router), and everyone's name
         in the order they joined."""
 
         async def snapshot() -> tuple[Router, list[Source], dict[str, str]]:
@@ -314,12 +394,14 @@ class RecordingService:
                 if active is not None:
                     active.manifest.participants.setdefault(peer.id, _participant(peer))
                 for producer in list(peer.producers.values()):
-                    if producer.closed or producer.paused or producer.kind not in ("audio", "video"):
+                    if producer.closed or producer.kind not in ("audio", "video"):
                         continue
                     if active is not None:
-                        self._watch(active, producer)
+                        self._watch(active, producer, peer.id)
                     await room.make_available(producer, room.primary)
-                    sources.append(Source(producer.id, producer.kind, peer.id))
+                    sources.append(
+                        Source(producer.id, producer.kind, peer.id, paused=producer.paused, share=_is_share(producer))
+                    )
             return room.primary, sources, names
 
         return snapshot
@@ -387,6 +469,7 @@ class RecordingService:
                 manifest, self._snapshot(room_id), options=self.options, on_error=self._reporter(room_id, recording_id)
             )
             active = ActiveRecording(manifest, session)
+            _record_present(active, room)
             self.active[room_id] = active
             try:
                 await session.start()
@@ -423,7 +506,8 @@ class RecordingService:
             for peer in _participants(room):
                 manifest.participants.setdefault(peer.id, _participant(peer))
         try:
-            result = await active.session.stop(manifest.directory / manifest.filename)
+            ended_at = await active.session.stop_recorders()
+            planned = await plan(manifest)
         except NothingRecorded as error:
             active.log.warning("recording dropped at stop: {}", error)
             await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
@@ -437,36 +521,87 @@ class RecordingService:
             raise
         finally:
             self.active.pop(active.room_id, None)
-        key, job = await self._submit(manifest, result.duration)
-        active.log.info(
-            "recording stopped ({:.1f} s, {} segment(s)), uploading to {}", result.duration, result.segments, key
-        )
+        # The composite is cut to exactly this length; the mix (which takes time in
+        # proportion to the length) runs after the answer.
+        duration = max(0.1, ended_at - planned.origin)
+        key = recording_key(manifest.room_id, manifest.filename)
         info = {
             "recordingId": active.id,
             "key": key,
-            "duration": round(result.duration, 3),
-            "segments": result.segments,
+            "duration": round(duration, 3),
+            "segments": len(manifest.segments),
         }
+        active.log.info("recording stopped ({:.1f} s, {} segment(s)); mixing", duration, len(manifest.segments))
         if not room_closed:
             self._notify(active.room_id, RECORDING_STOPPED, info)
-        self._announce(manifest, job)
+        self._spawn(self._finish(active, planned, room_closed))
         return info
 
-    async def _submit(self, manifest: Manifest, duration: float) -> tuple[str, UploadJob]:
-        """Hand the MP4 to the durable upload queue; the event follows its upload."""
+    async def _finish(self, active: ActiveRecording, planned: Plan, room_closed: bool) -> None:
+        """Join, mix, then hand everything to the upload queue. A failure keeps the files
+        and the manifest (``finishing``): the next start tries again."""
+        manifest = active.manifest
+        try:
+            finished = await finish_recording(manifest, manifest.directory / manifest.filename, planned=planned)
+        except (RecordingError, OSError) as error:
+            active.log.error("recording not finished: {} (kept in {})", error, manifest.directory)
+            if not room_closed:
+                self._reporter(active.room_id, active.id)(f"recording failed: {error}")
+            return
+        key, job = await self._submit(manifest, finished)
+        active.log.info("recording finished ({:.1f} s), uploading to {}", finished.duration, key)
+        self._announce(manifest, job)
+
+    async def _submit(self, manifest: Manifest, done: RecordingResult | Finished) -> tuple[str, UploadJob]:
+        """Hand the stems, the timeline and the MP4 to the durable upload queue (in
+        that order); the event follows the MP4's upload and names the others."""
         key = recording_key(manifest.room_id, manifest.filename)
+        folder = recording_key(manifest.room_id, manifest.recording_id)
+        tracks = []
+        for track in done.tracks:
+            job = await self.uploads.submit(
+                track.path,
+                f"{folder}/{recording_key(manifest.room_id, track.path.name).rsplit('/', 1)[1]}",
+                content_type=OGG,
+                duration=track.duration,
+                delete_local=True,
+                kind=TRACK_UPLOAD_KIND,
+            )
+            participant = manifest.participants.get(track.peer_id, {})
+            tracks.append(
+                {
+                    "peerId": track.peer_id,
+                    "displayName": participant.get("displayName", track.peer_id),
+                    "kind": "audio",
+                    "offsetMs": round(track.offset * 1000),
+                    "durationMs": round(track.duration * 1000),
+                    "job": job.id,
+                }
+            )
+        timeline_job = None
+        if done.timeline is not None and done.timeline.exists():
+            timeline_job = await self.uploads.submit(
+                done.timeline,
+                f"{folder}/timeline.json",
+                content_type=JSON,
+                delete_local=True,
+                kind=TRACK_UPLOAD_KIND,
+            )
         context = {
             "meetingId": manifest.meeting_id,
             "roomId": manifest.room_id,
+            "recordingId": manifest.recording_id,
             "startedAt": _iso(manifest.started_at),
-            "endedAt": _iso(manifest.ended_at or manifest.started_at + duration),
+            "endedAt": _iso(manifest.ended_at or manifest.started_at + done.duration),
             "participants": list(manifest.participants.values()),
+            "tracks": tracks,
+            "timelineJob": timeline_job.id if timeline_job is not None else None,
         }
         job = await self.uploads.submit(
             manifest.directory / manifest.filename,
             key,
             content_type=MP4,
-            duration=duration,
+            duration=done.duration,
             delete_local=True,
             kind=RECORDING_UPLOAD_KIND,
             context=context,
@@ -523,7 +658,41 @@ class RecordingService:
                     "recording {} not attached to its meeting: {}", ref.key, error
                 )
         if self.events is not None:
-            await self.events.publish_upload(job, ref)
+            await self.events.publish_upload(replace(job, context=await self._event_data(job, ref)), ref)
+
+    async def _track_hook(self, job: UploadJob, ref: ObjectRef) -> None:
+        """Upload-queue hook of a stem or a timeline: its object, for the event."""
+        self._track_refs[job.id] = ref.to_event()
+
+    async def _track_object(self, job_id: str, key_of: str, ref: ObjectRef) -> dict[str, Any]:
+        """The object of a stem's or the timeline's upload (waited for: the event
+        names stored objects only); a job finished by an earlier process is
+        described from the composite's store."""
+        if job_id in self._track_refs:
+            return self._track_refs[job_id]
+        try:
+            return (await self.uploads.wait(job_id, timeout=UPLOAD_WAIT)).to_event()
+        except KeyError:
+            return {**ref.to_event(), "key": key_of, "size": 0, "etag": None, "sha256": None, "duration": None}
+
+    async def _event_data(self, job: UploadJob, ref: ObjectRef) -> dict[str, Any]:
+        """``recording.completed``'s data: the job's context with ``tracks[].object``
+        and ``timeline`` (the objects of the stems and the timeline)."""
+        context = dict(job.context)
+        folder = ref.key.rsplit("/", 1)[0] + f"/{context.get('recordingId', '')}"
+        tracks = []
+        for track in context.get("tracks", []):
+            track = dict(track)
+            job_id = track.pop("job", None)
+            if job_id:
+                track["object"] = await self._track_object(job_id, f"{folder}/?", ref)
+            tracks.append(track)
+        context["tracks"] = tracks
+        timeline_job = context.pop("timelineJob", None)
+        context["timeline"] = (
+            await self._track_object(timeline_job, f"{folder}/timeline.json", ref) if timeline_job else None
+        )
+        return context
 
     # -- recovery -----------------------------------------------------------------------
 
@@ -552,13 +721,12 @@ class RecordingService:
                         await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
                         continue
                     duration = manifest.ended_at - manifest.started_at if manifest.ended_at else 0.0
+                    timeline_file = manifest.directory / "timeline.json"
+                    finished = Finished(duration, [], [], timeline_file, manifest.started_at)
                 else:
                     log.warning("recording left unfinished by a previous process: finishing it")
-                    if manifest.ended_at is None:
-                        last = max((s.ended_at or s.t0 for s in manifest.segments), default=manifest.started_at)
-                        manifest.ended_at = last
-                    duration, _streams = await finish_segments(manifest, out)
-                _key, job = await self._submit(manifest, duration)
+                    finished = await finish_recording(manifest, out)
+                _key, job = await self._submit(manifest, finished)
                 self._announce(manifest, job)
                 submitted += 1
             except NothingRecorded as error:

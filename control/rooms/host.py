@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSE",
+    "DOMINANT_SPEAKER",
     "PEER_JOINED",
     "PEER_LEFT",
     "PEER_UPDATED",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: Events of ``room.observer``.
-RoomEvent = Literal["peerjoined", "peerupdated", "peerleft", "producercreated", "close"]
+RoomEvent = Literal["peerjoined", "peerupdated", "peerleft", "producercreated", "dominantspeaker", "close"]
 #: ``peerjoined(peer)``: a peer joined (not a re-join) or a broadcaster was created.
 PEER_JOINED: Final = "peerjoined"
 #: ``peerupdated(peer)``: a joined peer changed its display name.
@@ -49,6 +50,9 @@ PEER_UPDATED: Final = "peerupdated"
 PEER_LEFT: Final = "peerleft"
 #: ``producercreated(peer, producer)``: a peer's or a broadcaster's producer.
 PRODUCER_CREATED: Final = "producercreated"
+#: ``dominantspeaker(peerId)``: the primary router's ActiveSpeakerObserver named a new
+#: dominant speaker (the peerId of the producer's appData).
+DOMINANT_SPEAKER: Final = "dominantspeaker"
 #: ``close()``: the room closed (after its peers were told).
 CLOSE: Final = "close"
 

@@ -43,7 +43,7 @@ from control.errors import Conflict, Forbidden
 from control.rooms import handlers, limits, views
 from control.rooms.codecs import AUDIO_LEVEL_OPTIONS, MEDIA_CODECS
 from control.rooms.consumers import sync_consumers
-from control.rooms.host import CLOSE, PEER_JOINED, PEER_LEFT, RoomHost
+from control.rooms.host import CLOSE, DOMINANT_SPEAKER, PEER_JOINED, PEER_LEFT, RoomHost
 from control.rooms.peer import Peer
 from control.rooms.recovery import Recovery
 from control.rooms.spreading import Spreading, consumer_count
@@ -91,7 +91,8 @@ class Room:
         self.host = host
         self.log = logger.bind(room=room_id)
         #: ``peerjoined(peer)``, ``peerupdated(peer)``, ``peerleft(peer)``,
-        #: ``producercreated(peer, producer)``, ``close()`` (see control.rooms.host).
+        #: ``producercreated(peer, producer)``, ``dominantspeaker(peerId)``, ``close()``
+        #: (see control.rooms.host).
         self.observer = EnhancedEventEmitter()
         self.routers: list[Router] = []
         self.audio_level_observer: AudioLevelObserver | None = None
@@ -366,6 +367,8 @@ class Room:
     def _on_dominant_speaker(self, event: dict[str, Any]) -> None:
         self.dominant_speaker = event["producer"].app_data.get("peerId")
         self.log.debug("dominant speaker {}", self.dominant_speaker)
+        if self.dominant_speaker:
+            self.observer.safe_emit(DOMINANT_SPEAKER, self.dominant_speaker)
 
     # -- views ----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import secrets
@@ -151,6 +152,72 @@ def tone_amplitude(samples: list[int], frequency: float, rate: int = AUDIO_RATE)
 
 def tones(samples: list[int], frequencies: tuple[float, ...]) -> dict[float, float]:
     return {f: round(tone_amplitude(samples, f), 1) for f in frequencies}
+
+
+# -- continuity: holes in packet timestamps and in the samples -------------------------
+
+
+def packets(path: Path, stream: str) -> list[tuple[float, float]]:
+    """(pts, duration) in seconds of every packet of ``stream`` ("a:0", "v:0")."""
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "packet=pts_time,duration_time",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return sorted(
+        (float(p["pts_time"]), float(p.get("duration_time") or 0))
+        for p in json.loads(out)["packets"]
+        if "pts_time" in p
+    )
+
+
+def largest_hole(packets: list[tuple[float, float]]) -> float:
+    """The longest time between two packets beyond the usual spacing (the median
+    one: a packet's own duration is no help, MP4 stretches the one before a hole)."""
+    steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(packets))
+    if not steps:
+        return 0.0
+    return steps[-1] - steps[len(steps) // 2]
+
+
+def pcm(path: Path, start: float = 0.0, length: float | None = None) -> list[int]:
+    """Mono samples at :data:`AUDIO_RATE` placed by their timestamps: a hole in the
+    packets is silence here (decoded back to back it would not show)."""
+    args = ["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-i", str(path)]
+    if length is not None:
+        args += ["-t", f"{length:.3f}"]
+    timed = "aresample=async=1:min_hard_comp=0.01:first_pts=0"
+    raw = subprocess.run(
+        [*args, "-vn", "-af", timed, "-ac", "1", "-ar", str(AUDIO_RATE), "-f", "s16le", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    samples = array.array("h")
+    samples.frombytes(raw[: len(raw) // 2 * 2])
+    return list(samples)
+
+
+def longest_silence(samples: list[int], window: float = 0.005, level: float = 300.0) -> float:
+    """The longest run of ``window``-long stretches with an RMS under ``level`` (s)."""
+    size = int(AUDIO_RATE * window)
+    longest = run = 0
+    for i in range(0, len(samples) - size + 1, size):
+        chunk = samples[i : i + size]
+        rms = math.sqrt(sum(x * x for x in chunk) / size)
+        run = run + 1 if rms < level else 0
+        longest = max(longest, run)
+    return longest * window
 
 
 # -- RabbitMQ ---------------------------------------------------------------------------

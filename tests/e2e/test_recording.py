@@ -83,11 +83,12 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
                     await peers[1].signaling.request("startRecording", {}, timeout=10)
                 # FFmpeg's RTP/RTCP sockets are on loopback only: nothing from the
                 # network reaches the recording.
-                segment = server.app[RECORDINGS].active["rec"].session.current
-                assert segment is not None and segment.pid is not None
-                ffmpeg_pid = segment.pid
-                addresses = udp_addresses(ffmpeg_pid)
-                assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses  # 6 inputs x 2
+                session = server.app[RECORDINGS].active["rec"].session
+                assert session.current is not None and session.current.pid is not None
+                pids = [session.current.pid, *(stem.pid for stem in session.stems.values() if stem.pid is not None)]
+                addresses = [a for pid in pids for a in udp_addresses(pid)]
+                # 3 videos in the segment, 3 audio stems: 6 inputs x 2
+                assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses
                 await asyncio.sleep(8)
                 wall = time.monotonic() - started
                 stopped = await peers[1].signaling.request("stopRecording", {}, timeout=60)
@@ -115,6 +116,15 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
             assert by_id[name]["email"] == f"{name}@example.org"
             assert by_id[name]["aiSettings"] == {"language": "en", "who": name}
             assert by_id[name]["integrations"] == {"notion": {"token": f"secret-{name}"}}
+        # ... one audio file per participant and the timeline, in the recording's folder.
+        folder = f"recordings/rec/{info['recordingId']}/"
+        tracks = {t["peerId"]: t for t in data["tracks"]}
+        assert set(tracks) == {"alice", "bob", "carol"}, data["tracks"]
+        for name, track in tracks.items():
+            assert track["displayName"] == name.title() and track["kind"] == "audio", track
+            assert track["object"]["key"].startswith(folder) and track["object"]["bucket"] == bucket, track
+            assert track["durationMs"] > 7000 and -1000 <= track["offsetMs"] <= 100, track
+        assert data["timeline"]["key"] == folder + "timeline.json" and data["recordingId"] == info["recordingId"]
 
         # The MP4 in S3: H.264 + AAC, about as long as the recording lasted, the grid.
         local = tmp_path / "downloaded.mp4"

@@ -40,6 +40,10 @@ from tests.e2e.recording_helpers import (
     bright_pixels,
     codecs_and_duration,
     frame_at,
+    largest_hole,
+    longest_silence,
+    packets,
+    pcm,
     pixel,
     tones,
 )
@@ -205,6 +209,17 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
             bar,
             timeline,
         )
+
+    # No audio lost in any phase (issue 17: a segment showing a name card delivered
+    # 1.4 s of audio and then none; the MP4 closed the hole, and the tone check read the
+    # next phase's audio): both send a tone all the time, so any silence is a loss.
+    audio = packets(path, "a:0")
+    assert largest_hole(audio) <= 0.020, (largest_hole(audio), timeline)
+    silence = longest_silence(pcm(path, 0.3, duration - 0.6))
+    assert silence <= 0.020, (silence, timeline)
+    # ... nor video: no frame further than two frame intervals from the one before.
+    video = packets(path, "v:0")
+    assert largest_hole(video) <= 1 / 15 + 0.001, (largest_hole(video), timeline)
 
     # A muted camera does not mute the microphone.
     heard = tones(audio_samples(path, *_window(paused, resuming)), (440.0, 660.0) + OFF_TONES)

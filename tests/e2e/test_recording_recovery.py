@@ -347,10 +347,19 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
         assert key.split("/")[-1] == manifest["filename"], (key, manifest["filename"])
         by_id = {p["peerId"]: p for p in data["participants"]}
         assert set(by_id) == {"alice", "bob"} and by_id["bob"]["email"] == "bob@example.org", data
+        # The stems and the timeline were recovered too, beside the composite.
+        folder = f"recordings/crash/{info['recordingId']}/"
+        assert {t["peerId"] for t in data["tracks"]} == {"alice", "bob"}, data["tracks"]
+        assert all(t["object"]["key"].startswith(folder) and t["durationMs"] > 3000 for t in data["tracks"]), data
+        assert data["timeline"]["key"] == folder + "timeline.json", data["timeline"]
 
         client = s3.client()
-        listed = await asyncio.to_thread(client.list_objects_v2, Bucket=bucket, Prefix="recordings/crash/")
+        listed = await asyncio.to_thread(
+            client.list_objects_v2, Bucket=bucket, Prefix="recordings/crash/", Delimiter="/"
+        )
         assert [o["Key"] for o in listed.get("Contents", [])] == [key], listed
+        # ... and the stems and the timeline in the recording's folder beside it.
+        assert [p["Prefix"] for p in listed.get("CommonPrefixes", [])] == [folder], listed
         local = tmp_path / "recovered.mp4"
         await asyncio.to_thread(client.download_file, bucket, key, str(local))
         codecs, duration = codecs_and_duration(local)
