@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-resolution", default="360p", choices=("180p", "360p", "720p"))
     parser.add_argument("--simulcast", action="store_true", help="simulcast video (not supported by aiortc: refused)")
     parser.add_argument("--audio-only", action="store_true", help="publish audio only")
+    parser.add_argument(
+        "--publishers-subscribe",
+        action="store_true",
+        help="publishers also receive the other publishers' tracks (a meeting: 4 publishers, 0 subscribers)",
+    )
     parser.add_argument("--duration", type=float, required=True, help="seconds of steady state to measure")
     parser.add_argument("--join-concurrency", type=int, default=10, help="peers joining at once (default 10)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request and connect timeout (s)")
@@ -51,6 +56,7 @@ def load_test_command(args: argparse.Namespace) -> int:
         resolution=args.video_resolution,
         simulcast=args.simulcast,
         audio_only=args.audio_only,
+        publishers_subscribe=args.publishers_subscribe,
         duration=args.duration,
         api_key=args.api_key,
         api_secret=args.api_secret,

@@ -1,7 +1,8 @@
 """``parley load-test``: many real WebRTC peers against a Parley server, then a report.
 
 Publishers join first (each replays the pre-encoded clip: audio, and video unless
-``--audio-only``), then subscribers (receive-only, counting packets without decoding),
+``--audio-only``; with ``--publishers-subscribe`` they also receive each other, as in a
+meeting), then subscribers (receive-only, counting packets without decoding),
 ``--join-concurrency`` at a time. After ``--duration`` seconds of steady state every
 peer leaves and the tool prints one row per published track (what its subscribers
 received) and the summary line. It ends in bounded time: joins and requests time out
@@ -49,6 +50,7 @@ class LoadTestOptions:
     resolution: str = "360p"
     simulcast: bool = False
     audio_only: bool = False
+    publishers_subscribe: bool = False
     duration: float = 10.0
     api_key: str | None = None
     api_secret: str | None = None
@@ -71,7 +73,8 @@ class LoadTestReport:
 
     @property
     def counters(self) -> list[TrackCounter]:
-        return [counter for peer in self.subscribers for counter in peer.counters]
+        """Every consumed track (subscribers', and publishers' with ``--publishers-subscribe``)."""
+        return [counter for peer in (*self.publishers, *self.subscribers) for counter in peer.counters]
 
     @property
     def tracks(self) -> int:
@@ -89,7 +92,7 @@ class LoadTestReport:
     def first_packet_times(self) -> list[float]:
         return [
             counter.first_at - peer.started_at
-            for peer in self.subscribers
+            for peer in (*self.publishers, *self.subscribers)
             for counter in peer.counters
             if counter.first_at is not None
         ]
@@ -240,7 +243,9 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
                     tracks.append(ReplayTrack(clip, "video"))
                 url = _ws_url(options.url, room, peer_id, tokens.token(room, peer_id, publish=True, ttl=ttl))
                 report.publishers.append(
-                    LoadPeer(url, peer_id, tracks=tracks, subscribe=False, timeout=options.timeout)
+                    LoadPeer(
+                        url, peer_id, tracks=tracks, subscribe=options.publishers_subscribe, timeout=options.timeout
+                    )
                 )
             for i in range(options.subscribers):
                 peer_id = f"sub-{room}-{i + 1}"
@@ -253,6 +258,7 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
             print(f"load-test: all joined, measuring for {options.duration:g}s...", file=out, flush=True)
             await asyncio.sleep(options.duration)
             report.window_end = time.monotonic()
+            print("load-test: measured, leaving...", file=out, flush=True)
         finally:
             if not report.window_end:
                 report.window_end = time.monotonic()

@@ -137,3 +137,16 @@ def test_counter_sequence_gaps_and_key_frames() -> None:
     counter.add(97, 1, delta)  # RTX: another payload type, not counted
     assert (counter.packets, counter.expected, counter.lost, counter.keyframes) == (5, 6, 1, 1)
     assert is_vp8_keyframe(bytes([0x10, 0x00])) and not is_vp8_keyframe(bytes([0x00, 0x00]))
+
+
+async def test_meeting_publishers_receive_each_other(tmp_path: Path) -> None:
+    async with running_server(tmp_path, mediasoup_num_workers=1) as server:
+        options = LoadTestOptions(
+            url=f"ws://127.0.0.1:{server.port}", room="meet", publishers=3, subscribers=0, duration=2
+        )
+        options.publishers_subscribe = True
+        out = io.StringIO()
+        report = await run_load_test(options, out)
+        assert len(report.counters) == 3 * 2 * 2  # each publisher receives the other two's audio and video
+        assert all(counter.packets > 0 for counter in report.counters)
+        assert "load-test: measured, leaving..." in out.getvalue()
