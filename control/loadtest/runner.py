@@ -83,8 +83,9 @@ class LoadTestReport:
     @property
     def loss(self) -> float:
         """Lost / expected packets over every consumer (0..1)."""
-        expected = sum(c.expected for c in self.counters)
-        return sum(c.lost for c in self.counters) / expected if expected else math.nan
+        windows = [c.window for c in self.counters]
+        expected = sum(w.expected for w in windows)
+        return sum(w.lost for w in windows) / expected if expected else math.nan
 
     def join_times(self) -> list[float]:
         return [p.join_seconds for p in (*self.publishers, *self.subscribers) if p.join_seconds is not None]
@@ -110,23 +111,25 @@ class LoadTestReport:
         )
 
     def table(self) -> str:
-        """One row per published track: what its subscribers received (averaged per subscriber)."""
+        """One row per published track: what its subscribers received in the steady-state window
+        (after every peer joined, until the end of ``--duration``), averaged per subscriber."""
         rows: dict[tuple[str, str], list[TrackCounter]] = {}
         for counter in self.counters:
             rows.setdefault((counter.publisher, counter.kind), []).append(counter)
         header = ("track", "subscribers", "packets", "kbps/sub", "loss", "key frames/sub")
         lines = [header]
         for (publisher, kind), counters in sorted(rows.items()):
-            expected = sum(c.expected for c in counters)
-            lost = sum(c.lost for c in counters)
+            windows = [c.window for c in counters]
+            expected = sum(w.expected for w in windows)
+            lost = sum(w.lost for w in windows)
             lines.append(
                 (
                     f"{publisher}/{kind}",
                     str(len(counters)),
-                    str(sum(c.packets for c in counters)),
+                    str(sum(w.packets for w in windows)),
                     f"{sum(c.bitrate(self.window_end) for c in counters) / len(counters) / 1000:.0f}",
                     _pct(lost / expected if expected else math.nan),
-                    f"{sum(c.keyframes for c in counters) / len(counters):.1f}" if kind == "video" else "-",
+                    f"{sum(w.keyframes for w in windows) / len(counters):.1f}" if kind == "video" else "-",
                 )
             )
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -255,9 +258,13 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
             await _join_all(session, report, report.publishers, options, out)
             await _join_all(session, report, report.subscribers, options, out)
             report.window_start = time.monotonic()
+            for counter in report.counters:
+                counter.mark()
             print(f"load-test: all joined, measuring for {options.duration:g}s...", file=out, flush=True)
             await asyncio.sleep(options.duration)
             report.window_end = time.monotonic()
+            for counter in report.counters:
+                counter.end()
             print("load-test: measured, leaving...", file=out, flush=True)
         finally:
             if not report.window_end:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["RESYNC", "TrackCounter", "is_vp8_keyframe", "percentile"]
+__all__ = ["RESYNC", "Snapshot", "TrackCounter", "is_vp8_keyframe", "percentile"]
 
 #: A jump of the sequence number this large (either way) starts a new sequence rather
 #: than counting thousands of packets as lost: seen once at a consumer's start.
@@ -102,10 +102,53 @@ class TrackCounter:
         return self._closed_lost + max(0, self._segment_expected - self._segment_packets)
 
     def bitrate(self, until: float) -> float:
-        """Bits per second from the first packet to ``until``."""
-        if self.first_at is None or until <= self.first_at:
+        """Bits per second from the first packet (or the :meth:`mark`) to ``until``."""
+        since = self.first_at if self.marked is None or self.first_at is None else max(self.first_at, self.marked.at)
+        if since is None or until <= since:
             return 0.0
-        return self.received_bytes * 8 / (until - self.first_at)
+        return self.window.received_bytes * 8 / (until - since)
+
+    # -- the measuring window: what happened since mark() ---------------------------------
+
+    marked: Snapshot | None = None
+    ended: Snapshot | None = None
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(time.monotonic(), self.packets, self.received_bytes, self.keyframes, self.expected, self.lost)
+
+    def mark(self) -> None:
+        """Start the steady-state window: :attr:`window` counts from here (joins excluded)."""
+        self.marked = self.snapshot()
+
+    def end(self) -> None:
+        """End the window: later packets (while peers leave) are not counted in :attr:`window`."""
+        self.ended = self.snapshot()
+
+    @property
+    def window(self) -> Snapshot:
+        """Packets, bytes, key frames, expected and lost since :meth:`mark` (everything without one)."""
+        now = self.ended or self.snapshot()
+        return now if self.marked is None else now - self.marked
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    packets: int
+    received_bytes: int
+    keyframes: int
+    expected: int
+    lost: int
+
+    def __sub__(self, other: Snapshot) -> Snapshot:
+        return Snapshot(
+            self.at - other.at,
+            self.packets - other.packets,
+            self.received_bytes - other.received_bytes,
+            self.keyframes - other.keyframes,
+            self.expected - other.expected,
+            max(0, self.lost - other.lost),
+        )
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
