@@ -257,6 +257,7 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
         try:
             await _join_all(session, report, report.publishers, options, out)
             await _join_all(session, report, report.subscribers, options, out)
+            await _settle(report, options, out)
             report.window_start = time.monotonic()
             for counter in report.counters:
                 counter.mark()
@@ -314,6 +315,32 @@ async def _join_all(
     await asyncio.gather(*(join(peer) for peer in peers))
     if peers and len(report.failed_joins) == len(peers):
         raise LoadTestError(f"no peer could join ({report.failed_joins[0]}...): see the messages above")
+
+
+#: Once every consumer exists and has media, this long before the window opens (the last
+#: renegotiations of the receiving peers finish).
+SETTLE_SECONDS = 1.0
+
+
+async def _settle(report: LoadTestReport, options: LoadTestOptions, out: TextIO) -> None:
+    """Wait (at most ``--timeout``) until every receiving peer has a consumer with media for
+    every track it should get: a join is answered before the server's ``newConsumer``
+    requests, and the renegotiations they cause are not the steady state."""
+    tracks = 1 if options.audio_only else 2
+    publishers = options.publishers
+    expected = [
+        (peer, tracks * (publishers - 1 if peer in report.publishers else publishers))
+        for peer in (*report.publishers, *report.subscribers)
+        if peer.subscribe and peer.joined_at is not None
+    ]
+    deadline = time.monotonic() + options.timeout
+    while time.monotonic() < deadline:
+        if all(len([c for c in peer.counters if c.first_at is not None]) >= n for peer, n in expected):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        print("load-test: not every consumer had media in time; measuring anyway", file=out, flush=True)
+    await asyncio.sleep(SETTLE_SECONDS)
 
 
 async def _close_all(peers: Sequence[LoadPeer]) -> None:
