@@ -5,7 +5,9 @@ without the right bearer once API keys are configured."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -175,3 +177,17 @@ async def test_dashboard_and_alerts_use_exported_names(tmp_path: Path) -> None:
     exported = {family.name for family in text_string_to_metric_families(text)}  # counters without _total
     families = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in used}
     assert families and families <= exported, families - exported
+
+
+async def test_worker_up_follows_a_worker_death_and_respawn(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        pool = server.pool
+        victim = next(w for w in pool.workers if w.app_data.get("index") == 1)
+        os.kill(victim.pid, signal.SIGKILL)
+        await eventually(server, lambda s: value(s, "parley_worker_up", worker="1") == 0)
+        samples = await eventually(server, lambda s: value(s, "parley_worker_up", worker="1") == 1, timeout=30)
+        assert value(samples, "parley_worker_up", worker="0") == 1
+        # The respawned worker reports its channel round trips too.
+        respawned = next(w for w in pool.workers if w.app_data.get("index") == 1)
+        assert respawned.pid != victim.pid
+        assert respawned.channel.timing_hook == server.app[METRICS].observe_channel
