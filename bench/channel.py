@@ -215,22 +215,10 @@ async def _py_timing(scenario: dict) -> dict:
 
 
 def _metrics_timing_hook() -> Any:
-    """The channel timing hook ``control.metrics`` installs: a Prometheus histogram per method."""
-    from prometheus_client import CollectorRegistry
+    """The channel timing hook ``control.metrics`` installs (its ``parley_channel_request_seconds``)."""
+    from control.metrics.channel import ChannelTimings
 
-    from control.metrics.families import Families
-    from workers.channel import method_name
-
-    histogram = Families(CollectorRegistry()).channel_seconds
-    children: dict[int, Any] = {}
-
-    def observe(method: int, seconds: float) -> None:
-        child = children.get(method)
-        if child is None:
-            child = children[method] = histogram.labels(method_name(method))
-        child.observe(seconds)
-
-    return observe
+    return ChannelTimings().observe
 
 
 async def _py_memory(scenario: dict) -> dict:

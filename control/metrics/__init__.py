@@ -24,16 +24,15 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 from loguru import logger
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import Histogram
 
 from control.config import Settings
+from control.metrics.channel import ChannelTimings
 from control.metrics.collector import RecordingsView, StateCollector
 from control.metrics.families import Families
 from control.metrics.routes import METRICS_PATH, REGISTRY, metrics_routes
 from control.metrics.sampler import Sampler
 from control.signaling.messages import REQUESTS
 from control.signaling.observe import RequestObserver
-from workers.channel import method_name
 
 if TYPE_CHECKING:
     from control.chat.service import ChatService
@@ -71,7 +70,8 @@ class Metrics:
         self.collector = StateCollector(rooms, pool, lambda: recordings, uploads)
         self.registry.register(self.collector)
         self.sampler = Sampler(self.families, self.collector, events, interval)
-        self._channel_children: dict[int, Histogram] = {}
+        self.channel = ChannelTimings()
+        self.registry.register(self.channel)
 
     # -- hooks (each must cost microseconds: they run on the paths they observe) -------
 
@@ -82,12 +82,10 @@ class Metrics:
         self.families.signaling_requests.labels(method, outcome).inc()
         self.families.signaling_seconds.labels(method).observe(seconds)
 
-    def observe_channel(self, method: int, seconds: float) -> None:
-        """Every worker channel's ``timing_hook``."""
-        child = self._channel_children.get(method)
-        if child is None:
-            child = self._channel_children[method] = self.families.channel_seconds.labels(method_name(method))
-        child.observe(seconds)
+    @property
+    def observe_channel(self) -> Callable[[int, float], None]:
+        """Every worker channel's ``timing_hook`` (:class:`~control.metrics.channel.ChannelTimings`)."""
+        return self.channel.observe
 
     def count_chat_message(self, _message: object) -> None:
         self.families.chat_messages.inc()

@@ -6,19 +6,18 @@ gauges read from the application's objects at scrape time live in
 (signaling requests, channel round trips, chat messages) or sampled on an interval
 (transport bytes, consumer scores). Everything is registered in one
 :class:`~prometheus_client.CollectorRegistry` per application, so two apps in one
-process (tests, a cluster of nodes) never mix their numbers.
+process (tests, a cluster of nodes) never mix their numbers. The worker channel's
+histogram is :mod:`control.metrics.channel` (a cheaper hook than ``observe``).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["CHANNEL_BUCKETS", "SCORE_BUCKETS", "SIGNALING_BUCKETS", "Families"]
+__all__ = ["SCORE_BUCKETS", "SIGNALING_BUCKETS", "Families"]
 
 #: Signaling requests: from sub-millisecond (pause) to seconds (a join on a busy node).
 SIGNALING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: Worker channel round trips: tens of microseconds when idle.
-CHANNEL_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 #: mediasoup consumer scores are integers 0..10.
 SCORE_BUCKETS = tuple(float(score) for score in range(11))
 
@@ -39,13 +38,6 @@ class Families:
             "Time to answer a signaling request, by method",
             ["method"],
             buckets=SIGNALING_BUCKETS,
-            registry=registry,
-        )
-        self.channel_seconds = Histogram(
-            "parley_channel_request_seconds",
-            "Round trip of a request to a mediasoup worker over its pipe channel, by method",
-            ["method"],
-            buckets=CHANNEL_BUCKETS,
             registry=registry,
         )
         self.transport_bytes = Counter(
