@@ -196,6 +196,8 @@ async def _py_timing(scenario: dict) -> dict:
     from workers.worker import Worker, WorkerSettings
 
     worker = await Worker.create(WorkerSettings(log_level="none"))
+    if scenario.get("timingHook"):
+        worker.channel.timing_hook = _metrics_timing_hook()
     for i in range(scenario["warmup"]):
         await _iteration(worker, scenario, i, None)
     await worker.get_resource_usage()  # a round trip: the warm-up's fire-and-forget closes are answered
@@ -210,6 +212,13 @@ async def _py_timing(scenario: dict) -> dict:
     worker.close()
     await worker.wait_closed()
     return {"samples": samples, "wallNs": wall}
+
+
+def _metrics_timing_hook() -> Any:
+    """The channel timing hook ``control.metrics`` installs (its ``parley_channel_request_seconds``)."""
+    from control.metrics.channel import ChannelTimings
+
+    return ChannelTimings().observe
 
 
 async def _py_memory(scenario: dict) -> dict:
@@ -353,6 +362,11 @@ def main() -> None:
         default="uvloop",
         help="event loop of the Python side (default uvloop, as `parley run` uses)",
     )
+    parser.add_argument(
+        "--timing-hook",
+        action="store_true",
+        help="Python side: with the metrics' channel timing hook set (a Prometheus histogram per method)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -377,6 +391,7 @@ def main() -> None:
         "warmup": args.warmup,
         "memoryWarmup": 20,
         "memoryTransports": args.memory_transports,
+        "timingHook": args.timing_hook,
     }
     machine = machine_info()
     started = _dt.datetime.now(_dt.UTC)
@@ -459,7 +474,7 @@ def render(args, machine, started, rows, mem, mem_base, walls, runtimes, binary)
         "",
         f"Command: `{env_prefix}python bench/channel.py --rounds {args.rounds} --iterations {args.iterations} "
         f"--warmup {args.warmup} --memory-transports {args.memory_transports} --memory-rounds {args.memory_rounds} "
-        f"--loop {args.loop}`",
+        f"--loop {args.loop}{' --timing-hook' if args.timing_hook else ''}`",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores (nproc {machine['nproc']}), "
         f"Linux {machine['kernel']}, load average {machine['loadavg']} at start, "

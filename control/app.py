@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from loguru import logger
 
-from control import auth, chat, cluster, events, health, recording, rooms, storage
+from control import auth, chat, cluster, events, health, metrics, recording, rooms, storage
 from control import web as web_page
 from control.config import Settings
 from control.http import error_middleware
 from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, UPLOADS, WORKER_POOL
 from control.logging import quiet_malformed_http
+from control.recording import RECORDINGS
 from control.signaling import server as signaling
+from control.signaling.observe import REQUEST_OBSERVER
 
 
 async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -67,7 +69,8 @@ def create_app(settings: Settings) -> web.Application:
     5. rooms: after the pool and the chat;
     6. chat over signaling: registers its methods on the rooms, subscribes to the chat;
     7. recording: follows the rooms and uploads, so it stops its recordings (FFmpeg
-       finishes, the MP4s are queued) before the rooms and the queue close.
+       finishes, the MP4s are queued) before the rooms and the queue close;
+    8. metrics: reads all of the above (``GET /metrics``), stops first.
     """
     quiet_malformed_http()  # a client's malformed request is a warning, not a traceback
     app = web.Application(middlewares=[error_middleware])
@@ -82,6 +85,17 @@ def create_app(settings: Settings) -> web.Application:
     cluster.setup(app, settings=SETTINGS, rooms=ROOMS, pool=WORKER_POOL, router=signaling.ROOM_ROUTER)  # REDIS_URL
     recording.setup(app, settings=SETTINGS, rooms=ROOMS, uploads=UPLOADS, chat=CHAT, meetings=MEETINGS, events=EVENTS)
     health.setup(app, pool=WORKER_POOL)
+    metrics.setup(
+        app,
+        settings=settings,
+        pool=WORKER_POOL,
+        rooms=ROOMS,
+        signaling=REQUEST_OBSERVER,
+        recordings=RECORDINGS,
+        uploads=UPLOADS,
+        events=EVENTS,
+        chat=CHAT,
+    )
     web_page.setup(app, settings=SETTINGS, signaling=signaling.protoo_websocket)  # GET / (page or protoo), /r/{roomId}
     app.add_routes(signaling.routes)  # protoo WebSocket: /ws (and / through web_page)
     return app

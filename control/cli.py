@@ -8,6 +8,9 @@
                    [--sources camera,microphone] [--ttl 6h]``
                    print an access token signed with API_KEY/API_SECRET (like
                    ``lk token create``).
+``parley load-test --url ws://HOST:PORT --publishers P --subscribers S --duration SECONDS ...``
+                   real WebRTC peers against a server, then a report (like
+                   ``lk load-test``; :mod:`control.loadtest`). Needs no settings.
 
 Exit status: 0 after a clean shutdown, 1 if the server could not start (workers,
 port in use...), 2 for invalid configuration or usage (one line on stderr naming
@@ -29,6 +32,7 @@ from datetime import timedelta
 import uvloop
 
 from control.config import ConfigError, Settings, load_settings
+from control.loadtest import command as load_test
 
 EXIT_OK = 0
 EXIT_START_FAILED = 1
@@ -235,11 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--ttl", type=parse_duration, default=timedelta(hours=6), help="lifetime (default 6h)")
     create.add_argument("--api-key", help="which configured key signs (default: API_KEY, else the file's first)")
+    load_test.add_arguments(sub.add_parser("load-test", help="real WebRTC peers against a server, then a report"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # usage errors exit 2 via argparse
+    if args.command == "load-test":  # a client: the server's settings do not apply
+        return load_test.load_test_command(args)
     try:
         settings = load_settings()
     except ConfigError as exc:

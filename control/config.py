@@ -211,6 +211,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: no such file: {path}")
         return self
 
+    # -- metrics (control/metrics) ---------------------------------------------
+    metrics_enabled: bool = Field(True, description="serve GET /metrics (Prometheus text format)")
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token for GET /metrics (16+ characters; a roomList access token works too)"
+    )
+    metrics_sample_interval_seconds: float = Field(
+        10.0, ge=1, le=3600, description="how often worker usage, transport bytes and consumer scores are sampled"
+    )
+
     # -- validators ---------------------------------------------------------
     @field_validator("host", "mediasoup_announced_address", mode="before")
     @classmethod
@@ -233,6 +242,13 @@ class Settings(BaseSettings):
     def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (generate one with: openssl rand -base64 48)")
+        return v
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (generate one with: openssl rand -base64 24)")
         return v
 
     @field_validator("default_grants", "google_allowed_domains", mode="before")

@@ -246,6 +246,8 @@ class RecordingService:
         self.meetings = meetings
         self.events = events
         self.active: dict[str, ActiveRecording] = {}
+        #: Recordings that failed to start or reported an error (read by metrics).
+        self.failures = 0
         self._starting: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._announcing: set[asyncio.Task[None]] = set()
@@ -412,6 +414,7 @@ class RecordingService:
 
     def _reporter(self, room_id: str, recording_id: str) -> Callable[[str], None]:
         def report(message: str) -> None:
+            self.failures += 1
             self._notify(room_id, RECORDING_ERROR, {"recordingId": recording_id, "error": message})
 
         return report
@@ -478,6 +481,7 @@ class RecordingService:
                 await session.abort()
                 shutil.rmtree(manifest.directory, ignore_errors=True)
                 active.log.error("recording not started: {}", error)
+                self.failures += 1
                 raise RecordingFailed(str(error)) from None
         finally:
             self._starting.discard(room_id)

@@ -49,6 +49,7 @@ from control.ids import PEER_ID_RULE, ROOM_ID_RULE, is_valid_peer_id, is_valid_r
 from control.keys import ROOMS, SETTINGS
 from control.rooms import limits
 from control.rooms.room import check_takeover
+from control.signaling.observe import REQUEST_OBSERVER, observed
 from control.signaling.protoo import ProtooConnection, RateLimit
 from workers.errors import MediasoupError
 
@@ -182,8 +183,9 @@ async def protoo_websocket(request: web.Request) -> web.StreamResponse:
     async def handle(method: str, data: dict[str, Any]) -> object:
         return await peer.room.handle_request(peer, method, data)
 
+    observer = request.app.get(REQUEST_OBSERVER)  # metrics, when installed
     try:
-        await connection.run(handle)
+        await connection.run(observed(handle, observer) if observer is not None else handle)
     finally:
         peer.room.detach(peer, connection)
     return ws

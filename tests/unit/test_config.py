@@ -109,6 +109,9 @@ def test_every_field_has_its_documented_variable() -> None:
         "TLS_CERT_FILE",
         "TLS_KEY_FILE",
         "WEB_DIR",
+        "METRICS_ENABLED",
+        "METRICS_TOKEN",
+        "METRICS_SAMPLE_INTERVAL_SECONDS",
     ]
     documented = (REPO / "deploy" / ".env.example").read_text()
     readme = (REPO / "README.md").read_text()
