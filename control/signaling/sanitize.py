@@ -11,8 +11,9 @@ logs. So, beyond the shapes of :mod:`control.signaling.messages`:
 - :func:`rtp_parameters`, :func:`rtp_capabilities`, :func:`sctp_capabilities`,
   :func:`sctp_stream_parameters`: after mediasoup's own normalisation
   (``workers.ortc``), every string that becomes SDP is made of RFC 4566 token
-  characters (``mid``, ``rid``, ``cname``, ``msid``, ``scalabilityMode``,
-  ``mimeType``, fmtp keys and values, RTCP feedback, header extension URIs) with a
+  characters (``mid``, ``rid``, ``msid``, ``scalabilityMode``,
+  ``mimeType``, fmtp keys and values, RTCP feedback, header extension URIs) or,
+  for ``cname`` (RFC 5576 byte-string: libwebrtc's are base64), visible ASCII, with a
   length cap, and every number has the type and range the worker's schema holds
   (``payloadType`` 0-127, ``ssrc`` a uint32, ``maxBitrate`` a finite number...).
 
@@ -47,6 +48,9 @@ _TOKEN = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]"
 _TOKEN_RE = re.compile(rf"{_TOKEN}{{1,255}}")
 _MID_RE = re.compile(rf"{_TOKEN}{{1,32}}")
 _RID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: RFC 5576 ``cname`` (a byte-string): visible ASCII, no space. libwebrtc draws its
+#: 16 characters from the base64 alphabet (``+``, ``/``), RFC 3550 suggests ``user@host``.
+_CNAME_RE = re.compile(r"[!-~]{1,255}")
 _MSID_RE = re.compile(rf"{_TOKEN}{{1,64}}(?: {_TOKEN}{{1,64}})?")
 _SCALABILITY_MODE_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
 _MIME_TYPE_RE = re.compile(r"(?:audio|video)/[A-Za-z0-9][A-Za-z0-9_.+-]{0,47}", re.IGNORECASE)
@@ -200,7 +204,7 @@ def rtp_parameters(params: dict[str, Any]) -> dict[str, Any]:
         _encoding(encoding, f"{path}.encodings[{index}]")
     rtcp = params.get("rtcp")
     if isinstance(rtcp, dict):
-        _text(rtcp, "cname", f"{path}.rtcp", _TOKEN_RE)
+        _text(rtcp, "cname", f"{path}.rtcp", _CNAME_RE)
         _bool(rtcp, "reducedSize", f"{path}.rtcp")
         _bool(rtcp, "mux", f"{path}.rtcp")
     return params

@@ -97,6 +97,22 @@ def test_real_clients_parameters_pass() -> None:
 
 
 @pytest.mark.parametrize(
+    "cname",
+    [
+        "Jq3/lW+x9aK0pZ/e",  # Chrome: 16 characters of the base64 alphabet (with + and /)
+        "u8Fz0Qk+/9cN2=Ab",
+        "{a3c9b1de-5f0e-4c2a-9d61-0e3c8b7f2a11}",  # Firefox
+        "user@host.example",  # RFC 3550's suggestion (GStreamer, FFmpeg)
+    ],
+)
+def test_real_clients_cnames_pass(cname: str) -> None:
+    """RFC 5576 makes a cname a byte-string; libwebrtc's random one holds ``+`` and ``/``
+    (about one Chrome PeerConnection in five), so token characters alone refused its produce."""
+    assert m.parse("produce", produce(with_(OPUS, "rtcp.cname", cname)))
+    assert m.parse("produce", produce(with_(H264_SIMULCAST, "rtcp.cname", cname), kind="video"))
+
+
+@pytest.mark.parametrize(
     ("path", "value"),
     [
         ("encodings.0.maxBitrate", math.nan),
@@ -125,6 +141,9 @@ def test_real_clients_parameters_pass() -> None:
         ("msid", "a\nb"),
         ("rtcp.cname", "c\r\na=inject"),
         ("rtcp.cname", "c name"),
+        ("rtcp.cname", "c\tname"),
+        ("rtcp.cname", "caf\u00e9"),
+        ("rtcp.cname", "c" * 256),
         ("codecs.0.mimeType", "audio/op us"),
         ("codecs.0.mimeType", "audio/opus\r\n"),
         ("codecs.0.payloadType", 128),

@@ -45,6 +45,10 @@ export class RoomClient extends EventTarget {
 		this.producers = new Map();
 		/** @type {Map<string, any>} consumer id -> Consumer (appData.peerId) */
 		this.consumers = new Map();
+		// newConsumer requests still being set up, by consumer id: the server notifies
+		// consumerPaused/Resumed/Closed from the moment it made the consumer, so those
+		// notifications may arrive before consume() has resolved.
+		this.pendingConsumers = new Map();
 		/** @type {Map<string, {id: string, displayName: string}>} */
 		this.peers = new Map();
 		this.seenMessages = new Set();
@@ -306,6 +310,8 @@ export class RoomClient extends EventTarget {
 		if (request.method === 'newConsumer') {
 			if (!this.recvTransport) return reject(503, 'not ready');
 			const { peerId, producerId, id, kind, rtpParameters, type, appData, producerPaused } = request.data;
+			const pending = { producerPaused, closed: false };
+			this.pendingConsumers.set(id, pending);
 			try {
 				const consumer = await this.recvTransport.consume({
 					id,
@@ -315,13 +321,17 @@ export class RoomClient extends EventTarget {
 					streamId: `${peerId}-${appData?.source === 'share' ? 'share' : 'cam'}`,
 					appData: { ...appData, peerId, type },
 				});
-				consumer.appData.producerPaused = producerPaused;
+				// What the notifications said meanwhile wins over the request's snapshot.
+				consumer.appData.producerPaused = pending.producerPaused;
 				this.consumers.set(consumer.id, consumer);
 				consumer.on('transportclose', () => this.consumerGone(consumer));
 				accept();
 				this.emit('consumer', { consumer, peerId });
+				if (pending.closed) this.consumerGone(consumer);
 			} catch (error) {
 				reject(500, String(error));
+			} finally {
+				this.pendingConsumers.delete(id);
 			}
 			return;
 		}
@@ -371,11 +381,14 @@ export class RoomClient extends EventTarget {
 			case 'consumerClosed': {
 				const consumer = this.consumers.get(data.consumerId);
 				if (consumer) this.consumerGone(consumer);
+				else if (this.pendingConsumers.has(data.consumerId)) this.pendingConsumers.get(data.consumerId).closed = true;
 				break;
 			}
 			case 'consumerPaused':
 			case 'consumerResumed': {
 				const consumer = this.consumers.get(data.consumerId);
+				const pending = this.pendingConsumers.get(data.consumerId);
+				if (!consumer && pending) pending.producerPaused = method === 'consumerPaused';
 				if (!consumer) break;
 				consumer.appData.producerPaused = method === 'consumerPaused';
 				this.emit('consumerpause', { consumer, peerId: consumer.appData.peerId, paused: consumer.appData.producerPaused });
