@@ -298,6 +298,11 @@ class Segment:
                 probesize=5_000_000,
                 reorder_queue_size=256,
                 fflags="+genpts",
+                # A picture whose size changes (a simulcast consumer switching layers,
+                # a camera adapting its resolution) goes on through the same graph (each
+                # tile scales it): rebuilding the graph re-reads the name cards' files and
+                # fails on an input not decoded yet (size 0x0), which ended the segment.
+                reinit_filter=0,
             )
             if self.inputs
             else None

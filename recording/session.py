@@ -15,6 +15,11 @@ change, e.g. when the room moved to another worker after its worker died);
 :data:`URGENT_DELAY` for a stalling input) so that a join's audio and video
 make one change.
 
+A video that stops sending without pausing (network loss) would stall the
+segment's grid too: the producers' packet counters are read every
+:data:`WATCH_INTERVAL`, and one that did not move for :data:`SILENT_AFTER` is
+left out of the layout as a paused one (``silent``) until it sends again.
+
 FFmpeg dying is noticed at once: what it wrote is kept and a new segment starts;
 after :data:`MAX_RESTARTS` deaths in :data:`RESTART_WINDOW` seconds the
 session stops restarting and reports it (``on_error``). The manifest
@@ -72,6 +77,11 @@ OVERLAP = 1.0
 CHANGE_DELAY = 0.4
 #: ... and after an input stopped (closed or paused): the old segment stalls meanwhile.
 URGENT_DELAY = 0.05
+#: A video producer that sent no RTP packet for this long counts as paused for the
+#: layout (network loss without a pause: its tile would stall the segment's grid).
+SILENT_AFTER = 0.7
+#: How often the video producers' packet counters are read.
+WATCH_INTERVAL = 0.2
 MAX_RESTARTS = 3
 RESTART_WINDOW = 30.0
 #: Segments holding less than this together, none readable, recorded nothing
@@ -143,6 +153,11 @@ class RecordingSession:
         self._deaths: list[float] = []
         self._stopped = False
         self._layout_key: tuple | None = None
+        #: Video producers (ids) not sending now: left out of the layout as paused ones.
+        self.silent: set[str] = set()
+        self._watching: tuple[Router | None, list[str]] = (None, [])
+        self._counters: dict[str, tuple[int, float]] = {}
+        self._watch_task: asyncio.Task[None] | None = None
 
     @property
     def current(self) -> Segment | None:
@@ -160,6 +175,7 @@ class RecordingSession:
         self.manifest.save()
         async with self._lock:
             await self._new_segment(stems_first=True)
+        self._watch_task = asyncio.ensure_future(self._watch_videos())
 
     def changed(self, *, urgent: bool = False) -> None:
         """Look at the room again soon; a new segment if what is recorded changed."""
@@ -205,8 +221,10 @@ class RecordingSession:
         stems = self._spawn(self._follow_stems(router, everything))
         if stems_first:
             await asyncio.gather(stems, return_exceptions=True)
+        self._watching = (router, [s.producer_id for s in everything if s.kind == "video" and not s.paused])
+        shown = [s for s in everything if not s.paused and s.producer_id not in self.silent]
         try:
-            await self._new_segment_of(router, [s for s in everything if not s.paused], names, only_if_changed)
+            await self._new_segment_of(router, shown, names, only_if_changed)
         finally:
             await asyncio.gather(stems, return_exceptions=True)
 
@@ -231,6 +249,52 @@ class RecordingSession:
         segment.exited.add_done_callback(lambda _exited: self._on_exit(segment))
         if old is not None:
             self._spawn(self._retire(old, OVERLAP if old_alive else 0.0))
+
+    # -- videos that stop sending ---------------------------------------------------------
+
+    async def _watch_videos(self) -> None:
+        """Every :data:`WATCH_INTERVAL`, the packet counters of the videos the room
+        shows (not paused): one that did not move for :data:`SILENT_AFTER` is left out
+        of the layout (a new segment, urgent: the current one stalls on it), and put
+        back once it sends again."""
+        while not self._stopped:
+            await asyncio.sleep(WATCH_INTERVAL)
+            router, producer_ids = self._watching
+            if router is None:
+                continue
+            try:
+                changes = await self._look_at_counters(router, producer_ids)
+            except Exception as error:  # noqa: BLE001 - a closing producer or worker: look again later
+                self.log.debug("video counters not read: {}", error)
+                continue
+            if changes and not self._stopped:
+                self.changed(urgent=any(now_silent for _id, now_silent in changes))
+
+    async def _look_at_counters(self, router: Router, producer_ids: list[str]) -> list[tuple[str, bool]]:
+        """(producer id, silent now) for each video whose state changed."""
+        producers = [p for pid in producer_ids if (p := router.producers.get(pid)) is not None and not p.closed]
+        found = await asyncio.gather(*(p.get_stats() for p in producers), return_exceptions=True)
+        now = time.monotonic()
+        changes: list[tuple[str, bool]] = []
+        for producer, stats in zip(producers, found, strict=True):
+            if isinstance(stats, BaseException):
+                continue
+            count = sum(int(s.get("packetCount") or 0) for s in stats)
+            last, since = self._counters.get(producer.id, (-1, now))
+            if count != last:
+                self._counters[producer.id] = (count, now)
+                if producer.id in self.silent:
+                    self.silent.discard(producer.id)
+                    self.log.info("video {} sends again", producer.id)
+                    changes.append((producer.id, False))
+            elif producer.id not in self.silent and now - since >= SILENT_AFTER:
+                self.silent.add(producer.id)
+                self.log.info("video {} sent nothing for {:.1f} s: shown as paused", producer.id, now - since)
+                changes.append((producer.id, True))
+        for gone in set(self._counters) - set(producer_ids):
+            del self._counters[gone]
+            self.silent.discard(gone)
+        return changes
 
     # -- stems --------------------------------------------------------------------------
 
@@ -381,6 +445,7 @@ class RecordingSession:
         self._stopped = True
         if self._pending is not None:
             self._pending.cancel()
+        self._stop_watching()
         ended_at = time.time()
         async with self._lock, self._stems_lock:
             current = self.current
@@ -401,9 +466,14 @@ class RecordingSession:
         await asyncio.to_thread(self.manifest.save)
         return ended_at
 
+    def _stop_watching(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+
     async def abort(self) -> None:
         """Stop every FFmpeg and close the inputs (a start that failed)."""
         self._stopped = True
+        self._stop_watching()
         for segment in self.segments:
             await segment.abort()
         for stem in self.stems_started:
