@@ -130,6 +130,7 @@ $(NODE_BENCH)/node_modules/.package-lock.json: $(NODE_BENCH)/package-lock.json $
 bench: setup $(NODE_BENCH)/node_modules/.package-lock.json
 	$(PY) bench/channel.py
 	$(PY) bench/composite_recording.py
+	$(PY) bench/soak.py
 
 # ruff and mypy read their configuration from pyproject.toml; mypy checks control, workers,
 # recording, tests and bench (strict for workers.* and control.auth.*). All three run, and
