@@ -85,7 +85,7 @@ class StallSampler:
                 reported = beat
                 frame = sys._current_frames().get(self.loop_thread)
                 if frame is not None:
-                    lines = traceback.format_stack(frame)[-6:]
+                    lines = traceback.format_stack(frame)[-12:]
                     self.stacks.append("".join(lines).rstrip())
 
 
