@@ -20,6 +20,7 @@ at random. Run it on purpose and judge each report by what the callback does:
 from __future__ import annotations
 
 import asyncio
+import linecache
 import logging
 import os
 import sys
@@ -90,11 +91,16 @@ class StallSampler:
 
 
 @pytest.fixture(autouse=True)
-async def asyncio_debug() -> AsyncIterator[None]:
+async def asyncio_debug(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """Debug mode on the test's loop; fail the test if a callback blocked it."""
     if not ASYNCIO_DEBUG:
         yield
         return
+    # Debug mode records a source traceback for every handle, future and task, and
+    # each one stats every file of its stack (linecache.checkcache): a first run found
+    # most stalled loops inside that os.stat, debug mode's own cost, not the code under
+    # test. Sources do not change during a test, so the check is skipped.
+    monkeypatch.setattr(linecache, "checkcache", lambda filename=None: None)
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
     loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
