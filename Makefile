@@ -131,6 +131,7 @@ bench: setup $(NODE_BENCH)/node_modules/.package-lock.json
 	$(PY) bench/channel.py
 	$(PY) bench/composite_recording.py
 	$(PY) bench/capacity.py --write bench/RESULTS.md
+	$(PY) bench/soak.py
 
 # ruff and mypy read their configuration from pyproject.toml; mypy checks control, workers,
 # recording, tests and bench (strict for workers.* and control.auth.*). All three run, and

@@ -329,6 +329,11 @@ class _Database:
             await asyncio.to_thread(self._writer.join)
         if self._readers is not None:
             await asyncio.to_thread(self._readers.shutdown, True)
+        # In a thread: PRAGMA optimize and the last connection's close (a WAL checkpoint,
+        # with its fsyncs) are file I/O that held the event loop for tens of milliseconds.
+        await asyncio.to_thread(self._close_connections)
+
+    def _close_connections(self) -> None:
         with self._read_conns_lock:
             conns, self._read_conns = self._read_conns, []
         for conn in conns:
