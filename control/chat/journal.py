@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from control.private_files import create_private_sqlite
 from control.store.base import Store
 from control.store.ids import datetime_to_ms, ms_to_datetime
 from control.store.models import Meeting, Participant, RecordingRef
@@ -185,10 +185,7 @@ class MeetingJournal:
         return self._conn
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Created 0600 before SQLite opens it (its journal files take the same mode).
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)
+        create_private_sqlite(self.path)  # joins carry participants' e-mails
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a change is on disk when add() returns

@@ -17,7 +17,6 @@ for the admin view. Adding an event id twice is a no-op (returns False).
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from control.logging import redact_text
+from control.private_files import create_private_sqlite
 
 __all__ = ["MongoOutbox", "Outbox", "OutboxEntry", "SQLiteOutbox", "open_outbox"]
 
@@ -90,17 +90,6 @@ class Outbox(ABC):
 # --------------------------------------------------------------------------- SQLite
 
 
-def _create_private(path: Path) -> None:
-    """The database file, readable by this user only (0600, its directory 0700 when created here):
-    events carry participants' ``integrations`` (third-party tokens). SQLite gives its ``-wal``
-    and ``-shm`` files the database file's mode. An existing file is tightened too."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if name.exists():
-            os.chmod(name, 0o600)
-
-
 class SQLiteOutbox(Outbox):
     backend = "sqlite"
 
@@ -119,7 +108,7 @@ class SQLiteOutbox(Outbox):
         return self._conn
 
     def _open_sync(self) -> None:
-        _create_private(self.path)
+        create_private_sqlite(self.path)  # events carry participants' integrations
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # an event is on disk when add() returns
