@@ -232,8 +232,66 @@ def shown_tiles(sources: list[Source], names: dict[str, str]) -> list[tuple[str,
     return tiles[:MAX_TILES]
 
 
+class FfmpegRun:
+    """What a segment and a stem share: one FFmpeg process fed by loopback RTP from an SDP
+    file, its exit, the tail of its stderr. Subclasses (dataclasses) declare the fields."""
+
+    path: Path
+    process: asyncio.subprocess.Process | None
+    exited: asyncio.Future[int] | None
+    log: Logger
+    _stderr: list[str]
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Started and FFmpeg has not exited."""
+        return self.exited is not None and not self.exited.done()
+
+    @property
+    def sdp_path(self) -> Path:
+        return self.path.with_suffix(".sdp")
+
+    async def _wait_listening(self, ports: set[int]) -> None:
+        """Until FFmpeg itself holds every one of ``ports`` (another process may
+        have taken one since it was picked: then FFmpeg fails to bind and exits)."""
+        deadline = time.monotonic() + BIND_TIMEOUT
+        assert self.process is not None
+        while missing := ports - {port for _address, port in udp_sockets(self.process.pid)}:
+            if self.process.returncode is not None:
+                raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                raise RecordingError(
+                    f"FFmpeg did not listen on ports {sorted(missing)} in {BIND_TIMEOUT:.0f} s: {self.stderr_tail()}"
+                )
+            await asyncio.sleep(0.01)
+
+    async def _drain_stderr(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        lines = self._stderr
+        async for raw in self.process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            del lines[:-50]
+            self.log.debug("ffmpeg: {}", line)
+
+    def stderr_tail(self) -> str:
+        return " | ".join(self._stderr[-5:])
+
+    async def _exits_within(self, seconds: float) -> bool:
+        assert self.exited is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass
-class Segment:
+class Segment(FfmpegRun):
     router: Router
     sources: list[Source]
     path: Path
@@ -252,19 +310,6 @@ class Segment:
     _stderr: list[str] = field(default_factory=list, init=False, repr=False)
     _stderr_task: asyncio.Future | None = field(default=None, init=False, repr=False)
     _keyframes: asyncio.Future | None = field(default=None, init=False, repr=False)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """Started and FFmpeg has not exited."""
-        return self.exited is not None and not self.exited.done()
-
-    @property
-    def sdp_path(self) -> Path:
-        return self.path.with_suffix(".sdp")
 
     @property
     def videos(self) -> list[Source]:
@@ -385,20 +430,6 @@ class Segment:
             media = [Media(i.source.kind, i.consumer.rtp_parameters, i.port) for i in self.inputs]
             self.sdp_path.write_text(session_sdp(media, ip=IP))
 
-    async def _wait_listening(self, ports: set[int]) -> None:
-        """Until FFmpeg itself holds every one of ``ports`` (another process may
-        have taken one since it was picked: then FFmpeg fails to bind and exits)."""
-        deadline = time.monotonic() + BIND_TIMEOUT
-        assert self.process is not None
-        while missing := ports - {port for _address, port in udp_sockets(self.process.pid)}:
-            if self.process.returncode is not None:
-                raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
-            if time.monotonic() > deadline:
-                raise RecordingError(
-                    f"FFmpeg did not listen on ports {sorted(missing)} in {BIND_TIMEOUT:.0f} s: {self.stderr_tail()}"
-                )
-            await asyncio.sleep(0.01)
-
     async def _request_key_frames(self) -> None:
         for item in self.inputs:
             if item.source.kind == "video" and not item.consumer.closed:
@@ -410,18 +441,6 @@ class Segment:
             for delay in (0.3, 0.7, 1.5):
                 await asyncio.sleep(delay)
                 await self._request_key_frames()
-
-    async def _drain_stderr(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        lines = self._stderr
-        async for raw in self.process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            lines.append(line)
-            del lines[:-50]
-            self.log.debug("ffmpeg: {}", line)
-
-    def stderr_tail(self) -> str:
-        return " | ".join(self._stderr[-5:])
 
     def _close_inputs(self) -> None:
         for item in self.inputs:
@@ -448,14 +467,6 @@ class Segment:
             return time.time() - self.path.stat().st_mtime > STALLED_AFTER
         except OSError:
             return False
-
-    async def _exits_within(self, seconds: float) -> bool:
-        assert self.exited is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(self.exited), seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def stop(self, *, drain: bool = False) -> SegmentResult:
         """``q`` to FFmpeg, or with ``drain`` (a segment retired after a change, in the

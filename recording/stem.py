@@ -33,17 +33,16 @@ from loguru import logger
 
 from recording.sdp import consumer_sdp
 from recording.segment import (
-    BIND_TIMEOUT,
     IP,
     STOP_GRACE,
     STOP_TIMEOUT,
+    FfmpegRun,
     RecordingError,
     Source,
     _free_port_pair,
     _interrupt_with_parent,
     interrupt,
     recording_capabilities,
-    udp_sockets,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ def monotonic_to_wall(monotonic_ms: float) -> float:
 
 
 @dataclass
-class Stem:
+class Stem(FfmpegRun):
     router: Router
     source: Source
     path: Path
@@ -93,18 +92,6 @@ class Stem:
     @property
     def producer_id(self) -> str:
         return self.source.producer_id
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.exited is not None and not self.exited.done()
-
-    @property
-    def sdp_path(self) -> Path:
-        return self.path.with_suffix(".sdp")
 
     def command(self) -> list[str]:
         return [
@@ -200,27 +187,6 @@ class Stem:
         if self.on_first_packet is not None:
             self.on_first_packet(self)
 
-    async def _wait_listening(self, ports: set[int]) -> None:
-        deadline = time.monotonic() + BIND_TIMEOUT
-        assert self.process is not None
-        while ports - {port for _address, port in udp_sockets(self.process.pid)}:
-            if self.process.returncode is not None:
-                raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
-            if time.monotonic() > deadline:
-                raise RecordingError(f"stem FFmpeg did not listen in {BIND_TIMEOUT:.0f} s: {self.stderr_tail()}")
-            await asyncio.sleep(0.01)
-
-    async def _drain_stderr(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        async for raw in self.process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            self._stderr.append(line)
-            del self._stderr[:-50]
-            self.log.debug("ffmpeg: {}", line)
-
-    def stderr_tail(self) -> str:
-        return " | ".join(self._stderr[-5:])
-
     def _close_input(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -233,14 +199,6 @@ class Stem:
             await self.process.wait()
         self._close_input()
         self.path.unlink(missing_ok=True)
-
-    async def _exits_within(self, seconds: float) -> bool:
-        assert self.exited is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(self.exited), seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def stop(self) -> None:
         """``q`` (FFmpeg reads it at its next packet), SIGINT twice if the input is
