@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from loguru import logger
 
-from control import auth, chat, cluster, events, health, metrics, recording, rooms, storage
+from control import auth, chat, cluster, events, health, metrics, ratelimit, recording, rooms, storage
 from control import web as web_page
 from control.config import Settings
 from control.http import error_middleware
@@ -74,7 +74,9 @@ def create_app(settings: Settings) -> web.Application:
     """
     quiet_malformed_http()  # a client's malformed request is a warning, not a traceback
     app = web.Application(middlewares=[error_middleware])
+    ratelimit.setup(app, settings)  # per-address limits: before any credential is verified
     auth.setup(app, settings)
+    ratelimit.setup_principals(app)  # per-principal REST limits: once the access check knows who
     app[SETTINGS] = settings
     app.cleanup_ctx.append(worker_pool_ctx)
     events.setup(app, settings=SETTINGS)
