@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from control.auth import ACCESS, VideoGrants, mint
 from control.ratelimit import CLIENT_LIMITS
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
@@ -175,8 +176,9 @@ async def test_rest_requests_per_principal_and_per_address(tmp_path: Path) -> No
         rest_request_burst_per_ip=8,
     ) as server:
         url = f"{server.base_url}/api/rooms"
-        ops = {"Authorization": f"Bearer {server.token('', 'ops', room_list=True)}"}
-        other = {"Authorization": f"Bearer {server.token('', 'other', room_list=True)}"}
+        keys = server.app[ACCESS].keys
+        ops = {"Authorization": f"Bearer {mint(keys, identity='ops', grants=VideoGrants(room_list=True))}"}
+        other = {"Authorization": f"Bearer {mint(keys, identity='other', grants=VideoGrants(room_list=True))}"}
 
         async def get(http: aiohttp.ClientSession, headers: dict[str, str]) -> aiohttp.ClientResponse:
             resp = await http.get(url, headers=headers)
