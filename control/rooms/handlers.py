@@ -22,12 +22,14 @@ a principal with ``canSubscribe``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from control.auth import Grant, source_of
+from control.auth import Grant, Principal, source_of
 from control.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
+from control.ids import DISPLAY_NAME_FORBIDDEN_RE, MAX_DISPLAY_NAME_LENGTH
 from control.rooms import media
 from control.rooms.consumers import sync_consumers
 from control.rooms.errors import worker_errors
@@ -172,12 +174,14 @@ async def join(room: Room, peer: Peer, request: m.Join) -> Any:
         for transport in list(peer.transports.values()):
             if transport.app_data.get("generation", 0) < peer.generation:
                 transport.close()
-    peer.display_name = request.displayName
+    peer.display_name = token_name(peer.principal) or request.displayName
     peer.device = request.device or {}
     peer.rtp_capabilities = request.rtpCapabilities
     peer.sctp_capabilities = request.sctpCapabilities
     peer.metadata = ParticipantMetadata(
-        email=request.email, ai_settings=request.aiSettings, integrations=request.integrations
+        email=token_email(peer.principal) or request.email,
+        ai_settings=request.aiSettings,
+        integrations=request.integrations,
     )
     peer.joined = True
     peer.joined_generation = peer.generation
@@ -201,6 +205,31 @@ async def join(room: Room, peer: Peer, request: m.Join) -> Any:
     return {"peers": [other.info() for other in others]}
 
 
+def token_name(principal: Principal) -> str:
+    """The participant's name its credentials carry (a token's ``name`` claim, the
+    signed-in user's name), made to follow the one display name rule; "" if none.
+
+    It wins over ``join``'s ``displayName``, as in LiveKit, where the name is the
+    token's: whoever issued the credentials decides who the others see."""
+    name = DISPLAY_NAME_FORBIDDEN_RE.sub("", principal.name).strip()
+    return name[:MAX_DISPLAY_NAME_LENGTH]
+
+
+def token_email(principal: Principal) -> str | None:
+    """The e-mail the credentials carry: the signed-in user's, or ``email`` in a token's
+    ``metadata`` JSON object (what Parley's own minting writes); None if none."""
+    if principal.email:
+        return principal.email
+    if not principal.metadata.startswith("{"):
+        return None
+    try:
+        metadata = json.loads(principal.metadata)
+    except ValueError:
+        return None
+    email = metadata.get("email") if isinstance(metadata, dict) else None
+    return email if isinstance(email, str) and m.is_email(email) else None
+
+
 def _display_name_changed(room: Room, peer: Peer, old: str) -> None:
     if peer.hidden:
         return
@@ -212,6 +241,11 @@ def _display_name_changed(room: Room, peer: Peer, old: str) -> None:
 
 @handles("changeDisplayName")
 async def change_display_name(room: Room, peer: Peer, request: m.ChangeDisplayName) -> Any:
+    """A rename; refused (403 ``display_name_from_token``) when the name is the token's."""
+    if token_name(peer.principal):
+        raise Forbidden(
+            "the display name is the access token's name; it cannot be changed", code="display_name_from_token"
+        )
     old, peer.display_name = peer.display_name, request.displayName
     _display_name_changed(room, peer, old)
     if not peer.hidden:
