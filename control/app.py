@@ -56,6 +56,12 @@ async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         logger.info("mediasoup workers closed")
 
 
+def _relayed(request: web.Request) -> bool:
+    """A connection another node of the cluster relays (403 for a wrong relay token)."""
+    node = request.app.get(cluster.CLUSTER)
+    return node is not None and node.relay.is_relayed(request)
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the Parley application for ``settings`` (nothing starts until it runs).
 
@@ -74,7 +80,7 @@ def create_app(settings: Settings) -> web.Application:
     """
     quiet_malformed_http()  # a client's malformed request is a warning, not a traceback
     app = web.Application(middlewares=[error_middleware])
-    ratelimit.setup(app, settings)  # per-address limits: before any credential is verified
+    ratelimit.setup(app, settings, relayed=_relayed)  # per-address limits: before any credential is verified
     auth.setup(app, settings)
     ratelimit.setup_principals(app)  # per-principal REST limits: once the access check knows who
     app[SETTINGS] = settings

@@ -14,6 +14,9 @@ Two middlewares, wired in ``control/app.py`` around the access check:
   bucket, whichever address it comes from. The open and dev principals (no
   credentials) are limited by address only.
 
+A WebSocket relayed by another node of the cluster (``control.cluster``) was counted
+there, as its client; the node that serves it does not count it again.
+
 REST means ``/api``, ``/rooms``, ``/auth`` and ``/metrics``; the meeting page's files and
 presigned storage URLs (their own signature and expiry) are not counted. Loopback
 is not exempt.
@@ -59,8 +62,14 @@ def _creates_broadcaster(request: web.Request) -> bool:
     return resource is not None and resource.canonical == _BROADCASTERS
 
 
-def setup(app: web.Application, settings: Settings) -> ClientLimits:
-    """Install the per-address middleware (call before ``auth.setup``)."""
+def setup(
+    app: web.Application, settings: Settings, *, relayed: Callable[[web.Request], bool] | None = None
+) -> ClientLimits:
+    """Install the per-address middleware (call before ``auth.setup``).
+
+    ``relayed`` tells a WebSocket another node of the cluster relays (proven by the
+    cluster's relay token): its client was counted by that node, under its own
+    address; here it would count under the relaying node's, so it is not counted."""
     limits = ClientLimits(settings)
     app[CLIENT_LIMITS] = limits
     refusals = RefusalLog()
@@ -69,6 +78,8 @@ def setup(app: web.Application, settings: Settings) -> ClientLimits:
     async def address_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
         websocket = _is_websocket(request)
         if not websocket and not _is_rest(request):
+            return await handler(request)
+        if websocket and relayed is not None and relayed(request):
             return await handler(request)
         key = limits.key_of(request)
         try:

@@ -19,12 +19,19 @@ import aiohttp
 import pytest
 
 from control.auth import ACCESS, VideoGrants, mint
+from control.cluster import Registry
 from control.ratelimit import CLIENT_LIMITS
+from tests.e2e.cluster_nodes import cluster_node
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.signaling.conftest import eventually
+from tests.integration.test_cluster import redis_url, registry  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(60)
+
+#: The cluster test's names (its Redis database may be shared with other runs on this machine).
+ROOM = "limits-relayed"
+RELAY_JOIN = {"displayName": "x", "device": {"name": "test"}, "rtpCapabilities": {"codecs": [], "headerExtensions": []}}
 
 API_KEY = "limitskey"
 API_SECRET = "s" * 40
@@ -252,3 +259,36 @@ async def test_a_flood_of_addresses_keeps_the_tables_bounded(tmp_path: Path) -> 
             async with direct.get(url) as resp:
                 assert resp.status == 200
         assert all(len(table) <= 16 for table in limits.tables().values())
+
+
+async def test_relayed_connections_count_on_the_node_the_client_reached(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 (fixture)
+    registry: Registry,  # noqa: F811 (fixture)
+) -> None:
+    async with (
+        cluster_node(tmp_path, redis_url, "limits-a", rtc_base=45000, max_connections_per_ip=3) as a,
+        cluster_node(tmp_path, redis_url, "limits-b", rtc_base=46000, max_connections_per_ip=1) as b,
+    ):
+        assert await registry.place(ROOM, "limits-b") == "limits-b"
+        clients: list[ProtooClient] = []
+        try:
+            # Three clients reach A; B serves them all over A's relay (from A's address).
+            for peer in ("p1", "p2", "p3"):
+                clients.append(await ProtooClient.connect(a.ws_url(ROOM, peer)))
+                await clients[-1].request("join", RELAY_JOIN)
+            assert set(b.rooms.rooms[ROOM].peers) == {"p1", "p2", "p3"}
+            assert b.app[CLIENT_LIMITS].connections == {}
+            # A counted them under their own address: a fourth is refused there.
+            async with aiohttp.ClientSession() as http:
+                await refusal(await upgrade(http, a, ROOM, "p4"), "ip_connections_limit")
+                # B counts the clients that reach it, and a forged relay header is refused.
+                clients.append(await ProtooClient.connect(b.ws_url(ROOM, "p5")))
+                await refusal(await upgrade(http, b, ROOM, "p6"), "ip_connections_limit")
+                forged = await http.get(
+                    b.ws_url(ROOM, "p7").replace("ws://", "http://"), headers={**UPGRADE, "X-Parley-Relay": "x"}
+                )
+                assert forged.status == 403 and (await forged.json())["error"]["code"] == "relay_token_invalid"
+        finally:
+            for client in clients:
+                await client.close()
