@@ -1,14 +1,17 @@
 """The per-client limits of a node: what one address (or one principal) may open and send.
 
-=====================================  ==============================================  ==============================
-what                                   settings                                        refused with (HTTP 429)
-=====================================  ==============================================  ==============================
-open signaling WebSockets of an address ``MAX_CONNECTIONS_PER_IP``                      ``ip_connections_limit``
-new WebSockets of an address            ``CONNECTIONS_PER_SECOND_PER_IP``/``_BURST_``  ``ip_connection_rate_limited``
-REST requests of an address             ``REST_REQUESTS_PER_SECOND_PER_IP``/``BURST``   ``ip_rate_limited``
-REST requests of a principal            ``REST_REQUESTS_PER_SECOND``/``BURST``          ``principal_rate_limited``
-broadcaster creations of an address     ``BROADCASTERS_PER_MINUTE_PER_IP``              ``ip_broadcasters_limit``
-=====================================  ==============================================  ==============================
+=======================================  ==========================================  ===============================
+what                                     settings                                    refused with (HTTP 429)
+=======================================  ==========================================  ===============================
+open signaling WebSockets of an address  ``MAX_CONNECTIONS_PER_IP``                  ``ip_connections_limit``
+new WebSockets of an address             ``CONNECTIONS_PER_SECOND_PER_IP``,          ``ip_connection_rate_limited``
+                                         ``CONNECTION_BURST_PER_IP``
+REST requests of an address              ``REST_REQUESTS_PER_SECOND_PER_IP``,        ``ip_rate_limited``
+                                         ``REST_REQUEST_BURST_PER_IP``
+REST requests of a principal             ``REST_REQUESTS_PER_SECOND``,               ``principal_rate_limited``
+                                         ``REST_REQUEST_BURST``
+broadcaster creations of an address      ``BROADCASTERS_PER_MINUTE_PER_IP``          ``ip_broadcasters_limit``
+=======================================  ==========================================  ===============================
 
 Every refusal is a :class:`~control.errors.TooManyRequests` with ``Retry-After``, in
 the one JSON error shape, before any handler (and, for an address, before any
