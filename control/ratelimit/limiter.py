@@ -72,6 +72,9 @@ class ClientLimits:
 
     def key_of(self, request: web.Request) -> str:
         """The key ``request``'s client is limited under (see :mod:`control.ratelimit.clientip`)."""
+        remote = request.remote
+        if not self.proxies and remote and ":" not in remote:
+            return remote  # an IPv4 peer, nothing to parse (the common case)
         return limit_key(client_address(request, self.proxies))
 
     # -- checks (each raises RateLimited) -------------------------------------------
