@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
         uploads=UPLOADS,
         events=EVENTS,
         chat=CHAT,
+        limits=ratelimit.CLIENT_LIMITS,
     )
     web_page.setup(app, settings=SETTINGS, signaling=signaling.protoo_websocket)  # GET / (page or protoo), /r/{roomId}
     app.add_routes(signaling.routes)  # protoo WebSocket: /ws (and / through web_page)

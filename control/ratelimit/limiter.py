@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
@@ -52,6 +53,7 @@ class ClientLimits:
         self.proxies: Sequence[Network] = tuple(settings.trusted_proxies)
         self.max_connections = settings.max_connections_per_ip
         self.connections: dict[str, int] = {}  # open WebSockets by address; no zero entries
+        self.refused: Counter[str] = Counter()  # refusals by code (read by metrics)
         self.connection_rate = BucketTable(
             settings.connections_per_second_per_ip, settings.connection_burst_per_ip, cap
         )
@@ -82,6 +84,7 @@ class ClientLimits:
     def check_connection(self, key: str) -> None:
         """May ``key`` open one more WebSocket? (takes a token of its connection rate)"""
         if self.connections.get(key, 0) >= self.max_connections:
+            self.refused["ip_connections_limit"] += 1
             raise RateLimited(
                 f"this address has {self.max_connections} open connections (MAX_CONNECTIONS_PER_IP)",
                 code="ip_connections_limit",
@@ -118,10 +121,10 @@ class ClientLimits:
             "too many broadcasters created from this address (BROADCASTERS_PER_MINUTE_PER_IP)",
         )
 
-    @staticmethod
-    def _take(table: BucketTable, key: str, code: str, message: str) -> None:
+    def _take(self, table: BucketTable, key: str, code: str, message: str) -> None:
         wait = table.take(key)
         if wait > 0:
+            self.refused[code] += 1
             raise RateLimited(message, code=code, retry_after=retry_after(wait))
 
     @contextlib.contextmanager

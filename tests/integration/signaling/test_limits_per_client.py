@@ -292,3 +292,31 @@ async def test_relayed_connections_count_on_the_node_the_client_reached(
         finally:
             for client in clients:
                 await client.close()
+
+
+async def test_refusals_and_tracked_clients_are_in_the_metrics(tmp_path: Path) -> None:
+    async with running_server(
+        tmp_path, mediasoup_num_workers=1, rest_requests_per_second_per_ip=0.01, rest_request_burst_per_ip=3
+    ) as server:
+        async with from_address("127.0.0.14") as fourteen, from_address("127.0.0.15") as fifteen:
+            statuses = []
+            for _ in range(4):
+                async with fourteen.get(f"{server.base_url}/api/health") as resp:
+                    statuses.append(resp.status)
+            assert statuses == [200, 200, 200, 429]
+            client = await ProtooClient.connect(server.ws_url("r", "a"), session=fourteen)
+            try:
+                async with fifteen.get(f"{server.base_url}/metrics") as resp:  # counted: /metrics is REST
+                    assert resp.status == 200
+                    text = await resp.text()
+            finally:
+                await client.close()
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(("parley_rate_limit", "parley_client_"))
+        }
+        assert samples['parley_rate_limited_total{code="ip_rate_limited"}'] == 1
+        assert samples["parley_client_connections"] == 1 and samples["parley_client_addresses"] == 1
+        assert samples['parley_rate_limit_tracked{table="rest_by_address"}'] == 2
+        assert samples['parley_rate_limit_tracked{table="connection_rate"}'] == 1
