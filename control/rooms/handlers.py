@@ -22,19 +22,17 @@ a principal with ``canSubscribe``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from control.auth import Grant, Principal, source_of
+from control.auth import Grant, source_of
 from control.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
-from control.ids import DISPLAY_NAME_FORBIDDEN_RE, MAX_DISPLAY_NAME_LENGTH
 from control.rooms import media
 from control.rooms.consumers import sync_consumers
 from control.rooms.errors import worker_errors
 from control.rooms.host import PEER_JOINED, PEER_UPDATED
-from control.rooms.peer import ParticipantMetadata
+from control.rooms.peer import ParticipantMetadata, token_email, token_name
 from control.signaling import messages as m
 from workers.transport import Transport
 from workers.webrtc_transport import WebRtcTransport
@@ -203,31 +201,6 @@ async def join(room: Room, peer: Peer, request: m.Join) -> Any:
     # Consumers are created after the answer is queued (the spawned task runs later).
     room.spawn(sync_consumers(room, peer))
     return {"peers": [other.info() for other in others]}
-
-
-def token_name(principal: Principal) -> str:
-    """The participant's name its credentials carry (a token's ``name`` claim, the
-    signed-in user's name), made to follow the one display name rule; "" if none.
-
-    It wins over ``join``'s ``displayName``, as in LiveKit, where the name is the
-    token's: whoever issued the credentials decides who the others see."""
-    name = DISPLAY_NAME_FORBIDDEN_RE.sub("", principal.name).strip()
-    return name[:MAX_DISPLAY_NAME_LENGTH]
-
-
-def token_email(principal: Principal) -> str | None:
-    """The e-mail the credentials carry: the signed-in user's, or ``email`` in a token's
-    ``metadata`` JSON object (what Parley's own minting writes); None if none."""
-    if principal.email:
-        return principal.email
-    if not principal.metadata.startswith("{"):
-        return None
-    try:
-        metadata = json.loads(principal.metadata)
-    except ValueError:
-        return None
-    email = metadata.get("email") if isinstance(metadata, dict) else None
-    return email if isinstance(email, str) and m.is_email(email) else None
 
 
 def _display_name_changed(room: Room, peer: Peer, old: str) -> None:
