@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from loguru import logger
@@ -80,6 +81,8 @@ class ClusterNode:
         #: The live nodes as of the last heartbeat, least loaded first.
         self.nodes: list[NodeInfo] = []
         self.closed = False
+        #: Draining (:meth:`drain`): no new room is placed here; the rooms here keep serving.
+        self.draining = False
         self._beating: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[bool]] = set()
 
@@ -125,7 +128,8 @@ class ClusterNode:
 
     async def beat(self) -> None:
         """One heartbeat: write this node's key, read the others', keep this node's rooms."""
-        await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load()))
+        await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load(), self.draining))
+        await self._publish_rooms()
         self.nodes = await self.registry.nodes()
         lost = await self.registry.keep(self.node_id, list(self.rooms.rooms))
         for room_id in lost:
@@ -155,8 +159,11 @@ class ClusterNode:
 
     async def owner_of(self, room_id: str) -> NodeInfo:
         """The live node that hosts ``room_id``, placing it first if it is nowhere."""
-        candidate = self.nodes[0].node_id if self.nodes else self.node_id
+        accepting = [node for node in self.nodes if not node.draining]
+        candidate = accepting[0].node_id if accepting else self.node_id
         owner_id = await self.registry.place(room_id, candidate, fallback=self.node_id)
+        if owner_id is None:
+            raise Unavailable("every node of the cluster is draining: no new room now, try again")
         if owner_id == self.node_id:
             return NodeInfo(self.node_id, self.url, NodeLoad())
         known = next((node for node in self.nodes if node.node_id == owner_id), None)
@@ -210,3 +217,107 @@ class ClusterNode:
                 return True
             await asyncio.sleep(0.25)
         return False
+
+    # -- drain (a graceful stop) ------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Take no new room from now on: the heartbeat says ``draining`` at once, so
+        placement (one Lua script) passes over this node; its rooms keep serving."""
+        if self.draining:
+            return
+        self.draining = True
+        logger.info(
+            "cluster: node {} draining: no new rooms, {} room(s) keep serving", self.node_id, len(self.rooms.rooms)
+        )
+        await self._beat_now()
+
+    async def resume(self) -> None:
+        """Take new rooms again (an operator's drain called off)."""
+        if not self.draining:
+            return
+        self.draining = False
+        logger.info("cluster: node {} takes new rooms again", self.node_id)
+        await self._beat_now()
+
+    async def _beat_now(self) -> None:
+        try:
+            await self.beat()
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: heartbeat failed ({!r}); the next one says it", error)
+
+    @property
+    def drained(self) -> bool:
+        """No room here and no client relayed through here: stopping now cuts nobody."""
+        return not self.rooms.rooms and not self.relay.clients
+
+    async def drain_and_wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a drain deadline, not an I/O timeout
+        """Drain, then wait until :attr:`drained` (True) or ``timeout`` seconds (False)."""
+        await self.drain()
+        deadline = time.monotonic() + timeout
+        while not self.drained:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning(
+                    "cluster: drain timeout: {} room(s), {} relayed client(s) still here; stopping",
+                    len(self.rooms.rooms),
+                    len(self.relay.clients),
+                )
+                return False
+            await asyncio.sleep(min(0.25, left))
+        logger.info("cluster: node {} drained", self.node_id)
+        return True
+
+    # -- cluster-wide views -------------------------------------------------------------
+
+    async def _publish_rooms(self) -> None:
+        """This node's rooms for the other nodes' ``GET /api/rooms`` (with each heartbeat)."""
+        summaries = [room.summary() for room in self.rooms.rooms.values() if not room.closed]
+        await self.registry.publish_rooms(self.node_id, summaries)
+
+    async def cluster_rooms(self, local: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every room of the cluster, each with ``nodes`` (the ids of the nodes that host
+        it): this node's ``local`` summaries as they are now, the others' as of their
+        last heartbeat (at most :data:`HEARTBEAT_SECONDS` old)."""
+        try:
+            others = [node.node_id for node in await self.registry.nodes() if node.node_id != self.node_id]
+            published = await self.registry.rooms_of(others)
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: Redis unreachable ({!r}): no cluster-wide room list", error)
+            raise Unavailable("the cluster registry is unreachable, try again") from None
+        rooms: dict[str, dict[str, Any]] = {}
+        for node_id, summaries in [(self.node_id, local), *published.items()]:
+            for summary in summaries:
+                entry = rooms.get(summary["id"])
+                if entry is None:
+                    rooms[summary["id"]] = {**summary, "nodes": [node_id]}
+                    continue
+                entry["nodes"].append(node_id)  # a room over several nodes: its figures add up
+                for field in ("peers", "broadcasters"):
+                    entry[field] = entry.get(field, 0) + summary.get(field, 0)
+                entry["workers"] = [*entry.get("workers", []), *summary.get("workers", [])]
+        return list(rooms.values())
+
+    async def cluster_health(self, detailed: bool) -> dict[str, Any]:
+        """This node's place in the cluster; with ``detailed`` (an operator asks), every
+        live node: id, URL, load, draining, age of its last heartbeat."""
+        view: dict[str, Any] = {"nodeId": self.node_id, "draining": self.draining}
+        try:
+            states = await self.registry.node_states()
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: Redis unreachable ({!r}) for the health check", error)
+            view["registry"] = "unreachable"
+            return view
+        view["registry"] = "ok"
+        view["nodeCount"] = len(states)
+        if detailed:
+            view["nodes"] = [
+                {
+                    "nodeId": info.node_id,
+                    "url": info.url,
+                    "load": asdict(info.load),
+                    "draining": info.draining,
+                    "heartbeatAgeMs": age,
+                }
+                for info, age in states
+            ]
+        return view
