@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from control.auth import principal_of, require_ws_join
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
-from control.cluster.relay import NodeRefused, Relay
+from control.cluster.relay import PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
 from control.errors import ParleyError, Unavailable
 
 if TYPE_CHECKING:
@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 __all__ = ["ClusterNode", "WorkerCpu"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+#: How long a room's node, once placed, is relayed to without asking Redis again (the
+#: room's node confirms a remembered placement, so a stale one costs a retry, not a
+#: split room); at most :data:`OWNER_CACHE_SIZE` rooms are remembered.
+OWNER_CACHE_SECONDS = 30.0
+OWNER_CACHE_SIZE = 10_000
 
 
 class WorkerCpu:
@@ -85,6 +91,8 @@ class ClusterNode:
         self.draining = False
         self._beating: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[bool]] = set()
+        #: Rooms relayed from here lately: room id -> (its node's id, until when to trust it).
+        self._owners: dict[str, tuple[str, float]] = {}
 
     # -- life -------------------------------------------------------------------------
 
@@ -174,9 +182,15 @@ class ClusterNode:
 
     async def route(self, request: web.Request, room_id: str) -> web.StreamResponse | None:
         """``None``: serve the room here; else the relayed connection to its node."""
-        if self.relay.is_relayed(request) or self.rooms.get_room(room_id) is not None:
+        relayed = self.relay.is_relayed(request)
+        if self.rooms.get_room(room_id) is not None:
+            return None
+        if relayed:
+            await self._confirm_remembered(request, room_id)
             return None
         await self._may_join(request, room_id)
+        if (remembered := await self._relay_remembered(request, room_id)) is not None:
+            return remembered
         try:
             owner = await self.owner_of(room_id)
         except (RedisError, OSError) as error:
@@ -184,6 +198,7 @@ class ClusterNode:
             raise Unavailable("the cluster registry is unreachable, try again") from None
         if owner.node_id == self.node_id:
             return None
+        self._remember(room_id, owner.node_id)
         try:
             return await self.relay.relay(request, owner.node_id, owner.url)
         except NodeRefused:
@@ -194,6 +209,50 @@ class ClusterNode:
             if owner.node_id == self.node_id:
                 return None
             return await self.relay.relay(request, owner.node_id, owner.url)
+
+    # -- remembered placements: no Redis round trip per join of a known room ----------
+
+    def _remember(self, room_id: str, node_id: str) -> None:
+        if len(self._owners) >= OWNER_CACHE_SIZE:
+            self._owners.clear()
+        self._owners[room_id] = (node_id, time.monotonic() + OWNER_CACHE_SECONDS)
+
+    def _remembered(self, room_id: str) -> NodeInfo | None:
+        """The live node (as of the last heartbeat) this node relayed ``room_id`` to lately."""
+        entry = self._owners.get(room_id)
+        if entry is None:
+            return None
+        node_id, until = entry
+        node = next((node for node in self.nodes if node.node_id == node_id), None)
+        if node is None or time.monotonic() > until:
+            del self._owners[room_id]
+            return None
+        return node
+
+    async def _relay_remembered(self, request: web.Request, room_id: str) -> web.StreamResponse | None:
+        """Relay to the room's remembered node (it confirms); None: place as usual (a
+        node that refuses, is gone or no longer hosts the room is forgotten)."""
+        node = self._remembered(room_id)
+        if node is None:
+            return None
+        try:
+            return await self.relay.relay(request, node.node_id, node.url, remembered=True)
+        except Unavailable:  # RoomMoved, NodeRefused, unreachable: nothing was sent to the client
+            self._owners.pop(room_id, None)
+            return None
+
+    async def _confirm_remembered(self, request: web.Request, room_id: str) -> None:
+        """A relay for a room not hosted here, from a node that remembered this node as
+        its owner: is it (still, or now) placed here? 421 ``room_moved`` if not."""
+        if request.headers.get(PLACEMENT_HEADER) != "remembered":
+            return  # the relaying node placed it here just now
+        try:
+            owner = await self.registry.place(room_id, self.node_id, fallback=self.node_id)
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: Redis unreachable ({!r}): room {} served here unconfirmed", error, room_id)
+            return
+        if owner != self.node_id:
+            raise RoomMoved(f"room {room_id} is not hosted by node {self.node_id}")
 
     @staticmethod
     async def _may_join(request: web.Request, room_id: str) -> None:

@@ -59,7 +59,7 @@ def test_each_node_is_a_valid_configuration_that_drains_before_docker_kills_it()
         assert service["network_mode"] == "host" and service["init"] is True
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         # Every variable is a setting, and the values are valid (secrets stand in for ${...}).
-        values = {k.lower(): v for k, v in env.items()}
+        values: dict[str, Any] = {k.lower(): v for k, v in env.items()}
         unknown = set(values) - set(Settings.model_fields)
         assert not unknown, f"{name}: not settings: {sorted(unknown)}"
         values["cluster_secret"] = "s" * 40
