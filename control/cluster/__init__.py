@@ -43,7 +43,8 @@ from control.auth import is_loopback_host
 from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
 from control.cluster.relay import RELAY_HEADER, Relay, relay_token
-from control.cluster.routes import drain_routes
+from control.cluster.routes import drain_routes, link_routes
+from control.cluster.warm import LinkWarmer
 from control.config import Settings
 
 if TYPE_CHECKING:
@@ -113,11 +114,16 @@ def cluster_ctx(
             yield  # one node, no Redis
             return
         redis = Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        warmer = LinkWarmer()  # a spare connection to a node for its next relay (control.cluster.warm)
         # Connecting to a node that does not answer fails fast; an open link has no deadline.
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5))
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5),
+            trace_configs=[warmer.trace_config()],
+        )
         try:
             registry = Registry(redis)
             relay = Relay(session, relay_token(await _relay_secret(config, registry)), config.signaling_max_frame_bytes)
+            warmer.headers = {RELAY_HEADER: relay.token}
             node = ClusterNode(node_id(config), advertise_url(config), registry, relay, app[rooms], app[pool])
             if is_loopback_host(config.host) and not config.node_advertise_url:
                 logger.info("cluster: HOST is loopback: only nodes on this machine can reach {}", node.url)
@@ -131,6 +137,7 @@ def cluster_ctx(
             finally:
                 await node.close()
         finally:
+            await warmer.close()
             await session.close()
             await redis.aclose()
 
@@ -151,6 +158,7 @@ def setup(
     of ``views`` (the room list and the health check ask it for the cluster's)."""
     app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router, views=views))
     app.add_routes(drain_routes(CLUSTER))  # POST/DELETE /api/cluster/drain (roomless roomAdmin)
+    app.add_routes(link_routes(CLUSTER))  # HEAD /cluster/link (relay token): warm node-to-node connections
 
     async def leave(app: web.Application) -> None:
         node = app.get(CLUSTER)
