@@ -29,6 +29,7 @@ from control.auth import principal_of, require_ws_join
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
 from control.cluster.relay import PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
 from control.errors import ParleyError, Unavailable
+from control.signaling.protoo import CLOSE_RECONNECT
 
 if TYPE_CHECKING:
     from control.rooms.manager import RoomManager
@@ -140,8 +141,7 @@ class ClusterNode:
         await self._publish_rooms()
         self.nodes = await self.registry.nodes()
         lost = await self.registry.keep(self.node_id, list(self.rooms.rooms))
-        for room_id in lost:
-            logger.bind(room=room_id).warning("cluster: room {} is also placed on another live node", room_id)
+        self._close_split(lost)
 
     async def _beat_forever(self) -> None:
         while True:
@@ -276,6 +276,23 @@ class ClusterNode:
                 return True
             await asyncio.sleep(0.25)
         return False
+
+    # -- split brain --------------------------------------------------------------------
+
+    def _close_split(self, room_ids: list[str]) -> None:
+        """Rooms hosted here whose placement another live node holds (two nodes each
+        created the room: Redis lost the placement, or a partition let both place it).
+        The placement is the truth: this copy closes with 4002 ("reconnect") and its
+        peers rejoin, through any node, the room on the node the placement names."""
+        for room_id in room_ids:
+            room = self.rooms.get_room(room_id)
+            if room is None or room.closed:
+                continue
+            logger.bind(room=room_id).warning(
+                "cluster: room {} is placed on another live node: closing this copy, its peers reconnect there",
+                room_id,
+            )
+            room.close(CLOSE_RECONNECT, "the room lives on another node, reconnect")
 
     # -- drain (a graceful stop) ------------------------------------------------------
 

@@ -163,3 +163,70 @@ async def _rooms_are(listing: Any, expected: dict[str, tuple[list[str], int]]) -
 async def _peers_are(answer: Any, node_id: str, peers: int) -> bool:
     _, health = await answer
     return next(n["load"]["peers"] for n in health["cluster"]["nodes"] if n["nodeId"] == node_id) == peers
+
+
+async def test_a_remembered_placement_is_confirmed_by_the_room_node(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=49000) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=50000) as b,
+    ):
+        await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both nodes registered")
+        assert await registry.place("r", "b") == "b"
+        first = await joined(a, "r", "p1")  # relayed to B: A remembers B as the room's node
+        second = await joined(a, "r", "p2")  # relayed again, to B as remembered (B hosts it)
+        assert set(b.rooms.rooms["r"].peers) == {"p1", "p2"} and "r" not in a.rooms.rooms
+        await first.close()
+        await second.close()
+        await eventually(lambda: "r" not in b.rooms.rooms, what="the room closed on B")
+        await eventually(lambda: _owner_is(registry.owner("r"), None), what="B released the room")
+        # The room is placed on A now; A still remembers B: B refuses (421), A places again.
+        assert await registry.place("r", "a") == "a"
+        third = await joined(a, "r", "p3")
+        try:
+            assert set(a.rooms.rooms["r"].peers) == {"p3"} and "r" not in b.rooms.rooms
+            assert await registry.owner("r") == "a"
+        finally:
+            await third.close()
+
+
+async def test_the_warm_link_route_answers_the_cluster_only(tmp_path: Path, redis_server, registry: Registry) -> None:
+    async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=49000) as a:
+        url = f"{a.base_url}/cluster/link"
+        assert (await get(url, method="HEAD"))[0] == 403
+        assert (await get(url, {"X-Parley-Relay": "0" * 64}, method="HEAD"))[0] == 403
+        assert (await get(url, {"X-Parley-Relay": a.cluster.relay.token}, method="HEAD"))[0] == 204
+
+
+async def _owner_is(owner: Any, expected: str | None) -> bool:
+    return await owner == expected
+
+
+async def test_split_brain_the_node_the_placement_does_not_name_closes_its_copy(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=49000) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=50000) as b,
+    ):
+        await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both nodes registered")
+        assert await registry.place("x", "a") == "a"
+        carol = await joined(a, "x", "carol")
+        dan = await joined(b, "x", "dan")  # relayed to A: one room
+        try:
+            assert set(a.rooms.rooms["x"].peers) == {"carol", "dan"}
+            # A Redis failover or a partition: the placement now names B (B's claim won).
+            await registry.redis.set(registry.room_key("x"), "b", px=15000)
+            # A's heartbeat finds its room placed on B: it closes its copy, "reconnect".
+            await eventually(carol.closed.is_set, what="Carol told to reconnect")
+            assert carol.close_code == 4002
+            await eventually(dan.closed.is_set, what="Dan (relayed) told to reconnect")
+            assert dan.close_code == 4002
+            assert "x" not in a.rooms.rooms and await registry.owner("x") == "b"
+            # Rejoining through A reaches the room where the placement says.
+            carol = await joined(a, "x", "carol")
+            assert set(b.rooms.rooms["x"].peers) == {"carol"} and "x" not in a.rooms.rooms
+        finally:
+            await carol.close()
+            await dan.close()
