@@ -24,6 +24,7 @@ the machine.
     .venv/bin/python bench/join_storm.py --peers 100 --workers 4 --rounds 3
     .venv/bin/python bench/join_storm.py --url ws://127.0.0.1:3000 --peers 20
     .venv/bin/python bench/join_storm.py --compare-auth --peers 50 --rounds 4
+    .venv/bin/python bench/join_storm.py --compare-cluster --pairs 200 --peers 20 --rounds 2
 
 ``--compare-auth`` (access control, issue 14): two in-process servers at once, one
 with API keys where every peer joins with its own token (``?token=``, minted before
@@ -35,6 +36,17 @@ tokens / open (the issue asks for at most 1.05); then single joins alternating o
 one between a keyed and a dev-mode server (4 x ``--peers`` each, the figure least moved
 by other load on the machine), a control where half the peers of the same storms carry
 a token, the process CPU time per storm, and the verification cost measured apart.
+
+``--compare-cluster`` (scale-out, issue 19): its own ``redis-server`` on a free loopback
+port and two nodes ``a`` and ``b`` as ``python -m control run`` subprocesses (dev mode,
+one worker each); a room placed on ``b`` with a resident peer; then ``--pairs`` single
+joins through ``b`` itself (direct) and through ``a`` (relayed to ``b``), alternating one
+by one (ABBA), each timed step by step (the upgrade, then each protoo request up to the
+``join`` answer); the p50 of each step, the ratio relayed / direct (the issue asks for at
+most 1.1); the Redis commands per join of each kind (``INFO commandstats`` deltas over
+joins run one kind at a time, minus the heartbeats' rate measured while idle); and
+``--rounds`` storms of ``--peers`` peers into a new room on ``b``, half of them through
+``a``.
 """
 
 from __future__ import annotations
