@@ -10,7 +10,12 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
 * placement: a room's first join places it on the least-loaded live node (one Lua
   script: racing nodes agree); the placement ends when the room closes or its node dies;
 * any node accepts any client (:mod:`control.cluster.relay`): a client of a room
-  hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint.
+  hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint;
+  the relaying node remembers the room's node (no Redis call per join; the owner
+  confirms, :meth:`ClusterNode.route`) and keeps a spare connection to it
+  (:mod:`control.cluster.warm`);
+* split brain: a node whose room is placed on another live node closes its copy
+  (4002, "reconnect"): the placement is the truth.
 
 A node stopping leaves the registry first (its placements handed back), then its
 rooms close their sockets: the peers reconnect through any node to a live one.
@@ -18,7 +23,7 @@ rooms close their sockets: the peers reconnect through any node to a live one.
 A node stopping with SIGTERM drains first (:func:`drain_on_stop`, also
 ``POST /api/cluster/drain``): it says ``draining`` in the registry, placement gives it
 no new room, its rooms keep serving until they end (at most
-``CLUSTER_DRAIN_TIMEOUT_SECONDS``), then it stops as below. ``GET /api/rooms`` and
+``CLUSTER_DRAIN_TIMEOUT_SECONDS``), then it stops as above. ``GET /api/rooms`` and
 ``GET /api/health`` of any node show the whole cluster (:meth:`ClusterNode.cluster_rooms`,
 :meth:`ClusterNode.cluster_health`).
 
