@@ -374,9 +374,10 @@ class ClusterNode:
         return list(rooms.values())
 
     async def cluster_health(self, detailed: bool) -> dict[str, Any]:
-        """This node's place in the cluster; with ``detailed`` (an operator asks), every
-        live node: id, URL, load, draining, age of its last heartbeat."""
-        view: dict[str, Any] = {"nodeId": self.node_id, "draining": self.draining}
+        """This node's place in the cluster; with ``detailed`` (an operator asks), its id
+        and every live node: id, URL, load, draining, age of its last heartbeat (node ids
+        and URLs name internal hosts: not for anonymous callers)."""
+        view: dict[str, Any] = {"draining": self.draining}
         try:
             states = await self.registry.node_states()
         except (RedisError, OSError) as error:
@@ -386,6 +387,7 @@ class ClusterNode:
         view["registry"] = "ok"
         view["nodeCount"] = len(states)
         if detailed:
+            view["nodeId"] = self.node_id
             view["nodes"] = [
                 {
                     "nodeId": info.node_id,

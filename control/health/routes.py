@@ -6,10 +6,10 @@ Each worker entry: ``pid``, ``alive``, ``load`` (its routers, transports,
 producers and consumers) and, when it answered, its
 ``resource_usage`` (``ru_maxrss``, ``ru_utime``...) or else an ``error``.
 
-In a cluster (``REDIS_URL``) a ``cluster`` entry: this node's ``nodeId``, ``draining``,
-``registry`` (``ok``/``unreachable``), ``nodeCount``; and, for a caller who may list rooms
-(``roomList`` or a roomless ``roomAdmin``), ``nodes``: every live node's id, URL, load,
-draining flag and heartbeat age. A draining node answers 503 ``{"status": "draining"}``
+In a cluster (``REDIS_URL``) a ``cluster`` entry: ``draining``, ``registry``
+(``ok``/``unreachable``), ``nodeCount``; and, for a caller who may list rooms
+(``roomList`` or a roomless ``roomAdmin``), this node's ``nodeId`` and ``nodes``: every
+live node's id, URL, load, draining flag and heartbeat age. A draining node answers 503 ``{"status": "draining"}``
 so that load balancers send new clients elsewhere.
 """
 
@@ -41,7 +41,7 @@ class ClusterHealth(Protocol):
     """This node's view of the cluster (``control.cluster``)."""
 
     async def cluster_health(self, detailed: bool) -> dict[str, Any]:
-        """``nodeId``, ``draining``, ``registry``, ``nodeCount``; ``nodes`` when ``detailed``."""
+        """``draining``, ``registry``, ``nodeCount``; ``nodeId`` and ``nodes`` when ``detailed``."""
         ...
 
 
