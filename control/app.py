@@ -17,10 +17,12 @@ from loguru import logger
 from control import auth, chat, cluster, events, health, metrics, ratelimit, recording, rooms, storage
 from control import web as web_page
 from control.config import Settings
+from control.health.routes import CLUSTER_HEALTH
 from control.http import error_middleware
 from control.keys import CHAT, EVENTS, MEETINGS, ROOMS, SETTINGS, UPLOADS, WORKER_POOL
 from control.logging import quiet_malformed_http
 from control.recording import RECORDINGS
+from control.rooms.routes import CLUSTER_ROOMS
 from control.signaling import server as signaling
 from control.signaling.observe import REQUEST_OBSERVER
 
@@ -90,7 +92,14 @@ def create_app(settings: Settings) -> web.Application:
     chat.setup(app, settings=SETTINGS, events=EVENTS)
     rooms.setup(app, pool=WORKER_POOL, chat=CHAT, meetings=MEETINGS)
     chat.setup_signaling(app, rooms=ROOMS)
-    cluster.setup(app, settings=SETTINGS, rooms=ROOMS, pool=WORKER_POOL, router=signaling.ROOM_ROUTER)  # REDIS_URL
+    cluster.setup(
+        app,
+        settings=SETTINGS,
+        rooms=ROOMS,
+        pool=WORKER_POOL,
+        router=signaling.ROOM_ROUTER,
+        views=(CLUSTER_ROOMS, CLUSTER_HEALTH),  # cluster-wide GET /api/rooms, /api/health
+    )  # REDIS_URL
     recording.setup(app, settings=SETTINGS, rooms=ROOMS, uploads=UPLOADS, chat=CHAT, meetings=MEETINGS, events=EVENTS)
     health.setup(app, pool=WORKER_POOL)
     metrics.setup(

@@ -211,6 +211,9 @@ class Settings(BaseSettings):
     cluster_secret: SecretStr | None = Field(
         None, description="key of the node-to-node relay token (default: derived from API_SECRET)"
     )
+    cluster_drain_timeout_seconds: float = Field(
+        60.0, ge=0, le=86400, description="SIGTERM in a cluster: wait at most this long for the node's rooms to end"
+    )
 
     # -- access control (control/auth) ----------------------------------------
     api_key: str | None = Field(None, description="API key: the iss of the access tokens it signs")

@@ -104,6 +104,7 @@ def test_every_field_has_its_documented_variable() -> None:
         "NODE_ID",
         "NODE_ADVERTISE_URL",
         "CLUSTER_SECRET",
+        "CLUSTER_DRAIN_TIMEOUT_SECONDS",
         "API_KEY",
         "API_SECRET",
         "API_KEYS_FILE",
