@@ -218,6 +218,9 @@ class Channel:
         self._timer_deadline = 0.0
         self._handlers: dict[str, NotificationHandler] = {}
         self._recv = bytearray()
+        #: Bytes read from the worker so far: the pool's health probe tells a busy
+        #: worker (answering others while the probe waits in line) from a hung one.
+        self.received_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
@@ -318,6 +321,7 @@ class Channel:
     # -- receiving -------------------------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
+        self.received_bytes += len(data)
         recv = self._recv
         recv += data
         if len(recv) > PAYLOAD_MAX_LEN and not self._complete_frame_available(recv):
