@@ -1,0 +1,151 @@
+"""Slow callbacks on an event loop, net of the time its thread waited for a CPU.
+
+asyncio's debug mode reports a callback whose *wall* time exceeds
+``slow_callback_duration``. On a loaded 2-core machine a callback that does nothing
+blocking exceeds 50 ms of wall time whenever its thread sits on the CPU run queue
+behind other processes: that is starvation, not the code's fault, and a check on
+wall time fails at random. Linux keeps, per thread, the CPU time it used and the
+time it waited runnable for a CPU (``/proc/self/task/<tid>/schedstat``, fields 1 and
+2, ns). A :class:`CallbackMeter` reads them around every callback of its loop and
+counts one as slow only when ``wall - run-queue delay`` exceeds the threshold: the
+thread was computing, or blocked (a syscall, a lock, the GIL held by another
+thread), for that long.
+
+The hook is :meth:`asyncio.Handle._run` (every callback, task step and I/O callback
+of a loop goes through it), wrapped once per process; it measures only the loops a
+meter is installed on. One ``pread`` of an open schedstat file per callback (a few
+microseconds) is the cost.
+
+Known limit: a callback that waits on the GIL held by another thread of ours that
+is itself waiting for a CPU counts as blocked (the delay is the other thread's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Over this much computing or blocked time a callback is slow (seconds).
+SLOW_CALLBACK_SECONDS = 0.05
+
+
+def schedstat_path(tid: int) -> str:
+    return f"/proc/self/task/{tid}/schedstat"
+
+
+def read_schedstat(fd: int) -> tuple[int, int]:
+    """(CPU time, run-queue delay) in ns of the thread whose schedstat ``fd`` is."""
+    fields = os.pread(fd, 128, 0).split()
+    return int(fields[0]), int(fields[1])
+
+
+@dataclass(frozen=True)
+class SlowCallback:
+    """A callback that held its loop: wall time, and what it was made of (seconds)."""
+
+    callback: str
+    wall: float
+    cpu: float
+    run_queue: float
+
+    @property
+    def held(self) -> float:
+        """Computing or blocked: the wall time less the wait for a CPU."""
+        return self.wall - self.run_queue
+
+    def __str__(self) -> str:
+        blocked = max(0.0, self.wall - self.cpu - self.run_queue)
+        return (
+            f"{self.callback} held the loop {self.held * 1000:.0f} ms "
+            f"(wall {self.wall * 1000:.0f} ms = cpu {self.cpu * 1000:.0f} + blocked {blocked * 1000:.0f}"
+            f" + waiting for a CPU {self.run_queue * 1000:.0f})"
+        )
+
+
+class CallbackMeter:
+    """Measures every callback of one loop; keeps the slow ones in :attr:`slow`.
+
+    Install it from the loop's thread (:meth:`install`), remove it with
+    :meth:`uninstall`. ``longest`` is the longest ``held`` time seen, slow or not
+    (the figure to compare before and after a change)."""
+
+    def __init__(self, threshold: float = SLOW_CALLBACK_SECONDS) -> None:
+        self.threshold = threshold
+        self.slow: list[SlowCallback] = []
+        self.longest: SlowCallback | None = None
+        self.callbacks = 0
+        self._fd: int | None = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Meter ``loop`` (which runs in the calling thread)."""
+        _wrap_handle_run()
+        self._fd = os.open(schedstat_path(threading.get_native_id()), os.O_RDONLY | os.O_CLOEXEC)
+        read_schedstat(self._fd)  # fails here, loudly, where schedstat is missing
+        _METERS[loop] = self
+
+    def uninstall(self, loop: asyncio.AbstractEventLoop) -> None:
+        _METERS.pop(loop, None)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def run(self, handle: asyncio.Handle, run: Callable[[asyncio.Handle], None]) -> None:
+        fd = self._fd
+        if fd is None:
+            run(handle)
+            return
+        cpu0, queued0 = read_schedstat(fd)
+        t0 = time.perf_counter()
+        try:
+            run(handle)
+        finally:
+            wall = time.perf_counter() - t0
+            self.callbacks += 1
+            if wall > self.threshold / 5 or self.longest is None:
+                self._record(handle, wall, cpu0, queued0, fd)
+
+    def _record(self, handle: asyncio.Handle, wall: float, cpu0: int, queued0: int, fd: int) -> None:
+        cpu1, queued1 = read_schedstat(fd)
+        entry = SlowCallback(_describe(handle), wall, (cpu1 - cpu0) / 1e9, min(wall, (queued1 - queued0) / 1e9))
+        if self.longest is None or entry.held > self.longest.held:
+            self.longest = entry
+        if entry.held > self.threshold:
+            self.slow.append(entry)
+
+
+#: The meter of each metered loop (looked up by the handle's loop).
+_METERS: dict[Any, CallbackMeter] = {}
+_wrapped = False
+
+
+def _wrap_handle_run() -> None:
+    """Route every ``Handle._run`` through the meter of its loop, if it has one."""
+    global _wrapped
+    if _wrapped:
+        return
+    original = asyncio.Handle._run
+
+    def _run(self: asyncio.Handle) -> None:
+        meter = _METERS.get(self._loop) if _METERS else None  # type: ignore[attr-defined]
+        if meter is None:
+            original(self)
+        else:
+            meter.run(self, original)
+
+    asyncio.Handle._run = _run  # type: ignore[method-assign]
+    _wrapped = True
+
+
+def _describe(handle: asyncio.Handle) -> str:
+    """The callback, as asyncio's own slow-callback warning names it."""
+    try:
+        from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
+
+        return str(_format_handle(handle))
+    except Exception:
+        return repr(handle)
