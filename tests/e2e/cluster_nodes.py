@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +66,12 @@ async def cluster_node(
         await runner.cleanup()
 
 
-@contextlib.contextmanager
-def node_process(
+@contextlib.asynccontextmanager
+async def node_process(
     tmp_path: Path, redis_url: str, name: str, *, rtc_base: int
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A node as ``python -m control`` (dev mode, loopback); yields (process, port) once it listens."""
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], int]]:
+    """A node as ``python -m control`` (dev mode, loopback); yields (process, port) once it
+    listens. Waits with the event loop free (it serves the test's other node)."""
     require_worker_binary()
     port = free_ports(1)[0]
     values = node_settings(tmp_path, redis_url, name, port, rtc_base)
@@ -90,12 +91,12 @@ def node_process(
                 raise AssertionError(
                     f"node {name} did not start:\n{(tmp_path / name / 'node.log').read_text()[-3000:]}"
                 )
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         yield process, port
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait(timeout=10)
+        await asyncio.to_thread(process.wait, 10)
         log.close()
 
 
