@@ -106,7 +106,9 @@ class CallbackMeter:
         finally:
             wall = time.perf_counter() - t0
             self.callbacks += 1
-            if wall > self.threshold / 5 or self.longest is None:
+            if self._fd != fd:  # uninstalled by this callback
+                pass
+            elif wall > self.threshold / 5 or self.longest is None:
                 self._record(handle, wall, cpu0, queued0, fd)
 
     def _record(self, handle: asyncio.Handle, wall: float, cpu0: int, queued0: int, fd: int) -> None:

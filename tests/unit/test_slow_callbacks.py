@@ -116,3 +116,17 @@ def test_only_metered_loops_are_measured() -> None:
         meter.uninstall(metered)
         metered.close()
         other.close()
+
+
+def test_a_meter_uninstalled_by_its_own_callback() -> None:
+    """The e2e fixture removes the meter from a callback of the metered loop."""
+    loop = asyncio.new_event_loop()
+    meter = CallbackMeter()
+    try:
+        meter.install(loop)
+        loop.call_soon(meter.uninstall, loop)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert meter.callbacks >= 1
+    finally:
+        meter.uninstall(loop)
+        loop.close()
