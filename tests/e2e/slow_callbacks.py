@@ -16,8 +16,15 @@ of a loop goes through it), wrapped once per process; it measures only the loops
 meter is installed on. One ``pread`` of an open schedstat file per callback (a few
 microseconds) is the cost.
 
-Known limit: a callback that waits on the GIL held by another thread of ours that
-is itself waiting for a CPU counts as blocked (the delay is the other thread's).
+The GIL: a callback that needs the GIL while another Python thread of ours holds it
+waits, "blocked", until that thread lets go; if that thread is itself waiting for a
+CPU, so is the callback, in effect (e2e tests: aiortc's encoder and decoder threads,
+``asyncio.to_thread`` work). So the run-queue delay of the process's other Python
+threads over the callback is also deducted, up to the time it was blocked. That is
+lenient when several threads queue at once (their delays add up), so a blocking call
+can go unseen on a heavily loaded machine; it is caught where the load is lower. The
+other threads are read at most every :data:`OTHERS_EVERY` (their delay is taken over
+the callback and up to that much before it).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from typing import Any
 
 #: Over this much computing or blocked time a callback is slow (seconds).
 SLOW_CALLBACK_SECONDS = 0.05
+#: How often the other Python threads' run-queue delay is read (seconds).
+OTHERS_EVERY = 0.005
 
 
 def schedstat_path(tid: int) -> str:
@@ -52,18 +61,25 @@ class SlowCallback:
     wall: float
     cpu: float
     run_queue: float
+    #: Run-queue delay of the process's other Python threads meanwhile (the GIL).
+    others_queued: float = 0.0
+
+    @property
+    def blocked(self) -> float:
+        return max(0.0, self.wall - self.cpu - self.run_queue)
 
     @property
     def held(self) -> float:
-        """Computing or blocked: the wall time less the wait for a CPU."""
-        return self.wall - self.run_queue
+        """Computing or blocked, less what the other threads waited for a CPU: the
+        wall time less the waits for a CPU, ours and, up to the blocked time, theirs."""
+        return self.wall - self.run_queue - min(self.blocked, self.others_queued)
 
     def __str__(self) -> str:
-        blocked = max(0.0, self.wall - self.cpu - self.run_queue)
         return (
             f"{self.callback} held the loop {self.held * 1000:.0f} ms "
-            f"(wall {self.wall * 1000:.0f} ms = cpu {self.cpu * 1000:.0f} + blocked {blocked * 1000:.0f}"
-            f" + waiting for a CPU {self.run_queue * 1000:.0f})"
+            f"(wall {self.wall * 1000:.0f} ms = cpu {self.cpu * 1000:.0f} + blocked {self.blocked * 1000:.0f}"
+            f" + waiting for a CPU {self.run_queue * 1000:.0f}; other threads waited for a CPU"
+            f" {self.others_queued * 1000:.0f})"
         )
 
 
@@ -80,6 +96,7 @@ class CallbackMeter:
         self.longest: SlowCallback | None = None
         self.callbacks = 0
         self._fd: int | None = None
+        self._others = OtherThreads()
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Meter ``loop`` (which runs in the calling thread)."""
@@ -90,6 +107,7 @@ class CallbackMeter:
 
     def uninstall(self, loop: asyncio.AbstractEventLoop) -> None:
         _METERS.pop(loop, None)
+        self._others.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -101,6 +119,7 @@ class CallbackMeter:
             return
         cpu0, queued0 = read_schedstat(fd)
         t0 = time.perf_counter()
+        others = self._others.before(t0)
         try:
             run(handle)
         finally:
@@ -109,15 +128,62 @@ class CallbackMeter:
             if self._fd != fd:  # uninstalled by this callback
                 pass
             elif wall > self.threshold / 5 or self.longest is None:
-                self._record(handle, wall, cpu0, queued0, fd)
+                self._record(handle, wall, cpu0, queued0, fd, others)
 
-    def _record(self, handle: asyncio.Handle, wall: float, cpu0: int, queued0: int, fd: int) -> None:
+    def _record(
+        self, handle: asyncio.Handle, wall: float, cpu0: int, queued0: int, fd: int, others: dict[int, int]
+    ) -> None:
         cpu1, queued1 = read_schedstat(fd)
-        entry = SlowCallback(_describe(handle), wall, (cpu1 - cpu0) / 1e9, min(wall, (queued1 - queued0) / 1e9))
+        cpu, queued = (cpu1 - cpu0) / 1e9, min(wall, (queued1 - queued0) / 1e9)
+        others_queued = self._others.since(others) if wall - cpu - queued > 0.001 else 0.0
+        entry = SlowCallback(_describe(handle), wall, cpu, queued, others_queued)
         if self.longest is None or entry.held > self.longest.held:
             self.longest = entry
         if entry.held > self.threshold:
             self.slow.append(entry)
+
+
+class OtherThreads:
+    """Run-queue delay of this process's Python threads other than the caller's."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+        self._taken = -1.0
+        self._last: dict[int, int] = {}
+
+    def before(self, now: float) -> dict[int, int]:
+        """Their delays (ns by thread id) at most :data:`OTHERS_EVERY` old."""
+        if now - self._taken > OTHERS_EVERY:
+            self._last, self._taken = self._read(), now
+        return self._last
+
+    def since(self, before: dict[int, int]) -> float:
+        """Seconds they waited for a CPU since ``before`` (a thread started since: all of its)."""
+        now = self._read()
+        return sum(queued - before.get(tid, 0) for tid, queued in now.items()) / 1e9
+
+    def _read(self) -> dict[int, int]:
+        me = threading.get_native_id()
+        delays = {}
+        for thread in threading.enumerate():
+            tid = thread.native_id
+            if tid is None or tid == me:
+                continue
+            try:
+                fd = self._fds.get(tid)
+                if fd is None:
+                    fd = self._fds[tid] = os.open(schedstat_path(tid), os.O_RDONLY | os.O_CLOEXEC)
+                delays[tid] = read_schedstat(fd)[1]
+            except (OSError, IndexError, ValueError):
+                continue  # it ended
+        for tid in set(self._fds) - set(delays):
+            os.close(self._fds.pop(tid))
+        return delays
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 #: The meter of each metered loop (looked up by the handle's loop).

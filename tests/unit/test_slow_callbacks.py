@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from tests.e2e.slow_callbacks import SLOW_CALLBACK_SECONDS, CallbackMeter
 
 #: CPU hogs sharing the loop thread's core: it gets about 1/(HOGS + 1) of it.
 HOGS = 5
+#: ``sum(range(SPIN))``: about 10 ms of C code holding the GIL.
+SPIN = 400_000
 HOG = "import sys; sys.stdout.write('r'); sys.stdout.flush()\nwhile True: pass"
 
 
@@ -130,3 +133,35 @@ def test_a_meter_uninstalled_by_its_own_callback() -> None:
     finally:
         meter.uninstall(loop)
         loop.close()
+
+
+def test_a_callback_waiting_for_the_gil_of_a_preempted_thread_is_not_slow() -> None:
+    """Another Python thread computes on the crowded core in 10 ms runs of C code that
+    keep the GIL (``sum`` over a range), so it holds the GIL while it waits for the
+    CPU: the callback, needing the GIL, is blocked behind it for longer than 50 ms,
+    and that is not counted."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        while not stop.is_set():
+            sum(range(SPIN))
+
+    with crowded_core():
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        try:
+            # Where the spinner is in its run when the callback starts is chance: a few
+            # tries, until the callback was blocked over 50 ms; none may be slow.
+            for _ in range(10):
+                meter = run_metered(lambda: compute(0.005))
+                assert meter.slow == [], [str(s) for s in meter.slow]
+                longest = meter.longest
+                assert longest is not None
+                if longest.cpu + longest.blocked > SLOW_CALLBACK_SECONDS:
+                    break
+            else:
+                raise AssertionError(f"never blocked behind the spinner for long: {longest}")
+        finally:
+            stop.set()
+            spinner.join()
