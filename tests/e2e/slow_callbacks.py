@@ -16,6 +16,13 @@ of a loop goes through it), wrapped once per process; it measures only the loops
 meter is installed on. One ``pread`` of an open schedstat file per callback (a few
 microseconds) is the cost.
 
+Garbage collection: a pass of the cyclic collector runs in whichever callback
+allocated past the threshold and takes as long as the whole heap is big (in the e2e
+tests, the server and all its aiortc clients: 100-150 ms seen). That is the process's
+size, not the callback's doing: the CPU time of passes run meanwhile is deducted too
+(and the wall time of passes on other threads, which hold the GIL, from the blocked
+time). Each report shows the parts.
+
 The GIL: a callback that needs the GIL while another Python thread of ours holds it
 waits, "blocked", until that thread lets go; if that thread is itself waiting for a
 CPU, so is the callback, in effect (e2e tests: aiortc's encoder and decoder threads,
@@ -30,6 +37,7 @@ the callback and up to that much before it).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -63,6 +71,10 @@ class SlowCallback:
     run_queue: float
     #: Run-queue delay of the process's other Python threads meanwhile (the GIL).
     others_queued: float = 0.0
+    #: CPU time of the cyclic garbage collector's passes on this thread meanwhile.
+    gc: float = 0.0
+    #: Wall time of passes on other threads meanwhile (they hold the GIL).
+    others_gc: float = 0.0
 
     @property
     def blocked(self) -> float:
@@ -72,14 +84,15 @@ class SlowCallback:
     def held(self) -> float:
         """Computing or blocked, less what the other threads waited for a CPU: the
         wall time less the waits for a CPU, ours and, up to the blocked time, theirs."""
-        return self.wall - self.run_queue - min(self.blocked, self.others_queued)
+        return self.wall - self.run_queue - self.gc - min(self.blocked, self.others_queued + self.others_gc)
 
     def __str__(self) -> str:
         return (
             f"{self.callback} held the loop {self.held * 1000:.0f} ms "
             f"(wall {self.wall * 1000:.0f} ms = cpu {self.cpu * 1000:.0f} + blocked {self.blocked * 1000:.0f}"
             f" + waiting for a CPU {self.run_queue * 1000:.0f}; other threads waited for a CPU"
-            f" {self.others_queued * 1000:.0f})"
+            f" {self.others_queued * 1000:.0f}; garbage collection {self.gc * 1000:.0f}"
+            f" here, {self.others_gc * 1000:.0f} on other threads)"
         )
 
 
@@ -120,6 +133,7 @@ class CallbackMeter:
         cpu0, queued0 = read_schedstat(fd)
         t0 = time.perf_counter()
         others = self._others.before(t0)
+        gc0 = _GC.snapshot()
         try:
             run(handle)
         finally:
@@ -128,15 +142,23 @@ class CallbackMeter:
             if self._fd != fd:  # uninstalled by this callback
                 pass
             elif wall > self.threshold / 5 or self.longest is None:
-                self._record(handle, wall, cpu0, queued0, fd, others)
+                self._record(handle, wall, cpu0, queued0, fd, others, gc0)
 
     def _record(
-        self, handle: asyncio.Handle, wall: float, cpu0: int, queued0: int, fd: int, others: dict[int, int]
+        self,
+        handle: asyncio.Handle,
+        wall: float,
+        cpu0: int,
+        queued0: int,
+        fd: int,
+        others: dict[int, int],
+        gc0: tuple[dict[int, float], dict[int, float]],
     ) -> None:
         cpu1, queued1 = read_schedstat(fd)
         cpu, queued = (cpu1 - cpu0) / 1e9, min(wall, (queued1 - queued0) / 1e9)
         others_queued = self._others.since(others) if wall - cpu - queued > 0.001 else 0.0
-        entry = SlowCallback(_describe(handle), wall, cpu, queued, others_queued)
+        gc_here, gc_others = _GC.since(gc0, threading.get_native_id())
+        entry = SlowCallback(_describe(handle), wall, cpu, queued, others_queued, gc_here, gc_others)
         if self.longest is None or entry.held > self.longest.held:
             self.longest = entry
         if entry.held > self.threshold:
@@ -186,6 +208,38 @@ class OtherThreads:
         self._fds.clear()
 
 
+class _GcClock:
+    """Time in cyclic garbage collection passes so far, per thread (gc.callbacks):
+    CPU time of the passes each thread ran, and their wall time."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[int, float] = {}
+        self.wall: dict[int, float] = {}
+        self._started = threading.local()
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started.at = (time.thread_time(), time.perf_counter())
+            return
+        started = getattr(self._started, "at", None)
+        if started is None:
+            return
+        tid = threading.get_native_id()
+        self.cpu[tid] = self.cpu.get(tid, 0.0) + time.thread_time() - started[0]
+        self.wall[tid] = self.wall.get(tid, 0.0) + time.perf_counter() - started[1]
+
+    def snapshot(self) -> tuple[dict[int, float], dict[int, float]]:
+        return dict(self.cpu), dict(self.wall)
+
+    def since(self, before: tuple[dict[int, float], dict[int, float]], me: int) -> tuple[float, float]:
+        """(CPU time of this thread's passes, wall time of the other threads' passes) since ``before``."""
+        own = self.cpu.get(me, 0.0) - before[0].get(me, 0.0)
+        others = sum(wall - before[1].get(tid, 0.0) for tid, wall in self.wall.items() if tid != me)
+        return own, others
+
+
+_GC = _GcClock()
+
 #: The meter of each metered loop (looked up by the handle's loop).
 _METERS: dict[Any, CallbackMeter] = {}
 _wrapped = False
@@ -206,6 +260,7 @@ def _wrap_handle_run() -> None:
             meter.run(self, original)
 
     asyncio.Handle._run = _run  # type: ignore[method-assign]
+    gc.callbacks.append(_GC)
     _wrapped = True
 
 

@@ -155,7 +155,9 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
 
         # Everyone's audio is mixed: each tone is there, well above frequencies nobody sent.
         sent = tuple(tone for *_rest, tone in PEOPLE)
-        heard = tones((await asyncio.to_thread(audio_samples, local, 1.0, duration - 1.5)), sent + OFF_TONES)
+        heard = await asyncio.to_thread(
+            tones, (await asyncio.to_thread(audio_samples, local, 1.0, duration - 1.5)), sent + OFF_TONES
+        )
         noise = max(heard[f] for f in OFF_TONES)
         for tone in sent:
             # Each peer sends amplitude 8000 (s16); the mix is not normalised.

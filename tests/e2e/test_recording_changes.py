@@ -127,8 +127,10 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
         ((joined, leaving), {"alice", "bob", "carol"}),
         ((left, duration), {"bob", "carol"}),
     ]:
-        heard = tones(
-            (await asyncio.to_thread(audio_samples, path, *_window(start, end))), tuple(sent.values()) + OFF_TONES
+        heard = await asyncio.to_thread(
+            tones,
+            (await asyncio.to_thread(audio_samples, path, *_window(start, end))),
+            tuple(sent.values()) + OFF_TONES,
         )
         loudest = max(heard[sent[name]] for name in present)
         noise = max(heard[f] for f in OFF_TONES)
@@ -217,15 +219,15 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
     # next phase's audio): both send a tone all the time, so any silence is a loss.
     audio = await asyncio.to_thread(packets, path, "a:0")
     assert largest_hole(audio) <= 0.020, (largest_hole(audio), timeline)
-    silence = longest_silence(await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
+    silence = await asyncio.to_thread(longest_silence, await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
     assert silence <= 0.020, (silence, timeline)
     # ... nor video: no frame further than two frame intervals from the one before.
     video = await asyncio.to_thread(packets, path, "v:0")
     assert largest_hole(video) <= 1 / 15 + 0.001, (largest_hole(video), timeline)
 
     # A muted camera does not mute the microphone.
-    heard = tones(
-        (await asyncio.to_thread(audio_samples, path, *_window(paused, resuming))), (440.0, 660.0) + OFF_TONES
+    heard = await asyncio.to_thread(
+        tones, (await asyncio.to_thread(audio_samples, path, *_window(paused, resuming))), (440.0, 660.0) + OFF_TONES
     )
     noise = max(heard[f] for f in OFF_TONES)
     assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, (

@@ -99,7 +99,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     audio = await asyncio.to_thread(packets, path, "a:0")
     assert largest_hole(audio) <= 0.020, (largest_hole(audio), story)
     assert audio[-1][0] + audio[-1][1] >= wall - 0.2, (audio[-1], story)
-    silence = longest_silence(await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
+    silence = await asyncio.to_thread(longest_silence, await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
     assert silence <= 0.020, (silence, story)
 
     # 3. Video: no hole over two frame intervals (at the leave, the old segment's grid
@@ -131,12 +131,12 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     for peer_id, track in tracks.items():
         stem = store.path_for(track["object"]["key"])
         samples = await asyncio.to_thread(pcm, stem, 0.5, 1.0)
-        heard = {f: tone_amplitude(samples, f, RATE) for f in (440.0, 660.0, 880.0, 550.0)}
+        heard = {f: (await asyncio.to_thread(tone_amplitude, samples, f, RATE)) for f in (440.0, 660.0, 880.0, 550.0)}
         assert heard[tones[peer_id]] > 2000 and heard[tones[peer_id]] > 50 * heard[550.0], (peer_id, heard)
     bob_stem = store.path_for(tracks["bob"]["object"]["key"])
     start = muting + 0.8 - tracks["bob"]["offsetMs"] / 1000
     muted = await asyncio.to_thread(pcm, bob_stem, start, unmuting - muting - 1.6)
-    assert muted and tone_amplitude(muted, 660.0, RATE) < 100, story
+    assert muted and (await asyncio.to_thread(tone_amplitude, muted, 660.0, RATE)) < 100, story
     stem_audio = await asyncio.to_thread(packets, bob_stem, "a:0")
     assert largest_hole(stem_audio) <= 0.020, largest_hole(stem_audio)
 

@@ -240,8 +240,10 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
     # 3. alice | bob on the new worker, and both heard
     (await asyncio.to_thread(_assert_red_green, path, rejoined, duration, timeline))
     start = rejoined + MARGIN
-    heard = tones(
-        (await asyncio.to_thread(audio_samples, path, start, duration - MARGIN - start)), (440.0, 660.0) + OFF_TONES
+    heard = await asyncio.to_thread(
+        tones,
+        (await asyncio.to_thread(audio_samples, path, start, duration - MARGIN - start)),
+        (440.0, 660.0) + OFF_TONES,
     )
     noise = max(heard[f] for f in OFF_TONES)
     assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, (

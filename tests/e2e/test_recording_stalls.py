@@ -108,5 +108,5 @@ async def test_a_camera_that_stops_sending_becomes_a_name_card(tmp_path: Path) -
     assert largest_hole(video) <= 1 / 15 + 0.001, (largest_hole(video), timeline)
     audio = await asyncio.to_thread(packets, path, "a:0")
     assert largest_hole(audio) <= 0.020, (largest_hole(audio), timeline)
-    silence = longest_silence(await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
+    silence = await asyncio.to_thread(longest_silence, await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
     assert silence <= 0.020, (silence, timeline)

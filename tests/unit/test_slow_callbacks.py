@@ -5,6 +5,7 @@ because its thread waited for a CPU (real CPU hogs pinned to the same core) is n
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -84,6 +85,19 @@ def test_a_callback_that_computes_is_slow() -> None:
     assert len(meter.slow) == 1
     assert meter.slow[0].cpu >= 0.08
     assert meter.slow[0].held >= 0.08
+
+
+def test_a_garbage_collection_pass_is_not_the_callback_s_doing() -> None:
+    """A full pass over a big heap, in a callback: reported as garbage collection."""
+    heap = [[n] for n in range(1_500_000)]
+    try:
+        meter = run_metered(gc.collect)
+    finally:
+        del heap
+    longest = meter.longest
+    assert longest is not None
+    assert longest.gc > SLOW_CALLBACK_SECONDS, f"the pass was short: {longest}"
+    assert meter.slow == [], [str(s) for s in meter.slow]
 
 
 def test_a_callback_preempted_by_other_processes_is_not_slow() -> None:
