@@ -38,6 +38,8 @@ from tests.e2e.slow_callbacks import SLOW_CALLBACK_SECONDS, CallbackMeter, SlowC
 
 #: The switch: on unless ``PARLEY_ASYNCIO_DEBUG=0``.
 ASYNCIO_DEBUG = os.environ.get("PARLEY_ASYNCIO_DEBUG", "1") not in ("", "0")
+#: ``PARLEY_ASYNCIO_DEBUG_LOG=<file>``: every callback over 10 ms of wall time is appended there.
+NOTABLE_LOG = os.environ.get("PARLEY_ASYNCIO_DEBUG_LOG", "")
 #: The longest callback of each test (for the session summary).
 LONGEST: list[tuple[str, SlowCallback]] = []
 
@@ -108,6 +110,9 @@ async def asyncio_debug(monkeypatch: pytest.MonkeyPatch, request: pytest.Fixture
         meter.uninstall(loop)
     if meter.longest is not None:
         LONGEST.append((request.node.nodeid, meter.longest))
+    if NOTABLE_LOG:
+        with open(NOTABLE_LOG, "a", encoding="utf-8") as log:
+            log.writelines(f"{entry.held * 1000:.1f}\t{request.node.nodeid}\t{entry}\n" for entry in meter.notable)
     if meter.slow:
         listed = "\n".join(f"  {entry}" for entry in meter.slow)
         stacks = "\n--\n".join(dict.fromkeys(sampler.stacks))

@@ -108,6 +108,8 @@ class CallbackMeter:
         self.slow: list[SlowCallback] = []
         self.longest: SlowCallback | None = None
         self.callbacks = 0
+        #: Every callback measured over a fifth of the threshold (the others are not read).
+        self.notable: list[SlowCallback] = []
         self._fd: int | None = None
         self._others = OtherThreads()
 
@@ -161,6 +163,8 @@ class CallbackMeter:
         entry = SlowCallback(_describe(handle), wall, cpu, queued, others_queued, gc_here, gc_others)
         if self.longest is None or entry.held > self.longest.held:
             self.longest = entry
+        if wall > self.threshold / 5:
+            self.notable.append(entry)
         if entry.held > self.threshold:
             self.slow.append(entry)
 
