@@ -55,7 +55,8 @@ async def cluster_node(
 ) -> AsyncIterator[Node]:
     require_worker_binary()
     port = free_ports(1)[0]
-    settings = server_settings(tmp_path, **node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides))
+    values = node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides)
+    settings = await asyncio.to_thread(server_settings, tmp_path, **values)
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
