@@ -11,13 +11,17 @@ fsync, tree removal, process spawns, subprocess waits, ``time.sleep``).
 ``/proc/self/task/<tid>/schedstat`` around every callback): on this loaded 2-core
 machine a callback starved of CPU exceeds 50 ms of wall time without being at fault,
 and asyncio's own check (wall time only) failed tests at random, so it is silenced.
+Also deducted, and shown in each report: cyclic garbage collection passes (a cost of
+the heap's size: the server and its aiortc clients share this process) and time
+blocked on the GIL while the thread holding it waited for a CPU (see that module).
 
 asyncio names only the callback (for a task, where it is suspended now, not what it
 did), so a watchdog thread also samples the loop thread's stack whenever the loop
 has not turned for 50 ms; the failure lists those stacks, which show the blocking
 call itself (with starvation they include stalls that were not slow).
 
-The session summary lists the longest callbacks seen (slow or not).
+The session summary lists the longest callbacks seen (slow or not);
+``PARLEY_ASYNCIO_DEBUG_LOG=<file>`` appends every callback over 10 ms of wall time to a file.
 """
 
 from __future__ import annotations
