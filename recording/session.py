@@ -492,13 +492,14 @@ def _stale_ffmpeg(pid: int | None, segment_path: Path) -> bool:
 
 
 async def _interrupt_stale(log: Any, pid: int | None, path: Path) -> None:
-    if not _stale_ffmpeg(pid, path):
+    # /proc is read in a thread (a polled file read, off the event loop).
+    if not await asyncio.to_thread(_stale_ffmpeg, pid, path):
         return
     log.warning("interrupting FFmpeg {} left writing {}", pid, path.name)
     assert pid is not None
     await interrupt(pid)  # its inputs are silent: it would not stop on one SIGINT
     for _ in range(100):
-        if not _stale_ffmpeg(pid, path):
+        if not await asyncio.to_thread(_stale_ffmpeg, pid, path):
             return
         await asyncio.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
