@@ -69,16 +69,18 @@ async def cluster_node(
 
 @contextlib.asynccontextmanager
 async def node_process(
-    tmp_path: Path, redis_url: str, name: str, *, rtc_base: int
+    tmp_path: Path, redis_url: str, name: str, *, rtc_base: int, env_overrides: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[subprocess.Popen[bytes], int]]:
     """A node as ``python -m control`` (dev mode, loopback); yields (process, port) once it
-    listens. Waits with the event loop free (it serves the test's other node)."""
+    listens, waiting with the event loop free (it serves the test's other node).
+    ``env_overrides``: more of its environment (``CLUSTER_DRAIN_TIMEOUT_SECONDS``...)."""
     require_worker_binary()
     port = free_ports(1)[0]
     values = node_settings(tmp_path, redis_url, name, port, rtc_base)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_", "MINIO_", "API_"))}
     env.update({key.upper(): str(value) for key, value in values.items()})
     env.update({"HOST": "127.0.0.1", "MEDIASOUP_NUM_WORKERS": "1", "MEDIASOUP_LISTEN_IP": "127.0.0.1"})
+    env.update(env_overrides or {})
     (tmp_path / name).mkdir(parents=True, exist_ok=True)
     log = open(tmp_path / name / "node.log", "wb")  # noqa: SIM115 - closed below
     env["PYTHONPATH"] = str(REPO)  # this tree's code; cwd elsewhere so no .env applies
