@@ -14,7 +14,8 @@ Scenarios (issue 18):
 - ``audio``: one large audio room, 10 publishers (Opus), N subscribers;
 - ``meetings``: 4-person video meetings (640x360 VP8, everyone publishes and
   receives the three others), N rooms;
-- ``broadcast``: one 720p publisher to N viewers (one layer: aiortc cannot send simulcast).
+- ``broadcast``: one publisher to N viewers, simulcast 720p (three layers, 320x180,
+  640x360 and 1280x720, as one producer; every viewer receives the top layer).
 
     .venv/bin/python bench/capacity.py                       # every scenario, then print the tables
     .venv/bin/python bench/capacity.py --scenario audio --duration 10 --write bench/RESULTS.md
@@ -75,8 +76,8 @@ SCENARIOS = {
     ),
     "broadcast": Scenario(
         "broadcast",
-        "(c) one publisher to N viewers, 720p (one layer)",
-        ("--publishers", "1", "--video-resolution", "720p"),
+        "(c) one publisher to N viewers, simulcast 720p (3 layers; viewers receive 1280x720)",
+        ("--publishers", "1", "--video-resolution", "720p", "--simulcast"),
         (10, 20, 40, 80, 160, 320),
         "subscribers",
     ),
