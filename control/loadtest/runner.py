@@ -154,7 +154,7 @@ def _sizes(counters: Sequence[TrackCounter]) -> str:
 
 def _layers(counters: Sequence[TrackCounter]) -> str:
     """The spatial layers the server last said it sends (simulcast consumers only)."""
-    layers = sorted({c.spatial_layer for c in counters if c.spatial_layer is not None})
+    layers = sorted({c.layer for c in counters if c.layer is not None})
     return ",".join(map(str, layers)) or "-"
 
 
@@ -365,9 +365,9 @@ SETTLE_SECONDS = 1.0
 
 async def _settle(report: LoadTestReport, options: LoadTestOptions, out: TextIO) -> None:
     """Wait (at most ``--timeout``) until every receiving peer has a consumer with media for
-    every track it should get, on the spatial layer it asked for (``--spatial-layer``): a
-    join is answered before the server's ``newConsumer`` requests, and the renegotiations
-    and layer switches they cause are not the steady state."""
+    every track it should get, on the spatial layer it asked for (``--spatial-layer``, else
+    the top one): a join is answered before the server's ``newConsumer`` requests, and the
+    renegotiations and layer switches they cause are not the steady state."""
     tracks = 1 if options.audio_only else 2
     publishers = options.publishers
     expected = [
@@ -375,15 +375,22 @@ async def _settle(report: LoadTestReport, options: LoadTestOptions, out: TextIO)
         for peer in (*report.publishers, *report.subscribers)
         if peer.subscribe and peer.joined_at is not None
     ]
+    top = len(report.clip.layers) - 1 if report.clip is not None else 0
+
+    def on_layer(counter: TrackCounter) -> bool:
+        if counter.consumer_type != "simulcast":
+            return True
+        return counter.spatial_layer == (top if counter.preferred_layer is None else counter.preferred_layer)
+
     deadline = time.monotonic() + options.timeout
     while time.monotonic() < deadline:
         if all(len([c for c in peer.counters if c.first_at is not None]) >= n for peer, n in expected) and all(
-            c.spatial_layer == c.preferred_layer for c in report.counters if c.preferred_layer is not None
+            on_layer(c) for c in report.counters
         ):
             break
         await asyncio.sleep(0.1)
     else:
-        print("load-test: not every consumer had media in time; measuring anyway", file=out, flush=True)
+        print("load-test: not every consumer had media (on its layer) in time; measuring anyway", file=out, flush=True)
     await asyncio.sleep(SETTLE_SECONDS)
 
 

@@ -149,8 +149,17 @@ class TrackCounter:
         self.marked = self.snapshot()
 
     def end(self) -> None:
-        """End the window: later packets (while peers leave) are not counted in :attr:`window`."""
+        """End the window: later packets (while peers leave) are not counted in :attr:`window`,
+        later layer changes (a leaving publisher's consumer has none) not in :attr:`layer`."""
         self.ended = self.snapshot()
+        self._layer_at_end = self.spatial_layer
+
+    _layer_at_end: int | None = None
+
+    @property
+    def layer(self) -> int | None:
+        """The spatial layer the server said it sends, at the end of the window (or now)."""
+        return self.spatial_layer if self.ended is None else self._layer_at_end
 
     @property
     def window(self) -> Snapshot:
