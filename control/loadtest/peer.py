@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
+import aioice.turn
 from aiortc.mediastreams import MediaStreamTrack
 from pymediasoup import AiortcHandler, Device
 from pymediasoup.rtp_parameters import RtpCapabilities
@@ -35,7 +36,16 @@ from pymediasoup.rtp_parameters import RtpCapabilities
 from control.loadtest.signaling import ProtooClient
 from control.loadtest.stats import TrackCounter
 
-__all__ = ["LoadPeer", "simulcast_parameters", "without_bandwidth_feedback"]
+__all__ = [
+    "RECEIVE_BUFFER_BYTES",
+    "LoadPeer",
+    "enlarge_receive_buffers",
+    "simulcast_parameters",
+    "without_bandwidth_feedback",
+]
+
+#: SO_RCVBUF asked for every peer's UDP socket (the kernel caps it at ``net.core.rmem_max``).
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 #: The appData key of a layer's local produce() (never sent to the server).
 _LAYER = "parleySimulcastLayer"
@@ -227,6 +237,21 @@ class LoadPeer:
         if self.protoo is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.protoo.close(), 5)
+
+
+def enlarge_receive_buffers(size: int = RECEIVE_BUFFER_BYTES) -> None:
+    """Have aioice ask for ``size`` bytes of receive buffer on the UDP sockets it opens
+    from now on (it asks for 256 KiB, read from ``aioice.turn.UDP_SOCKET_BUFFER_SIZE`` at
+    each bind).
+
+    Why: the "join-time loss" of earlier runs was the kernel dropping datagrams at the
+    load tool's sockets (``ss -uamp``: the ``d`` drop counter of the tool's sockets, the
+    netns' ``Udp RcvbufErrors``), not the SFU: one event loop drives every peer, and while
+    it is busy with joins (certificates, DTLS handshakes, SDP) or descheduled on a shared
+    core, a 720p consumer's ~190 packets a second fill 256 KiB (about half a second of
+    packets at loopback's per-packet overhead) and the rest is dropped. A larger buffer
+    rides out such stalls; a tool that is short of CPU for good still loses packets."""
+    aioice.turn.UDP_SOCKET_BUFFER_SIZE = max(aioice.turn.UDP_SOCKET_BUFFER_SIZE, size)
 
 
 def simulcast_parameters(layers: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 
 from control.loadtest.clip import RESOLUTIONS, SIMULCAST_LAYERS, Clip, encode_clip
-from control.loadtest.peer import LoadPeer
+from control.loadtest.peer import LoadPeer, enlarge_receive_buffers
 from control.loadtest.replay import ReplayTrack
 from control.loadtest.signaling import ProtooClient, SignalingError
 from control.loadtest.stats import TrackCounter, percentile
@@ -243,6 +243,7 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
     """Run the test described by ``options``; the report (also printed to ``out``)."""
     _validate(options)
     check_target(options.url, options.allow_remote)
+    enlarge_receive_buffers()
     tokens = _Tokens(options.api_key, options.api_secret)
     ttl = options.duration + 600
     report = LoadTestReport(options)
