@@ -43,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 SUMMARY = re.compile(r"^load-test: .*loss ([\d.]+|n/a)%?(, (\d+) joins failed)?$", re.M)
+#: The tool's video row: ``pub-.../video  subscribers  packets  kbps/sub  loss  key frames  size  layer``.
+VIDEO_ROW = re.compile(r"^\S+/video\s+\d+\s+\d+\s+(\d+)\s+\S+\s+\S+\s+(\S+)\s+(\S+)$", re.M)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 LOSS_LIMIT = 0.01
@@ -96,6 +98,7 @@ class Step:
     tool_cpu: float = 0.0
     seconds: float = 0.0
     error: str = ""
+    video: str = ""  # what a viewer received: size, simulcast layer, kbps (the tool's first video row)
 
     @property
     def ok(self) -> bool:
@@ -251,6 +254,9 @@ async def run_step(server: Server, scenario: Scenario, n: int, duration: float, 
         return step
     step.loss = None if match.group(1) == "n/a" else float(match.group(1)) / 100
     step.failed_joins = int(match.group(3) or 0)
+    if video := VIDEO_ROW.search(text):
+        kbps, size, layer = video.groups()
+        step.video = f"{size}" + (f", layer {layer}" if layer != "-" else "") + f", {kbps} kbps per viewer"
     if "start" in marks and "end" in marks:
         (t0, w0, p0, l0), (t1, w1, p1, l1) = marks["start"], marks["end"]
         wall = t1 - t0
@@ -304,6 +310,7 @@ def markdown(results: Results, scenarios: list[Scenario], command: str, duration
                 f"Held: **{best.consumers} consumers** ({scenario.vary} = {best.n}) with loss < 1%, the worker at "
                 f"{best.worker_cpu * 100:.0f}% of its core: about {per_core:.0f} consumers per fully used worker "
                 "core at this bitrate (linear projection from the worker's CPU per consumer)."
+                + (f" Each viewer received {best.video}." if best.video and scenario.name == "broadcast" else "")
             )
             lines.append("")
     return "\n".join(lines)
