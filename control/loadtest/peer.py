@@ -59,7 +59,7 @@ _FEEDBACK_TYPES = ("goog-remb", "transport-cc")
 
 class LoadPeer:
     """``tracks`` are produced one producer each; ``layers`` (simulcast video, lowest
-    first) as one producer. A subscriber with ``preferred_layers`` asks for that spatial
+    first) as one producer. A subscriber with ``preferred_layer`` asks for that spatial
     layer of every simulcast consumer; with ``bandwidth_feedback`` off it does not offer
     REMB/transport-cc (see the module doc)."""
 
