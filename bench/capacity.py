@@ -104,6 +104,7 @@ class Step:
     seconds: float = 0.0
     error: str = ""
     video: str = ""  # what a viewer received: size, simulcast layer, kbps (the tool's first video row)
+    unit: str = "subscriber"  # what n counts
     mbps: float = 0.0  # received by every subscriber together, in the window
     kept_up: float = 1.0  # received bitrate per n / the first step's
 
@@ -133,7 +134,7 @@ class Step:
         if self.loss is None or self.loss >= LOSS_LIMIT:
             return "loss >= 1%"
         if self.kept_up < KEPT_UP:
-            return f"load tool fell behind: {self.kept_up * 100:.0f}% of the bitrate per subscriber (generator-bound)"
+            return f"load tool fell behind: {self.kept_up * 100:.0f}% of the bitrate per {self.unit} (generator-bound)"
         if self.worker_cpu >= WORKER_CPU_LIMIT:
             return "worker CPU >= 90%"
         if self.tool_cpu >= LOAD_TOOL_CPU_LIMIT:
@@ -228,7 +229,7 @@ class Server:
 
 
 async def run_step(server: Server, scenario: Scenario, n: int, duration: float, tool_cpu: int) -> Step:
-    step = Step(scenario.name, n)
+    step = Step(scenario.name, n, unit=scenario.vary[:-1])
     per = ("--rooms", str(n)) if scenario.vary == "rooms" else ("--subscribers", str(n))
     command = [
         "taskset", "-c", str(tool_cpu), PYTHON, "-m", "control", "load-test",
@@ -322,7 +323,7 @@ def markdown(results: Results, scenarios: list[Scenario], command: str, duration
         lines += [
             f"### {scenario.title}",
             "",
-            f"| {scenario.vary} | consumers | Mbps received (per {scenario.vary[:-1]}, vs step 1) | loss | worker CPU "
+            f"| {scenario.vary} | consumers | Mbps received (per {scenario.vary[:-1]}: % of step 1) | loss | worker CPU "
             "| Python CPU | Python per 100 consumers | load tool CPU | |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
             *(row(s) for s in steps),

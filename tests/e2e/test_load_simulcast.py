@@ -53,7 +53,7 @@ async def test_simulcast_layers_through_the_sfu(tmp_path: Path) -> None:
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "control", "load-test", "--url", f"ws://127.0.0.1:{server.port}"),
             *("--room", "sim", "--publishers", "1", "--subscribers", "2", "--video-resolution", "360p"),
-            *("--simulcast", "--spatial-layer", "2", "--spatial-layer", "0", "--duration", "3"),
+            *("--simulcast", "--spatial-layer", "2", "--spatial-layer", "0", "--duration", "3", "--timeout", "30"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
