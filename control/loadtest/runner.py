@@ -147,8 +147,9 @@ class LoadTestReport:
 
 
 def _sizes(counters: Sequence[TrackCounter]) -> str:
-    """The picture sizes of the last key frames the subscribers got (``-`` for audio)."""
-    sizes = sorted({c.size for c in counters if c.size is not None})
+    """The picture size most of each subscriber's key frames had in the window (``-`` for
+    audio): a simulcast layer a subscriber held, even if the SFU switched for a moment."""
+    sizes = sorted({max(c.window_sizes, key=c.window_sizes.__getitem__) for c in counters if c.window_sizes})
     return ",".join(f"{w}x{h}" for w, h in sizes) or "-"
 
 

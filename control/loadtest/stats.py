@@ -60,7 +60,8 @@ def _vp8_keyframe_header(payload: bytes) -> int | None:
 class TrackCounter:
     """One consumed track: packets of its media payload type (RTX and padding-only excluded).
 
-    For video, ``size`` is the picture size of the last key frame; for a simulcast
+    For video, ``size`` is the picture size of the last key frame and ``window_sizes``
+    counts the key frames of each size in the measuring window; for a simulcast
     consumer (``consumer_type``), ``preferred_layer`` is the spatial layer this subscriber
     asked for and ``spatial_layer`` the one the server last said it sends
     (``consumerLayersChanged``)."""
@@ -73,6 +74,7 @@ class TrackCounter:
     preferred_layer: int | None = None
     spatial_layer: int | None = None
     size: tuple[int, int] | None = None
+    window_sizes: dict[tuple[int, int], int] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
     packets: int = 0
     received_bytes: int = 0
@@ -106,6 +108,8 @@ class TrackCounter:
         if self.kind == "video" and is_vp8_keyframe(payload):
             self.keyframes += 1
             self.size = vp8_keyframe_size(payload) or self.size
+            if self.size is not None and self.marked is not None and self.ended is None:
+                self.window_sizes[self.size] = self.window_sizes.get(self.size, 0) + 1
 
     def _restart(self, sequence_number: int) -> None:
         self._first_seq = self._highest = sequence_number
