@@ -31,10 +31,13 @@ from loguru import logger
 from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
 
-__all__ = ["RELAY_HEADER", "NodeRefused", "Relay", "relay_token"]
+__all__ = ["PLACEMENT_HEADER", "RELAY_HEADER", "NodeRefused", "Relay", "RoomMoved", "relay_token"]
 
 #: The header a relaying node sends: proof that the connection comes from a node of the cluster.
 RELAY_HEADER: Final = "X-Parley-Relay"
+#: Sent with a relay whose room's node the relaying node remembered instead of asking
+#: Redis: the receiving node confirms it hosts (or now owns) the room, else 421.
+PLACEMENT_HEADER: Final = "X-Parley-Placement"
 SUBPROTOCOL: Final = "protoo"
 #: WebSocket pings on both legs (as signaling's own).
 HEARTBEAT: Final = 20.0
@@ -48,6 +51,14 @@ class NodeRefused(Unavailable):
     """The room's node refused the TCP connection: nothing listens there (it died)."""
 
 
+class RoomMoved(Unavailable):
+    """421: the node a remembered placement named does not host the room (it closed
+    there, or lives elsewhere now): the relaying node places it again."""
+
+    status = 421
+    default_code = "room_moved"
+
+
 def relay_token(secret: str) -> str:
     """The relay token of a cluster secret (nodes compare it in constant time)."""
     return hmac.new(secret.encode(), b"parley-cluster-relay-v1", hashlib.sha256).hexdigest()
@@ -55,6 +66,8 @@ def relay_token(secret: str) -> str:
 
 def _refusal(status: int, node_url: str) -> ParleyError:
     """The owner's refusal before the upgrade, as this node's error."""
+    if status == RoomMoved.status:
+        return RoomMoved(f"room's node {node_url} does not host the room")
     by_status: dict[int, type[ParleyError]] = {400: BadRequest, 401: Unauthorized, 403: Forbidden}
     kind = by_status.get(status, Unavailable)
     return kind(
@@ -103,10 +116,13 @@ class Relay:
             raise Forbidden("wrong cluster relay token", code="relay_token_invalid")
         return True
 
-    async def relay(self, request: web.Request, node_id: str, node_url: str) -> web.WebSocketResponse:
-        """Serve ``request`` (a protoo upgrade) through the node at ``node_url``."""
+    async def relay(
+        self, request: web.Request, node_id: str, node_url: str, *, remembered: bool = False
+    ) -> web.WebSocketResponse:
+        """Serve ``request`` (a protoo upgrade) through the node at ``node_url``
+        (``remembered``: a placement not read from Redis now, for that node to confirm)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
-        upstream = await self._connect(request, node_url)
+        upstream = await self._connect(request, node_url, remembered)
         client = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size, heartbeat=HEARTBEAT, compress=False
         )
@@ -123,8 +139,12 @@ class Relay:
             self.clients.discard(client)
         return client
 
-    async def _connect(self, request: web.Request, node_url: str) -> aiohttp.ClientWebSocketResponse:
+    async def _connect(
+        self, request: web.Request, node_url: str, remembered: bool = False
+    ) -> aiohttp.ClientWebSocketResponse:
         headers = {RELAY_HEADER: self.token}
+        if remembered:
+            headers[PLACEMENT_HEADER] = "remembered"
         headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
         url = f"{node_url.rstrip('/')}/ws?{request.query_string}"
         try:
