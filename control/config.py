@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     mediasoup_rtc_max_port: int = Field(49999, ge=1, le=65535)
     mediasoup_listen_ip: str = "0.0.0.0"
     mediasoup_announced_address: str | None = None
+    mediasoup_udp_recv_buffer_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=0,
+        le=256 * 1024 * 1024,
+        description="SO_RCVBUF of the workers' RTC UDP sockets (0: the kernel's default); capped by net.core.rmem_max",
+    )
     mediasoup_worker_log_level: Literal["debug", "warn", "error", "none"] = "warn"
     mediasoup_worker_log_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

@@ -72,6 +72,7 @@ def test_every_field_has_its_documented_variable() -> None:
         "MEDIASOUP_RTC_MAX_PORT",
         "MEDIASOUP_LISTEN_IP",
         "MEDIASOUP_ANNOUNCED_ADDRESS",
+        "MEDIASOUP_UDP_RECV_BUFFER_BYTES",
         "MEDIASOUP_WORKER_LOG_LEVEL",
         "MEDIASOUP_WORKER_LOG_TAGS",
         "SIGNALING_MAX_FRAME_BYTES",
