@@ -39,10 +39,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
+import sysconfig
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: Over this much computing or blocked time a callback is slow (seconds).
@@ -75,6 +79,8 @@ class SlowCallback:
     gc: float = 0.0
     #: Wall time of passes on other threads meanwhile (they hold the GIL).
     others_gc: float = 0.0
+    #: When it started (``time.monotonic()``): to match the stall sampler's stacks.
+    started: float = 0.0
 
     @property
     def blocked(self) -> float:
@@ -160,7 +166,8 @@ class CallbackMeter:
         cpu, queued = (cpu1 - cpu0) / 1e9, min(wall, (queued1 - queued0) / 1e9)
         others_queued = self._others.since(others) if wall - cpu - queued > 0.001 else 0.0
         gc_here, gc_others = _GC.since(gc0, threading.get_native_id())
-        entry = SlowCallback(_describe(handle), wall, cpu, queued, others_queued, gc_here, gc_others)
+        started = time.monotonic() - wall
+        entry = SlowCallback(_describe(handle), wall, cpu, queued, others_queued, gc_here, gc_others, started)
         if self.longest is None or entry.held > self.longest.held:
             self.longest = entry
         if wall > self.threshold / 5:
@@ -276,3 +283,81 @@ def _describe(handle: asyncio.Handle) -> str:
         return str(_format_handle(handle))
     except Exception:
         return repr(handle)
+
+
+#: The server's code: a callback blocked here fails its test.
+SERVER_CODE = tuple(
+    str(Path(__file__).resolve().parents[2] / name) + os.sep for name in ("control", "workers", "recording")
+)
+#: Frames that say nothing about who blocked: the standard library, this check.
+NEUTRAL_CODE = (
+    sysconfig.get_paths()["stdlib"] + os.sep,
+    str(Path(__file__).resolve().parent / "slow_callbacks.py"),
+    __file__,
+)
+
+
+def _where(stack: traceback.StackSummary) -> str | None:
+    """``server`` or ``client`` by the innermost frame outside the standard library and
+    this check; None if there is none."""
+    for frame in reversed(stack):
+        library = frame.filename.startswith(NEUTRAL_CODE) and "site-packages" not in frame.filename
+        if library or frame.filename.startswith("<"):
+            continue
+        return "server" if frame.filename.startswith(SERVER_CODE) else "client"
+    return None
+
+
+class StallSampler:
+    """A thread that records the loop thread's stack while the loop is stuck.
+
+    The loop bumps a heartbeat every 10 ms; when it is older than the slow-callback
+    threshold the watchdog takes the loop thread's frames once per stall."""
+
+    TICK = 0.01
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+        self.beat = time.monotonic()
+        self.stacks: list[str] = []
+        #: Every stack taken while the loop was stuck, with when (``time.monotonic()``).
+        self.samples: list[tuple[float, traceback.StackSummary]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="asyncio-stall-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._tick()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _tick(self) -> None:
+        self.beat = time.monotonic()
+        if not self._stop.is_set():
+            self.loop.call_later(self.TICK, self._tick)
+
+    def _watch(self) -> None:
+        reported = 0.0
+        while not self._stop.wait(self.TICK):
+            beat = self.beat
+            now = time.monotonic()
+            if now - beat <= self.TICK * 2:
+                continue
+            frame = sys._current_frames().get(self.loop_thread)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            del frame
+            self.samples.append((now, stack))
+            if beat != reported and now - beat > SLOW_CALLBACK_SECONDS:
+                reported = beat
+                self.stacks.append("".join(stack.format()[-12:]).rstrip())
+
+    def blames_server(self, entry: SlowCallback) -> bool:
+        """Whether ``entry`` blocked in the server's code (or nothing says where)."""
+        during = [stack for at, stack in self.samples if entry.started <= at <= entry.started + entry.wall]
+        places = [_where(stack) for stack in during]
+        return not places or any(place == "server" for place in places) or all(p is None for p in places)

@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from tests.e2e.slow_callbacks import SLOW_CALLBACK_SECONDS, CallbackMeter
+from tests.e2e.slow_callbacks import SLOW_CALLBACK_SECONDS, CallbackMeter, SlowCallback, StallSampler
 
 #: CPU hogs sharing the loop thread's core: it gets about 1/(HOGS + 1) of it.
 HOGS = 5
@@ -183,3 +184,47 @@ def test_a_callback_waiting_for_the_gil_of_a_preempted_thread_is_not_slow() -> N
         finally:
             stop.set()
             spinner.join()
+
+
+def _sleeper_in(relative_path: str) -> Callable[[], None]:
+    """A function whose code says it lives at ``relative_path`` of the repository and
+    blocks its thread 120 ms: what a blocking call there looks like to the sampler."""
+    filename = str(Path(__file__).resolve().parents[2] / relative_path)
+    namespace: dict[str, object] = {}
+    exec(compile("import time\ndef block():\n    time.sleep(0.12)\n", filename, "exec"), namespace)
+    return namespace["block"]  # type: ignore[return-value]
+
+
+def _blame(block: Callable[[], None]) -> tuple[list[SlowCallback], list[bool]]:
+    """Run ``block`` as a callback of a metered, sampled loop: its slow entries and,
+    for each, whether the sampler puts it on the server."""
+    loop = asyncio.new_event_loop()
+    meter = CallbackMeter()
+    asyncio.set_event_loop(loop)
+    try:
+        meter.install(loop)
+        sampler = StallSampler(loop)
+        sampler.start()
+        try:
+            loop.run_until_complete(asyncio.sleep(0.05))  # the sampler is ticking
+            loop.call_soon(block)
+            loop.run_until_complete(asyncio.sleep(0.05))
+        finally:
+            sampler.stop()
+            meter.uninstall(loop)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    return meter.slow, [sampler.blames_server(entry) for entry in meter.slow]
+
+
+def test_a_blocking_call_in_the_servers_code_is_the_servers() -> None:
+    for package in ("control", "workers", "recording"):
+        slow, blamed = _blame(_sleeper_in(f"{package}/_probe.py"))
+        assert len(slow) == 1 and blamed == [True], (package, slow, blamed)
+
+
+def test_a_blocking_call_in_a_test_client_is_not_the_servers() -> None:
+    for place in ("tests/e2e/_client_probe.py", ".venv/lib/python3.11/site-packages/aiortc/_probe.py"):
+        slow, blamed = _blame(_sleeper_in(place))
+        assert len(slow) == 1 and blamed == [False], (place, slow, blamed)
