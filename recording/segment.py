@@ -38,6 +38,7 @@ import ffmpeg
 from loguru import logger
 
 from recording.layout import MAX_TILES, NameCard, composite
+from recording.process import FfmpegProcess, spawn_ffmpeg
 from recording.sdp import Media, session_sdp
 from workers.scalability_modes import parse_scalability_mode
 
@@ -211,27 +212,6 @@ async def best_layers(consumer: Consumer) -> None:
     await consumer.set_preferred_layers(mode.spatial_layers - 1, mode.temporal_layers - 1)
 
 
-#: FFmpeg gets SIGINT if this process dies, so it closes its file (and is not left
-#: orphaned, waiting for RTP that will never come): PR_SET_PDEATHSIG, set by
-#: util-linux's ``setpriv`` before it execs FFmpeg (same pid). Setting it from a
-#: ``preexec_fn`` instead runs Python in the child, which forces a full fork() of this
-#: process: that held the event loop 20-35 ms per FFmpeg at 670 MB RSS, where the
-#: vfork() used without one takes 1-4 ms.
-WITH_PARENT = ("setpriv", "--pdeathsig", "INT", "--")
-
-
-async def spawn_ffmpeg(args: list[str]) -> asyncio.subprocess.Process:
-    """FFmpeg (``args``) with a pipe to its stdin (``q``) and from its stderr, interrupted
-    when this process dies (:data:`WITH_PARENT`)."""
-    return await asyncio.create_subprocess_exec(
-        *WITH_PARENT,
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
 def shown_tiles(sources: list[Source], names: dict[str, str]) -> list[tuple[str, Source | None]]:
     """What the grid shows, in order: every video (cameras and screen shares, by
     participant in ``names`` order), then a name card for each participant
@@ -250,7 +230,7 @@ class FfmpegRun:
     file, its exit, the tail of its stderr. Subclasses (dataclasses) declare the fields."""
 
     path: Path
-    process: asyncio.subprocess.Process | None
+    process: FfmpegProcess | None
     exited: asyncio.Future[int] | None
     log: Logger
     _stderr: list[str]
@@ -313,7 +293,7 @@ class Segment(FfmpegRun):
     names: dict[str, str] = field(default_factory=dict)
     options: SegmentOptions = field(default_factory=SegmentOptions)
     inputs: list[_Input] = field(default_factory=list, init=False)
-    process: asyncio.subprocess.Process | None = field(default=None, init=False)
+    process: FfmpegProcess | None = field(default=None, init=False)
     #: Wall-clock time (epoch seconds) of the segment's first media: its t=0.
     t0: float | None = field(default=None, init=False)
     #: Resolves with FFmpeg's exit code when it exits, asked to or not.

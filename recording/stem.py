@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from recording.process import FfmpegProcess, spawn_ffmpeg
 from recording.sdp import consumer_sdp
 from recording.segment import (
     IP,
@@ -42,7 +43,6 @@ from recording.segment import (
     _free_port_pair,
     interrupt,
     recording_capabilities,
-    spawn_ffmpeg,
 )
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class Stem(FfmpegRun):
     ffmpeg_bin: str = "ffmpeg"
     transport: PlainTransport | None = field(default=None, init=False)
     consumer: Consumer | None = field(default=None, init=False)
-    process: asyncio.subprocess.Process | None = field(default=None, init=False)
+    process: FfmpegProcess | None = field(default=None, init=False)
     exited: asyncio.Future[int] | None = field(default=None, init=False, repr=False)
     #: Wall-clock time of the first packet (the stem's t=0); None until one came.
     t0: float | None = field(default=None, init=False)

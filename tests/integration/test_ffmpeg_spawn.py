@@ -1,4 +1,4 @@
-"""FFmpeg started by recording/segment.py's spawn_ffmpeg is interrupted when the
+"""FFmpeg started by recording/process.py's spawn_ffmpeg is interrupted when the
 process that started it dies (SIGKILL: no cleanup code runs), without a preexec_fn."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 SPAWNER = """
 import asyncio, sys
-from recording.segment import spawn_ffmpeg
+from recording.process import spawn_ffmpeg
 
 async def main():
     process = await spawn_ffmpeg(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
