@@ -15,8 +15,10 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
 A node stopping leaves the registry first (its placements handed back), then its
 rooms close their sockets: the peers reconnect through any node to a live one.
 
-Not yet: cascading one room over several nodes (PipeTransports between hosts), a
-drain that keeps serving its rooms while refusing new ones, cluster-wide
+A room whose consumers exceed ``ROOM_CONSUMERS_PER_NODE`` on its node extends onto
+a second one, producers piped both ways (:mod:`control.cluster.cascade`).
+
+Not yet: a drain that keeps serving its rooms while refusing new ones, cluster-wide
 ``/api/rooms`` and ``/api/health``.
 
 The node is signaling's room router (``control.signaling.server.ROOM_ROUTER``):
@@ -35,10 +37,12 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from control.auth import is_loopback_host
+from control.cluster.cascade import CASCADE_PATH
 from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
 from control.cluster.relay import RELAY_HEADER, Relay, relay_token
 from control.config import Settings
+from control.errors import NotFound
 
 if TYPE_CHECKING:
     from control.rooms.manager import RoomManager
@@ -127,6 +131,14 @@ def cluster_ctx(
     return ctx
 
 
+async def _cascade_link(request: web.Request) -> web.StreamResponse:
+    """A satellite's link to a room of this node (control.cluster.cascade)."""
+    node = request.app.get(CLUSTER)
+    if node is None:
+        raise NotFound("this node is not in a cluster")
+    return await node.cascade.accept(request)
+
+
 def setup(
     app: web.Application,
     *,
@@ -138,6 +150,7 @@ def setup(
     """Join the cluster of ``REDIS_URL`` (nothing at all when it is unset); the node is
     stored under ``router`` (signaling asks it where a room lives) and ``CLUSTER``."""
     app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router))
+    app.router.add_get(CASCADE_PATH, _cascade_link)  # node to node: the relay token is checked there
 
     async def leave(app: web.Application) -> None:
         node = app.get(CLUSTER)

@@ -25,6 +25,7 @@ from loguru import logger
 from redis.exceptions import RedisError
 
 from control.auth import principal_of, require_ws_join
+from control.cluster.cascade import ORIGIN_HEADER, Cascade
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
 from control.cluster.relay import NodeRefused, Relay
 from control.errors import ParleyError, Unavailable
@@ -82,6 +83,8 @@ class ClusterNode:
         self.closed = False
         self._beating: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[bool]] = set()
+        #: Rooms extended over several nodes (control.cluster.cascade).
+        self.cascade = Cascade(self)
 
     # -- life -------------------------------------------------------------------------
 
@@ -89,6 +92,7 @@ class ClusterNode:
         """Register now (a failure to reach Redis stops the start), then beat."""
         await self.beat()
         self.rooms.observer.on("roomclosed", self._on_room_closed)
+        self.cascade.start()
         self._beating = asyncio.create_task(self._beat_forever(), name=f"cluster heartbeat {self.node_id}")
         logger.info("cluster: node {} ({}) joined, {} node(s) live", self.node_id, self.url, len(self.nodes))
 
@@ -102,6 +106,7 @@ class ClusterNode:
             self._beating.cancel()
             await asyncio.gather(self._beating, return_exceptions=True)
         await self.relay.close()
+        await self.cascade.close()
         with contextlib.suppress(RedisError, OSError):
             for room_id in list(self.rooms.rooms):
                 await self.registry.release(room_id, self.node_id)
@@ -127,7 +132,8 @@ class ClusterNode:
         """One heartbeat: write this node's key, read the others', keep this node's rooms."""
         await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load()))
         self.nodes = await self.registry.nodes()
-        lost = await self.registry.keep(self.node_id, list(self.rooms.rooms))
+        origins = [room_id for room_id, room in self.rooms.rooms.items() if room.origin is None]  # not satellites
+        lost = await self.registry.keep(self.node_id, origins)
         for room_id in lost:
             logger.bind(room=room_id).warning("cluster: room {} is also placed on another live node", room_id)
 
@@ -166,15 +172,26 @@ class ClusterNode:
         return owner
 
     async def route(self, request: web.Request, room_id: str) -> web.StreamResponse | None:
-        """``None``: serve the room here; else the relayed connection to its node."""
-        if self.relay.is_relayed(request) or self.rooms.get_room(room_id) is not None:
+        """``None``: serve the room here; else the relayed connection to its node (the
+        room's origin, or a satellite of it once the origin is full: cascade)."""
+        if self.relay.is_relayed(request):
+            await self.cascade.prepare(room_id, request.headers.get(ORIGIN_HEADER))
+            return None
+        local = self.rooms.get_room(room_id)
+        if local is not None and not self.cascade.overflows(local, request.query.get("peerId", "")):
             return None
         await self._may_join(request, room_id)
         try:
             owner = await self.owner_of(room_id)
+            seat = await self.cascade.seat(room_id, owner.node_id)
         except (RedisError, OSError) as error:
             logger.warning("cluster: Redis unreachable ({!r}): room {} not placed", error, room_id)
             raise Unavailable("the cluster registry is unreachable, try again") from None
+        if seat == self.node_id:
+            await self.cascade.prepare(room_id, owner.node_id)
+            return None
+        if seat != owner.node_id:
+            return await self._relay_to_satellite(request, seat, owner.node_id)
         if owner.node_id == self.node_id:
             return None
         try:
@@ -187,6 +204,13 @@ class ClusterNode:
             if owner.node_id == self.node_id:
                 return None
             return await self.relay.relay(request, owner.node_id, owner.url)
+
+    async def _relay_to_satellite(self, request: web.Request, node_id: str, origin: str) -> web.StreamResponse:
+        known = next((node for node in self.nodes if node.node_id == node_id), None)
+        target = known or await self.registry.node(node_id)
+        if target is None:
+            raise Unavailable("the room's second node is gone, try again")
+        return await self.relay.relay(request, node_id, target.url, origin=origin)
 
     @staticmethod
     async def _may_join(request: web.Request, room_id: str) -> None:

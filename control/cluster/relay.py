@@ -36,6 +36,8 @@ __all__ = ["RELAY_HEADER", "NodeRefused", "Relay", "relay_token"]
 #: The header a relaying node sends: proof that the connection comes from a node of the cluster.
 RELAY_HEADER: Final = "X-Parley-Relay"
 SUBPROTOCOL: Final = "protoo"
+#: With the relay token: the client goes to a satellite of the room whose origin this names.
+ORIGIN_HEADER: Final = "X-Parley-Origin"
 #: WebSocket pings on both legs (as signaling's own).
 HEARTBEAT: Final = 20.0
 #: Close codes that cannot be sent on the wire (they describe a link that died).
@@ -103,10 +105,13 @@ class Relay:
             raise Forbidden("wrong cluster relay token", code="relay_token_invalid")
         return True
 
-    async def relay(self, request: web.Request, node_id: str, node_url: str) -> web.WebSocketResponse:
-        """Serve ``request`` (a protoo upgrade) through the node at ``node_url``."""
+    async def relay(
+        self, request: web.Request, node_id: str, node_url: str, *, origin: str | None = None
+    ) -> web.WebSocketResponse:
+        """Serve ``request`` (a protoo upgrade) through the node at ``node_url`` (a
+        satellite of the room whose origin is ``origin``, if given: cascade)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
-        upstream = await self._connect(request, node_url)
+        upstream = await self._connect(request, node_url, origin)
         client = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size, heartbeat=HEARTBEAT, compress=False
         )
@@ -123,8 +128,12 @@ class Relay:
             self.clients.discard(client)
         return client
 
-    async def _connect(self, request: web.Request, node_url: str) -> aiohttp.ClientWebSocketResponse:
+    async def _connect(
+        self, request: web.Request, node_url: str, origin: str | None = None
+    ) -> aiohttp.ClientWebSocketResponse:
         headers = {RELAY_HEADER: self.token}
+        if origin is not None:
+            headers[ORIGIN_HEADER] = origin
         headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
         url = f"{node_url.rstrip('/')}/ws?{request.query_string}"
         try:

@@ -68,12 +68,12 @@ async def cluster_node(
 
 @contextlib.contextmanager
 def node_process(
-    tmp_path: Path, redis_url: str, name: str, *, rtc_base: int
+    tmp_path: Path, redis_url: str, name: str, *, rtc_base: int, **overrides: Any
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A node as ``python -m control`` (dev mode, loopback); yields (process, port) once it listens."""
     require_worker_binary()
     port = free_ports(1)[0]
-    values = node_settings(tmp_path, redis_url, name, port, rtc_base)
+    values = node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_", "MINIO_", "API_"))}
     env.update({key.upper(): str(value) for key, value in values.items()})
     env.update({"HOST": "127.0.0.1", "MEDIASOUP_NUM_WORKERS": "1", "MEDIASOUP_LISTEN_IP": "127.0.0.1"})

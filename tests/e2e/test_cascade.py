@@ -1,0 +1,141 @@
+"""Cascading (control.cluster.cascade): a room over two nodes of three on loopback,
+producers piped node to node over SRTP PipeTransports, real aiortc peers."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from control.cluster import RELAY_HEADER, NodeInfo, NodeLoad, Registry
+from control.cluster.cascade import CASCADE_PATH, Seats
+from tests.e2e.cluster_nodes import cluster_node, eventually, node_process
+from tests.e2e.media_peer import MediaPeer
+
+pytestmark = pytest.mark.timeout(240)
+
+#: Two consumers per node and room: a publisher and one subscriber fill the origin.
+LIMIT = {"room_consumers_per_node": 2}
+
+
+@pytest.fixture
+async def registry(redis_server) -> AsyncIterator[Registry]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    await client.flushdb()
+    try:
+        yield Registry(client)
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_seating_fills_the_origin_then_a_satellite_then_adds_one(registry: Registry) -> None:
+    for name in ("a", "b", "c"):
+        await registry.heartbeat(NodeInfo(name, f"http://{name}", NodeLoad()))
+    seats = Seats(SimpleNamespace(registry=registry))  # type: ignore[arg-type]
+    assert await seats.seat("r", "a", 2, ["b", "c"]) == "a"
+    await seats.report({"r": 2}, "a")
+    assert await seats.seat("r", "a", 2, ["c", "b"]) == "c"  # a new satellite: the first candidate
+    assert await seats.seat("r", "a", 2, ["b"]) == "c"  # now the room's: candidates no longer matter
+    await seats.report({"r": 3}, "c")
+    assert await seats.seat("r", "a", 2, ["b", "c"]) == "b"
+    await seats.report({"r": 5}, "b")
+    assert await seats.seat("r", "a", 2, ["b", "c"]) == "a"  # every node full: the least full
+    await registry.leave("c")
+    await seats.forget("r", "b", origin=False)
+    assert await seats.consumers("r") == {"a": 2, "c": 3}
+    await seats.forget("r", "a", origin=True)
+    assert await seats.consumers("r") == {}
+
+
+async def test_a_node_to_node_call_without_the_cluster_token_is_refused(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=42000) as a:
+        url = f"http://127.0.0.1:{a.port}{CASCADE_PATH}?roomId=r&nodeId=x"
+        async with aiohttp.ClientSession() as session:
+            for headers, status in (({}, 401), ({RELAY_HEADER: "not-the-token"}, 403)):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await session.ws_connect(url, headers=headers)
+                assert refused.value.status == status
+            # With the token, a room the node does not host is not found.
+            with pytest.raises(aiohttp.WSServerHandshakeError) as missing:
+                await session.ws_connect(url, headers={RELAY_HEADER: a.cluster.relay.token})
+            assert missing.value.status == 404
+
+
+async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_server, registry: Registry) -> None:
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=43000, **LIMIT) as a,
+        cluster_node(tmp_path, redis_server.url, "c", rtc_base=45000, **LIMIT) as c,
+    ):
+        with node_process(tmp_path, redis_server.url, "b", rtc_base=44000, **LIMIT) as (process, _):
+            for node in (a, c):
+                await eventually(lambda n=node: {x.node_id for x in n.cluster.nodes} == {"a", "b", "c"}, what="nodes")
+            # The room lives on A; its second node is B (the subprocess, to kill).
+            assert await registry.place("meet", "a") == "a"
+            await a.cluster.cascade.seats.add_satellite("meet", "b")
+            alice = MediaPeer(a.ws_url("meet", "alice"), "alice")
+            bob = MediaPeer(a.ws_url("meet", "bob"), "bob")
+            carol: MediaPeer | None = None
+            try:
+                await alice.join()
+                await bob.join()
+                await bob.wait_media("alice", timeout=45)
+                seats = a.cluster.cascade.seats
+                await eventually(lambda: _at_least(seats, "meet", "a", 2), what="A's consumers reported")
+                # A is full: Carol, connecting through C, is seated on B (relayed there).
+                carol = MediaPeer(c.ws_url("meet", "carol"), "carol")
+                await carol.join()
+                assert sorted(p["id"] for p in carol.peers) == ["alice", "bob"]
+                room = a.rooms.rooms["meet"]
+                assert set(room.peers) == {"alice", "bob"} and room.satellites == {"b"} and not c.rooms.rooms
+                assert room.broadcasters["carol"].node == "b"
+                # SRTP on the pipe: our key was given to B, B's is in our connect.
+                link = a.cluster.cascade.links["meet"]["b"]
+                dump = await link.transport.dump()
+                assert link.transport.srtp_parameters and dump["srtpParameters"]["cryptoSuite"]
+                # Media both ways: A's publishers on B, B's publisher on A.
+                await carol.wait_media("alice", timeout=45)
+                await carol.wait_media("bob", timeout=45)
+                await alice.wait_media("carol", timeout=45)
+                await bob.wait_media("carol", timeout=45)
+                stats = (await link.transport.get_stats())[0]
+                assert stats["bytesSent"] > 0 and stats["bytesReceived"] > 0
+                # A producer closed on A closes its consumer on B, and the other way round.
+                await _close_producer(alice, "video", carol)
+                await _close_producer(carol, "audio", bob)
+                # B dies: Carol (relayed by C) is told to reconnect; A's room goes on.
+                os.kill(process.pid, signal.SIGKILL)
+                await eventually(carol.signaling.closed.is_set, timeout=15, what="Carol told to reconnect")
+                assert carol.signaling.close_code == 4002
+                await alice.signaling.wait_for("peerClosed", lambda d: d["peerId"] == "carol", timeout=15)
+                assert not room.closed and set(room.peers) == {"alice", "bob"} and not room.satellites
+                assert "carol" not in room.broadcasters
+                frames = max(r.frames for r in bob.from_peer("alice", "audio"))
+                await eventually(
+                    lambda: max(r.frames for r in bob.from_peer("alice", "audio")) > frames + 25,
+                    what="alice's audio still reaching bob",
+                )
+            finally:
+                for peer in (carol, bob, alice):
+                    if peer is not None:
+                        await peer.close()
+
+
+async def _at_least(seats: Seats, room_id: str, node_id: str, count: int) -> bool:
+    return (await seats.consumers(room_id)).get(node_id, 0) >= count
+
+
+async def _close_producer(owner: MediaPeer, kind: str, watcher: MediaPeer) -> None:
+    """``owner`` closes its ``kind`` producer; ``watcher`` (on the other node) sees its consumer closed."""
+    producer_id = next(p.id for p in owner.producers.values() if p.kind == kind)
+    consumer_id = next(r.consumer_id for r in watcher.from_peer(owner.peer_id, kind))
+    await owner.signaling.request("closeProducer", {"producerId": producer_id})
+    await watcher.signaling.wait_for("consumerClosed", lambda d: d["consumerId"] == consumer_id, timeout=15)
