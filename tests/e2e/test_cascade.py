@@ -21,7 +21,8 @@ from tests.e2e.media_peer import MediaPeer
 pytestmark = pytest.mark.timeout(240)
 
 #: Two consumers per node and room: a publisher and one subscriber fill the origin.
-LIMIT = {"room_consumers_per_node": 2}
+#: The relay key is set (not the one kept in Redis, which a flush by another test would change).
+LIMIT = {"room_consumers_per_node": 2, "cluster_secret": "cascade-test-" + "k" * 32}
 
 
 @pytest.fixture
