@@ -24,9 +24,11 @@ are hubs: satellites link to the origin only, which passes each one's participan
 and producers on to the others.
 
 What crosses: participants (``newPeer``/``peerClosed``), producers (piped; close,
-pause and resume follow). Active speaker is room-wide because each node feeds the
-piped audio producers to its own RTP observers. The room's other notifications
-(chat, recording) stay on the node they happen on.
+pause and resume follow), display names, and the notifications other services send
+the whole room (``RoomManager.notify_room``: chat messages, recording state). Active
+speaker is room-wide because each node feeds the piped audio producers to its own
+RTP observers. Not carried: data producers (DataChannels), recording of another
+node's publishers (a recording records the producers of the node it runs on).
 
 When a link ends: a satellite closes its room with 4002 "reconnect" (the origin
 is gone), an origin's room loses that satellite's peers (``peerClosed``) and closes
@@ -49,7 +51,7 @@ from control.auth import Grant
 from control.cluster.link import Link
 from control.cluster.relay import HEARTBEAT, ORIGIN_HEADER, RELAY_HEADER
 from control.errors import NotFound, Unauthorized, Unavailable
-from control.rooms.host import PEER_JOINED, PEER_LEFT, PRODUCER_CREATED
+from control.rooms.host import PEER_JOINED, PEER_LEFT, PEER_UPDATED, PRODUCER_CREATED
 from control.signaling.protoo import CLOSE_RECONNECT
 from workers.errors import MediasoupError
 
@@ -172,15 +174,22 @@ class Cascade:
 
     def start(self) -> None:
         self._unwatch = self.rooms.watch_rooms(
-            {PEER_JOINED: self._on_peer_joined, PEER_LEFT: self._on_peer_left, PRODUCER_CREATED: self._on_produced}
+            {
+                PEER_JOINED: self._on_peer_joined,
+                PEER_UPDATED: self._on_peer_updated,
+                PEER_LEFT: self._on_peer_left,
+                PRODUCER_CREATED: self._on_produced,
+            }
         )
         self.rooms.observer.on("roomclosed", self._on_room_closed)
+        self.rooms.observer.on("roomnotified", self._on_room_notified)
 
     async def close(self) -> None:
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
         self.rooms.observer.remove_listener("roomclosed", self._on_room_closed)
+        self.rooms.observer.remove_listener("roomnotified", self._on_room_notified)
         for links in list(self.links.values()):
             for link in list(links.values()):
                 link.close()
@@ -352,6 +361,24 @@ class Cascade:
         for link in self._links(room):
             link.share_peer(peer)
         self.report_soon(room)
+
+    def _on_peer_updated(self, room: Room, peer: Peer) -> None:
+        for link in self._links(room):
+            link.peer_updated(peer)
+
+    def _on_room_notified(self, room: Room, method: str, data: dict[str, Any], exclude: str | None) -> None:
+        self.notified(room, method, data, exclude)
+
+    def notified(self, room: Room, method: str, data: dict[str, Any], exclude: Any, source: Link | None = None) -> None:
+        """A room-wide notification: to every link of the room but the one it came through."""
+        for link in self._links(room):
+            if link is not source:
+                link.post("notify", {"method": method, "data": data, "exclude": exclude})
+
+    def mirror_updated(self, source: Link, mirror: Peer) -> None:
+        for link in self._links(source.room):
+            if link is not source:
+                link.post("peerUpdated", {"id": mirror.id, "displayName": mirror.display_name})
 
     def _on_peer_left(self, room: Room, peer: Peer) -> None:
         for link in self._links(room):

@@ -16,7 +16,12 @@ notifications ``{"m": method, "d": data}``, in order:
     (as ``router.pipeToRouter`` does between two local routers): a pipe producer with
     the same id is made here on ours, and every local joined peer consumes it;
 ``producerClosed`` / ``producerPaused`` / ``producerResumed`` {producerId}
-    what happened to the original (its pipe consumer's events over there).
+    what happened to the original (its pipe consumer's events over there);
+``peerUpdated`` {id, displayName}
+    a shared participant changed its name (``peerDisplayNameChanged`` here);
+``notify`` {method, data, exclude}
+    a notification to the whole room (``RoomManager.notify_room``: chat messages,
+    recording state): the local joined peers get it too.
 
 An end shares every participant it announces except the mirrors of the far end
 itself: an origin with two satellites passes each one's peers to the other.
@@ -86,6 +91,10 @@ class Link:
     def share_peer(self, peer: Peer) -> None:
         if peer.node != self.far:
             self.post("peer", peer.info())
+
+    def peer_updated(self, peer: Peer) -> None:
+        if peer.node != self.far:
+            self.post("peerUpdated", {"id": peer.id, "displayName": peer.display_name})
 
     def peer_left(self, peer: Peer) -> None:
         if peer.node != self.far:
@@ -195,6 +204,23 @@ class Link:
                 return producer
         return None
 
+    def rename_mirror(self, data: dict[str, Any]) -> None:
+        mirror = self.mirrors.get(str(data.get("id")))
+        if mirror is None:
+            return
+        old, mirror.display_name = mirror.display_name, str(data.get("displayName") or "")
+        change = {"peerId": mirror.id, "displayName": mirror.display_name, "oldDisplayName": old}
+        for peer in self.room.joined_peers():
+            peer.notify("peerDisplayNameChanged", change)
+        self.cascade.mirror_updated(self, mirror)
+
+    def notify_room(self, data: dict[str, Any]) -> None:
+        method, body, exclude = str(data.get("method")), dict(data.get("data") or {}), data.get("exclude")
+        for peer in self.room.joined_peers():
+            if peer.id != exclude:
+                peer.notify(method, body)
+        self.cascade.notified(self.room, method, body, exclude, source=self)
+
     async def handle(self, method: str, data: dict[str, Any]) -> None:
         if method == "peer":
             self.add_mirror(data)
@@ -202,6 +228,10 @@ class Link:
             self.drop_mirror(str(data.get("peerId")))
         elif method == "producer":
             await self.mirror_producer(data)
+        elif method == "peerUpdated":
+            self.rename_mirror(data)
+        elif method == "notify":
+            self.notify_room(data)
         elif method in ("producerClosed", "producerPaused", "producerResumed"):
             producer = self._mirrored(data.get("producerId"))
             if producer is None:

@@ -109,6 +109,16 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 await bob.wait_media("carol", timeout=45)
                 stats = (await link.transport.get_stats())[0]
                 assert stats["bytesSent"] > 0 and stats["bytesReceived"] > 0
+                # Pause and resume on A reach B's consumer.
+                await _pause_and_resume(bob, "video", carol)
+                # Room-wide: a chat message sent on B reaches A's peers; so does a new name.
+                sent = await carol.signaling.request("chatMessage", {"text": "hello from B"})
+                message_id = sent["message"]["id"]
+                await alice.signaling.wait_for("chatMessage", lambda d: d["message"]["id"] == message_id)
+                await carol.signaling.request("changeDisplayName", {"displayName": "Carol on B"})
+                await bob.signaling.wait_for(
+                    "peerDisplayNameChanged", lambda d: d["peerId"] == "carol" and d["displayName"] == "Carol on B"
+                )
                 # A producer closed on A closes its consumer on B, and the other way round.
                 await _close_producer(alice, "video", carol)
                 await _close_producer(carol, "audio", bob)
@@ -140,3 +150,12 @@ async def _close_producer(owner: MediaPeer, kind: str, watcher: MediaPeer) -> No
     consumer_id = next(r.consumer_id for r in watcher.from_peer(owner.peer_id, kind))
     await owner.signaling.request("closeProducer", {"producerId": producer_id})
     await watcher.signaling.wait_for("consumerClosed", lambda d: d["consumerId"] == consumer_id, timeout=15)
+
+
+async def _pause_and_resume(owner: MediaPeer, kind: str, watcher: MediaPeer) -> None:
+    producer_id = next(p.id for p in owner.producers.values() if p.kind == kind)
+    consumer_id = next(r.consumer_id for r in watcher.from_peer(owner.peer_id, kind))
+    await owner.signaling.request("pauseProducer", {"producerId": producer_id})
+    await watcher.signaling.wait_for("consumerPaused", lambda d: d["consumerId"] == consumer_id, timeout=15)
+    await owner.signaling.request("resumeProducer", {"producerId": producer_id})
+    await watcher.signaling.wait_for("consumerResumed", lambda d: d["consumerId"] == consumer_id, timeout=15)
