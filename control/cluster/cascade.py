@@ -57,6 +57,7 @@ from workers.errors import MediasoupError
 
 if TYPE_CHECKING:
     from control.cluster.node import ClusterNode
+    from control.cluster.registry import NodeInfo
     from control.rooms.peer import Peer
     from control.rooms.room import Room
     from workers.pipe_transport import PipeTransport
@@ -208,7 +209,13 @@ class Cascade:
         here already reconnects here)."""
         return peer_id not in room.peers and estimated_consumers(room) >= self.limit
 
-    async def seat(self, room_id: str, origin: str) -> str:
+    async def seat(self, room_id: str, owner: NodeInfo, local: Room | None) -> str:
+        """The node a new joiner of ``room_id`` goes to: the owner (the origin) while the
+        room is not full there, no Redis call needed while the owner's whole load (its
+        last heartbeat) is under the limit; else what :data:`_SEAT` says."""
+        origin = owner.node_id
+        if local is None and (origin == self.node.node_id or owner.load.consumers < self.limit):
+            return origin
         candidates = [n.node_id for n in self.node.nodes if not n.load.full and n.node_id != origin]
         return await self.seats.seat(room_id, origin, self.limit, candidates)
 

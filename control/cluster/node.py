@@ -183,7 +183,7 @@ class ClusterNode:
         await self._may_join(request, room_id)
         try:
             owner = await self.owner_of(room_id)
-            seat = await self.cascade.seat(room_id, owner.node_id)
+            seat = await self.cascade.seat(room_id, owner, local)
         except (RedisError, OSError) as error:
             logger.warning("cluster: Redis unreachable ({!r}): room {} not placed", error, room_id)
             raise Unavailable("the cluster registry is unreachable, try again") from None

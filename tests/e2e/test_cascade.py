@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from control.cluster import RELAY_HEADER, NodeInfo, NodeLoad, Registry
 from control.cluster.cascade import CASCADE_PATH, Seats
-from tests.e2e.cluster_nodes import cluster_node, eventually, node_process
+from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
 from tests.e2e.media_peer import MediaPeer
 
 pytestmark = pytest.mark.timeout(240)
@@ -91,6 +91,7 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 await bob.wait_media("alice", timeout=45)
                 seats = a.cluster.cascade.seats
                 await eventually(lambda: _at_least(seats, "meet", "a", 2), what="A's consumers reported")
+                await eventually(lambda: _load(c, "a") >= 2, what="A's load in C's registry view")
                 # A is full: Carol, connecting through C, is seated on B (relayed there).
                 carol = MediaPeer(c.ws_url("meet", "carol"), "carol")
                 await carol.join()
@@ -98,6 +99,8 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 room = a.rooms.rooms["meet"]
                 assert set(room.peers) == {"alice", "bob"} and room.satellites == {"b"} and not c.rooms.rooms
                 assert room.broadcasters["carol"].node == "b"
+                summary = room.summary()
+                assert summary["satellites"] == ["b"] and summary["remotePeers"] == 1 and summary["broadcasters"] == 0
                 # SRTP on the pipe: our key was given to B, B's is in our connect.
                 link = a.cluster.cascade.links["meet"]["b"]
                 dump = await link.transport.dump()
@@ -138,6 +141,11 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 for peer in (carol, bob, alice):
                     if peer is not None:
                         await peer.close()
+
+
+def _load(node: Node, node_id: str) -> int:
+    """The consumers of ``node_id`` as ``node`` last read them from the registry."""
+    return next((n.load.consumers for n in node.cluster.nodes if n.node_id == node_id), 0)
 
 
 async def _at_least(seats: Seats, room_id: str, node_id: str, count: int) -> bool:
