@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 
 from control.auth import Grant
 from control.cluster.link import Link
-from control.cluster.relay import HEARTBEAT, ORIGIN_HEADER, RELAY_HEADER
+from control.cluster.relay import HEARTBEAT, ORIGIN_HEADER, RELAY_HEADER, NodeRefused
 from control.errors import NotFound, Unauthorized, Unavailable
 from control.rooms.host import PEER_JOINED, PEER_LEFT, PEER_UPDATED, PRODUCER_CREATED
 from control.signaling.protoo import CLOSE_RECONNECT
@@ -281,6 +281,10 @@ class Cascade:
             if ws is not None:
                 await ws.close()
             room.close(CLOSE_RECONNECT, "origin node unreachable")
+            if isinstance(error, aiohttp.ClientConnectorError) and isinstance(error.os_error, ConnectionRefusedError):
+                refused = NodeRefused("the room's node is gone, try again")
+                refused.node_id = origin  # it died: the router may evict it and place the room again
+                raise refused from None
             raise Unavailable("the room's node is unreachable, try again") from None
         link = self._add_link(room, origin, ws, transport)
         for peer in answer.get("peers") or []:
@@ -418,10 +422,11 @@ class Cascade:
     def link_closed(self, link: Link) -> None:
         room = link.room
         links = self.links.get(room.id, {})
-        if links.get(link.far) is link:
-            del links[link.far]
-            if not links:
-                self.links.pop(room.id, None)
+        if links.get(link.far) is not link:
+            return  # replaced by a newer link with the same node
+        del links[link.far]
+        if not links:
+            self.links.pop(room.id, None)
         if room.closed:
             return
         if room.origin == link.far:

@@ -182,35 +182,41 @@ class ClusterNode:
             return None
         await self._may_join(request, room_id)
         try:
+            return await self._place_and_route(request, room_id, local)
+        except NodeRefused as refused:
+            # That node died and its key has not expired yet: evict it, place again (once).
+            if refused.node_id is None or not await self._evict(refused.node_id):
+                raise
+            return await self._place_and_route(request, room_id, self.rooms.get_room(room_id))
+
+    async def _place_and_route(
+        self, request: web.Request, room_id: str, local: Room | None
+    ) -> web.StreamResponse | None:
+        """Place the room (if it is nowhere), seat the joiner (cascade), serve or relay."""
+        try:
             owner = await self.owner_of(room_id)
             seat = await self.cascade.seat(room_id, owner, local)
         except (RedisError, OSError) as error:
             logger.warning("cluster: Redis unreachable ({!r}): room {} not placed", error, room_id)
             raise Unavailable("the cluster registry is unreachable, try again") from None
         if seat == self.node_id:
-            await self.cascade.prepare(room_id, owner.node_id)
+            await self.cascade.prepare(room_id, owner.node_id)  # a satellite here unless this is the origin
             return None
-        if seat != owner.node_id:
-            return await self._relay_to_satellite(request, seat, owner.node_id)
-        if owner.node_id == self.node_id:
-            return None
+        target = owner if seat == owner.node_id else await self._node(seat)
         try:
-            return await self.relay.relay(request, owner.node_id, owner.url)
-        except NodeRefused:
-            # The owner died and its key has not expired yet: evict it, place again (once).
-            if not await self._evict(owner.node_id):
-                raise
-            owner = await self.owner_of(room_id)
-            if owner.node_id == self.node_id:
-                return None
-            return await self.relay.relay(request, owner.node_id, owner.url)
+            return await self.relay.relay(
+                request, seat, target.url, origin=owner.node_id if seat != owner.node_id else None
+            )
+        except NodeRefused as refused:
+            refused.node_id = seat
+            raise
 
-    async def _relay_to_satellite(self, request: web.Request, node_id: str, origin: str) -> web.StreamResponse:
+    async def _node(self, node_id: str) -> NodeInfo:
         known = next((node for node in self.nodes if node.node_id == node_id), None)
         target = known or await self.registry.node(node_id)
         if target is None:
-            raise Unavailable("the room's second node is gone, try again")
-        return await self.relay.relay(request, node_id, target.url, origin=origin)
+            raise Unavailable("the room's node is gone, try again")
+        return target
 
     @staticmethod
     async def _may_join(request: web.Request, room_id: str) -> None:

@@ -49,6 +49,9 @@ _FORWARDED: Final = (hdrs.AUTHORIZATION, hdrs.COOKIE)
 class NodeRefused(Unavailable):
     """The room's node refused the TCP connection: nothing listens there (it died)."""
 
+    #: Which node (set by whoever knows it: the caller may evict it).
+    node_id: str | None = None
+
 
 def relay_token(secret: str) -> str:
     """The relay token of a cluster secret (nodes compare it in constant time)."""

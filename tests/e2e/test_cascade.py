@@ -167,3 +167,42 @@ async def _pause_and_resume(owner: MediaPeer, kind: str, watcher: MediaPeer) -> 
     await watcher.signaling.wait_for("consumerPaused", lambda d: d["consumerId"] == consumer_id, timeout=15)
     await owner.signaling.request("resumeProducer", {"producerId": producer_id})
     await watcher.signaling.wait_for("consumerResumed", lambda d: d["consumerId"] == consumer_id, timeout=15)
+
+
+async def test_a_satellite_whose_origin_dies_sends_its_peers_to_reconnect(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    async with cluster_node(tmp_path, redis_server.url, "b", rtc_base=46000, **LIMIT) as b:
+        with node_process(tmp_path, redis_server.url, "a", rtc_base=47000, **LIMIT) as (process, port_a):
+            await eventually(lambda: {x.node_id for x in b.cluster.nodes} == {"a", "b"}, what="nodes")
+            assert await registry.place("talk", "a") == "a"
+            alice = MediaPeer(f"ws://127.0.0.1:{port_a}/?roomId=talk&peerId=alice", "alice")
+            bob = MediaPeer(f"ws://127.0.0.1:{port_a}/?roomId=talk&peerId=bob", "bob")
+            carol: MediaPeer | None = None
+            try:
+                await alice.join()
+                await bob.join()
+                await bob.wait_media("alice", timeout=45)
+                await eventually(lambda: _load(b, "a") >= 2, what="A's load in B's registry view")
+                # A is full: Carol, connecting to B itself, is seated there (B's own satellite).
+                carol = MediaPeer(b.ws_url("talk", "carol"), "carol")
+                await carol.join()
+                room = b.rooms.rooms["talk"]
+                assert room.origin == "a" and set(room.peers) == {"carol"}
+                assert sorted(p["id"] for p in carol.peers) == ["alice", "bob"]
+                await carol.wait_media("alice", timeout=45)
+                await alice.wait_media("carol", timeout=45)
+                os.kill(process.pid, signal.SIGKILL)
+                await eventually(carol.signaling.closed.is_set, timeout=15, what="Carol told to reconnect")
+                assert carol.signaling.close_code == 4002 and room.closed and "talk" not in b.rooms.rooms
+            finally:
+                for peer in (carol, bob, alice):
+                    if peer is not None:
+                        await peer.close()
+        # Rejoining through B places the room again, on B, as an ordinary room.
+        again = MediaPeer(b.ws_url("talk", "carol"), "carol")
+        try:
+            await again.join()
+            assert await registry.owner("talk") == "b" and b.rooms.rooms["talk"].origin is None
+        finally:
+            await again.close()
