@@ -114,6 +114,13 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 assert stats["bytesSent"] > 0 and stats["bytesReceived"] > 0
                 # Pause and resume on A reach B's consumer.
                 await _pause_and_resume(bob, "video", carol)
+                # Active speaker is room-wide: with A's microphones paused, A names Carol (on B).
+                mark = len(alice.signaling.notifications)
+                for peer in (alice, bob):
+                    await _set_paused(peer, "audio", True)
+                await alice.signaling.wait_for("activeSpeaker", lambda d: d.get("peerId") == "carol", start=mark)
+                for peer in (alice, bob):
+                    await _set_paused(peer, "audio", False)
                 # Room-wide: a chat message sent on B reaches A's peers; so does a new name.
                 sent = await carol.signaling.request("chatMessage", {"text": "hello from B"})
                 message_id = sent["message"]["id"]
@@ -206,3 +213,8 @@ async def test_a_satellite_whose_origin_dies_sends_its_peers_to_reconnect(
             assert await registry.owner("talk") == "b" and b.rooms.rooms["talk"].origin is None
         finally:
             await again.close()
+
+
+async def _set_paused(owner: MediaPeer, kind: str, paused: bool) -> None:
+    producer_id = next(p.id for p in owner.producers.values() if p.kind == kind)
+    await owner.signaling.request("pauseProducer" if paused else "resumeProducer", {"producerId": producer_id})
