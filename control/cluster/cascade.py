@@ -209,6 +209,12 @@ class Cascade:
         here already reconnects here)."""
         return peer_id not in room.peers and estimated_consumers(room) >= self.limit
 
+    @staticmethod
+    def node_of(room: Room, peer_id: str) -> str | None:
+        """The node whose peer ``peer_id`` of local ``room`` is (None: not a mirror here)."""
+        mirror = room.broadcasters.get(peer_id)
+        return mirror.node if mirror is not None else None
+
     async def seat(self, room_id: str, owner: NodeInfo, local: Room | None) -> str:
         """The node a new joiner of ``room_id`` goes to: the owner (the origin) while the
         room is not full there, no Redis call needed while the owner's whole load (its

@@ -178,7 +178,13 @@ class ClusterNode:
             await self.cascade.prepare(room_id, request.headers.get(ORIGIN_HEADER))
             return None
         local = self.rooms.get_room(room_id)
-        if local is not None and not self.cascade.overflows(local, request.query.get("peerId", "")):
+        peer_id = request.query.get("peerId", "")
+        if local is not None and (elsewhere := self.cascade.node_of(local, peer_id)) is not None:
+            # A peer of the room's other node reconnecting here: back to its session there.
+            await self._may_join(request, room_id)
+            target = await self._node(elsewhere)
+            return await self.relay.relay(request, elsewhere, target.url, origin=local.origin or self.node_id)
+        if local is not None and not self.cascade.overflows(local, peer_id):
             return None
         await self._may_join(request, room_id)
         try:

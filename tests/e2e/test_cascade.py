@@ -17,6 +17,8 @@ from control.cluster import RELAY_HEADER, NodeInfo, NodeLoad, Registry
 from control.cluster.cascade import CASCADE_PATH, Seats
 from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
 from tests.e2e.media_peer import MediaPeer
+from tests.e2e.protoo_client import ProtooClient
+from tests.integration.test_cluster import JOIN
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -85,6 +87,7 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
             alice = MediaPeer(a.ws_url("meet", "alice"), "alice")
             bob = MediaPeer(a.ws_url("meet", "bob"), "bob")
             carol: MediaPeer | None = None
+            again: ProtooClient | None = None
             try:
                 await alice.join()
                 await bob.join()
@@ -116,11 +119,11 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 await _pause_and_resume(bob, "video", carol)
                 # Active speaker is room-wide: with A's microphones paused, A names Carol (on B).
                 mark = len(alice.signaling.notifications)
-                for peer in (alice, bob):
-                    await _set_paused(peer, "audio", True)
+                for member in (alice, bob):
+                    await _set_paused(member, "audio", True)
                 await alice.signaling.wait_for("activeSpeaker", lambda d: d.get("peerId") == "carol", start=mark)
-                for peer in (alice, bob):
-                    await _set_paused(peer, "audio", False)
+                for member in (alice, bob):
+                    await _set_paused(member, "audio", False)
                 # Room-wide: a chat message sent on B reaches A's peers; so does a new name.
                 sent = await carol.signaling.request("chatMessage", {"text": "hello from B"})
                 message_id = sent["message"]["id"]
@@ -132,10 +135,17 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 # A producer closed on A closes its consumer on B, and the other way round.
                 await _close_producer(alice, "video", carol)
                 await _close_producer(carol, "audio", bob)
-                # B dies: Carol (relayed by C) is told to reconnect; A's room goes on.
+                # Carol reconnecting through A (where she is a mirror) goes back to B, her node,
+                # and takes over her session there.
+                again = await ProtooClient.connect(a.ws_url("meet", "carol"))
+                await eventually(carol.signaling.closed.is_set, what="Carol's first socket replaced")
+                assert carol.signaling.close_code == 4000
+                await again.request("join", JOIN)
+                assert room.broadcasters["carol"].node == "b" and not again.closed.is_set()
+                # B dies: Carol (relayed by A now) is told to reconnect; A's room goes on.
                 os.kill(process.pid, signal.SIGKILL)
-                await eventually(carol.signaling.closed.is_set, timeout=15, what="Carol told to reconnect")
-                assert carol.signaling.close_code == 4002
+                await eventually(again.closed.is_set, timeout=15, what="Carol told to reconnect")
+                assert again.close_code == 4002
                 await alice.signaling.wait_for("peerClosed", lambda d: d["peerId"] == "carol", timeout=15)
                 assert not room.closed and set(room.peers) == {"alice", "bob"} and not room.satellites
                 assert "carol" not in room.broadcasters
@@ -145,6 +155,8 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                     what="alice's audio still reaching bob",
                 )
             finally:
+                if again is not None:
+                    await again.close()
                 for peer in (carol, bob, alice):
                     if peer is not None:
                         await peer.close()
