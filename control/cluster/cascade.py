@@ -99,6 +99,17 @@ end
 return best
 """
 
+# KEYS[1] a room's satellite list; ARGV the satellites its origin links to: written only
+# if the list is gone (Redis restarted), so a satellite added meanwhile is kept.
+_RESTORE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 
 def estimated_consumers(room: Room) -> int:
     """The room's consumers on this node, present and imminent: each joined subscriber
@@ -116,6 +127,7 @@ class Seats:
         self.node_prefix = node.registry.node_prefix
         self.prefix = node.registry.room_prefix.replace("room:", "cascade:")
         self._seat = self.redis.register_script(_SEAT)
+        self._restore = self.redis.register_script(_RESTORE)
 
     def keys(self, room_id: str) -> list[str]:
         return [f"{self.prefix}{room_id}:consumers", f"{self.prefix}{room_id}:nodes"]
@@ -136,6 +148,15 @@ class Seats:
                 pipe.hset(consumers, node_id, count)
                 pipe.pexpire(consumers, SEATS_TTL_MS)
             await pipe.execute()
+
+    async def restore(self, room_id: str, satellites: list[str]) -> bool:
+        """Write the room's satellite list if Redis lost it (True if it did)."""
+        if not satellites:
+            return False
+        return bool(await self._restore(keys=[self.keys(room_id)[1]], args=[SEATS_TTL_MS, *satellites]))
+
+    async def satellites(self, room_id: str) -> list[str]:
+        return [str(node) for node in await self.redis.lrange(self.keys(room_id)[1], 0, -1)]
 
     async def consumers(self, room_id: str) -> dict[str, int]:
         values = await self.redis.hgetall(self.keys(room_id)[0])
@@ -241,6 +262,22 @@ class Cascade:
             await self.seats.report(counts, self.node.node_id)
         except (RedisError, OSError) as error:
             logger.warning("cascade: consumer counts not reported ({!r})", error)
+
+    async def refresh(self) -> None:
+        """On each heartbeat: the counts of the rooms seating depends on (cascaded, or
+        full here) and the satellite lists of this node's origins, written again, so a
+        Redis that restarted seats as before."""
+        rooms = [
+            room
+            for room in self.rooms.rooms.values()
+            if not room.closed and (room.origin or room.satellites or estimated_consumers(room) >= self.limit)
+        ]
+        if not rooms:
+            return
+        await self.seats.report({room.id: estimated_consumers(room) for room in rooms}, self.node.node_id)
+        for room in rooms:
+            if room.origin is None and room.satellites:
+                await self.seats.restore(room.id, sorted(room.satellites))
 
     # -- satellites -------------------------------------------------------------------
 

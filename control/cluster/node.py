@@ -134,6 +134,7 @@ class ClusterNode:
         self.nodes = await self.registry.nodes()
         origins = [room_id for room_id, room in self.rooms.rooms.items() if room.origin is None]  # not satellites
         lost = await self.registry.keep(self.node_id, origins)
+        await self.cascade.refresh()
         for room_id in lost:
             logger.bind(room=room_id).warning("cluster: room {} is also placed on another live node", room_id)
 

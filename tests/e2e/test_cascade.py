@@ -55,6 +55,10 @@ async def test_seating_fills_the_origin_then_a_satellite_then_adds_one(registry:
     assert await seats.consumers("r") == {"a": 2, "c": 3}
     await seats.forget("r", "a", origin=True)
     assert await seats.consumers("r") == {}
+    # An origin writes its satellite list again when Redis lost it, not over a live one.
+    assert await seats.restore("r", ["b", "c"]) and await seats.satellites("r") == ["b", "c"]
+    await seats.add_satellite("r", "d")
+    assert not await seats.restore("r", ["b"]) and await seats.satellites("r") == ["b", "c", "d"]
 
 
 async def test_a_node_to_node_call_without_the_cluster_token_is_refused(
