@@ -91,6 +91,7 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
             alice = MediaPeer(a.ws_url("meet", "alice"), "alice")
             bob = MediaPeer(a.ws_url("meet", "bob"), "bob")
             carol: MediaPeer | None = None
+            dave: MediaPeer | None = None
             again: ProtooClient | None = None
             try:
                 await alice.join()
@@ -119,6 +120,16 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 await bob.wait_media("carol", timeout=45)
                 stats = (await link.transport.get_stats())[0]
                 assert stats["bytesSent"] > 0 and stats["bytesReceived"] > 0
+                # B is full too: Dave (video only), connecting to A itself, is seated on a new
+                # satellite, C; A, the hub, passes B's peers and media to C and back.
+                await eventually(lambda: _at_least(seats, "meet", "b", 2), what="B's consumers reported")
+                dave = MediaPeer(a.ws_url("meet", "dave"), "dave", audio=False)
+                await dave.join()
+                assert sorted(p["id"] for p in dave.peers) == ["alice", "bob", "carol"]
+                assert room.satellites == {"b", "c"} and set(c.rooms.rooms["meet"].peers) == {"dave"}
+                await dave.wait_media("carol", timeout=45)
+                await eventually(lambda: _frames(carol, "dave") >= 5, timeout=45, what="Dave's video at Carol")
+                await eventually(lambda: _frames(alice, "dave") >= 5, timeout=45, what="Dave's video at Alice")
                 # Pause and resume on A reach B's consumer.
                 await _pause_and_resume(bob, "video", carol)
                 # Active speaker is room-wide: with A's microphones paused, A names Carol (on B).
@@ -151,7 +162,8 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
                 await eventually(again.closed.is_set, timeout=15, what="Carol told to reconnect")
                 assert again.close_code == 4002
                 await alice.signaling.wait_for("peerClosed", lambda d: d["peerId"] == "carol", timeout=15)
-                assert not room.closed and set(room.peers) == {"alice", "bob"} and not room.satellites
+                await dave.signaling.wait_for("peerClosed", lambda d: d["peerId"] == "carol", timeout=15)
+                assert not room.closed and set(room.peers) == {"alice", "bob"} and room.satellites == {"c"}
                 assert "carol" not in room.broadcasters
                 frames = max(r.frames for r in bob.from_peer("alice", "audio"))
                 await eventually(
@@ -161,9 +173,13 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
             finally:
                 if again is not None:
                     await again.close()
-                for peer in (carol, bob, alice):
+                for peer in (dave, carol, bob, alice):
                     if peer is not None:
                         await peer.close()
+
+
+def _frames(receiver: MediaPeer, sender: str) -> int:
+    return max((r.frames for r in receiver.from_peer(sender, "video")), default=0)
 
 
 def _load(node: Node, node_id: str) -> int:
