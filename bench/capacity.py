@@ -176,6 +176,13 @@ class Server:
             "LOG_LEVEL": "WARNING",
             "PEER_RECONNECT_GRACE_SECONDS": "0",
             "METRICS_SAMPLE_INTERVAL_SECONDS": "5",
+            # The load tool's peers all come from 127.0.0.1: the per-client limits (README
+            # "Limits") would cap the load, not the server.
+            "MAX_CONNECTIONS_PER_IP": "1000000",
+            "CONNECTIONS_PER_SECOND_PER_IP": "100000",
+            "CONNECTION_BURST_PER_IP": "1000000",
+            "REST_REQUESTS_PER_SECOND_PER_IP": "100000",
+            "REST_REQUEST_BURST_PER_IP": "1000000",
         }
         for name in ("API_KEY", "API_SECRET", "API_KEYS_FILE", "MONGODB_URI", "RABBITMQ_URL", "MINIO_ENDPOINT"):
             env.pop(name, None)

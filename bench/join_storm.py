@@ -24,6 +24,7 @@ the machine.
     .venv/bin/python bench/join_storm.py --peers 100 --workers 4 --rounds 3
     .venv/bin/python bench/join_storm.py --url ws://127.0.0.1:3000 --peers 20
     .venv/bin/python bench/join_storm.py --compare-auth --peers 50 --rounds 4
+    .venv/bin/python bench/join_storm.py --compare-cluster --pairs 200 --peers 20 --rounds 2
 
 ``--compare-auth`` (access control, issue 14): two in-process servers at once, one
 with API keys where every peer joins with its own token (``?token=``, minted before
@@ -35,15 +36,28 @@ tokens / open (the issue asks for at most 1.05); then single joins alternating o
 one between a keyed and a dev-mode server (4 x ``--peers`` each, the figure least moved
 by other load on the machine), a control where half the peers of the same storms carry
 a token, the process CPU time per storm, and the verification cost measured apart.
+
+``--compare-cluster`` (scale-out, issue 19): its own ``redis-server`` on a free loopback
+port and two nodes ``a`` and ``b`` as ``python -m control run`` subprocesses (dev mode,
+one worker each); a room placed on ``b`` with a resident peer; then ``--pairs`` single
+joins through ``b`` itself (direct) and through ``a`` (relayed to ``b``), alternating one
+by one (ABBA), each timed step by step (the upgrade, then each protoo request up to the
+``join`` answer); the p50 of each step, the ratio relayed / direct (the issue asks for at
+most 1.1); the Redis commands per join of each kind (``INFO commandstats`` deltas over
+joins run one kind at a time, minus the heartbeats' rate measured while idle); and
+``--rounds`` storms of ``--peers`` peers into a new room on ``b``, half of them through
+``a``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,10 +145,11 @@ async def one_peer(
 
 
 async def storm(
-    url_for: Any, peers: int, groups: dict[int, dict[str, list[float]]] | None = None
+    url_for: Any, peers: int, groups: dict[int, dict[str, list[float]]] | None = None, room: str | None = None
 ) -> dict[str, list[float]]:
-    """One storm; ``groups`` (peer index -> its own results) splits the figures of a mixed storm."""
-    room = f"storm-{uuid.uuid4().hex[:8]}"
+    """One storm (into ``room``, default a new one); ``groups`` (peer index -> its own
+    results) splits the figures of a mixed storm."""
+    room = room or f"storm-{uuid.uuid4().hex[:8]}"
     results: dict[str, list[float]] = {"join": [], "produced": [], "mesh": []}
     start = asyncio.Event()
     clients: list[ProtooClient] = []
@@ -208,6 +223,11 @@ async def start_server(tmp: Path, workers: int, **overrides: Any) -> tuple[Any, 
         mediasoup_num_workers=workers,
         mediasoup_listen_ip="127.0.0.1",
         peer_reconnect_grace_seconds=0,
+        # Every peer of the storm comes from 127.0.0.1: the per-client limits would
+        # measure themselves, not joins.
+        max_connections_per_ip=1_000_000,
+        connections_per_second_per_ip=100_000,
+        connection_burst_per_ip=1_000_000,
         **overrides,
     )
     runner = web.AppRunner(create_app(settings))
@@ -405,6 +425,257 @@ async def settle(runner: Any) -> None:
     await asyncio.sleep(0.3)
 
 
+# --------------------------------------------------------------------------- cluster (issue 19)
+
+PHASES = ("connect", "getRouterRtpCapabilities", "send transport", "recv transport", "join")
+
+
+async def phased_join(url: str) -> dict[str, float]:
+    """One peer alone: seconds of each step from WebSocket connect to the ``join`` answer
+    (``connect`` is the upgrade, the rest one protoo request each), and ``total``."""
+    steps: dict[str, float] = {}
+    t0 = last = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        steps[name], last = now - last, now
+
+    client = await ProtooClient.connect(url)
+    step("connect")
+    try:
+        caps = await client.request("getRouterRtpCapabilities", timeout=60)
+        step("getRouterRtpCapabilities")
+        await client.request("createWebRtcTransport", {"producing": True, "consuming": False}, timeout=60)
+        step("send transport")
+        await client.request("createWebRtcTransport", {"producing": False, "consuming": True}, timeout=60)
+        step("recv transport")
+        join = {"displayName": "one", "device": {"name": "bench"}, "rtpCapabilities": caps}
+        await client.request("join", join, timeout=60)
+        step("join")
+        steps["total"] = time.perf_counter() - t0
+        return steps
+    finally:
+        await client.close()
+
+
+class RedisCounter:
+    """Redis commands run by the nodes, from ``INFO commandstats`` deltas (this script's
+    own INFO calls left out); :meth:`background` measures what the nodes' heartbeats
+    run per second while nothing joins, subtracted from the joins' figures."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.per_second: dict[str, float] = {}
+
+    async def snapshot(self) -> dict[str, int]:
+        stats = await self.redis.info("commandstats")
+        return {
+            name.removeprefix("cmdstat_"): int(value["calls"])
+            for name, value in stats.items()
+            if name not in ("cmdstat_info",)
+        }
+
+    async def background(self, seconds: float) -> None:
+        before, t0 = await self.snapshot(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        after, elapsed = await self.snapshot(), time.perf_counter() - t0
+        self.per_second = {k: (after.get(k, 0) - before.get(k, 0)) / elapsed for k in after}
+
+    async def per_join(self, joins: Any, count: int) -> dict[str, float]:
+        """Commands per join of ``count`` joins run by ``joins()``, background removed."""
+        before, t0 = await self.snapshot(), time.perf_counter()
+        await joins()
+        after, elapsed = await self.snapshot(), time.perf_counter() - t0
+        delta = {k: after.get(k, 0) - before.get(k, 0) - self.per_second.get(k, 0.0) * elapsed for k in after}
+        return {k: v / count for k, v in delta.items() if abs(v / count) >= 0.05}
+
+
+@contextlib.contextmanager
+def node_processes(tmp: Path, redis_url: str, names: tuple[str, ...], log_level: str) -> Any:
+    """Parley nodes as ``python -m control run`` subprocesses (dev mode, loopback, one
+    worker each, their own ports, RTC ranges and data dirs): {name: port}."""
+    from tests.services import free_ports, port_open
+
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    processes: list[subprocess.Popen[bytes]] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_", "MINIO_", "API_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    try:
+        for index, name in enumerate(names):
+            (tmp / name).mkdir(parents=True, exist_ok=True)
+            node_env = env | {
+                "HOST": "127.0.0.1",
+                "PORT": str(ports[name]),
+                "DATA_DIR": str(tmp / name / "data"),
+                "REDIS_URL": redis_url,
+                "NODE_ID": name,
+                "NODE_ADVERTISE_URL": f"http://127.0.0.1:{ports[name]}",
+                "MEDIASOUP_NUM_WORKERS": "1",
+                "MEDIASOUP_LISTEN_IP": "127.0.0.1",
+                "MEDIASOUP_RTC_MIN_PORT": str(52000 + index * 1000),
+                "MEDIASOUP_RTC_MAX_PORT": str(52999 + index * 1000),
+                "PEER_RECONNECT_GRACE_SECONDS": "0",
+                "LOG_LEVEL": log_level,
+            }
+            log = open(tmp / name / "node.log", "wb")  # noqa: SIM115 - the process owns it
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "control", "run"], cwd=tmp / name, env=node_env, stdout=log, stderr=log
+                )
+            )
+        deadline = time.monotonic() + 90
+        for name, process in zip(names, processes, strict=True):
+            while not port_open("127.0.0.1", ports[name]):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"node {name} did not start: {(tmp / name / 'node.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def redis_server(tmp: Path) -> Any:
+    """Debian's ``redis-server`` on a free loopback port (no persistence): its URL."""
+    from tests.services import free_ports, redis_ping
+
+    port = free_ports(1)[0]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not redis_ping("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def cluster_report(
+    times: dict[str, list[dict[str, float]]],
+    storms: dict[str, list[float]],
+    ops: dict[str, dict[str, float]],
+    peers: int,
+    rounds: int,
+) -> str:
+    def p50(mode: str, phase: str) -> float:
+        return percentile([t[phase] * 1000 for t in times[mode]], 50)
+
+    lines = [
+        f"join through the room's node (direct) vs through another node (relayed): two `python -m control run` "
+        f"nodes behind one redis-server on loopback, 1 worker each; single joins alternating one by one "
+        f"(ABBA, {len(times['direct'])} each) into a room hosted by node b",
+        f"machine: {machine()}",
+        "",
+        "| step (p50 ms) | direct (via b) | relayed (via a) | relayed - direct |",
+        "|---|---:|---:|---:|",
+    ]
+    for phase in (*PHASES, "total"):
+        d, r = p50("direct", phase), p50("relayed", phase)
+        lines.append(f"| {phase} | {d:.2f} | {r:.2f} | {r - d:+.2f} |")
+    ratio = p50("relayed", "total") / p50("direct", "total")
+    lines += [
+        "",
+        f"join p50 ratio relayed/direct: {ratio:.3f} ({'within' if ratio <= 1.1 else 'ABOVE'} the 1.1 target)",
+    ]
+    if storms["direct"]:
+        sd, sr = percentile(storms["direct"], 50) * 1000, percentile(storms["relayed"], 50) * 1000
+        lines.append(
+            f"storms ({rounds} x {peers} peers at once in one new room on b, half through b, half through a): "
+            f"join p50 {sd:.1f} ms direct, {sr:.1f} ms relayed, ratio {sr / sd:.3f}"
+        )
+    for mode in ("direct", "relayed"):
+        figures = ", ".join(f"{name} {count:.2f}" for name, count in sorted(ops[mode].items())) or "none"
+        lines.append(
+            f"Redis commands per join ({mode}, heartbeats subtracted): {sum(ops[mode].values()):.2f} ({figures})"
+        )
+    return "\n".join(lines)
+
+
+async def compare_cluster(pairs: int, peers: int, rounds: int, log_level: str) -> str:
+    """Joins through the room's node vs through another node of a two-node cluster."""
+    from redis.asyncio import Redis
+
+    from control.cluster import Registry
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        redis_server(Path(tmp)) as redis_url,
+        node_processes(Path(tmp), redis_url, ("a", "b"), log_level) as ports,
+    ):
+        redis = Redis.from_url(redis_url, decode_responses=True)
+        try:
+            registry = Registry(redis)
+            for _ in range(200):
+                if {n.node_id for n in await registry.nodes()} == {"a", "b"}:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the nodes did not register")
+
+            def url(mode: str, room: str, peer: str) -> str:
+                port = ports["b" if mode == "direct" else "a"]
+                return f"ws://127.0.0.1:{port}/?roomId={room}&peerId={peer}"
+
+            async def hosted_room() -> str:
+                room = f"relay-{uuid.uuid4().hex[:8]}"
+                assert await registry.place(room, "b") == "b"
+                return room
+
+            room = await hosted_room()
+            resident = await ProtooClient.connect(url("direct", room, "resident"))
+            times: dict[str, list[dict[str, float]]] = {"direct": [], "relayed": []}
+            try:
+                await resident.request("join", {"displayName": "r", "device": {"name": "bench"},
+                                                "rtpCapabilities": {"codecs": [], "headerExtensions": []}})  # fmt: skip
+                for i in range(10):  # warm-up, not counted
+                    await phased_join(url("direct" if i % 2 else "relayed", room, f"w{i}"))
+                for i in range(pairs):
+                    for mode in ("relayed", "direct") if i % 2 else ("direct", "relayed"):
+                        times[mode].append(await phased_join(url(mode, room, f"s{i}")))
+                counter = RedisCounter(redis)
+                await counter.background(3.0)
+                count = max(pairs // 2, 20)
+                ops: dict[str, dict[str, float]] = {}
+                for mode in ("direct", "relayed"):
+
+                    async def joins(mode: str = mode) -> None:
+                        for i in range(count):
+                            await phased_join(url(mode, room, f"o{mode[0]}{i}"))
+
+                    ops[mode] = await counter.per_join(joins, count)
+            finally:
+                await resident.close()
+            storms: dict[str, list[float]] = {"direct": [], "relayed": []}
+            for r in range(rounds):
+                groups: dict[int, dict[str, list[float]]] = {
+                    i: {"join": [], "produced": [], "mesh": []} for i in range(peers)
+                }
+                room = await hosted_room()
+                through = {i: "direct" if (i + r) % 2 else "relayed" for i in range(peers)}
+                await storm(lambda room_, peer, t=through: url(t[int(peer[1:])], room_, peer), peers, groups, room)
+                for i, figures in groups.items():
+                    storms[through[i]] += figures["join"]
+                await asyncio.sleep(1.0)
+        finally:
+            await redis.aclose()
+    return cluster_report(times, storms, ops, peers, rounds)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", type=int, default=50)
@@ -414,7 +685,17 @@ async def main() -> int:
     parser.add_argument(
         "--compare-auth", action="store_true", help="tokens (API keys) vs open join (dev mode), alternating rounds"
     )
+    parser.add_argument(
+        "--compare-cluster",
+        action="store_true",
+        help="two cluster nodes (subprocesses, own redis-server): joins through the room's node vs another node",
+    )
+    parser.add_argument("--pairs", type=int, default=200, help="--compare-cluster: single joins of each kind")
+    parser.add_argument("--node-log-level", default="INFO", help="--compare-cluster: LOG_LEVEL of the nodes")
     args = parser.parse_args()
+    if args.compare_cluster:
+        print(await compare_cluster(args.pairs, args.peers, args.rounds, args.node_log_level))
+        return 0
 
     if args.url:
         base = args.url.rstrip("/")

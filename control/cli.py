@@ -126,6 +126,10 @@ async def serve(settings: Settings) -> int:
         )
         await stop.wait()
         logger.info("{} received, shutting down", received[0].name if received else "stop")
+        from control.cluster import drain_on_stop
+
+        # In a cluster: no new rooms, the rooms here end first (a second signal stops now).
+        await drain_on_stop(runner.app, settings.cluster_drain_timeout_seconds)
         return EXIT_OK
     finally:
         await runner.cleanup()

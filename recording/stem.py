@@ -40,9 +40,9 @@ from recording.segment import (
     RecordingError,
     Source,
     _free_port_pair,
-    _interrupt_with_parent,
     interrupt,
     recording_capabilities,
+    spawn_ffmpeg,
 )
 
 if TYPE_CHECKING:
@@ -156,13 +156,7 @@ class Stem(FfmpegRun):
             self.sdp_path.write_text(
                 consumer_sdp("audio", self.consumer.rtp_parameters, ip=IP, port=self._port, rtcp_port=self._port + 1)
             )
-            self.process = await asyncio.create_subprocess_exec(
-                *self.command(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_interrupt_with_parent,
-            )
+            self.process = await spawn_ffmpeg(self.command())
             self._stderr_task = asyncio.ensure_future(self._drain_stderr())
             self.exited = asyncio.ensure_future(self.process.wait())
             await self._wait_listening({self._port, self._port + 1})

@@ -96,7 +96,7 @@ def redis_server(test_services) -> RedisService:
 @pytest.fixture(scope="session")
 def redis_owned(test_services) -> RedisService:
     """A Redis this harness started (restart allowed); the same as `redis_server` unless
-    REDIS_URL or a running server on :6379 supplied that one."""
+    REDIS_URL supplied that one."""
     return _get(test_services, "redis", owned=True)
 
 

@@ -14,10 +14,11 @@ Integration tests talk to real servers. For each service the harness uses, in or
   (tests/mongo_wire_server.py) run by the Python 3.13 venv that ``make
   services-setup`` creates (``.venv-mongo``), SCRAM-SHA-256 auth, SQLite data file.
 
-* Redis (cluster tests) -- ``REDIS_URL`` if set and answering PING; else the server
-  already running on 127.0.0.1:6379; else its own Debian ``redis-server`` (free port,
-  no persistence). Tests use database 13 (``REDIS_TEST_DB``) and flush it. Not part of
-  ``env()``: a REDIS_URL makes a node join a cluster.
+* Redis (cluster tests) -- ``REDIS_URL`` if set and answering PING; else its own Debian
+  ``redis-server`` (free port, no persistence), even when the machine runs one on 6379:
+  concurrent test runs sharing one database saw each other's nodes. Tests use database
+  13 (``REDIS_TEST_DB``) and flush it. Not part of ``env()``: a REDIS_URL makes a node
+  join a cluster.
 
 A configured-but-unreachable service falls back to the next choice; ``origin`` says
 which one was used and why. ``PARLEY_OWN_SERVICES=rabbitmq,s3,mongo`` (or ``all``)
@@ -1144,10 +1145,10 @@ class TestServices:
                 if redis_ping(host, port):
                     return RedisService(host, port, owned=False, origin=f"REDIS_URL={redact(url)}")
                 notes.append(f"REDIS_URL={redact(url)} is not reachable")
-            if redis_ping(LOCALHOST, 6379):
-                origin = f"already running on {LOCALHOST}:6379 (database {REDIS_TEST_DB})"
-                return RedisService(LOCALHOST, 6379, owned=False, origin=origin + "".join(f" ({n})" for n in notes))
-            notes.append(f"nothing usable on {LOCALHOST}:6379")
+            # Not the machine's own Redis on 6379, even when one runs: two test runs (or a
+            # developer's data) sharing database 13 saw each other's nodes and placements.
+            # A private redis-server starts in tens of milliseconds.
+            notes.append("REDIS_URL unset: a private server, never the machine's own")
         if (existing := self._services.get(("redis", True))) is not None:
             return existing  # type: ignore[return-value]
         binary = shutil.which("redis-server") or next((p for p in ("/usr/bin/redis-server",) if Path(p).exists()), None)

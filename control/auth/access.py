@@ -278,6 +278,13 @@ def require_room_list(principal: Principal) -> None:
     raise Forbidden("access token does not grant roomList (nor roomAdmin for every room)", code="missing_grant")
 
 
+def require_node_admin(principal: Principal) -> None:
+    """Operating the node itself (a cluster drain): a roomless ``roomAdmin`` (a server-API token)."""
+    if principal.can(Grant.ADMIN) and principal.room is None:
+        return
+    raise Forbidden("access token does not grant roomAdmin for every room", code="missing_grant")
+
+
 def require_ingress(principal: Principal, room_id: str) -> None:
     """Broadcaster API: ``ingressAdmin`` for the room, or a participant who may join and publish there."""
     if principal.can(Grant.INGRESS, room_id):

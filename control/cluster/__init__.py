@@ -10,16 +10,25 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
 * placement: a room's first join places it on the least-loaded live node (one Lua
   script: racing nodes agree); the placement ends when the room closes or its node dies;
 * any node accepts any client (:mod:`control.cluster.relay`): a client of a room
-  hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint.
+  hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint;
+  the relaying node remembers the room's node (no Redis call per join; the owner
+  confirms, :meth:`ClusterNode.route`) and keeps a spare connection to it
+  (:mod:`control.cluster.warm`);
+* split brain: a node whose room is placed on another live node closes its copy
+  (4002, "reconnect"): the placement is the truth.
 
 A node stopping leaves the registry first (its placements handed back), then its
 rooms close their sockets: the peers reconnect through any node to a live one.
 
+A node stopping with SIGTERM drains first (:func:`drain_on_stop`, also
+``POST /api/cluster/drain``): it says ``draining`` in the registry, placement gives it
+no new room, its rooms keep serving until they end (at most
+``CLUSTER_DRAIN_TIMEOUT_SECONDS``), then it stops as above. ``GET /api/rooms`` and
+``GET /api/health`` of any node show the whole cluster (:meth:`ClusterNode.cluster_rooms`,
+:meth:`ClusterNode.cluster_health`).
+
 A room whose consumers exceed ``ROOM_CONSUMERS_PER_NODE`` on its node extends onto
 a second one, producers piped both ways (:mod:`control.cluster.cascade`).
-
-Not yet: a drain that keeps serving its rooms while refusing new ones, cluster-wide
-``/api/rooms`` and ``/api/health``.
 
 The node is signaling's room router (``control.signaling.server.ROOM_ROUTER``):
 :func:`setup` stores it under the key app.py hands it.
@@ -29,7 +38,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from aiohttp import web
@@ -41,6 +50,8 @@ from control.cluster.cascade import CASCADE_PATH
 from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
 from control.cluster.relay import RELAY_HEADER, Relay, relay_token
+from control.cluster.routes import drain_routes, link_routes
+from control.cluster.warm import LinkWarmer
 from control.config import Settings
 from control.errors import NotFound
 
@@ -57,6 +68,7 @@ __all__ = [
     "NodeLoad",
     "Registry",
     "advertise_url",
+    "drain_on_stop",
     "node_id",
     "setup",
 ]
@@ -100,6 +112,7 @@ def cluster_ctx(
     rooms: web.AppKey[RoomManager],
     pool: web.AppKey[WorkerPool],
     router: web.AppKey[RoomRouter],
+    views: tuple[web.AppKey[Any], ...] = (),
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """The cleanup_ctx: join the cluster (``CLUSTER``, and ``router``) when ``REDIS_URL`` is set."""
 
@@ -109,22 +122,30 @@ def cluster_ctx(
             yield  # one node, no Redis
             return
         redis = Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        warmer = LinkWarmer()  # a spare connection to a node for its next relay (control.cluster.warm)
         # Connecting to a node that does not answer fails fast; an open link has no deadline.
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5))
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5),
+            trace_configs=[warmer.trace_config()],
+        )
         try:
             registry = Registry(redis)
             relay = Relay(session, relay_token(await _relay_secret(config, registry)), config.signaling_max_frame_bytes)
+            warmer.headers = {RELAY_HEADER: relay.token}
             node = ClusterNode(node_id(config), advertise_url(config), registry, relay, app[rooms], app[pool])
             if is_loopback_host(config.host) and not config.node_advertise_url:
                 logger.info("cluster: HOST is loopback: only nodes on this machine can reach {}", node.url)
             await node.start()
             app[CLUSTER] = node
             app[router] = node
+            for key in views:  # the cluster-wide /api/rooms and /api/health
+                app[key] = node
             try:
                 yield
             finally:
                 await node.close()
         finally:
+            await warmer.close()
             await session.close()
             await redis.aclose()
 
@@ -146,10 +167,14 @@ def setup(
     rooms: web.AppKey[RoomManager],
     pool: web.AppKey[WorkerPool],
     router: web.AppKey[RoomRouter],
+    views: tuple[web.AppKey[Any], ...] = (),
 ) -> None:
     """Join the cluster of ``REDIS_URL`` (nothing at all when it is unset); the node is
-    stored under ``router`` (signaling asks it where a room lives) and ``CLUSTER``."""
-    app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router))
+    stored under ``router`` (signaling asks it where a room lives), ``CLUSTER`` and each
+    of ``views`` (the room list and the health check ask it for the cluster's)."""
+    app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router, views=views))
+    app.add_routes(drain_routes(CLUSTER))  # POST/DELETE /api/cluster/drain (roomless roomAdmin)
+    app.add_routes(link_routes(CLUSTER))  # HEAD /cluster/link (relay token): warm node-to-node connections
     app.router.add_get(CASCADE_PATH, _cascade_link)  # node to node: the relay token is checked there
 
     async def leave(app: web.Application) -> None:
@@ -160,3 +185,15 @@ def setup(
     # First of the shutdown hooks: the node leaves before its rooms close their peers'
     # sockets, so the peers that reconnect through another node find their rooms unplaced.
     app.on_shutdown.insert(0, leave)
+
+
+async def drain_on_stop(app: web.Application, timeout: float) -> bool:  # noqa: ASYNC109 - a drain deadline
+    """Before a stop (SIGTERM): drain this node (no new rooms; its rooms keep serving
+    and new peers of them are still let in) and wait until its rooms have ended and no
+    client is relayed through it, at most ``timeout`` seconds
+    (``CLUSTER_DRAIN_TIMEOUT_SECONDS``). Called while the server still listens, before it
+    stops. True: drained (or nothing to drain: not in a cluster, a 0 timeout)."""
+    node = app.get(CLUSTER)
+    if node is None or node.closed or timeout <= 0:
+        return True
+    return await node.drain_and_wait(timeout)

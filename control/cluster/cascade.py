@@ -236,6 +236,11 @@ class Cascade:
         mirror = room.broadcasters.get(peer_id)
         return mirror.node if mirror is not None else None
 
+    def fits(self, node: NodeInfo | None) -> bool:
+        """A (remembered) room's node whose whole load, as of its last heartbeat, is under
+        the limit: the room cannot be full there, a joiner may go there without seating."""
+        return node is not None and node.load.consumers < self.limit
+
     async def seat(self, room_id: str, owner: NodeInfo, local: Room | None) -> str:
         """The node a new joiner of ``room_id`` goes to: the owner (the origin) while the
         room is not full there, no Redis call needed while the owner's whole load (its
@@ -243,7 +248,7 @@ class Cascade:
         origin = owner.node_id
         if local is None and (origin == self.node.node_id or owner.load.consumers < self.limit):
             return origin
-        candidates = [n.node_id for n in self.node.nodes if not n.load.full and n.node_id != origin]
+        candidates = [n.node_id for n in self.node.nodes if not (n.load.full or n.draining) and n.node_id != origin]
         return await self.seats.seat(room_id, origin, self.limit, candidates)
 
     def report_soon(self, room: Room) -> None:

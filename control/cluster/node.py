@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from loguru import logger
@@ -27,8 +28,9 @@ from redis.exceptions import RedisError
 from control.auth import principal_of, require_ws_join
 from control.cluster.cascade import ORIGIN_HEADER, Cascade
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
-from control.cluster.relay import NodeRefused, Relay
+from control.cluster.relay import PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
 from control.errors import ParleyError, Unavailable
+from control.signaling.protoo import CLOSE_RECONNECT
 
 if TYPE_CHECKING:
     from control.rooms.manager import RoomManager
@@ -38,6 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["ClusterNode", "WorkerCpu"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+#: How long a room's node, once placed, is relayed to without asking Redis again (the
+#: room's node confirms a remembered placement, so a stale one costs a retry, not a
+#: split room); at most :data:`OWNER_CACHE_SIZE` rooms are remembered.
+OWNER_CACHE_SECONDS = 30.0
+OWNER_CACHE_SIZE = 10_000
 
 
 class WorkerCpu:
@@ -81,8 +89,12 @@ class ClusterNode:
         #: The live nodes as of the last heartbeat, least loaded first.
         self.nodes: list[NodeInfo] = []
         self.closed = False
+        #: Draining (:meth:`drain`): no new room is placed here; the rooms here keep serving.
+        self.draining = False
         self._beating: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[bool]] = set()
+        #: Rooms relayed from here lately: room id -> (its node's id, until when to trust it).
+        self._owners: dict[str, tuple[str, float]] = {}
         #: Rooms extended over several nodes (control.cluster.cascade).
         self.cascade = Cascade(self)
 
@@ -130,13 +142,13 @@ class ClusterNode:
 
     async def beat(self) -> None:
         """One heartbeat: write this node's key, read the others', keep this node's rooms."""
-        await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load()))
+        await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load(), self.draining))
+        await self._publish_rooms()
         self.nodes = await self.registry.nodes()
         origins = [room_id for room_id, room in self.rooms.rooms.items() if room.origin is None]  # not satellites
         lost = await self.registry.keep(self.node_id, origins)
         await self.cascade.refresh()
-        for room_id in lost:
-            logger.bind(room=room_id).warning("cluster: room {} is also placed on another live node", room_id)
+        self._close_split(lost)
 
     async def _beat_forever(self) -> None:
         while True:
@@ -162,8 +174,11 @@ class ClusterNode:
 
     async def owner_of(self, room_id: str) -> NodeInfo:
         """The live node that hosts ``room_id``, placing it first if it is nowhere."""
-        candidate = self.nodes[0].node_id if self.nodes else self.node_id
+        accepting = [node for node in self.nodes if not node.draining]
+        candidate = accepting[0].node_id if accepting else self.node_id
         owner_id = await self.registry.place(room_id, candidate, fallback=self.node_id)
+        if owner_id is None:
+            raise Unavailable("every node of the cluster is draining: no new room now, try again")
         if owner_id == self.node_id:
             return NodeInfo(self.node_id, self.url, NodeLoad())
         known = next((node for node in self.nodes if node.node_id == owner_id), None)
@@ -175,10 +190,14 @@ class ClusterNode:
     async def route(self, request: web.Request, room_id: str) -> web.StreamResponse | None:
         """``None``: serve the room here; else the relayed connection to its node (the
         room's origin, or a satellite of it once the origin is full: cascade)."""
-        if self.relay.is_relayed(request):
-            await self.cascade.prepare(room_id, request.headers.get(ORIGIN_HEADER))
-            return None
+        relayed = self.relay.is_relayed(request)
         local = self.rooms.get_room(room_id)
+        if relayed:
+            if local is None and (origin := request.headers.get(ORIGIN_HEADER)) is not None:
+                await self.cascade.prepare(room_id, origin)  # a satellite of that origin's room here
+            elif local is None:
+                await self._confirm_remembered(request, room_id)
+            return None
         peer_id = request.query.get("peerId", "")
         if local is not None and (elsewhere := self.cascade.node_of(local, peer_id)) is not None:
             # A peer of the room's other node reconnecting here: back to its session there.
@@ -188,6 +207,9 @@ class ClusterNode:
         if local is not None and not self.cascade.overflows(local, peer_id):
             return None
         await self._may_join(request, room_id)
+        remembers = local is None and self.cascade.fits(self._remembered(room_id))  # not full: no seating
+        if remembers and (remembered := await self._relay_remembered(request, room_id)) is not None:
+            return remembered
         try:
             return await self._place_and_route(request, room_id, local)
         except NodeRefused as refused:
@@ -209,6 +231,8 @@ class ClusterNode:
         if seat == self.node_id:
             await self.cascade.prepare(room_id, owner.node_id)  # a satellite here unless this is the origin
             return None
+        if seat == owner.node_id:
+            self._remember(room_id, owner.node_id)
         target = owner if seat == owner.node_id else await self._node(seat)
         try:
             return await self.relay.relay(
@@ -224,6 +248,50 @@ class ClusterNode:
         if target is None:
             raise Unavailable("the room's node is gone, try again")
         return target
+
+    # -- remembered placements: no Redis round trip per join of a known room ----------
+
+    def _remember(self, room_id: str, node_id: str) -> None:
+        if len(self._owners) >= OWNER_CACHE_SIZE:
+            self._owners.clear()
+        self._owners[room_id] = (node_id, time.monotonic() + OWNER_CACHE_SECONDS)
+
+    def _remembered(self, room_id: str) -> NodeInfo | None:
+        """The live node (as of the last heartbeat) this node relayed ``room_id`` to lately."""
+        entry = self._owners.get(room_id)
+        if entry is None:
+            return None
+        node_id, until = entry
+        node = next((node for node in self.nodes if node.node_id == node_id), None)
+        if node is None or time.monotonic() > until:
+            del self._owners[room_id]
+            return None
+        return node
+
+    async def _relay_remembered(self, request: web.Request, room_id: str) -> web.StreamResponse | None:
+        """Relay to the room's remembered node (it confirms); None: place as usual (a
+        node that refuses, is gone or no longer hosts the room is forgotten)."""
+        node = self._remembered(room_id)
+        if node is None:
+            return None
+        try:
+            return await self.relay.relay(request, node.node_id, node.url, remembered=True)
+        except Unavailable:  # RoomMoved, NodeRefused, unreachable: nothing was sent to the client
+            self._owners.pop(room_id, None)
+            return None
+
+    async def _confirm_remembered(self, request: web.Request, room_id: str) -> None:
+        """A relay for a room not hosted here, from a node that remembered this node as
+        its owner: is it (still, or now) placed here? 421 ``room_moved`` if not."""
+        if request.headers.get(PLACEMENT_HEADER) != "remembered":
+            return  # the relaying node placed it here just now
+        try:
+            owner = await self.registry.place(room_id, self.node_id, fallback=self.node_id)
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: Redis unreachable ({!r}): room {} served here unconfirmed", error, room_id)
+            return
+        if owner != self.node_id:
+            raise RoomMoved(f"room {room_id} is not hosted by node {self.node_id}")
 
     @staticmethod
     async def _may_join(request: web.Request, room_id: str) -> None:
@@ -247,3 +315,126 @@ class ClusterNode:
                 return True
             await asyncio.sleep(0.25)
         return False
+
+    # -- split brain --------------------------------------------------------------------
+
+    def _close_split(self, room_ids: list[str]) -> None:
+        """Rooms hosted here whose placement another live node holds (two nodes each
+        created the room: Redis lost the placement, or a partition let both place it).
+        The placement is the truth: this copy closes with 4002 ("reconnect") and its
+        peers rejoin, through any node, the room on the node the placement names."""
+        for room_id in room_ids:
+            room = self.rooms.get_room(room_id)
+            if room is None or room.closed:
+                continue
+            logger.bind(room=room_id).warning(
+                "cluster: room {} is placed on another live node: closing this copy, its peers reconnect there",
+                room_id,
+            )
+            room.close(CLOSE_RECONNECT, "the room lives on another node, reconnect")
+
+    # -- drain (a graceful stop) ------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Take no new room from now on: the heartbeat says ``draining`` at once, so
+        placement (one Lua script) passes over this node; its rooms keep serving."""
+        if self.draining:
+            return
+        self.draining = True
+        logger.info(
+            "cluster: node {} draining: no new rooms, {} room(s) keep serving", self.node_id, len(self.rooms.rooms)
+        )
+        await self._beat_now()
+
+    async def resume(self) -> None:
+        """Take new rooms again (an operator's drain called off)."""
+        if not self.draining:
+            return
+        self.draining = False
+        logger.info("cluster: node {} takes new rooms again", self.node_id)
+        await self._beat_now()
+
+    async def _beat_now(self) -> None:
+        try:
+            await self.beat()
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: heartbeat failed ({!r}); the next one says it", error)
+
+    @property
+    def drained(self) -> bool:
+        """No room here and no client relayed through here: stopping now cuts nobody."""
+        return not self.rooms.rooms and not self.relay.clients
+
+    async def drain_and_wait(self, timeout: float) -> bool:  # noqa: ASYNC109 - a drain deadline, not an I/O timeout
+        """Drain, then wait until :attr:`drained` (True) or ``timeout`` seconds (False)."""
+        await self.drain()
+        deadline = time.monotonic() + timeout
+        while not self.drained:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning(
+                    "cluster: drain timeout: {} room(s), {} relayed client(s) still here; stopping",
+                    len(self.rooms.rooms),
+                    len(self.relay.clients),
+                )
+                return False
+            await asyncio.sleep(min(0.25, left))
+        logger.info("cluster: node {} drained", self.node_id)
+        return True
+
+    # -- cluster-wide views -------------------------------------------------------------
+
+    async def _publish_rooms(self) -> None:
+        """This node's rooms for the other nodes' ``GET /api/rooms`` (with each heartbeat)."""
+        summaries = [room.summary() for room in self.rooms.rooms.values() if not room.closed]
+        await self.registry.publish_rooms(self.node_id, summaries)
+
+    async def cluster_rooms(self, local: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every room of the cluster, each with ``nodes`` (the ids of the nodes that host
+        it): this node's ``local`` summaries as they are now, the others' as of their
+        last heartbeat (at most :data:`HEARTBEAT_SECONDS` old)."""
+        try:
+            others = [node.node_id for node in await self.registry.nodes() if node.node_id != self.node_id]
+            published = await self.registry.rooms_of(others)
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: Redis unreachable ({!r}): no cluster-wide room list", error)
+            raise Unavailable("the cluster registry is unreachable, try again") from None
+        rooms: dict[str, dict[str, Any]] = {}
+        for node_id, summaries in [(self.node_id, local), *published.items()]:
+            for summary in summaries:
+                entry = rooms.get(summary["id"])
+                if entry is None:
+                    rooms[summary["id"]] = {**summary, "nodes": [node_id]}
+                    continue
+                entry["nodes"].append(node_id)  # a room over several nodes: its figures add up
+                for field in ("peers", "broadcasters"):
+                    entry[field] = entry.get(field, 0) + summary.get(field, 0)
+                entry["workers"] = [*entry.get("workers", []), *summary.get("workers", [])]
+        return list(rooms.values())
+
+    async def cluster_health(self, detailed: bool) -> dict[str, Any]:
+        """This node's place in the cluster; with ``detailed`` (an operator asks), its id
+        and every live node: id, URL, load, draining, age of its last heartbeat (node ids
+        and URLs name internal hosts: not for anonymous callers)."""
+        view: dict[str, Any] = {"draining": self.draining}
+        try:
+            states = await self.registry.node_states()
+        except (RedisError, OSError) as error:
+            logger.warning("cluster: Redis unreachable ({!r}) for the health check", error)
+            view["registry"] = "unreachable"
+            return view
+        view["registry"] = "ok"
+        view["nodeCount"] = len(states)
+        if detailed:
+            view["nodeId"] = self.node_id
+            view["nodes"] = [
+                {
+                    "nodeId": info.node_id,
+                    "url": info.url,
+                    "load": asdict(info.load),
+                    "draining": info.draining,
+                    "heartbeatAgeMs": age,
+                }
+                for info, age in states
+            ]
+        return view

@@ -11,11 +11,13 @@ Keys (one Redis, one database; every node of a cluster uses the same ``REDIS_URL
   :data:`PLACEMENT_TTL_MS`, kept alive by the owner's heartbeat while it hosts the room,
   deleted when the room closes there. A placement naming a node whose key is gone is
   void: the next join places the room again.
+* ``parley:node-rooms:<nodeId>`` -- the summaries of the rooms the node hosts (JSON, for
+  the cluster-wide ``GET /api/rooms``), written with its heartbeat, same TTL.
 * ``parley:cluster-secret`` -- the relay key when neither ``CLUSTER_SECRET`` nor
   ``API_SECRET`` is set (dev clusters: whoever reaches Redis is trusted anyway).
 
 Placing is one Lua script (atomic in Redis): two nodes racing on one new room get the
-same owner. The scripts read node keys they are not given in ``KEYS``: fine for one
+same owner; a node whose key says ``draining`` gets no new room. The scripts read node keys they are not given in ``KEYS``: fine for one
 Redis server (not Redis Cluster, whose slots would need hash tags).
 """
 
@@ -51,19 +53,26 @@ SILENT_MS: Final = 1500
 PREFIX: Final = "parley:"
 
 # KEYS[1] placement; ARGV: candidate node id, node key prefix, ttl ms, fallback node id
-# (the caller: taken when the candidate left since the caller last listed the nodes).
-# Returns the owner.
+# (the caller: taken when the candidate left or drains since the caller last listed the
+# nodes). Returns the owner: the live one the room has (draining or not: its rooms keep
+# serving), else the first of candidate, fallback that is live and not draining, else
+# nil (every node drains: no new room anywhere).
 _PLACE: Final = """
 local owner = redis.call('GET', KEYS[1])
 if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
   return owner
 end
-owner = ARGV[1]
-if redis.call('EXISTS', ARGV[2] .. owner) == 0 then
-  owner = ARGV[4]
+for _, id in ipairs({ARGV[1], ARGV[4]}) do
+  local info = redis.call('GET', ARGV[2] .. id)
+  if info then
+    local ok, node = pcall(cjson.decode, info)
+    if ok and not node.draining then
+      redis.call('SET', KEYS[1], id, 'PX', ARGV[3])
+      return id
+    end
+  end
 end
-redis.call('SET', KEYS[1], owner, 'PX', ARGV[3])
-return owner
+return false
 """
 
 # KEYS: placements of the rooms a node hosts; ARGV: node id, ttl ms, node key prefix.
@@ -125,21 +134,30 @@ class NodeInfo:
     node_id: str
     url: str
     load: NodeLoad
+    #: It drains (a graceful stop): its rooms keep serving, no new room goes there.
+    draining: bool = False
 
     def to_json(self) -> str:
-        return json.dumps({"nodeId": self.node_id, "url": self.url, "load": asdict(self.load)})
+        return json.dumps(
+            {"nodeId": self.node_id, "url": self.url, "load": asdict(self.load), "draining": self.draining}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> NodeInfo:
         data: dict[str, Any] = json.loads(text)
-        return cls(node_id=data["nodeId"], url=data["url"], load=NodeLoad(**data["load"]))
+        return cls(
+            node_id=data["nodeId"],
+            url=data["url"],
+            load=NodeLoad(**data["load"]),
+            draining=bool(data.get("draining", False)),
+        )
 
     @property
-    def placement_order(self) -> tuple[bool, int, int, int, float, str]:
-        """Least loaded first: not full, then fewest consumers, peers, rooms, worker CPU;
-        ties by node id."""
+    def placement_order(self) -> tuple[bool, bool, int, int, int, float, str]:
+        """Least loaded first: not draining, not full, then fewest consumers, peers, rooms,
+        worker CPU; ties by node id."""
         load = self.load
-        return (load.full, load.consumers, load.peers, load.rooms, load.worker_cpu, self.node_id)
+        return (self.draining, load.full, load.consumers, load.peers, load.rooms, load.worker_cpu, self.node_id)
 
 
 class Registry:
@@ -151,6 +169,7 @@ class Registry:
         self.nodes_key = f"{prefix}nodes"
         self.room_prefix = f"{prefix}room:"
         self.secret_key = f"{prefix}cluster-secret"
+        self.rooms_prefix = f"{prefix}node-rooms:"
         self._place = redis.register_script(_PLACE)
         self._keep = redis.register_script(_KEEP)
         self._release = redis.register_script(_RELEASE)
@@ -169,7 +188,7 @@ class Registry:
     async def leave(self, node_id: str) -> None:
         """Remove the node now (a graceful stop; a dead node's key just expires)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.node_prefix + node_id)
+            pipe.delete(self.node_prefix + node_id, self.rooms_prefix + node_id)
             pipe.srem(self.nodes_key, node_id)
             await pipe.execute()
 
@@ -189,12 +208,13 @@ class Registry:
         value = await self.redis.get(self.node_prefix + node_id)
         return NodeInfo.from_json(str(value)) if value is not None else None
 
-    async def place(self, room_id: str, candidate: str, fallback: str | None = None) -> str:
-        """The room's owner: the live one it has, else ``candidate`` if it is live, else
-        ``fallback`` (default ``candidate``), atomically."""
+    async def place(self, room_id: str, candidate: str, fallback: str | None = None) -> str | None:
+        """The room's owner: the live one it has, else ``candidate`` if it is live and not
+        draining, else ``fallback`` (default ``candidate``) on the same terms, atomically;
+        None when neither may take a new room."""
         args: list[str | int] = [candidate, self.node_prefix, PLACEMENT_TTL_MS, fallback or candidate]
         owner = await self._place(keys=[self.room_key(room_id)], args=args)
-        return str(owner)
+        return str(owner) if owner is not None else None
 
     async def owner(self, room_id: str) -> str | None:
         """The node the placement names (alive or not), None if the room is placed nowhere."""
@@ -219,6 +239,36 @@ class Registry:
         (True: it is gone from the registry; False: it beat recently, try again later)."""
         evicted = await self._evict(keys=[self.node_prefix + node_id], args=[NODE_TTL_MS - silent_ms])
         return bool(evicted)
+
+    async def node_states(self) -> list[tuple[NodeInfo, int]]:
+        """The live nodes with the age of their last heartbeat in ms (from the key's PTTL,
+        Redis's clock: no clock of the nodes involved), in node id order."""
+        ids = sorted(str(member) for member in await self.redis.smembers(self.nodes_key))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node_id in ids:
+                pipe.get(self.node_prefix + node_id)
+                pipe.pttl(self.node_prefix + node_id)
+            replies = await pipe.execute()
+        states = []
+        for value, ttl in zip(replies[::2], replies[1::2], strict=True):
+            if value is not None and int(ttl) >= 0:
+                states.append((NodeInfo.from_json(str(value)), max(0, NODE_TTL_MS - int(ttl))))
+        return states
+
+    async def publish_rooms(self, node_id: str, rooms: list[dict[str, Any]]) -> None:
+        """The summaries of the rooms ``node_id`` hosts (for the cluster-wide room list),
+        expiring with the node."""
+        await self.redis.set(self.rooms_prefix + node_id, json.dumps(rooms), px=NODE_TTL_MS)
+
+    async def rooms_of(self, node_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The room summaries each of ``node_ids`` published (a node that published none: [])."""
+        if not node_ids:
+            return {}
+        values = await self.redis.mget([self.rooms_prefix + node_id for node_id in node_ids])
+        return {
+            node_id: json.loads(str(value)) if value is not None else []
+            for node_id, value in zip(node_ids, values, strict=True)
+        }
 
     async def shared_secret(self) -> str:
         """The cluster's relay key kept in Redis (the first node to ask creates it)."""

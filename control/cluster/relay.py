@@ -31,10 +31,13 @@ from loguru import logger
 from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
 
-__all__ = ["RELAY_HEADER", "NodeRefused", "Relay", "relay_token"]
+__all__ = ["PLACEMENT_HEADER", "RELAY_HEADER", "NodeRefused", "Relay", "RoomMoved", "relay_token"]
 
 #: The header a relaying node sends: proof that the connection comes from a node of the cluster.
 RELAY_HEADER: Final = "X-Parley-Relay"
+#: Sent with a relay whose room's node the relaying node remembered instead of asking
+#: Redis: the receiving node confirms it hosts (or now owns) the room, else 421.
+PLACEMENT_HEADER: Final = "X-Parley-Placement"
 SUBPROTOCOL: Final = "protoo"
 #: With the relay token: the client goes to a satellite of the room whose origin this names.
 ORIGIN_HEADER: Final = "X-Parley-Origin"
@@ -53,6 +56,14 @@ class NodeRefused(Unavailable):
     node_id: str | None = None
 
 
+class RoomMoved(Unavailable):
+    """421: the node a remembered placement named does not host the room (it closed
+    there, or lives elsewhere now): the relaying node places it again."""
+
+    status = 421
+    default_code = "room_moved"
+
+
 def relay_token(secret: str) -> str:
     """The relay token of a cluster secret (nodes compare it in constant time)."""
     return hmac.new(secret.encode(), b"parley-cluster-relay-v1", hashlib.sha256).hexdigest()
@@ -60,6 +71,8 @@ def relay_token(secret: str) -> str:
 
 def _refusal(status: int, node_url: str) -> ParleyError:
     """The owner's refusal before the upgrade, as this node's error."""
+    if status == RoomMoved.status:
+        return RoomMoved(f"room's node {node_url} does not host the room")
     by_status: dict[int, type[ParleyError]] = {400: BadRequest, 401: Unauthorized, 403: Forbidden}
     kind = by_status.get(status, Unavailable)
     return kind(
@@ -109,12 +122,19 @@ class Relay:
         return True
 
     async def relay(
-        self, request: web.Request, node_id: str, node_url: str, *, origin: str | None = None
+        self,
+        request: web.Request,
+        node_id: str,
+        node_url: str,
+        *,
+        remembered: bool = False,
+        origin: str | None = None,
     ) -> web.WebSocketResponse:
-        """Serve ``request`` (a protoo upgrade) through the node at ``node_url`` (a
-        satellite of the room whose origin is ``origin``, if given: cascade)."""
+        """Serve ``request`` (a protoo upgrade) through the node at ``node_url``
+        (``remembered``: a placement not read from Redis now, for that node to confirm;
+        ``origin``: that node hosts a satellite of the room whose origin this is: cascade)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
-        upstream = await self._connect(request, node_url, origin)
+        upstream = await self._connect(request, node_url, remembered, origin)
         client = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size, heartbeat=HEARTBEAT, compress=False
         )
@@ -132,9 +152,11 @@ class Relay:
         return client
 
     async def _connect(
-        self, request: web.Request, node_url: str, origin: str | None = None
+        self, request: web.Request, node_url: str, remembered: bool = False, origin: str | None = None
     ) -> aiohttp.ClientWebSocketResponse:
         headers = {RELAY_HEADER: self.token}
+        if remembered:
+            headers[PLACEMENT_HEADER] = "remembered"
         if origin is not None:
             headers[ORIGIN_HEADER] = origin
         headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})

@@ -5,6 +5,12 @@ alive and answers a request; 503 ``{"status": "unavailable", ...}`` otherwise.
 Each worker entry: ``pid``, ``alive``, ``load`` (its routers, transports,
 producers and consumers) and, when it answered, its
 ``resource_usage`` (``ru_maxrss``, ``ru_utime``...) or else an ``error``.
+
+In a cluster (``REDIS_URL``) a ``cluster`` entry: ``draining``, ``registry``
+(``ok``/``unreachable``), ``nodeCount``; and, for a caller who may list rooms
+(``roomList`` or a roomless ``roomAdmin``), this node's ``nodeId`` and ``nodes``: every
+live node's id, URL, load, draining flag and heartbeat age. A draining node answers 503 ``{"status": "draining"}``
+so that load balancers send new clients elsewhere.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 from loguru import logger
+
+from control.auth import principal_of, require_room_list
+from control.errors import ParleyError
 
 if TYPE_CHECKING:
     from workers.router import Router
@@ -25,7 +34,28 @@ if TYPE_CHECKING:
 #: How long a worker may take to answer before it is reported as not alive.
 WORKER_PROBE_TIMEOUT = 2.0
 
-__all__ = ["WORKER_PROBE_TIMEOUT", "health_routes", "worker_health"]
+__all__ = ["CLUSTER_HEALTH", "WORKER_PROBE_TIMEOUT", "ClusterHealth", "health_routes", "worker_health"]
+
+
+class ClusterHealth(Protocol):
+    """This node's view of the cluster (``control.cluster``)."""
+
+    async def cluster_health(self, detailed: bool) -> dict[str, Any]:
+        """``draining``, ``registry``, ``nodeCount``; ``nodeId`` and ``nodes`` when ``detailed``."""
+        ...
+
+
+#: Set by ``control.cluster`` when the node is part of a cluster.
+CLUSTER_HEALTH: Final[web.AppKey[ClusterHealth]] = web.AppKey("cluster_health")
+
+
+async def _operator(request: web.Request) -> bool:
+    """Does the caller hold what the room list needs? (the cluster's node list is for operators)"""
+    try:
+        require_room_list(await principal_of(request))
+    except ParleyError:
+        return False
+    return True
 
 
 def _as_dict(value: object) -> dict[str, Any]:
@@ -82,9 +112,15 @@ def health_routes(pool: web.AppKey[WorkerPool]) -> web.RouteTableDef:
     @routes.get("/api/health")
     async def health(request: web.Request) -> web.Response:
         ok, workers = await worker_health(request.app.get(pool))
-        if ok:
-            return web.json_response({"status": "ok", "workers": workers})
-        logger.warning("health check: no live mediasoup worker ({} known)", len(workers))
-        return web.json_response({"status": "unavailable", "workers": workers}, status=503)
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "workers": workers}
+        if (cluster := request.app.get(CLUSTER_HEALTH)) is not None:
+            body["cluster"] = await cluster.cluster_health(await _operator(request))
+            if ok and body["cluster"]["draining"]:
+                body["status"] = "draining"  # 503: a load balancer sends new clients elsewhere
+        if ok and body["status"] == "ok":
+            return web.json_response(body)
+        if not ok:
+            logger.warning("health check: no live mediasoup worker ({} known)", len(workers))
+        return web.json_response(body, status=503)
 
     return routes

@@ -1,7 +1,8 @@
 """Rooms over REST, for operators.
 
 ``GET /api/rooms``
-    200 ``{"rooms": [{id, peers, broadcasters, workers, createdAt}]}``
+    200 ``{"rooms": [{id, peers, broadcasters, workers, createdAt}]}``; in a cluster
+    (``REDIS_URL``) every node's rooms, each with ``nodes`` (the ids of its node(s))
 ``GET /api/rooms/{roomId}``
     200 the room: its routers (worker pid, consumer count), peers and
     broadcasters with their transports, producers, consumers and data
@@ -20,6 +21,8 @@ caller cannot probe which rooms exist). Errors are the application's one shape
 
 from __future__ import annotations
 
+from typing import Any, Final, Protocol
+
 from aiohttp import web
 
 from control.auth import principal_of, require_room_admin, require_room_list
@@ -28,9 +31,21 @@ from control.ids import InvalidId, validate_room_id
 from control.keys import ROOMS
 from control.rooms.room import Room
 
-__all__ = ["checked_room_id", "routes"]
+__all__ = ["CLUSTER_ROOMS", "ClusterRooms", "checked_room_id", "routes"]
 
 routes = web.RouteTableDef()
+
+
+class ClusterRooms(Protocol):
+    """The rooms of every node of the cluster (``control.cluster``)."""
+
+    async def cluster_rooms(self, local: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``local`` (this node's summaries) and the other nodes', each with ``nodes``."""
+        ...
+
+
+#: Set by ``control.cluster`` when the node is part of a cluster: the list is cluster-wide.
+CLUSTER_ROOMS: Final[web.AppKey[ClusterRooms]] = web.AppKey("cluster_rooms")
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -58,6 +73,8 @@ async def list_rooms(request: web.Request) -> web.Response:
     require_room_list(await principal_of(request))
     manager = request.app.get(ROOMS)
     rooms = [room.summary() for room in manager.rooms.values() if not room.closed] if manager else []
+    if (cluster := request.app.get(CLUSTER_ROOMS)) is not None:
+        rooms = await cluster.cluster_rooms(rooms)  # every node's rooms, each with its node(s)
     return web.json_response({"rooms": rooms}, headers=_NO_STORE)
 
 

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.timeout(240)
 #: Two consumers per node and room: a publisher and one subscriber fill the origin.
 #: The relay key is set (not the one kept in Redis, which a flush by another test would change).
 LIMIT = {"room_consumers_per_node": 2, "cluster_secret": "cascade-test-" + "k" * 32}
+LIMIT_ENV = {key.upper(): str(value) for key, value in LIMIT.items()}
 
 
 @pytest.fixture
@@ -82,7 +83,10 @@ async def test_a_full_room_cascades_onto_a_second_node(tmp_path: Path, redis_ser
         cluster_node(tmp_path, redis_server.url, "a", rtc_base=43000, **LIMIT) as a,
         cluster_node(tmp_path, redis_server.url, "c", rtc_base=45000, **LIMIT) as c,
     ):
-        with node_process(tmp_path, redis_server.url, "b", rtc_base=44000, **LIMIT) as (process, _):
+        async with node_process(tmp_path, redis_server.url, "b", rtc_base=44000, env_overrides=LIMIT_ENV) as (
+            process,
+            _,
+        ):
             for node in (a, c):
                 await eventually(lambda n=node: {x.node_id for x in n.cluster.nodes} == {"a", "b", "c"}, what="nodes")
             # The room lives on A; its second node is B (the subprocess, to kill).
@@ -212,7 +216,10 @@ async def test_a_satellite_whose_origin_dies_sends_its_peers_to_reconnect(
     tmp_path: Path, redis_server, registry: Registry
 ) -> None:
     async with cluster_node(tmp_path, redis_server.url, "b", rtc_base=46000, **LIMIT) as b:
-        with node_process(tmp_path, redis_server.url, "a", rtc_base=47000, **LIMIT) as (process, port_a):
+        async with node_process(tmp_path, redis_server.url, "a", rtc_base=47000, env_overrides=LIMIT_ENV) as (
+            process,
+            port_a,
+        ):
             await eventually(lambda: {x.node_id for x in b.cluster.nodes} == {"a", "b"}, what="nodes")
             assert await registry.place("talk", "a") == "a"
             alice = MediaPeer(f"ws://127.0.0.1:{port_a}/?roomId=talk&peerId=alice", "alice")
