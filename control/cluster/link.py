@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["Link"]
 
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+#: How long closing the link's WebSocket may wait for the far end (seconds).
+CLOSE_TIMEOUT = 5.0
 
 
 class Link:
@@ -248,6 +250,9 @@ class Link:
 
     async def run(self) -> None:
         """Serve the link until its WebSocket ends or :meth:`close` is called."""
+        if self.closed:  # closed during the handshake
+            await self._close_socket()
+            return
         writer = asyncio.ensure_future(self._write())
         self._reader = asyncio.ensure_future(self._read())
         try:
@@ -256,8 +261,12 @@ class Link:
             self.close()
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.close()
+            await self._close_socket()
+
+    async def _close_socket(self) -> None:
+        """Close the WebSocket, waiting for the far end's close frame a bounded time."""
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+            await asyncio.wait_for(self.ws.close(), CLOSE_TIMEOUT)
 
     async def _write(self) -> None:
         while (text := await self._outbox.get()) is not None:
