@@ -220,6 +220,19 @@ class Settings(BaseSettings):
     cluster_drain_timeout_seconds: float = Field(
         60.0, ge=0, le=86400, description="SIGTERM in a cluster: wait at most this long for the node's rooms to end"
     )
+    room_consumers_per_node: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="consumers of one room on one node before its new joiners go to a second node",
+    )
+    node_pipe_listen_ip: str | None = Field(
+        None, description="IP of the PipeTransports between nodes (default MEDIASOUP_LISTEN_IP)"
+    )
+    node_pipe_announced_address: str | None = Field(
+        None,
+        description="address other nodes send piped media to (default MEDIASOUP_ANNOUNCED_ADDRESS, else the listen IP)",
+    )
 
     # -- access control (control/auth) ----------------------------------------
     api_key: str | None = Field(None, description="API key: the iss of the access tokens it signs")

@@ -308,7 +308,8 @@ ACCESS: Final = web.AppKey("auth_access", AccessControl)
 
 #: Routes that never need credentials (their own checks, or public by nature).
 PUBLIC_PATHS: Final = frozenset({"/api/health", "/api/token"})
-PUBLIC_PREFIXES: Final = ("/auth/", "/api/storage/objects/")
+#: ``/cluster/``: node-to-node endpoints, which require the cluster relay token themselves.
+PUBLIC_PREFIXES: Final = ("/auth/", "/api/storage/objects/", "/cluster/")
 PROTECTED_PREFIXES: Final = ("/api/", "/rooms/")
 
 

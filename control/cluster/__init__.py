@@ -27,7 +27,8 @@ no new room, its rooms keep serving until they end (at most
 ``GET /api/health`` of any node show the whole cluster (:meth:`ClusterNode.cluster_rooms`,
 :meth:`ClusterNode.cluster_health`).
 
-Not yet: cascading one room over several nodes (PipeTransports between hosts).
+A room whose consumers exceed ``ROOM_CONSUMERS_PER_NODE`` on its node extends onto
+a second one, producers piped both ways (:mod:`control.cluster.cascade`).
 
 The node is signaling's room router (``control.signaling.server.ROOM_ROUTER``):
 :func:`setup` stores it under the key app.py hands it.
@@ -45,12 +46,14 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from control.auth import is_loopback_host
+from control.cluster.cascade import CASCADE_PATH
 from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
 from control.cluster.relay import RELAY_HEADER, Relay, relay_token
 from control.cluster.routes import drain_routes, link_routes
 from control.cluster.warm import LinkWarmer
 from control.config import Settings
+from control.errors import NotFound
 
 if TYPE_CHECKING:
     from control.rooms.manager import RoomManager
@@ -149,6 +152,14 @@ def cluster_ctx(
     return ctx
 
 
+async def _cascade_link(request: web.Request) -> web.StreamResponse:
+    """A satellite's link to a room of this node (control.cluster.cascade)."""
+    node = request.app.get(CLUSTER)
+    if node is None:
+        raise NotFound("this node is not in a cluster")
+    return await node.cascade.accept(request)
+
+
 def setup(
     app: web.Application,
     *,
@@ -164,6 +175,7 @@ def setup(
     app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router, views=views))
     app.add_routes(drain_routes(CLUSTER))  # POST/DELETE /api/cluster/drain (roomless roomAdmin)
     app.add_routes(link_routes(CLUSTER))  # HEAD /cluster/link (relay token): warm node-to-node connections
+    app.router.add_get(CASCADE_PATH, _cascade_link)  # node to node: the relay token is checked there
 
     async def leave(app: web.Application) -> None:
         node = app.get(CLUSTER)

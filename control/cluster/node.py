@@ -26,6 +26,7 @@ from loguru import logger
 from redis.exceptions import RedisError
 
 from control.auth import principal_of, require_ws_join
+from control.cluster.cascade import ORIGIN_HEADER, Cascade
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
 from control.cluster.relay import PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
 from control.errors import ParleyError, Unavailable
@@ -94,6 +95,8 @@ class ClusterNode:
         self._releases: set[asyncio.Task[bool]] = set()
         #: Rooms relayed from here lately: room id -> (its node's id, until when to trust it).
         self._owners: dict[str, tuple[str, float]] = {}
+        #: Rooms extended over several nodes (control.cluster.cascade).
+        self.cascade = Cascade(self)
 
     # -- life -------------------------------------------------------------------------
 
@@ -101,6 +104,7 @@ class ClusterNode:
         """Register now (a failure to reach Redis stops the start), then beat."""
         await self.beat()
         self.rooms.observer.on("roomclosed", self._on_room_closed)
+        self.cascade.start()
         self._beating = asyncio.create_task(self._beat_forever(), name=f"cluster heartbeat {self.node_id}")
         logger.info("cluster: node {} ({}) joined, {} node(s) live", self.node_id, self.url, len(self.nodes))
 
@@ -114,6 +118,7 @@ class ClusterNode:
             self._beating.cancel()
             await asyncio.gather(self._beating, return_exceptions=True)
         await self.relay.close()
+        await self.cascade.close()
         with contextlib.suppress(RedisError, OSError):
             for room_id in list(self.rooms.rooms):
                 await self.registry.release(room_id, self.node_id)
@@ -140,7 +145,9 @@ class ClusterNode:
         await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load(), self.draining))
         await self._publish_rooms()
         self.nodes = await self.registry.nodes()
-        lost = await self.registry.keep(self.node_id, list(self.rooms.rooms))
+        origins = [room_id for room_id, room in self.rooms.rooms.items() if room.origin is None]  # not satellites
+        lost = await self.registry.keep(self.node_id, origins)
+        await self.cascade.refresh()
         self._close_split(lost)
 
     async def _beat_forever(self) -> None:
@@ -181,34 +188,66 @@ class ClusterNode:
         return owner
 
     async def route(self, request: web.Request, room_id: str) -> web.StreamResponse | None:
-        """``None``: serve the room here; else the relayed connection to its node."""
+        """``None``: serve the room here; else the relayed connection to its node (the
+        room's origin, or a satellite of it once the origin is full: cascade)."""
         relayed = self.relay.is_relayed(request)
-        if self.rooms.get_room(room_id) is not None:
-            return None
+        local = self.rooms.get_room(room_id)
         if relayed:
-            await self._confirm_remembered(request, room_id)
+            if local is None and (origin := request.headers.get(ORIGIN_HEADER)) is not None:
+                await self.cascade.prepare(room_id, origin)  # a satellite of that origin's room here
+            elif local is None:
+                await self._confirm_remembered(request, room_id)
+            return None
+        peer_id = request.query.get("peerId", "")
+        if local is not None and (elsewhere := self.cascade.node_of(local, peer_id)) is not None:
+            # A peer of the room's other node reconnecting here: back to its session there.
+            await self._may_join(request, room_id)
+            target = await self._node(elsewhere)
+            return await self.relay.relay(request, elsewhere, target.url, origin=local.origin or self.node_id)
+        if local is not None and not self.cascade.overflows(local, peer_id):
             return None
         await self._may_join(request, room_id)
-        if (remembered := await self._relay_remembered(request, room_id)) is not None:
+        remembers = local is None and self.cascade.fits(self._remembered(room_id))  # not full: no seating
+        if remembers and (remembered := await self._relay_remembered(request, room_id)) is not None:
             return remembered
         try:
+            return await self._place_and_route(request, room_id, local)
+        except NodeRefused as refused:
+            # That node died and its key has not expired yet: evict it, place again (once).
+            if refused.node_id is None or not await self._evict(refused.node_id):
+                raise
+            return await self._place_and_route(request, room_id, self.rooms.get_room(room_id))
+
+    async def _place_and_route(
+        self, request: web.Request, room_id: str, local: Room | None
+    ) -> web.StreamResponse | None:
+        """Place the room (if it is nowhere), seat the joiner (cascade), serve or relay."""
+        try:
             owner = await self.owner_of(room_id)
+            seat = await self.cascade.seat(room_id, owner, local)
         except (RedisError, OSError) as error:
             logger.warning("cluster: Redis unreachable ({!r}): room {} not placed", error, room_id)
             raise Unavailable("the cluster registry is unreachable, try again") from None
-        if owner.node_id == self.node_id:
+        if seat == self.node_id:
+            await self.cascade.prepare(room_id, owner.node_id)  # a satellite here unless this is the origin
             return None
-        self._remember(room_id, owner.node_id)
+        if seat == owner.node_id:
+            self._remember(room_id, owner.node_id)
+        target = owner if seat == owner.node_id else await self._node(seat)
         try:
-            return await self.relay.relay(request, owner.node_id, owner.url)
-        except NodeRefused:
-            # The owner died and its key has not expired yet: evict it, place again (once).
-            if not await self._evict(owner.node_id):
-                raise
-            owner = await self.owner_of(room_id)
-            if owner.node_id == self.node_id:
-                return None
-            return await self.relay.relay(request, owner.node_id, owner.url)
+            return await self.relay.relay(
+                request, seat, target.url, origin=owner.node_id if seat != owner.node_id else None
+            )
+        except NodeRefused as refused:
+            refused.node_id = seat
+            raise
+
+    async def _node(self, node_id: str) -> NodeInfo:
+        known = next((node for node in self.nodes if node.node_id == node_id), None)
+        target = known or await self.registry.node(node_id)
+        if target is None:
+            raise Unavailable("the room's node is gone, try again")
+        return target
 
     # -- remembered placements: no Redis round trip per join of a known room ----------
 

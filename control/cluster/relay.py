@@ -39,6 +39,8 @@ RELAY_HEADER: Final = "X-Parley-Relay"
 #: Redis: the receiving node confirms it hosts (or now owns) the room, else 421.
 PLACEMENT_HEADER: Final = "X-Parley-Placement"
 SUBPROTOCOL: Final = "protoo"
+#: With the relay token: the client goes to a satellite of the room whose origin this names.
+ORIGIN_HEADER: Final = "X-Parley-Origin"
 #: WebSocket pings on both legs (as signaling's own).
 HEARTBEAT: Final = 20.0
 #: Close codes that cannot be sent on the wire (they describe a link that died).
@@ -49,6 +51,9 @@ _FORWARDED: Final = (hdrs.AUTHORIZATION, hdrs.COOKIE)
 
 class NodeRefused(Unavailable):
     """The room's node refused the TCP connection: nothing listens there (it died)."""
+
+    #: Which node (set by whoever knows it: the caller may evict it).
+    node_id: str | None = None
 
 
 class RoomMoved(Unavailable):
@@ -117,12 +122,19 @@ class Relay:
         return True
 
     async def relay(
-        self, request: web.Request, node_id: str, node_url: str, *, remembered: bool = False
+        self,
+        request: web.Request,
+        node_id: str,
+        node_url: str,
+        *,
+        remembered: bool = False,
+        origin: str | None = None,
     ) -> web.WebSocketResponse:
         """Serve ``request`` (a protoo upgrade) through the node at ``node_url``
-        (``remembered``: a placement not read from Redis now, for that node to confirm)."""
+        (``remembered``: a placement not read from Redis now, for that node to confirm;
+        ``origin``: that node hosts a satellite of the room whose origin this is: cascade)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
-        upstream = await self._connect(request, node_url, remembered)
+        upstream = await self._connect(request, node_url, remembered, origin)
         client = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size, heartbeat=HEARTBEAT, compress=False
         )
@@ -140,11 +152,13 @@ class Relay:
         return client
 
     async def _connect(
-        self, request: web.Request, node_url: str, remembered: bool = False
+        self, request: web.Request, node_url: str, remembered: bool = False, origin: str | None = None
     ) -> aiohttp.ClientWebSocketResponse:
         headers = {RELAY_HEADER: self.token}
         if remembered:
             headers[PLACEMENT_HEADER] = "remembered"
+        if origin is not None:
+            headers[ORIGIN_HEADER] = origin
         headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
         url = f"{node_url.rstrip('/')}/ws?{request.query_string}"
         try:

@@ -204,7 +204,7 @@ def _broadcaster(request: web.Request) -> tuple[Room, Peer]:
     room = _room(request)
     broadcaster_id = request.match_info["broadcasterId"]
     broadcaster = room.broadcasters.get(broadcaster_id)
-    if broadcaster is None:
+    if broadcaster is None or broadcaster.node is not None:  # a peer of another node (cascade) is not one
         raise NotFound(f'broadcaster with id "{broadcaster_id}" does not exist')
     return room, broadcaster
 

@@ -11,7 +11,8 @@ good; meanwhile new rooms go to workers whose server is up, and a request that
 needs the failed one gets the last error.
 
 It is the rooms' :class:`~control.rooms.host.RoomHost`. Its ``observer``
-emits ``roomcreated(room)`` and ``roomclosed(room)``; each room's own
+emits ``roomcreated(room)``, ``roomclosed(room)`` and ``roomnotified(room, method,
+data, exclude)`` (:meth:`RoomManager.notify_room`); each room's own
 ``observer`` emits what happens in it (``peerjoined``, ``peerupdated``,
 ``peerleft``, ``producercreated``, ``close``: :mod:`control.rooms.host`).
 :meth:`RoomManager.watch_rooms` subscribes to those of every room at once. A
@@ -353,6 +354,8 @@ class RoomManager:
         peers = [p for p in room.joined_peers() if p.id != exclude]
         for peer in peers:
             peer.notify(method, data)
+        # The room's other nodes (control.cluster.cascade) tell theirs.
+        self.observer.safe_emit("roomnotified", room, method, data, exclude)
         return len(peers)
 
 
@@ -397,6 +400,8 @@ def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings:
             run_in_order(room.id, "leave", lambda: meetings.leave(room.id, peer.id))
 
     def closed(room: Room) -> None:
+        if room.origin is not None:
+            return  # a satellite (control.cluster.cascade): the meeting goes on at the room's origin
         if chat is not None:
             run_in_order(room.id, "end", lambda: chat.room_closed(room.id))
         elif meetings is not None:

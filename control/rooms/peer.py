@@ -99,6 +99,9 @@ class Peer:
         self.id = peer_id
         self.room = room
         self.broadcaster = broadcaster
+        #: A mirror of a participant of another node (control.cluster.cascade): the node
+        #: of the link it came through; None for this node's own participants.
+        self.node: str | None = None
         self.joined = broadcaster
         self.joined_generation = -1
         self.closed = False

@@ -100,6 +100,10 @@ class Room:
         self.dominant_speaker: str | None = None
         self.peers: dict[str, Peer] = {}
         self.broadcasters: dict[str, Peer] = {}
+        #: Cascading (control.cluster.cascade): the room's origin node when this is a
+        #: satellite of a room hosted elsewhere; the nodes holding satellites of it.
+        self.origin: str | None = None
+        self.satellites: set[str] = set()
         self.closed = False
         self.created_at = time.time()
         self.spreading = Spreading(self)
@@ -128,7 +132,8 @@ class Room:
 
     def _close_if_unused(self) -> None:
         self._unused_timer = None
-        if not self.closed and not self.peers and not self.broadcasters:
+        local_broadcasters = [b for b in self.broadcasters.values() if b.node is None]
+        if not self.closed and not self.peers and not local_broadcasters and not self.satellites:
             self.log.warning("nobody entered the room, closing it")
             self.close()
 
@@ -284,9 +289,9 @@ class Room:
         if participant.connection is not None and not participant.connection.closed:
             participant.connection.close_soon(CLOSE_REPLACED, "peer closed")
         participant.log.info("{} left", "broadcaster" if participant.broadcaster else "peer")
-        if announced:
+        if announced and participant.node is None:  # a mirror of another node's peer: that node reports it
             self.observer.safe_emit(PEER_LEFT, participant)
-        if not participant.broadcaster and not self.peers:
+        if not participant.broadcaster and not self.peers and not self.satellites:
             self.log.info("last peer left, closing the room")
             self.close()
 

@@ -22,7 +22,11 @@ def summary(room: Room) -> dict[str, Any]:
     return {
         "id": room.id,
         "peers": len(room.peers),
-        "broadcasters": len(room.broadcasters),
+        "broadcasters": sum(1 for b in room.broadcasters.values() if b.node is None),
+        # Cascading (control.cluster.cascade): peers of the room's other nodes mirrored here.
+        "remotePeers": sum(1 for b in room.broadcasters.values() if b.node is not None),
+        "origin": room.origin,
+        "satellites": sorted(room.satellites),
         "workers": [router.worker.pid for router in room.routers],
         "createdAt": room.created_at,
     }
@@ -33,7 +37,8 @@ def _participant(peer: Peer) -> dict[str, Any]:
         "id": peer.id,
         "displayName": peer.display_name,
         "device": peer.device,
-        "broadcaster": peer.broadcaster,
+        "broadcaster": peer.broadcaster and peer.node is None,
+        "node": peer.node,
         "joined": peer.joined,
         "connected": peer.connected if not peer.broadcaster else None,
         "joinedAt": peer.joined_at,
@@ -81,5 +86,6 @@ def describe(room: Room) -> dict[str, Any]:
         ],
         "dominantSpeaker": room.dominant_speaker,
         "peers": [_participant(p) for p in room.peers.values()],
-        "broadcasters": [_participant(b) for b in room.broadcasters.values()],
+        "broadcasters": [_participant(b) for b in room.broadcasters.values() if b.node is None],
+        "remotePeers": [_participant(b) for b in room.broadcasters.values() if b.node is not None],
     }

@@ -1,0 +1,298 @@
+"""One cascade link: a room's origin node and one of its satellites, media piped both ways.
+
+Each end of a link has a PipeTransport on its room's primary router (SRTP on: the
+keys cross in the handshake, see :mod:`control.cluster.cascade`) connected to the
+other's, and one WebSocket between the two nodes that carries small JSON
+notifications ``{"m": method, "d": data}``, in order:
+
+``peer`` {id, displayName, device}
+    a participant of the far end (announced there: joined, not hidden): mirrored
+    here as a participant without a connection (``peer.node`` = the far node) that
+    the local peers see (``newPeer``) and consume;
+``peerClosed`` {peerId}
+    it left: its mirror leaves (``peerClosed`` to the local peers);
+``producer`` {peerId, id, kind, rtpParameters, paused, appData}
+    the far end made a pipe consumer of one of its producers on its PipeTransport
+    (as ``router.pipeToRouter`` does between two local routers): a pipe producer with
+    the same id is made here on ours, and every local joined peer consumes it;
+``producerClosed`` / ``producerPaused`` / ``producerResumed`` {producerId}
+    what happened to the original (its pipe consumer's events over there);
+``peerUpdated`` {id, displayName}
+    a shared participant changed its name (``peerDisplayNameChanged`` here);
+``notify`` {method, data, exclude}
+    a notification to the whole room (``RoomManager.notify_room``: chat messages,
+    recording state): the local joined peers get it too.
+
+An end shares every participant it announces except the mirrors of the far end
+itself: an origin with two satellites passes each one's peers to the other.
+Notifications are written by one task, in the order they were posted. The link
+ends with its WebSocket (either node closed the room, stopped or died): the
+PipeTransport closes (so do the piped producers and their consumers here), the
+mirrors leave, and :class:`~control.cluster.cascade.Cascade` decides what
+becomes of the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from control.rooms.consumers import consume
+from control.rooms.peer import Peer
+from workers.errors import MediasoupError
+from workers.wire import clone
+
+if TYPE_CHECKING:
+    from control.cluster.cascade import Cascade
+    from control.rooms.room import Room
+    from workers.consumer import Consumer
+    from workers.pipe_transport import PipeTransport
+    from workers.producer import Producer
+
+__all__ = ["Link"]
+
+Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+#: How long closing the link's WebSocket may wait for the far end (seconds).
+CLOSE_TIMEOUT = 5.0
+
+
+class Link:
+    """The link of ``room`` on this node with ``far`` (see the module doc)."""
+
+    def __init__(self, cascade: Cascade, room: Room, far: str, ws: Socket, transport: PipeTransport) -> None:
+        self.cascade = cascade
+        self.room = room
+        self.far = far
+        self.ws = ws
+        self.transport = transport
+        self.log = room.log.bind(link=far)
+        #: Mirrors of the far end's participants, by peer id.
+        self.mirrors: dict[str, Peer] = {}
+        #: Pipe consumers of what this end sends, by producer id.
+        self.sent: dict[str, Consumer] = {}
+        self.closed = False
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        transport.observer.on("close", self.close)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def post(self, method: str, data: dict[str, Any]) -> None:
+        if not self.closed:
+            self._outbox.put_nowait(json.dumps({"m": method, "d": data}))
+
+    def shareable(self) -> list[Peer]:
+        """What this end announces to the far one: all but the far end's own mirrors."""
+        return [p for p in self.room.visible_participants() if p.node != self.far]
+
+    def share_peer(self, peer: Peer) -> None:
+        if peer.node != self.far:
+            self.post("peer", peer.info())
+
+    def peer_updated(self, peer: Peer) -> None:
+        if peer.node != self.far:
+            self.post("peerUpdated", {"id": peer.id, "displayName": peer.display_name})
+
+    def peer_left(self, peer: Peer) -> None:
+        if peer.node != self.far:
+            self.post("peerClosed", {"peerId": peer.id})
+
+    def offer_all(self) -> None:
+        for peer in self.shareable():
+            for producer in list(peer.producers.values()):
+                self.offer(peer, producer)
+
+    def offer(self, peer: Peer, producer: Producer) -> None:
+        """Pipe ``producer`` to the far end (in the background)."""
+        if peer.node != self.far and not self.closed:
+            self.room.spawn(self._offer(peer, producer))
+
+    async def _offer(self, peer: Peer, producer: Producer) -> None:
+        pid = producer.id
+        if producer.closed or pid in self.sent:
+            return
+        try:
+            await self.room.make_available(producer, self.transport.router)
+            consumer = await self.transport.consume(pid)
+        except MediasoupError as error:
+            if not self.closed and not producer.closed:
+                self.log.warning("cascade: producer {} not piped to node {}: {}", pid, self.far, error)
+            return
+        if self.closed or producer.closed or pid in self.sent:
+            consumer.close()
+            return
+        self.sent[pid] = consumer
+        consumer.observer.on("close", lambda: self.sent.get(pid) is consumer and self.sent.pop(pid))
+        consumer.on("producerclose", lambda: self.post("producerClosed", {"producerId": pid}))
+        consumer.on("producerpause", lambda: self.post("producerPaused", {"producerId": pid}))
+        consumer.on("producerresume", lambda: self.post("producerResumed", {"producerId": pid}))
+        self.post(
+            "producer",
+            {
+                "peerId": peer.id,
+                "id": pid,
+                "kind": consumer.kind,
+                "rtpParameters": clone(consumer.rtp_parameters),
+                "paused": consumer.producer_paused,
+                "appData": clone(producer.app_data),
+            },
+        )
+        self.log.info("cascade: producer {} of {} piped to node {}", pid, peer.id, self.far)
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def add_mirror(self, info: dict[str, Any]) -> None:
+        """A participant of the far end: the local peers see it and consume what it produces."""
+        room, peer_id = self.room, str(info.get("id", ""))
+        if not peer_id or peer_id in room.peers or peer_id in room.broadcasters:
+            self.log.warning("cascade: peer {!r} of node {} clashes with one here; not mirrored", peer_id, self.far)
+            return
+        mirror = Peer(room, peer_id, broadcaster=True)
+        mirror.node = self.far
+        mirror.display_name = str(info.get("displayName") or "")
+        mirror.device = info.get("device") or {}
+        room.broadcasters[peer_id] = mirror
+        self.mirrors[peer_id] = mirror
+        for peer in room.joined_peers():
+            peer.notify("newPeer", mirror.info())
+        self.cascade.mirror_joined(self, mirror)
+
+    def drop_mirror(self, peer_id: str) -> None:
+        mirror = self.mirrors.pop(peer_id, None)
+        if mirror is None:
+            return
+        for producer in list(mirror.producers.values()):
+            producer.close()
+        self.room.leave(mirror)
+        self.cascade.mirror_left(self, mirror)
+
+    async def mirror_producer(self, data: dict[str, Any]) -> None:
+        """A pipe producer of the far end's producer, consumed by every local joined peer."""
+        room = self.room
+        mirror = self.mirrors.get(str(data.get("peerId")))
+        if mirror is None or self.transport.closed:
+            return
+        try:
+            producer = await self.transport.produce(
+                data["kind"],
+                data["rtpParameters"],
+                id=data["id"],
+                paused=bool(data.get("paused")),
+                app_data=data.get("appData") or {},
+            )
+        except (MediasoupError, KeyError, TypeError) as error:
+            self.log.warning("cascade: producer of node {} not mirrored: {!r}", self.far, error)
+            return
+        if mirror.closed or room.closed or self.closed:
+            producer.close()
+            return
+        mirror.producers[producer.id] = producer
+        producer.observer.on("close", lambda: mirror.producers.pop(producer.id, None))
+        for peer in room.joined_peers():
+            consume(room, peer, mirror, producer)
+        if producer.kind == "audio" and self.transport.router is room.primary:
+            room.spawn(room.observe_audio(producer))  # active speaker over the whole room
+        self.cascade.mirror_produced(self, mirror, producer)
+
+    def _mirrored(self, producer_id: Any) -> Producer | None:
+        for mirror in self.mirrors.values():
+            producer = mirror.producers.get(str(producer_id))
+            if producer is not None:
+                return producer
+        return None
+
+    def rename_mirror(self, data: dict[str, Any]) -> None:
+        mirror = self.mirrors.get(str(data.get("id")))
+        if mirror is None:
+            return
+        old, mirror.display_name = mirror.display_name, str(data.get("displayName") or "")
+        change = {"peerId": mirror.id, "displayName": mirror.display_name, "oldDisplayName": old}
+        for peer in self.room.joined_peers():
+            peer.notify("peerDisplayNameChanged", change)
+        self.cascade.mirror_updated(self, mirror)
+
+    def notify_room(self, data: dict[str, Any]) -> None:
+        method, body, exclude = str(data.get("method")), dict(data.get("data") or {}), data.get("exclude")
+        for peer in self.room.joined_peers():
+            if peer.id != exclude:
+                peer.notify(method, body)
+        self.cascade.notified(self.room, method, body, exclude, source=self)
+
+    async def handle(self, method: str, data: dict[str, Any]) -> None:
+        if method == "peer":
+            self.add_mirror(data)
+        elif method == "peerClosed":
+            self.drop_mirror(str(data.get("peerId")))
+        elif method == "producer":
+            await self.mirror_producer(data)
+        elif method == "peerUpdated":
+            self.rename_mirror(data)
+        elif method == "notify":
+            self.notify_room(data)
+        elif method in ("producerClosed", "producerPaused", "producerResumed"):
+            producer = self._mirrored(data.get("producerId"))
+            if producer is None:
+                return
+            if method == "producerClosed":
+                producer.close()
+            else:
+                with contextlib.suppress(MediasoupError):
+                    await (producer.pause() if method == "producerPaused" else producer.resume())
+        else:
+            self.log.warning("cascade: unknown notification {!r} from node {}", method, self.far)
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the link until its WebSocket ends or :meth:`close` is called."""
+        if self.closed:  # closed during the handshake
+            await self._close_socket()
+            return
+        writer = asyncio.ensure_future(self._write())
+        self._reader = asyncio.ensure_future(self._read())
+        try:
+            await asyncio.wait([self._reader])
+        finally:
+            self.close()
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await self._close_socket()
+
+    async def _close_socket(self) -> None:
+        """Close the WebSocket, waiting for the far end's close frame a bounded time."""
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+            await asyncio.wait_for(self.ws.close(), CLOSE_TIMEOUT)
+
+    async def _write(self) -> None:
+        while (text := await self._outbox.get()) is not None:
+            await self.ws.send_str(text)
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message.type is not WSMsgType.TEXT:
+                return  # closed, closing or broken: the link is over
+            try:
+                body = json.loads(message.data)
+                await self.handle(str(body["m"]), dict(body.get("d") or {}))
+            except (ValueError, KeyError, TypeError) as error:
+                self.log.warning("cascade: bad message from node {}: {!r}", self.far, error)
+
+    def close(self) -> None:
+        """End the link (idempotent): transport closed, mirrors gone, the cascade told."""
+        if self.closed:
+            return
+        self.closed = True
+        self._outbox.put_nowait(None)
+        self.transport.close()
+        for peer_id in list(self.mirrors):
+            self.drop_mirror(peer_id)
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+        self.log.info("cascade: link with node {} closed", self.far)
+        self.cascade.link_closed(self)
