@@ -93,6 +93,7 @@ class Grant(StrEnum):
     ADMIN = "roomAdmin"
     LIST = "roomList"
     INGRESS = "ingressAdmin"
+    UPDATE_OWN_METADATA = "canUpdateOwnMetadata"
 
 
 #: Grants that a roomless token holds for every room (LiveKit's server-API tokens).
@@ -128,6 +129,7 @@ class VideoGrants(BaseModel):
     room_list: bool | None = None
     ingress_admin: bool | None = None
     hidden: bool | None = None
+    can_update_own_metadata: bool | None = None
 
     def allows(self, grant: Grant) -> bool:
         """The flag itself, with LiveKit's defaults (publish/subscribe/data true when unset)."""
@@ -148,6 +150,8 @@ class VideoGrants(BaseModel):
                 return bool(self.room_list)
             case Grant.INGRESS:
                 return bool(self.ingress_admin)
+            case Grant.UPDATE_OWN_METADATA:
+                return bool(self.can_update_own_metadata)
 
     @property
     def is_hidden(self) -> bool:

@@ -214,8 +214,9 @@ def _display_name_changed(room: Room, peer: Peer, old: str) -> None:
 
 @handles("changeDisplayName")
 async def change_display_name(room: Room, peer: Peer, request: m.ChangeDisplayName) -> Any:
-    """A rename; refused (403 ``display_name_from_token``) when the name is the token's."""
-    if token_name(peer.principal):
+    """A rename; refused (403 ``display_name_from_token``) when the name is the token's,
+    unless the token also grants ``canUpdateOwnMetadata`` (LiveKit's grant for it)."""
+    if token_name(peer.principal) and not peer.principal.can(Grant.UPDATE_OWN_METADATA):
         raise Forbidden(
             "the display name is the access token's name; it cannot be changed", code="display_name_from_token"
         )

@@ -330,6 +330,13 @@ async def test_the_token_name_and_email_win_over_join(server: Server, connect: C
     assert await alice.request("changeDisplayName", {"displayName": "Alice B."}) == {}
     renamed = await carol.wait_for("peerDisplayNameChanged", lambda d: d["peerId"] == "alice")
     assert renamed["displayName"] == "Alice B."
+    # LiveKit's canUpdateOwnMetadata lets a token-named participant rename itself.
+    erin = await connect("erin", token=lk_token("erin", can_update_own_metadata=True))
+    await setup_peer(erin, display_name="Ignored")
+    assert (await alice.wait_for("newPeer", lambda d: d["id"] == "erin"))["displayName"] == "Erin"
+    assert await erin.request("changeDisplayName", {"displayName": "Erin E."}) == {}
+    renamed = await alice.wait_for("peerDisplayNameChanged", lambda d: d["peerId"] == "erin")
+    assert renamed["displayName"] == "Erin E." and peer_of(server, "erin").display_name == "Erin E."
 
 
 # -- takeovers and expiry -------------------------------------------------------------------
