@@ -214,9 +214,9 @@ class RecordingSession:
 
     async def _new_segment(self, *, only_if_changed: bool = False, stems_first: bool = False) -> None:
         """A segment for what the room shows now (unless it did not change), and the
-        stems following its audio producers; at the very start the stems first, so
-        the composite's first instant (the segment's ``t0``) is as close as it can be
-        to the moment the recording is answered as started."""
+        stems following its audio producers; at the very start the stems first: the
+        composite starts with the first audio (:class:`Plan`), before the first
+        segment's ``t0`` when its FFmpeg is slow to listen."""
         router, everything, names = await self.snapshot()
         stems = self._spawn(self._follow_stems(router, everything))
         if stems_first:
@@ -552,11 +552,23 @@ async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, 
 @dataclass
 class Plan:
     """What the segments on disk give: the parts to join, each usable one's
-    (duration, codecs), and the composite's first instant (wall clock)."""
+    (duration, codecs), and the composite's first instant (wall clock).
+
+    The composite starts at whichever came first: the first usable segment's
+    ``t0`` or a stem's first packet (the stems start before the first segment,
+    which waits for its FFmpeg): no audio a stem holds is cut from the
+    composite; its video starts ``video_delay`` seconds in (black before)."""
 
     items: list[Part]
     usable: dict[Path, tuple[float, list[str]]]
     origin: float
+    #: Seconds from the composite's start to the first part's first instant.
+    video_delay: float = 0.0
+
+
+def _origin(video_at: float, manifest: Manifest) -> float:
+    """The composite's first instant: the first video's or the first audio's."""
+    return min([video_at, *(t.t0 for t in manifest.tracks if t.t0 is not None)])
 
 
 async def plan(manifest: Manifest) -> Plan:
@@ -577,7 +589,9 @@ async def plan(manifest: Manifest) -> Plan:
         if written < NO_MEDIA_BYTES:
             raise NothingRecorded(f"nothing was recorded ({written} bytes in {len(entries)} segment(s))")
         raise RecordingError("no usable segment")
-    return Plan(items, usable, next(e.t0 for path, e in entries if path == items[0].path))
+    video_at = next(e.t0 for path, e in entries if path == items[0].path)
+    origin = _origin(video_at, manifest)
+    return Plan(items, usable, origin, video_at - origin)
 
 
 async def finish_recording(
@@ -589,7 +603,7 @@ async def finish_recording(
     log = manifest.log
     entries = [(manifest.directory / e.file, e) for e in manifest.segments]
     the_plan = planned or await plan(manifest)
-    items, usable, origin = the_plan.items, the_plan.usable, the_plan.origin
+    items, usable, origin, video_delay = the_plan.items, the_plan.usable, the_plan.origin, the_plan.video_delay
     tracks = await _tracks(manifest, ffmpeg_bin)
     if manifest.ended_at is None:  # a process died while recording: as far as any file goes
         ends = [e.t0 + usable[path][0] for path, e in entries if path in usable]
@@ -599,7 +613,16 @@ async def finish_recording(
     segment_audio = not manifest.tracks and any("aac" in codecs for _d, codecs in usable.values())
     stems = [StemInput(path, t0 - origin) for _peer, path, t0, _length in tracks]
     try:
-        await asyncio.to_thread(compose, items, stems, total, out, segment_audio=segment_audio, ffmpeg_bin=ffmpeg_bin)
+        await asyncio.to_thread(
+            compose,
+            items,
+            stems,
+            total,
+            out,
+            segment_audio=segment_audio,
+            video_delay=video_delay,
+            ffmpeg_bin=ffmpeg_bin,
+        )
     except Exception as error:
         stderr = getattr(error, "stderr", b"") or b""
         raise RecordingError(f"joining segments failed: {stderr.decode(errors='replace')[-300:] or error}") from error
