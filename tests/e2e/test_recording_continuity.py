@@ -103,7 +103,9 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     holes = [b[0] - a[0] for a, b in itertools.pairwise(video)]
     big = [(round(video[i][0], 2), round(h, 3)) for i, h in enumerate(holes) if h > 2 / FPS + 0.001]
     assert not big, (big, story)
-    assert video[0][0] <= 0.5 and video[-1][0] >= wall - 0.5, (video[0], video[-1], story)
+    # The composite starts with its first media (the stems start before the first
+    # segment, which began before the start was answered).
+    assert video[0][0] <= (t0 - asked) + 0.5 and video[-1][0] >= wall - 0.5, (video[0], video[-1], story)
 
     # 4. The event: the composite as before, plus one track per participant and the timeline.
     event = next(e["event"] for e in outbox["events"] if e["type"] == "recording.completed")
@@ -116,9 +118,13 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
         assert track["displayName"] == peer_id.title() and track["kind"] == "audio", track
         assert track["object"]["key"].startswith(folder) and track["object"]["contentType"] == "audio/ogg", track
         assert track["durationMs"] > 0, track
-    assert abs(tracks["carol"]["offsetMs"] / 1000 - joined) <= 1.0, (tracks["carol"], story)
-    # Those there at the start: their stems begin a moment before the composite (negative offsets).
-    assert all(-1000 <= tracks[p]["offsetMs"] <= 100 for p in ("alice", "bob")), data["tracks"]
+    # Offsets count from the composite's zero, up to (t0 - asked) before the test's zero.
+    assert -1.0 <= tracks["carol"]["offsetMs"] / 1000 - joined <= 1.0 + (t0 - asked), (tracks["carol"], story)
+    # Those there at the start: their stems begin inside the composite (none of their
+    # audio cut), before the start was answered; the composite begins with the first media.
+    starts = [tracks[p]["offsetMs"] for p in ("alice", "bob")]
+    assert all(0 <= at <= (t0 - asked) * 1000 + 100 for at in starts), data["tracks"]
+    assert min([*starts, video[0][0] * 1000]) <= 1, (starts, video[0], story)
     assert data["timeline"]["key"] == folder + "timeline.json"
 
     # 5. Each stem: its own tone; bob's silent while muted.
