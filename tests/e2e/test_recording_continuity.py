@@ -12,6 +12,7 @@ import itertools
 import json
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
             asked = time.monotonic()
             info = await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
+            t0_wall = time.time()
             await asyncio.sleep(3)
             await carol.join()
             joined = time.monotonic() - t0
@@ -135,14 +137,17 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
         heard = {f: tone_amplitude(samples, f, RATE) for f in (440.0, 660.0, 880.0, 550.0)}
         assert heard[tones[peer_id]] > 2000 and heard[tones[peer_id]] > 50 * heard[550.0], (peer_id, heard)
     bob_stem = store.path_for(tracks["bob"]["object"]["key"])
-    start = muting + 0.8 - tracks["bob"]["offsetMs"] / 1000
+    # The test's zero in the composite (which starts with its first media, before it).
+    document: dict[str, Any] = json.loads(store.path_for(data["timeline"]["key"]).read_text())
+    shift = t0_wall - datetime.fromisoformat(document["startedAt"].replace("Z", "+00:00")).timestamp()
+    assert -0.05 <= shift <= (t0 - asked) + 0.05, (shift, story)
+    start = muting + shift + 0.8 - tracks["bob"]["offsetMs"] / 1000
     muted = pcm(bob_stem, start, unmuting - muting - 1.6)
     assert muted and tone_amplitude(muted, 660.0, RATE) < 100, story
     stem_audio = packets(bob_stem, "a:0")
     assert largest_hole(stem_audio) <= 0.020, largest_hole(stem_audio)
 
     # 6. The timeline.
-    document: dict[str, Any] = json.loads(store.path_for(data["timeline"]["key"]).read_text())
     kinds = [(e["type"], e["peerId"]) for e in document["events"]]
     for expected in [("join", "alice"), ("join", "bob"), ("join", "carol"), ("mute", "bob"), ("unmute", "bob")]:
         assert expected in kinds, (expected, kinds)
