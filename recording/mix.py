@@ -20,7 +20,7 @@ from pathlib import Path
 
 from recording.concat import Part, write_listing
 
-__all__ = ["StemInput", "compose", "merge_stems"]
+__all__ = ["StemInput", "compose", "cut", "merge_stems"]
 
 RATE = 48000
 
@@ -113,3 +113,16 @@ def merge_stems(stems: list[StemInput], out: Path, *, ffmpeg_bin: str = "ffmpeg"
     args += ["-filter_complex", _mix_graph(stems, 0, None, "mono"), "-map", "[a]"]
     args += ["-c:a", "libopus", "-b:a", "48k", "-f", "ogg", str(out)]
     _run(args, timeout)
+
+
+def cut(path: Path, length: float, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 600) -> None:
+    """``path`` (Ogg/Opus) cut to its first ``length`` seconds in place, without
+    re-encoding (at a packet: 20 ms)."""
+    tmp = path.with_suffix(".cut.ogg")
+    args = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(path)]
+    args += ["-map", "0:a:0", "-t", f"{length:.6f}", "-c", "copy", "-f", "ogg", str(tmp)]
+    try:
+        _run(args, timeout)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from recording.concat import Part, parts
 from recording.manifest import Manifest, SegmentEntry, TrackEntry
-from recording.mix import StemInput, compose, merge_stems
+from recording.mix import StemInput, compose, cut, merge_stems
 from recording.segment import (
     NothingRecorded,
     RecordingError,
@@ -523,7 +523,29 @@ def _safe(peer_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", peer_id)[:40] or "peer"
 
 
+#: A participant's audio running on past the stop by more than this is cut there.
+TRACK_END_SLACK = 0.05
+
+
 async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, float, float]]:
+    """One (peerId, file, wall-clock start, duration) per participant (their stems,
+    merged when there are several), cut at the recording's end."""
+    found = await _merged_tracks(manifest, ffmpeg_bin)
+    if manifest.ended_at is None:  # a process died while recording: as far as any file goes
+        return found
+    out = []
+    for peer_id, path, t0, length in found:
+        end = manifest.ended_at - t0
+        if length > end + TRACK_END_SLACK and end > 0:
+            # A stem's FFmpeg stops at its next packet after the stop: what it heard
+            # after the stop (up to a second under load) is not part of the recording.
+            await asyncio.to_thread(cut, path, end, ffmpeg_bin=ffmpeg_bin)
+            length = (await asyncio.to_thread(probe, path))[0]
+        out.append((peer_id, path, t0, length))
+    return out
+
+
+async def _merged_tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, float, float]]:
     """One (peerId, file, wall-clock start, duration) per participant: their usable
     stems, merged into one file when there are several."""
     log = manifest.log
