@@ -37,6 +37,21 @@ async def _pause_audio(peer: MediaPeer, pause: bool) -> None:
     await peer.signaling.request(method, {"producerId": producer.id}, timeout=10)
 
 
+async def _completed_event(base_url: str, timeout: float = 30) -> dict[str, Any]:
+    """``recording.completed`` from the outbox, once there: it is published by the
+    MP4's upload hook, which may finish after the file is in the store."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{base_url}/api/events/outbox") as response:
+                outbox = await response.json()
+            found = [e["event"] for e in outbox["events"] if e["type"] == "recording.completed"]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no recording.completed in the outbox in {timeout:.0f} s"
+            await asyncio.sleep(0.2)
+
+
 async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server:
         alice, bob, carol = (_peer(server, "whole", i) for i in range(3))
@@ -66,9 +81,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
             wall = time.monotonic() - t0
             stopped = await bob.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"{server.base_url}/api/events/outbox") as response:
-                    outbox = await response.json()
+            event = await _completed_event(server.base_url)
             store = server.app[OBJECTS]
             assert isinstance(store, LocalStorage), "the e2e server stores objects locally"
         finally:
@@ -110,7 +123,6 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     assert video[0][0] <= (t0 - asked) + 0.5 and video[-1][0] >= wall - 0.5, (video[0], video[-1], story)
 
     # 4. The event: the composite as before, plus one track per participant and the timeline.
-    event = next(e["event"] for e in outbox["events"] if e["type"] == "recording.completed")
     data = event["data"]
     assert data["object"]["key"] == stopped["key"] and data["recordingId"] == info["recordingId"]
     folder = f"recordings/whole/{info['recordingId']}/"
