@@ -88,7 +88,17 @@ RESTART_WINDOW = 30.0
 #: (MPEG-TS tables, no media): such a recording is dropped, not kept for ever.
 NO_MEDIA_BYTES = 16 * 1024
 
+#: FFmpeg's ports are picked free, but another process (a worker's transport in its
+#: port range, which overlaps the kernel's) may bind one before FFmpeg does: FFmpeg
+#: exits, and the start is tried again with other ports this many times in all.
+BIND_ATTEMPTS = 3
+
 Snapshot = Callable[[], Awaitable[tuple["Router", list[Source], dict[str, str]]]]
+
+
+def _port_taken(error: RecordingError) -> bool:
+    """FFmpeg could not bind a port picked for it (taken meanwhile)."""
+    return "Address already in use" in str(error)
 
 
 @dataclass(frozen=True)
@@ -237,8 +247,15 @@ class RecordingSession:
         if only_if_changed and old_alive and key == self._layout_key:
             return
         n = len(self.manifest.segments)
-        segment = Segment(router, sources, self.directory / f"segment-{n:03d}.ts", names, self.options)
-        await segment.start()
+        for attempt in range(BIND_ATTEMPTS):
+            segment = Segment(router, sources, self.directory / f"segment-{n:03d}.ts", names, self.options)
+            try:
+                await segment.start()
+                break
+            except RecordingError as error:
+                if not _port_taken(error) or attempt + 1 == BIND_ATTEMPTS:
+                    raise
+                self.log.info("segment {} not started ({}): again with other ports", n, error)
         assert segment.t0 is not None and segment.exited is not None
         self.segments.append(segment)
         self._layout_key = key
@@ -335,17 +352,24 @@ class RecordingSession:
 
     async def _start_stem(self, router: Router, source: Source) -> None:
         n = len(self.manifest.tracks)
-        stem = Stem(router, source, self.directory / f"stem-{n:03d}.ogg", ffmpeg_bin=self.options.ffmpeg_bin)
-        entry = TrackEntry(stem.path.name, source.peer_id, source.producer_id)
+        path = self.directory / f"stem-{n:03d}.ogg"
+        entry = TrackEntry(path.name, source.peer_id, source.producer_id)
         self.manifest.tracks.append(entry)
 
         def first_packet(stem: Stem) -> None:
             entry.t0 = stem.t0
             self._spawn(asyncio.to_thread(self.manifest.save))
 
-        stem.on_first_packet = first_packet
         try:
-            await stem.start()
+            for attempt in range(BIND_ATTEMPTS):
+                stem = Stem(router, source, path, ffmpeg_bin=self.options.ffmpeg_bin, on_first_packet=first_packet)
+                try:
+                    await stem.start()
+                    break
+                except RecordingError as error:
+                    if not _port_taken(error) or attempt + 1 == BIND_ATTEMPTS:
+                        raise
+                    self.log.info("stem {} not started ({}): again with other ports", path.name, error)
         except BaseException:
             self.manifest.tracks.remove(entry)
             raise
