@@ -67,9 +67,11 @@ async def test_a_camera_that_stops_sending_becomes_a_name_card(tmp_path: Path) -
             await bob.wait_media("alice", timeout=45)
 
             async with aiohttp.ClientSession() as http:
+                asked = time.monotonic()
                 async with http.post(f"{server.base_url}/api/rooms/stall/recording") as response:
                     assert response.status == 201, await response.text()
             t0 = time.monotonic()
+            lag = t0 - asked  # the recording's zero is between the request and the answer
             await asyncio.sleep(4)
 
             stalled = time.monotonic() - t0
@@ -91,16 +93,16 @@ async def test_a_camera_that_stops_sending_becomes_a_name_card(tmp_path: Path) -
     assert stopped["segments"] >= 3, timeline
     codecs, duration = codecs_and_duration(path)
     assert codecs == ["aac", "h264"]
-    assert abs(duration - wall) <= 1.0, (duration, timeline)
+    assert wall - 0.2 <= duration <= wall + lag + 1.0, (duration, timeline)
 
-    _assert_red_green(path, 0.0, stalled, timeline)
+    _assert_red_green(path, lag, stalled, timeline)
     # Noticed within about a second: from then on alice is red, bob a name card.
-    for at in _inside(stalled + 0.5, resumed, count=3):
+    for at in _inside(stalled + 0.5 + lag, resumed, count=3):
         raw = frame_at(path, at)
         corners = [pixel(raw, x, y) for x, y in ((330, 10), (630, 10), (330, 350), (630, 350))]
         assert _close(pixel(raw, 160, 180), RED), (at, pixel(raw, 160, 180), timeline)
         assert all(_close(c, CARD, 10) for c in corners), (at, corners, timeline)
-    _assert_red_green(path, resumed, duration, timeline)
+    _assert_red_green(path, resumed + lag, duration, timeline)
 
     # alice's video never waited for bob's: no frame further than two frame
     # intervals from the one before; and the audio went on all the time.
