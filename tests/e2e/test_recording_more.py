@@ -254,7 +254,8 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
 
 async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another process takes FFmpeg's port pair between the pick and FFmpeg's bind
-    (a real socket on it, so FFmpeg's bind really fails): the room is told, the old
+    (a real socket on it, so FFmpeg's bind really fails), at every pick until the
+    room is told (the segment tried other ports, ``BIND_ATTEMPTS`` in all): the old
     layout goes on, and the change is tried again until the share is in the grid."""
     import socket
 
@@ -267,7 +268,6 @@ async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkey
     def taken_after_the_pick(taken: set[int]) -> int:
         port = pick(taken)
         if armed["on"]:
-            armed["on"] = False
             for p in (port, port + 1):
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 s.bind(("127.0.0.1", p))
@@ -291,6 +291,7 @@ async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkey
             await _share(alice, YELLOW_YUV)
             shared = time.monotonic() - t0
             error = await bob.signaling.wait_for("recordingError", timeout=10)
+            armed["on"] = False
             assert "new segment not started" in error["error"], error
             deadline = time.monotonic() + 10
             while not any(len(s.sources) == 5 for s in session.segments):  # 2 audio, 3 video
@@ -298,8 +299,8 @@ async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkey
                 await asyncio.sleep(0.1)
             retried = time.monotonic() - t0
             await asyncio.sleep(4)
-            stopped = await alice.signaling.request("stopRecording", {}, timeout=60)
             wall = time.monotonic() - t0
+            stopped = await alice.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
         finally:
             for p in (alice, bob):
