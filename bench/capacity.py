@@ -14,7 +14,8 @@ Scenarios (issue 18):
 - ``audio``: one large audio room, 10 publishers (Opus), N subscribers;
 - ``meetings``: 4-person video meetings (640x360 VP8, everyone publishes and
   receives the three others), N rooms;
-- ``broadcast``: one 720p publisher to N viewers (one layer: aiortc cannot send simulcast).
+- ``broadcast``: one publisher to N viewers, simulcast 720p (three layers, 320x180,
+  640x360 and 1280x720, as one producer; every viewer receives the top layer).
 
     .venv/bin/python bench/capacity.py                       # every scenario, then print the tables
     .venv/bin/python bench/capacity.py --scenario audio --duration 10 --write bench/RESULTS.md
@@ -41,12 +42,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-SUMMARY = re.compile(r"^load-test: .*loss ([\d.]+|n/a)%?(, (\d+) joins failed)?$", re.M)
+SUMMARY = re.compile(r"^load-test: .*bitrate ([\d.]+) Mbps received, loss ([\d.]+|n/a)%?(, (\d+) joins failed)?$", re.M)
+SERVER_LOG = Path(tempfile.gettempdir()) / "parley-capacity-server.log"
+#: The tool's video row: ``pub-.../video  subscribers  packets  kbps/sub  loss  key frames  size  layer``.
+VIDEO_ROW = re.compile(r"^\S+/video\s+\d+\s+\d+\s+(\d+)\s+\S+\s+\S+\s+(\S+)\s+(\S+)$", re.M)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 LOSS_LIMIT = 0.01
 WORKER_CPU_LIMIT = 0.90
 LOAD_TOOL_CPU_LIMIT = 0.95
+#: A step's received bitrate per subscriber (or room) below this share of the first step's:
+#: the load tool fell behind (its sockets' buffers hold what it has not read yet, so the
+#: loss it counts says nothing about the rest).
+KEPT_UP = 0.8
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,8 @@ SCENARIOS = {
     ),
     "broadcast": Scenario(
         "broadcast",
-        "(c) one publisher to N viewers, 720p (one layer)",
-        ("--publishers", "1", "--video-resolution", "720p"),
+        "(c) one publisher to N viewers, simulcast 720p (3 layers; viewers receive 1280x720)",
+        ("--publishers", "1", "--video-resolution", "720p", "--simulcast"),
         (10, 20, 40, 80, 160, 320),
         "subscribers",
     ),
@@ -95,10 +103,24 @@ class Step:
     tool_cpu: float = 0.0
     seconds: float = 0.0
     error: str = ""
+    video: str = ""  # what a viewer received: size, simulcast layer, kbps (the tool's first video row)
+    unit: str = "subscriber"  # what n counts
+    mbps: float = 0.0  # received by every subscriber together, in the window
+    kept_up: float = 1.0  # received bitrate per n / the first step's
+
+    @property
+    def per_n(self) -> float:
+        return self.mbps / self.n if self.n else 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.error and not self.failed_joins and self.loss is not None and self.loss < LOSS_LIMIT
+        return (
+            not self.error
+            and not self.failed_joins
+            and self.loss is not None
+            and self.loss < LOSS_LIMIT
+            and self.kept_up >= KEPT_UP
+        )
 
     @property
     def python_per_100(self) -> float:
@@ -111,6 +133,8 @@ class Step:
             return f"{self.failed_joins} joins failed"
         if self.loss is None or self.loss >= LOSS_LIMIT:
             return "loss >= 1%"
+        if self.kept_up < KEPT_UP:
+            return f"load tool fell behind: {self.kept_up * 100:.0f}% of the bitrate per {self.unit} (generator-bound)"
         if self.worker_cpu >= WORKER_CPU_LIMIT:
             return "worker CPU >= 90%"
         if self.tool_cpu >= LOAD_TOOL_CPU_LIMIT:
@@ -176,13 +200,21 @@ class Server:
             "LOG_LEVEL": "WARNING",
             "PEER_RECONNECT_GRACE_SECONDS": "0",
             "METRICS_SAMPLE_INTERVAL_SECONDS": "5",
+            "MAX_PEERS_PER_ROOM": "1000",  # the policy limit (200) is not what is measured
+            # The load tool's peers all come from 127.0.0.1: the per-client limits (README
+            # "Limits") would cap the load, not the server.
+            "MAX_CONNECTIONS_PER_IP": "1000000",
+            "CONNECTIONS_PER_SECOND_PER_IP": "100000",
+            "CONNECTION_BURST_PER_IP": "1000000",
+            "REST_REQUESTS_PER_SECOND_PER_IP": "100000",
+            "REST_REQUEST_BURST_PER_IP": "1000000",
         }
         for name in ("API_KEY", "API_SECRET", "API_KEYS_FILE", "MONGODB_URI", "RABBITMQ_URL", "MINIO_ENDPOINT"):
             env.pop(name, None)
         self.process = await asyncio.create_subprocess_exec(
             "taskset", "-c", str(self.cpu), PYTHON, "-m", "control", "run",
             cwd=self.data, env={**env, "PYTHONPATH": str(ROOT)},
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=SERVER_LOG.open("a"),
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while True:
@@ -204,7 +236,7 @@ class Server:
 
 
 async def run_step(server: Server, scenario: Scenario, n: int, duration: float, tool_cpu: int) -> Step:
-    step = Step(scenario.name, n)
+    step = Step(scenario.name, n, unit=scenario.vary[:-1])
     per = ("--rooms", str(n)) if scenario.vary == "rooms" else ("--subscribers", str(n))
     command = [
         "taskset", "-c", str(tool_cpu), PYTHON, "-m", "control", "load-test",
@@ -220,12 +252,12 @@ async def run_step(server: Server, scenario: Scenario, n: int, duration: float, 
     output: list[str] = []
 
     def mark(name: str) -> None:
-        marks[name] = (
-            time.monotonic(),
-            cpu_seconds(server.worker_pid),
-            cpu_seconds(server.process.pid),  # type: ignore[union-attr]
-            cpu_seconds(tool.pid),
-        )
+        pids = {"worker": server.worker_pid, "Parley": server.process.pid, "load tool": tool.pid}  # type: ignore[union-attr]
+        try:
+            marks[name] = (time.monotonic(), *(cpu_seconds(pid) for pid in pids.values()))  # type: ignore[assignment]
+        except FileNotFoundError:
+            gone = [what for what, pid in pids.items() if not Path(f"/proc/{pid}").exists()]
+            step.error = step.error or f"{', '.join(gone)} exited during the step"
 
     try:
         async with asyncio.timeout(duration + 300):
@@ -248,8 +280,12 @@ async def run_step(server: Server, scenario: Scenario, n: int, duration: float, 
         stderr = (await tool.stderr.read()).decode() if tool.stderr else ""
         step.error = step.error or f"load tool failed: {(stderr or text).strip().splitlines()[-1:]}"
         return step
-    step.loss = None if match.group(1) == "n/a" else float(match.group(1)) / 100
-    step.failed_joins = int(match.group(3) or 0)
+    step.mbps = float(match.group(1))
+    step.loss = None if match.group(2) == "n/a" else float(match.group(2)) / 100
+    step.failed_joins = int(match.group(4) or 0)
+    if video := VIDEO_ROW.search(text):
+        kbps, size, layer = video.groups()
+        step.video = f"{size}" + (f", layer {layer}" if layer != "-" else "") + f", {kbps} kbps per viewer"
     if "start" in marks and "end" in marks:
         (t0, w0, p0, l0), (t1, w1, p1, l1) = marks["start"], marks["end"]
         wall = t1 - t0
@@ -260,7 +296,7 @@ async def run_step(server: Server, scenario: Scenario, n: int, duration: float, 
 def row(step: Step) -> str:
     loss = "n/a" if step.loss is None else f"{step.loss * 100:.2f}%"
     return (
-        f"| {step.n} | {step.consumers} | {loss} | {step.worker_cpu * 100:.0f}% | {step.python_cpu * 100:.1f}% | "
+        f"| {step.n} | {step.consumers} | {step.mbps:.1f} ({step.kept_up * 100:.0f}%) | {loss} | {step.worker_cpu * 100:.0f}% | {step.python_cpu * 100:.1f}% | "
         f"{step.python_per_100 * 100:.2f}% | {step.tool_cpu * 100:.0f}% | {step.stop_reason() or 'ok'} |"
     )
 
@@ -280,7 +316,9 @@ def markdown(results: Results, scenarios: list[Scenario], command: str, duration
         f"load average {load} at start (shared with other sessions). The load tool is pinned to CPU 0, Parley "
         "(its Python process and one mediasoup worker) to CPU 1 (`taskset`). Each step measures "
         f"{duration:g} s of steady state after everyone joined; CPU is a fraction of one core, from `/proc`; "
-        "consumers from Parley's `GET /metrics` (`parley_consumers`). A step passes with loss < 1% and every join.",
+        "consumers from Parley's `GET /metrics` (`parley_consumers`). A step passes with loss < 1%, every join, "
+        f"and at least {KEPT_UP * 100:.0f}% of the first step's received bitrate per subscriber or room (else the "
+        "tool fell behind: unread packets wait in its sockets' buffers and its loss figure covers only what it read).",
         "",
     ]
     for scenario in scenarios:
@@ -292,8 +330,9 @@ def markdown(results: Results, scenarios: list[Scenario], command: str, duration
         lines += [
             f"### {scenario.title}",
             "",
-            f"| {scenario.vary} | consumers | loss | worker CPU | Python CPU | Python per 100 consumers | load tool CPU | |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            f"| {scenario.vary} | consumers | Mbps received (per {scenario.vary[:-1]}: % of step 1) | loss | worker CPU "
+            "| Python CPU | Python per 100 consumers | load tool CPU | |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
             *(row(s) for s in steps),
             "",
         ]
@@ -303,6 +342,7 @@ def markdown(results: Results, scenarios: list[Scenario], command: str, duration
                 f"Held: **{best.consumers} consumers** ({scenario.vary} = {best.n}) with loss < 1%, the worker at "
                 f"{best.worker_cpu * 100:.0f}% of its core: about {per_core:.0f} consumers per fully used worker "
                 "core at this bitrate (linear projection from the worker's CPU per consumer)."
+                + (f" Each viewer received {best.video}." if best.video and scenario.name == "broadcast" else "")
             )
             lines.append("")
     return "\n".join(lines)
@@ -338,8 +378,12 @@ async def main() -> None:
         server = Server(server_cpu)
         await server.start()
         try:
+            first: Step | None = None
             for n in scenario.steps[: args.max_steps]:
                 step = await run_step(server, scenario, n, args.duration, tool_cpu)
+                first = first or step
+                if first.per_n > 0:
+                    step.kept_up = step.per_n / first.per_n
                 results.steps.append(step)
                 print(f"{scenario.name}: {row(step)}", file=sys.stderr, flush=True)
                 if step.stop_reason():

@@ -131,7 +131,12 @@ async def serve(workers: int, trace: bool) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     with tempfile.TemporaryDirectory(prefix="parley-soak-") as tmp:
-        async with running_server(Path(tmp), mediasoup_num_workers=workers) as server:
+        unlimited = {  # every peer comes from 127.0.0.1 (per-client limits: README "Limits")
+            "max_connections_per_ip": 1_000_000,
+            "connections_per_second_per_ip": 100_000,
+            "connection_burst_per_ip": 1_000_000,
+        }
+        async with running_server(Path(tmp), mediasoup_num_workers=workers, **unlimited) as server:
             print(json.dumps({"port": server.port}), flush=True)
             while line := (await reader.readline()).decode().strip():
                 if line == "quit":

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from loguru import logger
 
-from control import auth, chat, cluster, events, health, metrics, recording, rooms, storage
+from control import auth, chat, cluster, events, health, metrics, ratelimit, recording, rooms, storage
 from control import web as web_page
 from control.config import Settings
 from control.health.routes import CLUSTER_HEALTH
@@ -58,6 +58,12 @@ async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         logger.info("mediasoup workers closed")
 
 
+def _relayed(request: web.Request) -> bool:
+    """A connection another node of the cluster relays (403 for a wrong relay token)."""
+    node = request.app.get(cluster.CLUSTER)
+    return node is not None and node.relay.is_relayed(request)
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the Parley application for ``settings`` (nothing starts until it runs).
 
@@ -76,7 +82,9 @@ def create_app(settings: Settings) -> web.Application:
     """
     quiet_malformed_http()  # a client's malformed request is a warning, not a traceback
     app = web.Application(middlewares=[error_middleware])
+    ratelimit.setup(app, settings, relayed=_relayed)  # per-address limits: before any credential is verified
     auth.setup(app, settings)
+    ratelimit.setup_principals(app)  # per-principal REST limits: once the access check knows who
     app[SETTINGS] = settings
     app.cleanup_ctx.append(worker_pool_ctx)
     events.setup(app, settings=SETTINGS)
@@ -104,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
         uploads=UPLOADS,
         events=EVENTS,
         chat=CHAT,
+        limits=ratelimit.CLIENT_LIMITS,
     )
     web_page.setup(app, settings=SETTINGS, signaling=signaling.protoo_websocket)  # GET / (page or protoo), /r/{roomId}
     app.add_routes(signaling.routes)  # protoo WebSocket: /ws (and / through web_page)

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import re
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -129,6 +130,12 @@ class Settings(BaseSettings):
     mediasoup_rtc_max_port: int = Field(49999, ge=1, le=65535)
     mediasoup_listen_ip: str = "0.0.0.0"
     mediasoup_announced_address: str | None = None
+    mediasoup_udp_recv_buffer_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=0,
+        le=256 * 1024 * 1024,
+        description="SO_RCVBUF of the workers' RTC UDP sockets (0: the kernel's default); capped by net.core.rmem_max",
+    )
     mediasoup_worker_log_level: Literal["debug", "warn", "error", "none"] = "warn"
     mediasoup_worker_log_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -166,6 +173,39 @@ class Settings(BaseSettings):
     )
     signaling_max_json_depth: int = Field(
         32, ge=4, le=512, description="deepest JSON nesting of a signaling message or REST body"
+    )
+
+    # -- per-client limits (control/ratelimit; README "Limits") -------------------
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For names the client (empty: never read)",
+    )
+    max_connections_per_ip: int = Field(
+        500, ge=1, le=1_000_000, description="open signaling WebSockets of one client address"
+    )
+    connections_per_second_per_ip: float = Field(
+        10.0, gt=0, le=100_000, description="sustained new WebSockets per second of one client address"
+    )
+    connection_burst_per_ip: int = Field(
+        100, ge=1, le=1_000_000, description="new WebSockets one client address may open at once (bucket size)"
+    )
+    broadcasters_per_minute_per_ip: float = Field(
+        60.0, gt=0, le=1_000_000, description="broadcaster creations per minute of one client address (also the burst)"
+    )
+    rest_requests_per_second: float = Field(
+        20.0, gt=0, le=100_000, description="sustained REST requests per second of one principal (token identity)"
+    )
+    rest_request_burst: int = Field(
+        100, ge=1, le=1_000_000, description="REST requests one principal may send at once (bucket size)"
+    )
+    rest_requests_per_second_per_ip: float = Field(
+        100.0, gt=0, le=100_000, description="sustained REST requests per second of one client address"
+    )
+    rest_request_burst_per_ip: int = Field(
+        400, ge=1, le=1_000_000, description="REST requests one client address may send at once (bucket size)"
+    )
+    rate_limit_max_clients: int = Field(
+        50_000, ge=16, le=10_000_000, description="client addresses (and principals) tracked per limit at most"
     )
 
     # -- scale-out (control/cluster): unset REDIS_URL = one node, no Redis ------------
@@ -260,6 +300,18 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [item.strip().lower() for item in v.split(",") if item.strip()]
         return v
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, v: Any) -> Any:
+        """``10.0.0.0/8, 192.168.1.7`` (a bare address is one host; host bits are allowed)."""
+        items = [item.strip() for item in v.split(",") if item.strip()] if isinstance(v, str) else v
+        if not isinstance(items, list):
+            return v
+        try:
+            return [ipaddress.ip_network(item, strict=False) if isinstance(item, str) else item for item in items]
+        except ValueError as exc:
+            raise ValueError(f"not an address or CIDR: {exc}") from None
 
     @field_validator("default_grants")
     @classmethod

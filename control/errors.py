@@ -115,10 +115,17 @@ class PayloadTooLarge(ParleyError):
 
 
 class TooManyRequests(ParleyError):
-    """A limit was reached; retry later (429)."""
+    """A limit was reached; retry later (429). ``retry_after`` (whole seconds), when
+    known, becomes the REST answer's ``Retry-After`` header."""
 
     status = 429
     default_code = "too_many_requests"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, field: str | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, code=code, field=field)
+        self.retry_after = retry_after
 
 
 class Unavailable(ParleyError):

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from loguru import logger
 
-from control.errors import BadRequest, ParleyError
+from control.errors import BadRequest, ParleyError, TooManyRequests
 from control.keys import SETTINGS
 from control.signaling.protoo import MAX_JSON_DEPTH, json_too_deep
 
@@ -115,6 +115,15 @@ async def check_json_depth(request: web.Request) -> None:
         raise _too_deep(max_depth)
 
 
+def _error_headers(error: ParleyError) -> dict[str, str] | None:
+    """``WWW-Authenticate`` on a 401, ``Retry-After`` on a 429 that knows when."""
+    if error.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        return {"Retry-After": str(error.retry_after)}
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -123,8 +132,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ParleyError as error:
         if error.status >= 500:
             logger.warning("{} {}: {} ({})", request.method, request.path, error.message, error.code)
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return error_response(error, headers)
+        return error_response(error, _error_headers(error))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and successes raised as exceptions pass through

@@ -16,6 +16,7 @@ the upload is confirmed).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -91,6 +92,9 @@ class Manifest:
     #: another live process's recording is not recovered; a reused pid is told apart.
     owner_pid: int = field(default_factory=os.getpid)
     owner_started: int | None = field(default_factory=lambda: process_start_time(os.getpid()))
+    #: Snapshots taken and the newest written (saves run in threads, in any order).
+    _taken: int = field(default=0, init=False, repr=False, compare=False)
+    _written: int = field(default=0, init=False, repr=False, compare=False)
 
     def owned_by_another_process(self) -> bool:
         """True if the process that wrote it still runs (two servers sharing ``RECORDING_DIR``)."""
@@ -113,12 +117,31 @@ class Manifest:
         return logger.bind(room=self.room_id, meeting=self.meeting_id, recording=self.recording_id)
 
     def save(self) -> None:
-        with _SAVING:
-            self._save()
+        """Write the manifest now (blocking: fsync)."""
+        self._write(*self._snapshot())
 
-    def _save(self) -> None:
+    async def save_async(self) -> None:
+        """The manifest as it is now, written by a thread: the write and fsync (tens of
+        ms on a busy disk) stay off the event loop. The snapshot is taken here, on the
+        loop, so the thread never reads the manifest while the loop changes it; a
+        snapshot older than one already written is dropped."""
+        await asyncio.to_thread(self._write, *self._snapshot())
+
+    def _snapshot(self) -> tuple[int, dict[str, Any]]:
         data = asdict(self)
-        data.pop("directory")
+        for name in ("directory", "_taken", "_written"):
+            data.pop(name)
+        self._taken += 1
+        return self._taken, data
+
+    def _write(self, seq: int, data: dict[str, Any]) -> None:
+        with _SAVING:
+            if seq <= self._written:
+                return
+            self._write_file(data)
+            self._written = seq
+
+    def _write_file(self, data: dict[str, Any]) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)  # whoever created it: it holds the participants' integrations
         tmp = self.path.with_suffix(".tmp")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import os
 import shutil
@@ -39,6 +38,7 @@ import ffmpeg
 from loguru import logger
 
 from recording.layout import MAX_TILES, NameCard, composite
+from recording.process import FfmpegProcess, spawn_ffmpeg
 from recording.sdp import Media, session_sdp
 from workers.scalability_modes import parse_scalability_mode
 
@@ -212,13 +212,6 @@ async def best_layers(consumer: Consumer) -> None:
     await consumer.set_preferred_layers(mode.spatial_layers - 1, mode.temporal_layers - 1)
 
 
-def _interrupt_with_parent() -> None:  # pragma: no cover - runs in the child
-    """preexec_fn: SIGINT for FFmpeg if this process dies, so it closes its file
-    (and is not left orphaned, waiting for RTP that will never come)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
-
-
 def shown_tiles(sources: list[Source], names: dict[str, str]) -> list[tuple[str, Source | None]]:
     """What the grid shows, in order: every video (cameras and screen shares, by
     participant in ``names`` order), then a name card for each participant
@@ -237,7 +230,7 @@ class FfmpegRun:
     file, its exit, the tail of its stderr. Subclasses (dataclasses) declare the fields."""
 
     path: Path
-    process: asyncio.subprocess.Process | None
+    process: FfmpegProcess | None
     exited: asyncio.Future[int] | None
     log: Logger
     _stderr: list[str]
@@ -260,7 +253,8 @@ class FfmpegRun:
         have taken one since it was picked: then FFmpeg fails to bind and exits)."""
         deadline = time.monotonic() + BIND_TIMEOUT
         assert self.process is not None
-        while missing := ports - {port for _address, port in udp_sockets(self.process.pid)}:
+        # /proc/net/udp lists every UDP socket of the machine: read in a thread.
+        while missing := ports - {port for _address, port in await asyncio.to_thread(udp_sockets, self.process.pid)}:
             if self.process.returncode is not None:
                 raise RecordingError(f"FFmpeg exited ({self.process.returncode}): {self.stderr_tail()}")
             if time.monotonic() > deadline:
@@ -299,7 +293,7 @@ class Segment(FfmpegRun):
     names: dict[str, str] = field(default_factory=dict)
     options: SegmentOptions = field(default_factory=SegmentOptions)
     inputs: list[_Input] = field(default_factory=list, init=False)
-    process: asyncio.subprocess.Process | None = field(default=None, init=False)
+    process: FfmpegProcess | None = field(default=None, init=False)
     #: Wall-clock time (epoch seconds) of the segment's first media: its t=0.
     t0: float | None = field(default=None, init=False)
     #: Resolves with FFmpeg's exit code when it exits, asked to or not.
@@ -396,13 +390,7 @@ class Segment(FfmpegRun):
             await self._create_inputs()
             args = self.command()
             self.log.debug("starting FFmpeg: {}", " ".join(args))
-            self.process = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_interrupt_with_parent,
-            )
+            self.process = await spawn_ffmpeg(args)
             self._stderr_task = asyncio.ensure_future(self._drain_stderr())
             self.exited = asyncio.ensure_future(self.process.wait())
             await self._wait_listening({p for item in self.inputs for p in (item.port, item.port + 1)})

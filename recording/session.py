@@ -181,8 +181,7 @@ class RecordingSession:
 
     async def start(self) -> None:
         """The first segment; RecordingError if it cannot start."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.manifest.save()
+        await self.manifest.save_async()  # makes the directory
         async with self._lock:
             await self._new_segment(stems_first=True)
         self._watch_task = asyncio.ensure_future(self._watch_videos())
@@ -261,7 +260,7 @@ class RecordingSession:
         self._layout_key = key
         layout = [peer_id for peer_id, _ in shown_tiles(sources, names)]
         self.manifest.segments.append(SegmentEntry(segment.path.name, segment.t0, pid=segment.pid, layout=layout))
-        await asyncio.to_thread(self.manifest.save)
+        await self.manifest.save_async()
         self.log.info("segment {} started: {} input(s), layout {}", n, len(sources), layout)
         segment.exited.add_done_callback(lambda _exited: self._on_exit(segment))
         if old is not None:
@@ -348,7 +347,7 @@ class RecordingSession:
             if isinstance(result, BaseException):
                 self._report(f"audio of {source.peer_id} not recorded: {result}")
         if new:
-            await asyncio.to_thread(self.manifest.save)
+            await self.manifest.save_async()
 
     async def _start_stem(self, router: Router, source: Source) -> None:
         n = len(self.manifest.tracks)
@@ -358,7 +357,7 @@ class RecordingSession:
 
         def first_packet(stem: Stem) -> None:
             entry.t0 = stem.t0
-            self._spawn(asyncio.to_thread(self.manifest.save))
+            self._spawn(self.manifest.save_async())
 
         try:
             for attempt in range(BIND_ATTEMPTS):
@@ -393,7 +392,7 @@ class RecordingSession:
             if entry.file == stem.path.name:
                 entry.ended_at = stem.ended_at
         with contextlib.suppress(OSError):
-            await asyncio.to_thread(self.manifest.save)
+            await self.manifest.save_async()
 
     async def _retire(self, segment: Segment, after: float) -> None:
         await asyncio.sleep(after)
@@ -401,14 +400,14 @@ class RecordingSession:
             await segment.stop(drain=True)
         except RecordingError as error:
             self.log.warning("segment {} unusable: {}", segment.path.name, error)
-        self._mark_ended(segment)
+        await self._mark_ended(segment)
 
-    def _mark_ended(self, segment: Segment) -> None:
+    async def _mark_ended(self, segment: Segment) -> None:
         for entry in self.manifest.segments:
             if entry.file == segment.path.name and entry.ended_at is None:
                 entry.ended_at = time.time()
         with contextlib.suppress(OSError):
-            self.manifest.save()
+            await self.manifest.save_async()
 
     def _on_exit(self, segment: Segment) -> None:
         if segment.stopping or self._stopped:
@@ -480,14 +479,14 @@ class RecordingSession:
                 if current is not None:
                     with contextlib.suppress(RecordingError):
                         await current.stop()
-                    self._mark_ended(current)
+                    await self._mark_ended(current)
 
             await asyncio.gather(stop_current(), *(self._end_stem(stem) for stem in stems))
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self.manifest.state = "finishing"
         self.manifest.ended_at = ended_at
-        await asyncio.to_thread(self.manifest.save)
+        await self.manifest.save_async()
         return ended_at
 
     def _stop_watching(self) -> None:
@@ -517,13 +516,14 @@ def _stale_ffmpeg(pid: int | None, segment_path: Path) -> bool:
 
 
 async def _interrupt_stale(log: Any, pid: int | None, path: Path) -> None:
-    if not _stale_ffmpeg(pid, path):
+    # /proc is read in a thread (a polled file read, off the event loop).
+    if not await asyncio.to_thread(_stale_ffmpeg, pid, path):
         return
     log.warning("interrupting FFmpeg {} left writing {}", pid, path.name)
     assert pid is not None
     await interrupt(pid)  # its inputs are silent: it would not stop on one SIGINT
     for _ in range(100):
-        if not _stale_ffmpeg(pid, path):
+        if not await asyncio.to_thread(_stale_ffmpeg, pid, path):
             return
         await asyncio.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from recording.process import FfmpegProcess, spawn_ffmpeg
 from recording.sdp import consumer_sdp
 from recording.segment import (
     IP,
@@ -40,7 +41,6 @@ from recording.segment import (
     RecordingError,
     Source,
     _free_port_pair,
-    _interrupt_with_parent,
     interrupt,
     recording_capabilities,
 )
@@ -75,7 +75,7 @@ class Stem(FfmpegRun):
     ffmpeg_bin: str = "ffmpeg"
     transport: PlainTransport | None = field(default=None, init=False)
     consumer: Consumer | None = field(default=None, init=False)
-    process: asyncio.subprocess.Process | None = field(default=None, init=False)
+    process: FfmpegProcess | None = field(default=None, init=False)
     exited: asyncio.Future[int] | None = field(default=None, init=False, repr=False)
     #: Wall-clock time of the first packet (the stem's t=0); None until one came.
     t0: float | None = field(default=None, init=False)
@@ -156,13 +156,7 @@ class Stem(FfmpegRun):
             self.sdp_path.write_text(
                 consumer_sdp("audio", self.consumer.rtp_parameters, ip=IP, port=self._port, rtcp_port=self._port + 1)
             )
-            self.process = await asyncio.create_subprocess_exec(
-                *self.command(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_interrupt_with_parent,
-            )
+            self.process = await spawn_ffmpeg(self.command())
             self._stderr_task = asyncio.ensure_future(self._drain_stderr())
             self.exited = asyncio.ensure_future(self.process.wait())
             await self._wait_listening({self._port, self._port + 1})

@@ -70,6 +70,22 @@ _NOTIFICATION = table_layout(((0, "ref"), (1, "u8")))  # handler_id, event
 _NOTIFICATION_WITH_BODY = table_layout(((0, "ref"), (3, "ref"), (1, "u8"), (2, "u8")))  # ..., body, body_type
 
 
+#: What the worker's ``MS_THROW_ERROR``/``MS_THROW_TYPE_ERROR`` log (at its error level)
+#: just before throwing: ``Class::Method() | throwing MediaSoupError: reason``.
+_THROWN = (" | throwing MediaSoupError: ", " | throwing MediaSoupTypeError: ")
+
+
+def is_thrown_error(text: str) -> bool:
+    """Is this worker error line the one logged before a throw?
+
+    Such a throw is caught by the worker: answered to the request that caused it (its
+    caller here gets a :class:`~workers.errors.MediasoupError`: a client's bad request
+    becomes its 4xx, a failure of ours is logged there), or reported by an error line
+    of its own (a failed notification, a worker that cannot start). So this line is a
+    warning; every other error line stays an error."""
+    return any(marker in text for marker in _THROWN)
+
+
 class _Header(NamedTuple):
     """A frame up to its body: size prefix, root offset, the ``Message`` table, the
     ``Request`` or ``Notification`` table and its handler id (zeroed), written
@@ -202,6 +218,9 @@ class Channel:
         self._timer_deadline = 0.0
         self._handlers: dict[str, NotificationHandler] = {}
         self._recv = bytearray()
+        #: Bytes read from the worker so far: the pool's health probe tells a busy
+        #: worker (answering others while the probe waits in line) from a hung one.
+        self.received_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
@@ -302,6 +321,7 @@ class Channel:
     # -- receiving -------------------------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
+        self.received_bytes += len(data)
         recv = self._recv
         recv += data
         if len(recv) > PAYLOAD_MAX_LEN and not self._complete_frame_available(recv):
@@ -406,7 +426,7 @@ class Channel:
         elif level == "W":
             self._log.warning("[worker] {}", text)
         elif level == "E":
-            self._log.error("[worker] {}", text)
+            (self._log.warning if is_thrown_error(text) else self._log.error)("[worker] {}", text)
         else:  # 'X': dump output the worker prints on request
             self._log.info("[worker] {}", text)
 

@@ -2,7 +2,8 @@
 
 The process is started with ``os.posix_spawn``: its file actions ``dup2`` our
 socket-pair ends onto fds 3 and 4 in the child without running Python code
-there (no ``preexec_fn`` hazards), and its exit is watched through a pidfd on the
+there (no ``preexec_fn`` hazards), from a thread (the spawn holds its caller until
+the child has exec'd), and its exit is watched through a pidfd on the
 event loop, so no thread or child watcher is needed per worker.
 """
 
@@ -113,6 +114,28 @@ class _LineLogger(asyncio.Protocol):
                     self._log.debug("(stdout) {}", text)
 
 
+async def _spawn_off_loop(binary: str, argv: list[str], env: dict[str, str], file_actions: list[Any]) -> int:
+    """``os.posix_spawn`` in a thread: glibc's spawn suspends the calling thread until
+    the child has exec'd, which on a busy machine means until the child got a CPU
+    (seen: 76 ms of the event loop). Own process group: a Ctrl-C or SIGTERM sent to
+    our group must not kill the workers behind our back (they would look "died"
+    during a clean shutdown); we close them. If we are killed, they exit anyway when
+    their channel closes. If the caller is cancelled meanwhile, the spawn (which uses
+    the caller's descriptors) is let finish before they close, and its child killed."""
+    loop = asyncio.get_running_loop()
+    spawn = loop.run_in_executor(
+        None, functools.partial(os.posix_spawn, binary, argv, env, setpgroup=0, file_actions=file_actions)
+    )
+    try:
+        return await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        await asyncio.wait([spawn])
+        if not spawn.cancelled() and spawn.exception() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spawn.result(), signal.SIGKILL)
+        raise
+
+
 class Worker(EnhancedEventEmitter):
     """One worker process. Create it with ``await Worker.create(settings)``.
 
@@ -157,16 +180,11 @@ class Worker(EnhancedEventEmitter):
         fd3, fd4 = _high_fd(theirs_r), _high_fd(theirs_w)
         env = {**os.environ, "MEDIASOUP_VERSION": MEDIASOUP_VERSION}
         try:
-            # Own process group: a Ctrl-C or SIGTERM sent to our group must not
-            # kill the workers behind our back (they would look "died" during a
-            # clean shutdown); we close them. If we are killed, they exit anyway
-            # when their channel closes.
-            pid = os.posix_spawn(  # noqa: ASYNC221  (spawning returns at once; we never wait on it here)
+            pid = await _spawn_off_loop(
                 binary,
                 [binary, *settings.to_args()],
                 env,
-                setpgroup=0,
-                file_actions=[
+                [
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
                     (os.POSIX_SPAWN_DUP2, err_w, 2),
@@ -174,11 +192,13 @@ class Worker(EnhancedEventEmitter):
                     (os.POSIX_SPAWN_DUP2, fd4, 4),
                 ],
             )
-        except OSError as error:
+        except (OSError, asyncio.CancelledError) as error:
             for sock in (ours_w, ours_r):
                 sock.close()
             for fd in (out_r, err_r):
                 os.close(fd)
+            if isinstance(error, asyncio.CancelledError):
+                raise
             raise MediasoupError(f"cannot spawn mediasoup-worker {binary!r}: {error}") from error
         finally:
             for fd in (fd3, fd4, out_w, err_w):

@@ -12,14 +12,19 @@ found by a health probe: every ``health_interval`` seconds each worker gets one
 cheap request (:meth:`Worker.ping`) that must be answered within
 ``health_timeout``; one that is not is declared hung (event
 ``workerhung(worker)``), killed (:meth:`Worker.kill`) and so goes the
-``workerdied`` way above: replaced, its rooms rebuilt. The probe is an ordinary
+``workerdied`` way above: replaced, its rooms rebuilt. A late answer alone is
+not a hang: a worker that kept sending on its channel while the probe waited
+(the probe queued behind a burst of requests: a join storm) and is not stopped
+(``T`` in ``/proc/<pid>/stat``) is busy, and is probed again instead of killed
+with every room on it. The probe is an ordinary
 request among the others (one per second per worker): it adds nothing to the
 channel's hot path. While a probe is overdue (``suspect_after``) the worker is
 left out of placement, and :meth:`WorkerPool.pick_worker` pings its choice
 before handing it out, so a new room never goes to a worker that is not
 answering.
 
-Events: ``workerdied``, ``workerrespawned``, ``workerhung``.
+Events: ``workerdied``, ``workerrespawned``, ``workerhung``, ``workerbusy`` (a
+probe answered late by a worker that was answering others).
 """
 
 from __future__ import annotations
@@ -55,6 +60,21 @@ def worker_load(worker: Worker) -> int:
     return load
 
 
+def _busy(worker: Worker, received_before: int) -> bool:
+    """Sent something on its channel since ``received_before`` and not stopped."""
+    return worker.channel.received_bytes != received_before and not _stopped(worker.pid)
+
+
+def _stopped(pid: int) -> bool:
+    """``T``/``t`` (stopped, traced) in ``/proc/<pid>/stat``; False if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"T", b"t")
+
+
 class WorkerPool(EnhancedEventEmitter):
     def __init__(
         self,
@@ -78,6 +98,8 @@ class WorkerPool(EnhancedEventEmitter):
         self._respawns: set[asyncio.Task[Any]] = set()
         #: Workers with a health probe in flight -> when it was sent (loop time).
         self._probing: dict[Worker, float] = {}
+        #: ... and how many bytes their channel had received by then.
+        self._received_at_probe: dict[Worker, int] = {}
         self._health: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -176,19 +198,29 @@ class WorkerPool(EnhancedEventEmitter):
         except InvalidStateError:
             return
         self._probing[worker] = asyncio.get_running_loop().time()
+        self._received_at_probe[worker] = worker.channel.received_bytes
         future.add_done_callback(lambda done: self._probed(worker, done))
 
     def _probed(self, worker: Worker, done: asyncio.Future[Any]) -> None:
         self._probing.pop(worker, None)
+        received_before = self._received_at_probe.pop(worker, None)
         if done.cancelled():
             return
         error = done.exception()
-        if isinstance(error, ChannelTimeoutError) and not worker.closed and not self.closed:
-            self.safe_emit("workerhung", worker)
-            worker.kill(f"no answer to a health probe within {self.health_timeout:g}s")
+        if not isinstance(error, ChannelTimeoutError) or worker.closed or self.closed:
+            return
+        if received_before is not None and _busy(worker, received_before):
+            logger.bind(worker_pid=worker.pid).warning(
+                "worker busy: a health probe waited over {:g}s behind other requests", self.health_timeout
+            )
+            self.safe_emit("workerbusy", worker)
+            return
+        self.safe_emit("workerhung", worker)
+        worker.kill(f"no answer to a health probe within {self.health_timeout:g}s")
 
     def _on_died(self, index: int, worker: Worker, error: Exception) -> None:
         self._probing.pop(worker, None)
+        self._received_at_probe.pop(worker, None)
         lost = worker.routers_at_death
         self.safe_emit("workerdied", worker, lost, error)
         if self.closed:

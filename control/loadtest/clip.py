@@ -18,13 +18,29 @@ from typing import Final
 
 import av
 
-__all__ = ["AUDIO_PTIME", "AUDIO_RATE", "RESOLUTIONS", "Clip", "EncodedFrame", "encode_clip"]
+__all__ = [
+    "AUDIO_PTIME",
+    "AUDIO_RATE",
+    "RESOLUTIONS",
+    "SIMULCAST_LAYERS",
+    "Clip",
+    "EncodedFrame",
+    "VideoLayer",
+    "encode_clip",
+]
 
 #: ``--video-resolution`` -> (width, height, target bitrate bps), as in ``lk load-test``'s ladder.
 RESOLUTIONS: Final = {
     "180p": (320, 180, 150_000),
     "360p": (640, 360, 500_000),
     "720p": (1280, 720, 1_500_000),
+}
+#: ``--simulcast``: the layers (width, height, bitrate bps), lowest first, of each resolution
+#: that has them: a quarter, half and full size, as browsers send (``scaleResolutionDownBy``
+#: 4, 2, 1). 180p has none (a quarter of it is too small to be useful).
+SIMULCAST_LAYERS: Final = {
+    "360p": ((160, 90, 60_000), (320, 180, 150_000), (640, 360, 500_000)),
+    "720p": ((320, 180, 150_000), (640, 360, 500_000), (1280, 720, 1_500_000)),
 }
 AUDIO_RATE: Final = 48_000
 AUDIO_PTIME: Final = 0.02  # 20 ms Opus frames
@@ -38,14 +54,25 @@ class EncodedFrame:
 
 
 @dataclass(frozen=True)
+class VideoLayer:
+    """One simulcast layer: the same picture encoded at its own size and bitrate."""
+
+    width: int
+    height: int
+    video: tuple[EncodedFrame, ...]
+
+
+@dataclass(frozen=True)
 class Clip:
-    """Encoded frames of one resolution: ``video`` at ``fps``, ``audio`` every 20 ms."""
+    """Encoded frames of one resolution: ``video`` at ``fps``, ``audio`` every 20 ms, and
+    with simulcast the ``layers`` (lowest first; the last one is ``video``)."""
 
     width: int
     height: int
     fps: int
     video: tuple[EncodedFrame, ...]
     audio: tuple[bytes, ...]
+    layers: tuple[VideoLayer, ...] = ()
 
     @property
     def video_bitrate(self) -> float:
@@ -126,8 +153,18 @@ def encode_audio(seconds: float = 2.0, frequency: float = 440.0) -> tuple[bytes,
     return tuple(packets)
 
 
-def encode_clip(resolution: str, *, audio_only: bool = False, fps: int = 30, seconds: float = 2.0) -> Clip:
-    """Encode the clip for ``resolution`` (``RESOLUTIONS``); no video with ``audio_only``."""
+def encode_clip(
+    resolution: str, *, audio_only: bool = False, simulcast: bool = False, fps: int = 30, seconds: float = 2.0
+) -> Clip:
+    """Encode the clip for ``resolution`` (``RESOLUTIONS``); no video with ``audio_only``;
+    with ``simulcast`` every layer of ``SIMULCAST_LAYERS[resolution]`` (the top one is
+    ``video``), each encoded once like the single-layer clip."""
     width, height, bitrate = RESOLUTIONS[resolution]
-    video = () if audio_only else encode_video(width, height, bitrate, fps, seconds)
-    return Clip(width, height, fps, video, encode_audio(seconds))
+    if audio_only:
+        return Clip(width, height, fps, (), encode_audio(seconds))
+    if not simulcast:
+        return Clip(width, height, fps, encode_video(width, height, bitrate, fps, seconds), encode_audio(seconds))
+    layers = tuple(
+        VideoLayer(w, h, encode_video(w, h, rate, fps, seconds)) for w, h, rate in SIMULCAST_LAYERS[resolution]
+    )
+    return Clip(width, height, fps, layers[-1].video, encode_audio(seconds), layers)

@@ -22,7 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publishers", type=int, default=1, help="publishers per room (audio + video)")
     parser.add_argument("--subscribers", type=int, default=1, help="receive-only subscribers per room")
     parser.add_argument("--video-resolution", default="360p", choices=("180p", "360p", "720p"))
-    parser.add_argument("--simulcast", action="store_true", help="simulcast video (not supported by aiortc: refused)")
+    parser.add_argument(
+        "--simulcast",
+        action="store_true",
+        help="video as one simulcast producer of three layers (quarter, half, full size; 360p or 720p)",
+    )
+    parser.add_argument(
+        "--spatial-layer",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="with --simulcast: subscribers ask for this spatial layer (0 = lowest); repeat to alternate",
+    )
     parser.add_argument("--audio-only", action="store_true", help="publish audio only")
     parser.add_argument(
         "--publishers-subscribe",
@@ -56,6 +68,7 @@ def load_test_command(args: argparse.Namespace) -> int:
         rooms=args.rooms,
         resolution=args.video_resolution,
         simulcast=args.simulcast,
+        spatial_layers=tuple(args.spatial_layer),
         audio_only=args.audio_only,
         publishers_subscribe=args.publishers_subscribe,
         duration=args.duration,

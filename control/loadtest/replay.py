@@ -16,13 +16,15 @@ __all__ = ["ReplayTrack"]
 
 
 class ReplayTrack(MediaStreamTrack):
-    """The clip's video (``kind="video"``) or audio, looped for as long as it is read."""
+    """The clip's video (``kind="video"``; with ``layer``, that simulcast layer's) or
+    audio, looped for as long as it is read."""
 
-    def __init__(self, clip: Clip, kind: str, *, offset: int = 0) -> None:
+    def __init__(self, clip: Clip, kind: str, *, offset: int = 0, layer: int | None = None) -> None:
         super().__init__()
         self.kind = kind
         if kind == "video":
-            self._packets = [frame.data for frame in clip.video]
+            frames = clip.video if layer is None else clip.layers[layer].video
+            self._packets = [frame.data for frame in frames]
             self._interval = 1.0 / clip.fps
             self._time_base = fractions.Fraction(1, clip.fps)
             self._step = 1

@@ -1,8 +1,8 @@
 """``parley load-test``: many real WebRTC peers against a Parley server, then a report.
 
 Publishers join first (each replays the pre-encoded clip: audio, and video unless
-``--audio-only``; with ``--publishers-subscribe`` they also receive each other, as in a
-meeting), then subscribers (receive-only, counting packets without decoding),
+``--audio-only``, with ``--simulcast`` as three layers of one producer; with
+``--publishers-subscribe`` they also receive each other, as in a meeting), then subscribers (receive-only, counting packets without decoding),
 ``--join-concurrency`` at a time. After ``--duration`` seconds of steady state every
 peer leaves and the tool prints one row per published track (what its subscribers
 received) and the summary line. It ends in bounded time: joins and requests time out
@@ -27,8 +27,8 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from control.loadtest.clip import RESOLUTIONS, Clip, encode_clip
-from control.loadtest.peer import LoadPeer
+from control.loadtest.clip import RESOLUTIONS, SIMULCAST_LAYERS, Clip, encode_clip
+from control.loadtest.peer import LoadPeer, enlarge_receive_buffers
 from control.loadtest.replay import ReplayTrack
 from control.loadtest.signaling import ProtooClient, SignalingError
 from control.loadtest.stats import TrackCounter, percentile
@@ -49,6 +49,8 @@ class LoadTestOptions:
     rooms: int = 1
     resolution: str = "360p"
     simulcast: bool = False
+    #: With simulcast: the spatial layer each subscriber asks for, in turn (empty: the top one).
+    spatial_layers: tuple[int, ...] = ()
     audio_only: bool = False
     publishers_subscribe: bool = False
     duration: float = 10.0
@@ -78,7 +80,7 @@ class LoadTestReport:
 
     @property
     def tracks(self) -> int:
-        return sum(len(peer.tracks) for peer in self.publishers)
+        return sum(peer.produced for peer in self.publishers)
 
     @property
     def loss(self) -> float:
@@ -113,23 +115,26 @@ class LoadTestReport:
     def table(self) -> str:
         """One row per published track: what its subscribers received in the steady-state window
         (after every peer joined, until the end of ``--duration``), averaged per subscriber."""
-        rows: dict[tuple[str, str], list[TrackCounter]] = {}
+        rows: dict[tuple[str, str, int], list[TrackCounter]] = {}
         for counter in self.counters:
-            rows.setdefault((counter.publisher, counter.kind), []).append(counter)
-        header = ("track", "subscribers", "packets", "kbps/sub", "loss", "key frames/sub")
+            layer = -1 if counter.preferred_layer is None else counter.preferred_layer
+            rows.setdefault((counter.publisher, counter.kind, layer), []).append(counter)
+        header = ("track", "subscribers", "packets", "kbps/sub", "loss", "key frames/sub", "size", "layer")
         lines = [header]
-        for (publisher, kind), counters in sorted(rows.items()):
+        for (publisher, kind, preferred), counters in sorted(rows.items()):
             windows = [c.window for c in counters]
             expected = sum(w.expected for w in windows)
             lost = sum(w.lost for w in windows)
             lines.append(
                 (
-                    f"{publisher}/{kind}",
+                    f"{publisher}/{kind}" + (f" (layer {preferred} asked)" if preferred >= 0 else ""),
                     str(len(counters)),
                     str(sum(w.packets for w in windows)),
                     f"{sum(c.bitrate(self.window_end) for c in counters) / len(counters) / 1000:.0f}",
                     _pct(lost / expected if expected else math.nan),
                     f"{sum(w.keyframes for w in windows) / len(counters):.1f}" if kind == "video" else "-",
+                    _sizes(counters),
+                    _layers(counters),
                 )
             )
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -139,6 +144,19 @@ class LoadTestReport:
             )
             for line in lines
         )
+
+
+def _sizes(counters: Sequence[TrackCounter]) -> str:
+    """The picture size most of each subscriber's key frames had in the window (``-`` for
+    audio): a simulcast layer a subscriber held, even if the SFU switched for a moment."""
+    sizes = sorted({max(c.window_sizes, key=c.window_sizes.__getitem__) for c in counters if c.window_sizes})
+    return ",".join(f"{w}x{h}" for w, h in sizes) or "-"
+
+
+def _layers(counters: Sequence[TrackCounter]) -> str:
+    """The spatial layers the server last said it sends (simulcast consumers only)."""
+    layers = sorted({c.layer for c in counters if c.layer is not None})
+    return ",".join(map(str, layers)) or "-"
 
 
 def _ms(seconds: float) -> str:
@@ -226,6 +244,7 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
     """Run the test described by ``options``; the report (also printed to ``out``)."""
     _validate(options)
     check_target(options.url, options.allow_remote)
+    enlarge_receive_buffers()
     tokens = _Tokens(options.api_key, options.api_secret)
     ttl = options.duration + 600
     report = LoadTestReport(options)
@@ -236,24 +255,46 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
             options.url, rooms[0], "load-probe", tokens.token(rooms[0], "load-probe", publish=False, ttl=ttl)
         )
         await _preflight(session, probe, options.timeout)
-        print(f"load-test: encoding the {options.resolution} clip once...", file=out, flush=True)
-        report.clip = clip = await asyncio.to_thread(encode_clip, options.resolution, audio_only=options.audio_only)
+        layered = " simulcast" if options.simulcast else ""
+        print(f"load-test: encoding the {options.resolution}{layered} clip once...", file=out, flush=True)
+        report.clip = clip = await asyncio.to_thread(
+            encode_clip, options.resolution, audio_only=options.audio_only, simulcast=options.simulcast
+        )
+        feedback = not options.simulcast  # see control.loadtest.peer
         for room in rooms:
             for i in range(options.publishers):
                 peer_id = f"pub-{room}-{i + 1}"
                 tracks = [ReplayTrack(clip, "audio", offset=i * 7)]
-                if not options.audio_only:
+                if not options.audio_only and not options.simulcast:
                     tracks.append(ReplayTrack(clip, "video"))
+                layers = [ReplayTrack(clip, "video", layer=n) for n in range(len(clip.layers))]
                 url = _ws_url(options.url, room, peer_id, tokens.token(room, peer_id, publish=True, ttl=ttl))
                 report.publishers.append(
                     LoadPeer(
-                        url, peer_id, tracks=tracks, subscribe=options.publishers_subscribe, timeout=options.timeout
+                        url,
+                        peer_id,
+                        tracks=tracks,
+                        layers=layers,
+                        subscribe=options.publishers_subscribe,
+                        timeout=options.timeout,
+                        bandwidth_feedback=feedback,
                     )
                 )
             for i in range(options.subscribers):
                 peer_id = f"sub-{room}-{i + 1}"
                 url = _ws_url(options.url, room, peer_id, tokens.token(room, peer_id, publish=False, ttl=ttl))
-                report.subscribers.append(LoadPeer(url, peer_id, tracks=[], subscribe=True, timeout=options.timeout))
+                preferred = options.spatial_layers[i % len(options.spatial_layers)] if options.spatial_layers else None
+                report.subscribers.append(
+                    LoadPeer(
+                        url,
+                        peer_id,
+                        tracks=[],
+                        subscribe=True,
+                        timeout=options.timeout,
+                        preferred_layer=preferred,
+                        bandwidth_feedback=feedback,
+                    )
+                )
         try:
             await _join_all(session, report, report.publishers, options, out)
             await _join_all(session, report, report.subscribers, options, out)
@@ -279,11 +320,13 @@ async def run_load_test(options: LoadTestOptions, out: TextIO = sys.stdout) -> L
 def _validate(options: LoadTestOptions) -> None:
     if options.resolution not in RESOLUTIONS:
         raise LoadTestError(f"--video-resolution must be one of {', '.join(RESOLUTIONS)}")
-    if options.simulcast:
-        raise LoadTestError(
-            "--simulcast: aiortc (the WebRTC stack of this tool) cannot send simulcast; "
-            "publish one layer with --video-resolution 720p"
-        )
+    if options.simulcast and (options.audio_only or options.resolution not in SIMULCAST_LAYERS):
+        raise LoadTestError(f"--simulcast needs video at {' or '.join(SIMULCAST_LAYERS)} (not --audio-only)")
+    if options.spatial_layers and not options.simulcast:
+        raise LoadTestError("--spatial-layer needs --simulcast")
+    top = len(SIMULCAST_LAYERS.get(options.resolution, ())) - 1
+    if any(not 0 <= layer <= top for layer in options.spatial_layers):
+        raise LoadTestError(f"--spatial-layer: layers are 0 (lowest) to {top}")
     if (
         options.publishers < 0
         or options.subscribers < 0
@@ -324,8 +367,9 @@ SETTLE_SECONDS = 1.0
 
 async def _settle(report: LoadTestReport, options: LoadTestOptions, out: TextIO) -> None:
     """Wait (at most ``--timeout``) until every receiving peer has a consumer with media for
-    every track it should get: a join is answered before the server's ``newConsumer``
-    requests, and the renegotiations they cause are not the steady state."""
+    every track it should get, on the spatial layer it asked for (``--spatial-layer``, else
+    the top one): a join is answered before the server's ``newConsumer`` requests, and the
+    renegotiations and layer switches they cause are not the steady state."""
     tracks = 1 if options.audio_only else 2
     publishers = options.publishers
     expected = [
@@ -333,13 +377,22 @@ async def _settle(report: LoadTestReport, options: LoadTestOptions, out: TextIO)
         for peer in (*report.publishers, *report.subscribers)
         if peer.subscribe and peer.joined_at is not None
     ]
+    top = len(report.clip.layers) - 1 if report.clip is not None else 0
+
+    def on_layer(counter: TrackCounter) -> bool:
+        if counter.consumer_type != "simulcast":
+            return True
+        return counter.spatial_layer == (top if counter.preferred_layer is None else counter.preferred_layer)
+
     deadline = time.monotonic() + options.timeout
     while time.monotonic() < deadline:
-        if all(len([c for c in peer.counters if c.first_at is not None]) >= n for peer, n in expected):
+        if all(len([c for c in peer.counters if c.first_at is not None]) >= n for peer, n in expected) and all(
+            on_layer(c) for c in report.counters
+        ):
             break
         await asyncio.sleep(0.1)
     else:
-        print("load-test: not every consumer had media in time; measuring anyway", file=out, flush=True)
+        print("load-test: not every consumer had media (on its layer) in time; measuring anyway", file=out, flush=True)
     await asyncio.sleep(SETTLE_SECONDS)
 
 

@@ -14,6 +14,7 @@ import aiohttp
 __all__ = ["ProtooClient", "SignalingError"]
 
 ServerRequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+NotificationHandler = Callable[[str, dict[str, Any]], None]
 
 
 class SignalingError(Exception):
@@ -29,13 +30,19 @@ async def _accept(_method: str, _data: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _ignore(_method: str, _data: dict[str, Any]) -> None:
+    return None
+
+
 class ProtooClient:
-    """One WebSocket (subprotocol ``protoo``): requests, the server's requests, notifications ignored."""
+    """One WebSocket (subprotocol ``protoo``): requests, the server's requests
+    (``on_request``) and notifications (``on_notification``, ignored unless set)."""
 
     def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.session = session
         self.ws = ws
         self.on_request: ServerRequestHandler = _accept
+        self.on_notification: NotificationHandler = _ignore
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,6 +82,8 @@ class ProtooClient:
                     task = asyncio.ensure_future(self._answer(body))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+                elif body.get("notification"):
+                    self.on_notification(body.get("method", ""), body.get("data") or {})
         finally:
             for future in self._pending.values():
                 if not future.done():

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["RESYNC", "Snapshot", "TrackCounter", "is_vp8_keyframe", "percentile"]
+__all__ = ["RESYNC", "Snapshot", "TrackCounter", "is_vp8_keyframe", "percentile", "vp8_keyframe_size"]
 
 #: A jump of the sequence number this large (either way) starts a new sequence rather
 #: than counting thousands of packets as lost: seen once at a consumer's start.
@@ -16,36 +16,65 @@ RESYNC = 1000
 
 def is_vp8_keyframe(payload: bytes) -> bool:
     """True for the first packet of a VP8 key frame (RFC 7741 payload descriptor + header)."""
+    return _vp8_keyframe_header(payload) is not None
+
+
+def vp8_keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first packet of a VP8 key frame (RFC 6386 9.1: after the
+    3-byte frame tag, the start code 9d 01 2a and two 14-bit sizes), else None: what a
+    subscriber checks to see which simulcast layer it gets, without decoding."""
+    pos = _vp8_keyframe_header(payload)
+    if pos is None or len(payload) < pos + 10 or payload[pos + 3 : pos + 6] != b"\x9d\x01\x2a":
+        return None
+    width = int.from_bytes(payload[pos + 6 : pos + 8], "little") & 0x3FFF
+    height = int.from_bytes(payload[pos + 8 : pos + 10], "little") & 0x3FFF
+    return width, height
+
+
+def _vp8_keyframe_header(payload: bytes) -> int | None:
+    """The offset of the VP8 payload header if ``payload`` starts a key frame."""
     if not payload:
-        return False
+        return None
     first = payload[0]
     start, partition = first & 0x10, first & 0x0F
     if not start or partition:
-        return False
+        return None
     pos = 1
     if first & 0x80:  # X: extension byte
         if len(payload) <= pos:
-            return False
+            return None
         ext = payload[pos]
         pos += 1
         if ext & 0x80:  # I: picture id, 7 or 15 bits
             if len(payload) <= pos:
-                return False
+                return None
             pos += 2 if payload[pos] & 0x80 else 1
         if ext & 0x40:  # L: TL0PICIDX
             pos += 1
         if ext & 0x30:  # T or K: TID/KEYIDX
             pos += 1
-    return len(payload) > pos and not payload[pos] & 0x01  # P bit 0: key frame
+    return pos if len(payload) > pos and not payload[pos] & 0x01 else None  # P bit 0: key frame
 
 
 @dataclass
 class TrackCounter:
-    """One consumed track: packets of its media payload type (RTX and padding-only excluded)."""
+    """One consumed track: packets of its media payload type (RTX and padding-only excluded).
+
+    For video, ``size`` is the picture size of the last key frame and ``window_sizes``
+    counts the key frames of each size in the measuring window; for a simulcast
+    consumer (``consumer_type``), ``preferred_layer`` is the spatial layer this subscriber
+    asked for and ``spatial_layer`` the one the server last said it sends
+    (``consumerLayersChanged``)."""
 
     publisher: str
     kind: str
     payload_type: int
+    consumer_id: str = ""
+    consumer_type: str = "simple"
+    preferred_layer: int | None = None
+    spatial_layer: int | None = None
+    size: tuple[int, int] | None = None
+    window_sizes: dict[tuple[int, int], int] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
     packets: int = 0
     received_bytes: int = 0
@@ -78,6 +107,9 @@ class TrackCounter:
         self.received_bytes += len(payload)
         if self.kind == "video" and is_vp8_keyframe(payload):
             self.keyframes += 1
+            self.size = vp8_keyframe_size(payload) or self.size
+            if self.size is not None and self.marked is not None and self.ended is None:
+                self.window_sizes[self.size] = self.window_sizes.get(self.size, 0) + 1
 
     def _restart(self, sequence_number: int) -> None:
         self._first_seq = self._highest = sequence_number
@@ -121,8 +153,17 @@ class TrackCounter:
         self.marked = self.snapshot()
 
     def end(self) -> None:
-        """End the window: later packets (while peers leave) are not counted in :attr:`window`."""
+        """End the window: later packets (while peers leave) are not counted in :attr:`window`,
+        later layer changes (a leaving publisher's consumer has none) not in :attr:`layer`."""
         self.ended = self.snapshot()
+        self._layer_at_end = self.spatial_layer
+
+    _layer_at_end: int | None = None
+
+    @property
+    def layer(self) -> int | None:
+        """The spatial layer the server said it sends, at the end of the window (or now)."""
+        return self.spatial_layer if self.ended is None else self._layer_at_end
 
     @property
     def window(self) -> Snapshot:

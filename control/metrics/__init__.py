@@ -4,7 +4,9 @@ Collection costs nothing on the hot paths:
 
 - gauges (rooms, peers, producers, consumers, workers, recordings, queues) are read
   from the application's objects when Prometheus scrapes
-  (:class:`~control.metrics.collector.StateCollector`);
+  (:class:`~control.metrics.collector.StateCollector`), and so are the per-client
+  limits' refusals, which :mod:`control.ratelimit` counts in a dict on the refusal path
+  only (:class:`~control.metrics.collector.ClientLimitsCollector`);
 - what costs a worker request or a query (transport bytes, consumer scores, the
   outbox) is sampled every ``METRICS_SAMPLE_INTERVAL_SECONDS``
   (:class:`~control.metrics.sampler.Sampler`);
@@ -27,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from control.config import Settings
 from control.metrics.channel import ChannelTimings
-from control.metrics.collector import RecordingsView, StateCollector
+from control.metrics.collector import ClientLimitsCollector, ClientLimitsView, RecordingsView, StateCollector
 from control.metrics.families import Families
 from control.metrics.routes import METRICS_PATH, REGISTRY, metrics_routes
 from control.metrics.sampler import Sampler
@@ -37,6 +39,7 @@ from control.signaling.observe import RequestObserver
 if TYPE_CHECKING:
     from control.chat.service import ChatService
     from control.events.bus import EventBus
+    from control.ratelimit import ClientLimits
     from control.recording.service import RecordingService
     from control.rooms.manager import RoomManager
     from control.storage.uploads import UploadQueue
@@ -62,6 +65,7 @@ class Metrics:
         uploads: UploadQueue | None,
         events: EventBus | None,
         interval: float,
+        limits: ClientLimitsView | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.families = Families(self.registry)
@@ -72,6 +76,8 @@ class Metrics:
         self.sampler = Sampler(self.families, self.collector, events, interval)
         self.channel = ChannelTimings()
         self.registry.register(self.channel)
+        if limits is not None:
+            self.registry.register(ClientLimitsCollector(limits))
 
     # -- hooks (each must cost microseconds: they run on the paths they observe) -------
 
@@ -124,6 +130,7 @@ def setup(
     uploads: web.AppKey[UploadQueue] | None = None,
     events: web.AppKey[EventBus] | None = None,
     chat: web.AppKey[ChatService] | None = None,
+    limits: web.AppKey[ClientLimits] | None = None,
 ) -> None:
     """Serve ``GET /metrics`` (unless ``METRICS_ENABLED=false``) over the objects under the given keys.
 
@@ -142,6 +149,7 @@ def setup(
             uploads=app.get(uploads) if uploads is not None else None,
             events=app.get(events) if events is not None else None,
             interval=settings.metrics_sample_interval_seconds,
+            limits=app.get(limits) if limits is not None else None,
         )
         app[METRICS] = metrics
         app[REGISTRY] = metrics.registry

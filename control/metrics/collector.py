@@ -11,7 +11,7 @@ last sampled ``getResourceUsage`` where ``/proc`` is not available.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     from workers.worker import Worker
     from workers.worker_pool import WorkerPool
 
-__all__ = ["OutboxSample", "ProcStats", "RecordingsView", "StateCollector", "WorkerUsage", "proc_stats", "worker_label"]
+__all__ = [
+    "ClientLimitsCollector",
+    "ClientLimitsView",
+    "OutboxSample",
+    "ProcStats",
+    "RecordingsView",
+    "StateCollector",
+    "WorkerUsage",
+    "proc_stats",
+    "worker_label",
+]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -42,6 +52,18 @@ class RecordingsView(Protocol):
 
     @property
     def failures(self) -> int: ...
+
+
+class ClientLimitsView(Protocol):
+    """What metrics reads of the per-client limits (:class:`control.ratelimit.ClientLimits`)."""
+
+    @property
+    def refused(self) -> Mapping[str, int]: ...
+
+    @property
+    def connections(self) -> Mapping[str, int]: ...
+
+    def tables(self) -> Mapping[str, Sized]: ...
 
 
 @dataclass
@@ -182,3 +204,35 @@ class StateCollector(Collector):
         )
         pending = len(self.uploads.jobs()) if self.uploads is not None else 0
         yield GaugeMetricFamily("parley_upload_queue_pending", "Uploads queued or being retried", value=pending)
+
+
+@dataclass(eq=False)  # registered in a dict: hashed by identity
+class ClientLimitsCollector(Collector):
+    """The per-client limits at scrape time: refusals by code, open WebSockets and the
+    addresses holding them, and how many clients each table tracks (its memory)."""
+
+    limits: ClientLimitsView
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "parley_rate_limited", "Requests and connections refused by a per-client limit, by code", labels=["code"]
+        )
+        for code, count in sorted(self.limits.refused.items()):
+            refused.add_metric([code], count)
+        yield refused
+        connections = self.limits.connections
+        yield GaugeMetricFamily(
+            "parley_client_connections", "Open signaling WebSockets counted by address", value=sum(connections.values())
+        )
+        yield GaugeMetricFamily(
+            "parley_client_addresses", "Client addresses holding open signaling WebSockets", value=len(connections)
+        )
+        tracked = GaugeMetricFamily(
+            "parley_rate_limit_tracked", "Clients (addresses or principals) a rate-limit table holds", labels=["table"]
+        )
+        for name, table in self.limits.tables().items():
+            tracked.add_metric([name], len(table))
+        yield tracked
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

@@ -479,7 +479,7 @@ class RecordingService:
             except (RecordingError, OSError) as error:
                 self.active.pop(room_id, None)
                 await session.abort()
-                shutil.rmtree(manifest.directory, ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, manifest.directory, True)
                 active.log.error("recording not started: {}", error)
                 self.failures += 1
                 raise RecordingFailed(str(error)) from None
@@ -611,7 +611,7 @@ class RecordingService:
             context=context,
         )
         manifest.state, manifest.key, manifest.upload_job = "submitted", key, job.id
-        await asyncio.to_thread(manifest.save)
+        await manifest.save_async()
         return key, job
 
     def _announce(self, manifest: Manifest, job: UploadJob) -> None:

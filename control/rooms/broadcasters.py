@@ -54,7 +54,7 @@ from control.keys import ROOMS
 from control.rooms import limits, media
 from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
 from control.rooms.errors import worker_errors
-from control.rooms.peer import Peer
+from control.rooms.peer import Peer, token_name
 from control.rooms.room import Room
 from control.rooms.routes import checked_room_id
 from control.signaling import messages as m
@@ -316,6 +316,8 @@ async def post_broadcaster(request: web.Request) -> web.Response:
     room = _room(request)
     body = await _body(request, CreateBroadcaster)
     _require_own(principal, room.id, body.id)
+    if principal.identity == body.id and (name := token_name(principal)):
+        body = body.model_copy(update={"displayName": name})  # its own token names it, as a peer's
     return web.json_response(create_broadcaster(room, body))
 
 

@@ -32,7 +32,7 @@ from control.rooms import media
 from control.rooms.consumers import sync_consumers
 from control.rooms.errors import worker_errors
 from control.rooms.host import PEER_JOINED, PEER_UPDATED
-from control.rooms.peer import ParticipantMetadata
+from control.rooms.peer import ParticipantMetadata, token_email, token_name
 from control.signaling import messages as m
 from workers.transport import Transport
 from workers.webrtc_transport import WebRtcTransport
@@ -172,12 +172,14 @@ async def join(room: Room, peer: Peer, request: m.Join) -> Any:
         for transport in list(peer.transports.values()):
             if transport.app_data.get("generation", 0) < peer.generation:
                 transport.close()
-    peer.display_name = request.displayName
+    peer.display_name = token_name(peer.principal) or request.displayName
     peer.device = request.device or {}
     peer.rtp_capabilities = request.rtpCapabilities
     peer.sctp_capabilities = request.sctpCapabilities
     peer.metadata = ParticipantMetadata(
-        email=request.email, ai_settings=request.aiSettings, integrations=request.integrations
+        email=token_email(peer.principal) or request.email,
+        ai_settings=request.aiSettings,
+        integrations=request.integrations,
     )
     peer.joined = True
     peer.joined_generation = peer.generation
@@ -212,6 +214,11 @@ def _display_name_changed(room: Room, peer: Peer, old: str) -> None:
 
 @handles("changeDisplayName")
 async def change_display_name(room: Room, peer: Peer, request: m.ChangeDisplayName) -> Any:
+    """A rename; refused (403 ``display_name_from_token``) when the name is the token's."""
+    if token_name(peer.principal):
+        raise Forbidden(
+            "the display name is the access token's name; it cannot be changed", code="display_name_from_token"
+        )
     old, peer.display_name = peer.display_name, request.displayName
     _display_name_changed(room, peer, old)
     if not peer.hidden:

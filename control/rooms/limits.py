@@ -25,7 +25,8 @@ A refusal is a :class:`~control.errors.TooManyRequests` (HTTP 429, protoo
 ``errorCode`` 429) whose stable ``code`` names the limit (``rooms_limit``,
 ``peers_limit``...) and whose message names the setting; nothing that exists is
 touched. Signaling's own limits (request rate, join timeout, frame size, JSON
-depth) live in :mod:`control.signaling`.
+depth) live in :mod:`control.signaling`; what one client address or principal may
+open and send (sockets, REST requests, broadcaster creations) in :mod:`control.ratelimit`.
 """
 
 from __future__ import annotations

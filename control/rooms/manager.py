@@ -101,7 +101,13 @@ class RoomManager:
     # -- WebRtcServers ----------------------------------------------------------------
 
     def listen_infos(self) -> list[dict[str, Any]]:
-        """UDP and TCP listen infos of a worker's WebRtcServer."""
+        """UDP and TCP listen infos of a worker's WebRtcServer.
+
+        The UDP socket gets ``MEDIASOUP_UDP_RECV_BUFFER_BYTES`` of receive buffer: every
+        peer of the worker sends to that one socket, and the kernel's default (about
+        200 KiB) fills in a fraction of a second whenever the worker is not scheduled (a
+        busy core): the datagrams after that are dropped (``Udp RcvbufErrors``), audio
+        loss for every subscriber (video is repaired by NACK)."""
         s = self.settings
         infos = []
         for protocol in ("udp", "tcp"):
@@ -112,6 +118,8 @@ class RoomManager:
             }
             if s.mediasoup_announced_address:
                 info["announcedAddress"] = s.mediasoup_announced_address
+            if protocol == "udp" and s.mediasoup_udp_recv_buffer_bytes:
+                info["recvBufferSize"] = s.mediasoup_udp_recv_buffer_bytes
             infos.append(info)
         return infos
 
@@ -125,6 +133,8 @@ class RoomManager:
         }
         if s.mediasoup_announced_address:
             info["announcedAddress"] = s.mediasoup_announced_address
+        if s.mediasoup_udp_recv_buffer_bytes:
+            info["recvBufferSize"] = s.mediasoup_udp_recv_buffer_bytes
         return info
 
     def _start_server(self, worker: Worker) -> asyncio.Future[WebRtcServer]:

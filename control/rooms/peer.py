@@ -21,6 +21,7 @@ a principal with ``canSubscribe``, and a ``hidden`` one is not announced.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from control.auth import Principal, open_principal
+from control.ids import DISPLAY_NAME_FORBIDDEN_RE, MAX_DISPLAY_NAME_LENGTH
+from control.signaling.messages import is_email
 
 if TYPE_CHECKING:
     from control.rooms.room import Room
@@ -62,6 +65,31 @@ class ParticipantMetadata:
             "aiSettings": sorted(self.ai_settings) if self.ai_settings else [],
             "integrations": sorted(self.integrations) if self.integrations else [],
         }
+
+
+def token_name(principal: Principal) -> str:
+    """The participant's name its credentials carry (a token's ``name`` claim, the
+    signed-in user's name), made to follow the one display name rule; "" if none.
+
+    It wins over ``join``'s ``displayName``, as in LiveKit, where the name is the
+    token's: whoever issued the credentials decides who the others see."""
+    name = DISPLAY_NAME_FORBIDDEN_RE.sub("", principal.name).strip()
+    return name[:MAX_DISPLAY_NAME_LENGTH]
+
+
+def token_email(principal: Principal) -> str | None:
+    """The e-mail the credentials carry: the signed-in user's, or ``email`` in a token's
+    ``metadata`` JSON object (what Parley's own minting writes); None if none."""
+    if principal.email:
+        return principal.email
+    if not principal.metadata.startswith("{"):
+        return None
+    try:
+        metadata = json.loads(principal.metadata)
+    except (ValueError, RecursionError):  # signed by the operator, still not trusted to parse
+        return None
+    email = metadata.get("email") if isinstance(metadata, dict) else None
+    return email if isinstance(email, str) and is_email(email) else None
 
 
 class Peer:

@@ -47,6 +47,11 @@ _PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}$")
 
 
+def is_email(value: str) -> bool:
+    """An e-mail address as ``join`` accepts it (at most 320 characters, one ``@``, no spaces)."""
+    return len(value) <= 320 and _EMAIL_RE.match(value) is not None
+
+
 def _too_deep(value: Any, max_depth: int) -> bool:
     """Whether ``value`` nests objects/arrays deeper than ``max_depth`` (iterative: any depth)."""
     stack: list[tuple[Any, int]] = [(value, 0)]

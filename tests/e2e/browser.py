@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import shutil
 import time
@@ -57,6 +58,9 @@ def require_browser() -> None:
 async def chromium(tmp_path: Path, **context_options: Any) -> AsyncIterator[Any]:
     """A headless Chromium context (fresh user-data-dir under ``tmp_path``)."""
     require_browser()
+    # The first import of Playwright is ~100 ms of CPU: in a thread, off the loop that
+    # serves the meeting (the slow-callback check in conftest.py found it).
+    await asyncio.to_thread(importlib.import_module, "playwright.async_api")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ async def cluster_node(
 ) -> AsyncIterator[Node]:
     require_worker_binary()
     port = free_ports(1)[0]
-    settings = server_settings(tmp_path, **node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides))
+    values = node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides)
+    settings = await asyncio.to_thread(server_settings, tmp_path, **values)
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
@@ -66,12 +67,13 @@ async def cluster_node(
         await runner.cleanup()
 
 
-@contextlib.contextmanager
-def node_process(
+@contextlib.asynccontextmanager
+async def node_process(
     tmp_path: Path, redis_url: str, name: str, *, rtc_base: int, env_overrides: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], int]]:
     """A node as ``python -m control`` (dev mode, loopback); yields (process, port) once it
-    listens. ``env_overrides``: more of its environment (``CLUSTER_DRAIN_TIMEOUT_SECONDS``...)."""
+    listens, waiting with the event loop free (it serves the test's other node).
+    ``env_overrides``: more of its environment (``CLUSTER_DRAIN_TIMEOUT_SECONDS``...)."""
     require_worker_binary()
     port = free_ports(1)[0]
     values = node_settings(tmp_path, redis_url, name, port, rtc_base)
@@ -92,12 +94,12 @@ def node_process(
                 raise AssertionError(
                     f"node {name} did not start:\n{(tmp_path / name / 'node.log').read_text()[-3000:]}"
                 )
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         yield process, port
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait(timeout=10)
+        await asyncio.to_thread(process.wait, 10)
         log.close()
 
 

@@ -9,6 +9,7 @@ tokens: ``server.token(room, identity, can_publish=False, ...)`` mints one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -77,7 +78,9 @@ def server_settings(tmp_path: Path, **overrides: Any) -> Settings:
 @contextlib.asynccontextmanager
 async def running_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
     require_worker_binary()
-    app = create_app(server_settings(tmp_path, **overrides))
+    # Settings read the environment and .env for ~150 fields: 20-60 ms of pydantic work,
+    # done in a thread so the loop (serving the other node of a cluster test) turns.
+    app = create_app(await asyncio.to_thread(server_settings, tmp_path, **overrides))
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
     try:

@@ -58,7 +58,7 @@ def make_media_file(path: Path) -> Path:
 
 
 async def test_ffmpeg_broadcaster_is_received_by_a_webrtc_peer(tmp_path: Path) -> None:
-    media = make_media_file(tmp_path / "source.webm")
+    media = await asyncio.to_thread(make_media_file, tmp_path / "source.webm")
     async with running_server(tmp_path) as server:
         viewer = MediaPeer(server.ws_url("live", "viewer"), "viewer", audio=False, video=False)
         await viewer.join()

@@ -64,7 +64,7 @@ async def test_a_killed_node_leaves_the_registry_and_its_rooms_are_placed_again(
     tmp_path: Path, redis_server, registry: Registry
 ) -> None:
     async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=45000) as a:
-        with node_process(tmp_path, redis_server.url, "b", rtc_base=46000) as (process, _):
+        async with node_process(tmp_path, redis_server.url, "b", rtc_base=46000) as (process, _):
             await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="B registered")
             # The room lives on B; Carol reaches it through A.
             assert await registry.place("k", "b") == "b"
@@ -96,7 +96,7 @@ async def test_media_is_back_after_rejoining_through_a_live_node_when_the_owner_
     tmp_path: Path, redis_server, registry: Registry
 ) -> None:
     async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=47000) as a:
-        with node_process(tmp_path, redis_server.url, "b", rtc_base=48000) as (process, port_b):
+        async with node_process(tmp_path, redis_server.url, "b", rtc_base=48000) as (process, port_b):
             await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="B registered")
             assert await registry.place("call", "b") == "b"
             # Alice through A (relayed), Bob on B itself: media flows through B.

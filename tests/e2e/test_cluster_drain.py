@@ -42,7 +42,7 @@ async def test_sigterm_drains_the_node_then_it_exits_when_its_room_ends(
     tmp_path: Path, redis_server, registry: Registry
 ) -> None:
     async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=51000) as a:
-        with node_process(
+        async with node_process(
             tmp_path, redis_server.url, "b", rtc_base=52000, env_overrides={"CLUSTER_DRAIN_TIMEOUT_SECONDS": "120"}
         ) as (process, port_b):
             await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="B registered")
@@ -88,7 +88,7 @@ async def test_sigterm_drains_the_node_then_it_exits_when_its_room_ends(
 async def test_a_drain_that_outlasts_its_timeout_stops_the_node_anyway(
     tmp_path: Path, redis_server, registry: Registry
 ) -> None:
-    with node_process(
+    async with node_process(
         tmp_path, redis_server.url, "b", rtc_base=53000, env_overrides={"CLUSTER_DRAIN_TIMEOUT_SECONDS": "2"}
     ) as (process, port_b):
         carol = await ProtooClient.connect(f"ws://127.0.0.1:{port_b}/?roomId=stay&peerId=carol")

@@ -111,7 +111,10 @@ async def test_bad_input_fails_in_seconds(tmp_path: Path) -> None:
         closed_port = s.getsockname()[1]
     await _fails_fast(LoadTestOptions(url=f"ws://127.0.0.1:{closed_port}", duration=1), "cannot reach")
     await _fails_fast(LoadTestOptions(url="http://127.0.0.1:1", duration=1), "ws://HOST:PORT")
-    await _fails_fast(LoadTestOptions(url="ws://127.0.0.1:1", duration=1, simulcast=True), "simulcast")
+    await _fails_fast(
+        LoadTestOptions(url="ws://127.0.0.1:1", duration=1, simulcast=True, resolution="180p"), "simulcast"
+    )
+    await _fails_fast(LoadTestOptions(url="ws://127.0.0.1:1", duration=1, spatial_layers=(0,)), "needs --simulcast")
     async with running_server(tmp_path, api_key=API_KEY, api_secret=API_SECRET, mediasoup_num_workers=1) as server:
         url = f"ws://127.0.0.1:{server.port}"
         await _fails_fast(LoadTestOptions(url=url, duration=1), "refused with HTTP 401")

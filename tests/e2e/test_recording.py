@@ -86,7 +86,7 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
                 session = server.app[RECORDINGS].active["rec"].session
                 assert session.current is not None and session.current.pid is not None
                 pids = [session.current.pid, *(stem.pid for stem in session.stems.values() if stem.pid is not None)]
-                addresses = [a for pid in pids for a in udp_addresses(pid)]
+                addresses = [a for pid in pids for a in (await asyncio.to_thread(udp_addresses, pid))]
                 # 3 videos in the segment, 3 audio stems: 6 inputs x 2
                 assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses
                 await asyncio.sleep(8)
@@ -143,10 +143,13 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
         client = s3.client()
         await asyncio.to_thread(client.download_file, bucket, key, str(local))
         probe = json.loads(
-            subprocess.run(
-                ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(local)],
-                check=True,
-                capture_output=True,
+            (
+                await asyncio.to_thread(
+                    subprocess.run,
+                    ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(local)],
+                    check=True,
+                    capture_output=True,
+                )
             ).stdout
         )
         codecs = sorted(s["codec_name"] for s in probe["streams"])
@@ -160,7 +163,7 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
         assert first_media_ms <= 1, (video["start_time"], data["tracks"])
         assert (video["width"], video["height"]) == (640, 360)
         # 3 participants: 2x2 grid of 320x180 tiles, the fourth black.
-        tiles = _pixels(local, duration - 2, [(160, 90), (480, 90), (160, 270), (480, 270)])
+        tiles = await asyncio.to_thread(_pixels, local, duration - 2, [(160, 90), (480, 90), (160, 270), (480, 270)])
         colours = [rgb for _n, _yuv, rgb, _t in PEOPLE]
         for colour in colours:
             assert sum(_close(t, colour) for t in tiles[:3]) == 1, (tiles, colour)
@@ -168,14 +171,16 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
 
         # Everyone's audio is mixed: each tone is there, well above frequencies nobody sent.
         sent = tuple(tone for *_rest, tone in PEOPLE)
-        heard = tones(audio_samples(local, 1.0, duration - 1.5), sent + OFF_TONES)
+        heard = await asyncio.to_thread(
+            tones, (await asyncio.to_thread(audio_samples, local, 1.0, duration - 1.5)), sent + OFF_TONES
+        )
         noise = max(heard[f] for f in OFF_TONES)
         for tone in sent:
             # Each peer sends amplitude 8000 (s16); the mix is not normalised.
             assert heard[tone] > 2000 and heard[tone] > 100 * noise, heard
         # ... from where the stems start, before the video if it came later.
         latest = max(t["offsetMs"] for t in tracks.values()) / 1000
-        heard = tones(audio_samples(local, latest + 0.1, 0.5), sent)
+        heard = await asyncio.to_thread(tones, await asyncio.to_thread(audio_samples, local, latest + 0.1, 0.5), sent)
         assert min(heard.values()) > 2000, (heard, latest, video["start_time"])
     finally:
         await drop_queue(connection, channel, ai_queue)
@@ -231,16 +236,19 @@ async def test_admin_rest_recording_stops_when_the_room_closes(tmp_path: Path) -
         stopped = next(m for m in messages if m["text"] == "Recording stopped")
         assert stopped["data"]["recording"]["key"].endswith(files[0].name)
     probe = json.loads(
-        subprocess.run(
-            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(files[0])],
-            check=True,
-            capture_output=True,
+        (
+            await asyncio.to_thread(
+                subprocess.run,
+                ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(files[0])],
+                check=True,
+                capture_output=True,
+            )
         ).stdout
     )
     assert sorted(s["codec_name"] for s in probe["streams"]) == ["aac", "h264"]
     duration = float(probe["format"]["duration"])
     assert duration > 3
-    left, right = _pixels(files[0], duration - 1.5, [(160, 180), (480, 180)])
+    left, right = await asyncio.to_thread(_pixels, files[0], duration - 1.5, [(160, 180), (480, 180)])
     assert _close(left, PEOPLE[0][2]) and _close(right, PEOPLE[1][2]), (left, right)
 
 
@@ -267,14 +275,17 @@ async def test_shutdown_finishes_the_recording(tmp_path: Path) -> None:
     assert len(files) == 1 and files[0].parent.name == "solo", files
     duration = float(
         json.loads(
-            subprocess.run(
-                ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(files[0])],
-                check=True,
-                capture_output=True,
+            (
+                await asyncio.to_thread(
+                    subprocess.run,
+                    ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(files[0])],
+                    check=True,
+                    capture_output=True,
+                )
             ).stdout
         )["format"]["duration"]
     )
     assert duration > 2
-    bar, edge, centre = _pixels(files[0], duration - 1, [(40, 180), (100, 180), (320, 180)])
+    bar, edge, centre = await asyncio.to_thread(_pixels, files[0], duration - 1, [(40, 180), (100, 180), (320, 180)])
     # 160x120 scaled into 640x360 keeps 4:3: 480x360 centred, black bars at the sides.
     assert _close(edge, rgb) and _close(centre, rgb) and _close(bar, (0, 0, 0), 20), (bar, edge, centre)

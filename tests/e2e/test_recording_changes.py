@@ -100,22 +100,22 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
     assert stopped["recordingId"] == info["recordingId"]
     assert stopped["segments"] >= 3, timeline
     assert wall - 0.2 <= stopped["duration"] <= wall + lag + 1.0, timeline
-    codecs, duration = codecs_and_duration(path)
+    codecs, duration = await asyncio.to_thread(codecs_and_duration, path)
     assert codecs == ["aac", "h264"]
     assert abs(duration - stopped["duration"]) <= 0.1, (duration, timeline)
 
     # 1. alice | bob
-    _assert_red_green(path, lag, joining, timeline)
+    (await asyncio.to_thread(_assert_red_green, path, lag, joining, timeline))
     # 2. alice, bob / carol, nobody
     for at in _inside(joined + lag, leaving):
-        raw = frame_at(path, at)
+        raw = await asyncio.to_thread(frame_at, path, at)
         quads = [pixel(raw, x, y) for x, y in QUADRANTS]
         assert (
             _close(quads[0], RED) and _close(quads[1], GREEN) and _close(quads[2], BLUE) and _close(quads[3], BLACK, 20)
         ), (at, quads, timeline)
     # 3. bob | carol
     for at in _inside(left + lag, duration):
-        left_tile, right_tile, bar = _side_by_side(path, at)
+        left_tile, right_tile, bar = await asyncio.to_thread(_side_by_side, path, at)
         assert _close(left_tile, GREEN) and _close(right_tile, BLUE) and _close(bar, BLACK, 20), (
             at,
             left_tile,
@@ -131,7 +131,11 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
         ((joined + lag, leaving), {"alice", "bob", "carol"}),
         ((left + lag, duration), {"bob", "carol"}),
     ]:
-        heard = tones(audio_samples(path, *_window(start, end)), tuple(sent.values()) + OFF_TONES)
+        heard = await asyncio.to_thread(
+            tones,
+            (await asyncio.to_thread(audio_samples, path, *_window(start, end))),
+            tuple(sent.values()) + OFF_TONES,
+        )
         loudest = max(heard[sent[name]] for name in present)
         noise = max(heard[f] for f in OFF_TONES)
         for name, tone in sent.items():
@@ -192,13 +196,13 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
         f"stop at {wall:.2f} s; answer {stopped}"
     )
     assert stopped["segments"] >= 3, timeline
-    codecs, duration = codecs_and_duration(path)
+    codecs, duration = await asyncio.to_thread(codecs_and_duration, path)
     assert codecs == ["aac", "h264"]
     assert wall - 0.2 <= duration <= wall + lag + 1.0, (duration, timeline)
 
-    _assert_red_green(path, lag, pausing, timeline)
+    (await asyncio.to_thread(_assert_red_green, path, lag, pausing, timeline))
     for at in _inside(paused + lag, resuming):
-        raw = frame_at(path, at)
+        raw = await asyncio.to_thread(frame_at, path, at)
         left_tile, bar = pixel(raw, *LEFT), pixel(raw, *LEFT_TOP_BAR)
         # bob's card fills its whole 320x360 tile: corners dark grey, not black.
         corners = [pixel(raw, x, y) for x, y in ((330, 10), (630, 10), (330, 350), (630, 350))]
@@ -207,7 +211,7 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
         assert all(_close(c, CARD, 10) for c in corners), (at, corners, timeline)
         assert text >= 100, (at, text, timeline)  # the name, in white
     for at in _inside(resumed + lag, duration):
-        left_tile, right_tile, bar = _side_by_side(path, at)
+        left_tile, right_tile, bar = await asyncio.to_thread(_side_by_side, path, at)
         assert _close(left_tile, RED) and _close(right_tile, GREEN) and _close(bar, BLACK, 20), (
             at,
             left_tile,
@@ -219,16 +223,20 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
     # No audio lost in any phase (issue 17: a segment showing a name card delivered
     # 1.4 s of audio and then none; the MP4 closed the hole, and the tone check read the
     # next phase's audio): both send a tone all the time, so any silence is a loss.
-    audio = packets(path, "a:0")
+    audio = await asyncio.to_thread(packets, path, "a:0")
     assert largest_hole(audio) <= 0.020, (largest_hole(audio), timeline)
-    silence = longest_silence(pcm(path, 0.3, duration - 0.6))
+    silence = await asyncio.to_thread(longest_silence, await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
     assert silence <= 0.020, (silence, timeline)
     # ... nor video: no frame further than two frame intervals from the one before.
-    video = packets(path, "v:0")
+    video = await asyncio.to_thread(packets, path, "v:0")
     assert largest_hole(video) <= 1 / 15 + 0.001, (largest_hole(video), timeline)
 
     # A muted camera does not mute the microphone.
-    heard = tones(audio_samples(path, *_window(paused + lag, resuming)), (440.0, 660.0) + OFF_TONES)
+    heard = await asyncio.to_thread(
+        tones,
+        (await asyncio.to_thread(audio_samples, path, *_window(paused + lag, resuming))),
+        (440.0, 660.0) + OFF_TONES,
+    )
     noise = max(heard[f] for f in OFF_TONES)
     assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, (
         heard,

@@ -95,8 +95,13 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     # 1. As long as the recording.
     duration = float(
         json.loads(
-            subprocess.run(
-                ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(path)], check=True, capture_output=True
+            (
+                await asyncio.to_thread(
+                    subprocess.run,
+                    ["ffprobe", "-v", "error", "-show_format", "-of", "json", str(path)],
+                    check=True,
+                    capture_output=True,
+                )
             ).stdout
         )["format"]["duration"]
     )
@@ -106,15 +111,15 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     assert wall - 0.2 <= duration <= since_asked + 0.2, (duration, since_asked, story)
 
     # 2. Audio: no hole in the packets, no silence in the samples (someone always sends a tone).
-    audio = packets(path, "a:0")
+    audio = await asyncio.to_thread(packets, path, "a:0")
     assert largest_hole(audio) <= 0.020, (largest_hole(audio), story)
     assert audio[-1][0] + audio[-1][1] >= wall - 0.2, (audio[-1], story)
-    silence = longest_silence(pcm(path, 0.3, duration - 0.6))
+    silence = await asyncio.to_thread(longest_silence, await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
     assert silence <= 0.020, (silence, story)
 
     # 3. Video: no hole over two frame intervals (at the leave, the old segment's grid
     # waits for the closed input; its frames are drained when its input ends).
-    video = packets(path, "v:0")
+    video = await asyncio.to_thread(packets, path, "v:0")
     holes = [b[0] - a[0] for a, b in itertools.pairwise(video)]
     big = [(round(video[i][0], 2), round(h, 3)) for i, h in enumerate(holes) if h > 2 / FPS + 0.001]
     assert not big, (big, story)
@@ -145,8 +150,8 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     tones = {"alice": 440.0, "bob": 660.0, "carol": 880.0}
     for peer_id, track in tracks.items():
         stem = store.path_for(track["object"]["key"])
-        samples = pcm(stem, 0.5, 1.0)
-        heard = {f: tone_amplitude(samples, f, RATE) for f in (440.0, 660.0, 880.0, 550.0)}
+        samples = await asyncio.to_thread(pcm, stem, 0.5, 1.0)
+        heard = {f: (await asyncio.to_thread(tone_amplitude, samples, f, RATE)) for f in (440.0, 660.0, 880.0, 550.0)}
         assert heard[tones[peer_id]] > 2000 and heard[tones[peer_id]] > 50 * heard[550.0], (peer_id, heard)
     bob_stem = store.path_for(tracks["bob"]["object"]["key"])
     # The test's zero in the composite (which starts with its first media, before it).
@@ -154,9 +159,9 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     shift = t0_wall - datetime.fromisoformat(document["startedAt"].replace("Z", "+00:00")).timestamp()
     assert -0.05 <= shift <= (t0 - asked) + 0.05, (shift, story)
     start = muting + shift + 0.8 - tracks["bob"]["offsetMs"] / 1000
-    muted = pcm(bob_stem, start, unmuting - muting - 1.6)
-    assert muted and tone_amplitude(muted, 660.0, RATE) < 100, story
-    stem_audio = packets(bob_stem, "a:0")
+    muted = await asyncio.to_thread(pcm, bob_stem, start, unmuting - muting - 1.6)
+    assert muted and (await asyncio.to_thread(tone_amplitude, muted, 660.0, RATE)) < 100, story
+    stem_audio = await asyncio.to_thread(packets, bob_stem, "a:0")
     assert largest_hole(stem_audio) <= 0.020, largest_hole(stem_audio)
 
     # 6. The timeline.

@@ -127,15 +127,15 @@ async def test_a_screen_share_gets_its_own_tile(tmp_path: Path) -> None:
     assert stopped["recordingId"] == info["recordingId"]
     assert stopped["segments"] >= 3, timeline
     assert wall - 0.2 <= stopped["duration"] <= wall + lag + 1.0, timeline
-    codecs, duration = codecs_and_duration(path)
+    codecs, duration = await asyncio.to_thread(codecs_and_duration, path)
     assert codecs == ["aac", "h264"]
     assert wall - 0.2 <= duration <= wall + lag + 1.0, (duration, timeline)
 
     # 1. alice | bob
-    _assert_red_green(path, lag, sharing, timeline)
+    (await asyncio.to_thread(_assert_red_green, path, lag, sharing, timeline))
     # 2. alice's camera, alice's share / bob's camera, nobody
     for at in _inside(shared + lag, unsharing):
-        raw = frame_at(path, at)
+        raw = await asyncio.to_thread(frame_at, path, at)
         quads = [pixel(raw, x, y) for x, y in QUADRANTS]
         assert (
             _close(quads[0], RED)
@@ -144,7 +144,7 @@ async def test_a_screen_share_gets_its_own_tile(tmp_path: Path) -> None:
             and _close(quads[3], BLACK, 20)
         ), (at, quads, timeline)
     # 3. alice | bob again
-    _assert_red_green(path, unshared + lag, duration, timeline)
+    (await asyncio.to_thread(_assert_red_green, path, unshared + lag, duration, timeline))
 
 
 # -- the room's worker dies ----------------------------------------------------------------
@@ -224,27 +224,31 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
     )
     assert stopped["recordingId"] == info["recordingId"]
     assert stopped["segments"] >= 2, timeline
-    codecs, duration = codecs_and_duration(path)
+    codecs, duration = await asyncio.to_thread(codecs_and_duration, path)
     assert codecs == ["aac", "h264"], timeline
     # The gap while the peers come back is in the file, not cut out of it.
     assert rejoined - killed >= GAP
     assert wall - 0.2 <= duration <= wall + lag + 2.0, (duration, timeline)
 
     # 1. alice | bob on the old worker
-    _assert_red_green(path, lag, killed, timeline)
+    (await asyncio.to_thread(_assert_red_green, path, lag, killed, timeline))
     # 2. the gap: each tile the last frame (frozen) or a name card (dark grey to its
     # corners; the name is in the middle)
     for at in _inside(killed - MARGIN + lag, rejoined + MARGIN, count=3):
-        raw = frame_at(path, at)
+        raw = await asyncio.to_thread(frame_at, path, at)
         tiles = [(pixel(raw, *LEFT), pixel(raw, *LEFT_CORNER)), (pixel(raw, *RIGHT), pixel(raw, *RIGHT_CORNER))]
         assert all(
             _close(middle, colour) or _close(corner, CARD, 10)
             for (middle, corner), colour in zip(tiles, (RED, GREEN), strict=False)
         ), (at, tiles, timeline)
     # 3. alice | bob on the new worker, and both heard
-    _assert_red_green(path, rejoined + lag, duration, timeline)
+    (await asyncio.to_thread(_assert_red_green, path, rejoined + lag, duration, timeline))
     start = rejoined + MARGIN
-    heard = tones(audio_samples(path, start, duration - MARGIN - start), (440.0, 660.0) + OFF_TONES)
+    heard = await asyncio.to_thread(
+        tones,
+        (await asyncio.to_thread(audio_samples, path, start, duration - MARGIN - start)),
+        (440.0, 660.0) + OFF_TONES,
+    )
     noise = max(heard[f] for f in OFF_TONES)
     assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, (
         heard,
@@ -309,11 +313,11 @@ async def test_a_segment_that_cannot_start_is_tried_again(tmp_path: Path, monkey
                 s.close()
     timeline = f"shared at {shared:.2f} s, retried segment at {retried:.2f} s, stop at {wall:.2f} s; {stopped}"
     assert retried - shared < 5, timeline
-    codecs, duration = codecs_and_duration(path)
+    codecs, duration = await asyncio.to_thread(codecs_and_duration, path)
     assert codecs == ["aac", "h264"] and wall - 0.2 <= duration <= wall + lag + 1.0, (duration, timeline)
     # Before the share: red | green; once the retried segment runs: the share has its tile.
-    _assert_red_green(path, lag, shared, timeline)
+    (await asyncio.to_thread(_assert_red_green, path, lag, shared, timeline))
     at = min(retried + MARGIN, wall - 0.5)
-    raw = frame_at(path, at)
+    raw = await asyncio.to_thread(frame_at, path, at)
     quads = [pixel(raw, x, y) for x, y in QUADRANTS]
     assert _close(quads[0], RED) and _close(quads[1], YELLOW) and _close(quads[2], GREEN), (at, quads, timeline)

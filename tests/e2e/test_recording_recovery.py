@@ -178,12 +178,12 @@ async def test_ffmpeg_killed_and_broker_down_at_stop(tmp_path: Path, s3: Any, ra
 
         local = tmp_path / "downloaded.mp4"
         await asyncio.to_thread(client.download_file, bucket, key, str(local))
-        codecs, duration = codecs_and_duration(local)
+        codecs, duration = await asyncio.to_thread(codecs_and_duration, local)
         assert codecs == ["aac", "h264"], codecs
         assert abs(duration - wall) <= 1.5, (duration, timeline)
         # Before the kill and after the restart: alice | bob.
         for at in (killed_at / 2, (restarted_at + duration) / 2):
-            left, right = _pixels(local, at, [(160, 180), (480, 180)])
+            left, right = await asyncio.to_thread(_pixels, local, at, [(160, 180), (480, 180)])
             assert _close(left, RED) and _close(right, GREEN), (at, left, right, timeline)
     finally:
         proxy.close()
@@ -328,10 +328,13 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
         orphans = await _wait_gone(tag, "ffmpeg", 5)
         # What the crash left (a segment FFmpeg finished has a duration in its header).
         left_behind = {
-            seg.name: subprocess.run(
-                ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(seg)],
-                capture_output=True,
-                text=True,
+            seg.name: (
+                await asyncio.to_thread(
+                    subprocess.run,
+                    ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(seg)],
+                    capture_output=True,
+                    text=True,
+                )
             ).stdout.strip()
             for seg in sorted(work_dir.rglob("*.mkv"))
         }
@@ -362,7 +365,7 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
         assert [p["Prefix"] for p in listed.get("CommonPrefixes", [])] == [folder], listed
         local = tmp_path / "recovered.mp4"
         await asyncio.to_thread(client.download_file, bucket, key, str(local))
-        codecs, duration = codecs_and_duration(local)
+        codecs, duration = await asyncio.to_thread(codecs_and_duration, local)
         diagnosis = (
             f"recorded {recorded:.2f} s; segments left by the crash (header duration): {left_behind}; "
             f"FFmpeg still running 5 s after it: {orphans}; server 2:\n{second.tail()}"
@@ -371,7 +374,7 @@ async def test_a_killed_server_s_recording_is_finished_at_the_next_start(
         assert 3 < duration <= recorded + 1.0, f"MP4 of {duration} s; {diagnosis}"
         # FFmpeg is told to finish its file when its server dies: nothing recorded is lost.
         assert duration >= recorded - 0.5, f"MP4 of {duration} s; {diagnosis}"
-        left_tile, right_tile = _pixels(local, duration / 2, [(160, 180), (480, 180)])
+        left_tile, right_tile = await asyncio.to_thread(_pixels, local, duration / 2, [(160, 180), (480, 180)])
         assert _close(left_tile, RED) and _close(right_tile, GREEN), f"{left_tile} {right_tile}; {diagnosis}"
 
         deadline = time.monotonic() + 30

@@ -174,17 +174,17 @@ async def test_a_simulcast_video_is_recorded_from_its_best_layer(tmp_path: Path)
                 await viewer.close()
 
     assert layers["spatialLayer"] == 2, (layers, dump)
-    codecs, duration = codecs_and_duration(path)
+    codecs, duration = await asyncio.to_thread(codecs_and_duration, path)
     assert "h264" in codecs, codecs
     # The camera's tile (videos first, then the viewer's name card) has the best
     # layer's colour (not the red or green of the lower ones).
     # The recording's first frame waits for a key frame of the best layer (FFmpeg
     # here sends one every 1/3 s: the recorder's PLI has no way back to it), so
     # the picture is looked at within the video's own span.
-    last = packets(path, "v:0")[-1][0]
+    last = (await asyncio.to_thread(packets, path, "v:0"))[-1][0]
     assert last >= 3.0, (last, duration, stopped)
     for at in (last - 2.5, last - 1.0):
-        colour = pixel(frame_at(path, at), *LEFT)
+        colour = pixel((await asyncio.to_thread(frame_at, path, at)), *LEFT)
         assert _close(colour, BLUE), (at, colour, layers, stopped)
 
 
@@ -216,8 +216,8 @@ async def test_a_camera_that_changes_size_goes_on_in_the_same_segment(tmp_path: 
                 await peer.close()
 
     assert stopped["segments"] == 1, stopped
-    video = packets(path, "v:0")
+    video = await asyncio.to_thread(packets, path, "v:0")
     assert video[-1][0] >= 5.5 and largest_hole(video) <= 1 / 15 + 0.001, (video[-1], largest_hole(video), stopped)
     for at in (video[-1][0] - 1.0, video[-1][0] - 2.0):
-        colour = pixel(frame_at(path, at), *QUADRANTS[1])
+        colour = pixel((await asyncio.to_thread(frame_at, path, at)), *QUADRANTS[1])
         assert _close(colour, GREEN), (at, colour, stopped)

@@ -266,11 +266,11 @@ async def test_recording_by_a_participant_with_the_grant(tmp_path: Path) -> None
             files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
             await asyncio.sleep(0.2)
         assert len(files) == 1, files
-    codecs, duration = codecs_and_duration(files[0])
+    codecs, duration = await asyncio.to_thread(codecs_and_duration, files[0])
     assert codecs == ["aac", "h264"] and duration > 2.5
     # Two tiles side by side, each a browser's fake camera (a green picture).
     for x in (40, 360):
-        r, g, b = _pixels(files[0], duration - 1.0, [(x, 180)])[0]
+        r, g, b = (await asyncio.to_thread(_pixels, files[0], duration - 1.0, [(x, 180)]))[0]
         assert g > 100 and r < 90 and b < 90, (x, (r, g, b))
 
 

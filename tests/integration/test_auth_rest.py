@@ -331,6 +331,23 @@ async def test_broadcaster_api(server: Server, http: aiohttp.ClientSession, alic
     await expect(http, "DELETE", f"{base}/broadcasters/cam", [(cam, 200, None)])
 
 
+async def test_a_participants_own_broadcaster_is_named_by_its_token(
+    server: Server, http: aiohttp.ClientSession, alice: dict[str, Any]
+) -> None:
+    base = f"{server.base_url}/rooms/{ROOM}/broadcasters"
+    grants = grants_from_names(["join", "publish"], room=ROOM)
+    named = mint(server.app[ACCESS].keys, identity="cam", name="Lobby Camera", grants=grants)
+    body = {"id": "cam", "displayName": "Not Me", "device": {"name": "GStreamer"}}
+    await expect(http, "POST", base, [({"Authorization": f"Bearer {named}"}, 200, None)], json=body)
+    # An ingress token creates broadcasters of any id: they keep the name they were given.
+    body = {**body, "id": "bc", "displayName": "Bcast"}
+    await expect(http, "POST", base, [(bearer(server, "ingress", ROOM), 200, None)], json=body)
+    broadcasters = server.rooms.rooms[ROOM].broadcasters
+    assert (broadcasters["cam"].display_name, broadcasters["bc"].display_name) == ("Lobby Camera", "Bcast")
+    seen = await alice["client"].wait_for("newPeer", lambda d: d["id"] == "cam")
+    assert seen["displayName"] == "Lobby Camera"
+
+
 async def test_every_protected_route_checks_its_grant(server: Server, http: aiohttp.ClientSession) -> None:
     """Each /api and /rooms route of the app, called with no token (401, the middleware) and with
     a valid token that grants nothing (403, the handler's own require_* call, before any lookup

@@ -25,7 +25,7 @@ from livekit.api import AccessToken
 from livekit.api import VideoGrants as LkVideoGrants
 from pydantic import SecretStr
 
-from control.auth import AuthMethod, TrackSource, VideoGrants, mint, open_principal
+from control.auth import ACCESS, AuthMethod, TrackSource, VideoGrants, mint, open_principal
 from control.auth.keys import KeyRing
 from control.errors import Forbidden
 from control.recording.service import RECORDINGS
@@ -91,10 +91,11 @@ async def refusal(
         return response.status, await response.json()
 
 
-def lk_token(identity: str, room: str = ROOM, **grants: Any) -> str:
-    """A token minted by LiveKit's own Python SDK."""
+def lk_token(identity: str, room: str = ROOM, *, named: bool = True, **grants: Any) -> str:
+    """A token minted by LiveKit's own Python SDK (named ``identity.title()`` unless not ``named``)."""
     video = LkVideoGrants(room=room, room_join=True, **grants)
-    return AccessToken(KEY, SECRET).with_identity(identity).with_name(identity.title()).with_grants(video).to_jwt()
+    token = AccessToken(KEY, SECRET).with_identity(identity).with_grants(video)
+    return (token.with_name(identity.title()) if named else token).to_jwt()
 
 
 def unsigned_token(identity: str) -> str:
@@ -222,7 +223,6 @@ async def test_each_missing_grant_is_refused_and_nothing_is_created(server: Serv
     assert server.app[RECORDINGS].active == {}
     # The session goes on: what the token grants still works.
     assert "codecs" in await client.request("getRouterRtpCapabilities")
-    assert await client.request("changeDisplayName", {"displayName": "Still here"}) == {}
 
 
 async def test_publish_sources_are_checked(server: Server, connect: Connect) -> None:
@@ -283,7 +283,7 @@ async def test_hidden_participants_are_not_announced(server: Server, connect: Co
     a = await setup_peer(alice, display_name="Alice")
     audio = await produce(alice, a["send"])
 
-    bot = await connect("recorder", token=lk_token("recorder", hidden=True))
+    bot = await connect("recorder", token=lk_token("recorder", named=False, hidden=True))  # may rename itself
     joined = await setup_peer(bot, display_name="Recorder")
     assert [p["id"] for p in joined["join"]["peers"]] == ["alice"]  # it sees the others
     await bot.wait_for("newConsumer", lambda d: d["producerId"] == audio["id"], kind="request")  # and consumes
@@ -304,6 +304,32 @@ async def test_hidden_participants_are_not_announced(server: Server, connect: Co
         assert all(d.get("peerId") != "recorder" for m, d in other.notifications if m == "peerDisplayNameChanged")
     history = (await alice.request("getChatHistory", {}))["messages"]
     assert not any("Recorder" in (m.get("text") or "") for m in history), history  # no "joined"/"left"
+
+
+async def test_the_token_name_and_email_win_over_join(server: Server, connect: Connect) -> None:
+    alice = await connect("alice", token=lk_token("alice", named=False))
+    await setup_peer(alice, display_name="Alice")
+    metadata = json.dumps({"email": "carol@example.org"})
+    grants = VideoGrants(room=ROOM, room_join=True)
+    token = mint(server.app[ACCESS].keys, identity="carol", name="Carol\x1b[31m Doe", metadata=metadata, grants=grants)
+    carol = await connect("carol", token=token)
+    joined = await setup_peer(carol, display_name="The Boss", email="boss@example.org")
+    # The token's name (its control characters dropped, the one display name rule) is
+    # what the others see; the client's displayName and e-mail are not used.
+    announced = await alice.wait_for("newPeer", lambda d: d["id"] == "carol")
+    assert announced["displayName"] == "Carol[31m Doe"
+    assert peer_of(server, "carol").metadata.email == "carol@example.org"
+    assert [p["displayName"] for p in joined["join"]["peers"]] == ["Alice"]
+    reason = await refused(carol, "changeDisplayName", {"displayName": "The Boss"})
+    assert "token" in reason
+    assert peer_of(server, "carol").display_name == "Carol[31m Doe"
+    # LiveKit's own token with a name; and without one the client names itself.
+    dave = await connect("dave", token=lk_token("dave"))
+    await setup_peer(dave, display_name="Someone Else")
+    assert (await alice.wait_for("newPeer", lambda d: d["id"] == "dave"))["displayName"] == "Dave"
+    assert await alice.request("changeDisplayName", {"displayName": "Alice B."}) == {}
+    renamed = await carol.wait_for("peerDisplayNameChanged", lambda d: d["peerId"] == "alice")
+    assert renamed["displayName"] == "Alice B."
 
 
 # -- takeovers and expiry -------------------------------------------------------------------

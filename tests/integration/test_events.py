@@ -433,7 +433,11 @@ async def test_connection_cut_while_publishing_100_events(broker: Broker, tmp_pa
     finally:
         await bus.close()
         proxy.close()
-    assert cuts >= 3 and publisher.connects >= 4, (cuts, publisher.connects)
+    # Every cut severed a live connection of its own (so the publisher reconnected
+    # after each cut but perhaps the last: after the last one nothing may be left to
+    # send). Asking for cuts + 1 connections failed when the first cut came before the
+    # first connect and the last after the final confirm.
+    assert cuts >= 3 and publisher.connects >= cuts, (cuts, publisher.connects)
     received = await asyncio.to_thread(broker.read, queue, 100)
     got = {b["eventId"] for _, b in received if b["data"]["meetingId"] == meeting}
     assert got == set(ids)

@@ -181,7 +181,14 @@ class RestFuzzer:
 
 async def test_rest_fuzz(tmp_path: Path, captured: list[str]) -> None:  # noqa: F811 (fixture)
     rng = random.Random(SEED)
-    async with running_server(tmp_path, max_recordings=0) as server:
+    # Every request comes from 127.0.0.1: the per-client limits (tested in
+    # test_limits_per_client) are raised so that each fuzzed request reaches its route.
+    unlimited = {
+        "rest_requests_per_second_per_ip": 100_000,
+        "rest_request_burst_per_ip": 1_000_000,
+        "broadcasters_per_minute_per_ip": 1_000_000,
+    }
+    async with running_server(tmp_path, max_recordings=0, **unlimited) as server:
         alice = await ProtooClient.connect(server.ws_url("r", "alice"))
         try:
             a = await setup_peer(alice)

@@ -535,6 +535,10 @@ async def test_signaling_fuzz(tmp_path: Path, captured: list[str]) -> None:
         signaling_join_timeout_seconds=1.0,
         signaling_requests_per_second=2000,
         signaling_request_burst=400,
+        # join/leave churn and idle sockets, all from 127.0.0.1 (per-client limits: test_limits_per_client)
+        max_connections_per_ip=1_000_000,
+        connections_per_second_per_ip=100_000,
+        connection_burst_per_ip=1_000_000,
         max_recordings=0,  # startRecording is fuzzed too: refused (429) before any FFmpeg starts
     ) as server:
         fuzz = Fuzzer(server, rng)

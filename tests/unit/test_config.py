@@ -72,6 +72,7 @@ def test_every_field_has_its_documented_variable() -> None:
         "MEDIASOUP_RTC_MAX_PORT",
         "MEDIASOUP_LISTEN_IP",
         "MEDIASOUP_ANNOUNCED_ADDRESS",
+        "MEDIASOUP_UDP_RECV_BUFFER_BYTES",
         "MEDIASOUP_WORKER_LOG_LEVEL",
         "MEDIASOUP_WORKER_LOG_TAGS",
         "SIGNALING_MAX_FRAME_BYTES",
@@ -90,6 +91,16 @@ def test_every_field_has_its_documented_variable() -> None:
         "SIGNALING_REQUEST_BURST",
         "SIGNALING_JOIN_TIMEOUT_SECONDS",
         "SIGNALING_MAX_JSON_DEPTH",
+        "TRUSTED_PROXIES",
+        "MAX_CONNECTIONS_PER_IP",
+        "CONNECTIONS_PER_SECOND_PER_IP",
+        "CONNECTION_BURST_PER_IP",
+        "BROADCASTERS_PER_MINUTE_PER_IP",
+        "REST_REQUESTS_PER_SECOND",
+        "REST_REQUEST_BURST",
+        "REST_REQUESTS_PER_SECOND_PER_IP",
+        "REST_REQUEST_BURST_PER_IP",
+        "RATE_LIMIT_MAX_CLIENTS",
         "REDIS_URL",
         "NODE_ID",
         "NODE_ADVERTISE_URL",
@@ -210,6 +221,13 @@ def test_signaling_and_room_settings(load: Loader) -> None:
     assert (s.peer_reconnect_grace_seconds, s.room_consumers_per_worker) == (0, 200)
 
 
+def test_trusted_proxies_are_networks(load: Loader) -> None:
+    assert load_settings().trusted_proxies == []
+    s = load(TRUSTED_PROXIES="10.0.0.1/8, 192.168.1.7 ,2001:db8::/32")
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32"]
+    assert load(TRUSTED_PROXIES="").trusted_proxies == []
+
+
 def test_all_log_tags_accepted(load: Loader) -> None:
     s = load(MEDIASOUP_WORKER_LOG_TAGS=",".join(MEDIASOUP_LOG_TAGS))
     assert s.mediasoup_worker_log_tags == list(MEDIASOUP_LOG_TAGS)
@@ -242,6 +260,11 @@ def test_all_log_tags_accepted(load: Loader) -> None:
         ("SIGNALING_REQUEST_TIMEOUT_SECONDS", "0"),
         ("PEER_RECONNECT_GRACE_SECONDS", "-1"),
         ("ROOM_CONSUMERS_PER_WORKER", "0"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.example"),
+        ("MAX_CONNECTIONS_PER_IP", "0"),
+        ("CONNECTIONS_PER_SECOND_PER_IP", "0"),
+        ("REST_REQUEST_BURST", "0"),
+        ("RATE_LIMIT_MAX_CLIENTS", "1"),
     ],
 )
 def test_invalid_value_names_the_variable(var: str, value: str, load: Loader) -> None:

@@ -263,3 +263,38 @@ async def test_a_slow_answer_is_not_a_hang(pool: WorkerPool) -> None:
     await asyncio.sleep(pool.health_timeout + pool.health_interval + 0.5)
     assert not died and not worker.closed and pool.responsive(worker)
     assert (await worker.dump())["pid"] == worker.pid
+
+
+async def test_a_busy_worker_is_probed_again_not_killed() -> None:
+    """A probe queued behind a burst of requests (a join storm) is answered late, but
+    the worker kept answering the others meanwhile: it is busy, not hung, and keeps
+    its rooms. (Before, the burst alone got it killed with every room on it.)"""
+    require_worker_binary()
+    pool = WorkerPool(
+        num_workers=1,
+        worker_settings=WorkerSettings(log_level="none"),
+        health_interval=0.05,
+        health_timeout=0.2,
+    )
+    await pool.start()
+    try:
+        worker = pool.workers[0]
+        router = await worker.create_router(MEDIA_CODECS)
+        for _ in range(20):
+            await router.create_webrtc_transport(listen_ips=["127.0.0.1"])
+        busy: list[object] = []
+        hung: list[object] = []
+        pool.on("workerbusy", busy.append)
+        pool.on("workerhung", hung.append)
+        # One burst of ~2 s: every probe sent meanwhile waits behind hundreds of dumps
+        # (the worker answers them all the while). The assertions follow at once: an
+        # idle worker is never left with a probe older than the timeout here.
+        for _ in range(3):  # bounded; the first burst is normally enough
+            await asyncio.gather(*(router.dump() for _ in range(3000)))
+            if busy:
+                break
+        assert busy, "no probe ever waited behind the burst: the test proves nothing"
+        assert not hung and not worker.closed and not router.closed
+        assert (await worker.dump())["pid"] == worker.pid
+    finally:
+        await pool.close()

@@ -1,0 +1,47 @@
+"""FFmpeg started by recording/process.py's spawn_ffmpeg is interrupted when the
+process that started it dies (SIGKILL: no cleanup code runs), without a preexec_fn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+SPAWNER = """
+import asyncio, sys
+from recording.process import spawn_ffmpeg
+
+async def main():
+    process = await spawn_ffmpeg(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
+                                  "-i", "anullsrc", "-f", "null", "-"])
+    print(process.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ffmpeg_is_interrupted_when_its_parent_is_killed() -> None:
+    spawner = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, cwd=os.getcwd())
+    try:
+        assert spawner.stdout is not None
+        pid = int(spawner.stdout.readline())
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            assert cmdline.read().split(b"\0")[0] in (b"ffmpeg", b"setpriv")  # setpriv execs ffmpeg
+        assert _alive(pid)
+    finally:
+        spawner.kill()
+        spawner.wait()
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "FFmpeg outlived the process that started it"
