@@ -346,6 +346,16 @@ async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
     return path
 
 
+def zero_before(server: Server, room: str, t0: float) -> float:
+    """Seconds from the live recording's zero (its first media: a stem's first packet
+    or the first segment's ``t0``, from its manifest) to the test's zero ``t0``
+    (monotonic, taken at the start's answer): a moment of the test is that much
+    later in the MP4."""
+    manifest = server.app[RECORDINGS].active[room].manifest
+    origin = min([manifest.segments[0].t0, *(t.t0 for t in manifest.tracks if t.t0 is not None)])
+    return max(0.0, time.time() - (time.monotonic() - t0) - origin)
+
+
 def _inside(start: float, end: float, count: int = 2) -> list[float]:
     """``count`` times spread inside [start + MARGIN, end - MARGIN]."""
     lo, hi = start + MARGIN, end - MARGIN

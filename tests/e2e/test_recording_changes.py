@@ -3,8 +3,8 @@ while the room is recorded, and the one MP4 shows each layout in turn, with the
 audio of whoever was there.
 
 Times are measured from the ``startRecording`` answer; the recording's zero (its
-first media) is between the request and the answer, so a moment of the test is up
-to ``lag`` (answer minus request) later in the MP4: each phase starts ``lag`` later
+first media) is before it, so a moment of the test is ``lag`` later in the MP4 (read
+from the live recording's manifest, ``zero_before``): each phase starts ``lag`` later
 and is checked well inside its bounds (1.5 s from the moment the test made the
 change), since a new layout appears once the new segment's FFmpeg records, a few
 hundred milliseconds after the change."""
@@ -48,6 +48,7 @@ from tests.e2e.recording_helpers import (
     pcm,
     pixel,
     tones,
+    zero_before,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -69,10 +70,8 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
             await alice.wait_media("bob", timeout=45)
             await bob.wait_media("alice", timeout=45)
 
-            asked = time.monotonic()
             info = await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
-            lag = t0 - asked
             assert set(info) == {"recordingId", "startedAt"}
             await asyncio.sleep(5)
 
@@ -86,6 +85,7 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
             left = time.monotonic() - t0
             await asyncio.sleep(5)
 
+            lag = zero_before(server, "changes", t0)  # the recording began before t0
             wall = time.monotonic() - t0
             stopped = await bob.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
@@ -167,11 +167,9 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
             await bob.wait_media("alice", timeout=45)
 
             async with aiohttp.ClientSession() as http:
-                asked = time.monotonic()
                 async with http.post(f"{server.base_url}/api/rooms/mute/recording") as response:
                     assert response.status == 201, await response.text()
             t0 = time.monotonic()
-            lag = t0 - asked
             await asyncio.sleep(4)
 
             pausing = time.monotonic() - t0
@@ -184,6 +182,7 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
             resumed = time.monotonic() - t0
             await asyncio.sleep(5)
 
+            lag = zero_before(server, "mute", t0)  # the recording began before t0
             wall = time.monotonic() - t0
             stopped = await alice.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
