@@ -3,7 +3,8 @@
 The video segments are joined without re-encoding (``recording.concat``: each
 part cut at the next segment's ``t0``); the audio is the mix of every stem,
 each delayed by its offset in samples (``adelay ...S``) from the composite's
-start, padded with silence and cut to the recording's length, encoded once to
+start (the first stem's first packet or the first segment's ``t0``, whichever
+came first: no audio a stem holds is cut), padded with silence and cut to the recording's length, encoded once to
 AAC. A recording whose segments carry their own audio and has no stem (one
 left by an older version) keeps the segments' audio.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from recording.concat import Part, write_listing
 
-__all__ = ["StemInput", "compose", "merge_stems"]
+__all__ = ["StemInput", "compose", "cut", "merge_stems"]
 
 RATE = 48000
 
@@ -67,17 +68,22 @@ def compose(
     out: Path,
     *,
     segment_audio: bool = False,
+    video_delay: float = 0.0,
     ffmpeg_bin: str = "ffmpeg",
     audio_bitrate: str = "128k",
     timeout: float = 1800,
 ) -> None:
     """Write ``out`` (MP4, ``total`` seconds): the joined ``parts`` (video copied)
-    and the mix of ``stems`` (AAC; silence if there is none). Blocking: run it in
-    a thread; CalledProcessError carries FFmpeg's message."""
+    and the mix of ``stems`` (AAC; silence if there is none). The video starts
+    ``video_delay`` seconds in (an MP4 edit list: black before; the stems began
+    before the first segment). Blocking: run it in a thread; CalledProcessError
+    carries FFmpeg's message."""
     if not parts:
         raise ValueError("nothing to join")
     listing = write_listing(parts, out.with_suffix(".ffconcat"))
     args = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    if video_delay > 0:
+        args += ["-itsoffset", f"{video_delay:.6f}"]
     args += ["-f", "concat", "-safe", "0", "-i", str(listing)]
     try:
         if segment_audio and not stems:
@@ -107,3 +113,16 @@ def merge_stems(stems: list[StemInput], out: Path, *, ffmpeg_bin: str = "ffmpeg"
     args += ["-filter_complex", _mix_graph(stems, 0, None, "mono"), "-map", "[a]"]
     args += ["-c:a", "libopus", "-b:a", "48k", "-f", "ogg", str(out)]
     _run(args, timeout)
+
+
+def cut(path: Path, length: float, *, ffmpeg_bin: str = "ffmpeg", timeout: float = 600) -> None:
+    """``path`` (Ogg/Opus) cut to its first ``length`` seconds in place, without
+    re-encoding (at a packet: 20 ms)."""
+    tmp = path.with_suffix(".cut.ogg")
+    args = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(path)]
+    args += ["-map", "0:a:0", "-t", f"{length:.6f}", "-c", "copy", "-f", "ogg", str(tmp)]
+    try:
+        _run(args, timeout)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

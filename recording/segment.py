@@ -335,6 +335,13 @@ class Segment(FfmpegRun):
                 threads=1,
                 analyzeduration=5_000_000,
                 probesize=5_000_000,
+                # Probing ends once every input's size is known (its first key frame):
+                # FFmpeg would also wait for 20 frames of each video to guess its rate
+                # (the graph's fps filter sets it), over a second at 15 fps and up to
+                # ``analyzeduration`` for a camera sending a few frames a second; the
+                # segment's output lagged that far behind, and the ``q`` at the stop
+                # dropped the lag (6 s recorded, 1.9 s of video).
+                fpsprobesize=0,
                 reorder_queue_size=256,
                 fflags="+genpts",
                 # A picture whose size changes (a simulcast consumer switching layers,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from recording.concat import Part, parts
 from recording.manifest import Manifest, SegmentEntry, TrackEntry
-from recording.mix import StemInput, compose, merge_stems
+from recording.mix import StemInput, compose, cut, merge_stems
 from recording.segment import (
     NothingRecorded,
     RecordingError,
@@ -88,7 +88,17 @@ RESTART_WINDOW = 30.0
 #: (MPEG-TS tables, no media): such a recording is dropped, not kept for ever.
 NO_MEDIA_BYTES = 16 * 1024
 
+#: FFmpeg's ports are picked free, but another process (a worker's transport in its
+#: port range, which overlaps the kernel's) may bind one before FFmpeg does: FFmpeg
+#: exits, and the start is tried again with other ports this many times in all.
+BIND_ATTEMPTS = 3
+
 Snapshot = Callable[[], Awaitable[tuple["Router", list[Source], dict[str, str]]]]
+
+
+def _port_taken(error: RecordingError) -> bool:
+    """FFmpeg could not bind a port picked for it (taken meanwhile)."""
+    return "Address already in use" in str(error)
 
 
 @dataclass(frozen=True)
@@ -213,9 +223,9 @@ class RecordingSession:
 
     async def _new_segment(self, *, only_if_changed: bool = False, stems_first: bool = False) -> None:
         """A segment for what the room shows now (unless it did not change), and the
-        stems following its audio producers; at the very start the stems first, so
-        the composite's first instant (the segment's ``t0``) is as close as it can be
-        to the moment the recording is answered as started."""
+        stems following its audio producers; at the very start the stems first: the
+        composite starts with the first audio (:class:`Plan`), before the first
+        segment's ``t0`` when its FFmpeg is slow to listen."""
         router, everything, names = await self.snapshot()
         stems = self._spawn(self._follow_stems(router, everything))
         if stems_first:
@@ -236,8 +246,15 @@ class RecordingSession:
         if only_if_changed and old_alive and key == self._layout_key:
             return
         n = len(self.manifest.segments)
-        segment = Segment(router, sources, self.directory / f"segment-{n:03d}.ts", names, self.options)
-        await segment.start()
+        for attempt in range(BIND_ATTEMPTS):
+            segment = Segment(router, sources, self.directory / f"segment-{n:03d}.ts", names, self.options)
+            try:
+                await segment.start()
+                break
+            except RecordingError as error:
+                if not _port_taken(error) or attempt + 1 == BIND_ATTEMPTS:
+                    raise
+                self.log.info("segment {} not started ({}): again with other ports", n, error)
         assert segment.t0 is not None and segment.exited is not None
         self.segments.append(segment)
         self._layout_key = key
@@ -334,17 +351,24 @@ class RecordingSession:
 
     async def _start_stem(self, router: Router, source: Source) -> None:
         n = len(self.manifest.tracks)
-        stem = Stem(router, source, self.directory / f"stem-{n:03d}.ogg", ffmpeg_bin=self.options.ffmpeg_bin)
-        entry = TrackEntry(stem.path.name, source.peer_id, source.producer_id)
+        path = self.directory / f"stem-{n:03d}.ogg"
+        entry = TrackEntry(path.name, source.peer_id, source.producer_id)
         self.manifest.tracks.append(entry)
 
         def first_packet(stem: Stem) -> None:
             entry.t0 = stem.t0
             self._spawn(self.manifest.save_async())
 
-        stem.on_first_packet = first_packet
         try:
-            await stem.start()
+            for attempt in range(BIND_ATTEMPTS):
+                stem = Stem(router, source, path, ffmpeg_bin=self.options.ffmpeg_bin, on_first_packet=first_packet)
+                try:
+                    await stem.start()
+                    break
+                except RecordingError as error:
+                    if not _port_taken(error) or attempt + 1 == BIND_ATTEMPTS:
+                        raise
+                    self.log.info("stem {} not started ({}): again with other ports", path.name, error)
         except BaseException:
             self.manifest.tracks.remove(entry)
             raise
@@ -523,7 +547,29 @@ def _safe(peer_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", peer_id)[:40] or "peer"
 
 
+#: A participant's audio running on past the stop by more than this is cut there.
+TRACK_END_SLACK = 0.05
+
+
 async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, float, float]]:
+    """One (peerId, file, wall-clock start, duration) per participant (their stems,
+    merged when there are several), cut at the recording's end."""
+    found = await _merged_tracks(manifest, ffmpeg_bin)
+    if manifest.ended_at is None:  # a process died while recording: as far as any file goes
+        return found
+    out = []
+    for peer_id, path, t0, length in found:
+        end = manifest.ended_at - t0
+        if length > end + TRACK_END_SLACK and end > 0:
+            # A stem's FFmpeg stops at its next packet after the stop: what it heard
+            # after the stop (up to a second under load) is not part of the recording.
+            await asyncio.to_thread(cut, path, end, ffmpeg_bin=ffmpeg_bin)
+            length = (await asyncio.to_thread(probe, path))[0]
+        out.append((peer_id, path, t0, length))
+    return out
+
+
+async def _merged_tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, float, float]]:
     """One (peerId, file, wall-clock start, duration) per participant: their usable
     stems, merged into one file when there are several."""
     log = manifest.log
@@ -552,11 +598,23 @@ async def _tracks(manifest: Manifest, ffmpeg_bin: str) -> list[tuple[str, Path, 
 @dataclass
 class Plan:
     """What the segments on disk give: the parts to join, each usable one's
-    (duration, codecs), and the composite's first instant (wall clock)."""
+    (duration, codecs), and the composite's first instant (wall clock).
+
+    The composite starts at whichever came first: the first usable segment's
+    ``t0`` or a stem's first packet (the stems start before the first segment,
+    which waits for its FFmpeg): no audio a stem holds is cut from the
+    composite; its video starts ``video_delay`` seconds in (black before)."""
 
     items: list[Part]
     usable: dict[Path, tuple[float, list[str]]]
     origin: float
+    #: Seconds from the composite's start to the first part's first instant.
+    video_delay: float = 0.0
+
+
+def _origin(video_at: float, manifest: Manifest) -> float:
+    """The composite's first instant: the first video's or the first audio's."""
+    return min([video_at, *(t.t0 for t in manifest.tracks if t.t0 is not None)])
 
 
 async def plan(manifest: Manifest) -> Plan:
@@ -577,7 +635,9 @@ async def plan(manifest: Manifest) -> Plan:
         if written < NO_MEDIA_BYTES:
             raise NothingRecorded(f"nothing was recorded ({written} bytes in {len(entries)} segment(s))")
         raise RecordingError("no usable segment")
-    return Plan(items, usable, next(e.t0 for path, e in entries if path == items[0].path))
+    video_at = next(e.t0 for path, e in entries if path == items[0].path)
+    origin = _origin(video_at, manifest)
+    return Plan(items, usable, origin, video_at - origin)
 
 
 async def finish_recording(
@@ -589,7 +649,7 @@ async def finish_recording(
     log = manifest.log
     entries = [(manifest.directory / e.file, e) for e in manifest.segments]
     the_plan = planned or await plan(manifest)
-    items, usable, origin = the_plan.items, the_plan.usable, the_plan.origin
+    items, usable, origin, video_delay = the_plan.items, the_plan.usable, the_plan.origin, the_plan.video_delay
     tracks = await _tracks(manifest, ffmpeg_bin)
     if manifest.ended_at is None:  # a process died while recording: as far as any file goes
         ends = [e.t0 + usable[path][0] for path, e in entries if path in usable]
@@ -599,7 +659,16 @@ async def finish_recording(
     segment_audio = not manifest.tracks and any("aac" in codecs for _d, codecs in usable.values())
     stems = [StemInput(path, t0 - origin) for _peer, path, t0, _length in tracks]
     try:
-        await asyncio.to_thread(compose, items, stems, total, out, segment_audio=segment_audio, ffmpeg_bin=ffmpeg_bin)
+        await asyncio.to_thread(
+            compose,
+            items,
+            stems,
+            total,
+            out,
+            segment_audio=segment_audio,
+            video_delay=video_delay,
+            ffmpeg_bin=ffmpeg_bin,
+        )
     except Exception as error:
         stderr = getattr(error, "stderr", b"") or b""
         raise RecordingError(f"joining segments failed: {stderr.decode(errors='replace')[-300:] or error}") from error

@@ -123,8 +123,11 @@ AUDIO_RATE = 8000
 
 
 def audio_samples(path: Path, start: float = 0.0, length: float | None = None) -> list[int]:
-    """The MP4's audio, mixed to mono, 8 kHz, signed 16-bit, from ``start`` for ``length`` s."""
-    args = ["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-i", str(path)]
+    """The MP4's audio, mixed to mono, 8 kHz, signed 16-bit, from ``start`` for ``length`` s.
+    Seeks by decoding (``-ss`` after ``-i``; audio only, quick): an input seek goes by the
+    video's key frames and skips the audio before the video's first one (a composite
+    whose video starts later, ``recording.mix``)."""
+    args = ["ffmpeg", "-v", "error", "-i", str(path), "-ss", f"{start:.3f}"]
     if length is not None:
         args += ["-t", f"{length:.3f}"]
     raw = subprocess.run(
@@ -193,8 +196,9 @@ def largest_hole(packets: list[tuple[float, float]]) -> float:
 
 def pcm(path: Path, start: float = 0.0, length: float | None = None) -> list[int]:
     """Mono samples at :data:`AUDIO_RATE` placed by their timestamps: a hole in the
-    packets is silence here (decoded back to back it would not show)."""
-    args = ["ffmpeg", "-v", "error", "-ss", f"{start:.3f}", "-i", str(path)]
+    packets is silence here (decoded back to back it would not show). Seeks by
+    decoding, as :func:`audio_samples`."""
+    args = ["ffmpeg", "-v", "error", "-i", str(path), "-ss", f"{start:.3f}"]
     if length is not None:
         args += ["-t", f"{length:.3f}"]
     timed = "aresample=async=1:min_hard_comp=0.01:first_pts=0"
@@ -340,6 +344,16 @@ async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
         assert time.monotonic() < deadline, f"{key} not stored in {timeout:.0f} s"
         await asyncio.sleep(0.2)
     return path
+
+
+def zero_before(server: Server, room: str, t0: float) -> float:
+    """Seconds from the live recording's zero (its first media: a stem's first packet
+    or the first segment's ``t0``, from its manifest) to the test's zero ``t0``
+    (monotonic, taken at the start's answer): a moment of the test is that much
+    later in the MP4."""
+    manifest = server.app[RECORDINGS].active[room].manifest
+    origin = min([manifest.segments[0].t0, *(t.t0 for t in manifest.tracks if t.t0 is not None)])
+    return max(0.0, time.time() - (time.monotonic() - t0) - origin)
 
 
 def _inside(start: float, end: float, count: int = 2) -> list[float]:

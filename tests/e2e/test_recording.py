@@ -90,13 +90,21 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
                 # 3 videos in the segment, 3 audio stems: 6 inputs x 2
                 assert len(addresses) >= 12 and set(addresses) == {"127.0.0.1"}, addresses
                 await asyncio.sleep(8)
-                wall = time.monotonic() - started
+                stop_sent = time.monotonic()
                 stopped = await peers[1].signaling.request("stopRecording", {}, timeout=60)
+                stop_answered = time.monotonic()
                 for peer in peers:
                     await peer.signaling.wait_for("recordingStopped", timeout=10)
                 key = stopped["key"]
                 assert key.startswith("recordings/rec/") and key.endswith(".mp4")
-                assert abs(stopped["duration"] - wall) <= 1.0, (stopped, wall)
+                # The composite runs from its first media (a stem's first packet, or the
+                # first segment's) to the stop: at least from the answer to the stop
+                # asked, at most from the ask to the stop answered.
+                assert stop_sent - started - 0.01 <= stopped["duration"] <= stop_answered - asked + 0.01, (
+                    stopped,
+                    stop_sent - started,
+                    stop_answered - asked,
+                )
 
                 event = await asyncio.to_thread(_get_event, channel, queue, 60, bucket=bucket)
             finally:
@@ -123,7 +131,11 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
         for name, track in tracks.items():
             assert track["displayName"] == name.title() and track["kind"] == "audio", track
             assert track["object"]["key"].startswith(folder) and track["object"]["bucket"] == bucket, track
-            assert track["durationMs"] > 7000 and -1000 <= track["offsetMs"] <= 100, track
+            # Each stem lies inside the composite (none of its audio is cut: the
+            # composite starts with the first media), from before the answer to the
+            # stop (what its FFmpeg heard after the stop is cut).
+            assert track["durationMs"] > 7000 and track["offsetMs"] >= 0, track
+            assert track["offsetMs"] + track["durationMs"] <= stopped["duration"] * 1000 + 60, (track, stopped)
         assert data["timeline"]["key"] == folder + "timeline.json" and data["recordingId"] == info["recordingId"]
 
         # The MP4 in S3: H.264 + AAC, about as long as the recording lasted, the grid.
@@ -143,8 +155,12 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
         codecs = sorted(s["codec_name"] for s in probe["streams"])
         assert codecs == ["aac", "h264"]
         duration = float(probe["format"]["duration"])
-        assert abs(duration - wall) <= 1.0, (duration, wall)
+        assert abs(duration - stopped["duration"]) <= 0.1, (duration, stopped)
         video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        # The composite's zero is its first media: the earliest stem's first sample,
+        # or the video's first frame if it came first (black before it otherwise).
+        first_media_ms = min([float(video["start_time"]) * 1000, *(t["offsetMs"] for t in tracks.values())])
+        assert first_media_ms <= 1, (video["start_time"], data["tracks"])
         assert (video["width"], video["height"]) == (640, 360)
         # 3 participants: 2x2 grid of 320x180 tiles, the fourth black.
         tiles = await asyncio.to_thread(_pixels, local, duration - 2, [(160, 90), (480, 90), (160, 270), (480, 270)])
@@ -162,6 +178,10 @@ async def test_three_peers_recorded_to_s3_with_event(tmp_path: Path, s3: Any, ra
         for tone in sent:
             # Each peer sends amplitude 8000 (s16); the mix is not normalised.
             assert heard[tone] > 2000 and heard[tone] > 100 * noise, heard
+        # ... from where the stems start, before the video if it came later.
+        latest = max(t["offsetMs"] for t in tracks.values()) / 1000
+        heard = await asyncio.to_thread(tones, await asyncio.to_thread(audio_samples, local, latest + 0.1, 0.5), sent)
+        assert min(heard.values()) > 2000, (heard, latest, video["start_time"])
     finally:
         await drop_queue(connection, channel, ai_queue)
 

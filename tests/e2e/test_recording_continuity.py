@@ -12,6 +12,7 @@ import itertools
 import json
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ async def _pause_audio(peer: MediaPeer, pause: bool) -> None:
     await peer.signaling.request(method, {"producerId": producer.id}, timeout=10)
 
 
+async def _completed_event(base_url: str, timeout: float = 30) -> dict[str, Any]:
+    """``recording.completed`` from the outbox, once there: it is published by the
+    MP4's upload hook, which may finish after the file is in the store."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{base_url}/api/events/outbox") as response:
+                outbox = await response.json()
+            found = [e["event"] for e in outbox["events"] if e["type"] == "recording.completed"]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no recording.completed in the outbox in {timeout:.0f} s"
+            await asyncio.sleep(0.2)
+
+
 async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server:
         alice, bob, carol = (_peer(server, "whole", i) for i in range(3))
@@ -48,6 +64,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
             asked = time.monotonic()
             info = await bob.signaling.request("startRecording", {}, timeout=30)
             t0 = time.monotonic()
+            t0_wall = time.time()
             await asyncio.sleep(3)
             await carol.join()
             joined = time.monotonic() - t0
@@ -64,9 +81,7 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
             wall = time.monotonic() - t0
             stopped = await bob.signaling.request("stopRecording", {}, timeout=60)
             path = await _stored(server, stopped["key"])
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"{server.base_url}/api/events/outbox") as response:
-                    outbox = await response.json()
+            event = await _completed_event(server.base_url)
             store = server.app[OBJECTS]
             assert isinstance(store, LocalStorage), "the e2e server stores objects locally"
         finally:
@@ -108,10 +123,11 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     holes = [b[0] - a[0] for a, b in itertools.pairwise(video)]
     big = [(round(video[i][0], 2), round(h, 3)) for i, h in enumerate(holes) if h > 2 / FPS + 0.001]
     assert not big, (big, story)
-    assert video[0][0] <= 0.5 and video[-1][0] >= wall - 0.5, (video[0], video[-1], story)
+    # The composite starts with its first media (the stems start before the first
+    # segment, which began before the start was answered).
+    assert video[0][0] <= (t0 - asked) + 0.5 and video[-1][0] >= wall - 0.5, (video[0], video[-1], story)
 
     # 4. The event: the composite as before, plus one track per participant and the timeline.
-    event = next(e["event"] for e in outbox["events"] if e["type"] == "recording.completed")
     data = event["data"]
     assert data["object"]["key"] == stopped["key"] and data["recordingId"] == info["recordingId"]
     folder = f"recordings/whole/{info['recordingId']}/"
@@ -121,9 +137,13 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
         assert track["displayName"] == peer_id.title() and track["kind"] == "audio", track
         assert track["object"]["key"].startswith(folder) and track["object"]["contentType"] == "audio/ogg", track
         assert track["durationMs"] > 0, track
-    assert abs(tracks["carol"]["offsetMs"] / 1000 - joined) <= 1.0, (tracks["carol"], story)
-    # Those there at the start: their stems begin a moment before the composite (negative offsets).
-    assert all(-1000 <= tracks[p]["offsetMs"] <= 100 for p in ("alice", "bob")), data["tracks"]
+    # Offsets count from the composite's zero, up to (t0 - asked) before the test's zero.
+    assert -1.0 <= tracks["carol"]["offsetMs"] / 1000 - joined <= 1.0 + (t0 - asked), (tracks["carol"], story)
+    # Those there at the start: their stems begin inside the composite (none of their
+    # audio cut), before the start was answered; the composite begins with the first media.
+    starts = [tracks[p]["offsetMs"] for p in ("alice", "bob")]
+    assert all(0 <= at <= (t0 - asked) * 1000 + 100 for at in starts), data["tracks"]
+    assert min([*starts, video[0][0] * 1000]) <= 1, (starts, video[0], story)
     assert data["timeline"]["key"] == folder + "timeline.json"
 
     # 5. Each stem: its own tone; bob's silent while muted.
@@ -134,14 +154,17 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
         heard = {f: (await asyncio.to_thread(tone_amplitude, samples, f, RATE)) for f in (440.0, 660.0, 880.0, 550.0)}
         assert heard[tones[peer_id]] > 2000 and heard[tones[peer_id]] > 50 * heard[550.0], (peer_id, heard)
     bob_stem = store.path_for(tracks["bob"]["object"]["key"])
-    start = muting + 0.8 - tracks["bob"]["offsetMs"] / 1000
+    # The test's zero in the composite (which starts with its first media, before it).
+    document: dict[str, Any] = json.loads(store.path_for(data["timeline"]["key"]).read_text())
+    shift = t0_wall - datetime.fromisoformat(document["startedAt"].replace("Z", "+00:00")).timestamp()
+    assert -0.05 <= shift <= (t0 - asked) + 0.05, (shift, story)
+    start = muting + shift + 0.8 - tracks["bob"]["offsetMs"] / 1000
     muted = await asyncio.to_thread(pcm, bob_stem, start, unmuting - muting - 1.6)
     assert muted and (await asyncio.to_thread(tone_amplitude, muted, 660.0, RATE)) < 100, story
     stem_audio = await asyncio.to_thread(packets, bob_stem, "a:0")
     assert largest_hole(stem_audio) <= 0.020, largest_hole(stem_audio)
 
     # 6. The timeline.
-    document: dict[str, Any] = json.loads(store.path_for(data["timeline"]["key"]).read_text())
     kinds = [(e["type"], e["peerId"]) for e in document["events"]]
     for expected in [("join", "alice"), ("join", "bob"), ("join", "carol"), ("mute", "bob"), ("unmute", "bob")]:
         assert expected in kinds, (expected, kinds)

@@ -79,12 +79,20 @@ async def _relay(rtp: tuple[str, int], rtcp: tuple[str, int]) -> tuple[list[tupl
     return ports, transports
 
 
+#: A camera's clock: frames paced in real time and stamped with the wall clock when
+#: made, so a starved encoder drops frames as a camera would instead of slowing its
+#: media clock (with ``-re`` alone, FFmpeg at 0.2x under load sent RTP timestamps
+#: that advanced at a fifth of real time: 6 s of recording held 1.9 s of video).
+CAMERA_CLOCK = "realtime,setpts=(RTCTIME-RTCSTART)/(TB*1000000)"
+
+
 def _publish(ports: list[tuple[int, int]]) -> subprocess.Popen[bytes]:
     args = [_ffmpeg(), "-v", "error"]
     for _ssrc, colour, size in LAYERS:
-        args += ["-re", "-f", "lavfi", "-i", f"color=c={colour}:s={size}:r=15"]
+        args += ["-f", "lavfi", "-i", f"color=c={colour}:s={size}:r=15,{CAMERA_CLOCK}"]
     for n, ((ssrc, _colour, _size), port) in enumerate(zip(LAYERS, ports, strict=True)):
-        args += ["-map", f"{n}:v", "-pix_fmt", "yuv420p", "-c:v", "libvpx", "-b:v", "200k"]
+        args += ["-map", f"{n}:v", "-fps_mode", "passthrough", "-pix_fmt", "yuv420p"]
+        args += ["-c:v", "libvpx", "-b:v", "200k"]
         args += ["-deadline", "realtime", "-cpu-used", "8", "-g", "5"]
         args += ["-f", "rtp", "-ssrc", str(ssrc), "-payload_type", str(VIDEO_PT)]
         args += [f"rtp://127.0.0.1:{port[0]}?rtcpport={port[1]}&pkt_size=1200"]
