@@ -27,8 +27,11 @@ What crosses: participants (``newPeer``/``peerClosed``), producers (piped; close
 pause and resume follow), display names, and the notifications other services send
 the whole room (``RoomManager.notify_room``: chat messages, recording state). Active
 speaker is room-wide because each node feeds the piped audio producers to its own
-RTP observers. Not carried: data producers (DataChannels), recording of another
-node's publishers (a recording records the producers of the node it runs on).
+RTP observers. A recording runs on the node whose room it was started in and
+records every participant there, mirrors included: a mirror joining or producing is
+told to the room's own listeners (``peerjoined``/``producercreated``), while the
+meeting, chat and events skip mirrors (their own node records them). Not carried:
+data producers (DataChannels).
 
 When a link ends: a satellite closes its room with 4002 "reconnect" (the origin
 is gone), an origin's room loses that satellite's peers (``peerClosed``) and closes
@@ -417,6 +420,8 @@ class Cascade:
         return list(self.links.get(room.id, {}).values())
 
     def _on_peer_joined(self, room: Room, peer: Peer) -> None:
+        if peer.node is not None:
+            return  # a mirror: ``mirror_*`` passes it on
         for link in self._links(room):
             link.share_peer(peer)
         self.report_soon(room)
@@ -440,11 +445,15 @@ class Cascade:
                 link.post("peerUpdated", {"id": mirror.id, "displayName": mirror.display_name})
 
     def _on_peer_left(self, room: Room, peer: Peer) -> None:
+        if peer.node is not None:
+            return  # a mirror: ``mirror_*`` passes it on
         for link in self._links(room):
             link.peer_left(peer)
         self.report_soon(room)
 
     def _on_produced(self, room: Room, peer: Peer, producer: Producer) -> None:
+        if peer.node is not None:
+            return  # a mirror: ``mirror_*`` passes it on
         for link in self._links(room):
             link.offer(peer, producer)
         self.report_soon(room)

@@ -43,6 +43,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from control.rooms.consumers import consume
+from control.rooms.host import PEER_JOINED, PRODUCER_CREATED
 from control.rooms.peer import Peer
 from workers.errors import MediasoupError
 from workers.wire import clone
@@ -161,6 +162,9 @@ class Link:
         for peer in room.joined_peers():
             peer.notify("newPeer", mirror.info())
         self.cascade.mirror_joined(self, mirror)
+        # The room's own listeners (a recording here) see it join; the meeting, chat
+        # and events hear of it from its own node (they skip mirrors: ``peer.node``).
+        room.observer.safe_emit(PEER_JOINED, mirror)
 
     def drop_mirror(self, peer_id: str) -> None:
         mirror = self.mirrors.pop(peer_id, None)
@@ -198,6 +202,7 @@ class Link:
         if producer.kind == "audio" and self.transport.router is room.primary:
             room.spawn(room.observe_audio(producer))  # active speaker over the whole room
         self.cascade.mirror_produced(self, mirror, producer)
+        room.observer.safe_emit(PRODUCER_CREATED, mirror, producer)  # a recording here records it
 
     def _mirrored(self, producer_id: Any) -> Producer | None:
         for mirror in self.mirrors.values():

@@ -387,6 +387,8 @@ def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings:
         task.add_done_callback(manager._tasks.discard)
 
     def joined(room: Room, peer: Peer) -> None:
+        if peer.node is not None:
+            return  # another node's participant (control.cluster.cascade): its node records it
         name, email = display_name_or(peer.display_name, peer.id), email_or_none(peer.metadata.email)
         if chat is not None:
             run_in_order(room.id, "join", lambda: chat.participant_joined(room.id, peer.id, name, email))
@@ -394,6 +396,8 @@ def bridge_chat(manager: RoomManager, chat: ChatService | None = None, meetings:
             run_in_order(room.id, "join", lambda: meetings.join(room.id, peer.id, name, email))
 
     def left(room: Room, peer: Peer) -> None:
+        if peer.node is not None:
+            return  # another node's participant: its node records it
         if chat is not None:
             run_in_order(room.id, "leave", lambda: chat.participant_left(room.id, peer.id))
         elif meetings is not None:

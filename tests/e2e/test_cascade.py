@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from control.cluster import RELAY_HEADER, NodeInfo, NodeLoad, Registry
 from control.cluster.cascade import CASCADE_PATH, Seats
+from control.recording import RECORDINGS
 from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
 from tests.e2e.media_peer import MediaPeer
 from tests.e2e.protoo_client import ProtooClient
@@ -252,6 +253,50 @@ async def test_a_satellite_whose_origin_dies_sends_its_peers_to_reconnect(
             assert await registry.owner("talk") == "b" and b.rooms.rooms["talk"].origin is None
         finally:
             await again.close()
+
+
+async def test_a_recording_at_the_origin_records_a_satellites_late_joiner(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    """Recording stays room-wide: a recording running on the origin records a participant
+    who joined on a satellite after it started (her timeline entry, her own audio stem
+    with packets in it). Before, the origin's recording heard of nobody who joined on
+    another node once it had started."""
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=48000, **LIMIT) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=49000, **LIMIT) as b,
+    ):
+        await eventually(lambda: {x.node_id for x in b.cluster.nodes} == {"a", "b"}, what="nodes")
+        assert await registry.place("rec", "a") == "a"
+        alice = MediaPeer(a.ws_url("rec", "alice"), "alice")
+        bob = MediaPeer(a.ws_url("rec", "bob"), "bob")
+        carol: MediaPeer | None = None
+        try:
+            await alice.join()
+            await bob.join()
+            await bob.wait_media("alice", timeout=45)
+            await eventually(lambda: _load(b, "a") >= 2, what="A's load in B's registry view")
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{a.base_url}/api/rooms/rec/recording") as resp:
+                    assert resp.status == 201, await resp.text()
+                active = a.app[RECORDINGS].active["rec"]
+                carol = MediaPeer(b.ws_url("rec", "carol"), "carol")
+                await carol.join()
+                assert set(b.rooms.rooms["rec"].peers) == {"carol"}
+                await alice.wait_media("carol", timeout=45)
+                await eventually(
+                    lambda: any(t.peer_id == "carol" and t.t0 is not None for t in active.manifest.tracks),
+                    timeout=30,
+                    what="a stem of Carol's audio with packets in it, at the origin",
+                )
+                assert any(e["type"] == "join" and e["peerId"] == "carol" for e in active.manifest.events)
+                assert "carol" in active.manifest.participants
+                async with http.delete(f"{a.base_url}/api/rooms/rec/recording") as resp:
+                    assert resp.status == 200, await resp.text()
+        finally:
+            for peer in (carol, bob, alice):
+                if peer is not None:
+                    await peer.close()
 
 
 async def _set_paused(owner: MediaPeer, kind: str, paused: bool) -> None:
