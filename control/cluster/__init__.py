@@ -51,6 +51,7 @@ from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
 from control.cluster.relay import RELAY_HEADER, Relay, relay_token
 from control.cluster.routes import drain_routes, link_routes
+from control.cluster.splice import UpstreamResponse
 from control.cluster.warm import LinkWarmer
 from control.config import Settings
 from control.errors import NotFound
@@ -127,6 +128,7 @@ def cluster_ctx(
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5),
             trace_configs=[warmer.trace_config()],
+            ws_response_class=UpstreamResponse,  # a relay's bytes can be spliced (control.cluster.splice)
         )
         try:
             registry = Registry(redis)

@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from loguru import logger
 
+from control.cluster.splice import HOLD_BYTES, Hold, Splice, SplicedResponse, UpstreamResponse, close_frame
 from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
 
@@ -102,6 +103,14 @@ async def _pump(
             return None, ""
 
 
+def _spliceable(request: web.Request, upstream: aiohttp.ClientWebSocketResponse) -> bool:
+    """Can the two legs' bytes pass through unparsed? Both legs must speak the same
+    subprotocol with no extension (none is asked of the room's node, none granted to the
+    client: ``compress=False``)."""
+    offered = {p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")}
+    return upstream.protocol == SUBPROTOCOL and SUBPROTOCOL in offered and not upstream.compress
+
+
 class Relay:
     """The relayed connections of this node (closed when it shuts down)."""
 
@@ -135,6 +144,11 @@ class Relay:
         ``origin``: that node hosts a satellite of the room whose origin this is: cascade)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
         upstream = await self._connect(request, node_url, remembered, origin)
+        hold = upstream.hold if isinstance(upstream, UpstreamResponse) else None
+        if hold is not None and _spliceable(request, upstream):
+            return await self._splice(request, upstream, hold, node_id)
+        if hold is not None:
+            hold.attach(hold.reader)  # frames parsed as aiohttp does, from the first byte
         client = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size, heartbeat=HEARTBEAT, compress=False
         )
@@ -151,6 +165,38 @@ class Relay:
             self.clients.discard(client)
         return client
 
+    async def _splice(
+        self, request: web.Request, upstream: aiohttp.ClientWebSocketResponse, hold: Hold, node_id: str
+    ) -> web.WebSocketResponse:
+        """Answer the client's upgrade, then pass the bytes through (:mod:`.splice`)."""
+        upstream._cancel_heartbeat()  # the room's node pings the client through the splice
+        client = SplicedResponse(protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size)
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
+        connection = upstream._response.connection
+        reconnect = close_frame(CLOSE_RECONNECT, f"node {node_id} is gone, reconnect")
+        if connection is None or connection.protocol is None:  # released: the room's node went away
+            await client.close(code=CLOSE_RECONNECT, message=reconnect[4:])
+            await upstream.close()
+            return client
+        splice = Splice(request.protocol, connection.protocol, reconnect)
+        hold.attach(splice.upstream)
+        client.attach(splice.client)
+        logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId")).info(
+            "cluster: connection from {} relayed to node {} (spliced)", request.remote, node_id
+        )
+        self.clients.add(client)
+        try:
+            await splice.done
+        finally:
+            self.clients.discard(client)
+            splice.close()
+            await upstream.close()  # its socket is closed: this releases the connection
+        return client
+
     async def _connect(
         self, request: web.Request, node_url: str, remembered: bool = False, origin: str | None = None
     ) -> aiohttp.ClientWebSocketResponse:
@@ -161,6 +207,7 @@ class Relay:
             headers[ORIGIN_HEADER] = origin
         headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
         url = f"{node_url.rstrip('/')}/ws?{request.query_string}"
+        hold = HOLD_BYTES.set(True)  # the bytes wait raw until relay() splices or parses them
         try:
             return await self.session.ws_connect(
                 url,
@@ -181,6 +228,8 @@ class Relay:
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             logger.warning("cluster: room's node {} unreachable: {!r}", node_url, error)
             raise Unavailable("the room's node is unreachable, try again") from None
+        finally:
+            HOLD_BYTES.reset(hold)
 
     async def _run(
         self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, node_id: str
