@@ -10,7 +10,8 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
 * placement: a room's first join places it on the least-loaded live node (one Lua
   script: racing nodes agree); the placement ends when the room closes or its node dies;
 * any node accepts any client (:mod:`control.cluster.relay`): a client of a room
-  hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint;
+  hosted elsewhere is relayed to the owner's signaling endpoint, its bytes passed
+  through unparsed once both upgrades succeed (:mod:`control.cluster.splice`);
   the relaying node remembers the room's node (no Redis call per join; the owner
   confirms, :meth:`ClusterNode.route`) and keeps a spare connection to it
   (:mod:`control.cluster.warm`);

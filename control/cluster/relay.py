@@ -4,9 +4,12 @@ Node A accepted the client (any node accepts any client); the room lives on node
 A opens a node-to-node WebSocket to B's own signaling endpoint (``/ws`` with the
 client's query, ``Authorization`` and ``Cookie``, so B authenticates the client
 exactly as if it had connected there) plus :data:`RELAY_HEADER`, the cluster's
-relay token: B then serves the room itself instead of routing again. Frames are
-copied both ways unchanged (the protoo protocol the client sees is B's); media
-goes straight to B's announced addresses, which B's answers carry.
+relay token: B then serves the room itself instead of routing again. Once both
+upgrades succeed with the same subprotocol and no extension, the bytes pass through
+unparsed (:mod:`control.cluster.splice`: the client's masked frames are valid towards
+B, B's unmasked ones towards the client; B reads and checks every frame); otherwise
+frames are copied both ways. Either way the protoo protocol the client sees is B's;
+media goes straight to B's announced addresses, which B's answers carry.
 
 A refusal by B before the upgrade (401, 403, 400...) is A's refusal, with B's
 status. When B closes the link, A closes the client with B's code; when B vanishes
