@@ -110,8 +110,12 @@ def _spliceable(request: web.Request, upstream: aiohttp.ClientWebSocketResponse)
     """Can the two legs' bytes pass through unparsed? Both legs must speak the same
     subprotocol with no extension (none is asked of the room's node, none granted to the
     client: ``compress=False``)."""
-    offered = {p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")}
-    return upstream.protocol == SUBPROTOCOL and SUBPROTOCOL in offered and not upstream.compress
+    return upstream.protocol == SUBPROTOCOL and SUBPROTOCOL in _offered(request) and not upstream.compress
+
+
+def _offered(request: web.Request) -> set[str]:
+    """The subprotocols the client asks for."""
+    return {p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")}
 
 
 class Relay:
@@ -146,7 +150,10 @@ class Relay:
         (``remembered``: a placement not read from Redis now, for that node to confirm;
         ``origin``: that node hosts a satellite of the room whose origin this is: cascade)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
-        upstream = await self._connect(request, node_url, remembered, origin)
+        # A spliced link has no pings of this node's own (B's pongs would go to the
+        # client, unread by this node): the room's node pings the client through it.
+        heartbeat = None if SUBPROTOCOL in _offered(request) else HEARTBEAT
+        upstream = await self._connect(request, node_url, remembered, origin, heartbeat)
         hold = upstream.hold if isinstance(upstream, UpstreamResponse) else None
         if hold is not None and _spliceable(request, upstream):
             return await self._splice(request, upstream, hold, node_id)
@@ -172,7 +179,6 @@ class Relay:
         self, request: web.Request, upstream: aiohttp.ClientWebSocketResponse, hold: Hold, node_id: str
     ) -> web.WebSocketResponse:
         """Answer the client's upgrade, then pass the bytes through (:mod:`.splice`)."""
-        upstream._cancel_heartbeat()  # the room's node pings the client through the splice
         client = SplicedResponse(protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size)
         try:
             await client.prepare(request)
@@ -201,7 +207,12 @@ class Relay:
         return client
 
     async def _connect(
-        self, request: web.Request, node_url: str, remembered: bool = False, origin: str | None = None
+        self,
+        request: web.Request,
+        node_url: str,
+        remembered: bool = False,
+        origin: str | None = None,
+        heartbeat: float | None = HEARTBEAT,
     ) -> aiohttp.ClientWebSocketResponse:
         headers = {RELAY_HEADER: self.token}
         if remembered:
@@ -216,7 +227,7 @@ class Relay:
                 url,
                 protocols=(SUBPROTOCOL,),
                 headers=headers,
-                heartbeat=HEARTBEAT,
+                heartbeat=heartbeat,
                 max_msg_size=self.max_msg_size,
                 compress=0,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
