@@ -106,7 +106,7 @@ async def stop_runner(runner: web.AppRunner, what: str) -> None:
     and thread's stack goes to stderr and the test fails saying so (a shutdown that
     waits forever would otherwise only meet pytest's timeout, with no clue where).
     If the loop itself is blocked, faulthandler dumps the threads a little later."""
-    faulthandler.dump_traceback_later(SHUTDOWN_LIMIT + 10, file=sys.__stderr__)
+    faulthandler.dump_traceback_later(SHUTDOWN_LIMIT + 10, file=sys.__stderr__ or sys.stderr)
     try:
         cleanup = asyncio.ensure_future(runner.cleanup())
         done, _ = await asyncio.wait([cleanup], timeout=SHUTDOWN_LIMIT)
