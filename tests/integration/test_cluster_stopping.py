@@ -21,7 +21,7 @@ async def test_a_heartbeat_loop_on_redis_stops_at_any_moment(redis_server) -> No
     registry = Registry(redis)
     try:
         for step in range(40):  # cancelled 0, 1, ... 39 loop turns into the beating
-            state = {"closed": False, "beats": 0}
+            state: dict[str, object] = {"closed": False, "beats": 0}
 
             async def beat_forever(state: dict[str, object] = state) -> None:
                 while not state["closed"]:
