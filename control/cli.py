@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grants",
         type=_csv,
         metavar="LIST",
-        help="comma-separated: join,publish,subscribe,data,record,admin,list,ingress,hidden (default: DEFAULT_GRANTS)",
+        help="comma-separated: join,publish,subscribe,data,record,admin,list,ingress,hidden,rename (default: DEFAULT_GRANTS)",
     )
     create.add_argument(
         "--sources",

@@ -35,6 +35,9 @@ WITH_PARENT = ("setpriv", "--pdeathsig", "INT", "--")
 #: that forked the child exits, so a pool thread retired at a loop's shutdown would
 #: interrupt every FFmpeg it had started.
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ffmpeg-spawn")
+#: Started now, at import: started on first use it would be started on the event loop,
+#: and ``Thread.start`` waits until the new thread runs (over 50 ms on a busy machine).
+_SPAWNER.submit(lambda: None).result()
 
 
 class FfmpegProcess:

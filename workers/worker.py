@@ -16,6 +16,7 @@ import functools
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +115,13 @@ class _LineLogger(asyncio.Protocol):
                     self._log.debug("(stdout) {}", text)
 
 
+#: The thread workers are spawned from: one for the process's lifetime, started at
+#: import. A pool thread started on first use would be started on the event loop, and
+#: ``Thread.start`` waits until the new thread runs (seen: over 50 ms on a busy machine).
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-spawn")
+_SPAWNER.submit(lambda: None).result()
+
+
 async def _spawn_off_loop(binary: str, argv: list[str], env: dict[str, str], file_actions: list[Any]) -> int:
     """``os.posix_spawn`` in a thread: glibc's spawn suspends the calling thread until
     the child has exec'd, which on a busy machine means until the child got a CPU
@@ -124,7 +132,7 @@ async def _spawn_off_loop(binary: str, argv: list[str], env: dict[str, str], fil
     the caller's descriptors) is let finish before they close, and its child killed."""
     loop = asyncio.get_running_loop()
     spawn = loop.run_in_executor(
-        None, functools.partial(os.posix_spawn, binary, argv, env, setpgroup=0, file_actions=file_actions)
+        _SPAWNER, functools.partial(os.posix_spawn, binary, argv, env, setpgroup=0, file_actions=file_actions)
     )
     try:
         return await asyncio.shield(spawn)

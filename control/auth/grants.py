@@ -246,6 +246,7 @@ GRANT_NAMES: dict[str, str] = {
     "list": "room_list",
     "ingress": "ingress_admin",
     "hidden": "hidden",
+    "rename": "can_update_own_metadata",
 }
 
 
@@ -276,6 +277,8 @@ def open_principal(*, admin: bool, identity: str = "", name: str = "") -> Princi
     grants = PARTICIPANT_GRANTS.model_copy(update={"room_record": True})
     method = AuthMethod.OPEN
     if admin:
-        grants = grants.model_copy(update={"room_admin": True, "room_list": True, "ingress_admin": True})
+        grants = grants.model_copy(
+            update={"room_admin": True, "room_list": True, "ingress_admin": True, "can_update_own_metadata": True}
+        )
         method = AuthMethod.DEV
     return Principal(identity=identity, name=name, grants=grants, method=method, all_rooms=True)

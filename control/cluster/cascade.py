@@ -51,8 +51,9 @@ from loguru import logger
 from redis.exceptions import RedisError
 
 from control.auth import Grant
-from control.cluster.link import Link
+from control.cluster.link import CLOSE_TIMEOUT, Link
 from control.cluster.relay import HEARTBEAT, ORIGIN_HEADER, RELAY_HEADER, NodeRefused
+from control.cluster.stopping import stop_tasks
 from control.errors import NotFound, Unauthorized, Unavailable
 from control.rooms.host import PEER_JOINED, PEER_LEFT, PEER_UPDATED, PRODUCER_CREATED
 from control.signaling.protoo import CLOSE_RECONNECT
@@ -218,8 +219,10 @@ class Cascade:
         for links in list(self.links.values()):
             for link in list(links.values()):
                 link.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._tasks:  # the links' runs (each closes its socket within CLOSE_TIMEOUT), reports
+            _, pending = await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT + 1)
+            if pending:
+                await stop_tasks(pending, "cascade: closing")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from control.cluster.stopping import stop_tasks
 from control.rooms.consumers import consume
 from control.rooms.host import PEER_JOINED, PRODUCER_CREATED
 from control.rooms.peer import Peer
@@ -79,6 +80,7 @@ class Link:
         self.closed = False
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
         transport.observer.on("close", self.close)
 
     # -- sending ------------------------------------------------------------------------
@@ -259,26 +261,35 @@ class Link:
             await self._close_socket()
             return
         writer = asyncio.ensure_future(self._write())
-        self._reader = asyncio.ensure_future(self._read())
+        reader = self._reader = asyncio.ensure_future(self._read())
+        ended = asyncio.ensure_future(self._ended.wait())
         try:
-            await asyncio.wait([self._reader])
+            # Until the far end closes, or close() here: not on the reader alone, which
+            # may not end when cancelled (control.cluster.stopping).
+            await asyncio.wait([reader, ended], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.close()
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await stop_tasks([reader, writer, ended], f"cascade: link with node {self.far}")
             await self._close_socket()
 
     async def _close_socket(self) -> None:
-        """Close the WebSocket, waiting for the far end's close frame a bounded time."""
-        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
-            await asyncio.wait_for(self.ws.close(), CLOSE_TIMEOUT)
+        """Close the WebSocket, waiting for the far end's close frame a bounded time
+        (then the connection is dropped)."""
+        closing = asyncio.ensure_future(self.ws.close())
+        done, _ = await asyncio.wait([closing], timeout=CLOSE_TIMEOUT)
+        if closing in done:
+            if not closing.cancelled() and isinstance(closing.exception(), (ConnectionError, RuntimeError)):
+                self.log.debug("cascade: link socket with node {} closed with {!r}", self.far, closing.exception())
+            return
+        self.log.warning("cascade: node {} did not answer the link's close in {:.0f}s", self.far, CLOSE_TIMEOUT)
+        await stop_tasks([closing], f"cascade: closing the link with node {self.far}")
 
     async def _write(self) -> None:
         while (text := await self._outbox.get()) is not None:
             await self.ws.send_str(text)
 
     async def _read(self) -> None:
-        while True:
+        while not self.closed:
             message = await self.ws.receive()
             if message.type is not WSMsgType.TEXT:
                 return  # closed, closing or broken: the link is over
@@ -293,6 +304,7 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        self._ended.set()
         self._outbox.put_nowait(None)
         self.transport.close()
         for peer_id in list(self.mirrors):

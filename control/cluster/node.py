@@ -29,6 +29,7 @@ from control.auth import principal_of, require_ws_join
 from control.cluster.cascade import ORIGIN_HEADER, Cascade
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
 from control.cluster.relay import PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
+from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
 from control.errors import ParleyError, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
 
@@ -114,17 +115,18 @@ class ClusterNode:
             return
         self.closed = True
         self.rooms.observer.remove_listener("roomclosed", self._on_room_closed)
-        if self._beating is not None:
-            self._beating.cancel()
-            await asyncio.gather(self._beating, return_exceptions=True)
+        if self._beating is not None:  # it also stops by itself after the beat under way
+            await stop_tasks([self._beating], f"cluster: node {self.node_id}'s heartbeat")
         await self.relay.close()
         await self.cascade.close()
         with contextlib.suppress(RedisError, OSError):
             for room_id in list(self.rooms.rooms):
                 await self.registry.release(room_id, self.node_id)
             await self.registry.leave(self.node_id)
-        if self._releases:
-            await asyncio.gather(*self._releases, return_exceptions=True)
+        if self._releases:  # Redis calls, each bounded by the client's socket timeout
+            _, pending = await asyncio.wait(list(self._releases), timeout=STOP_TIMEOUT)
+            if pending:
+                await stop_tasks(pending, "cluster: placement releases")
         logger.info("cluster: node {} left", self.node_id)
 
     # -- heartbeat --------------------------------------------------------------------
@@ -151,8 +153,12 @@ class ClusterNode:
         self._close_split(lost)
 
     async def _beat_forever(self) -> None:
-        while True:
+        # Not ``while True``: a cancellation can be lost inside a Redis call (see
+        # control.cluster.stopping); a closed node stops after the beat under way.
+        while not self.closed:
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            if self.closed:
+                return
             try:
                 await self.beat()
             except (RedisError, OSError) as error:
@@ -325,7 +331,9 @@ class ClusterNode:
         peers rejoin, through any node, the room on the node the placement names."""
         for room_id in room_ids:
             room = self.rooms.get_room(room_id)
-            if room is None or room.closed:
+            # A satellite (cascade) is not placed here: the beat may have listed it just
+            # before its origin was set (Cascade._make_satellite names it once created).
+            if room is None or room.closed or room.origin is not None:
                 continue
             logger.bind(room=room_id).warning(
                 "cluster: room {} is placed on another live node: closing this copy, its peers reconnect there",

@@ -32,6 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from loguru import logger
 
 from control.cluster.splice import HOLD_BYTES, Hold, Splice, SplicedResponse, UpstreamResponse, close_frame
+from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
 from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
 
@@ -271,6 +272,13 @@ class Relay:
                 await upstream.close()
 
     async def close(self) -> None:
-        """Close every relayed client (this node is stopping: 1001, as local peers get)."""
-        for client in list(self.clients):
-            await client.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        """Close every relayed client (this node is stopping: 1001, as local peers get),
+        all at once and in bounded time: a client that does not answer is dropped."""
+        closing = [
+            asyncio.ensure_future(client.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"))
+            for client in list(self.clients)
+        ]
+        if closing:
+            _, pending = await asyncio.wait(closing, timeout=STOP_TIMEOUT)
+            if pending:
+                await stop_tasks(pending, "cluster: closing relayed clients")

@@ -21,6 +21,8 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
+from control.cluster.stopping import stop_tasks
+
 __all__ = ["WARM_PATH", "LinkWarmer"]
 
 #: The route a node answers 204 to a relay token (and nothing else) on.
@@ -71,6 +73,4 @@ class LinkWarmer:
 
     async def close(self) -> None:
         self.closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks), "cluster: warming connections")

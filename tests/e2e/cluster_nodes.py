@@ -23,7 +23,7 @@ from aiohttp import web
 
 from control.app import create_app
 from control.cluster import CLUSTER, ClusterNode
-from tests.e2e.harness import Server, server_settings
+from tests.e2e.harness import Server, server_settings, stop_runner
 from tests.plugin_workers import require_worker_binary
 from tests.services import REPO, free_ports, port_open
 
@@ -64,7 +64,7 @@ async def cluster_node(
         await web.TCPSite(runner, "127.0.0.1", port).start()
         yield Node(app, port)
     finally:
-        await runner.cleanup()
+        await stop_runner(runner, f"node {name}")
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import io
+import sys
+import threading
+import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +30,10 @@ from control.auth import ACCESS, VideoGrants, mint
 from control.config import Settings
 from control.keys import ROOMS, WORKER_POOL
 from tests.plugin_workers import require_worker_binary
+
+#: A server whose shutdown takes longer than this is stuck: its stacks are dumped and
+#: the test fails with them, long before pytest's timeout (seconds).
+SHUTDOWN_LIMIT = 20.0
 
 
 @dataclass
@@ -89,4 +98,38 @@ async def running_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Serv
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         yield Server(app, port)
     finally:
-        await runner.cleanup()
+        await stop_runner(runner, "server")
+
+
+async def stop_runner(runner: web.AppRunner, what: str) -> None:
+    """``runner.cleanup()``, bounded: past :data:`SHUTDOWN_LIMIT` every asyncio task's
+    and thread's stack goes to stderr and the test fails saying so (a shutdown that
+    waits forever would otherwise only meet pytest's timeout, with no clue where).
+    If the loop itself is blocked, faulthandler dumps the threads a little later."""
+    faulthandler.dump_traceback_later(SHUTDOWN_LIMIT + 10, file=sys.__stderr__ or sys.stderr)
+    try:
+        cleanup = asyncio.ensure_future(runner.cleanup())
+        done, _ = await asyncio.wait([cleanup], timeout=SHUTDOWN_LIMIT)
+        if cleanup in done:
+            cleanup.result()
+            return
+        dump = stacks()
+        print(f"\n=== {what}: shutdown not done after {SHUTDOWN_LIMIT:.0f}s ===\n{dump}", file=sys.__stderr__)
+        cleanup.cancel()
+        await asyncio.wait([cleanup], timeout=5)
+        raise AssertionError(f"{what}: shutdown did not finish within {SHUTDOWN_LIMIT:.0f}s; stacks:\n{dump}")
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def stacks() -> str:
+    """Every asyncio task's stack (this loop) and every thread's, as text."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"--- task {task.get_name()} {task!r:.300}\n")
+        task.print_stack(limit=40, file=out)
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        out.write(f"--- thread {names.get(ident, ident)}\n")
+        out.write("".join(traceback.format_stack(frame, limit=40)))
+    return out.getvalue()

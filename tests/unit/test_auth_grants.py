@@ -84,6 +84,8 @@ def test_grants_from_names_is_explicit() -> None:
     viewer = grants_from_names(["join", "subscribe"], room="r")
     assert viewer.allows(Grant.JOIN) and viewer.allows(Grant.SUBSCRIBE)
     assert not viewer.allows(Grant.PUBLISH) and not viewer.allows(Grant.PUBLISH_DATA)
+    assert not viewer.allows(Grant.UPDATE_OWN_METADATA)
+    assert grants_from_names(["join", "rename"]).model_dump(by_alias=True)["canUpdateOwnMetadata"] is True
     bot = grants_from_names(["join", "hidden"], room="r", sources=["camera"])
     assert bot.is_hidden and bot.can_publish_sources == (TrackSource.CAMERA,)
     with pytest.raises(ValueError, match="unknown grant"):
