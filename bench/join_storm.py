@@ -516,6 +516,10 @@ def node_processes(tmp: Path, redis_url: str, names: tuple[str, ...], log_level:
                 "MEDIASOUP_RTC_MIN_PORT": str(52000 + index * 1000),
                 "MEDIASOUP_RTC_MAX_PORT": str(52999 + index * 1000),
                 "PEER_RECONNECT_GRACE_SECONDS": "0",
+                # Every client connects from 127.0.0.1: the per-address limit of new
+                # WebSockets (10/s, 100 at once) would refuse the bench's joins (429).
+                "CONNECTIONS_PER_SECOND_PER_IP": "100000",
+                "CONNECTION_BURST_PER_IP": "1000000",
                 "LOG_LEVEL": log_level,
             }
             log = open(tmp / name / "node.log", "wb")  # noqa: SIM115 - the process owns it

@@ -10,7 +10,8 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
 * placement: a room's first join places it on the least-loaded live node (one Lua
   script: racing nodes agree); the placement ends when the room closes or its node dies;
 * any node accepts any client (:mod:`control.cluster.relay`): a client of a room
-  hosted elsewhere is relayed, frame for frame, to the owner's signaling endpoint;
+  hosted elsewhere is relayed to the owner's signaling endpoint, its bytes passed
+  through unparsed once both upgrades succeed (:mod:`control.cluster.splice`);
   the relaying node remembers the room's node (no Redis call per join; the owner
   confirms, :meth:`ClusterNode.route`) and keeps a spare connection to it
   (:mod:`control.cluster.warm`);
@@ -51,6 +52,7 @@ from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
 from control.cluster.relay import RELAY_HEADER, Relay, relay_token
 from control.cluster.routes import drain_routes, link_routes
+from control.cluster.splice import UpstreamResponse
 from control.cluster.warm import LinkWarmer
 from control.config import Settings
 from control.errors import NotFound
@@ -127,6 +129,7 @@ def cluster_ctx(
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5),
             trace_configs=[warmer.trace_config()],
+            ws_response_class=UpstreamResponse,  # a relay's bytes can be spliced (control.cluster.splice)
         )
         try:
             registry = Registry(redis)

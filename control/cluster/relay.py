@@ -4,9 +4,12 @@ Node A accepted the client (any node accepts any client); the room lives on node
 A opens a node-to-node WebSocket to B's own signaling endpoint (``/ws`` with the
 client's query, ``Authorization`` and ``Cookie``, so B authenticates the client
 exactly as if it had connected there) plus :data:`RELAY_HEADER`, the cluster's
-relay token: B then serves the room itself instead of routing again. Frames are
-copied both ways unchanged (the protoo protocol the client sees is B's); media
-goes straight to B's announced addresses, which B's answers carry.
+relay token: B then serves the room itself instead of routing again. Once both
+upgrades succeed with the same subprotocol and no extension, the bytes pass through
+unparsed (:mod:`control.cluster.splice`: the client's masked frames are valid towards
+B, B's unmasked ones towards the client; B reads and checks every frame); otherwise
+frames are copied both ways. Either way the protoo protocol the client sees is B's;
+media goes straight to B's announced addresses, which B's answers carry.
 
 A refusal by B before the upgrade (401, 403, 400...) is A's refusal, with B's
 status. When B closes the link, A closes the client with B's code; when B vanishes
@@ -28,6 +31,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from loguru import logger
 
+from control.cluster.splice import HOLD_BYTES, Hold, Splice, SplicedResponse, UpstreamResponse, close_frame
 from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
 from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
@@ -103,6 +107,18 @@ async def _pump(
             return None, ""
 
 
+def _spliceable(request: web.Request, upstream: aiohttp.ClientWebSocketResponse) -> bool:
+    """Can the two legs' bytes pass through unparsed? Both legs must speak the same
+    subprotocol with no extension (none is asked of the room's node, none granted to the
+    client: ``compress=False``)."""
+    return upstream.protocol == SUBPROTOCOL and SUBPROTOCOL in _offered(request) and not upstream.compress
+
+
+def _offered(request: web.Request) -> set[str]:
+    """The subprotocols the client asks for."""
+    return {p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")}
+
+
 class Relay:
     """The relayed connections of this node (closed when it shuts down)."""
 
@@ -135,7 +151,15 @@ class Relay:
         (``remembered``: a placement not read from Redis now, for that node to confirm;
         ``origin``: that node hosts a satellite of the room whose origin this is: cascade)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
-        upstream = await self._connect(request, node_url, remembered, origin)
+        # A spliced link has no pings of this node's own (B's pongs would go to the
+        # client, unread by this node): the room's node pings the client through it.
+        heartbeat = None if SUBPROTOCOL in _offered(request) else HEARTBEAT
+        upstream = await self._connect(request, node_url, remembered, origin, heartbeat)
+        hold = upstream.hold if isinstance(upstream, UpstreamResponse) else None
+        if hold is not None and _spliceable(request, upstream):
+            return await self._splice(request, upstream, hold, node_id)
+        if hold is not None:
+            hold.attach(hold.reader)  # frames parsed as aiohttp does, from the first byte
         client = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size, heartbeat=HEARTBEAT, compress=False
         )
@@ -152,8 +176,44 @@ class Relay:
             self.clients.discard(client)
         return client
 
+    async def _splice(
+        self, request: web.Request, upstream: aiohttp.ClientWebSocketResponse, hold: Hold, node_id: str
+    ) -> web.WebSocketResponse:
+        """Answer the client's upgrade, then pass the bytes through (:mod:`.splice`)."""
+        client = SplicedResponse(protocols=(SUBPROTOCOL,), max_msg_size=self.max_msg_size)
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
+        connection = upstream._response.connection
+        reconnect = close_frame(CLOSE_RECONNECT, f"node {node_id} is gone, reconnect")
+        if connection is None or connection.protocol is None:  # released: the room's node went away
+            await client.close(code=CLOSE_RECONNECT, message=reconnect[4:])
+            await upstream.close()
+            return client
+        splice = Splice(request.protocol, connection.protocol, reconnect)
+        hold.attach(splice.upstream)
+        client.attach(splice.client)
+        logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId")).info(
+            "cluster: connection from {} relayed to node {} (spliced)", request.remote, node_id
+        )
+        self.clients.add(client)
+        try:
+            await splice.done
+        finally:
+            self.clients.discard(client)
+            splice.close()
+            await upstream.close()  # its socket is closed: this releases the connection
+        return client
+
     async def _connect(
-        self, request: web.Request, node_url: str, remembered: bool = False, origin: str | None = None
+        self,
+        request: web.Request,
+        node_url: str,
+        remembered: bool = False,
+        origin: str | None = None,
+        heartbeat: float | None = HEARTBEAT,
     ) -> aiohttp.ClientWebSocketResponse:
         headers = {RELAY_HEADER: self.token}
         if remembered:
@@ -162,12 +222,13 @@ class Relay:
             headers[ORIGIN_HEADER] = origin
         headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
         url = f"{node_url.rstrip('/')}/ws?{request.query_string}"
+        hold = HOLD_BYTES.set(True)  # the bytes wait raw until relay() splices or parses them
         try:
             return await self.session.ws_connect(
                 url,
                 protocols=(SUBPROTOCOL,),
                 headers=headers,
-                heartbeat=HEARTBEAT,
+                heartbeat=heartbeat,
                 max_msg_size=self.max_msg_size,
                 compress=0,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
@@ -182,6 +243,8 @@ class Relay:
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             logger.warning("cluster: room's node {} unreachable: {!r}", node_url, error)
             raise Unavailable("the room's node is unreachable, try again") from None
+        finally:
+            HOLD_BYTES.reset(hold)
 
     async def _run(
         self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, node_id: str

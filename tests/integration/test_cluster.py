@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from control.cluster import CLUSTER, NodeInfo, NodeLoad, Registry
 from control.cluster.registry import NODE_TTL_MS
+from control.cluster.splice import SplicedResponse
 from control.signaling.server import ROOM_ROUTER
 from tests.e2e.cluster_nodes import cluster_node, eventually
 from tests.e2e.harness import running_server
@@ -153,6 +154,43 @@ async def test_a_room_is_placed_on_the_least_loaded_node_and_relayed_through_any
         finally:
             await alice.close()
             await busy.close()
+
+
+async def test_a_relayed_connection_is_spliced_and_the_owner_still_checks_every_frame(
+    tmp_path: Path, redis_url: str, registry: Registry
+) -> None:
+    """After both handshakes the relaying node passes bytes through unparsed: the
+    room's node still enforces its frame size limit, its close code reaches the client
+    unchanged, and its socket dropping without a close frame means 4002 (reconnect)."""
+    async with (
+        cluster_node(tmp_path, redis_url, "a", rtc_base=41000) as a,
+        cluster_node(tmp_path, redis_url, "b", rtc_base=42000, signaling_max_frame_bytes=4096) as b,
+    ):
+        await eventually(lambda: {n.node_id for n in a.cluster.nodes} == {"a", "b"}, what="both nodes registered")
+        assert await registry.place("r", "b") == "b"
+        alice = await ProtooClient.connect(a.ws_url("r", "alice"))
+        big = await ProtooClient.connect(a.ws_url("r", "big"))
+        try:
+            await alice.request("join", JOIN)
+            await big.request("getRouterRtpCapabilities")
+            assert len(a.cluster.relay.clients) == 2
+            assert all(isinstance(c, SplicedResponse) for c in a.cluster.relay.clients)
+            # A frame over B's hard limit (A does not read it): B refuses it, 1009 reaches the client.
+            await big.ws.send_str("x" * 4096 * 5)
+            await eventually(big.closed.is_set, what="oversized frame refused by B")
+            assert big.close_code == 1009
+            # B's socket to A drops without a close frame: A tells Alice to reconnect.
+            connection = b.rooms.rooms["r"].peers["alice"].connection
+            assert connection is not None
+            transport = connection.ws._req.transport if connection.ws._req is not None else None
+            assert transport is not None
+            transport.abort()
+            await eventually(alice.closed.is_set, what="Alice told to reconnect")
+            assert alice.close_code == 4002
+            await eventually(lambda: not a.cluster.relay.clients, what="A forgot the relayed clients")
+        finally:
+            await alice.close()
+            await big.close()
 
 
 async def test_a_relay_without_the_cluster_token_is_refused(tmp_path: Path, redis_url: str) -> None:
