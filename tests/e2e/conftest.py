@@ -38,7 +38,9 @@ import asyncio
 import linecache
 import math
 import os
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -52,6 +54,34 @@ NOTABLE_LOG = os.environ.get("PARLEY_ASYNCIO_DEBUG_LOG", "")
 LONGEST: list[tuple[str, SlowCallback]] = []
 #: Slow callbacks that blocked in the tests' client side only (listed, not failed).
 CLIENT_SIDE: list[tuple[str, SlowCallback]] = []
+
+
+class _ProcessExecutor(ThreadPoolExecutor):
+    """The default executor of every e2e test's loop: one for the whole run, its threads
+    started before any test (``shutdown`` at a loop's end leaves it running).
+
+    A server process starts its default executor's threads once and keeps them; a test
+    run makes a new loop, hence a new executor, per test, so the server's first
+    ``asyncio.to_thread`` of each test would start a thread on the loop, and
+    ``Thread.start`` waits until the new thread runs (seen: 54-140 ms at load 9). That is
+    the test's artefact, not the server's habit."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
+
+
+_EXECUTOR = _ProcessExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="e2e-default")
+_started = threading.Barrier(_EXECUTOR._max_workers + 1)
+for _ in range(_EXECUTOR._max_workers):
+    _EXECUTOR.submit(_started.wait, 30)
+_started.wait(30)
+
+
+@pytest.fixture(autouse=True)
+async def shared_default_executor() -> AsyncIterator[None]:
+    """Every test's loop uses :class:`_ProcessExecutor` (its threads already running)."""
+    asyncio.get_running_loop().set_default_executor(_EXECUTOR)
+    yield
 
 
 @pytest.fixture(autouse=True)
