@@ -26,7 +26,7 @@ from control.recording import RECORDINGS
 from control.storage.local import LocalStorage
 from recording.segment import udp_sockets
 from tests.e2e.harness import Server
-from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack
+from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack, sent_fraction
 from tests.integration.tcp_proxy import TcpProxy
 
 #: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
@@ -331,6 +331,24 @@ def _peer(server: Server, room: str, index: int) -> MediaPeer:
     peer = MediaPeer(server.ws_url(room, name), name, display_name=name.title())
     peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
     return peer
+
+
+def tone_of(peer: MediaPeer) -> ToneTrack:
+    """The peer's microphone (it knows which of its audio it really sent)."""
+    return next(t for t in peer.tracks if isinstance(t, ToneTrack))
+
+
+#: Under this part of a window sent, a tone check there measures the test, not the server.
+MIN_SENT = 0.15
+
+
+def sent_in(peer: MediaPeer, start: float, end: float) -> float:
+    """The part of [start, end] (monotonic) in which ``peer`` sent its tone; a tone's
+    amplitude over that window is about this part of the full one. Fails loudly below
+    :data:`MIN_SENT`: the test's own sender was starved, nothing is left to check."""
+    part = sent_fraction([tone_of(peer)], start, end)
+    assert part >= MIN_SENT, f"{peer.peer_id} sent its tone {part:.0%} of the time checked (the test starved)"
+    return part
 
 
 async def _stored(server: Server, key: str, timeout: float = 60) -> Path:
