@@ -118,10 +118,19 @@ def sent_intervals(tracks: list[ToneTrack]) -> list[tuple[float, float]]:
     return merged
 
 
-def sent_fraction(tracks: list[ToneTrack], start: float, end: float) -> float:
-    """The part of [start, end] (monotonic) in which some of ``tracks`` sent audio."""
-    covered = sum(max(0.0, min(hi, end) - max(lo, start)) for lo, hi in sent_intervals(tracks))
-    return covered / (end - start) if end > start else 0.0
+def sent_fraction(tracks: list[ToneTrack], start: float, end: float, *, hann: bool = False) -> float:
+    """The part of [start, end] (monotonic) in which some of ``tracks`` sent audio;
+    ``hann``: weighted by a Hann window over [start, end], as a tone's amplitude is
+    measured (a hole in the middle of the window weighs twice its length)."""
+    length = end - start
+    if length <= 0:
+        return 0.0
+
+    def weight(t: float) -> float:  # the window's integral from start to t, over its whole
+        x = (min(max(t, start), end) - start) / length
+        return x - math.sin(2 * math.pi * x) / (2 * math.pi) if hann else x
+
+    return sum(max(0.0, weight(hi) - weight(lo)) for lo, hi in sent_intervals(tracks))
 
 
 def longest_unsent(tracks: list[ToneTrack], start: float, end: float) -> float:

@@ -343,10 +343,11 @@ MIN_SENT = 0.15
 
 
 def sent_in(peer: MediaPeer, start: float, end: float) -> float:
-    """The part of [start, end] (monotonic) in which ``peer`` sent its tone; a tone's
-    amplitude over that window is about this part of the full one. Fails loudly below
+    """The part of [start, end] (monotonic) in which ``peer`` sent its tone, weighted as
+    :func:`tone_amplitude` weighs samples (Hann): the tone's amplitude over that window
+    is about this part of the full one. Fails loudly below
     :data:`MIN_SENT`: the test's own sender was starved, nothing is left to check."""
-    part = sent_fraction([tone_of(peer)], start, end)
+    part = sent_fraction([tone_of(peer)], start, end, hann=True)
     assert part >= MIN_SENT, f"{peer.peer_id} sent its tone {part:.0%} of the time checked (the test starved)"
     return part
 

@@ -232,7 +232,7 @@ async def test_recording_follows_the_room_to_a_new_worker(tmp_path: Path) -> Non
     assert wall - 0.2 <= duration <= wall + lag + 2.0, (duration, timeline)
 
     # 1. alice | bob on the old worker
-    (await asyncio.to_thread(_assert_red_green, path, lag, killed, timeline))
+    (await asyncio.to_thread(_assert_red_green, path, lag, killed + lag, timeline))
     # 2. the gap: each tile the last frame (frozen) or a name card (dark grey to its
     # corners; the name is in the middle)
     for at in _inside(killed - MARGIN + lag, rejoined + MARGIN, count=3):

@@ -82,8 +82,18 @@ def test_what_was_sent_and_the_longest_time_nobody_sent() -> None:
     b.started, b.ended, b.dropped = 14.0, 22.0, [(16.0, 16.5)]
     assert sent_intervals([a]) == [(10.0, 12.0), (13.0, 15.0), (17.0, 20.0)]
     assert sent_intervals([a, b]) == [(10.0, 12.0), (13.0, 16.0), (16.5, 22.0)]
-    assert sent_fraction([a], 10.0, 20.0) == 0.7
+    assert abs(sent_fraction([a], 10.0, 20.0) - 0.7) < 1e-9
     assert longest_unsent([a, b], 9.0, 23.0) == 1.0  # 9-10, 12-13, 16-16.5 and 22-23
     assert longest_unsent([a], 10.0, 20.0) == 2.0  # 15-17
     assert longest_unsent([], 0.0, 5.0) == 5.0
     assert sent_intervals([ToneTrack()]) == []
+
+
+def test_a_hole_weighs_as_the_hann_window_weighs_it() -> None:
+    track = ToneTrack()
+    track.started, track.ended, track.dropped = 0.0, 10.0, [(4.5, 5.5)]
+    assert abs(sent_fraction([track], 0.0, 10.0) - 0.9) < 1e-9
+    weighted = sent_fraction([track], 0.0, 10.0, hann=True)
+    assert abs(weighted - 0.8) < 0.01, weighted  # the middle tenth weighs about a fifth
+    track.dropped = [(0.0, 1.0)]
+    assert sent_fraction([track], 0.0, 10.0, hann=True) > 0.99  # an edge weighs little
