@@ -26,7 +26,7 @@ from control.recording import RECORDINGS
 from control.storage.local import LocalStorage
 from recording.segment import udp_sockets
 from tests.e2e.harness import Server
-from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack, sent_fraction
+from tests.e2e.media_peer import CAPTURE_BUFFER, MediaPeer, PacedVideoTrack, ToneTrack, sent_fraction
 from tests.integration.tcp_proxy import TcpProxy
 
 #: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
@@ -350,6 +350,14 @@ def sent_in(peer: MediaPeer, start: float, end: float) -> float:
     part = sent_fraction([tone_of(peer)], start, end, hann=True)
     assert part >= MIN_SENT, f"{peer.peer_id} sent its tone {part:.0%} of the time checked (the test starved)"
     return part
+
+
+def silence_allowed(unsent: float) -> float:
+    """The longest silence a mix may hold: 20 ms, plus, where nobody sent for ``unsent``
+    seconds, that much and :data:`CAPTURE_BUFFER` more: a stem's zero is its first
+    packet's arrival, which may come that much after its capture (measured: 1.895 s of
+    silence for 1.867 s nobody sent, each sender's hole placed by its own stem)."""
+    return 0.020 + (unsent + CAPTURE_BUFFER if unsent > 0 else 0.0)
 
 
 def clean_ratio(parts: list[float]) -> float:
