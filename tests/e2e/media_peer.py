@@ -29,38 +29,121 @@ AUDIO_PTIME = 0.020
 VIDEO_CLOCK = 90000
 
 
+#: How late a microphone's frame may be read before it is lost (its capture buffer).
+CAPTURE_BUFFER = 0.1
+
+
 class ToneTrack(MediaStreamTrack):
-    """A 440 Hz sine, 20 ms mono s16 frames, paced in real time."""
+    """A sine in 20 ms mono s16 frames on the wall clock, as a microphone: the frame
+    with timestamp ``pts`` holds what was captured ``pts`` samples after the first.
+    A reader (aiortc's sender) more than :data:`CAPTURE_BUFFER` late loses the frames
+    it missed, and the next frame's timestamp jumps over them, as a capture device's.
+
+    Why: the tone used to run on its own clock (one frame after another, however late):
+    in a starved test process (the server, three aiortc peers and their codecs on one
+    event loop, on a loaded 2-core machine) it fell 9 s behind in 18 s (measured: the
+    worker got every packet sent, none lost, 0.55 s of audio per second), so the stems,
+    placed by RTP timestamps, held less audio than the recording lasted and ended early
+    (issue 15). Now what was never sent is in :attr:`dropped`, and the tests measure
+    against what was sent (:func:`sent_intervals`)."""
 
     kind = "audio"
 
     def __init__(self, frequency: float = 440.0) -> None:
         super().__init__()
         self.frequency = frequency
-        self._start: float | None = None
+        #: Monotonic time of the first sample; None until the first frame was read.
+        self.started: float | None = None
+        #: Monotonic time at which the last frame read ends.
+        self.ended: float | None = None
+        #: (from, to) monotonic times whose frames were never read (lost late).
+        self.dropped: list[tuple[float, float]] = []
         self._pts = 0
+        self._period = _tone_period(frequency)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         samples = int(AUDIO_RATE * AUDIO_PTIME)
-        if self._start is None:
-            self._start = time.monotonic()
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
         else:
             self._pts += samples
-            wait = self._start + self._pts / AUDIO_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        pcm = array.array(
-            "h",
-            (int(8000 * math.sin(2 * math.pi * self.frequency * (self._pts + i) / AUDIO_RATE)) for i in range(samples)),
-        )
+            late = now - (self.started + self._pts / AUDIO_RATE)
+            if late > CAPTURE_BUFFER:
+                caught_up = int((now - self.started) * AUDIO_RATE) // samples * samples
+                self.dropped.append((self.started + self._pts / AUDIO_RATE, self.started + caught_up / AUDIO_RATE))
+                self._pts = caught_up
+            elif late < 0:
+                await asyncio.sleep(-late)
+        self.ended = self.started + (self._pts + samples) / AUDIO_RATE
+        start = self._pts % (len(self._period) // 2 - samples)
         frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-        frame.planes[0].update(pcm.tobytes())
+        frame.planes[0].update(self._period[2 * start : 2 * (start + samples)])
         frame.pts = self._pts
         frame.sample_rate = AUDIO_RATE
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
         return frame
+
+
+def _tone_period(frequency: float) -> bytes:
+    """Whole periods of the sine (as s16 bytes) plus one frame, so that any frame is a
+    slice: computed once instead of 960 ``sin`` per frame (CPU the senders lacked)."""
+    length = AUDIO_RATE // math.gcd(AUDIO_RATE, round(frequency))
+    frame = int(AUDIO_RATE * AUDIO_PTIME)
+    pcm = array.array(
+        "h", (int(8000 * math.sin(2 * math.pi * frequency * i / AUDIO_RATE)) for i in range(length + frame))
+    )
+    return pcm.tobytes()
+
+
+def sent_intervals(tracks: list[ToneTrack]) -> list[tuple[float, float]]:
+    """(from, to) monotonic times some of ``tracks`` sent audio for, merged."""
+    spans: list[tuple[float, float]] = []
+    for track in tracks:
+        if track.started is None or track.ended is None:
+            continue
+        at = track.started
+        for lost_from, lost_to in track.dropped:
+            spans.append((at, lost_from))
+            at = lost_to
+        spans.append((at, track.ended))
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(s for s in spans if s[1] > s[0]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def sent_fraction(tracks: list[ToneTrack], start: float, end: float, *, hann: bool = False) -> float:
+    """The part of [start, end] (monotonic) in which some of ``tracks`` sent audio;
+    ``hann``: weighted by a Hann window over [start, end], as a tone's amplitude is
+    measured (a hole in the middle of the window weighs twice its length)."""
+    length = end - start
+    if length <= 0:
+        return 0.0
+
+    def weight(t: float) -> float:  # the window's integral from start to t, over its whole
+        x = (min(max(t, start), end) - start) / length
+        return x - math.sin(2 * math.pi * x) / (2 * math.pi) if hann else x
+
+    return sum(max(0.0, weight(hi) - weight(lo)) for lo, hi in sent_intervals(tracks))
+
+
+def longest_unsent(tracks: list[ToneTrack], start: float, end: float) -> float:
+    """The longest time within [start, end] (monotonic) in which none of ``tracks`` sent."""
+    longest, at = 0.0, start
+    for lo, hi in sent_intervals(tracks):
+        if hi <= at:
+            continue
+        if lo >= end:
+            break
+        longest = max(longest, lo - at)
+        at = max(at, hi)
+    return max(longest, end - at)
 
 
 class PacedVideoTrack(MediaStreamTrack):

@@ -26,7 +26,7 @@ from control.recording import RECORDINGS
 from control.storage.local import LocalStorage
 from recording.segment import udp_sockets
 from tests.e2e.harness import Server
-from tests.e2e.media_peer import MediaPeer, PacedVideoTrack, ToneTrack
+from tests.e2e.media_peer import CAPTURE_BUFFER, MediaPeer, PacedVideoTrack, ToneTrack, sent_fraction
 from tests.integration.tcp_proxy import TcpProxy
 
 #: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
@@ -331,6 +331,42 @@ def _peer(server: Server, room: str, index: int) -> MediaPeer:
     peer = MediaPeer(server.ws_url(room, name), name, display_name=name.title())
     peer.tracks = [ToneTrack(tone), SolidTrack(yuv)]
     return peer
+
+
+def tone_of(peer: MediaPeer) -> ToneTrack:
+    """The peer's microphone (it knows which of its audio it really sent)."""
+    return next(t for t in peer.tracks if isinstance(t, ToneTrack))
+
+
+#: Under this part of a window sent, a tone check there measures the test, not the server.
+MIN_SENT = 0.15
+
+
+def sent_in(peer: MediaPeer, start: float, end: float) -> float:
+    """The part of [start, end] (monotonic) in which ``peer`` sent its tone, weighted as
+    :func:`tone_amplitude` weighs samples (Hann): the tone's amplitude over that window
+    is about this part of the full one. Fails loudly below
+    :data:`MIN_SENT`: the test's own sender was starved, nothing is left to check."""
+    part = sent_fraction([tone_of(peer)], start, end, hann=True)
+    assert part >= MIN_SENT, f"{peer.peer_id} sent its tone {part:.0%} of the time checked (the test starved)"
+    return part
+
+
+def silence_allowed(unsent: float) -> float:
+    """The longest silence a mix may hold: 20 ms, plus, where nobody sent for ``unsent``
+    seconds, that much and :data:`CAPTURE_BUFFER` more: a stem's zero is its first
+    packet's arrival, which may come that much after its capture (measured: 1.895 s of
+    silence for 1.867 s nobody sent, each sender's hole placed by its own stem)."""
+    return 0.020 + (unsent + CAPTURE_BUFFER if unsent > 0 else 0.0)
+
+
+def clean_ratio(parts: list[float]) -> float:
+    """How far above the off-frequencies a tone must stand: 100x for tones sent whole,
+    25x where a sender dropped frames: each hole gates the sine off and on, and the
+    edges leak into every frequency (measured with the same recording: 95x with alice
+    at 56% of the window, 41x at 25%). Corrupted audio is far beyond that (issue 17:
+    off-frequencies at 3,371-4,879, as loud as the tones)."""
+    return 100.0 if min(parts) >= 0.999 else 25.0
 
 
 async def _stored(server: Server, key: str, timeout: float = 60) -> Path:

@@ -4,7 +4,7 @@ audio of whoever was there.
 
 Times are measured from the ``startRecording`` answer; the recording's zero (its
 first media) is before it, so a moment of the test is ``lag`` later in the MP4 (read
-from the live recording's manifest, ``zero_before``): each phase starts ``lag`` later
+from the live recording's manifest, ``zero_before``): each phase starts and ends ``lag`` later
 and is checked well inside its bounds (1.5 s from the moment the test made the
 change), since a new layout appears once the new segment's FFmpeg records, a few
 hundred milliseconds after the change."""
@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.harness import running_server
-from tests.e2e.media_peer import MediaPeer
+from tests.e2e.media_peer import MediaPeer, longest_unsent
 from tests.e2e.recording_helpers import (
     BLACK,
     BLUE,
@@ -40,6 +40,7 @@ from tests.e2e.recording_helpers import (
     _stored,
     audio_samples,
     bright_pixels,
+    clean_ratio,
     codecs_and_duration,
     frame_at,
     largest_hole,
@@ -47,6 +48,9 @@ from tests.e2e.recording_helpers import (
     packets,
     pcm,
     pixel,
+    sent_in,
+    silence_allowed,
+    tone_of,
     tones,
     zero_before,
 )
@@ -105,9 +109,9 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
     assert abs(duration - stopped["duration"]) <= 0.1, (duration, timeline)
 
     # 1. alice | bob
-    (await asyncio.to_thread(_assert_red_green, path, lag, joining, timeline))
+    (await asyncio.to_thread(_assert_red_green, path, lag, joining + lag, timeline))
     # 2. alice, bob / carol, nobody
-    for at in _inside(joined + lag, leaving):
+    for at in _inside(joined + lag, leaving + lag):
         raw = await asyncio.to_thread(frame_at, path, at)
         quads = [pixel(raw, x, y) for x, y in QUADRANTS]
         assert (
@@ -124,23 +128,37 @@ async def test_a_join_and_a_leave_change_the_layout(tmp_path: Path) -> None:
             timeline,
         )
 
-    # The mix: who is there is heard, who is not is not.
+    # The mix: who is there is heard, who is not is not; each as much as they sent (a
+    # starved test process drops microphone frames: media_peer.ToneTrack).
     sent = {name: tone for name, *_rest, tone in PEOPLE}
+    peers = {"alice": alice, "bob": bob, "carol": carol}
+    origin = t0 - lag  # the recording's zero, monotonic
     for (start, end), present in [
-        ((lag, joining), {"alice", "bob"}),
-        ((joined + lag, leaving), {"alice", "bob", "carol"}),
+        ((lag, joining + lag), {"alice", "bob"}),
+        ((joined + lag, leaving + lag), {"alice", "bob", "carol"}),
         ((left + lag, duration), {"bob", "carol"}),
     ]:
+        offset, length = _window(start, end)
         heard = await asyncio.to_thread(
             tones,
-            (await asyncio.to_thread(audio_samples, path, *_window(start, end))),
+            (await asyncio.to_thread(audio_samples, path, offset, length)),
             tuple(sent.values()) + OFF_TONES,
         )
         loudest = max(heard[sent[name]] for name in present)
         noise = max(heard[f] for f in OFF_TONES)
+        parts = {name: sent_in(peers[name], origin + offset, origin + offset + length) for name in present}
+        ratio = clean_ratio(list(parts.values()))
         for name, tone in sent.items():
             if name in present:
-                assert heard[tone] > 2000 and heard[tone] > 100 * noise, (start, end, name, heard, timeline)
+                part = parts[name]
+                assert heard[tone] > 2000 * part and heard[tone] > ratio * noise, (
+                    start,
+                    end,
+                    name,
+                    part,
+                    heard,
+                    timeline,
+                )
             else:
                 assert heard[tone] < loudest / 50, (start, end, name, heard, timeline)
 
@@ -199,8 +217,8 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
     assert codecs == ["aac", "h264"]
     assert wall - 0.2 <= duration <= wall + lag + 1.0, (duration, timeline)
 
-    (await asyncio.to_thread(_assert_red_green, path, lag, pausing, timeline))
-    for at in _inside(paused + lag, resuming):
+    (await asyncio.to_thread(_assert_red_green, path, lag, pausing + lag, timeline))
+    for at in _inside(paused + lag, resuming + lag):
         raw = await asyncio.to_thread(frame_at, path, at)
         left_tile, bar = pixel(raw, *LEFT), pixel(raw, *LEFT_TOP_BAR)
         # bob's card fills its whole 320x360 tile: corners dark grey, not black.
@@ -224,20 +242,23 @@ async def test_a_muted_camera_becomes_a_name_card(tmp_path: Path) -> None:
     # next phase's audio): both send a tone all the time, so any silence is a loss.
     audio = await asyncio.to_thread(packets, path, "a:0")
     assert largest_hole(audio) <= 0.020, (largest_hole(audio), timeline)
+    # Silence only where neither sent (a starved test drops microphone frames).
+    origin = t0 - lag
+    unsent = longest_unsent([tone_of(alice), tone_of(bob)], origin + 0.3, origin + duration - 0.3)
     silence = await asyncio.to_thread(longest_silence, await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
-    assert silence <= 0.020, (silence, timeline)
+    assert silence <= silence_allowed(unsent), (silence, unsent, timeline)
     # ... nor video: no frame further than two frame intervals from the one before.
     video = await asyncio.to_thread(packets, path, "v:0")
     assert largest_hole(video) <= 1 / 15 + 0.001, (largest_hole(video), timeline)
 
     # A muted camera does not mute the microphone.
+    offset, length = _window(paused + lag, resuming + lag)
     heard = await asyncio.to_thread(
         tones,
-        (await asyncio.to_thread(audio_samples, path, *_window(paused + lag, resuming))),
+        (await asyncio.to_thread(audio_samples, path, offset, length)),
         (440.0, 660.0) + OFF_TONES,
     )
     noise = max(heard[f] for f in OFF_TONES)
-    assert heard[440.0] > 2000 and heard[660.0] > 2000 and min(heard[440.0], heard[660.0]) > 100 * noise, (
-        heard,
-        timeline,
-    )
+    parts = [sent_in(peer, origin + offset, origin + offset + length) for peer in (alice, bob)]
+    assert heard[440.0] > 2000 * parts[0] and heard[660.0] > 2000 * parts[1], (heard, parts, timeline)
+    assert min(heard[440.0], heard[660.0]) > clean_ratio(parts) * noise, (heard, parts, timeline)
