@@ -155,16 +155,22 @@ def test_a_meter_uninstalled_by_its_own_callback() -> None:
 
 
 def test_a_callback_waiting_for_the_gil_of_a_preempted_thread_is_not_slow() -> None:
-    """Another Python thread computes on the crowded core in 10 ms runs of C code that
+    """Another Python thread computes on the crowded core in 30 ms runs of C code that
     keep the GIL (``sum`` over a range), so it holds the GIL while it waits for the
     CPU: the callback, needing the GIL, is blocked behind it for longer than 50 ms,
-    and that is not counted."""
+    and that is not counted.
+
+    The callback waits for the rest of the spinner's current run, stretched by the
+    spinner's share of the core (about a sixth): with 10 ms runs that passed 50 ms in
+    only ~17 % of tries on a quiet machine, and ten tries all fell short once in a CI
+    run. With 30 ms runs about 70 % of tries do; what is counted (the spinner's
+    running, not its waiting) stays under 30 ms plus the callback's own 5."""
     stop = threading.Event()
 
     def spin() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
         while not stop.is_set():
-            sum(range(SPIN))
+            sum(range(SPIN * 3))
 
     with crowded_core():
         spinner = threading.Thread(target=spin)
