@@ -22,8 +22,12 @@ MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY) for all three services.
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
 
+import pytest
+from redis.asyncio import Redis
+
+from control.cluster import Registry
 from tests.services import MongoService, RabbitMQService, RedisService, S3Service, ServiceUnavailable, TestServices
 
 
@@ -91,6 +95,19 @@ def mongo_owned(test_services) -> MongoService:
 def redis_server(test_services) -> RedisService:
     """Redis for the cluster tests (``redis_server.url``: the test database, theirs to flush)."""
     return _get(test_services, "redis")
+
+
+@pytest.fixture
+async def registry(redis_server: RedisService) -> AsyncIterator[Registry]:
+    """The cluster's registry in the test database of the loopback Redis, flushed
+    before and after the test."""
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    await client.flushdb()
+    try:
+        yield Registry(client)
+    finally:
+        await client.flushdb()
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 
 from control.cluster import RELAY_HEADER, NodeInfo, NodeLoad, Registry
 from control.cluster.cascade import CASCADE_PATH, Seats
@@ -27,17 +25,6 @@ pytestmark = pytest.mark.timeout(240)
 #: The relay key is set (not the one kept in Redis, which a flush by another test would change).
 LIMIT = {"room_consumers_per_node": 2, "cluster_secret": "cascade-test-" + "k" * 32}
 LIMIT_ENV = {key.upper(): str(value) for key, value in LIMIT.items()}
-
-
-@pytest.fixture
-async def registry(redis_server) -> AsyncIterator[Registry]:
-    client = Redis.from_url(redis_server.url, decode_responses=True)
-    await client.flushdb()
-    try:
-        yield Registry(client)
-    finally:
-        await client.flushdb()
-        await client.aclose()
 
 
 async def test_seating_fills_the_origin_then_a_satellite_then_adds_one(registry: Registry) -> None:

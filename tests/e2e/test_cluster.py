@@ -7,11 +7,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from control.cluster import Registry
 from tests.e2e.cluster_nodes import cluster_node, eventually, node_process
@@ -20,18 +18,6 @@ from tests.e2e.protoo_client import ProtooClient
 from tests.integration.test_cluster import JOIN
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def registry(redis_server) -> AsyncIterator[Registry]:
-    """The cluster's registry in the test database of the loopback Redis (flushed)."""
-    client = Redis.from_url(redis_server.url, decode_responses=True)
-    await client.flushdb()
-    try:
-        yield Registry(client)
-    finally:
-        await client.flushdb()
-        await client.aclose()
 
 
 async def test_peers_through_two_nodes_exchange_audio_and_video(tmp_path: Path, redis_server, registry) -> None:

@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from control.cluster import Registry
 from tests.e2e.cluster_nodes import cluster_node, eventually, node_process
@@ -20,17 +18,6 @@ from tests.e2e.protoo_client import ProtooClient
 from tests.integration.test_cluster import JOIN
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def registry(redis_server) -> AsyncIterator[Registry]:
-    client = Redis.from_url(redis_server.url, decode_responses=True)
-    await client.flushdb()
-    try:
-        yield Registry(client)
-    finally:
-        await client.flushdb()
-        await client.aclose()
 
 
 async def exited(process: subprocess.Popen[bytes], timeout: float) -> int:

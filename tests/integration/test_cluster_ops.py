@@ -4,13 +4,11 @@ cluster, behind the same access checks. Real nodes on loopback, one real Redis."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 
 from control.auth import ACCESS, grants_from_names, mint
 from control.cluster import Registry
@@ -22,18 +20,6 @@ from tests.integration.test_cluster import JOIN
 pytestmark = pytest.mark.timeout(120)
 
 KEY, SECRET = "APIcluster", "c" * 40
-
-
-@pytest.fixture
-async def registry(redis_server) -> AsyncIterator[Registry]:
-    """The cluster's registry in the test database of the loopback Redis (flushed)."""
-    client = Redis.from_url(redis_server.url, decode_responses=True)
-    await client.flushdb()
-    try:
-        yield Registry(client)
-    finally:
-        await client.flushdb()
-        await client.aclose()
 
 
 async def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, Any]:
