@@ -278,7 +278,8 @@ class FfmpegRun:
     async def _exits_within(self, seconds: float) -> bool:
         assert self.exited is not None
         try:
-            await asyncio.wait_for(asyncio.shield(self.exited), seconds)
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(self.exited)
         except TimeoutError:
             return False
         return True
@@ -496,7 +497,8 @@ class Segment(FfmpegRun):
                     await process.wait()
             if self._stderr_task is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._stderr_task, 5)
+                    async with asyncio.timeout(5):
+                        await self._stderr_task
         finally:
             self._close_inputs()
         if process.returncode != 0:

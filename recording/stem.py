@@ -217,7 +217,8 @@ class Stem(FfmpegRun):
                     await process.wait()
             if self._stderr_task is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._stderr_task, 5)
+                    async with asyncio.timeout(5):
+                        await self._stderr_task
         finally:
             self._close_input()
         self.log.info("stem written: {} (first packet {})", self.path.name, self.t0)

@@ -230,7 +230,8 @@ class Worker(EnhancedEventEmitter):
 
     async def _wait_running(self) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(self._running), timeout=10)
+            async with asyncio.timeout(10):
+                await asyncio.shield(self._running)
         except TimeoutError:
             self.close()
             raise MediasoupError(f"worker [pid:{self.pid}] did not start in time") from None
@@ -285,7 +286,8 @@ class Worker(EnhancedEventEmitter):
 
     async def wait_closed(self, timeout: float = 10.0) -> int:  # noqa: ASYNC109  (mediasoup-like API)
         """Wait for the process to exit and return its exit code (negative: signal)."""
-        return await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self._exited)
 
     def _close_children(self) -> None:
         for router in list(self.routers):

@@ -350,7 +350,8 @@ class MeetingService:
                 entries = await self.journal.oldest(100) if self._pending else []
                 if self._pending and not entries:  # an add still on its way to the disk
                     self._wake.clear()
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
                     continue
                 for entry in entries:
                     await self._apply(entry.seq, entry.change)
@@ -363,7 +364,8 @@ class MeetingService:
                 if isinstance(exc, StoreUnavailable):
                     logger.debug("meeting journal: database still away: {}", exc)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.store.wait_available(), _RETRY_MAX * 6)
+                        async with asyncio.timeout(_RETRY_MAX * 6):
+                            await self.store.wait_available()
                 await asyncio.sleep(next(delays))
             except StoreError as exc:  # a read the database refused: try again later
                 logger.error("meeting journal: {}", exc)

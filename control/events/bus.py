@@ -149,7 +149,8 @@ class EventBus:
         self._wake.set()
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+                async with asyncio.timeout(10):
+                    await asyncio.shield(self._task)
             except (TimeoutError, Exception):  # noqa: BLE001
                 self._task.cancel()
                 with contextlib.suppress(BaseException):
@@ -260,7 +261,8 @@ class EventBus:
             if self._retry_at > now:
                 timeout = min(timeout, self._retry_at - now)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

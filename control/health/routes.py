@@ -86,7 +86,8 @@ async def _probe(worker: Worker) -> dict[str, Any]:
         info["error"] = "closed"
         return info
     try:
-        usage = await asyncio.wait_for(worker.get_resource_usage(), WORKER_PROBE_TIMEOUT)
+        async with asyncio.timeout(WORKER_PROBE_TIMEOUT):
+            usage = await worker.get_resource_usage()
     except TimeoutError:
         info["error"] = f"no answer within {WORKER_PROBE_TIMEOUT:g}s"
     except Exception as exc:  # noqa: BLE001 - a dead or closing worker: report it, never raise

@@ -229,14 +229,16 @@ class LoadPeer:
         for transport in (self.send_transport, self.recv_transport):
             if transport is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(transport.close(), 5)
+                    async with asyncio.timeout(5):
+                        await transport.close()
         for task in self._tasks:
             task.cancel()
         for track in (*self.tracks, *self.layers):
             track.stop()
         if self.protoo is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.protoo.close(), 5)
+                async with asyncio.timeout(5):
+                    await self.protoo.close()
 
 
 def enlarge_receive_buffers(size: int = RECEIVE_BUFFER_BYTES) -> None:

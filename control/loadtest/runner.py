@@ -350,7 +350,8 @@ async def _join_all(
     async def join(peer: LoadPeer) -> None:
         async with gate:
             try:
-                await asyncio.wait_for(peer.join(session), options.timeout * 3)
+                async with asyncio.timeout(options.timeout * 3):
+                    await peer.join(session)
             except (TimeoutError, SignalingError, aiohttp.ClientError, ConnectionError, OSError) as error:
                 report.failed_joins.append(peer.peer_id)
                 print(f"load-test: {peer.peer_id} did not join: {type(error).__name__} {error}", file=out, flush=True)
@@ -398,4 +399,5 @@ async def _settle(report: LoadTestReport, options: LoadTestOptions, out: TextIO)
 
 async def _close_all(peers: Sequence[LoadPeer]) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True), 30)
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)

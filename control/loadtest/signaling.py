@@ -50,7 +50,8 @@ class ProtooClient:
 
     @classmethod
     async def connect(cls, session: aiohttp.ClientSession, url: str, timeout: float) -> ProtooClient:  # noqa: ASYNC109 - one bound for connect + upgrade
-        ws = await asyncio.wait_for(session.ws_connect(url, protocols=("protoo",), max_msg_size=0), timeout)
+        async with asyncio.timeout(timeout):
+            ws = await session.ws_connect(url, protocols=("protoo",), max_msg_size=0)
         return cls(session, ws)
 
     async def request(self, method: str, data: dict[str, Any] | None = None, timeout: float = 20.0) -> Any:  # noqa: ASYNC109
@@ -61,7 +62,8 @@ class ProtooClient:
             await self.ws.send_str(
                 json.dumps({"request": True, "id": request_id, "method": method, "data": data or {}})
             )
-            response = await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                response = await future
         finally:
             self._pending.pop(request_id, None)
         if response.get("ok"):

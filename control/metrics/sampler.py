@@ -102,7 +102,8 @@ class Sampler:
         if transport.closed:
             return None
         try:
-            stats = await asyncio.wait_for(transport.get_stats(), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                stats = await transport.get_stats()
         except Exception:  # noqa: BLE001 - closed meanwhile, worker busy or gone: next round
             return None
         if not stats:
@@ -111,7 +112,8 @@ class Sampler:
 
     async def _sample_usage(self, worker: Worker, label: str) -> None:
         try:
-            usage = await asyncio.wait_for(worker.get_resource_usage(), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                usage = await worker.get_resource_usage()
         except Exception:  # noqa: BLE001 - reported as missing until it answers again
             return
         # mediasoup reports ru_utime/ru_stime in milliseconds and ru_maxrss in KiB.

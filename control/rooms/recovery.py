@@ -49,7 +49,8 @@ class Recovery:
         if self._ready.is_set():
             return
         try:
-            await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT)
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self._ready.wait()
         except TimeoutError:
             raise Unavailable("room is being rebuilt, try again") from None
 

@@ -189,7 +189,8 @@ class ProtooConnection:
         self._pending[request_id] = future
         self._send({"request": True, "id": request_id, "method": method, "data": data if data is not None else {}})
         try:
-            return await asyncio.wait_for(future, timeout if timeout is not None else self.request_timeout)
+            async with asyncio.timeout(timeout if timeout is not None else self.request_timeout):
+                return await future
         finally:
             self._pending.pop(request_id, None)
 
@@ -232,9 +233,13 @@ class ProtooConnection:
         self._outgoing.put_nowait(None)
         if self._writer is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
-            except (TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self._writer)
+            except TimeoutError:
                 self._writer.cancel()
+            except asyncio.CancelledError:
+                if _being_cancelled():
+                    raise  # this close was cancelled, not the writer: pass it on
         try:
             await self.ws.close(code=code, message=reason.encode()[:120])
         except Exception:  # noqa: BLE001 - already gone
@@ -403,3 +408,9 @@ class ProtooConnection:
             future.set_exception(
                 ProtooError(code if type(code) is int else 500, str(reason) if reason is not None else "error")
             )
+
+
+def _being_cancelled() -> bool:
+    """Is the running task itself being cancelled (not merely awaiting a cancelled task)?"""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

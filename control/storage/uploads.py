@@ -168,7 +168,8 @@ class UploadQueue:
         future = self._futures.get(job_id)
         if future is None:
             raise KeyError(f"unknown upload job {job_id}")
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(future)
 
     def jobs(self) -> list[UploadJob]:
         """Jobs not finished yet (pending or waiting for their handler)."""
