@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
 
+from workers.processes import proc_stat
+
 if TYPE_CHECKING:
     from loguru import Logger
 
@@ -40,11 +42,8 @@ State = Literal["recording", "finishing", "submitted"]
 def process_start_time(pid: int) -> int | None:
     """When ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), or
     None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    stat = proc_stat(pid)
+    return None if stat is None else stat.starttime
 
 
 @dataclass

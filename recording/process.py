@@ -3,10 +3,11 @@
 ``asyncio.create_subprocess_exec`` forks on the loop's thread, and a vfork (or
 ``posix_spawn``) suspends its caller until the child has exec'd: on a busy
 machine, until the child got a CPU. The e2e suite's slow-callback check saw a
-stem's start hold the loop 200 ms that way. Here ``subprocess.Popen`` runs in a
-worker thread, and the loop only attaches to the pipes and to a pidfd that
-becomes readable when the process exits: nothing that waits on another process
-runs on the loop.
+stem's start hold the loop 200 ms that way. Here ``subprocess.Popen`` runs in the
+spawner thread (:mod:`workers.processes`: one for the process's life, since the
+parent-death signal follows the thread that forked), and the loop only attaches to
+the pipes and to a pidfd that becomes readable when the process exits: nothing that
+waits on another process runs on the loop.
 
 :class:`FfmpegProcess` offers what the recorder used of
 ``asyncio.subprocess.Process``: ``pid``, ``returncode``, ``stdin`` (a
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+
+from workers.processes import start_off_loop
 
 #: FFmpeg gets SIGINT if this process dies, so it closes its file (and is not left
 #: orphaned, waiting for RTP that will never come): PR_SET_PDEATHSIG, set by
@@ -29,15 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 #: process: that took 20-35 ms per FFmpeg at 670 MB RSS, where the vfork() used
 #: without one takes 1-4 ms.
 WITH_PARENT = ("setpriv", "--pdeathsig", "INT", "--")
-
-#: The thread FFmpeg is started from. One thread for the process's lifetime, not the
-#: loop's default executor: Linux sends the parent-death signal when the *thread*
-#: that forked the child exits, so a pool thread retired at a loop's shutdown would
-#: interrupt every FFmpeg it had started.
-_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ffmpeg-spawn")
-#: Started now, at import: started on first use it would be started on the event loop,
-#: and ``Thread.start`` waits until the new thread runs (over 50 ms on a busy machine).
-_SPAWNER.submit(lambda: None).result()
 
 
 class FfmpegProcess:
@@ -83,14 +77,7 @@ async def spawn_ffmpeg(args: list[str]) -> FfmpegProcess:
     """FFmpeg (``args``) with a pipe to its stdin (``q``) and from its stderr, interrupted
     when this process dies (:data:`WITH_PARENT`), started from a thread. If the caller
     is cancelled meanwhile, the started process is killed, not left behind."""
-    started = asyncio.get_running_loop().run_in_executor(_SPAWNER, _popen, [*WITH_PARENT, *args])
-    try:
-        popen = await asyncio.shield(started)
-    except asyncio.CancelledError:
-        await asyncio.wait([started])
-        if not started.cancelled() and started.exception() is None:
-            _discard(started.result())
-        raise
+    popen = await start_off_loop(functools.partial(_popen, [*WITH_PARENT, *args]), _discard)
     try:
         return await _attach(popen)
     except BaseException:

@@ -16,7 +16,6 @@ import functools
 import os
 import signal
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ from workers.errors import InvalidStateError, MediasoupError, MediasoupTypeError
 from workers.fbs import FBS  # noqa: F401  (puts the generated bindings on sys.path)
 from workers.fbs_blob import string_table
 from workers.native import MEDIASOUP_VERSION, worker_binary
+from workers.processes import start_off_loop
 
 import FBS.Notification.Event as FbsEvent
 import FBS.Request.Body as FbsRequestBody
@@ -115,33 +115,20 @@ class _LineLogger(asyncio.Protocol):
                     self._log.debug("(stdout) {}", text)
 
 
-#: The thread workers are spawned from: one for the process's lifetime, started at
-#: import. A pool thread started on first use would be started on the event loop, and
-#: ``Thread.start`` waits until the new thread runs (seen: over 50 ms on a busy machine).
-_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-spawn")
-_SPAWNER.submit(lambda: None).result()
-
-
 async def _spawn_off_loop(binary: str, argv: list[str], env: dict[str, str], file_actions: list[Any]) -> int:
-    """``os.posix_spawn`` in a thread: glibc's spawn suspends the calling thread until
-    the child has exec'd, which on a busy machine means until the child got a CPU
-    (seen: 76 ms of the event loop). Own process group: a Ctrl-C or SIGTERM sent to
-    our group must not kill the workers behind our back (they would look "died"
-    during a clean shutdown); we close them. If we are killed, they exit anyway when
-    their channel closes. If the caller is cancelled meanwhile, the spawn (which uses
-    the caller's descriptors) is let finish before they close, and its child killed."""
-    loop = asyncio.get_running_loop()
-    spawn = loop.run_in_executor(
-        _SPAWNER, functools.partial(os.posix_spawn, binary, argv, env, setpgroup=0, file_actions=file_actions)
+    """``os.posix_spawn`` from the spawner thread (:mod:`workers.processes`: the spawn
+    holds its calling thread until the child has exec'd). Own process group: a Ctrl-C
+    or SIGTERM sent to our group must not kill the workers behind our back (they would
+    look "died" during a clean shutdown); we close them. If we are killed, they exit
+    anyway when their channel closes. A caller cancelled meanwhile gets its child killed."""
+    return await start_off_loop(
+        functools.partial(os.posix_spawn, binary, argv, env, setpgroup=0, file_actions=file_actions), _kill
     )
-    try:
-        return await asyncio.shield(spawn)
-    except asyncio.CancelledError:
-        await asyncio.wait([spawn])
-        if not spawn.cancelled() and spawn.exception() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(spawn.result(), signal.SIGKILL)
-        raise
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 class Worker(EnhancedEventEmitter):

@@ -39,6 +39,7 @@ from loguru import logger
 
 from workers.enhanced_events import EnhancedEventEmitter
 from workers.errors import ChannelTimeoutError, InvalidStateError
+from workers.processes import proc_stat
 from workers.worker import Worker, WorkerSettings
 
 #: Defaults of the health probe: a worker silent for ``HEALTH_TIMEOUT`` seconds is
@@ -66,13 +67,9 @@ def _busy(worker: Worker, received_before: int) -> bool:
 
 
 def _stopped(pid: int) -> bool:
-    """``T``/``t`` (stopped, traced) in ``/proc/<pid>/stat``; False if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in (b"T", b"t")
+    """Stopped or traced (``T``/``t`` in ``/proc/<pid>/stat``); False if unreadable."""
+    stat = proc_stat(pid)
+    return stat is not None and stat.stopped
 
 
 class WorkerPool(EnhancedEventEmitter):

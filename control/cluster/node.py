@@ -32,6 +32,7 @@ from control.cluster.relay import PLACEMENT_HEADER, NodeRefused, Relay, RoomMove
 from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
 from control.errors import ParleyError, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
+from workers.processes import proc_stat
 
 if TYPE_CHECKING:
     from control.rooms.manager import RoomManager
@@ -58,12 +59,8 @@ class WorkerCpu:
 
     @staticmethod
     def _ticks(pid: int) -> float:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return float(fields[11]) + float(fields[12])  # utime + stime
+        stat = proc_stat(pid)
+        return 0.0 if stat is None else float(stat.utime + stat.stime)
 
     def percent(self) -> float:
         """Percent of one core used since the previous call (0 on the first)."""
