@@ -242,11 +242,19 @@ class Cascade:
         here already reconnects here)."""
         return peer_id not in room.peers and estimated_consumers(room) >= self.limit
 
-    @staticmethod
-    def node_of(room: Room, peer_id: str) -> str | None:
+    def node_of(self, room: Room, peer_id: str) -> str | None:
         """The node whose peer ``peer_id`` of local ``room`` is (None: not a mirror here)."""
         mirror = room.broadcasters.get(peer_id)
-        return mirror.node if mirror is not None else None
+        return self.home_of(room, mirror) if mirror is not None and mirror.node is not None else None
+
+    def home_of(self, room: Room, participant: Peer) -> str:
+        """The node ``participant`` of local ``room`` is on: this one, or for a mirror the
+        node its link named (``node`` of ``peer``; the link's far end if it named none),
+        which is not the link's far end when that is the hub passing it on."""
+        if participant.node is None:
+            return self.node.node_id
+        link = self.links.get(room.id, {}).get(participant.node)
+        return link.homes.get(participant.id, participant.node) if link is not None else participant.node
 
     def fits(self, node: NodeInfo | None) -> bool:
         """A (remembered) room's node whose whole load, as of its last heartbeat, is under
@@ -421,7 +429,7 @@ class Cascade:
             await ws.close()
             return ws
         link = self._add_link(room, far, ws, transport, spawn=False)
-        answer = {**self._pipe_info(transport), "peers": [peer.info() for peer in link.shareable()]}
+        answer = {**self._pipe_info(transport), "peers": [link.describe(peer) for peer in link.shareable()]}
         await ws.send_str(json.dumps(answer))
         link.offer_all()
         room.log.info("cascade: node {} holds a satellite of the room", far)
@@ -481,7 +489,7 @@ class Cascade:
     def mirror_joined(self, source: Link, mirror: Peer) -> None:
         for link in self._links(source.room):
             if link is not source:
-                link.post("peer", mirror.info())
+                link.post("peer", link.describe(mirror))
         self.report_soon(source.room)
 
     def mirror_left(self, source: Link, mirror: Peer) -> None:

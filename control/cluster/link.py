@@ -5,10 +5,12 @@ keys cross in the handshake, see :mod:`control.cluster.cascade`) connected to th
 other's, and one WebSocket between the two nodes that carries small JSON
 notifications ``{"m": method, "d": data}``, in order:
 
-``peer`` {id, displayName, device}
+``peer`` {id, displayName, device, node}
     a participant of the far end (announced there: joined, not hidden): mirrored
     here as a participant without a connection (``peer.node`` = the far node) that
-    the local peers see (``newPeer``) and consume;
+    the local peers see (``newPeer``) and consume; ``node`` is the node it is on (the
+    far one, or another satellite when the far end is the hub passing it on), where
+    it goes back when it reconnects through this one (``ClusterNode.route``);
 ``peerClosed`` {peerId}
     it left: its mirror leaves (``peerClosed`` to the local peers);
 ``producer`` {peerId, id, kind, rtpParameters, paused, appData}
@@ -84,6 +86,8 @@ class Link:
         self.log = room.log.bind(link=far)
         #: Mirrors of the far end's participants, by peer id.
         self.mirrors: dict[str, Peer] = {}
+        #: The node each mirror is on, by peer id (see ``peer``).
+        self.homes: dict[str, str] = {}
         #: Pipe consumers of what this end sends, by producer id.
         self.sent: dict[str, Consumer] = {}
         #: Pipe data consumers of what this end sends, by data producer id.
@@ -104,9 +108,13 @@ class Link:
         """What this end announces to the far one: all but the far end's own mirrors."""
         return [p for p in self.room.visible_participants() if p.node != self.far]
 
+    def describe(self, peer: Peer) -> dict[str, Any]:
+        """What the far end mirrors of ``peer`` (``peer``)."""
+        return {**peer.info(), "node": self.cascade.home_of(self.room, peer)}
+
     def share_peer(self, peer: Peer) -> None:
         if peer.node != self.far:
-            self.post("peer", peer.info())
+            self.post("peer", self.describe(peer))
 
     def peer_updated(self, peer: Peer) -> None:
         if peer.node != self.far:
@@ -214,6 +222,7 @@ class Link:
         mirror.device = info.get("device") or {}
         room.broadcasters[peer_id] = mirror
         self.mirrors[peer_id] = mirror
+        self.homes[peer_id] = str(info.get("node") or self.far)
         for peer in room.joined_peers():
             peer.notify("newPeer", mirror.info())
         self.cascade.mirror_joined(self, mirror)
@@ -223,6 +232,7 @@ class Link:
 
     def drop_mirror(self, peer_id: str) -> None:
         mirror = self.mirrors.pop(peer_id, None)
+        self.homes.pop(peer_id, None)
         if mirror is None:
             return
         for producer in list(mirror.producers.values()):

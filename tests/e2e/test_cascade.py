@@ -417,3 +417,53 @@ async def _data_consumer_closed(watcher: MediaPeer, consumer_id: str) -> None:
 
 def _messages(receiver: MediaPeer, sender: str) -> list[str]:
     return [m for m in receiver.data_messages if isinstance(m, str) and m.startswith(f"{sender} ")]
+
+
+async def test_a_satellite_peer_reconnecting_through_another_node_in_its_grace_takes_over(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    """Carol, seated on satellite B, loses her connection (no close frame): B keeps her
+    for the grace period. She reconnects through C, a node the room is not on yet: C
+    seats her (a new satellite, where she is a mirror) and sends her on to B, where she
+    takes over her session, as on one node: nobody sees her leave."""
+    nodes = {"mediasoup_num_workers": 1, "peer_reconnect_grace_seconds": 60, **LIMIT}
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=59000, **nodes) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=60000, **nodes) as b,
+        cluster_node(tmp_path, redis_server.url, "c", rtc_base=61000, **nodes) as c,
+    ):
+        for node in (a, b, c):
+            await eventually(lambda n=node: {x.node_id for x in n.cluster.nodes} == {"a", "b", "c"}, what="nodes")
+        assert await registry.place("back", "a") == "a"
+        await a.cluster.cascade.seats.add_satellite("back", "b")
+        alice = MediaPeer(a.ws_url("back", "alice"), "alice", video=False)
+        bob = MediaPeer(a.ws_url("back", "bob"), "bob", video=False)
+        peers = [alice, bob]
+        again: ProtooClient | None = None
+        try:
+            await alice.join()
+            await bob.join()
+            seats = a.cluster.cascade.seats
+            await eventually(lambda: _at_least(seats, "back", "a", 2), what="A's consumers reported")
+            await eventually(lambda: _load(b, "a") >= 2, what="A's load in B's registry view")
+            carol = MediaPeer(b.ws_url("back", "carol"), "carol", video=False)
+            peers.append(carol)
+            await carol.join()
+            room_b = b.rooms.rooms["back"]
+            session = room_b.peers["carol"]
+            await alice.signaling.wait_for("newConsumer", lambda d: d["peerId"] == "carol", kind="request", timeout=20)
+            await eventually(lambda: _at_least(seats, "back", "b", 2), what="B's consumers reported")
+            await carol.signaling.drop()
+            await eventually(lambda: not session.connected, what="Carol's drop noticed on B")
+            assert "carol" in room_b.peers and session.grace_timer is not None
+            again = await ProtooClient.connect(c.ws_url("back", "carol"))
+            answer = await again.request("join", JOIN)
+            assert sorted(p["id"] for p in answer["peers"]) == ["alice", "bob"]
+            assert room_b.peers["carol"] is session and session.connected and session.grace_timer is None
+            assert a.rooms.rooms["back"].broadcasters["carol"].node == "b"
+            assert alice.signaling.count("peerClosed") == 0 and bob.signaling.count("peerClosed") == 0
+        finally:
+            if again is not None:
+                await again.close()
+            for peer in reversed(peers):
+                await peer.close()
