@@ -27,7 +27,8 @@ and producers on to the others.
 What crosses: participants (``newPeer``/``peerClosed``), producers (piped; close,
 pause and resume follow), data producers (DataChannels: piped over SCTP on the same
 PipeTransports, as ``router.pipeToRouter({dataProducerId})`` does; close, pause and
-resume follow), display names, and the notifications other services send
+resume follow; SRTP covers RTP only, so their messages cross as plain SCTP over UDP),
+display names, and the notifications other services send
 the whole room (``RoomManager.notify_room``: chat messages, recording state). Active
 speaker is room-wide because each node feeds the piped audio producers to its own
 RTP observers. A recording runs on the node whose room it was started in and

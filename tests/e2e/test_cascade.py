@@ -382,6 +382,15 @@ async def test_data_channels_cross_nodes_both_ways_through_the_hub(
                         what=f"{sender}'s messages at {receiver.peer_id}",
                     )
                 assert not _messages(receiver, receiver.peer_id)
+            # The piped ones keep the label and protocol; pausing and resuming the original
+            # (on B) reaches them (on A, and on C through A).
+            carol_original = next(iter(room_b.peers["carol"].data_producers.values()))
+            piped = [room.broadcasters["carol"].data_producers[carol_original.id] for room in (room_a, room_c)]
+            assert all((p.label, p.protocol, p.type) == ("chat", "text", "sctp") for p in piped)
+            await carol_original.pause()
+            await eventually(lambda: all(p.paused for p in piped), what="Carol's piped data producers paused")
+            await carol_original.resume()
+            await eventually(lambda: not any(p.paused for p in piped), what="Carol's piped data producers resumed")
             # Alice's data producer closed on A: its data consumers on B and C close.
             original = next(iter(room_a.peers["alice"].data_producers.values()))
             original.close()
@@ -395,7 +404,7 @@ async def test_data_channels_cross_nodes_both_ways_through_the_hub(
             )
             assert all(original.id not in link.sent_data for link in links)
             # And the other way: Carol's closed on B closes Alice's consumer of it on A.
-            next(iter(room_b.peers["carol"].data_producers.values())).close()
+            carol_original.close()
             await _data_consumer_closed(alice, alice_from_carol)
             await eventually(lambda: not room_a.broadcasters["carol"].data_producers, what="Carol's piped one gone")
         finally:
