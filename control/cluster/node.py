@@ -253,8 +253,10 @@ class ClusterNode:
         takes over its session, as on one node. From the room here, in memory: no Redis
         call. A connection sent on this way once is served where it arrives (no loops)."""
         local = self.rooms.get_room(room_id)
-        elsewhere = self.cascade.node_of(local, request.query.get("peerId", "")) if local is not None else None
-        if local is None or elsewhere is None or request.headers.get(PEER_NODE_HEADER) is not None:
+        if local is None or request.headers.get(PEER_NODE_HEADER) is not None:
+            return None
+        elsewhere = self.cascade.node_of(local, request.query.get("peerId", ""))
+        if elsewhere is None or elsewhere == self.node_id:
             return None
         target = await self._node(elsewhere)
         local.log.info(
