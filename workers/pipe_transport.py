@@ -37,7 +37,6 @@ import FBS.Request.Method as FbsMethod
 import FBS.RtpParameters.Type as FbsRtpType
 import FBS.Transport.ConsumeRequest as FbsConsumeRequest
 import FBS.Transport.ConsumeResponse as FbsConsumeResponse
-import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated
 
 
 def parse_pipe_transport_dump(dump_t: Any) -> dict[str, Any]:
@@ -188,11 +187,6 @@ class PipeTransport(Transport):
 
     def _on_specific_notification(self, event: int, notification: Any) -> None:
         if event == FbsEvent.Event.TRANSPORT_SCTP_NEGOTIATED_CAPABILITIES:
-            caps = body_as(notification, FbsSctpNegotiated.SctpNegotiatedCapabilitiesNotification)
-            negotiated = caps.NegotiatedCapabilities()
-            self.data["sctpNegotiatedCapabilities"] = {
-                "negotiatedMaxOutboundStreams": negotiated.NegotiatedMaxOutboundStreams(),
-                "negotiatedMaxInboundStreams": negotiated.NegotiatedMaxInboundStreams(),
-            }
+            self._on_sctp_negotiated_capabilities(notification)
         else:
             logger.error("ignoring unknown PipeTransport event {}", event)

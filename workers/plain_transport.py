@@ -26,7 +26,6 @@ import FBS.PlainTransport.TupleNotification as FbsTupleNotification
 import FBS.Request.Body as FbsRequestBody
 import FBS.Request.Method as FbsMethod
 import FBS.SrtpParameters.SrtpParameters as FbsSrtpParameters
-import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated
 
 SRTP_CRYPTO_SUITES = {name: value for value, name in SRTP_CRYPTO_SUITE.items()}
 
@@ -133,12 +132,6 @@ class PlainTransport(Transport):
             self.safe_emit("rtcptuple", self.data["rtcpTuple"])
             self.observer.safe_emit("rtcptuple", self.data["rtcpTuple"])
         elif event == Event.TRANSPORT_SCTP_NEGOTIATED_CAPABILITIES:
-            caps = body_as(
-                notification, FbsSctpNegotiated.SctpNegotiatedCapabilitiesNotification
-            ).NegotiatedCapabilities()
-            self.data["sctpNegotiatedCapabilities"] = {
-                "negotiatedMaxOutboundStreams": caps.NegotiatedMaxOutboundStreams(),
-                "negotiatedMaxInboundStreams": caps.NegotiatedMaxInboundStreams(),
-            }
+            self._on_sctp_negotiated_capabilities(notification)
         else:
             logger.error("ignoring unknown PlainTransport event {}", event)

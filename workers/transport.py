@@ -43,6 +43,7 @@ import FBS.Transport.ListenInfo as FbsListenInfo
 import FBS.Transport.Options as FbsOptions
 import FBS.Transport.PortRange as FbsPortRange
 import FBS.Transport.Protocol as FbsProtocol
+import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated
 import FBS.Transport.SctpStateChangeNotification as FbsSctpStateChange
 import FBS.Transport.SetMaxIncomingBitrateRequest as FbsSetMaxIncoming
 import FBS.Transport.SetMaxOutgoingBitrateRequest as FbsSetMaxOutgoing
@@ -368,6 +369,7 @@ class Transport(EnhancedEventEmitter):
         self._next_mid_for_consumers = 0
         self._sctp_stream_ids: bytearray | None = None
         self._next_sctp_stream_id = 0
+        self._sctp_max_outbound_streams: int | None = None
         self.channel.subscribe(self.id, self._on_notification)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -777,6 +779,12 @@ class Transport(EnhancedEventEmitter):
             raise UnsupportedError("SCTP not enabled in this transport")
         if self._sctp_stream_ids is None:
             self._sctp_stream_ids = bytearray(sctp["MIS"])
+        # As mediasoup: data consumers made before the association connected may have
+        # gone past the outbound streams it negotiated; start again from 0.
+        limit = self._sctp_max_outbound_streams
+        if limit is not None and self._next_sctp_stream_id + 1 > limit:
+            logger.warning("SCTP negotiated max outbound streams reached, next sctpStreamId reset to 0")
+            self._next_sctp_stream_id = 0
         ids = self._sctp_stream_ids
         for offset in range(len(ids)):
             stream_id = (self._next_sctp_stream_id + offset) % len(ids)
@@ -812,6 +820,17 @@ class Transport(EnhancedEventEmitter):
 
     def _on_specific_notification(self, event: int, notification: Any) -> None:
         logger.error("ignoring unknown transport event {}", event)
+
+    def _on_sctp_negotiated_capabilities(self, notification: Any) -> None:
+        """``TRANSPORT_SCTP_NEGOTIATED_CAPABILITIES`` (WebRTC, plain and pipe transports):
+        kept in ``sctpNegotiatedCapabilities``, and mediasoup's
+        ``handleSctpNegotiatedCapabilities`` (stream ids stay under the outbound streams)."""
+        caps = body_as(notification, FbsSctpNegotiated.SctpNegotiatedCapabilitiesNotification).NegotiatedCapabilities()
+        self.data["sctpNegotiatedCapabilities"] = {
+            "negotiatedMaxOutboundStreams": caps.NegotiatedMaxOutboundStreams(),
+            "negotiatedMaxInboundStreams": caps.NegotiatedMaxInboundStreams(),
+        }
+        self._sctp_max_outbound_streams = caps.NegotiatedMaxOutboundStreams()
 
     @property
     def sctp_state(self) -> str | None:

@@ -35,7 +35,6 @@ import FBS.Notification.Event as FbsEvent
 import FBS.Request.Body as FbsRequestBody
 import FBS.Request.Method as FbsMethod
 import FBS.Transport.RestartIceResponse as FbsRestartIceResponse
-import FBS.Transport.SctpNegotiatedCapabilitiesNotification as FbsSctpNegotiated
 import FBS.WebRtcTransport.DtlsRole as FbsDtlsRole
 import FBS.WebRtcTransport.DtlsStateChangeNotification as FbsDtlsStateChange
 import FBS.WebRtcTransport.IceSelectedTupleChangeNotification as FbsIceTupleChange
@@ -277,11 +276,6 @@ class WebRtcTransport(Transport):
             self.safe_emit("dtlsstatechange", state)
             self.observer.safe_emit("dtlsstatechange", state)
         elif event == Event.TRANSPORT_SCTP_NEGOTIATED_CAPABILITIES:
-            body = body_as(notification, FbsSctpNegotiated.SctpNegotiatedCapabilitiesNotification)
-            caps = body.NegotiatedCapabilities()
-            self.data["sctpNegotiatedCapabilities"] = {
-                "negotiatedMaxOutboundStreams": caps.NegotiatedMaxOutboundStreams(),
-                "negotiatedMaxInboundStreams": caps.NegotiatedMaxInboundStreams(),
-            }
+            self._on_sctp_negotiated_capabilities(notification)
         else:
             logger.error("ignoring unknown WebRtcTransport event {}", event)

@@ -29,7 +29,7 @@ no new room, its rooms keep serving until they end (at most
 :meth:`ClusterNode.cluster_health`).
 
 A room whose consumers exceed ``ROOM_CONSUMERS_PER_NODE`` on its node extends onto
-a second one, producers piped both ways (:mod:`control.cluster.cascade`).
+a second one, producers and data producers piped both ways (:mod:`control.cluster.cascade`).
 
 The node is signaling's room router (``control.signaling.server.ROOM_ROUTER``):
 :func:`setup` stores it under the key app.py hands it.

@@ -17,21 +17,25 @@ from the satellite to the origin's :data:`CASCADE_PATH`, authenticated with the
 cluster relay token (:data:`~control.cluster.relay.RELAY_HEADER`; a call without it
 is refused 401, with a wrong one 403). Its first message, ``hello``, carries the
 satellite's PipeTransport address and SRTP key; the origin answers with its own and
-the participants the satellite mirrors. Both PipeTransports have SRTP on; they
+the participants the satellite mirrors. Both PipeTransports have SRTP (RTP) and SCTP
+(data) on; they
 listen on ``NODE_PIPE_LISTEN_IP`` (default ``MEDIASOUP_LISTEN_IP``) and announce
 ``NODE_PIPE_ANNOUNCED_ADDRESS`` (default ``MEDIASOUP_ANNOUNCED_ADDRESS``). Origins
 are hubs: satellites link to the origin only, which passes each one's participants
 and producers on to the others.
 
 What crosses: participants (``newPeer``/``peerClosed``), producers (piped; close,
-pause and resume follow), display names, and the notifications other services send
+pause and resume follow), data producers (DataChannels: piped over SCTP on the same
+PipeTransports, as ``router.pipeToRouter({dataProducerId})`` does; close, pause and
+resume follow; SRTP covers RTP only, so their messages cross as plain SCTP over UDP),
+display names, and the notifications other services send
 the whole room (``RoomManager.notify_room``: chat messages, recording state). Active
 speaker is room-wide because each node feeds the piped audio producers to its own
 RTP observers. A recording runs on the node whose room it was started in and
 records every participant there, mirrors included: a mirror joining or producing is
-told to the room's own listeners (``peerjoined``/``producercreated``), while the
-meeting, chat and events skip mirrors (their own node records them). Not carried:
-data producers (DataChannels).
+told to the room's own listeners (``peerjoined``/``producercreated``/
+``dataproducercreated``), while the meeting, chat and events skip mirrors (their own
+node records them).
 
 When a link ends: a satellite closes its room with 4002 "reconnect" (the origin
 is gone), an origin's room loses that satellite's peers (``peerClosed``) and closes
@@ -55,7 +59,8 @@ from control.cluster.link import CLOSE_TIMEOUT, Link
 from control.cluster.relay import HEARTBEAT, ORIGIN_HEADER, RELAY_HEADER, NodeRefused
 from control.cluster.stopping import stop_tasks
 from control.errors import NotFound, Unauthorized, Unavailable
-from control.rooms.host import PEER_JOINED, PEER_LEFT, PEER_UPDATED, PRODUCER_CREATED
+from control.rooms.codecs import MAX_SCTP_MESSAGE_SIZE
+from control.rooms.host import DATA_PRODUCER_CREATED, PEER_JOINED, PEER_LEFT, PEER_UPDATED, PRODUCER_CREATED
 from control.signaling.protoo import CLOSE_RECONNECT
 from workers.errors import MediasoupError
 
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
     from control.cluster.registry import NodeInfo
     from control.rooms.peer import Peer
     from control.rooms.room import Room
+    from workers.data_producer import DataProducer
     from workers.pipe_transport import PipeTransport
     from workers.producer import Producer
 
@@ -205,6 +211,7 @@ class Cascade:
                 PEER_UPDATED: self._on_peer_updated,
                 PEER_LEFT: self._on_peer_left,
                 PRODUCER_CREATED: self._on_produced,
+                DATA_PRODUCER_CREATED: self._on_produced_data,
             }
         )
         self.rooms.observer.on("roomclosed", self._on_room_closed)
@@ -236,11 +243,19 @@ class Cascade:
         here already reconnects here)."""
         return peer_id not in room.peers and estimated_consumers(room) >= self.limit
 
-    @staticmethod
-    def node_of(room: Room, peer_id: str) -> str | None:
+    def node_of(self, room: Room, peer_id: str) -> str | None:
         """The node whose peer ``peer_id`` of local ``room`` is (None: not a mirror here)."""
         mirror = room.broadcasters.get(peer_id)
-        return mirror.node if mirror is not None else None
+        return self.home_of(room, mirror) if mirror is not None and mirror.node is not None else None
+
+    def home_of(self, room: Room, participant: Peer) -> str:
+        """The node ``participant`` of local ``room`` is on: this one, or for a mirror the
+        node its link named (``node`` of ``peer``; the link's far end if it named none),
+        which is not the link's far end when that is the hub passing it on."""
+        if participant.node is None:
+            return self.node.node_id
+        link = self.links.get(room.id, {}).get(participant.node)
+        return link.homes.get(participant.id, participant.node) if link is not None else participant.node
 
     def fits(self, node: NodeInfo | None) -> bool:
         """A (remembered) room's node whose whole load, as of its last heartbeat, is under
@@ -359,7 +374,12 @@ class Cascade:
         if announced:
             listen["announcedAddress"] = announced
         return await room.primary.create_pipe_transport(
-            listen_info=listen, enable_srtp=True, app_data={"cascade": far, "roomId": room.id}
+            listen_info=listen,
+            enable_srtp=True,
+            enable_sctp=True,  # data producers (mediasoup's pipeToRouter default)
+            max_send_message_size=MAX_SCTP_MESSAGE_SIZE,
+            max_receive_message_size=MAX_SCTP_MESSAGE_SIZE,
+            app_data={"cascade": far, "roomId": room.id},
         )
 
     @staticmethod
@@ -410,7 +430,7 @@ class Cascade:
             await ws.close()
             return ws
         link = self._add_link(room, far, ws, transport, spawn=False)
-        answer = {**self._pipe_info(transport), "peers": [peer.info() for peer in link.shareable()]}
+        answer = {**self._pipe_info(transport), "peers": [link.describe(peer) for peer in link.shareable()]}
         await ws.send_str(json.dumps(answer))
         link.offer_all()
         room.log.info("cascade: node {} holds a satellite of the room", far)
@@ -461,10 +481,16 @@ class Cascade:
             link.offer(peer, producer)
         self.report_soon(room)
 
+    def _on_produced_data(self, room: Room, peer: Peer, data_producer: DataProducer) -> None:
+        if peer.node is not None:
+            return  # a mirror: ``mirror_produced_data`` passes it on
+        for link in self._links(room):
+            link.offer_data(peer, data_producer)
+
     def mirror_joined(self, source: Link, mirror: Peer) -> None:
         for link in self._links(source.room):
             if link is not source:
-                link.post("peer", mirror.info())
+                link.post("peer", link.describe(mirror))
         self.report_soon(source.room)
 
     def mirror_left(self, source: Link, mirror: Peer) -> None:
@@ -478,6 +504,11 @@ class Cascade:
             if link is not source:
                 link.offer(mirror, producer)
         self.report_soon(source.room)
+
+    def mirror_produced_data(self, source: Link, mirror: Peer, data_producer: DataProducer) -> None:
+        for link in self._links(source.room):
+            if link is not source:
+                link.offer_data(mirror, data_producer)
 
     def link_closed(self, link: Link) -> None:
         room = link.room

@@ -5,10 +5,12 @@ keys cross in the handshake, see :mod:`control.cluster.cascade`) connected to th
 other's, and one WebSocket between the two nodes that carries small JSON
 notifications ``{"m": method, "d": data}``, in order:
 
-``peer`` {id, displayName, device}
+``peer`` {id, displayName, device, node}
     a participant of the far end (announced there: joined, not hidden): mirrored
     here as a participant without a connection (``peer.node`` = the far node) that
-    the local peers see (``newPeer``) and consume;
+    the local peers see (``newPeer``) and consume; ``node`` is the node it is on (the
+    far one, or another satellite when the far end is the hub passing it on), where
+    it goes back when it reconnects through this one (``ClusterNode.route``);
 ``peerClosed`` {peerId}
     it left: its mirror leaves (``peerClosed`` to the local peers);
 ``producer`` {peerId, id, kind, rtpParameters, paused, appData}
@@ -17,6 +19,13 @@ notifications ``{"m": method, "d": data}``, in order:
     the same id is made here on ours, and every local joined peer consumes it;
 ``producerClosed`` / ``producerPaused`` / ``producerResumed`` {producerId}
     what happened to the original (its pipe consumer's events over there);
+``dataProducer`` {peerId, id, sctpStreamParameters, label, protocol, paused, appData}
+    the same for a data producer (SCTP on both PipeTransports): the far end made a
+    pipe data consumer of it, a pipe data producer with the same id, the stream
+    parameters, label and protocol of that consumer is made here, and every local
+    joined peer with SCTP consumes it (but a ``bot`` one, as on one node);
+``dataProducerClosed`` / ``dataProducerPaused`` / ``dataProducerResumed`` {dataProducerId}
+    what happened to the original data producer;
 ``peerUpdated`` {id, displayName}
     a shared participant changed its name (``peerDisplayNameChanged`` here);
 ``notify`` {method, data, exclude}
@@ -43,8 +52,8 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from control.cluster.stopping import stop_tasks
-from control.rooms.consumers import consume
-from control.rooms.host import PEER_JOINED, PRODUCER_CREATED
+from control.rooms.consumers import consume, consume_data
+from control.rooms.host import DATA_PRODUCER_CREATED, PEER_JOINED, PRODUCER_CREATED
 from control.rooms.peer import Peer
 from workers.errors import MediasoupError
 from workers.wire import clone
@@ -53,6 +62,8 @@ if TYPE_CHECKING:
     from control.cluster.cascade import Cascade
     from control.rooms.room import Room
     from workers.consumer import Consumer
+    from workers.data_consumer import DataConsumer
+    from workers.data_producer import DataProducer
     from workers.pipe_transport import PipeTransport
     from workers.producer import Producer
 
@@ -75,8 +86,12 @@ class Link:
         self.log = room.log.bind(link=far)
         #: Mirrors of the far end's participants, by peer id.
         self.mirrors: dict[str, Peer] = {}
+        #: The node each mirror is on, by peer id (see ``peer``).
+        self.homes: dict[str, str] = {}
         #: Pipe consumers of what this end sends, by producer id.
         self.sent: dict[str, Consumer] = {}
+        #: Pipe data consumers of what this end sends, by data producer id.
+        self.sent_data: dict[str, DataConsumer] = {}
         self.closed = False
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
@@ -93,9 +108,13 @@ class Link:
         """What this end announces to the far one: all but the far end's own mirrors."""
         return [p for p in self.room.visible_participants() if p.node != self.far]
 
+    def describe(self, peer: Peer) -> dict[str, Any]:
+        """What the far end mirrors of ``peer`` (``peer``)."""
+        return {**peer.info(), "node": self.cascade.home_of(self.room, peer)}
+
     def share_peer(self, peer: Peer) -> None:
         if peer.node != self.far:
-            self.post("peer", peer.info())
+            self.post("peer", self.describe(peer))
 
     def peer_updated(self, peer: Peer) -> None:
         if peer.node != self.far:
@@ -109,6 +128,8 @@ class Link:
         for peer in self.shareable():
             for producer in list(peer.producers.values()):
                 self.offer(peer, producer)
+            for data_producer in list(peer.data_producers.values()):
+                self.offer_data(peer, data_producer)
 
     def offer(self, peer: Peer, producer: Producer) -> None:
         """Pipe ``producer`` to the far end (in the background)."""
@@ -147,6 +168,46 @@ class Link:
         )
         self.log.info("cascade: producer {} of {} piped to node {}", pid, peer.id, self.far)
 
+    def offer_data(self, peer: Peer, data_producer: DataProducer) -> None:
+        """Pipe ``data_producer`` to the far end (in the background; a ``bot`` one is
+        consumed by nobody, there as here, and is not piped)."""
+        if peer.node != self.far and not self.closed and data_producer.label != "bot":
+            self.room.spawn(self._offer_data(peer, data_producer))
+
+    async def _offer_data(self, peer: Peer, data_producer: DataProducer) -> None:
+        """mediasoup's ``pipeToRouter({dataProducerId})``, the far router's half done there."""
+        did = data_producer.id
+        if data_producer.closed or did in self.sent_data:
+            return
+        try:
+            await self.room.make_available(data_producer, self.transport.router, data=True)
+            consumer = await self.transport.consume_data(did)
+        except MediasoupError as error:
+            if not self.closed and not data_producer.closed:
+                self.log.warning("cascade: data producer {} not piped to node {}: {}", did, self.far, error)
+            return
+        if self.closed or data_producer.closed or did in self.sent_data:
+            consumer.close()
+            return
+        self.sent_data[did] = consumer
+        consumer.observer.on("close", lambda: self.sent_data.get(did) is consumer and self.sent_data.pop(did))
+        consumer.on("dataproducerclose", lambda: self.post("dataProducerClosed", {"dataProducerId": did}))
+        consumer.on("dataproducerpause", lambda: self.post("dataProducerPaused", {"dataProducerId": did}))
+        consumer.on("dataproducerresume", lambda: self.post("dataProducerResumed", {"dataProducerId": did}))
+        self.post(
+            "dataProducer",
+            {
+                "peerId": peer.id,
+                "id": did,
+                "sctpStreamParameters": consumer.sctp_stream_parameters,
+                "label": consumer.label,
+                "protocol": consumer.protocol,
+                "paused": consumer.data_producer_paused,
+                "appData": clone(data_producer.app_data),
+            },
+        )
+        self.log.info("cascade: data producer {} of {} piped to node {}", did, peer.id, self.far)
+
     # -- receiving ----------------------------------------------------------------------
 
     def add_mirror(self, info: dict[str, Any]) -> None:
@@ -161,6 +222,7 @@ class Link:
         mirror.device = info.get("device") or {}
         room.broadcasters[peer_id] = mirror
         self.mirrors[peer_id] = mirror
+        self.homes[peer_id] = str(info.get("node") or self.far)
         for peer in room.joined_peers():
             peer.notify("newPeer", mirror.info())
         self.cascade.mirror_joined(self, mirror)
@@ -170,10 +232,13 @@ class Link:
 
     def drop_mirror(self, peer_id: str) -> None:
         mirror = self.mirrors.pop(peer_id, None)
+        self.homes.pop(peer_id, None)
         if mirror is None:
             return
         for producer in list(mirror.producers.values()):
             producer.close()
+        for data_producer in list(mirror.data_producers.values()):
+            data_producer.close()
         self.room.leave(mirror)
         self.cascade.mirror_left(self, mirror)
 
@@ -206,11 +271,48 @@ class Link:
         self.cascade.mirror_produced(self, mirror, producer)
         room.observer.safe_emit(PRODUCER_CREATED, mirror, producer)  # a recording here records it
 
+    async def mirror_data_producer(self, data: dict[str, Any]) -> None:
+        """A pipe data producer of the far end's data producer, consumed by every local
+        joined peer with SCTP (mediasoup's ``pipeToRouter({dataProducerId})``, this half)."""
+        room = self.room
+        mirror = self.mirrors.get(str(data.get("peerId")))
+        if mirror is None or self.transport.closed:
+            return
+        try:
+            data_producer = await self.transport.produce_data(
+                data["sctpStreamParameters"],
+                id=data["id"],
+                label=str(data.get("label") or ""),
+                protocol=str(data.get("protocol") or ""),
+                paused=bool(data.get("paused")),
+                app_data=data.get("appData") or {},
+            )
+        except (MediasoupError, KeyError, TypeError) as error:
+            self.log.warning("cascade: data producer of node {} not mirrored: {!r}", self.far, error)
+            return
+        if mirror.closed or room.closed or self.closed:
+            data_producer.close()
+            return
+        mirror.data_producers[data_producer.id] = data_producer
+        data_producer.observer.on("close", lambda: mirror.data_producers.pop(data_producer.id, None))
+        if data_producer.label != "bot":
+            for peer in room.joined_peers():
+                consume_data(room, peer, mirror, data_producer)
+        self.cascade.mirror_produced_data(self, mirror, data_producer)
+        room.observer.safe_emit(DATA_PRODUCER_CREATED, mirror, data_producer)
+
     def _mirrored(self, producer_id: Any) -> Producer | None:
         for mirror in self.mirrors.values():
             producer = mirror.producers.get(str(producer_id))
             if producer is not None:
                 return producer
+        return None
+
+    def _mirrored_data(self, data_producer_id: Any) -> DataProducer | None:
+        for mirror in self.mirrors.values():
+            data_producer = mirror.data_producers.get(str(data_producer_id))
+            if data_producer is not None:
+                return data_producer
         return None
 
     def rename_mirror(self, data: dict[str, Any]) -> None:
@@ -237,6 +339,17 @@ class Link:
             self.drop_mirror(str(data.get("peerId")))
         elif method == "producer":
             await self.mirror_producer(data)
+        elif method == "dataProducer":
+            await self.mirror_data_producer(data)
+        elif method in ("dataProducerClosed", "dataProducerPaused", "dataProducerResumed"):
+            data_producer = self._mirrored_data(data.get("dataProducerId"))
+            if data_producer is None:
+                return
+            if method == "dataProducerClosed":
+                data_producer.close()
+            else:
+                with contextlib.suppress(MediasoupError):
+                    await (data_producer.pause() if method == "dataProducerPaused" else data_producer.resume())
         elif method == "peerUpdated":
             self.rename_mirror(data)
         elif method == "notify":

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from control.auth import principal_of, require_ws_join
 from control.cluster.cascade import ORIGIN_HEADER, Cascade
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
-from control.cluster.relay import PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
+from control.cluster.relay import PEER_NODE_HEADER, PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
 from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
 from control.errors import ParleyError, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
@@ -200,13 +200,11 @@ class ClusterNode:
                 await self.cascade.prepare(room_id, origin)  # a satellite of that origin's room here
             elif local is None:
                 await self._confirm_remembered(request, room_id)
-            return None
+            return await self._to_peers_node(request, room_id)
         peer_id = request.query.get("peerId", "")
-        if local is not None and (elsewhere := self.cascade.node_of(local, peer_id)) is not None:
-            # A peer of the room's other node reconnecting here: back to its session there.
+        if local is not None and self.cascade.node_of(local, peer_id) is not None:
             await self._may_join(request, room_id)
-            target = await self._node(elsewhere)
-            return await self.relay.relay(request, elsewhere, target.url, origin=local.origin or self.node_id)
+            return await self._to_peers_node(request, room_id)
         if local is not None and not self.cascade.overflows(local, peer_id):
             return None
         await self._may_join(request, room_id)
@@ -233,7 +231,7 @@ class ClusterNode:
             raise Unavailable("the cluster registry is unreachable, try again") from None
         if seat == self.node_id:
             await self.cascade.prepare(room_id, owner.node_id)  # a satellite here unless this is the origin
-            return None
+            return await self._to_peers_node(request, room_id)
         if seat == owner.node_id:
             self._remember(room_id, owner.node_id)
         target = owner if seat == owner.node_id else await self._node(seat)
@@ -244,6 +242,28 @@ class ClusterNode:
         except NodeRefused as refused:
             refused.node_id = seat
             raise
+
+    async def _to_peers_node(self, request: web.Request, room_id: str) -> web.StreamResponse | None:
+        """Serve the connection here (None), unless its peer is a mirror here: a peer of
+        another node of the room (cascade) reconnecting through this one, maybe while
+        that node keeps its session for the reconnect grace period. It goes there and
+        takes over its session, as on one node. From the room here, in memory: no Redis
+        call. A connection sent on this way once is served where it arrives (no loops)."""
+        local = self.rooms.get_room(room_id)
+        if local is None or request.headers.get(PEER_NODE_HEADER) is not None:
+            return None
+        elsewhere = self.cascade.node_of(local, request.query.get("peerId", ""))
+        if elsewhere is None or elsewhere == self.node_id:
+            return None
+        target = await self._node(elsewhere)
+        local.log.info(
+            "cluster: peer {} of node {} reconnects through this node: sent back there",
+            request.query.get("peerId"),
+            elsewhere,
+        )
+        return await self.relay.relay(
+            request, elsewhere, target.url, origin=local.origin or self.node_id, peers_node=True
+        )
 
     async def _node(self, node_id: str) -> NodeInfo:
         known = next((node for node in self.nodes if node.node_id == node_id), None)

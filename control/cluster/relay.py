@@ -36,7 +36,7 @@ from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
 from control.errors import BadRequest, Forbidden, ParleyError, Unauthorized, Unavailable
 from control.signaling.protoo import CLOSE_RECONNECT
 
-__all__ = ["PLACEMENT_HEADER", "RELAY_HEADER", "NodeRefused", "Relay", "RoomMoved", "relay_token"]
+__all__ = ["PEER_NODE_HEADER", "PLACEMENT_HEADER", "RELAY_HEADER", "NodeRefused", "Relay", "RoomMoved", "relay_token"]
 
 #: The header a relaying node sends: proof that the connection comes from a node of the cluster.
 RELAY_HEADER: Final = "X-Parley-Relay"
@@ -46,6 +46,9 @@ PLACEMENT_HEADER: Final = "X-Parley-Placement"
 SUBPROTOCOL: Final = "protoo"
 #: With the relay token: the client goes to a satellite of the room whose origin this names.
 ORIGIN_HEADER: Final = "X-Parley-Origin"
+#: With the relay token: the client's peer is this node's (a mirror where it connected,
+#: cascade): served here, never sent on again.
+PEER_NODE_HEADER: Final = "X-Parley-Peer-Node"
 #: WebSocket pings on both legs (as signaling's own).
 HEARTBEAT: Final = 20.0
 #: Close codes that cannot be sent on the wire (they describe a link that died).
@@ -146,15 +149,17 @@ class Relay:
         *,
         remembered: bool = False,
         origin: str | None = None,
+        peers_node: bool = False,
     ) -> web.WebSocketResponse:
         """Serve ``request`` (a protoo upgrade) through the node at ``node_url``
         (``remembered``: a placement not read from Redis now, for that node to confirm;
-        ``origin``: that node hosts a satellite of the room whose origin this is: cascade)."""
+        ``origin``: that node hosts a satellite of the room whose origin this is: cascade;
+        ``peers_node``: that node holds the client's peer, :data:`PEER_NODE_HEADER`)."""
         log = logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId"))
         # A spliced link has no pings of this node's own (B's pongs would go to the
         # client, unread by this node): the room's node pings the client through it.
         heartbeat = None if SUBPROTOCOL in _offered(request) else HEARTBEAT
-        upstream = await self._connect(request, node_url, remembered, origin, heartbeat)
+        upstream = await self._connect(request, node_url, remembered, origin, heartbeat, peers_node)
         hold = upstream.hold if isinstance(upstream, UpstreamResponse) else None
         if hold is not None and _spliceable(request, upstream):
             return await self._splice(request, upstream, hold, node_id)
@@ -214,12 +219,15 @@ class Relay:
         remembered: bool = False,
         origin: str | None = None,
         heartbeat: float | None = HEARTBEAT,
+        peers_node: bool = False,
     ) -> aiohttp.ClientWebSocketResponse:
         headers = {RELAY_HEADER: self.token}
         if remembered:
             headers[PLACEMENT_HEADER] = "remembered"
         if origin is not None:
             headers[ORIGIN_HEADER] = origin
+        if peers_node:
+            headers[PEER_NODE_HEADER] = "1"
         headers.update({name: request.headers[name] for name in _FORWARDED if name in request.headers})
         url = f"{node_url.rstrip('/')}/ws?{request.query_string}"
         hold = HOLD_BYTES.set(True)  # the bytes wait raw until relay() splices or parses them

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSE",
+    "DATA_PRODUCER_CREATED",
     "DOMINANT_SPEAKER",
     "PEER_JOINED",
     "PEER_LEFT",
@@ -41,7 +42,9 @@ __all__ = [
 ]
 
 #: Events of ``room.observer``.
-RoomEvent = Literal["peerjoined", "peerupdated", "peerleft", "producercreated", "dominantspeaker", "close"]
+RoomEvent = Literal[
+    "peerjoined", "peerupdated", "peerleft", "producercreated", "dataproducercreated", "dominantspeaker", "close"
+]
 #: ``peerjoined(peer)``: a peer joined (not a re-join) or a broadcaster was created.
 PEER_JOINED: Final = "peerjoined"
 #: ``peerupdated(peer)``: a joined peer changed its display name.
@@ -50,6 +53,8 @@ PEER_UPDATED: Final = "peerupdated"
 PEER_LEFT: Final = "peerleft"
 #: ``producercreated(peer, producer)``: a peer's or a broadcaster's producer.
 PRODUCER_CREATED: Final = "producercreated"
+#: ``dataproducercreated(peer, dataProducer)``: a peer's or a broadcaster's data producer.
+DATA_PRODUCER_CREATED: Final = "dataproducercreated"
 #: ``dominantspeaker(peerId)``: the primary router's ActiveSpeakerObserver named a new
 #: dominant speaker (the peerId of the producer's appData).
 DOMINANT_SPEAKER: Final = "dominantspeaker"

@@ -14,7 +14,8 @@ It is the rooms' :class:`~control.rooms.host.RoomHost`. Its ``observer``
 emits ``roomcreated(room)``, ``roomclosed(room)`` and ``roomnotified(room, method,
 data, exclude)`` (:meth:`RoomManager.notify_room`); each room's own
 ``observer`` emits what happens in it (``peerjoined``, ``peerupdated``,
-``peerleft``, ``producercreated``, ``close``: :mod:`control.rooms.host`).
+``peerleft``, ``producercreated``, ``dataproducercreated``, ``close``:
+:mod:`control.rooms.host`).
 :meth:`RoomManager.watch_rooms` subscribes to those of every room at once. A
 peer's ``metadata`` (email, aiSettings, integrations) is there for the
 listeners; it is never sent to other peers. Other services may add protoo

@@ -17,7 +17,7 @@ from control.rooms import limits
 from control.rooms.codecs import INITIAL_AVAILABLE_OUTGOING_BITRATE, MAX_INCOMING_BITRATE, MAX_SCTP_MESSAGE_SIZE
 from control.rooms.consumers import consume, consume_data
 from control.rooms.errors import worker_errors
-from control.rooms.host import PRODUCER_CREATED
+from control.rooms.host import DATA_PRODUCER_CREATED, PRODUCER_CREATED
 from workers.data_producer import DataProducer
 from workers.errors import MediasoupError
 from workers.producer import Producer
@@ -145,6 +145,8 @@ async def produce_data(
         raise Gone("peer closed")
     peer.data_producers[data_producer.id] = data_producer
     data_producer.observer.on("close", lambda: peer.data_producers.pop(data_producer.id, None))
+    peer.log.info("data producer {} ({!r}) created", data_producer.id, label)
+    room.observer.safe_emit(DATA_PRODUCER_CREATED, peer, data_producer)
     if label != "bot":
         for other in room.joined_peers(exclude=peer):
             consume_data(room, other, peer, data_producer)

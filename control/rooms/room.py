@@ -91,7 +91,8 @@ class Room:
         self.host = host
         self.log = logger.bind(room=room_id)
         #: ``peerjoined(peer)``, ``peerupdated(peer)``, ``peerleft(peer)``,
-        #: ``producercreated(peer, producer)``, ``dominantspeaker(peerId)``, ``close()``
+        #: ``producercreated(peer, producer)``, ``dataproducercreated(peer, dataProducer)``,
+        #: ``dominantspeaker(peerId)``, ``close()``
         #: (see control.rooms.host).
         self.observer = EnhancedEventEmitter()
         self.routers: list[Router] = []

@@ -289,3 +289,190 @@ async def test_a_recording_at_the_origin_records_a_satellites_late_joiner(
 async def _set_paused(owner: MediaPeer, kind: str, paused: bool) -> None:
     producer_id = next(p.id for p in owner.producers.values() if p.kind == kind)
     await owner.signaling.request("pauseProducer" if paused else "resumeProducer", {"producerId": producer_id})
+
+
+async def test_data_channels_cross_nodes_both_ways_through_the_hub(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    """DataChannels over a cascade: each peer's messages reach the peers of every node,
+    over SCTP on the links' PipeTransports (origin A, satellites B and C; B and C talk
+    through A). Piped: a data producer made before the room cascaded (Alice's), one made
+    on a satellite once linked (Carol's, then Dave's), and a joiner after both (Dave,
+    on a new satellite) gets them all. A data producer closed on one node closes its
+    data consumers on the others."""
+    nodes = {"mediasoup_num_workers": 1, **LIMIT}
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=56000, **nodes) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=57000, **nodes) as b,
+        cluster_node(tmp_path, redis_server.url, "c", rtc_base=58000, **nodes) as c,
+    ):
+        for node in (a, b, c):
+            await eventually(lambda n=node: {x.node_id for x in n.cluster.nodes} == {"a", "b", "c"}, what="nodes")
+        assert await registry.place("chat", "a") == "a"
+        await a.cluster.cascade.seats.add_satellite("chat", "b")
+        # Audio fills A (two consumers); data producers are not counted.
+        alice = MediaPeer(a.ws_url("chat", "alice"), "alice", video=False, data=True)
+        bob = MediaPeer(a.ws_url("chat", "bob"), "bob", video=False, data=True)
+        peers = [alice, bob]
+        try:
+            await alice.join()
+            await bob.join()
+            # Before any link: Alice's DataChannel, consumed by Bob on A.
+            alice_channel = await alice.send_transport.produceData(label="chat", protocol="text")
+            await _data_consumer_of(bob, "alice")
+            seats = a.cluster.cascade.seats
+            await eventually(lambda: _at_least(seats, "chat", "a", 2), what="A's consumers reported")
+            await eventually(lambda: _load(b, "a") >= 2, what="A's load in B's registry view")
+            # Carol, connecting to B, is seated there: B links to A, which pipes Alice's.
+            carol = MediaPeer(b.ws_url("chat", "carol"), "carol", video=False, data=True)
+            peers.append(carol)
+            await carol.join()
+            room_a, room_b = a.rooms.rooms["chat"], b.rooms.rooms["chat"]
+            assert room_b.origin == "a" and set(room_b.peers) == {"carol"}
+            carol_from_alice = await _data_consumer_of(carol, "alice")
+            # Once linked: Carol's DataChannel on B reaches A's peers.
+            carol_channel = await carol.send_transport.produceData(label="chat", protocol="text")
+            alice_from_carol = await _data_consumer_of(alice, "carol")
+            await _data_consumer_of(bob, "carol")
+            # B is full too: Dave (data only), connecting to A, is seated on a new satellite,
+            # C; he gets Alice's (A) and Carol's (B, through A); his own reaches B through A.
+            await eventually(lambda: _at_least(seats, "chat", "b", 2), what="B's consumers reported")
+            dave = MediaPeer(a.ws_url("chat", "dave"), "dave", audio=False, video=False, data=True)
+            peers.append(dave)
+            await dave.join()
+            room_c = c.rooms.rooms["chat"]
+            assert room_a.satellites == {"b", "c"} and set(room_c.peers) == {"dave"}
+            dave_from_alice = await _data_consumer_of(dave, "alice")
+            await _data_consumer_of(dave, "carol")
+            dave_channel = await dave.send_transport.produceData(label="chat", protocol="text")
+            for receiver in (alice, bob, carol):
+                await _data_consumer_of(receiver, "dave")
+            # The links' SCTP associations are up (each end), and every DataChannel is open.
+            links = [
+                *a.cluster.cascade.links["chat"].values(),
+                *b.cluster.cascade.links["chat"].values(),
+                *c.cluster.cascade.links["chat"].values(),
+            ]
+            assert len(links) == 4
+            await eventually(
+                lambda: all(link.transport.sctp_state == "connected" for link in links), what="pipe SCTP connected"
+            )
+            channels = {"alice": alice_channel, "carol": carol_channel, "dave": dave_channel}
+            await eventually(
+                lambda: (
+                    all(ch.readyState == "open" for ch in channels.values())
+                    and all(dc.readyState == "open" for p in peers for dc in p.data_consumers)
+                ),
+                what="DataChannels open",
+            )
+            for name, channel in channels.items():
+                for i in range(3):
+                    channel.send(f"{name} {i}")
+            expected = {
+                "alice": ["carol", "dave"],
+                "bob": ["alice", "carol", "dave"],
+                "carol": ["alice", "dave"],
+                "dave": ["alice", "carol"],
+            }
+            for receiver in peers:
+                for sender in expected[receiver.peer_id]:
+                    want = [f"{sender} {i}" for i in range(3)]
+                    await eventually(
+                        lambda r=receiver, s=sender, w=want: _messages(r, s) == w,
+                        what=f"{sender}'s messages at {receiver.peer_id}",
+                    )
+                assert not _messages(receiver, receiver.peer_id)
+            # The piped ones keep the label and protocol; pausing and resuming the original
+            # (on B) reaches them (on A, and on C through A).
+            carol_original = next(iter(room_b.peers["carol"].data_producers.values()))
+            piped = [room.broadcasters["carol"].data_producers[carol_original.id] for room in (room_a, room_c)]
+            assert all((p.label, p.protocol, p.type) == ("chat", "text", "sctp") for p in piped)
+            await carol_original.pause()
+            await eventually(lambda: all(p.paused for p in piped), what="Carol's piped data producers paused")
+            await carol_original.resume()
+            await eventually(lambda: not any(p.paused for p in piped), what="Carol's piped data producers resumed")
+            # Alice's data producer closed on A: its data consumers on B and C close.
+            original = next(iter(room_a.peers["alice"].data_producers.values()))
+            original.close()
+            await _data_consumer_closed(carol, carol_from_alice)
+            await _data_consumer_closed(dave, dave_from_alice)
+            await eventually(
+                lambda: (
+                    not room_b.broadcasters["alice"].data_producers and not room_c.broadcasters["alice"].data_producers
+                ),
+                what="Alice's piped data producers gone",
+            )
+            assert all(original.id not in link.sent_data for link in links)
+            # And the other way: Carol's closed on B closes Alice's consumer of it on A.
+            carol_original.close()
+            await _data_consumer_closed(alice, alice_from_carol)
+            await eventually(lambda: not room_a.broadcasters["carol"].data_producers, what="Carol's piped one gone")
+        finally:
+            for peer in reversed(peers):
+                await peer.close()
+
+
+async def _data_consumer_of(receiver: MediaPeer, sender: str) -> str:
+    """The id of ``receiver``'s data consumer of ``sender``'s data producer, once offered."""
+    offer = await receiver.signaling.wait_for(
+        "newDataConsumer", lambda d: d["peerId"] == sender, timeout=20, kind="request"
+    )
+    return str(offer["id"])
+
+
+async def _data_consumer_closed(watcher: MediaPeer, consumer_id: str) -> None:
+    await watcher.signaling.wait_for("dataConsumerClosed", lambda d: d["dataConsumerId"] == consumer_id, timeout=15)
+
+
+def _messages(receiver: MediaPeer, sender: str) -> list[str]:
+    return [m for m in receiver.data_messages if isinstance(m, str) and m.startswith(f"{sender} ")]
+
+
+async def test_a_satellite_peer_reconnecting_through_another_node_in_its_grace_takes_over(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    """Carol, seated on satellite B, loses her connection (no close frame): B keeps her
+    for the grace period. She reconnects through C, a node the room is not on yet: C
+    seats her (a new satellite, where she is a mirror) and sends her on to B, where she
+    takes over her session, as on one node: nobody sees her leave."""
+    nodes = {"mediasoup_num_workers": 1, "peer_reconnect_grace_seconds": 60, **LIMIT}
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=59000, **nodes) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=60000, **nodes) as b,
+        cluster_node(tmp_path, redis_server.url, "c", rtc_base=61000, **nodes) as c,
+    ):
+        for node in (a, b, c):
+            await eventually(lambda n=node: {x.node_id for x in n.cluster.nodes} == {"a", "b", "c"}, what="nodes")
+        assert await registry.place("back", "a") == "a"
+        await a.cluster.cascade.seats.add_satellite("back", "b")
+        alice = MediaPeer(a.ws_url("back", "alice"), "alice", video=False)
+        bob = MediaPeer(a.ws_url("back", "bob"), "bob", video=False)
+        peers = [alice, bob]
+        again: ProtooClient | None = None
+        try:
+            await alice.join()
+            await bob.join()
+            seats = a.cluster.cascade.seats
+            await eventually(lambda: _at_least(seats, "back", "a", 2), what="A's consumers reported")
+            await eventually(lambda: _load(b, "a") >= 2, what="A's load in B's registry view")
+            carol = MediaPeer(b.ws_url("back", "carol"), "carol", video=False)
+            peers.append(carol)
+            await carol.join()
+            room_b = b.rooms.rooms["back"]
+            session = room_b.peers["carol"]
+            await alice.signaling.wait_for("newConsumer", lambda d: d["peerId"] == "carol", kind="request", timeout=20)
+            await eventually(lambda: _at_least(seats, "back", "b", 2), what="B's consumers reported")
+            await carol.signaling.drop()
+            await eventually(lambda: not session.connected, what="Carol's drop noticed on B")
+            assert "carol" in room_b.peers and session.grace_timer is not None
+            again = await ProtooClient.connect(c.ws_url("back", "carol"))
+            answer = await again.request("join", JOIN)
+            assert sorted(p["id"] for p in answer["peers"]) == ["alice", "bob"]
+            assert room_b.peers["carol"] is session and session.connected and session.grace_timer is None
+            assert a.rooms.rooms["back"].broadcasters["carol"].node == "b"
+            assert alice.signaling.count("peerClosed") == 0 and bob.signaling.count("peerClosed") == 0
+        finally:
+            if again is not None:
+                await again.close()
+            for peer in reversed(peers):
+                await peer.close()

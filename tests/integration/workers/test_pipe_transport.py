@@ -626,6 +626,72 @@ async def test_data_producer_close_reaches_the_pipe_data_consumer(ctx: SimpleNam
         await data_consumer.dump()
 
 
+async def test_data_crosses_a_hand_connected_srtp_pipe_pair_both_ways(ctx: SimpleNamespace) -> None:
+    """As control.cluster.link does between two nodes: two PipeTransports with SRTP and
+    SCTP, each connected to the other by hand (no ``pipe_to_router``); a data producer
+    of each side is consumed on its side's pipe and produced on the other with the pipe
+    data consumer's stream parameters, label and protocol (and the same id); messages
+    arrive both ways, and closing an original closes the pipe data producer's consumer."""
+    options = {"listen_info": LOCALHOST, "enable_srtp": True, "enable_sctp": True}
+    pipe1 = await ctx.router1.create_pipe_transport(**options)
+    pipe2 = await ctx.router2.create_pipe_transport(**options)
+    assert pipe1.sctp_parameters and pipe1.sctp_state == "new"
+    connected = [_once(pipe, "sctpstatechange") for pipe in (pipe1, pipe2)]
+    for pipe, far in ((pipe1, pipe2), (pipe2, pipe1)):
+        await pipe.connect(
+            ip=far.tuple["localAddress"], port=far.tuple["localPort"], srtp_parameters=far.srtp_parameters
+        )
+    direct1 = await ctx.router1.create_direct_transport()
+    direct2 = await ctx.router2.create_direct_transport()
+    received: dict[str, asyncio.Future] = {}
+    originals = []
+    for source, pipe, far_pipe, far_direct, name in (
+        (direct1, pipe1, pipe2, direct2, "one"),
+        (direct2, pipe2, pipe1, direct1, "two"),
+    ):
+        original = await source.produce_data(label=f"chat-{name}", protocol="text")
+        pipe_consumer = await pipe.consume_data(original.id)
+        assert pipe_consumer.type == "sctp" and pipe_consumer.label == f"chat-{name}"
+        piped = await far_pipe.produce_data(
+            pipe_consumer.sctp_stream_parameters,
+            id=original.id,
+            label=pipe_consumer.label,
+            protocol=pipe_consumer.protocol,
+        )
+        assert piped.sctp_stream_parameters["streamId"] == pipe_consumer.sctp_stream_parameters["streamId"]
+        consumer = await far_direct.consume_data(piped.id)
+        assert consumer.label == f"chat-{name}" and consumer.protocol == "text"
+        received[name] = _once(consumer, "message")
+        originals.append((original, pipe_consumer, consumer))
+    for (state,) in await asyncio.wait_for(asyncio.gather(*connected), 10):
+        assert state in ("connecting", "connected")
+    for pipe in (pipe1, pipe2):
+        if pipe.sctp_state != "connected":
+            await asyncio.wait_for(_once(pipe, "sctpstatechange"), 10)
+        assert pipe.sctp_state == "connected"
+    for _ in range(100):  # its own notification, next to the state change's
+        if pipe1.sctp_negotiated_capabilities and pipe2.sctp_negotiated_capabilities:
+            break
+        await asyncio.sleep(0.05)
+    for pipe in (pipe1, pipe2):
+        assert pipe.sctp_negotiated_capabilities["negotiatedMaxOutboundStreams"] > 0
+        assert pipe._sctp_max_outbound_streams == pipe.sctp_negotiated_capabilities["negotiatedMaxOutboundStreams"]
+    originals[0][0].send("from one")
+    originals[1][0].send("from two")
+    assert (await asyncio.wait_for(received["one"], 5))[0] == b"from one"
+    assert (await asyncio.wait_for(received["two"], 5))[0] == b"from two"
+    original, pipe_consumer, consumer = originals[0]
+    closed = _once(consumer, "dataproducerclose")
+    original.close()
+    await asyncio.wait_for(_once(pipe_consumer, "dataproducerclose"), 5)
+    assert pipe_consumer.closed and pipe_consumer.id not in pipe1.data_consumers
+    # The pipe data producer on the far side is the user's to close (the cascade's link
+    # tells the far node), which closes its consumers there.
+    pipe2.data_producers[original.id].close()
+    await asyncio.wait_for(closed, 5)
+    assert consumer.closed
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="mediasoup-worker 3.27.1 decodes a subchannels header from any SCTP message entering a PipeTransport "
