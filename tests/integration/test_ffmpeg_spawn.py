@@ -30,13 +30,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _command(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().split(b"\0")[0]
+    except OSError:
+        return b""
+
+
 def test_ffmpeg_is_interrupted_when_its_parent_is_killed() -> None:
     spawner = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, cwd=os.getcwd())
     try:
         assert spawner.stdout is not None
         pid = int(spawner.stdout.readline())
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            assert cmdline.read().split(b"\0")[0] in (b"ffmpeg", b"setpriv")  # setpriv execs ffmpeg
+        # The pid is setpriv's until it has set the parent-death signal and exec'd FFmpeg:
+        # killed before that (the machine busy, setpriv not yet scheduled), FFmpeg would
+        # be orphaned with no signal set, so wait for the exec. (Read too early, in the
+        # middle of an exec, the command line is empty.)
+        deadline = time.monotonic() + 20
+        while _command(pid) != b"ffmpeg" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _command(pid) == b"ffmpeg", _command(pid)
         assert _alive(pid)
     finally:
         spawner.kill()
