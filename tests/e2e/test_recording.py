@@ -232,19 +232,20 @@ async def test_admin_rest_recording_stops_when_the_room_closes(tmp_path: Path) -
             finally:
                 for peer in peers:
                     await peer.close()
-            # Everyone left: the room closes and the recording stops by itself.
-            recordings = server.app[__import__("control.recording", fromlist=["RECORDINGS"]).RECORDINGS]
+            # Everyone left: the room closes and the recording stops by itself; once the
+            # upload is confirmed the chat says "Recording stopped" (an MP4 appears before
+            # that: the mix writes it while the recording is no longer active).
             deadline = time.monotonic() + 30
-            files: list[Path] = []
+            texts: list[str] = []
             while time.monotonic() < deadline:
-                files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
-                if files and not recordings.active and not recordings._announcing:
+                async with http.get(f"{server.base_url}/api/rooms/duo/messages") as response:
+                    messages = (await response.json())["messages"]
+                texts = [m["text"] for m in messages]
+                if "Recording stopped" in texts:
                     break
                 await asyncio.sleep(0.2)
+            files = list((tmp_path / "data" / "recordings").rglob("*.mp4"))
             assert len(files) == 1 and files[0].parent.name == "duo", files
-            async with http.get(f"{server.base_url}/api/rooms/duo/messages") as response:
-                messages = (await response.json())["messages"]
-        texts = [m["text"] for m in messages]
         assert "Recording started" in texts and "Recording stopped" in texts
         stopped = next(m for m in messages if m["text"] == "Recording stopped")
         assert stopped["data"]["recording"]["key"].endswith(files[0].name)
