@@ -30,8 +30,12 @@ from workers.processes import start_off_loop
 #: util-linux's ``setpriv`` before it execs FFmpeg (same pid). Setting it from a
 #: ``preexec_fn`` instead runs Python in the child, which forces a full fork() of this
 #: process: that took 20-35 ms per FFmpeg at 670 MB RSS, where the vfork() used
-#: without one takes 1-4 ms.
-WITH_PARENT = ("setpriv", "--pdeathsig", "INT", "--")
+#: without one takes 1-4 ms. ``env --default-signal=INT`` first: a SIGINT this process
+#: ignores (a server started in the background by a non-interactive shell: ``cmd &``
+#: ignores SIGINT and SIGQUIT) would be ignored by the child too until FFmpeg installs
+#: its handler, and a parent death in those milliseconds would leave it running
+#: (seen in the suite's own test, run from a background loop).
+WITH_PARENT = ("env", "--default-signal=INT", "setpriv", "--pdeathsig", "INT", "--")
 
 
 class FfmpegProcess:

@@ -4,9 +4,12 @@ process that started it dies (SIGKILL: no cleanup code runs), without a preexec_
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 SPAWNER = """
 import asyncio, sys
@@ -38,12 +41,21 @@ def _command(pid: int) -> bytes:
         return b""
 
 
-def test_ffmpeg_is_interrupted_when_its_parent_is_killed() -> None:
-    spawner = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, cwd=os.getcwd())
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_ffmpeg_is_interrupted_when_its_parent_is_killed(sigint: str) -> None:
+    """Also when the parent ignores SIGINT (started with ``&`` by a non-interactive
+    shell): the child must not inherit that, or the parent's death right after the
+    spawn, before FFmpeg handles SIGINT itself, would go unnoticed."""
+    spawner = subprocess.Popen(
+        [sys.executable, "-c", SPAWNER],
+        stdout=subprocess.PIPE,
+        cwd=os.getcwd(),
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignored" else None,
+    )
     try:
         assert spawner.stdout is not None
         pid = int(spawner.stdout.readline())
-        # The pid is setpriv's until it has set the parent-death signal and exec'd FFmpeg:
+        # The pid is env's, then setpriv's until it has set the parent-death signal and exec'd FFmpeg:
         # killed before that (the machine busy, setpriv not yet scheduled), FFmpeg would
         # be orphaned with no signal set, so wait for the exec. (Read too early, in the
         # middle of an exec, the command line is empty.)
