@@ -21,7 +21,7 @@ from yarl import URL
 
 from control.cluster import Registry
 from control.cluster.links import IDLE_MAX
-from tests.e2e.cluster_nodes import Node, cluster_node, eventually
+from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_cluster import JOIN
@@ -217,3 +217,29 @@ async def test_the_pool_survives_the_room_node_restarting_and_stays_bounded(
                 assert set(b.rooms.rooms["r"].peers) == {"again"}
             finally:
                 await again.close()
+
+
+async def test_a_relaying_node_on_uvloop(tmp_path: Path, redis_server: Any, registry: Registry) -> None:
+    """The relaying node as it runs in production (``python -m control``: uvloop, whose
+    transports are not asyncio's): relayed, answered, told to reconnect when B drops."""
+    async with (
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=42000) as b,
+        node_process(tmp_path, redis_server.url, "a", rtc_base=41000) as (_, port_a),
+    ):
+        await eventually(lambda: {n.node_id for n in b.cluster.nodes} == {"a", "b"}, what="both nodes registered")
+        assert await registry.place("r", "b") == "b"
+        alice = await ProtooClient.connect(f"ws://127.0.0.1:{port_a}/?roomId=r&peerId=alice")
+        try:
+            await alice.request("join", JOIN)
+            assert (await alice.request("getRouterRtpCapabilities"))["codecs"]
+            assert set(b.rooms.rooms["r"].peers) == {"alice"}
+            # B's socket to A drops without a close frame: A tells Alice to reconnect.
+            connection = b.rooms.rooms["r"].peers["alice"].connection
+            assert connection is not None and connection.ws._req is not None
+            transport = connection.ws._req.transport
+            assert transport is not None
+            transport.abort()
+            await eventually(alice.closed.is_set, what="Alice told to reconnect")
+            assert alice.close_code == 4002
+        finally:
+            await alice.close()
