@@ -129,6 +129,8 @@ class Relay:
         #: The raw connections relayed upgrades go out on.
         self.links = links
         self.clients: set[SplicedResponse] = set()
+        #: How long the room's node may take to answer a relayed upgrade.
+        self.response_timeout = RESPONSE_TIMEOUT_SECONDS
         self._forwarded = frozenset(name.lower().encode() for name in _FORWARDED)
 
     def is_relayed(self, request: web.Request) -> bool:
@@ -217,7 +219,7 @@ class Relay:
                 logger.warning("cluster: room's node {} unreachable: {!r}", node_url, error)
                 raise Unavailable("the room's node is unreachable, try again") from None
             try:
-                async with asyncio.timeout(RESPONSE_TIMEOUT_SECONDS):
+                async with asyncio.timeout(self.response_timeout):
                     return link, await link.response(head)
             except LinkLost as lost:
                 link.close()

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from control.cluster import Registry
+from control.cluster import NodeInfo, NodeLoad, Registry
 from control.cluster.links import IDLE_MAX
 from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
 from tests.e2e.protoo_client import ProtooClient
@@ -243,3 +243,42 @@ async def test_a_relaying_node_on_uvloop(tmp_path: Path, redis_server: Any, regi
             assert alice.close_code == 4002
         finally:
             await alice.close()
+
+
+async def test_a_room_node_that_never_answers_or_floods_its_head_is_unavailable(
+    tmp_path: Path, redis_server: Any, registry: Registry
+) -> None:
+    """Bounded: a "node" that accepts and never answers the upgrade is given up after the
+    relay's timeout; one that sends an endless response head is cut at MAX_HEAD_BYTES.
+    Both: 503 for the client, no connection left open."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the relaying node gives up and closes
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nX-Padding: " + b"x" * 64 * 1024)
+        await reader.read()
+
+    servers = [await asyncio.start_server(handler, "127.0.0.1", 0) for handler in (silent, flood)]
+    try:
+        async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=41000) as a:
+            a.cluster.relay.response_timeout = 0.5
+            links = a.cluster.relay.links
+            urls: list[URL] = []
+            async with aiohttp.ClientSession() as session:
+                for name, server in zip(("silent", "flood"), servers, strict=True):
+                    port = server.sockets[0].getsockname()[1]
+                    urls.append(URL(f"http://127.0.0.1:{port}"))
+                    await registry.heartbeat(NodeInfo(name, f"http://127.0.0.1:{port}", NodeLoad()))
+                    assert await registry.place(f"room-{name}", name) == name
+                    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                        await session.ws_connect(a.ws_url(f"room-{name}", "p"), protocols=("protoo",))
+                    assert refused.value.status == 503
+                    await eventually(
+                        lambda: links.open == sum(links.idle(url) for url in urls),  # spares only
+                        what=f"the {name} node's relayed link closed",
+                    )
+    finally:
+        for server in servers:
+            server.close()
