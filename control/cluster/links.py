@@ -127,7 +127,7 @@ class Link(asyncio.Protocol):
             self._sink.feed_eof()
         drain = self._drain
         if drain is not None and not drain.done():
-            drain.set_exception(ConnectionResetError("connection lost"))
+            drain.set_result(None)  # the waiter raises, seeing ``lost``
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -147,6 +147,8 @@ class Link(asyncio.Protocol):
         if self._drain is None or self._drain.done():
             self._drain = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._drain)
+        if self.lost:
+            raise ConnectionResetError("connection lost")
 
     # -- use --------------------------------------------------------------------------
 
