@@ -25,6 +25,7 @@ the machine.
     .venv/bin/python bench/join_storm.py --url ws://127.0.0.1:3000 --peers 20
     .venv/bin/python bench/join_storm.py --compare-auth --peers 50 --rounds 4
     .venv/bin/python bench/join_storm.py --compare-cluster --pairs 200 --peers 20 --rounds 2
+    .venv/bin/python bench/join_storm.py --cluster-floor --pairs 200
 
 ``--compare-auth`` (access control, issue 14): two in-process servers at once, one
 with API keys where every peer joins with its own token (``?token=``, minted before
@@ -47,6 +48,13 @@ most 1.1); the Redis commands per join of each kind (``INFO commandstats`` delta
 joins run one kind at a time, minus the heartbeats' rate measured while idle); and
 ``--rounds`` storms of ``--peers`` peers into a new room on ``b``, half of them through
 ``a``.
+
+``--cluster-floor`` (issue 19, where the relayed join's extra time goes): the same two
+nodes and room, and single joins rotating one by one between ``b`` itself, a minimal
+C relay in front of ``b`` (``bench/floor_relay.c``, built with ``cc``: one epoll
+process that copies bytes, no HTTP, no access check, no routing: the least any
+process in the path costs on this machine) and ``a`` relaying to ``b``: the p50 of
+each step and both ratios to the direct join.
 """
 
 from __future__ import annotations
@@ -680,6 +688,77 @@ async def compare_cluster(pairs: int, peers: int, rounds: int, log_level: str) -
     return cluster_report(times, storms, ops, peers, rounds)
 
 
+async def cluster_floor(pairs: int, log_level: str) -> str:
+    """Joins direct to ``b``, through a minimal C relay to ``b``, and relayed by ``a``."""
+    from redis.asyncio import Redis
+
+    from control.cluster import Registry
+    from tests.services import free_ports
+
+    modes = ("direct", "floor", "relayed")
+    with tempfile.TemporaryDirectory() as tmp:
+        relay_bin = Path(tmp) / "floor_relay"
+        subprocess.run(["cc", "-O2", "-o", str(relay_bin), str(ROOT / "bench" / "floor_relay.c")], check=True)
+        with (
+            redis_server(Path(tmp)) as redis_url,
+            node_processes(Path(tmp), redis_url, ("a", "b"), log_level) as ports,
+        ):
+            floor_port = free_ports(1)[0]
+            floor = subprocess.Popen([str(relay_bin), str(floor_port), str(ports["b"])])
+            redis = Redis.from_url(redis_url, decode_responses=True)
+            try:
+                registry = Registry(redis)
+                for _ in range(200):
+                    if {n.node_id for n in await registry.nodes()} == {"a", "b"}:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError("the nodes did not register")
+                room = f"floor-{uuid.uuid4().hex[:8]}"
+                assert await registry.place(room, "b") == "b"
+                port = {"direct": ports["b"], "floor": floor_port, "relayed": ports["a"]}
+
+                def url(mode: str, peer: str) -> str:
+                    return f"ws://127.0.0.1:{port[mode]}/?roomId={room}&peerId={peer}"
+
+                resident = await ProtooClient.connect(url("direct", "resident"))
+                times: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+                try:
+                    for i in range(12):  # warm-up, not counted
+                        await phased_join(url(modes[i % 3], f"w{i}"))
+                    for i in range(pairs):
+                        for mode in modes[i % 3 :] + modes[: i % 3]:
+                            times[mode].append(await phased_join(url(mode, f"{mode[0]}{i}")))
+                finally:
+                    await resident.close()
+            finally:
+                floor.terminate()
+                floor.wait(timeout=10)
+                await redis.aclose()
+
+    def p50(mode: str, phase: str) -> float:
+        return percentile([t[phase] * 1000 for t in times[mode]], 50)
+
+    lines = [
+        f"join direct to node b, through a minimal C relay to b (bench/floor_relay.c), and relayed by node a: "
+        f"{pairs} single joins of each, rotating one by one, into a room hosted by b",
+        f"machine: {machine()}",
+        "",
+        "| step (p50 ms) | direct | C relay | relayed by a | C relay - direct | a - direct |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for phase in (*PHASES, "total"):
+        d, f, r = p50("direct", phase), p50("floor", phase), p50("relayed", phase)
+        lines.append(f"| {phase} | {d:.2f} | {f:.2f} | {r:.2f} | {f - d:+.2f} | {r - d:+.2f} |")
+    direct = p50("direct", "total")
+    lines += [
+        "",
+        f"join p50 ratio to direct: C relay {p50('floor', 'total') / direct:.3f}, "
+        f"relayed by a {p50('relayed', 'total') / direct:.3f}",
+    ]
+    return "\n".join(lines)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", type=int, default=50)
@@ -694,9 +773,17 @@ async def main() -> int:
         action="store_true",
         help="two cluster nodes (subprocesses, own redis-server): joins through the room's node vs another node",
     )
+    parser.add_argument(
+        "--cluster-floor",
+        action="store_true",
+        help="joins direct vs through a minimal C relay (bench/floor_relay.c) vs relayed by another node",
+    )
     parser.add_argument("--pairs", type=int, default=200, help="--compare-cluster: single joins of each kind")
     parser.add_argument("--node-log-level", default="INFO", help="--compare-cluster: LOG_LEVEL of the nodes")
     args = parser.parse_args()
+    if args.cluster_floor:
+        print(await cluster_floor(args.pairs, args.node_log_level))
+        return 0
     if args.compare_cluster:
         print(await compare_cluster(args.pairs, args.peers, args.rounds, args.node_log_level))
         return 0

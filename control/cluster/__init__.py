@@ -10,11 +10,11 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
 * placement: a room's first join places it on the least-loaded live node (one Lua
   script: racing nodes agree); the placement ends when the room closes or its node dies;
 * any node accepts any client (:mod:`control.cluster.relay`): a client of a room
-  hosted elsewhere is relayed to the owner's signaling endpoint, its bytes passed
-  through unparsed once both upgrades succeed (:mod:`control.cluster.splice`);
-  the relaying node remembers the room's node (no Redis call per join; the owner
-  confirms, :meth:`ClusterNode.route`) and keeps a spare connection to it
-  (:mod:`control.cluster.warm`);
+  hosted elsewhere is relayed to the owner's signaling endpoint: the relaying node
+  writes the client's upgrade there itself, on a raw connection opened ahead of need
+  (:mod:`control.cluster.links`), answers the client with the owner's 101 and passes
+  the bytes through unparsed (:mod:`control.cluster.splice`); it remembers the
+  room's node (no Redis call per join; the owner confirms, :meth:`ClusterNode.route`);
 * split brain: a node whose room is placed on another live node closes its copy
   (4002, "reconnect"): the placement is the truth.
 
@@ -48,12 +48,11 @@ from redis.asyncio import Redis
 
 from control.auth import is_loopback_host
 from control.cluster.cascade import CASCADE_PATH
+from control.cluster.links import NodeLinks
 from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
 from control.cluster.relay import RELAY_HEADER, Relay, relay_token
-from control.cluster.routes import drain_routes, link_routes
-from control.cluster.splice import UpstreamResponse
-from control.cluster.warm import LinkWarmer
+from control.cluster.routes import drain_routes
 from control.config import Settings
 from control.errors import NotFound
 
@@ -124,17 +123,13 @@ def cluster_ctx(
             yield  # one node, no Redis
             return
         redis = Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
-        warmer = LinkWarmer()  # a spare connection to a node for its next relay (control.cluster.warm)
-        # Connecting to a node that does not answer fails fast; an open link has no deadline.
-        session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5),
-            trace_configs=[warmer.trace_config()],
-            ws_response_class=UpstreamResponse,  # a relay's bytes can be spliced (control.cluster.splice)
-        )
+        links = NodeLinks()  # the relay's raw connections to the other nodes (control.cluster.links)
+        # The cascade's links: connecting to a node that does not answer fails fast; an
+        # open link has no deadline.
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=5))
         try:
             registry = Registry(redis)
-            relay = Relay(session, relay_token(await _relay_secret(config, registry)), config.signaling_max_frame_bytes)
-            warmer.headers = {RELAY_HEADER: relay.token}
+            relay = Relay(session, relay_token(await _relay_secret(config, registry)), links)
             node = ClusterNode(node_id(config), advertise_url(config), registry, relay, app[rooms], app[pool])
             if is_loopback_host(config.host) and not config.node_advertise_url:
                 logger.info("cluster: HOST is loopback: only nodes on this machine can reach {}", node.url)
@@ -148,7 +143,7 @@ def cluster_ctx(
             finally:
                 await node.close()
         finally:
-            await warmer.close()
+            await links.close()
             await session.close()
             await redis.aclose()
 
@@ -177,7 +172,6 @@ def setup(
     of ``views`` (the room list and the health check ask it for the cluster's)."""
     app.cleanup_ctx.append(cluster_ctx(settings=settings, rooms=rooms, pool=pool, router=router, views=views))
     app.add_routes(drain_routes(CLUSTER))  # POST/DELETE /api/cluster/drain (roomless roomAdmin)
-    app.add_routes(link_routes(CLUSTER))  # HEAD /cluster/link (relay token): warm node-to-node connections
     app.router.add_get(CASCADE_PATH, _cascade_link)  # node to node: the relay token is checked there
 
     async def leave(app: web.Application) -> None:

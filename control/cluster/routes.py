@@ -1,5 +1,4 @@
-"""The node's drain over REST (an operator's switch; SIGTERM drains too, then stops),
-and ``HEAD /cluster/link`` (:func:`link_routes`, warm node-to-node connections).
+"""The node's drain over REST (an operator's switch; SIGTERM drains too, then stops).
 
 ``POST /api/cluster/drain``
     200 ``{"nodeId", "draining": true, "rooms", "relayedClients"}``: no new room is
@@ -19,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from control.auth import principal_of, require_node_admin
-from control.cluster.warm import WARM_PATH
-from control.errors import Forbidden, NotFound
+from control.errors import NotFound
 
 if TYPE_CHECKING:
     from control.cluster.node import ClusterNode
 
-__all__ = ["drain_routes", "link_routes"]
+__all__ = ["drain_routes"]
 
 
 def _state(node: ClusterNode) -> dict[str, Any]:
@@ -60,23 +58,5 @@ def drain_routes(cluster: web.AppKey[ClusterNode]) -> web.RouteTableDef:
         node = node_of(request)
         await node.resume()
         return web.json_response(_state(node), headers={"Cache-Control": "no-store"})
-
-    return routes
-
-
-def link_routes(cluster: web.AppKey[ClusterNode]) -> web.RouteTableDef:
-    """``HEAD /cluster/link``: 204 for another node of the cluster (its relay token), which
-    keeps the connection open for its next relayed client (:mod:`control.cluster.warm`);
-    403 for anyone else (404 without ``REDIS_URL``)."""
-    routes = web.RouteTableDef()
-
-    @routes.head(WARM_PATH)
-    async def link(request: web.Request) -> web.Response:
-        node = request.app.get(cluster)
-        if node is None or node.closed:
-            raise NotFound("this node is not in a cluster (REDIS_URL)", code="not_in_cluster")
-        if not node.relay.is_relayed(request):  # a wrong token raises 403 itself
-            raise Forbidden("for the nodes of the cluster only", code="relay_token_missing")
-        return web.Response(status=204)
 
     return routes

@@ -1,37 +1,42 @@
-"""Raw passthrough of a relayed connection once both WebSocket handshakes are done.
+"""Raw passthrough of a relayed connection: one WebSocket, end to end between the
+client and the room's node, whose bytes cross this node unparsed.
 
-The relay's two legs carry the same frames: the client masks what it sends (valid on
-the leg to the room's node, where this node is the client), the room's node sends
-unmasked frames (valid towards the client). With the same subprotocol and no extension
-on either leg, the bytes need no parsing: each chunk read on one socket is written to
-the other (aiohttp's own protocols still own the sockets; the "parsers" installed here
-take their bytes). Only the room's node's direction is followed frame by frame, by
-header alone, to know whether it sent a close frame: if its connection drops without
-one, this node sends the client a 4002 close ("reconnect") itself. The room's node
-still reads and checks every frame the client sends (size limits, protoo), and the
-relay token still proves this node to it.
+The relay (:mod:`control.cluster.relay`) wrote the client's own upgrade to the room's
+node and answers the client with that node's 101 verbatim (:class:`SplicedResponse`):
+its ``Sec-WebSocket-Accept`` is computed from the client's own key, its subprotocol
+and extensions are what the two ends agreed. From then on each chunk read on one
+socket is written to the other (aiohttp's protocol still owns the client's socket;
+the "parser" installed there takes its bytes; the room's node's socket is a
+:class:`~control.cluster.links.Link`). Only the room's node's direction is followed
+frame by frame, by header alone, to know whether it sent a close frame: if its
+connection drops without one, this node sends the client a 4002 close ("reconnect")
+itself. The room's node reads and checks every frame the client sends (size limits,
+protoo), and the relay token still proves this node to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from contextvars import ContextVar
-from typing import Any, Final
+from typing import Final, Protocol
 
-import aiohttp
 from aiohttp import web
-from aiohttp.base_protocol import BaseProtocol
+from aiohttp.abc import AbstractStreamWriter
 
-__all__ = ["HOLD_BYTES", "Splice", "SplicedResponse", "UpstreamResponse"]
+__all__ = ["Splice", "SplicedResponse", "close_frame"]
 
 #: Bytes waiting in one socket's write buffer before the other socket stops being read.
 HIGH_WATER: Final = 256 * 1024
 _OP_CLOSE: Final = 0x8
-#: Set by the relay around its ``ws_connect``: the room's node's bytes wait raw in an
-#: :class:`UpstreamResponse` until the relay splices or parses them (task-local: the
-#: cascade's links on the same session are parsed as usual).
-HOLD_BYTES: ContextVar[bool] = ContextVar("parley_relay_hold_bytes", default=False)
+
+
+class Socket(Protocol):
+    """One side's asyncio protocol (aiohttp's server protocol, or a node link): its
+    transport, and a wait for its write buffer to drain."""
+
+    transport: asyncio.Transport | None
+
+    async def _drain_helper(self) -> None: ...
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -43,7 +48,7 @@ def close_frame(code: int, reason: str) -> bytes:
 class _Leg:
     """One socket of the splice: the "parser" aiohttp's protocol feeds its bytes to."""
 
-    def __init__(self, splice: Splice, protocol: BaseProtocol) -> None:
+    def __init__(self, splice: Splice, protocol: Socket) -> None:
         self.splice = splice
         self.protocol = protocol
         self.other: _Leg | None = None
@@ -98,7 +103,7 @@ class _FrameWatch:
 class Splice:
     """The two sockets of one relayed client, copied to each other until one closes."""
 
-    def __init__(self, client: BaseProtocol, upstream: BaseProtocol, reconnect: bytes) -> None:
+    def __init__(self, client: Socket, upstream: Socket, reconnect: bytes) -> None:
         self.client = _Leg(self, client)
         self.upstream = _Leg(self, upstream)
         self.client.other, self.upstream.other = self.upstream, self.client
@@ -151,105 +156,52 @@ class Splice:
                 transport.close()
 
 
-class SplicedResponse(web.WebSocketResponse):
-    """The client's upgrade, answered as usual, whose frames this node does not read:
-    the bytes the client sends after its handshake go to a :class:`Splice` (held here
-    until it exists: the client may speak as soon as it has the 101)."""
+class SplicedResponse(web.StreamResponse):
+    """The client's upgrade answered with the room's node's response head, verbatim
+    (its 101: see the module doc); the bytes the client sends from then on go to the
+    splice's client leg, unread by this node."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(heartbeat=None, compress=False, **kwargs)
-        self.early = bytearray()
-        self.eof = False
-        self.leg: _Leg | None = None
+    def __init__(self, head: bytes, leg: _Leg) -> None:
+        super().__init__(status=101)
+        self.head = head
+        self.leg = leg
+        self._started = False
+        self._closed = False
+        self._transport: asyncio.Transport | None = None
 
-    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        self._ws_protocol = protocol
-        self._writer = writer
-        request.protocol.set_parser(self)  # type: ignore[arg-type]
+    @property
+    def prepared(self) -> bool:
+        return self._started
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._started:
+            return None  # aiohttp prepares the handler's response again when it returns
+        self._started = True
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed its connection during the upgrade")
+        self._transport = transport
+        transport.write(self.head)
         request.protocol.keep_alive(False)
+        request.protocol.set_parser(self)  # type: ignore[arg-type]
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None  # the socket is the splice's
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self.leg is not None:
-            return self.leg.feed_data(data)
-        self.early += data
-        return False, b""
+        return self.leg.feed_data(data)
 
     def feed_eof(self) -> None:
-        if self.leg is not None:
-            self.leg.feed_eof()
-        self.eof = True
+        self.leg.feed_eof()
 
-    def attach(self, leg: _Leg) -> None:
-        """From now on the client's bytes go to ``leg`` (with those that came before)."""
-        self.leg = leg
-        if self.early:
-            leg.feed_data(bytes(self.early))
-            self.early.clear()
-        if self.eof:
-            leg.feed_eof()
-
-    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        """Close the client's socket with a close frame (a node shutting down; aiohttp
-        calls this when the handler returns, after the splice closed the socket)."""
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+        """Close the client's socket with a close frame (this node is stopping)."""
         if self._closed:
             return False
         self._closed = True
-        transport = self._req.transport if self._req is not None else None
+        transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(close_frame(code, message.decode(errors="replace")))
             transport.close()
         return True
-
-
-class Hold:
-    """What aiohttp's protocol feeds the room's node's bytes to, from the 101 on: kept
-    raw until :meth:`attach` gives them to a splice leg or to aiohttp's frame parser
-    (the room's node speaks first: its ``mediasoup-version`` notification may come with
-    the 101, in the same read)."""
-
-    def __init__(self, reader: Any) -> None:
-        #: aiohttp's WebSocket frame parser (the frame relay's).
-        self.reader = reader
-        self.target: Any = None
-        self.early = bytearray()
-        self.eof = False
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self.target is not None:
-            result: tuple[bool, bytes] = self.target.feed_data(data)
-            return result
-        self.early += data
-        return False, b""
-
-    def feed_eof(self) -> None:
-        if self.target is not None:
-            self.target.feed_eof()
-        self.eof = True
-
-    def attach(self, target: Any) -> None:
-        """From now on the bytes go to ``target`` (with those that came before)."""
-        self.target = target
-        if self.early:
-            target.feed_data(bytes(self.early))
-            self.early.clear()
-        if self.eof:
-            target.feed_eof()
-
-
-class UpstreamResponse(aiohttp.ClientWebSocketResponse):
-    """The relay session's WebSocket: while :data:`HOLD_BYTES` is set (the relay's own
-    ``ws_connect``), the frame parser aiohttp gives it is wrapped in a :class:`Hold`
-    (aiohttp hands the protocol ``ws_resp._parser`` right after setting it)."""
-
-    hold: Hold | None = None
-    _parser_value: Any = None
-
-    @property
-    def _parser(self) -> Any:
-        return self._parser_value
-
-    @_parser.setter
-    def _parser(self, parser: Any) -> None:
-        if parser is not None and HOLD_BYTES.get():
-            self.hold = parser = Hold(parser)
-        self._parser_value = parser

@@ -53,8 +53,9 @@ def node_settings(
 async def cluster_node(
     tmp_path: Path, redis_url: str, name: str, *, rtc_base: int, **overrides: Any
 ) -> AsyncIterator[Node]:
+    """``port=`` in ``overrides``: that port (a node restarting where it was), else a free one."""
     require_worker_binary()
-    port = free_ports(1)[0]
+    port = int(overrides.pop("port", 0)) or free_ports(1)[0]
     values = node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides)
     settings = await asyncio.to_thread(server_settings, tmp_path, **values)
     app = create_app(settings)

@@ -3,6 +3,7 @@
 proxy = TcpProxy("127.0.0.1", 5672)      # listens on 127.0.0.1:proxy.port
 proxy.cut()                              # close every open connection (both ends)
 proxy.fail_http = 5                      # answer the next 5 connections with HTTP 503
+proxy.drop_requests = 1                  # close the next connection that sends anything, unanswered
 TcpProxy(host, port, tls=ssl_context)    # TLS-terminating (server side)
 proxy.close()
 """
@@ -20,6 +21,8 @@ class TcpProxy:
         self.upstream = (upstream_host, upstream_port)
         self.tls = tls
         self.fail_http = 0
+        self.drop_requests = 0
+        self.dropped = 0
         self.failed = 0
         self.accepted = 0
         self._lock = threading.Lock()
@@ -77,7 +80,7 @@ class TcpProxy:
         with self._lock:
             self._open.update((client, upstream))
         threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-        self._pump(client, upstream)
+        self._pump(client, upstream, requests=True)
 
     def _answer_503(self, client: socket.socket) -> None:
         client.settimeout(5)
@@ -96,12 +99,22 @@ class TcpProxy:
         with contextlib.suppress(OSError):
             client.close()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, requests: bool = False) -> None:
+        first = requests
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if first:
+                    first = False
+                    with self._lock:
+                        drop = self.drop_requests > 0
+                        if drop:
+                            self.drop_requests -= 1
+                            self.dropped += 1
+                    if drop:
+                        break
                 dst.sendall(data)
         except OSError:
             pass

@@ -178,14 +178,6 @@ async def test_a_remembered_placement_is_confirmed_by_the_room_node(
             await third.close()
 
 
-async def test_the_warm_link_route_answers_the_cluster_only(tmp_path: Path, redis_server, registry: Registry) -> None:
-    async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=49000) as a:
-        url = f"{a.base_url}/cluster/link"
-        assert (await get(url, method="HEAD"))[0] == 403
-        assert (await get(url, {"X-Parley-Relay": "0" * 64}, method="HEAD"))[0] == 403
-        assert (await get(url, {"X-Parley-Relay": a.cluster.relay.token}, method="HEAD"))[0] == 204
-
-
 async def _owner_is(owner: Any, expected: str | None) -> bool:
     return await owner == expected
 
