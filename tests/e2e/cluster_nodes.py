@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from control.app import create_app
-from control.cluster import CLUSTER, ClusterNode
+from control.cluster import CLUSTER, ClusterNode, serve_handovers
 from tests.e2e.harness import Server, server_settings, stop_runner
 from tests.plugin_workers import require_worker_binary
 from tests.services import REPO, free_ports, port_open
@@ -45,6 +45,10 @@ def node_settings(
         "node_advertise_url": f"http://127.0.0.1:{port}",
         "mediasoup_rtc_min_port": rtc_base,
         "mediasoup_rtc_max_port": rtc_base + 999,
+        # A "host" of its own: the cluster tests exercise the relay, deterministically
+        # (same-host socket handover only once a node has advertised its socket). The
+        # handover tests pass ``cluster_host_id=None`` (this kernel's boot id).
+        "cluster_host_id": f"host-{name}",
         **overrides,
     }
 
@@ -61,6 +65,8 @@ async def cluster_node(
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
+    assert runner.server is not None
+    serve_handovers(app, runner.server)  # as control.cli does
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         yield Node(app, port)
@@ -79,7 +85,7 @@ async def node_process(
     port = free_ports(1)[0]
     values = node_settings(tmp_path, redis_url, name, port, rtc_base)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_", "MINIO_", "API_"))}
-    env.update({key.upper(): str(value) for key, value in values.items()})
+    env.update({key.upper(): "" if value is None else str(value) for key, value in values.items()})
     env.update({"HOST": "127.0.0.1", "MEDIASOUP_NUM_WORKERS": "1", "MEDIASOUP_LISTEN_IP": "127.0.0.1"})
     env.update(env_overrides or {})
     (tmp_path / name).mkdir(parents=True, exist_ok=True)
