@@ -138,7 +138,7 @@ def cluster_ctx(
             registry = Registry(redis)
             relay = Relay(session, relay_token(await _relay_secret(config, registry)), links)
             if config.cluster_socket_handover:  # clients of this host's other nodes (control.cluster.handover)
-                handover = HandoverServer(config.data_dir / "cluster", relay.token)
+                handover = HandoverServer(config.data_dir / "cluster", relay.token, node_id(config))
                 handover.start()
             node = ClusterNode(
                 node_id(config),

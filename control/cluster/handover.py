@@ -67,7 +67,7 @@ ACK_TIMEOUT_SECONDS: Final = 5.0
 #: The largest handover message (aiohttp's request head limits are far below).
 MAX_MESSAGE: Final = 256 * 1024
 _MAGIC: Final = b"PHO1"
-_PREFIX: Final = struct.Struct("!4sHI")  # magic, token length, head length
+_PREFIX: Final = struct.Struct("!4sHHI")  # magic, token length, node id length, head length
 _CREDENTIALS: Final = struct.Struct("3i")  # pid, uid, gid (SO_PEERCRED)
 _BOOT_ID: Final = Path("/proc/sys/kernel/random/boot_id")
 
@@ -163,9 +163,9 @@ async def _answer(loop: asyncio.AbstractEventLoop, unix: socket.socket) -> bytes
                     loop.remove_reader(fd)
 
 
-async def hand_over(request: web.BaseRequest, path: str, token: str, head: bytes) -> bool | None:
-    """Pass the client's socket of ``request`` to the node listening at ``path`` with
-    ``head`` (see the module doc). True: that node has it (answer :class:`HandedOver`);
+async def hand_over(request: web.BaseRequest, path: str, node_id: str, token: str, head: bytes) -> bool | None:
+    """Pass the client's socket of ``request`` to node ``node_id`` listening at ``path``
+    with ``head`` (see the module doc). True: that node has it (answer :class:`HandedOver`);
     False: it refused or cannot be reached, nothing was lost (relay instead); None:
     impossible here (TLS, no socket, bytes waiting to be written: relay instead)."""
     transport = request.transport
@@ -182,8 +182,8 @@ async def hand_over(request: web.BaseRequest, path: str, token: str, head: bytes
     transport.pause_reading()
     try:
         tail = message_tail(request.protocol)
-        secret = token.encode()
-        message = _PREFIX.pack(_MAGIC, len(secret), len(head)) + secret + head + tail
+        secret, node = token.encode(), node_id.encode()
+        message = _PREFIX.pack(_MAGIC, len(secret), len(node), len(head)) + secret + node + head + tail
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except BaseException:
         transport.resume_reading()
@@ -213,8 +213,11 @@ class HandoverServer:
     connections go to aiohttp's server (:attr:`server`, set once the node serves:
     :func:`control.cluster.serve_handovers`); until then every handover is refused."""
 
-    def __init__(self, directory: Path, token: str) -> None:
+    def __init__(self, directory: Path, token: str, node_id: str) -> None:
         self.directory = directory
+        #: Handovers name the node they are for (another node's socket may be at this
+        #: path in another mount namespace).
+        self.node_id = node_id.encode()
         self.path = directory / "handover.sock"
         self.token = token.encode()
         #: aiohttp's server of this node (its protocol factory).
@@ -276,7 +279,9 @@ class HandoverServer:
                 asyncio.get_running_loop().add_reader(conn.fileno(), self._receive, conn)
 
     def _receive(self, conn: socket.socket) -> bool:
-        """Read the handover message on ``conn`` (False: not there yet)."""
+        """Read the handover message on ``conn`` (False: not there yet), answer it at once
+        (the other node's work that follows overlaps the adoption, not the client's 101),
+        then adopt the client."""
         try:
             data, fds, flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 1)
         except (BlockingIOError, InterruptedError):
@@ -286,55 +291,76 @@ class HandoverServer:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(conn.fileno())
-        task = asyncio.ensure_future(self._adopt(conn, data, fds, flags))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        taken = self._take(data, fds, flags)
+        with contextlib.suppress(OSError):
+            conn.send(REFUSED if taken is None else ADOPTED)
+        self._pending.discard(conn)
+        conn.close()
+        if taken is not None:
+            task = asyncio.ensure_future(self._adopt(*taken))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
+
+    def _take(self, data: bytes, fds: list[int], flags: int) -> tuple[socket.socket, bytes] | None:
+        """The client's socket and the bytes to feed it, or None (refused: every
+        descriptor received closed, none shut down)."""
+        client: socket.socket | None = None
+        try:
+            if fds:
+                client = socket.socket(fileno=fds.pop(0))
+            request = self._parse(data, fds, flags)
+            if request is None or client is None or self.server is None or self.closed:
+                return None
+            if client.type != socket.SOCK_STREAM or client.family not in (socket.AF_INET, socket.AF_INET6):
+                return None
+            client.setblocking(False)
+            taken, client = (client, request), None
+            return taken
+        except OSError as error:
+            logger.warning("cluster: handed-over connection refused ({!r})", error)
+            return None
+        finally:
+            if client is not None:
+                client.close()  # this process's descriptor only (the other node relays the client)
+            for extra in fds:
+                os.close(extra)
 
     def _parse(self, data: bytes, fds: list[int], flags: int) -> bytes | None:
         """The bytes to feed the adopted connection, or None (a refusal)."""
-        if len(fds) != 1 or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) < _PREFIX.size:
+        if fds or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) < _PREFIX.size:
             return None
-        magic, token_size, head_size = _PREFIX.unpack_from(data)
-        token = data[_PREFIX.size : _PREFIX.size + token_size]
+        magic, token_size, node_size, head_size = _PREFIX.unpack_from(data)
+        index = _PREFIX.size
+        token = data[index : index + token_size]
+        index += token_size
+        node = data[index : index + node_size]
+        index += node_size
         if magic != _MAGIC or not hmac.compare_digest(token, self.token):
             logger.warning("cluster: handover with a wrong relay token refused")
             return None
-        start = _PREFIX.size + token_size
-        if len(data) < start + head_size:
+        if node != self.node_id:  # another node's socket at this path (another container)
+            logger.warning("cluster: handover meant for node {!r} refused", node.decode(errors="replace"))
             return None
-        return data[start:]  # the head, then what followed it
+        if len(data) < index + head_size:
+            return None
+        return data[index:]  # the head, then what followed it
 
-    async def _adopt(self, conn: socket.socket, data: bytes, fds: list[int], flags: int) -> None:
-        client: socket.socket | None = None
-        answer = REFUSED
+    async def _adopt(self, client: socket.socket, request: bytes) -> None:
+        """Serve ``client`` here as if this node's server had accepted it and read ``request``."""
+        server = self.server
         try:
-            request = self._parse(data, fds, flags)
-            if fds:
-                client = socket.socket(fileno=fds.pop(0))
-            for extra in fds:
-                os.close(extra)
-            server = self.server
-            if request is None or client is None or server is None or self.closed:
-                return
-            if client.type != socket.SOCK_STREAM or client.family not in (socket.AF_INET, socket.AF_INET6):
-                return
-            client.setblocking(False)
+            if server is None:
+                raise RuntimeError("no server")
             loop = asyncio.get_running_loop()
             _, protocol = await loop.connect_accepted_socket(server, client)
-            client = None  # the transport's now
-            protocol.data_received(request)  # as if read from the socket: aiohttp serves it
-            self.adopted += 1
-            answer = ADOPTED
         except (OSError, RuntimeError) as error:
+            # Acknowledged already: the client's connection ends (it reconnects).
             logger.warning("cluster: handed-over connection not adopted ({!r})", error)
-        finally:
-            if client is not None:
-                client.close()  # this process's descriptor only (A relays the client)
-            with contextlib.suppress(OSError):
-                conn.send(answer)
-            self._pending.discard(conn)
-            conn.close()
+            client.close()
+            return
+        protocol.data_received(request)  # as if read from the socket: aiohttp serves it
+        self.adopted += 1
 
     async def close(self) -> None:
         """Stop listening (handovers under way are answered)."""

@@ -169,7 +169,7 @@ class Relay:
         if handover is not None:
             headers = self._relay_headers(remembered, origin, peers_node)
             head = client_head(request, [*headers, (HANDOVER_HEADER, "1")])
-            passed = await hand_over(request, handover, self.token, head)
+            passed = await hand_over(request, handover, node_id, self.token, head)
             if passed:
                 self.handed_over += 1
                 logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId")).info(

@@ -6,6 +6,8 @@ protoo clients; "hosts" are the nodes' ``CLUSTER_HOST_ID`` (None: this kernel's 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import signal
 import stat
@@ -184,7 +186,8 @@ async def test_b_answers_the_handed_over_clients_and_nothing_leaks(
 
 
 async def test_the_relay_when_handover_cannot_be(tmp_path: Path, redis_server: Any, registry: Registry) -> None:
-    """B's socket missing, B refusing (not serving yet), another host: A relays."""
+    """B's socket missing, B refusing (not serving yet, or not the node named), another
+    host: A relays."""
     async with (
         cluster_node(tmp_path, redis_server.url, "a", rtc_base=41000, **SAME_HOST) as a,
         cluster_node(tmp_path, redis_server.url, "b", rtc_base=42000, **SAME_HOST) as b,
@@ -212,6 +215,13 @@ async def test_the_relay_when_handover_cannot_be(tmp_path: Path, redis_server: A
             await client.close()
         finally:
             handover.server = server
+        # Another node's socket at B's path (another container's): refused, relayed.
+        node_id, handover.node_id = handover.node_id, b"someone-else"
+        try:
+            client = await relayed(a, "other-node")
+            await client.close()
+        finally:
+            handover.node_id = node_id
         # B's socket gone: relayed.
         handover.path.rename(handover.path.with_name("moved.sock"))
         try:
@@ -261,3 +271,47 @@ async def test_a_remembered_room_that_moved_is_placed_by_the_node_it_was_handed_
 
 async def _released(registry: Registry) -> bool:
     return await registry.owner("r") is None
+
+
+async def test_what_the_client_sent_past_its_upgrade_goes_to_b(
+    tmp_path: Path, redis_server: Any, registry: Registry
+) -> None:
+    """A client that writes its first WebSocket frame with its upgrade (one write: A reads
+    both): B gets the frame too and answers it."""
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=41000, **SAME_HOST) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=42000, **SAME_HOST) as b,
+    ):
+        await eventually(lambda: sees_socket(a, b), what="A knows B's socket")
+        assert await registry.place("r", "b") == "b"
+        resident = await ProtooClient.connect(b.ws_url("r", "resident"))
+        handover = b.cluster.handover
+        assert handover is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+        try:
+            payload = json.dumps({"request": True, "id": 7, "method": "getRouterRtpCapabilities", "data": {}}).encode()
+            mask = os.urandom(4)
+            frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+            key = base64.b64encode(os.urandom(16)).decode()
+            head = (
+                f"GET /?roomId=r&peerId=early HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Protocol: protoo\r\n\r\n"
+            )
+            writer.write(head.encode() + frame)
+            answer = await reader.readuntil(b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 101"), answer
+            assert handover.adopted == 1
+            response: dict[str, Any] = {}
+            while response.get("id") != 7:  # notifications may come first
+                first = await reader.readexactly(2)
+                size = first[1] & 0x7F
+                if size == 126:
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                elif size == 127:
+                    size = int.from_bytes(await reader.readexactly(8), "big")
+                response = json.loads(await reader.readexactly(size))
+            assert response["id"] == 7 and response["ok"] and response["data"]["codecs"]
+        finally:
+            writer.close()
+            await resident.close()
