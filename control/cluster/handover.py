@@ -14,16 +14,25 @@ feeds it those bytes as if it had read them: B answers the client's upgrade itse
 closes its own descriptor only: no shutdown, no linger (the socket stays open in B).
 
 One Unix ``SOCK_SEQPACKET`` connection per handover (a connect on a local socket
-completes at once): one message (the bytes above, the token first, and the
-descriptor), one byte back: :data:`ADOPTED` (A forgets the client) or
-:data:`REFUSED` (B kept nothing: A relays as before). No answer within
+completes at once): one message (the relay token, the id of the node it is for, the
+bytes above, and the descriptor), one byte back: :data:`ADOPTED` (A forgets the
+client) or :data:`REFUSED` (B kept nothing: A relays as before). B answers as soon as
+it has checked the message and taken the socket, before it serves it, so that A's
+work that follows (closing its descriptor, its log line) overlaps B's adoption rather
+than the client's 101 (an adoption failing after that, which takes a broken
+descriptor, ends the client's connection: it reconnects). No answer within
 :data:`ACK_TIMEOUT_SECONDS`, or B's socket closing, after the message went: B may
 have adopted the client, so A leaves it (it must not answer it too).
 
+A closing its descriptor sends nothing to the client (no ``shutdown``, no linger:
+uvloop's and asyncio's transports only ``close`` theirs); the TCP connection ends
+when B, the last holder, closes it.
+
 B listens at ``<DATA_DIR>/cluster/handover.sock``: the directory 0700, the socket
 0600, and a connecting process must be B's own user (``SO_PEERCRED``); B checks the
-relay token in the message before adopting, and again on the request (as a relayed
-one). A falls back to the relay whenever handover is impossible: another host, a TLS
+relay token and its own node id in the message before adopting (another node's socket
+may sit at that path in another mount namespace: containers of one host), and the
+token again on the request (as on a relayed one). A falls back to the relay whenever handover is impossible: another host, a TLS
 connection (an SSL transport's state cannot move), B's socket missing or refusing,
 bytes waiting to be written to the client.
 """
@@ -308,7 +317,9 @@ class HandoverServer:
         client: socket.socket | None = None
         try:
             if fds:
-                client = socket.socket(fileno=fds.pop(0))
+                fd = fds[0]
+                client = socket.socket(fileno=fd)  # fails on what is not a socket: closed below
+                fds.pop(0)
             request = self._parse(data, fds, flags)
             if request is None or client is None or self.server is None or self.closed:
                 return None
