@@ -83,13 +83,16 @@ _BOOT_ID: Final = Path("/proc/sys/kernel/random/boot_id")
 
 def host_identity(configured: str | None = None) -> str:
     """This host's identity: ``configured`` (``CLUSTER_HOST_ID``), else the kernel's boot
-    id (two nodes with the same one share a kernel: a descriptor can pass between them)."""
+    id and this process's mount namespace: two nodes with the same one share a kernel (a
+    descriptor can pass between them) and see the same files (each other's Unix socket;
+    containers of one host do not, unless an operator says so with ``CLUSTER_HOST_ID``
+    and a shared volume)."""
     if configured:
         return configured
     try:
-        return _BOOT_ID.read_text().strip()
+        return f"{_BOOT_ID.read_text().strip()}/{os.readlink('/proc/self/ns/mnt')}"
     except OSError:
-        return f"host:{socket.gethostname()}"
+        return f"host:{socket.gethostname()}/{os.getpid()}"  # no /proc: no handover to others
 
 
 def message_tail(protocol: object) -> bytes:
