@@ -9,7 +9,10 @@ rooms it hosts, and forgets a room's placement when the room closes here.
 or joined locally, it says where the room lives. A room this node hosts, or a
 connection another node relays here, is served locally (``None``); any other room is
 placed (on the least-loaded live node, atomically) and, if that is another node,
-the client's WebSocket is relayed there (:class:`~control.cluster.relay.Relay`).
+the client's WebSocket is relayed there (:class:`~control.cluster.relay.Relay`), or
+its socket handed over when that node runs on this host
+(:mod:`control.cluster.handover`; a handed-over client whose remembered room moved
+meanwhile is routed from the node it was handed to, which cannot answer 421).
 """
 
 from __future__ import annotations

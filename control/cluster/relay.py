@@ -12,7 +12,10 @@ limits: A did, as the client's). B's 101 goes to the client verbatim (its
 ``Sec-WebSocket-Accept`` answers the client's own key): the WebSocket is end to end
 between the client and B, and its bytes cross A unparsed
 (:mod:`control.cluster.splice`; B reads and checks every frame). Media goes straight
-to B's announced addresses, which B's answers carry.
+to B's announced addresses, which B's answers carry. When B runs on this host, the
+client's socket itself is passed to B instead (:mod:`control.cluster.handover`, the
+``handover`` argument of :meth:`Relay.relay`): B answers the client and this node is
+out of the path; the relay is the fallback whenever that cannot be.
 
 A refusal by B before the upgrade (401, 403, 400...) is A's refusal, with B's
 status; 421 (:class:`RoomMoved`) makes A place the room again. When B closes the
