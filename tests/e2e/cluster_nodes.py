@@ -57,9 +57,11 @@ def node_settings(
 async def cluster_node(
     tmp_path: Path, redis_url: str, name: str, *, rtc_base: int, **overrides: Any
 ) -> AsyncIterator[Node]:
-    """``port=`` in ``overrides``: that port (a node restarting where it was), else a free one."""
+    """``port=`` in ``overrides``: that port (a node restarting where it was), else a free
+    one; ``tls=`` an ``ssl.SSLContext`` its clients connect with (wss)."""
     require_worker_binary()
     port = int(overrides.pop("port", 0)) or free_ports(1)[0]
+    tls = overrides.pop("tls", None)
     values = node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides)
     settings = await asyncio.to_thread(server_settings, tmp_path, **values)
     app = create_app(settings)
@@ -68,7 +70,7 @@ async def cluster_node(
     assert runner.server is not None
     serve_handovers(app, runner.server)  # as control.cli does
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
         yield Node(app, port)
     finally:
         await stop_runner(runner, f"node {name}")

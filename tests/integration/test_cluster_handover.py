@@ -10,7 +10,9 @@ import base64
 import json
 import os
 import signal
+import ssl
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +317,37 @@ async def test_what_the_client_sent_past_its_upgrade_goes_to_b(
         finally:
             writer.close()
             await resident.close()
+
+
+async def test_a_client_whose_tls_a_terminates_is_relayed(
+    tmp_path: Path, redis_server: Any, registry: Registry
+) -> None:
+    """TLS ends at A (an encrypted connection's state cannot move): relayed, though B is
+    on this host and takes handovers."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    client_tls.check_hostname = False
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=41000, tls=server_tls, **SAME_HOST) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=42000, **SAME_HOST) as b,
+    ):
+        await eventually(lambda: sees_socket(a, b), what="A knows B's socket")
+        assert await registry.place("r", "b") == "b"
+        handover = b.cluster.handover
+        assert handover is not None
+        url = a.ws_url("r", "secure").replace("ws://", "wss://")
+        client = await ProtooClient.connect(url, ssl=client_tls)
+        try:
+            await client.request("join", JOIN)
+            assert "secure" in b.rooms.rooms["r"].peers
+            assert len(a.cluster.relay.clients) == 1 and handover.adopted == 0
+        finally:
+            await client.close()
