@@ -52,7 +52,7 @@ from redis.asyncio import Redis
 
 from control.auth import is_loopback_host
 from control.cluster.cascade import CASCADE_PATH
-from control.cluster.handover import HandoverServer, host_identity
+from control.cluster.handover import HANDOVER_HEADER, HandoverServer, host_identity
 from control.cluster.links import NodeLinks
 from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLUSTER",
+    "HANDOVER_HEADER",
     "RELAY_HEADER",
     "ClusterNode",
     "NodeInfo",

@@ -351,3 +351,28 @@ async def test_a_client_whose_tls_a_terminates_is_relayed(
             assert len(a.cluster.relay.clients) == 1 and handover.adopted == 0
         finally:
             await client.close()
+
+
+async def test_handed_over_clients_count_against_their_address_on_b(
+    tmp_path: Path, redis_server: Any, registry: Registry
+) -> None:
+    """A relayed client is counted by the relaying node while its connection lasts; a
+    handed-over one leaves that node at once: B counts it (MAX_CONNECTIONS_PER_IP)."""
+    async with (
+        cluster_node(tmp_path, redis_server.url, "a", rtc_base=41000, **SAME_HOST) as a,
+        cluster_node(tmp_path, redis_server.url, "b", rtc_base=42000, max_connections_per_ip=2, **SAME_HOST) as b,
+    ):
+        await eventually(lambda: sees_socket(a, b), what="A knows B's socket")
+        assert await registry.place("r", "b") == "b"
+        first = await ProtooClient.connect(b.ws_url("r", "first"))  # on B itself
+        second = await ProtooClient.connect(a.ws_url("r", "second"))  # handed over
+        try:
+            assert b.cluster.handover is not None and b.cluster.handover.adopted == 1
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await ProtooClient.connect(a.ws_url("r", "third"))
+            assert refused.value.status == 429
+        finally:
+            await second.close()
+            await first.close()
+        third = await ProtooClient.connect(a.ws_url("r", "third"))
+        await third.close()
