@@ -25,6 +25,7 @@ the machine.
     .venv/bin/python bench/join_storm.py --url ws://127.0.0.1:3000 --peers 20
     .venv/bin/python bench/join_storm.py --compare-auth --peers 50 --rounds 4
     .venv/bin/python bench/join_storm.py --compare-cluster --pairs 200 --peers 20 --rounds 2
+    .venv/bin/python bench/join_storm.py --compare-cluster --pairs 200 --peers 20 --rounds 2 --no-handover
     .venv/bin/python bench/join_storm.py --cluster-floor --pairs 200
 
 ``--compare-auth`` (access control, issue 14): two in-process servers at once, one
@@ -47,7 +48,10 @@ by one (ABBA), each timed step by step (the upgrade, then each protoo request up
 most 1.1); the Redis commands per join of each kind (``INFO commandstats`` deltas over
 joins run one kind at a time, minus the heartbeats' rate measured while idle); and
 ``--rounds`` storms of ``--peers`` peers into a new room on ``b``, half of them through
-``a``.
+``a``. Both nodes run on this host: ``a`` passes the clients' sockets to ``b`` (socket
+handover, ``control.cluster.handover``; the report counts the connections ``a`` handed
+over and relayed); ``--no-handover`` (``CLUSTER_SOCKET_HANDOVER=false``) measures the
+relay, what holds between nodes of different hosts.
 
 ``--cluster-floor`` (issue 19, where the relayed join's extra time goes): the same two
 nodes and room, and single joins rotating one by one between ``b`` itself, a minimal
@@ -500,9 +504,12 @@ class RedisCounter:
 
 
 @contextlib.contextmanager
-def node_processes(tmp: Path, redis_url: str, names: tuple[str, ...], log_level: str) -> Any:
+def node_processes(
+    tmp: Path, redis_url: str, names: tuple[str, ...], log_level: str, extra_env: dict[str, str] | None = None
+) -> Any:
     """Parley nodes as ``python -m control run`` subprocesses (dev mode, loopback, one
-    worker each, their own ports, RTC ranges and data dirs): {name: port}."""
+    worker each, their own ports, RTC ranges and data dirs): {name: port}. ``extra_env``:
+    more of their environment (``CLUSTER_SOCKET_HANDOVER``)."""
     from tests.services import free_ports, port_open
 
     ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -529,6 +536,7 @@ def node_processes(tmp: Path, redis_url: str, names: tuple[str, ...], log_level:
                 "CONNECTIONS_PER_SECOND_PER_IP": "100000",
                 "CONNECTION_BURST_PER_IP": "1000000",
                 "LOG_LEVEL": log_level,
+                **(extra_env or {}),
             }
             log = open(tmp / name / "node.log", "wb")  # noqa: SIM115 - the process owns it
             processes.append(
@@ -583,6 +591,8 @@ def cluster_report(
     ops: dict[str, dict[str, float]],
     peers: int,
     rounds: int,
+    handover: bool = True,
+    through_a: tuple[int, int] = (0, 0),
 ) -> str:
     def p50(mode: str, phase: str) -> float:
         return percentile([t[phase] * 1000 for t in times[mode]], 50)
@@ -591,6 +601,8 @@ def cluster_report(
         f"join through the room's node (direct) vs through another node (relayed): two `python -m control run` "
         f"nodes behind one redis-server on loopback, 1 worker each; single joins alternating one by one "
         f"(ABBA, {len(times['direct'])} each) into a room hosted by node b",
+        f"socket handover (CLUSTER_SOCKET_HANDOVER): {'on' if handover else 'off'}; node a's log: "
+        f"{through_a[0]} connection(s) handed over to b, {through_a[1]} relayed to b (warm-ups and storms included)",
         f"machine: {machine()}",
         "",
         "| step (p50 ms) | direct (via b) | relayed (via a) | relayed - direct |",
@@ -618,8 +630,9 @@ def cluster_report(
     return "\n".join(lines)
 
 
-async def compare_cluster(pairs: int, peers: int, rounds: int, log_level: str) -> str:
-    """Joins through the room's node vs through another node of a two-node cluster."""
+async def compare_cluster(pairs: int, peers: int, rounds: int, log_level: str, handover: bool = True) -> str:
+    """Joins through the room's node vs through another node of a two-node cluster (on
+    this host: with ``handover``, a passes the clients' sockets to b, control.cluster.handover)."""
     from redis.asyncio import Redis
 
     from control.cluster import Registry
@@ -627,17 +640,21 @@ async def compare_cluster(pairs: int, peers: int, rounds: int, log_level: str) -
     with (
         tempfile.TemporaryDirectory() as tmp,
         redis_server(Path(tmp)) as redis_url,
-        node_processes(Path(tmp), redis_url, ("a", "b"), log_level) as ports,
+        node_processes(
+            Path(tmp), redis_url, ("a", "b"), log_level, {"CLUSTER_SOCKET_HANDOVER": str(handover).lower()}
+        ) as ports,
     ):
         redis = Redis.from_url(redis_url, decode_responses=True)
         try:
             registry = Registry(redis)
             for _ in range(200):
-                if {n.node_id for n in await registry.nodes()} == {"a", "b"}:
+                nodes = {n.node_id: n for n in await registry.nodes()}
+                if set(nodes) == {"a", "b"} and (not handover or nodes["b"].handover):
                     break
                 await asyncio.sleep(0.1)
             else:
                 raise RuntimeError("the nodes did not register")
+            await asyncio.sleep(1.5)  # a reads the registry (b's socket) at its next heartbeat
 
             def url(mode: str, room: str, peer: str) -> str:
                 port = ports["b" if mode == "direct" else "a"]
@@ -685,7 +702,9 @@ async def compare_cluster(pairs: int, peers: int, rounds: int, log_level: str) -
                 await asyncio.sleep(1.0)
         finally:
             await redis.aclose()
-    return cluster_report(times, storms, ops, peers, rounds)
+        log_a = (Path(tmp) / "a" / "node.log").read_text(errors="replace")
+        through_a = (log_a.count("handed over to node b"), log_a.count("relayed to node b"))
+    return cluster_report(times, storms, ops, peers, rounds, handover, through_a)
 
 
 async def cluster_floor(pairs: int, log_level: str) -> str:
@@ -780,12 +799,17 @@ async def main() -> int:
     )
     parser.add_argument("--pairs", type=int, default=200, help="--compare-cluster: single joins of each kind")
     parser.add_argument("--node-log-level", default="INFO", help="--compare-cluster: LOG_LEVEL of the nodes")
+    parser.add_argument(
+        "--no-handover",
+        action="store_true",
+        help="--compare-cluster: CLUSTER_SOCKET_HANDOVER=false on the nodes (a relays to b though on one host)",
+    )
     args = parser.parse_args()
     if args.cluster_floor:
         print(await cluster_floor(args.pairs, args.node_log_level))
         return 0
     if args.compare_cluster:
-        print(await compare_cluster(args.pairs, args.peers, args.rounds, args.node_log_level))
+        print(await compare_cluster(args.pairs, args.peers, args.rounds, args.node_log_level, not args.no_handover))
         return 0
 
     if args.url:

@@ -59,9 +59,11 @@ async def worker_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _relayed(request: web.Request) -> bool:
-    """A connection another node of the cluster relays (403 for a wrong relay token)."""
+    """A connection another node of the cluster relays (403 for a wrong relay token); not
+    one handed over to this node (``control.cluster.handover``): that socket is this
+    node's, counted here under its client's address as long as it is open."""
     node = request.app.get(cluster.CLUSTER)
-    return node is not None and node.relay.is_relayed(request)
+    return node is not None and node.relay.is_relayed(request) and cluster.HANDOVER_HEADER not in request.headers
 
 
 def create_app(settings: Settings) -> web.Application:

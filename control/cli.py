@@ -108,6 +108,10 @@ async def serve(settings: Settings) -> int:
             return EXIT_START_FAILED
         if stop.is_set():
             return EXIT_OK
+        from control.cluster import serve_handovers
+
+        assert runner.server is not None  # set up
+        serve_handovers(runner.app, runner.server)  # clients of this host's other nodes (a cluster)
         try:
             ssl_context = tls_context(settings)
         except (OSError, ssl.SSLError) as exc:

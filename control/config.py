@@ -220,6 +220,15 @@ class Settings(BaseSettings):
     cluster_drain_timeout_seconds: float = Field(
         60.0, ge=0, le=86400, description="SIGTERM in a cluster: wait at most this long for the node's rooms to end"
     )
+    cluster_socket_handover: bool = Field(
+        True,
+        description="a client of a room on another node of this host is passed to it (its socket), not relayed",
+    )
+    cluster_host_id: str | None = Field(
+        None,
+        max_length=200,
+        description="this host's identity for socket handover (default: the kernel's boot id)",
+    )
     room_consumers_per_node: int = Field(
         1000,
         ge=1,

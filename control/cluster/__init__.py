@@ -15,6 +15,9 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
   (:mod:`control.cluster.links`), answers the client with the owner's 101 and passes
   the bytes through unparsed (:mod:`control.cluster.splice`); it remembers the
   room's node (no Redis call per join; the owner confirms, :meth:`ClusterNode.route`);
+  when the owner runs on the same host, the client's socket itself is passed to it
+  instead (:mod:`control.cluster.handover`: the relaying node is then out of the path;
+  the runner's server is handed to :func:`serve_handovers`);
 * split brain: a node whose room is placed on another live node closes its copy
   (4002, "reconnect"): the placement is the truth.
 
@@ -37,6 +40,7 @@ The node is signaling's room router (``control.signaling.server.ROOM_ROUTER``):
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -48,6 +52,7 @@ from redis.asyncio import Redis
 
 from control.auth import is_loopback_host
 from control.cluster.cascade import CASCADE_PATH
+from control.cluster.handover import HANDOVER_HEADER, HandoverServer, host_identity
 from control.cluster.links import NodeLinks
 from control.cluster.node import ClusterNode
 from control.cluster.registry import NodeInfo, NodeLoad, Registry
@@ -63,6 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLUSTER",
+    "HANDOVER_HEADER",
     "RELAY_HEADER",
     "ClusterNode",
     "NodeInfo",
@@ -71,6 +77,7 @@ __all__ = [
     "advertise_url",
     "drain_on_stop",
     "node_id",
+    "serve_handovers",
     "setup",
 ]
 
@@ -123,6 +130,7 @@ def cluster_ctx(
             yield  # one node, no Redis
             return
         redis = Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        handover: HandoverServer | None = None
         links = NodeLinks()  # the relay's raw connections to the other nodes (control.cluster.links)
         # The cascade's links: connecting to a node that does not answer fails fast; an
         # open link has no deadline.
@@ -130,7 +138,19 @@ def cluster_ctx(
         try:
             registry = Registry(redis)
             relay = Relay(session, relay_token(await _relay_secret(config, registry)), links)
-            node = ClusterNode(node_id(config), advertise_url(config), registry, relay, app[rooms], app[pool])
+            if config.cluster_socket_handover:  # clients of this host's other nodes (control.cluster.handover)
+                handover = HandoverServer(config.data_dir / "cluster", relay.token, node_id(config))
+                handover.start()
+            node = ClusterNode(
+                node_id(config),
+                advertise_url(config),
+                registry,
+                relay,
+                app[rooms],
+                app[pool],
+                host=host_identity(config.cluster_host_id),
+                handover=handover,
+            )
             if is_loopback_host(config.host) and not config.node_advertise_url:
                 logger.info("cluster: HOST is loopback: only nodes on this machine can reach {}", node.url)
             await node.start()
@@ -143,11 +163,22 @@ def cluster_ctx(
             finally:
                 await node.close()
         finally:
+            if handover is not None:
+                await handover.close()
             await links.close()
             await session.close()
             await redis.aclose()
 
     return ctx
+
+
+def serve_handovers(app: web.Application, server: Callable[[], asyncio.Protocol]) -> None:
+    """Adopt the clients other nodes of this host hand over into ``server`` (the
+    ``AppRunner``'s, once set up: ``runner.server``); before this call (or without it)
+    the node takes no handover: it is relayed to (:mod:`control.cluster.handover`)."""
+    node = app.get(CLUSTER)
+    if node is not None and node.handover is not None:
+        node.handover.server = server
 
 
 async def _cascade_link(request: web.Request) -> web.StreamResponse:

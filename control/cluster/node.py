@@ -9,7 +9,10 @@ rooms it hosts, and forgets a room's placement when the room closes here.
 or joined locally, it says where the room lives. A room this node hosts, or a
 connection another node relays here, is served locally (``None``); any other room is
 placed (on the least-loaded live node, atomically) and, if that is another node,
-the client's WebSocket is relayed there (:class:`~control.cluster.relay.Relay`).
+the client's WebSocket is relayed there (:class:`~control.cluster.relay.Relay`), or
+its socket handed over when that node runs on this host
+(:mod:`control.cluster.handover`; a handed-over client whose remembered room moved
+meanwhile is routed from the node it was handed to, which cannot answer 421).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from redis.exceptions import RedisError
 
 from control.auth import principal_of, require_ws_join
 from control.cluster.cascade import ORIGIN_HEADER, Cascade
+from control.cluster.handover import HANDOVER_HEADER, HandoverServer
 from control.cluster.registry import HEARTBEAT_SECONDS, NODE_TTL_MS, NodeInfo, NodeLoad, Registry
 from control.cluster.relay import PEER_NODE_HEADER, PLACEMENT_HEADER, NodeRefused, Relay, RoomMoved
 from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
@@ -76,10 +80,23 @@ class ClusterNode:
     """This node's membership of the cluster (see the module doc)."""
 
     def __init__(
-        self, node_id: str, url: str, registry: Registry, relay: Relay, rooms: RoomManager, pool: WorkerPool
+        self,
+        node_id: str,
+        url: str,
+        registry: Registry,
+        relay: Relay,
+        rooms: RoomManager,
+        pool: WorkerPool,
+        *,
+        host: str | None = None,
+        handover: HandoverServer | None = None,
     ) -> None:
         self.node_id = node_id
         self.url = url
+        #: This host's identity, and the Unix socket other nodes of it hand clients over on
+        #: (None: socket handover off, ``CLUSTER_SOCKET_HANDOVER=false``).
+        self.host = host
+        self.handover = handover
         self.registry = registry
         self.relay = relay
         self.rooms = rooms
@@ -141,7 +158,9 @@ class ClusterNode:
 
     async def beat(self) -> None:
         """One heartbeat: write this node's key, read the others', keep this node's rooms."""
-        await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load(), self.draining))
+        handover = self.handover
+        path = str(handover.path) if handover is not None and handover.ready else None
+        await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load(), self.draining, self.host, path))
         await self._publish_rooms()
         self.nodes = await self.registry.nodes()
         origins = [room_id for room_id, room in self.rooms.rooms.items() if room.origin is None]  # not satellites
@@ -198,9 +217,18 @@ class ClusterNode:
         if relayed:
             if local is None and (origin := request.headers.get(ORIGIN_HEADER)) is not None:
                 await self.cascade.prepare(room_id, origin)  # a satellite of that origin's room here
-            elif local is None:
-                await self._confirm_remembered(request, room_id)
+            elif local is None and not await self._confirm_remembered(request, room_id):
+                # Handed over (its node is out of the path, no 421 can go back to it):
+                # routed from here as if the client had connected here.
+                logger.bind(room=room_id).info(
+                    "cluster: room {} handed over here is not hosted here: placed from here", room_id
+                )
+                return await self._route_client(request, room_id, None)
             return await self._to_peers_node(request, room_id)
+        return await self._route_client(request, room_id, local)
+
+    async def _route_client(self, request: web.Request, room_id: str, local: Room | None) -> web.StreamResponse | None:
+        """:meth:`route` for a client that connected here (not relayed)."""
         peer_id = request.query.get("peerId", "")
         if local is not None and self.cascade.node_of(local, peer_id) is not None:
             await self._may_join(request, room_id)
@@ -237,7 +265,11 @@ class ClusterNode:
         target = owner if seat == owner.node_id else await self._node(seat)
         try:
             return await self.relay.relay(
-                request, seat, target.url, origin=owner.node_id if seat != owner.node_id else None
+                request,
+                seat,
+                target.url,
+                origin=owner.node_id if seat != owner.node_id else None,
+                handover=self._handover_to(target),
             )
         except NodeRefused as refused:
             refused.node_id = seat
@@ -262,8 +294,20 @@ class ClusterNode:
             elsewhere,
         )
         return await self.relay.relay(
-            request, elsewhere, target.url, origin=local.origin or self.node_id, peers_node=True
+            request,
+            elsewhere,
+            target.url,
+            origin=local.origin or self.node_id,
+            peers_node=True,
+            handover=self._handover_to(target),
         )
+
+    def _handover_to(self, node: NodeInfo) -> str | None:
+        """``node``'s Unix socket if this node may pass it a client's socket: same host,
+        handover on at both ends (:mod:`control.cluster.handover`)."""
+        if self.handover is None or node.handover is None or node.host is None or node.host != self.host:
+            return None
+        return node.handover
 
     async def _node(self, node_id: str) -> NodeInfo:
         known = next((node for node in self.nodes if node.node_id == node_id), None)
@@ -298,23 +342,29 @@ class ClusterNode:
         if node is None:
             return None
         try:
-            return await self.relay.relay(request, node.node_id, node.url, remembered=True)
+            return await self.relay.relay(
+                request, node.node_id, node.url, remembered=True, handover=self._handover_to(node)
+            )
         except Unavailable:  # RoomMoved, NodeRefused, unreachable: nothing was sent to the client
             self._owners.pop(room_id, None)
             return None
 
-    async def _confirm_remembered(self, request: web.Request, room_id: str) -> None:
+    async def _confirm_remembered(self, request: web.Request, room_id: str) -> bool:
         """A relay for a room not hosted here, from a node that remembered this node as
-        its owner: is it (still, or now) placed here? 421 ``room_moved`` if not."""
+        its owner: is it (still, or now) placed here? 421 ``room_moved`` if not, or False
+        for a handed-over client (:data:`HANDOVER_HEADER`: no node can retry it)."""
         if request.headers.get(PLACEMENT_HEADER) != "remembered":
-            return  # the relaying node placed it here just now
+            return True  # the relaying node placed it here just now
         try:
             owner = await self.registry.place(room_id, self.node_id, fallback=self.node_id)
         except (RedisError, OSError) as error:
             logger.warning("cluster: Redis unreachable ({!r}): room {} served here unconfirmed", error, room_id)
-            return
-        if owner != self.node_id:
-            raise RoomMoved(f"room {room_id} is not hosted by node {self.node_id}")
+            return True
+        if owner == self.node_id:
+            return True
+        if request.headers.get(HANDOVER_HEADER) is not None:
+            return False
+        raise RoomMoved(f"room {room_id} is not hosted by node {self.node_id}")
 
     @staticmethod
     async def _may_join(request: web.Request, room_id: str) -> None:

@@ -136,11 +136,23 @@ class NodeInfo:
     load: NodeLoad
     #: It drains (a graceful stop): its rooms keep serving, no new room goes there.
     draining: bool = False
+    #: Its host's identity (the kernel's boot id, or ``CLUSTER_HOST_ID``).
+    host: str | None = None
+    #: Its Unix socket for socket handover (a node of the same ``host`` may pass it clients).
+    handover: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"nodeId": self.node_id, "url": self.url, "load": asdict(self.load), "draining": self.draining}
-        )
+        data: dict[str, Any] = {
+            "nodeId": self.node_id,
+            "url": self.url,
+            "load": asdict(self.load),
+            "draining": self.draining,
+        }
+        if self.host is not None:
+            data["host"] = self.host
+        if self.handover is not None:
+            data["handover"] = self.handover
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> NodeInfo:
@@ -150,6 +162,8 @@ class NodeInfo:
             url=data["url"],
             load=NodeLoad(**data["load"]),
             draining=bool(data.get("draining", False)),
+            host=data.get("host"),
+            handover=data.get("handover"),
         )
 
     @property

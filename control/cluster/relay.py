@@ -12,7 +12,10 @@ limits: A did, as the client's). B's 101 goes to the client verbatim (its
 ``Sec-WebSocket-Accept`` answers the client's own key): the WebSocket is end to end
 between the client and B, and its bytes cross A unparsed
 (:mod:`control.cluster.splice`; B reads and checks every frame). Media goes straight
-to B's announced addresses, which B's answers carry.
+to B's announced addresses, which B's answers carry. When B runs on this host, the
+client's socket itself is passed to B instead (:mod:`control.cluster.handover`, the
+``handover`` argument of :meth:`Relay.relay`): B answers the client and this node is
+out of the path; the relay is the fallback whenever that cannot be.
 
 A refusal by B before the upgrade (401, 403, 400...) is A's refusal, with B's
 status; 421 (:class:`RoomMoved`) makes A place the room again. When B closes the
@@ -38,6 +41,7 @@ from aiohttp import WSCloseCode, hdrs, web
 from loguru import logger
 from yarl import URL
 
+from control.cluster.handover import HANDOVER_HEADER, HandedOver, client_head, hand_over
 from control.cluster.links import Link, LinkLost, NodeLinks
 from control.cluster.splice import Splice, SplicedResponse, close_frame
 from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
@@ -132,6 +136,8 @@ class Relay:
         #: The raw connections relayed upgrades go out on.
         self.links = links
         self.clients: set[SplicedResponse] = set()
+        #: Clients passed to a node of this host so far (socket handover: not relayed).
+        self.handed_over = 0
         #: How long the room's node may take to answer a relayed upgrade.
         self.response_timeout = RESPONSE_TIMEOUT_SECONDS
         self._forwarded = frozenset(name.lower().encode() for name in _FORWARDED)
@@ -155,11 +161,24 @@ class Relay:
         remembered: bool = False,
         origin: str | None = None,
         peers_node: bool = False,
+        handover: str | None = None,
     ) -> web.StreamResponse:
         """Serve ``request`` (a protoo upgrade) through the node at ``node_url``
         (``remembered``: a placement not read from Redis now, for that node to confirm;
         ``origin``: that node hosts a satellite of the room whose origin this is: cascade;
-        ``peers_node``: that node holds the client's peer, :data:`PEER_NODE_HEADER`)."""
+        ``peers_node``: that node holds the client's peer, :data:`PEER_NODE_HEADER`;
+        ``handover``: that node's Unix socket, on this host: the client's socket is
+        passed to it if it can be, :mod:`control.cluster.handover`)."""
+        if handover is not None:
+            headers = self._relay_headers(remembered, origin, peers_node)
+            head = client_head(request, [*headers, (HANDOVER_HEADER, "1")])
+            passed = await hand_over(request, handover, node_id, self.token, head)
+            if passed:
+                self.handed_over += 1
+                logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId")).info(
+                    "cluster: connection from {} handed over to node {}", request.remote, node_id
+                )
+                return HandedOver()
         target = URL(node_url)
         head = self._request_head(request, target, remembered, origin, peers_node)
         link, head = await self._upgrade(head, target, node_url)
@@ -206,15 +225,21 @@ class Relay:
         for name, value in request.raw_headers:
             if name.lower() in self._forwarded:
                 head += name + b": " + value + b"\r\n"
-        head += f"{RELAY_HEADER}: {self.token}\r\n".encode()
-        if remembered:
-            head += f"{PLACEMENT_HEADER}: remembered\r\n".encode()
-        if origin is not None:
-            head += f"{ORIGIN_HEADER}: {origin}\r\n".encode()
-        if peers_node:
-            head += f"{PEER_NODE_HEADER}: 1\r\n".encode()
+        for header, text in self._relay_headers(remembered, origin, peers_node):
+            head += f"{header}: {text}\r\n".encode()
         head += b"\r\n"
         return bytes(head)
+
+    def _relay_headers(self, remembered: bool, origin: str | None, peers_node: bool) -> list[tuple[str, str]]:
+        """The headers a relaying node adds to the client's upgrade."""
+        headers = [(RELAY_HEADER, self.token)]
+        if remembered:
+            headers.append((PLACEMENT_HEADER, "remembered"))
+        if origin is not None:
+            headers.append((ORIGIN_HEADER, origin))
+        if peers_node:
+            headers.append((PEER_NODE_HEADER, "1"))
+        return headers
 
     async def _upgrade(self, head: bytes, target: URL, node_url: str) -> tuple[Link, bytes]:
         """A link to the room's node on which ``head`` was answered, and the answer's head."""

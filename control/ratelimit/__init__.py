@@ -15,7 +15,9 @@ Two middlewares, wired in ``control/app.py`` around the access check:
   credentials) are limited by address only.
 
 A WebSocket relayed by another node of the cluster (``control.cluster``) was counted
-there, as its client; the node that serves it does not count it again.
+there, as its client; the node that serves it does not count it again. One handed
+over by another node of the host (its socket passed here) is counted here, where it
+stays open, as any client of this node.
 
 REST means ``/api``, ``/rooms``, ``/auth`` and ``/metrics``; the meeting page's files and
 presigned storage URLs (their own signature and expiry) are not counted. Loopback

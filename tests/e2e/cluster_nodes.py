@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from control.app import create_app
-from control.cluster import CLUSTER, ClusterNode
+from control.cluster import CLUSTER, ClusterNode, serve_handovers
 from tests.e2e.harness import Server, server_settings, stop_runner
 from tests.plugin_workers import require_worker_binary
 from tests.services import REPO, free_ports, port_open
@@ -45,6 +45,10 @@ def node_settings(
         "node_advertise_url": f"http://127.0.0.1:{port}",
         "mediasoup_rtc_min_port": rtc_base,
         "mediasoup_rtc_max_port": rtc_base + 999,
+        # A "host" of its own: the cluster tests exercise the relay, deterministically
+        # (same-host socket handover only once a node has advertised its socket). The
+        # handover tests pass ``cluster_host_id=None`` (this kernel's boot id).
+        "cluster_host_id": f"host-{name}",
         **overrides,
     }
 
@@ -53,16 +57,20 @@ def node_settings(
 async def cluster_node(
     tmp_path: Path, redis_url: str, name: str, *, rtc_base: int, **overrides: Any
 ) -> AsyncIterator[Node]:
-    """``port=`` in ``overrides``: that port (a node restarting where it was), else a free one."""
+    """``port=`` in ``overrides``: that port (a node restarting where it was), else a free
+    one; ``tls=`` an ``ssl.SSLContext`` its clients connect with (wss)."""
     require_worker_binary()
     port = int(overrides.pop("port", 0)) or free_ports(1)[0]
+    tls = overrides.pop("tls", None)
     values = node_settings(tmp_path, redis_url, name, port, rtc_base, **overrides)
     settings = await asyncio.to_thread(server_settings, tmp_path, **values)
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
+    assert runner.server is not None
+    serve_handovers(app, runner.server)  # as control.cli does
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
         yield Node(app, port)
     finally:
         await stop_runner(runner, f"node {name}")
@@ -79,7 +87,7 @@ async def node_process(
     port = free_ports(1)[0]
     values = node_settings(tmp_path, redis_url, name, port, rtc_base)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "RABBITMQ_", "MINIO_", "API_"))}
-    env.update({key.upper(): str(value) for key, value in values.items()})
+    env.update({key.upper(): "" if value is None else str(value) for key, value in values.items()})
     env.update({"HOST": "127.0.0.1", "MEDIASOUP_NUM_WORKERS": "1", "MEDIASOUP_LISTEN_IP": "127.0.0.1"})
     env.update(env_overrides or {})
     (tmp_path / name).mkdir(parents=True, exist_ok=True)

@@ -106,6 +106,8 @@ def test_every_field_has_its_documented_variable() -> None:
         "NODE_ADVERTISE_URL",
         "CLUSTER_SECRET",
         "CLUSTER_DRAIN_TIMEOUT_SECONDS",
+        "CLUSTER_SOCKET_HANDOVER",
+        "CLUSTER_HOST_ID",
         "ROOM_CONSUMERS_PER_NODE",
         "NODE_PIPE_LISTEN_IP",
         "NODE_PIPE_ANNOUNCED_ADDRESS",
