@@ -921,7 +921,11 @@ async def test_pause_and_close_propagate_across_workers(two_routers: SimpleNames
     await asyncio.sleep(0.3)
     assert pipeline.received.empty()  # nothing leaves a paused producer
 
-    resumed = _once(pipeline.consumer, "producerresume")
+    # Both, as for the pause: the worker tells the consumer before it answers the pipe
+    # producer's resume request, whose answer is what clears ``paused`` here.
+    resumed = asyncio.gather(
+        _once(pipeline.consumer, "producerresume"), _once(pipeline.pipeProducer.observer, "resume")
+    )
     await pipeline.producer.resume()
     await asyncio.wait_for(resumed, 5)
     assert not pipeline.pipeProducer.paused
