@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from recording.concat import Part, parts
 from recording.manifest import Manifest, SegmentEntry, TrackEntry
@@ -94,6 +94,9 @@ NO_MEDIA_BYTES = 16 * 1024
 BIND_ATTEMPTS = 3
 
 Snapshot = Callable[[], Awaitable[tuple["Router", list[Source], dict[str, str]]]]
+
+
+_Recorder = TypeVar("_Recorder", Segment, Stem)
 
 
 def _port_taken(error: RecordingError) -> bool:
@@ -237,6 +240,23 @@ class RecordingSession:
         finally:
             await asyncio.gather(stems, return_exceptions=True)
 
+    async def _started(self, make: Callable[[], _Recorder], what: str) -> _Recorder:
+        """``make()``'s recorder, started; made and started again (its ports picked anew)
+        when its FFmpeg could not bind the ports picked for it (taken between the pick
+        and the bind), :data:`BIND_ATTEMPTS` times in all."""
+        for _ in range(BIND_ATTEMPTS - 1):
+            recorder = make()
+            try:
+                await recorder.start()
+                return recorder
+            except RecordingError as error:
+                if not _port_taken(error):
+                    raise
+                self.log.info("{} not started ({}): again with other ports", what, error)
+        recorder = make()
+        await recorder.start()
+        return recorder
+
     async def _new_segment_of(
         self, router: Router, sources: list[Source], names: dict[str, str], only_if_changed: bool
     ) -> None:
@@ -246,15 +266,8 @@ class RecordingSession:
         if only_if_changed and old_alive and key == self._layout_key:
             return
         n = len(self.manifest.segments)
-        for attempt in range(BIND_ATTEMPTS):
-            segment = Segment(router, sources, self.directory / f"segment-{n:03d}.ts", names, self.options)
-            try:
-                await segment.start()
-                break
-            except RecordingError as error:
-                if not _port_taken(error) or attempt + 1 == BIND_ATTEMPTS:
-                    raise
-                self.log.info("segment {} not started ({}): again with other ports", n, error)
+        path = self.directory / f"segment-{n:03d}.ts"
+        segment = await self._started(lambda: Segment(router, sources, path, names, self.options), f"segment {n}")
         assert segment.t0 is not None and segment.exited is not None
         self.segments.append(segment)
         self._layout_key = key
@@ -360,15 +373,10 @@ class RecordingSession:
             self._spawn(self.manifest.save_async())
 
         try:
-            for attempt in range(BIND_ATTEMPTS):
-                stem = Stem(router, source, path, ffmpeg_bin=self.options.ffmpeg_bin, on_first_packet=first_packet)
-                try:
-                    await stem.start()
-                    break
-                except RecordingError as error:
-                    if not _port_taken(error) or attempt + 1 == BIND_ATTEMPTS:
-                        raise
-                    self.log.info("stem {} not started ({}): again with other ports", path.name, error)
+            stem = await self._started(
+                lambda: Stem(router, source, path, ffmpeg_bin=self.options.ffmpeg_bin, on_first_packet=first_packet),
+                f"stem {path.name}",
+            )
         except BaseException:
             self.manifest.tracks.remove(entry)
             raise
