@@ -55,10 +55,10 @@ async def behind_proxy(tmp_path: Path, redis_url: str, **overrides: object) -> A
 async def test_the_client_gets_the_room_nodes_own_101_and_its_refusals(
     tmp_path: Path, redis_server: Any, registry: Registry
 ) -> None:
-    redis_url = redis_server.url
     """The 101 the client reads is the room's node's, for the client's own key; the room
     node's refusals before the upgrade reach the client with its status (503 for its
     429); no refusal leaves a connection open."""
+    redis_url = redis_server.url
     async with (
         cluster_node(tmp_path, redis_url, "a", rtc_base=41000, auth_open_join=True, **KEYS) as a,
         cluster_node(tmp_path, redis_url, "b", rtc_base=42000, auth_open_join=True, max_peers_per_room=2, **KEYS) as b,
@@ -126,9 +126,9 @@ async def test_the_client_gets_the_room_nodes_own_101_and_its_refusals(
 async def test_links_the_room_node_closes_are_dropped_and_its_clients_told_to_reconnect(
     tmp_path: Path, redis_server: Any, registry: Registry
 ) -> None:
-    redis_url = redis_server.url
     """The room's node's connections cut (as when it dies): a relayed client hears 4002,
     the idle ones leave the pool at once, and the next client is relayed on a new one."""
+    redis_url = redis_server.url
     async with (
         cluster_node(tmp_path, redis_url, "a", rtc_base=41000) as a,
         behind_proxy(tmp_path, redis_url) as (b, proxy),
