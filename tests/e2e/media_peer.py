@@ -98,17 +98,19 @@ def _tone_period(frequency: float) -> bytes:
     return pcm.tobytes()
 
 
-def sent_intervals(tracks: list[ToneTrack]) -> list[tuple[float, float]]:
-    """(from, to) monotonic times some of ``tracks`` sent audio for, merged."""
-    spans: list[tuple[float, float]] = []
-    for track in tracks:
-        if track.started is None or track.ended is None:
-            continue
-        at = track.started
-        for lost_from, lost_to in track.dropped:
-            spans.append((at, lost_from))
-            at = lost_to
-        spans.append((at, track.ended))
+def _spans(track: ToneTrack) -> list[tuple[float, float]]:
+    """(from, to) monotonic times ``track`` sent audio for, in order."""
+    if track.started is None or track.ended is None:
+        return []
+    spans, at = [], track.started
+    for lost_from, lost_to in track.dropped:
+        spans.append((at, lost_from))
+        at = lost_to
+    spans.append((at, track.ended))
+    return spans
+
+
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     merged: list[tuple[float, float]] = []
     for lo, hi in sorted(s for s in spans if s[1] > s[0]):
         if merged and lo <= merged[-1][1]:
@@ -116,6 +118,13 @@ def sent_intervals(tracks: list[ToneTrack]) -> list[tuple[float, float]]:
         else:
             merged.append((lo, hi))
     return merged
+
+
+def sent_intervals(tracks: list[ToneTrack], *, placed_late: float = 0.0) -> list[tuple[float, float]]:
+    """(from, to) monotonic times some of ``tracks`` sent audio for, merged;
+    ``placed_late``: each stretch counted from that much after it began (see
+    :func:`longest_unsent`)."""
+    return _merged([(lo + placed_late, hi) for track in tracks for lo, hi in _spans(track)])
 
 
 def sent_fraction(tracks: list[ToneTrack], start: float, end: float, *, hann: bool = False) -> float:
@@ -133,10 +142,14 @@ def sent_fraction(tracks: list[ToneTrack], start: float, end: float, *, hann: bo
     return sum(max(0.0, weight(hi) - weight(lo)) for lo, hi in sent_intervals(tracks))
 
 
-def longest_unsent(tracks: list[ToneTrack], start: float, end: float) -> float:
-    """The longest time within [start, end] (monotonic) in which none of ``tracks`` sent."""
+def longest_unsent(tracks: list[ToneTrack], start: float, end: float, *, placed_late: float = 0.0) -> float:
+    """The longest time within [start, end] (monotonic) in which none of ``tracks`` sent;
+    ``placed_late``: as if each stretch a track sent (from its first frame, or from its
+    first frame after frames it dropped) began that much later: how much later than
+    another's a sender's audio may be placed in a recording (its stem starts at its first
+    packet's arrival, not at that packet's capture)."""
     longest, at = 0.0, start
-    for lo, hi in sent_intervals(tracks):
+    for lo, hi in sent_intervals(tracks, placed_late=placed_late):
         if hi <= at:
             continue
         if lo >= end:

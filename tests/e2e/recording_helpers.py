@@ -26,7 +26,7 @@ from control.recording import RECORDINGS
 from control.storage.local import LocalStorage
 from recording.segment import udp_sockets
 from tests.e2e.harness import Server
-from tests.e2e.media_peer import CAPTURE_BUFFER, MediaPeer, PacedVideoTrack, ToneTrack, sent_fraction
+from tests.e2e.media_peer import CAPTURE_BUFFER, MediaPeer, PacedVideoTrack, ToneTrack, longest_unsent, sent_fraction
 from tests.integration.tcp_proxy import TcpProxy
 
 #: (name, YUV of the solid colour, RGB it decodes to roughly, tone Hz)
@@ -352,12 +352,19 @@ def sent_in(peer: MediaPeer, start: float, end: float) -> float:
     return part
 
 
-def silence_allowed(unsent: float) -> float:
-    """The longest silence a mix may hold: 20 ms, plus, where nobody sent for ``unsent``
-    seconds, that much and :data:`CAPTURE_BUFFER` more: a stem's zero is its first
-    packet's arrival, which may come that much after its capture (measured: 1.895 s of
-    silence for 1.867 s nobody sent, each sender's hole placed by its own stem)."""
-    return 0.020 + (unsent + CAPTURE_BUFFER if unsent > 0 else 0.0)
+def silence_allowed(peers: list[MediaPeer], start: float, end: float) -> float:
+    """The longest silence a mix of ``peers``' tones may hold between ``start`` and
+    ``end`` (monotonic): 20 ms, plus the longest time in which no sender's audio can
+    have reached the mix. Each stem starts at its first packet's arrival, which may come
+    up to :data:`CAPTURE_BUFFER` after that packet's capture (the sender's own delay), so
+    one sender's audio may sit that much later in the mix than another's: every stretch
+    a sender sent counts from that much after it began. Where nobody sent for a while,
+    that is the hole plus the buffer (measured: 1.895 s of silence for 1.867 s nobody
+    sent); where a joiner's first frame was captured inside a hole the others' dropped
+    frames left, the hole up to the joiner's first packet (measured: 75 ms of silence at
+    carol's join, alice's and bob's frames dropped for ~95 ms in a stall, carol's first
+    capture inside it, her first packet ~80 ms later)."""
+    return 0.020 + longest_unsent([tone_of(p) for p in peers], start, end, placed_late=CAPTURE_BUFFER)
 
 
 def clean_ratio(parts: list[float]) -> float:

@@ -22,7 +22,7 @@ import pytest
 from control.keys import OBJECTS
 from control.storage.local import LocalStorage
 from tests.e2e.harness import running_server
-from tests.e2e.media_peer import MediaPeer, longest_unsent
+from tests.e2e.media_peer import MediaPeer
 from tests.e2e.recording_helpers import (
     _peer,
     _stored,
@@ -33,7 +33,6 @@ from tests.e2e.recording_helpers import (
     sent_in,
     silence_allowed,
     tone_amplitude,
-    tone_of,
     zero_before,
 )
 
@@ -129,10 +128,9 @@ async def test_a_join_a_mute_and_a_leave_lose_nothing(tmp_path: Path) -> None:
     assert audio[-1][0] + audio[-1][1] >= wall - 0.2, (audio[-1], story)
     # Silence only where nobody sent: a starved test drops microphone frames (ToneTrack).
     origin = t0 - lag  # the recording's zero, monotonic
-    everyone = [tone_of(peer) for peer in (alice, bob, carol)]
-    unsent = longest_unsent(everyone, origin + 0.3, origin + duration - 0.3)
+    allowed = silence_allowed([alice, bob, carol], origin + 0.3, origin + duration - 0.3)
     silence = await asyncio.to_thread(longest_silence, await asyncio.to_thread(pcm, path, 0.3, duration - 0.6))
-    assert silence <= silence_allowed(unsent), (silence, unsent, story)
+    assert silence <= allowed, (silence, allowed, story)
 
     # 3. Video: no hole over two frame intervals (at the leave, the old segment's grid
     # waits for the closed input; its frames are drained when its input ends).

@@ -97,3 +97,25 @@ def test_a_hole_weighs_as_the_hann_window_weighs_it() -> None:
     assert abs(weighted - 0.8) < 0.01, weighted  # the middle tenth weighs about a fifth
     track.dropped = [(0.0, 1.0)]
     assert sent_fraction([track], 0.0, 10.0, hann=True) > 0.99  # an edge weighs little
+
+
+def test_a_joiner_inside_the_others_hole_covers_it_only_from_where_its_audio_can_land() -> None:
+    # Issue 15, seen once in 3 runs: alice's and bob's frames dropped in one stall
+    # (95 ms), carol's first frame captured inside it: nobody was silent, but carol's
+    # stem starts at her first packet's arrival (~80 ms later), and the mix held 75 ms of
+    # silence. Each stretch counts from up to the capture buffer after it began.
+    alice, bob, carol = ToneTrack(), ToneTrack(), ToneTrack()
+    alice.started, alice.ended, alice.dropped = 0.0, 14.0, [(3.385, 3.48)]
+    bob.started, bob.ended, bob.dropped = 0.0, 14.0, [(3.405, 3.50)]
+    carol.started, carol.ended = 3.40, 14.0
+    everyone = [alice, bob, carol]
+    assert longest_unsent(everyone, 0.3, 13.7) == 0.0  # as captured: what the test saw
+    late = longest_unsent(everyone, 0.3, 13.7, placed_late=CAPTURE_BUFFER)
+    assert abs(late - (3.40 + CAPTURE_BUFFER - 3.405)) < 1e-9, late  # to carol's, not the others' restart
+    assert 0.020 + late >= 0.075  # the silence that run's mix held
+    # Where nobody sent, the hole and the buffer, as before.
+    a, b = ToneTrack(), ToneTrack()
+    a.started, a.ended, a.dropped = 10.0, 20.0, [(12.0, 13.0), (15.0, 17.0)]
+    b.started, b.ended, b.dropped = 14.0, 22.0, [(16.0, 16.5)]
+    assert abs(longest_unsent([a, b], 9.0, 23.0, placed_late=0.1) - 1.1) < 1e-9
+    assert sent_intervals([a], placed_late=0.1) == [(10.1, 12.0), (13.1, 15.0), (17.1, 20.0)]
