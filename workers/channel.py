@@ -402,16 +402,22 @@ class Channel:
         # FBS.Notification: handler_id (0), event (1), body_type (2), body (3).
         offsets = field_offsets(frame, table) + (0, 0)
         handler_id = string(frame, table + offsets[0]) if offsets[0] else ""
-        handler = self._handlers.get(handler_id)
-        if handler is None:
-            return
         event = frame[table + offsets[1]] if offsets[1] else 0
         notification = FbsNotification.Notification()
         notification.Init(frame, table)
         assert self._loop is not None
-        self._loop.call_soon(self._run_handler, handler, event, notification)
+        self._loop.call_soon(self._run_handler, handler_id, event, notification)
 
-    def _run_handler(self, handler: NotificationHandler, event: int, notification: Any) -> None:
+    def _run_handler(self, handler_id: str, event: int, notification: Any) -> None:
+        """Deliver one notification to the entity subscribed to ``handler_id`` *now*:
+        an entity subscribes when the answer that creates it has woken its creator, so a
+        notification read in the same chunk as that answer (a producer paused right
+        after a consume: the consumer's ``producerpause`` follows the consume answer)
+        must be looked up after that wake-up, which ``call_soon`` runs first, not when
+        it was read (it was lost: the consumer kept ``producerPaused`` false)."""
+        handler = self._handlers.get(handler_id)
+        if handler is None:
+            return
         try:
             handler(event, notification)
         except Exception:  # noqa: BLE001  (one entity's bad handler must not stop the others' notifications)
