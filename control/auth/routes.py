@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_session import get_session, new_session
 from loguru import logger
 
@@ -108,7 +108,9 @@ async def _finish_login(request: web.Request, oidc: OidcClient, pending: LoginRe
     id_token = await oidc.exchange_code(code, redirect_uri=_redirect_uri(request), code_verifier=pending.code_verifier)
     user = await oidc.verify_id_token(id_token, nonce=pending.nonce)
     await _sign_in(request, user)
-    return web.HTTPFound(pending.next_path)
+    # A plain 302 returned, not an HTTPException (returning one is deprecated in aiohttp,
+    # and raising it would skip the session's save, see callback()).
+    return web.Response(status=302, headers={hdrs.LOCATION: pending.next_path})
 
 
 @routes.post("/auth/google")
