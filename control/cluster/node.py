@@ -163,6 +163,7 @@ class ClusterNode:
         await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load(), self.draining, self.host, path))
         await self._publish_rooms()
         self.nodes = await self.registry.nodes()
+        self._warm_handover_links()
         origins = [room_id for room_id, room in self.rooms.rooms.items() if room.origin is None]  # not satellites
         lost = await self.registry.keep(self.node_id, origins)
         await self.cascade.refresh()
@@ -308,6 +309,13 @@ class ClusterNode:
         if self.handover is None or node.handover is None or node.host is None or node.host != self.host:
             return None
         return node.handover
+
+    def _warm_handover_links(self) -> None:
+        """A link open to each node of this host that takes handovers, before a client needs it."""
+        for node in self.nodes:
+            path = self._handover_to(node) if node.node_id != self.node_id else None
+            if path is not None:
+                self.relay.handover_links.warm(path, node.node_id)
 
     async def _node(self, node_id: str) -> NodeInfo:
         known = next((node for node in self.nodes if node.node_id == node_id), None)
