@@ -27,6 +27,12 @@ messages unread: the kernel closes their descriptors) ends the client's connecti
 it reconnects. A message that cannot be sent (no link, B's queue full, B gone) is a
 relay instead: nothing left A.
 
+A hands a client over either from its request handler (after its access check and
+routing: the client's first join of a room, :func:`hand_over`), or, for a room whose
+node it remembers, before any of its own HTTP handling (:mod:`control.cluster.front`:
+the first bytes of the connection, a strictly checked upgrade request; B does the
+whole of it).
+
 B listens at ``<DATA_DIR>/cluster/handover.sock``: the directory 0700, the socket
 0600. A falls back to the relay whenever handover is impossible: another host, a TLS
 connection (an SSL transport's state cannot move), B's socket missing or refusing,

@@ -138,6 +138,8 @@ class Relay:
         self.clients: set[SplicedResponse] = set()
         #: Clients passed to a node of this host so far (socket handover: not relayed).
         self.handed_over = 0
+        #: Of those, the ones passed on before any HTTP handling here (control.cluster.front).
+        self.handed_over_early = 0
         #: The open Unix connections handovers go out on (control.cluster.handover).
         self.handover_links = HandoverLinks(token)
         #: How long the room's node may take to answer a relayed upgrade.
@@ -230,6 +232,12 @@ class Relay:
             head += f"{header}: {text}\r\n".encode()
         head += b"\r\n"
         return bytes(head)
+
+    def handover_headers(self) -> bytes:
+        """The header lines a client handed over for a remembered room gets (the front
+        door's: :mod:`control.cluster.front`)."""
+        headers = [*self._relay_headers(True, None, False), (HANDOVER_HEADER, "1")]
+        return b"".join(f"{header}: {text}\r\n".encode() for header, text in headers)
 
     def _relay_headers(self, remembered: bool, origin: str | None, peers_node: bool) -> list[tuple[str, str]]:
         """The headers a relaying node adds to the client's upgrade."""
