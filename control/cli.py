@@ -108,16 +108,15 @@ async def serve(settings: Settings) -> int:
             return EXIT_START_FAILED
         if stop.is_set():
             return EXIT_OK
-        from control.cluster import serve_handovers
+        from control import cluster
 
-        assert runner.server is not None  # set up
-        serve_handovers(runner.app, runner.server)  # clients of this host's other nodes (a cluster)
         try:
             ssl_context = tls_context(settings)
         except (OSError, ssl.SSLError) as exc:
             logger.error("TLS_CERT_FILE/TLS_KEY_FILE not usable: {}", exc)
             return EXIT_START_FAILED
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
+        # aiohttp's TCPSite, or in a cluster the one that takes (and makes) same-host handovers
+        site = cluster.site(runner, settings.host, settings.port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:

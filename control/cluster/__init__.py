@@ -17,7 +17,9 @@ reachable by the other nodes at ``NODE_ADVERTISE_URL`` (default
   room's node (no Redis call per join; the owner confirms, :meth:`ClusterNode.route`);
   when the owner runs on the same host, the client's socket itself is passed to it
   instead (:mod:`control.cluster.handover`: the relaying node is then out of the path;
-  the runner's server is handed to :func:`serve_handovers`);
+  the node listens with :func:`site`, which hands it the runner's server; a client
+  of a room on such a node whose node this one remembers is passed there before any
+  HTTP handling here, :mod:`control.cluster.front`);
 * split brain: a node whose room is placed on another live node closes its copy
   (4002, "reconnect"): the placement is the truth.
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -52,6 +55,7 @@ from redis.asyncio import Redis
 
 from control.auth import is_loopback_host
 from control.cluster.cascade import CASCADE_PATH
+from control.cluster.front import FrontDoor, FrontSite
 from control.cluster.handover import HANDOVER_HEADER, HandoverServer, host_identity
 from control.cluster.links import NodeLinks
 from control.cluster.node import ClusterNode
@@ -79,6 +83,7 @@ __all__ = [
     "node_id",
     "serve_handovers",
     "setup",
+    "site",
 ]
 
 #: This node's cluster membership (only when ``REDIS_URL`` is set).
@@ -179,6 +184,22 @@ def serve_handovers(app: web.Application, server: Callable[[], asyncio.Protocol]
     node = app.get(CLUSTER)
     if node is not None and node.handover is not None:
         node.handover.server = server
+
+
+def site(runner: web.AppRunner, host: str | None, port: int, *, ssl_context: ssl.SSLContext | None) -> web.TCPSite:
+    """The node's TCP site (``runner`` set up): it adopts the clients other nodes of this
+    host hand over (:func:`serve_handovers`) and, with socket handover on and no TLS,
+    listens through the front door (:mod:`control.cluster.front`: a client of a room on
+    another node of this host goes there before any HTTP handling here); else
+    aiohttp's own ``TCPSite``."""
+    server = runner.server
+    assert server is not None  # set up
+    serve_handovers(runner.app, server)
+    node = runner.app.get(CLUSTER)
+    if node is None or node.handover is None or ssl_context is not None:
+        return web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    node.front = FrontDoor(node, server)
+    return FrontSite(runner, host, port, factory=node.front)
 
 
 async def _cascade_link(request: web.Request) -> web.StreamResponse:

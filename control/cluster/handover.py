@@ -4,35 +4,37 @@ When the node a client reached (A) and the room's node (B) run on one host (one
 kernel: the registry entry's ``host``, ``/proc/sys/kernel/random/boot_id`` unless
 ``CLUSTER_HOST_ID`` says otherwise, and ``handover``, the path of B's Unix socket),
 A does not relay (:mod:`control.cluster.relay`): it passes the client's socket
-itself to B (``SCM_RIGHTS``) with the client's upgrade request (method, raw path and
-raw headers as A parsed them, ``X-Parley-*`` headers dropped), the relay's headers
-(the relay token, placement, origin, peer's node) plus :data:`HANDOVER_HEADER`, and
-any byte A had read past the request head. B adopts the socket into its own aiohttp
-server (``loop.connect_accepted_socket`` with the server as protocol factory) and
-feeds it those bytes as if it had read them: B answers the client's upgrade itself
-(its 101 or its refusal) and A is out of the path (no copy, no wake-up). A then
-closes its own descriptor only: no shutdown, no linger (the socket stays open in B).
+itself to B (``SCM_RIGHTS``) with the client's upgrade request (its head, the
+client's own ``X-Parley-*`` headers dropped), the relay's headers (the relay token,
+placement, origin, peer's node) plus :data:`HANDOVER_HEADER`, and any byte A had read
+past the request head. B adopts the socket into its own aiohttp server
+(``loop.connect_accepted_socket`` with the server as protocol factory, the request fed
+to it as the connection is made) and runs it as any request of its own: its limits,
+its access check, its routing; it answers the client's upgrade itself (its 101 or its
+refusal) and A is out of the path (no copy, no wake-up). A closes its own descriptor
+only: no shutdown, no linger (the socket stays open in B).
 
-One Unix ``SOCK_SEQPACKET`` connection per handover (a connect on a local socket
-completes at once): one message (the relay token, the id of the node it is for, the
-bytes above, and the descriptor), one byte back: :data:`ADOPTED` (A forgets the
-client) or :data:`REFUSED` (B kept nothing: A relays as before). B answers as soon as
-it has checked the message and taken the socket, before it serves it, so that A's
-work that follows (closing its descriptor, its log line) overlaps B's adoption rather
-than the client's 101 (an adoption failing after that, which takes a broken
-descriptor, ends the client's connection: it reconnects). No answer within
-:data:`ACK_TIMEOUT_SECONDS`, or B's socket closing, after the message went: B may
-have adopted the client, so A leaves it (it must not answer it too).
+A keeps one Unix ``SOCK_SEQPACKET`` connection per node of its host
+(:class:`HandoverLinks`), opened ahead of need (at the heartbeat that shows the node)
+and checked once: B takes it only from a process of its own user (``SO_PEERCRED``),
+with the cluster's relay token and B's own node id (another node's socket may sit at
+that path in another mount namespace: containers of one host), and answers
+:data:`ACCEPTED` or :data:`REFUSED` (A relays). A lost link is opened again. Each
+handover is then one message (the bytes above and the descriptor) and nothing back:
+once it has left A, the client is B's, A forgets it at once and never answers it.
+B failing to adopt a client it received (a broken descriptor, B stopping with
+messages unread: the kernel closes their descriptors) ends the client's connection:
+it reconnects. A message that cannot be sent (no link, B's queue full, B gone) is a
+relay instead: nothing left A.
 
-A closing its descriptor sends nothing to the client (no ``shutdown``, no linger:
-uvloop's and asyncio's transports only ``close`` theirs); the TCP connection ends
-when B, the last holder, closes it.
+A hands a client over either from its request handler (after its access check and
+routing: the client's first join of a room, :func:`hand_over`), or, for a room whose
+node it remembers, before any of its own HTTP handling (:mod:`control.cluster.front`:
+the first bytes of the connection, a strictly checked upgrade request; B does the
+whole of it).
 
 B listens at ``<DATA_DIR>/cluster/handover.sock``: the directory 0700, the socket
-0600, and a connecting process must be B's own user (``SO_PEERCRED``); B checks the
-relay token and its own node id in the message before adopting (another node's socket
-may sit at that path in another mount namespace: containers of one host), and the
-token again on the request (as on a relayed one). A falls back to the relay whenever handover is impossible: another host, a TLS
+0600. A falls back to the relay whenever handover is impossible: another host, a TLS
 connection (an SSL transport's state cannot move), B's socket missing or refusing,
 bytes waiting to be written to the client.
 """
@@ -41,13 +43,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import os
 import socket
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from loguru import logger
@@ -55,12 +59,15 @@ from loguru import logger
 from control.cluster.stopping import stop_tasks
 
 __all__ = [
-    "ADOPTED",
+    "ACCEPTED",
     "HANDOVER_HEADER",
     "REFUSED",
     "HandedOver",
+    "HandoverLinks",
     "HandoverServer",
+    "client_head",
     "hand_over",
+    "handover_message",
     "host_identity",
     "message_tail",
 ]
@@ -68,15 +75,20 @@ __all__ = [
 #: Sent with the relay token: the node that wrote this request is out of the path (the
 #: receiving node may not answer 421: it places the room itself, see ``ClusterNode.route``).
 HANDOVER_HEADER: Final = "X-Parley-Handover"
-#: B's answers to a handover (one byte).
-ADOPTED: Final = b"\x01"
+#: B's answers to a link's first message (one byte).
+ACCEPTED: Final = b"\x01"
 REFUSED: Final = b"\x00"
-#: How long A waits for B's answer (B adopts in one loop turn; a stuck B gets the client).
-ACK_TIMEOUT_SECONDS: Final = 5.0
+#: How long A waits for B's answer to a new link.
+HELLO_TIMEOUT_SECONDS: Final = 5.0
+#: After a link could not be opened, the heartbeat does not try again for this long
+#: (a handover from a request handler still does).
+RETRY_SECONDS: Final = 30.0
 #: The largest handover message (aiohttp's request head limits are far below).
 MAX_MESSAGE: Final = 256 * 1024
-_MAGIC: Final = b"PHO1"
-_PREFIX: Final = struct.Struct("!4sHHI")  # magic, token length, node id length, head length
+_HELLO_MAGIC: Final = b"PHL2"
+_HELLO: Final = struct.Struct("!4sHH")  # magic, token length, node id length
+_MAGIC: Final = b"PHO2"
+_PREFIX: Final = struct.Struct("!4sI")  # magic, head length
 _CREDENTIALS: Final = struct.Struct("3i")  # pid, uid, gid (SO_PEERCRED)
 _BOOT_ID: Final = Path("/proc/sys/kernel/random/boot_id")
 
@@ -117,6 +129,28 @@ def client_head(request: web.BaseRequest, headers: list[tuple[str, str]]) -> byt
         head += f"{header}: {text}\r\n".encode()
     head += b"\r\n"
     return bytes(head)
+
+
+def handover_message(head: bytes, tail: bytes) -> bytes:
+    """One handover: the request head B serves (ending with its blank line), then what
+    the client sent after it."""
+    return _PREFIX.pack(_MAGIC, len(head)) + head + tail
+
+
+def client_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """The TCP socket under ``transport`` if it can be handed over now (not TLS, nothing
+    waiting to be written to the client), else None."""
+    if transport.is_closing() or transport.get_extra_info("sslcontext") is not None:
+        return None  # TLS terminated here: its state lives in this process
+    if transport.get_extra_info("ssl_object") is not None:
+        return None
+    raw = transport.get_extra_info("socket")
+    if raw is None or raw.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    waiting = getattr(transport, "get_write_buffer_size", None)  # uvloop's: not asyncio.Transport
+    if waiting is not None and waiting():
+        return None
+    return raw
 
 
 class _Discard:
@@ -160,9 +194,9 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 async def _answer(loop: asyncio.AbstractEventLoop, unix: socket.socket) -> bytes:
-    """B's one-byte answer (b"" if its end closed first)."""
+    """B's one-byte answer to a new link (b"" if its end closed first)."""
     fd = unix.fileno()
-    async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
+    async with asyncio.timeout(HELLO_TIMEOUT_SECONDS):
         while True:
             try:
                 return unix.recv(1)
@@ -175,60 +209,194 @@ async def _answer(loop: asyncio.AbstractEventLoop, unix: socket.socket) -> bytes
                     loop.remove_reader(fd)
 
 
-async def hand_over(request: web.BaseRequest, path: str, node_id: str, token: str, head: bytes) -> bool | None:
-    """Pass the client's socket of ``request`` to node ``node_id`` listening at ``path``
-    with ``head`` (see the module doc). True: that node has it (answer :class:`HandedOver`);
-    False: it refused or cannot be reached, nothing was lost (relay instead); None:
-    impossible here (TLS, no socket, bytes waiting to be written: relay instead)."""
+class HandoverLinks:
+    """A's end: one open, accepted Unix connection per node of this host that takes
+    handovers (see the module doc), keyed by (its socket's path, its node id)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._links: dict[tuple[str, str], socket.socket] = {}
+        self._opening: dict[tuple[str, str], asyncio.Task[socket.socket | None]] = {}
+        self._failed: dict[tuple[str, str], float] = {}
+        self.closed = False
+        #: Links opened so far (tests).
+        self.opened = 0
+
+    @property
+    def open(self) -> int:
+        return len(self._links)
+
+    def ready(self, path: str, node_id: str) -> socket.socket | None:
+        """The open link to that node, if there is one now (no waiting)."""
+        return self._links.get((path, node_id))
+
+    def warm(self, path: str, node_id: str) -> None:
+        """Open a link to that node unless one is open, opening, or failed lately."""
+        key = (path, node_id)
+        if self.closed or key in self._links or key in self._opening:
+            return
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() - failed < RETRY_SECONDS:
+            return
+        self._start(key)
+
+    async def get(self, path: str, node_id: str) -> socket.socket | None:
+        """The open link to that node, opened now if needed; None: it cannot be (relay)."""
+        key = (path, node_id)
+        link = self._links.get(key)
+        if link is not None or self.closed:
+            return link
+        task = self._opening.get(key) or self._start(key)
+        return await asyncio.shield(task)
+
+    def _start(self, key: tuple[str, str]) -> asyncio.Task[socket.socket | None]:
+        task = asyncio.ensure_future(self._open(key))
+        self._opening[key] = task
+        task.add_done_callback(lambda _: self._opening.pop(key, None))
+        return task
+
+    async def _open(self, key: tuple[str, str]) -> socket.socket | None:
+        path, node_id = key
+        loop = asyncio.get_running_loop()
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            unix.setblocking(False)
+            node = node_id.encode()
+            unix.connect(path)  # local: at once, or refused (BlockingIOError: backlog full)
+            unix.send(_HELLO.pack(_HELLO_MAGIC, len(self._token), len(node)) + self._token + node)
+            answer = await _answer(loop, unix)
+        except (OSError, TimeoutError) as error:
+            unix.close()
+            self._failed[key] = time.monotonic()
+            logger.warning("cluster: handover link to {} impossible ({!r}): relayed", path, error)
+            return None
+        except BaseException:
+            unix.close()
+            raise
+        if answer != ACCEPTED or self.closed:
+            unix.close()
+            self._failed[key] = time.monotonic()
+            if answer != ACCEPTED:
+                logger.warning("cluster: node {} at {} refuses handovers: relayed", node_id, path)
+            return None
+        self._failed.pop(key, None)
+        self._links[key] = unix
+        self.opened += 1
+        loop.add_reader(unix.fileno(), self._check, key, unix)  # B closing it: dropped
+        return unix
+
+    def _check(self, key: tuple[str, str], unix: socket.socket) -> None:
+        try:
+            unix.recv(1)  # B sends nothing more: its end closed (b"") or broke
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._drop(key, unix)
+
+    def _drop(self, key: tuple[str, str], unix: socket.socket) -> None:
+        if self._links.get(key) is unix:
+            del self._links[key]
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            asyncio.get_running_loop().remove_reader(unix.fileno())
+        unix.close()
+
+    def send(self, path: str, node_id: str, message: bytes, fd: int) -> bool:
+        """Pass ``fd`` with ``message`` on the open link to that node, without waiting.
+        True: it left (the client is that node's now); False: nothing was sent."""
+        key = (path, node_id)
+        unix = self._links.get(key)
+        if unix is None:
+            return False
+        try:
+            socket.send_fds(unix, [message], [fd])
+        except (BlockingIOError, InterruptedError):
+            logger.warning("cluster: handover link to {} is full: relayed", path)
+            return False
+        except OSError as error:
+            if error.errno != errno.EMSGSIZE:
+                self._drop(key, unix)  # B gone: opened again at the next heartbeat
+            logger.warning("cluster: handover to {} impossible ({!r}): relayed", path, error)
+            return False
+        return True
+
+    async def close(self) -> None:
+        self.closed = True
+        await stop_tasks(list(self._opening.values()), "cluster: handover links")
+        for key, unix in list(self._links.items()):
+            self._drop(key, unix)
+
+
+async def hand_over(request: web.BaseRequest, links: HandoverLinks, path: str, node_id: str, head: bytes) -> bool:
+    """Pass the client's socket of ``request`` (a request handler's) to node ``node_id``
+    listening at ``path`` with ``head`` (see the module doc). True: that node has it
+    (answer :class:`HandedOver`); False: impossible now (TLS, no link, bytes waiting to
+    be written): relay instead, nothing was lost."""
     transport = request.transport
-    if transport is None or transport.is_closing():
-        return None
-    if transport.get_extra_info("ssl_object") is not None or transport.get_extra_info("sslcontext") is not None:
-        return None  # TLS terminated here: its state lives in this process
-    raw = transport.get_extra_info("socket")
-    if raw is None or raw.family not in (socket.AF_INET, socket.AF_INET6) or transport.get_write_buffer_size():
-        return None
-    loop = asyncio.get_running_loop()
+    if transport is None or client_socket(transport) is None:
+        return False
+    if await links.get(path, node_id) is None:
+        return False
+    raw = client_socket(transport)  # again: time passed
+    if raw is None:
+        return False
+    message = handover_message(head, message_tail(request.protocol))
     # From now on this process reads nothing from the client: what it sends after B's
     # 101 is B's (read by B's loop only).
     transport.pause_reading()
-    try:
-        tail = message_tail(request.protocol)
-        secret, node = token.encode(), node_id.encode()
-        message = _PREFIX.pack(_MAGIC, len(secret), len(node), len(head)) + secret + node + head + tail
-        unix = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    except BaseException:
-        transport.resume_reading()
-        raise
-    with unix:
-        unix.setblocking(False)
-        try:
-            unix.connect(path)  # local: at once, or refused (BlockingIOError: backlog full)
-            socket.send_fds(unix, [message], [raw.fileno()])
-        except OSError as error:
-            transport.resume_reading()
-            logger.warning("cluster: handover to {} impossible ({!r}): relayed", path, error)
-            return False
-        try:
-            answer = await _answer(loop, unix)
-        except (OSError, TimeoutError) as error:
-            answer = b""
-            logger.warning("cluster: no answer to a handover from {} ({!r}): client left to it", path, error)
-    if answer == REFUSED:
+    if not links.send(path, node_id, message, raw.fileno()):
         transport.resume_reading()
         return False
     return True
 
 
+class _Fed(asyncio.Protocol):
+    """An adopted connection's first protocol: hands the transport to aiohttp's as it is
+    made and feeds it the handed-over request in the same loop turn."""
+
+    __slots__ = ("_data", "_inner")
+
+    def __init__(self, inner: asyncio.Protocol, data: bytes) -> None:
+        self._inner = inner
+        self._data = data
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        inner = self._inner
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
+        inner.data_received(self._data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:  # before it was made: nothing to do
+        return None
+
+
+def _drive(coro: Coroutine[Any, Any, Any], client: socket.socket) -> None:
+    """Run ``coro`` (``connect_accepted_socket``) up to its first wait now, the rest when
+    what it waits for is done: no task, no loop turn before its transport exists."""
+    try:
+        awaited = coro.send(None)
+    except StopIteration:
+        return
+    except (OSError, RuntimeError, ValueError, TypeError) as error:
+        logger.warning("cluster: handed-over connection not adopted ({!r})", error)
+        client.close()  # the client's connection ends (it reconnects)
+        return
+    if isinstance(awaited, asyncio.Future):
+        awaited._asyncio_future_blocking = False
+        awaited.add_done_callback(lambda _: _drive(coro, client))
+    else:  # a bare yield: the next loop turn
+        asyncio.get_running_loop().call_soon(_drive, coro, client)
+
+
 class HandoverServer:
     """B's end: the Unix socket other nodes of this host hand clients over on; adopted
     connections go to aiohttp's server (:attr:`server`, set once the node serves:
-    :func:`control.cluster.serve_handovers`); until then every handover is refused."""
+    :func:`control.cluster.serve_handovers`); until then every link is refused."""
 
     def __init__(self, directory: Path, token: str, node_id: str) -> None:
         self.directory = directory
-        #: Handovers name the node they are for (another node's socket may be at this
-        #: path in another mount namespace).
+        #: Links name the node they are for (another node's socket may be at this path
+        #: in another mount namespace).
         self.node_id = node_id.encode()
         self.path = directory / "handover.sock"
         self.token = token.encode()
@@ -238,13 +406,18 @@ class HandoverServer:
         self.adopted = 0
         self.closed = False
         self._listener: socket.socket | None = None
-        self._pending: set[socket.socket] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: set[socket.socket] = set()  # connected, first message not read yet
+        self._links: set[socket.socket] = set()  # accepted: handovers come on them
 
     @property
     def ready(self) -> bool:
         """Can it adopt a connection now? (else it is not advertised)"""
         return self.server is not None and self._listener is not None and not self.closed
+
+    @property
+    def links(self) -> int:
+        """Other nodes' open links to this one (tests)."""
+        return len(self._links)
 
     def start(self) -> None:
         """Listen (the directory 0700, the socket 0600; a stale socket file replaced)."""
@@ -287,35 +460,71 @@ class HandoverServer:
                 conn.close()
                 continue
             self._pending.add(conn)
-            if not self._receive(conn):
-                asyncio.get_running_loop().add_reader(conn.fileno(), self._receive, conn)
+            if not self._hello(conn):
+                asyncio.get_running_loop().add_reader(conn.fileno(), self._hello, conn)
 
-    def _receive(self, conn: socket.socket) -> bool:
-        """Read the handover message on ``conn`` (False: not there yet), answer it at once
-        (the other node's work that follows overlaps the adoption, not the client's 101),
-        then adopt the client."""
+    def _hello(self, conn: socket.socket) -> bool:
+        """A link's first message: the relay token and this node's id (False: not there yet)."""
         try:
-            data, fds, flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 1)
+            data = conn.recv(1024)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
-            data, fds, flags = b"", [], 0
+            data = b""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(conn.fileno())
-        taken = self._take(data, fds, flags)
-        with contextlib.suppress(OSError):
-            conn.send(REFUSED if taken is None else ADOPTED)
         self._pending.discard(conn)
-        conn.close()
-        if taken is not None:
-            task = asyncio.ensure_future(self._adopt(*taken))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        accepted = self._check_hello(data) and self.ready
+        try:
+            conn.send(ACCEPTED if accepted else REFUSED)
+        except OSError:
+            accepted = False
+        if not accepted:
+            conn.close()
+            return True
+        self._links.add(conn)
+        loop.add_reader(conn.fileno(), self._receive, conn)
         return True
 
+    def _check_hello(self, data: bytes) -> bool:
+        if len(data) < _HELLO.size:
+            return False
+        magic, token_size, node_size = _HELLO.unpack_from(data)
+        token = data[_HELLO.size : _HELLO.size + token_size]
+        node = data[_HELLO.size + token_size :]
+        if magic != _HELLO_MAGIC or len(node) != node_size or not hmac.compare_digest(token, self.token):
+            logger.warning("cluster: handover link with a wrong relay token refused")
+            return False
+        if node != self.node_id:  # another node's socket at this path (another container)
+            logger.warning("cluster: handover link meant for node {!r} refused", node.decode(errors="replace"))
+            return False
+        return True
+
+    def _receive(self, conn: socket.socket) -> None:
+        """Every handover waiting on ``conn``: each client adopted at once."""
+        while True:
+            try:
+                data, fds, flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, fds, flags = b"", [], 0
+            if not data and not fds:  # the other node closed its link (or it broke)
+                self._drop(conn)
+                return
+            taken = self._take(data, fds, flags)
+            if taken is not None:
+                self._adopt(*taken)
+
+    def _drop(self, conn: socket.socket) -> None:
+        self._links.discard(conn)
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+        conn.close()
+
     def _take(self, data: bytes, fds: list[int], flags: int) -> tuple[socket.socket, bytes] | None:
-        """The client's socket and the bytes to feed it, or None (refused: every
+        """The client's socket and the bytes to feed it, or None (dropped: every
         descriptor received closed, none shut down)."""
         client: socket.socket | None = None
         try:
@@ -325,59 +534,50 @@ class HandoverServer:
                 fds.pop(0)
             request = self._parse(data, fds, flags)
             if request is None or client is None or self.server is None or self.closed:
+                logger.warning("cluster: a handover message without a client or a request: dropped")
                 return None
             if client.type != socket.SOCK_STREAM or client.family not in (socket.AF_INET, socket.AF_INET6):
+                logger.warning("cluster: a handed-over descriptor is not a TCP socket: dropped")
                 return None
             client.setblocking(False)
             taken, client = (client, request), None
             return taken
         except OSError as error:
-            logger.warning("cluster: handed-over connection refused ({!r})", error)
+            logger.warning("cluster: handed-over connection dropped ({!r})", error)
             return None
         finally:
             if client is not None:
-                client.close()  # this process's descriptor only (the other node relays the client)
+                client.close()
             for extra in fds:
                 os.close(extra)
 
-    def _parse(self, data: bytes, fds: list[int], flags: int) -> bytes | None:
-        """The bytes to feed the adopted connection, or None (a refusal)."""
+    @staticmethod
+    def _parse(data: bytes, fds: list[int], flags: int) -> bytes | None:
+        """The bytes to feed the adopted connection, or None."""
         if fds or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) < _PREFIX.size:
             return None
-        magic, token_size, node_size, head_size = _PREFIX.unpack_from(data)
-        index = _PREFIX.size
-        token = data[index : index + token_size]
-        index += token_size
-        node = data[index : index + node_size]
-        index += node_size
-        if magic != _MAGIC or not hmac.compare_digest(token, self.token):
-            logger.warning("cluster: handover with a wrong relay token refused")
+        magic, head_size = _PREFIX.unpack_from(data)
+        if magic != _MAGIC or len(data) < _PREFIX.size + head_size:
             return None
-        if node != self.node_id:  # another node's socket at this path (another container)
-            logger.warning("cluster: handover meant for node {!r} refused", node.decode(errors="replace"))
-            return None
-        if len(data) < index + head_size:
-            return None
-        return data[index:]  # the head, then what followed it
+        return data[_PREFIX.size :]  # the head, then what followed it
 
-    async def _adopt(self, client: socket.socket, request: bytes) -> None:
+    def _adopt(self, client: socket.socket, request: bytes) -> None:
         """Serve ``client`` here as if this node's server had accepted it and read ``request``."""
         server = self.server
-        try:
-            if server is None:
-                raise RuntimeError("no server")
-            loop = asyncio.get_running_loop()
-            _, protocol = await loop.connect_accepted_socket(server, client)
-        except (OSError, RuntimeError) as error:
-            # Acknowledged already: the client's connection ends (it reconnects).
-            logger.warning("cluster: handed-over connection not adopted ({!r})", error)
-            client.close()
-            return
-        protocol.data_received(request)  # as if read from the socket: aiohttp serves it
+        assert server is not None  # _take checked
+        coro = asyncio.get_running_loop().connect_accepted_socket(lambda: _Fed(server(), request), client)
         self.adopted += 1
+        _drive(coro, client)
+
+    def close_links(self) -> None:
+        """Close every link other nodes opened to this one (they open new ones as needed;
+        a client handed over but not read yet is dropped with its link)."""
+        for conn in list(self._links):
+            self._drop(conn)
 
     async def close(self) -> None:
-        """Stop listening (handovers under way are answered)."""
+        """Stop listening; links closed (a client handed over but not read yet is dropped
+        with them: it reconnects)."""
         self.closed = True
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -386,10 +586,10 @@ class HandoverServer:
             listener.close()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        await stop_tasks(list(self._tasks), "cluster: handovers")
         loop = asyncio.get_running_loop()
         for conn in list(self._pending):
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(conn.fileno())
             conn.close()
         self._pending.clear()
+        self.close_links()

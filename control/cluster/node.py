@@ -39,6 +39,7 @@ from control.signaling.protoo import CLOSE_RECONNECT
 from workers.processes import proc_stat
 
 if TYPE_CHECKING:
+    from control.cluster.front import FrontDoor
     from control.rooms.manager import RoomManager
     from control.rooms.room import Room
     from workers.worker_pool import WorkerPool
@@ -112,6 +113,9 @@ class ClusterNode:
         self._owners: dict[str, tuple[str, float]] = {}
         #: Rooms extended over several nodes (control.cluster.cascade).
         self.cascade = Cascade(self)
+        #: The protocol factory this node listens with, when it has one (``site()`` of
+        #: control.cluster: control.cluster.front).
+        self.front: FrontDoor | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -163,6 +167,7 @@ class ClusterNode:
         await self.registry.heartbeat(NodeInfo(self.node_id, self.url, self.load(), self.draining, self.host, path))
         await self._publish_rooms()
         self.nodes = await self.registry.nodes()
+        self._warm_handover_links()
         origins = [room_id for room_id, room in self.rooms.rooms.items() if room.origin is None]  # not satellites
         lost = await self.registry.keep(self.node_id, origins)
         await self.cascade.refresh()
@@ -308,6 +313,30 @@ class ClusterNode:
         if self.handover is None or node.handover is None or node.host is None or node.host != self.host:
             return None
         return node.handover
+
+    def _warm_handover_links(self) -> None:
+        """A link open to each node of this host that takes handovers, before a client needs it."""
+        for node in self.nodes:
+            path = self._handover_to(node) if node.node_id != self.node_id else None
+            if path is not None:
+                self.relay.handover_links.warm(path, node.node_id)
+
+    def front_handover(self, room_id: str) -> tuple[str, str] | None:
+        """For the front door (:mod:`control.cluster.front`): the node of this host (its
+        socket's path and id) a client of ``room_id`` goes to at once, before any HTTP
+        handling here, with a link to it open; None: the usual path. Only a room not
+        hosted here whose node this node remembers (relayed to lately, live, not full):
+        what :meth:`route` does with it then is that same handover, and the node it goes
+        to does everything else (limits, access check, routing)."""
+        if self.closed or self.handover is None or room_id in self.rooms.rooms:
+            return None
+        node = self._remembered(room_id)
+        if node is None or not self.cascade.fits(node):
+            return None
+        path = self._handover_to(node)
+        if path is None or self.relay.handover_links.ready(path, node.node_id) is None:
+            return None
+        return path, node.node_id
 
     async def _node(self, node_id: str) -> NodeInfo:
         known = next((node for node in self.nodes if node.node_id == node_id), None)

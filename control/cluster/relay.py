@@ -41,7 +41,7 @@ from aiohttp import WSCloseCode, hdrs, web
 from loguru import logger
 from yarl import URL
 
-from control.cluster.handover import HANDOVER_HEADER, HandedOver, client_head, hand_over
+from control.cluster.handover import HANDOVER_HEADER, HandedOver, HandoverLinks, client_head, hand_over
 from control.cluster.links import Link, LinkLost, NodeLinks
 from control.cluster.splice import Splice, SplicedResponse, close_frame
 from control.cluster.stopping import STOP_TIMEOUT, stop_tasks
@@ -138,6 +138,10 @@ class Relay:
         self.clients: set[SplicedResponse] = set()
         #: Clients passed to a node of this host so far (socket handover: not relayed).
         self.handed_over = 0
+        #: Of those, the ones passed on before any HTTP handling here (control.cluster.front).
+        self.handed_over_early = 0
+        #: The open Unix connections handovers go out on (control.cluster.handover).
+        self.handover_links = HandoverLinks(token)
         #: How long the room's node may take to answer a relayed upgrade.
         self.response_timeout = RESPONSE_TIMEOUT_SECONDS
         self._forwarded = frozenset(name.lower().encode() for name in _FORWARDED)
@@ -172,8 +176,7 @@ class Relay:
         if handover is not None:
             headers = self._relay_headers(remembered, origin, peers_node)
             head = client_head(request, [*headers, (HANDOVER_HEADER, "1")])
-            passed = await hand_over(request, handover, node_id, self.token, head)
-            if passed:
+            if await hand_over(request, self.handover_links, handover, node_id, head):
                 self.handed_over += 1
                 logger.bind(room=request.query.get("roomId"), peer=request.query.get("peerId")).info(
                     "cluster: connection from {} handed over to node {}", request.remote, node_id
@@ -230,6 +233,12 @@ class Relay:
         head += b"\r\n"
         return bytes(head)
 
+    def handover_headers(self) -> bytes:
+        """The header lines a client handed over for a remembered room gets (the front
+        door's: :mod:`control.cluster.front`)."""
+        headers = [*self._relay_headers(True, None, False), (HANDOVER_HEADER, "1")]
+        return b"".join(f"{header}: {text}\r\n".encode() for header, text in headers)
+
     def _relay_headers(self, remembered: bool, origin: str | None, peers_node: bool) -> list[tuple[str, str]]:
         """The headers a relaying node adds to the client's upgrade."""
         headers = [(RELAY_HEADER, self.token)]
@@ -282,3 +291,4 @@ class Relay:
             _, pending = await asyncio.wait(closing, timeout=STOP_TIMEOUT)
             if pending:
                 await stop_tasks(pending, "cluster: closing relayed clients")
+        await self.handover_links.close()

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from control.app import create_app
-from control.cluster import CLUSTER, ClusterNode, serve_handovers
+from control.cluster import CLUSTER, ClusterNode, site
 from tests.e2e.harness import Server, server_settings, stop_runner
 from tests.plugin_workers import require_worker_binary
 from tests.services import REPO, free_ports, port_open
@@ -67,10 +67,8 @@ async def cluster_node(
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5)
     await runner.setup()
-    assert runner.server is not None
-    serve_handovers(app, runner.server)  # as control.cli does
     try:
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+        await site(runner, "127.0.0.1", port, ssl_context=tls).start()  # as control.cli does
         yield Node(app, port)
     finally:
         await stop_runner(runner, f"node {name}")

@@ -148,6 +148,10 @@ async def test_b_answers_the_handed_over_clients_and_nothing_leaks(
                 await client.request("join", JOIN)
                 await client.close()
             assert handover.adopted == 30 and a.cluster.relay.handed_over == 30
+            # The first from A's request handler (the room placed), the others at its front
+            # door (the room's node remembered): all on the one link A opened to B.
+            assert a.cluster.relay.handed_over_early == 29
+            assert a.cluster.relay.handover_links.opened == 1 and handover.links == 1
             assert not a.cluster.relay.clients and a.cluster.relay.links.open == 0
             await eventually(lambda: "r" not in b.rooms.rooms, what="the room closed on B")
             assert await registry.place("r", "b") == "b"
@@ -188,8 +192,8 @@ async def test_b_answers_the_handed_over_clients_and_nothing_leaks(
 
 
 async def test_the_relay_when_handover_cannot_be(tmp_path: Path, redis_server: Any, registry: Registry) -> None:
-    """B's socket missing, B refusing (not serving yet, or not the node named), another
-    host: A relays."""
+    """B's socket missing, B refusing A's link (not serving yet, or not the node named),
+    another host: A relays."""
     async with (
         cluster_node(tmp_path, redis_server.url, "a", rtc_base=41000, **SAME_HOST) as a,
         cluster_node(tmp_path, redis_server.url, "b", rtc_base=42000, **SAME_HOST) as b,
@@ -207,36 +211,57 @@ async def test_the_relay_when_handover_cannot_be(tmp_path: Path, redis_server: A
             assert len(node.cluster.relay.clients) == 1 and peer in b.rooms.rooms["r"].peers
             return client
 
+        links = a.cluster.relay.handover_links
+
+        async def link_open() -> None:
+            """A's link to B (opened at the heartbeat that showed B's socket, else now)."""
+            assert await links.get(str(handover.path), "b") is not None
+            assert links.open == 1 and handover.links == 1
+
+        async def links_cut() -> None:
+            """B closes A's link: A opens a new one for its next handover, which B's state
+            now decides."""
+            handover.close_links()
+            await eventually(lambda: links.open == 0, what="A's link dropped")
+
         # Another host: relayed, though C knows B's socket.
         client = await relayed(c, "from-c")
         await client.close()
-        # B refuses (its server not set: as before it serves): relayed.
+        assert c.cluster.relay.handover_links.opened == 0
+        # B refuses the link (its server not set: as before it serves): relayed.
+        await link_open()
         server, handover.server = handover.server, None
         try:
+            await links_cut()
             client = await relayed(a, "refused")
             await client.close()
         finally:
             handover.server = server
-        # Another node's socket at B's path (another container's): refused, relayed.
+        # Another node's socket at B's path (another container's): refused, relayed; A
+        # remembers B for the room by now (its front door has no link: the same relay).
+        await link_open()
         node_id, handover.node_id = handover.node_id, b"someone-else"
         try:
+            await links_cut()
             client = await relayed(a, "other-node")
             await client.close()
         finally:
             handover.node_id = node_id
         # B's socket gone: relayed.
+        await link_open()
         handover.path.rename(handover.path.with_name("moved.sock"))
         try:
+            await links_cut()
             client = await relayed(a, "missing")
             await client.close()
         finally:
             handover.path.with_name("moved.sock").rename(handover.path)
-        assert handover.adopted == 0 and a.cluster.relay.handed_over == 0
-        # Back: handed over.
+        assert handover.adopted == 0 and a.cluster.relay.handed_over == 0 and links.open == 0
+        # Back: handed over (on a new link).
         client = await ProtooClient.connect(a.ws_url("r", "back"))
         try:
             await client.request("join", JOIN)
-            assert handover.adopted == 1 and not a.cluster.relay.clients
+            assert handover.adopted == 1 and not a.cluster.relay.clients and links.open == 1
         finally:
             await client.close()
             await resident.close()
@@ -289,34 +314,121 @@ async def test_what_the_client_sent_past_its_upgrade_goes_to_b(
         resident = await ProtooClient.connect(b.ws_url("r", "resident"))
         handover = b.cluster.handover
         assert handover is not None
-        reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
         try:
-            payload = json.dumps({"request": True, "id": 7, "method": "getRouterRtpCapabilities", "data": {}}).encode()
-            mask = os.urandom(4)
-            frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-            key = base64.b64encode(os.urandom(16)).decode()
-            head = (
-                f"GET /?roomId=r&peerId=early HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Protocol: protoo\r\n\r\n"
-            )
-            writer.write(head.encode() + frame)
-            answer = await reader.readuntil(b"\r\n\r\n")
-            assert answer.startswith(b"HTTP/1.1 101"), answer
-            assert handover.adopted == 1
-            response: dict[str, Any] = {}
-            while response.get("id") != 7:  # notifications may come first
-                first = await reader.readexactly(2)
-                size = first[1] & 0x7F
-                if size == 126:
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                elif size == 127:
-                    size = int.from_bytes(await reader.readexactly(8), "big")
-                response = json.loads(await reader.readexactly(size))
-            assert response["id"] == 7 and response["ok"] and response["data"]["codecs"]
+            # From A's request handler (the room placed), then at A's front door (its node
+            # remembered): what came with the upgrade reaches B either way.
+            for peer, early in (("early", 0), ("earlier", 1)):
+                await _upgrade_with_a_frame(a.port, peer)
+                assert a.cluster.relay.handed_over_early == early
+            assert handover.adopted == 2
         finally:
-            writer.close()
             await resident.close()
+
+
+async def _upgrade_with_a_frame(port: int, peer: str) -> None:
+    """A raw client writing its upgrade and a protoo request in one write: the 101 and
+    the request's answer come back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        payload = json.dumps({"request": True, "id": 7, "method": "getRouterRtpCapabilities", "data": {}}).encode()
+        mask = os.urandom(4)
+        frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        writer.write(_upgrade_head(port, peer) + frame)
+        answer = await reader.readuntil(b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        response: dict[str, Any] = {}
+        while response.get("id") != 7:  # notifications may come first
+            first = await reader.readexactly(2)
+            size = first[1] & 0x7F
+            if size == 126:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+            elif size == 127:
+                size = int.from_bytes(await reader.readexactly(8), "big")
+            response = json.loads(await reader.readexactly(size))
+        assert response["id"] == 7 and response["ok"] and response["data"]["codecs"]
+    finally:
+        writer.close()
+
+
+def _upgrade_head(port: int, peer: str, extra: str = "") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /?roomId=r&peerId={peer} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: protoo\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_the_front_door_hands_over_plain_upgrades_of_remembered_rooms_only(
+    tmp_path: Path, redis_server: Any, registry: Registry
+) -> None:
+    """A hands a client over before any HTTP handling of its own only for a room whose
+    node it remembers, on a plain upgrade: a client's own ``X-Parley-*`` header or an
+    upgrade in two writes goes through A's handler (its relay token refused there, its
+    headers dropped); a connection that sends nothing is closed (idle, or A stopping)."""
+    async with cluster_node(tmp_path, redis_server.url, "b", rtc_base=42000, **SAME_HOST) as b:
+        handover = b.cluster.handover
+        assert handover is not None
+        async with cluster_node(tmp_path, redis_server.url, "a", rtc_base=41000, **SAME_HOST) as a:
+            await eventually(lambda: sees_socket(a, b), what="A knows B's socket")
+            assert await registry.place("r", "b") == "b"
+            resident = await ProtooClient.connect(b.ws_url("r", "resident"))
+            relay, door = a.cluster.relay, a.cluster.front
+            assert door is not None
+            try:
+                first = await ProtooClient.connect(a.ws_url("r", "first"))  # placed: A's handler
+                assert (handover.adopted, relay.handed_over_early) == (1, 0)
+                second = await ProtooClient.connect(a.ws_url("r", "second"))  # remembered: the front door
+                assert (handover.adopted, relay.handed_over_early) == (2, 1)
+                for client in (first, second):
+                    await client.request("join", JOIN)
+                    await client.close()
+                async with aiohttp.ClientSession() as session:
+                    # A forged relay token: A's own 403, nothing went to B.
+                    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                        await session.ws_connect(
+                            a.ws_url("r", "forger"), protocols=("protoo",), headers={"X-Parley-Relay": "forged"}
+                        )
+                    assert refused.value.status == 403
+                    assert (handover.adopted, relay.handed_over_early) == (2, 1)
+                    # Another X-Parley-* header: A's handler hands it over, without that header.
+                    sneaky = await session.ws_connect(
+                        a.ws_url("r", "sneaky"), protocols=("protoo",), headers={"X-Parley-Peer-Node": "a"}
+                    )
+                    assert (handover.adopted, relay.handed_over_early) == (3, 1)
+                    await sneaky.close()
+                # An upgrade in two writes: A's handler.
+                reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+                head = _upgrade_head(a.port, "slow")
+                writer.write(head[:40])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                writer.write(head[40:])
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+                assert (handover.adopted, relay.handed_over_early) == (4, 1)
+                writer.close()
+                # A room A hosts itself: served there.
+                own = await ProtooClient.connect(a.ws_url("own", "local"))
+                await own.request("join", JOIN)
+                assert "own" in a.rooms.rooms and (handover.adopted, relay.handed_over_early) == (4, 1)
+                await own.close()
+            finally:
+                await resident.close()
+            # A connection that sends nothing: closed after the idle time.
+            door.idle_seconds = 0.2
+            reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""
+            writer.close()
+            await eventually(lambda: not door.waiting, what="the idle connection forgotten")
+            door.idle_seconds = 60
+            reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+            await eventually(lambda: len(door.waiting) == 1, what="a silent connection")
+        # A stopped: its silent connection was closed.
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        writer.close()
+        assert not door.waiting
 
 
 async def test_a_client_whose_tls_a_terminates_is_relayed(
