@@ -448,7 +448,7 @@ async def record_live(
         progress_file=progress_file,
     )
     stems = [
-        Stem(router, s, directory / f"stem{len(participants)}-{n}.ogg")
+        Stem(router, directory / f"stem{len(participants)}-{n}.ogg", s)
         for n, s in enumerate(s for p in participants for s in p.sources if s.kind == "audio")
         if not legacy
     ]
@@ -647,10 +647,10 @@ async def stem_alignment(router: Any, directory: Path, trials: int = 3) -> list[
         await asyncio.sleep(1.0)
         source = Source(producer.id, "audio", "noise")
         for trial in range(trials):
-            first = Stem(router, source, directory / f"align{trial}-a.ogg")
+            first = Stem(router, directory / f"align{trial}-a.ogg", source)
             await first.start()
             await asyncio.sleep(1.7 + 0.3 * trial)
-            second = Stem(router, source, directory / f"align{trial}-b.ogg")
+            second = Stem(router, directory / f"align{trial}-b.ogg", source)
             await second.start()
             await asyncio.sleep(2.0)
             await asyncio.gather(first.stop(), second.stop())

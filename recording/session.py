@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -159,6 +160,10 @@ class RecordingSession:
         self.stems: dict[str, Stem] = {}
         self.stems_started: list[Stem] = []
         self._stems_lock = asyncio.Lock()
+        #: A stem listening ahead for the next audio producer (:mod:`recording.stem`).
+        self.spare: Stem | None = None
+        self._spare_lock = asyncio.Lock()
+        self._stem_numbers = itertools.count()
         self.log = manifest.log
         self._lock = asyncio.Lock()
         self._pending: asyncio.TimerHandle | None = None
@@ -361,10 +366,37 @@ class RecordingSession:
                 self._report(f"audio of {source.peer_id} not recorded: {result}")
         if new:
             await self.manifest.save_async()
+        self._spawn(self._keep_spare(router))
+
+    def _stem_path(self) -> Path:
+        return self.directory / f"stem-{next(self._stem_numbers):03d}.ogg"
+
+    async def _keep_spare(self, router: Router) -> None:
+        """One stem listening on ``router`` for the next audio producer (a new one when
+        the last was taken, its FFmpeg exited or the room moved router)."""
+        async with self._spare_lock:
+            spare = self.spare
+            if self._stopped or (spare is not None and spare.router is router and spare.running):
+                return
+            self.spare = None
+            if spare is not None:
+                await spare.abort()
+            path = self._stem_path()
+            try:
+                spare = await self._started(
+                    lambda: Stem(router, path, ffmpeg_bin=self.options.ffmpeg_bin), "spare stem"
+                )
+            except RecordingError as error:  # the next producer's stem starts on demand
+                self.log.warning("no stem listening ahead: {}", error)
+                return
+            if self._stopped:
+                await spare.abort()
+            else:
+                self.spare = spare
 
     async def _start_stem(self, router: Router, source: Source) -> None:
-        n = len(self.manifest.tracks)
-        path = self.directory / f"stem-{n:03d}.ogg"
+        spare, self.spare = self.spare, None
+        path = spare.path if spare is not None else self._stem_path()
         entry = TrackEntry(path.name, source.peer_id, source.producer_id)
         self.manifest.tracks.append(entry)
 
@@ -373,10 +405,23 @@ class RecordingSession:
             self._spawn(self.manifest.save_async())
 
         try:
-            stem = await self._started(
-                lambda: Stem(router, source, path, ffmpeg_bin=self.options.ffmpeg_bin, on_first_packet=first_packet),
-                f"stem {path.name}",
-            )
+            stem = None
+            if spare is not None and spare.router is router and spare.running:
+                spare.on_first_packet = first_packet
+                try:
+                    await spare.attach(source)
+                    stem = spare
+                except RecordingError as error:
+                    self.log.info("spare stem not attached to {} ({}): started anew", source.producer_id, error)
+            elif spare is not None:
+                await spare.abort()
+            if stem is None:
+                stem = await self._started(
+                    lambda: Stem(
+                        router, path, source, ffmpeg_bin=self.options.ffmpeg_bin, on_first_packet=first_packet
+                    ),
+                    f"stem {path.name}",
+                )
         except BaseException:
             self.manifest.tracks.remove(entry)
             raise
@@ -391,7 +436,8 @@ class RecordingSession:
         if stem.stopping or self._stopped:
             return
         code = stem.process.returncode if stem.process else None
-        self._report(f"audio recorder of {stem.source.peer_id} exited ({code}): {stem.stderr_tail()}")
+        peer_id = stem.source.peer_id if stem.source is not None else "?"
+        self._report(f"audio recorder of {peer_id} exited ({code}): {stem.stderr_tail()}")
         self.changed(urgent=True)
 
     async def _end_stem(self, stem: Stem) -> None:
@@ -492,6 +538,7 @@ class RecordingSession:
             await asyncio.gather(stop_current(), *(self._end_stem(stem) for stem in stems))
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._drop_spare()
         self.manifest.state = "finishing"
         self.manifest.ended_at = ended_at
         await self.manifest.save_async()
@@ -509,6 +556,13 @@ class RecordingSession:
             await segment.abort()
         for stem in self.stems_started:
             await stem.abort()
+        await self._drop_spare()
+
+    async def _drop_spare(self) -> None:
+        async with self._spare_lock:
+            spare, self.spare = self.spare, None
+            if spare is not None:
+                await spare.abort()
 
 
 def _stale_ffmpeg(pid: int | None, segment_path: Path) -> bool:

@@ -12,6 +12,17 @@ packet, a sender that stopped without pausing), encoded again as Opus in Ogg
 RTP input would end after 10 s without a packet (a muted microphone):
 ``listen_timeout`` keeps it waiting for the whole recording.
 
+A stem listens before it knows its producer (:meth:`Stem.listen`: the
+transport, and FFmpeg holding its ports, for the router's Opus, the room's one
+audio codec), then consumes it (:meth:`Stem.attach`: two worker round trips).
+The recording keeps one stem listening ahead (a spare) for the next audio
+producer: a client sends RTP as soon as its transport's DTLS is up, without
+waiting for the ``produce`` answer, and what reaches the producer before its
+stem's consumer is resumed is never recorded. Started on demand (FFmpeg's spawn
+and bind: ~100-250 ms on an idle machine, more under load) a stem missed a
+joiner's first 2-8 packets (40-160 ms) and 6-12 of a microphone turned on over
+a connected transport (its RTP comes at once); attached to a spare, 0 and 0-2.
+
 Where the stem starts in the recording: the wall-clock time of its first RTP
 packet, taken from the consumer's ``rtp`` trace event (the worker's
 CLOCK_MONOTONIC milliseconds, turned into wall-clock time here; the trace is
@@ -67,11 +78,35 @@ def monotonic_to_wall(monotonic_ms: float) -> float:
     return time.time() - (time.monotonic() - monotonic_ms / 1000.0)
 
 
+def _listened_codec(router: Router) -> dict[str, Any]:
+    """The codec a stem's FFmpeg listens for before its consumer exists: the router's
+    audio codec (a consumer of the router sends it with the router's payload type)."""
+    caps = recording_capabilities(router.rtp_capabilities)
+    codec = next(c for c in caps["codecs"] if c.get("kind") == "audio" and not c["mimeType"].lower().endswith("/rtx"))
+    return {
+        "mimeType": codec["mimeType"],
+        "payloadType": codec["preferredPayloadType"],
+        "clockRate": codec["clockRate"],
+        "channels": codec.get("channels", 1),
+        "parameters": codec.get("parameters") or {},
+    }
+
+
+def _same_codec(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (
+        a["mimeType"].lower() == b["mimeType"].lower()
+        and a["payloadType"] == b["payloadType"]
+        and a["clockRate"] == b["clockRate"]
+        and a.get("channels", 1) == b.get("channels", 1)
+    )
+
+
 @dataclass
 class Stem(FfmpegRun):
     router: Router
-    source: Source
     path: Path
+    #: The producer recorded; None for a spare stem listening ahead (:meth:`attach`).
+    source: Source | None = None
     ffmpeg_bin: str = "ffmpeg"
     transport: PlainTransport | None = field(default=None, init=False)
     consumer: Consumer | None = field(default=None, init=False)
@@ -86,12 +121,13 @@ class Stem(FfmpegRun):
     log: Logger = field(default=logger, init=False, repr=False)
     on_first_packet: Any = field(default=None, repr=False)
     _port: int = field(default=0, init=False)
+    _codec: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _stderr: list[str] = field(default_factory=list, init=False, repr=False)
     _stderr_task: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     @property
     def producer_id(self) -> str:
-        return self.source.producer_id
+        return self.source.producer_id if self.source is not None else ""
 
     def command(self) -> list[str]:
         return [
@@ -136,8 +172,13 @@ class Stem(FfmpegRun):
         ]
 
     async def start(self) -> None:
-        """Transport, paused consumer, FFmpeg; the consumer resumes once FFmpeg
-        holds its ports; the first packet's time is traced."""
+        """:meth:`listen`, then :meth:`attach` its source (a spare: listen only)."""
+        await self.listen()
+        if self.source is not None:
+            await self.attach(self.source)
+
+    async def listen(self) -> None:
+        """Transport and FFmpeg, FFmpeg holding its ports, for the router's audio codec."""
         self.log = logger.bind(stem=self.path.name)
         if shutil.which(self.ffmpeg_bin) is None:
             raise RecordingError(f"{self.ffmpeg_bin} not found")
@@ -151,19 +192,40 @@ class Stem(FfmpegRun):
                 app_data={"recording": str(self.path)},
             )
             await self.transport.connect(ip=IP, port=self._port, rtcp_port=self._port + 1)
-            caps = recording_capabilities(self.router.rtp_capabilities)
-            self.consumer = await self.transport.consume(self.source.producer_id, caps, paused=True)
+            self._codec = _listened_codec(self.router)
             self.sdp_path.write_text(
-                consumer_sdp("audio", self.consumer.rtp_parameters, ip=IP, port=self._port, rtcp_port=self._port + 1)
+                consumer_sdp("audio", {"codecs": [self._codec]}, ip=IP, port=self._port, rtcp_port=self._port + 1)
             )
             self.process = await spawn_ffmpeg(self.command())
             self._stderr_task = asyncio.ensure_future(self._drain_stderr())
             self.exited = asyncio.ensure_future(self.process.wait())
             await self._wait_listening({self._port, self._port + 1})
+        except BaseException:
+            await self.abort()
+            raise
+
+    async def attach(self, source: Source) -> None:
+        """A paused consumer of ``source`` on the listening transport, its first
+        packet traced, resumed: two worker round trips."""
+        self.source = source
+        try:
+            if self.transport is None or self.transport.closed or not self.running:
+                raise RecordingError(f"stem {self.path.name} is not listening")
+            caps = recording_capabilities(self.router.rtp_capabilities)
+            self.consumer = await self.transport.consume(source.producer_id, caps, paused=True)
+            codec = self.consumer.rtp_parameters["codecs"][0]
+            if not _same_codec(codec, self._codec):
+                raise RecordingError(f"{codec['mimeType']}/{codec['payloadType']} is not the codec FFmpeg listens for")
             self.consumer.on("trace", self._on_trace)
-            await self.consumer.enable_trace_event(["rtp"])
             self.resumed_at = time.time()
-            await self.consumer.resume()
+            # Both requests written at once (the worker handles them in order, so the
+            # first packet forwarded is traced): one round trip less while RTP flows.
+            done = await asyncio.gather(
+                self.consumer.enable_trace_event(["rtp"]), self.consumer.resume(), return_exceptions=True
+            )
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
         except BaseException:
             await self.abort()
             raise
