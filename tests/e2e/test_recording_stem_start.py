@@ -35,9 +35,11 @@ pytestmark = pytest.mark.timeout(180)
 
 ROOM = "firstwords"
 #: What a stem may miss of its producer's packets (20 ms each): the attach's two worker
-#: round trips, after the producer's creation; a microphone over a connected transport
-#: sends all along, a joiner's first packets wait for its DTLS (46-164 ms after).
-MAY_MISS = {"carol": 1, "bob": 2}
+#: round trips, after the producer's creation, and the loop turns before them (tens of
+#: ms on this busy 2-core machine); a microphone over a connected transport sends all
+#: along (measured 0-2 with the spare, 6-12 without), a joiner's first packets wait for
+#: its DTLS (46-164 ms after: measured 0 with the spare, 1-4 without).
+MAY_MISS = {"carol": 1, "bob": 4}
 
 
 def _audio_id(peer: MediaPeer) -> str:
