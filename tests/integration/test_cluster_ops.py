@@ -4,6 +4,7 @@ cluster, behind the same access checks. Real nodes on loopback, one real Redis."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,26 @@ async def test_split_brain_the_node_the_placement_does_not_name_closes_its_copy(
         finally:
             await carol.close()
             await dan.close()
+
+
+async def test_the_registry_ends_with_the_drain_state_a_node_last_set(
+    tmp_path: Path, redis_server, registry: Registry
+) -> None:
+    """A heartbeat under way (made before a drain or its call-off) and the drain's own
+    beat: the registry must end with the node's state, whatever order Redis gets them
+    in. Each round drops the pool's connections, so each write needs one of its own
+    and the two race (before the writes were serialized: 21-70 rounds of 200 wrong)."""
+    async with cluster_node(tmp_path, redis_server.url, "b", rtc_base=50000) as b:
+        node = b.cluster
+        wrong = []
+        for round_ in range(200):
+            await node.registry.redis.connection_pool.disconnect()
+            beat = asyncio.ensure_future(node.beat())
+            await asyncio.sleep(0)  # it has made its write, with the state before the change
+            await (node.drain() if round_ % 2 == 0 else node.resume())
+            await beat
+            info = await registry.node("b")
+            assert info is not None
+            if info.draining != node.draining:
+                wrong.append(round_)
+        assert not wrong, f"the registry kept the older state after rounds {wrong}"
