@@ -16,8 +16,10 @@ The grants each route needs (README, "Access control"):
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import aiohttp
 import pytest
 
 from control.auth import ACCESS, grants_from_names, mint
+from control.recording import RECORDINGS
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.signaling.conftest import OPUS, setup_peer
@@ -103,6 +106,19 @@ async def expect(
 NO_TOKEN: dict[str, str] = {}
 
 
+async def _first_segment_written(server: Server, room: str, timeout: float = 30.0) -> None:
+    """Until the room's recording's first segment file holds bytes (FFmpeg flushes each
+    packet: its first frame is in it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        manifest = server.app[RECORDINGS].active[room].manifest
+        path = manifest.directory / manifest.segments[0].file if manifest.segments else None
+        if path is not None and path.exists() and path.stat().st_size > 0:
+            return
+        assert time.monotonic() < deadline, f"no segment of {room}'s recording written in {timeout:.0f} s"
+        await asyncio.sleep(0.05)
+
+
 async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSession, alice: dict[str, Any]) -> None:
     api = f"{server.base_url}/api"
     participant = bearer(server, "join,publish,subscribe,data", ROOM, "alice")
@@ -140,9 +156,16 @@ async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSessio
                 (roomless_admin, 200, None),
             ],
         )
-    *_, page = await expect(http, "GET", f"{api}/rooms/{ROOM}/meetings", [(admin, 200, None)])
-    meeting = page["meetings"][0]
-    assert meeting["participants"][0]["email"] == "alice@example.org"
+    # Alice's join reaches her meeting's record after her join is answered (the meeting
+    # journal writes it: the list was still empty once in 15 runs).
+    deadline = time.monotonic() + 10
+    while True:
+        *_, page = await expect(http, "GET", f"{api}/rooms/{ROOM}/meetings", [(admin, 200, None)])
+        meeting = page["meetings"][0]
+        if meeting["participants"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert meeting["participants"][0]["email"] == "alice@example.org", meeting
 
     # A meeting by id: roomAdmin of its room; no admin grant at all is refused before the lookup.
     await expect(
@@ -183,9 +206,14 @@ async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSessio
         ],
     )
 
-    # Recording control: roomRecord or roomAdmin of the room, then the recorder's own answer (the
-    # fake producer sends no RTP: the stop finds nothing recorded, 500 recording_failed).
-    for method, answer in (("POST", 201), ("DELETE", 500)):
+    # Recording control: roomRecord or roomAdmin of the room, then the recorder's own answer:
+    # started; stopped once its first segment holds video (alice, audio only and sending no
+    # RTP, is a name card from the start; a stop before FFmpeg's first frame finds nothing
+    # recorded and answers 500 recording_failed: the test asked that, and got it in 11 runs
+    # of 12, a 0.1 s recording in the 12th).
+    for method, answer in (("POST", 201), ("DELETE", 200)):
+        if method == "DELETE":
+            await _first_segment_written(server, ROOM)
         await expect(
             http,
             method,
@@ -199,7 +227,8 @@ async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSessio
             ],
         )
     await expect(http, "POST", f"{api}/rooms/{ROOM}/recording", [(admin, 201, None)])
-    await expect(http, "DELETE", f"{api}/rooms/{ROOM}/recording", [(roomless_admin, 500, "recording_failed")])
+    await _first_segment_written(server, ROOM)
+    await expect(http, "DELETE", f"{api}/rooms/{ROOM}/recording", [(roomless_admin, 200, None)])
 
     # Credentials in the URL are refused on REST (they would end up in logs and histories).
     raw = token(server, "list")
