@@ -16,9 +16,10 @@ from control.cluster import CLUSTER, NodeInfo, NodeLoad, Registry
 from control.cluster.registry import NODE_TTL_MS
 from control.cluster.splice import SplicedResponse
 from control.signaling.server import ROOM_ROUTER
-from tests.e2e.cluster_nodes import cluster_node, eventually
+from tests.e2e.cluster_nodes import cluster_node
 from tests.e2e.harness import running_server
 from tests.e2e.protoo_client import ProtooClient
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -24,8 +24,8 @@ from control.ratelimit import CLIENT_LIMITS
 from tests.e2e.cluster_nodes import cluster_node
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
-from tests.integration.signaling.conftest import eventually
 from tests.integration.test_cluster import redis_url, registry  # noqa: F401 (fixtures)
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
