@@ -108,17 +108,3 @@ async def node_process(
             process.kill()
         await asyncio.to_thread(process.wait, 10)
         log.close()
-
-
-async def eventually(check: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``check()`` (sync or async) until true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {timeout:.0f}s")
-        await asyncio.sleep(0.05)

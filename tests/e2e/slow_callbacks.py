@@ -30,8 +30,13 @@ CPU, so is the callback, in effect (e2e tests: aiortc's encoder and decoder thre
 threads over the callback is also deducted, up to the time it was blocked. That is
 lenient when several threads queue at once (their delays add up), so a blocking call
 can go unseen on a heavily loaded machine; it is caught where the load is lower. The
-other threads are read at most every :data:`OTHERS_EVERY` (their delay is taken over
-the callback and up to that much before it).
+other threads are read at most every :data:`OTHERS_EVERY` (their figures are taken
+over the callback and up to that much before it).
+
+A blocked callback's report also names the other Python threads that used a CPU
+meanwhile, busiest first (their CPU time from the same schedstat files): one of them
+computing is a thread that held the GIL the callback waited for; none computing means
+the loop thread (or the GIL's holder) waited for something off the CPU.
 """
 
 from __future__ import annotations
@@ -87,6 +92,10 @@ class SlowCallback:
     others_gc: float = 0.0
     #: When it started (``time.monotonic()``): to match the stall sampler's stacks.
     started: float = 0.0
+    #: The other Python threads that used a CPU meanwhile, busiest first: (name, seconds).
+    #: A callback blocked while one of them computed waited for the GIL it held; blocked
+    #: with none of them computing, it waited for something off the CPU.
+    others_cpu: tuple[tuple[str, float], ...] = ()
 
     @property
     def blocked(self) -> float:
@@ -104,8 +113,14 @@ class SlowCallback:
             f"(wall {self.wall * 1000:.0f} ms = cpu {self.cpu * 1000:.0f} + blocked {self.blocked * 1000:.0f}"
             f" + waiting for a CPU {self.run_queue * 1000:.0f}; other threads waited for a CPU"
             f" {self.others_queued * 1000:.0f}; garbage collection {self.gc * 1000:.0f}"
-            f" here, {self.others_gc * 1000:.0f} on other threads)"
+            f" here, {self.others_gc * 1000:.0f} on other threads{self._others_computing()})"
         )
+
+    def _others_computing(self) -> str:
+        if self.blocked < 0.001:
+            return ""
+        busy = ", ".join(f"{name} {cpu * 1000:.0f} ms" for name, cpu in self.others_cpu)
+        return f"; other threads' CPU meanwhile: {busy or 'none'}"
 
 
 class CallbackMeter:
@@ -144,9 +159,12 @@ class CallbackMeter:
         if fd is None:
             run(handle)
             return
+        # The other threads first: each read of a file lets go of the GIL, and another
+        # thread may run then; read before ``t0`` (and again after the wall time is
+        # taken), their figures span the whole callback.
+        others = self._others.before(time.perf_counter())
         cpu0, queued0 = read_schedstat(fd)
         t0 = time.perf_counter()
-        others = self._others.before(t0)
         gc0 = _GC.snapshot()
         try:
             run(handle)
@@ -165,15 +183,17 @@ class CallbackMeter:
         cpu0: int,
         queued0: int,
         fd: int,
-        others: dict[int, int],
+        others: dict[int, tuple[int, int]],
         gc0: tuple[dict[int, float], dict[int, float]],
     ) -> None:
         cpu1, queued1 = read_schedstat(fd)
         cpu, queued = (cpu1 - cpu0) / 1e9, min(wall, (queued1 - queued0) / 1e9)
-        others_queued = self._others.since(others) if wall - cpu - queued > 0.001 else 0.0
+        others_queued, others_cpu = self._others.since(others) if wall - cpu - queued > 0.001 else (0.0, ())
         gc_here, gc_others = _GC.since(gc0, threading.get_native_id())
         started = time.monotonic() - wall
-        entry = SlowCallback(_describe(handle), wall, cpu, queued, others_queued, gc_here, gc_others, started)
+        entry = SlowCallback(
+            _describe(handle), wall, cpu, queued, others_queued, gc_here, gc_others, started, others_cpu
+        )
         if self.longest is None or entry.held > self.longest.held:
             self.longest = entry
         if wall > self.threshold / 5:
@@ -182,28 +202,38 @@ class CallbackMeter:
             self.slow.append(entry)
 
 
+#: How many of the other threads a report names (the busiest).
+OTHERS_NAMED = 3
+
+
 class OtherThreads:
-    """Run-queue delay of this process's Python threads other than the caller's."""
+    """CPU time and run-queue delay of this process's Python threads other than the
+    caller's: (CPU ns, delay ns) by thread id."""
 
     def __init__(self) -> None:
         self._fds: dict[int, int] = {}
+        self._names: dict[int, str] = {}
         self._taken = -1.0
-        self._last: dict[int, int] = {}
+        self._last: dict[int, tuple[int, int]] = {}
 
-    def before(self, now: float) -> dict[int, int]:
-        """Their delays (ns by thread id) at most :data:`OTHERS_EVERY` old."""
+    def before(self, now: float) -> dict[int, tuple[int, int]]:
+        """Their figures at most :data:`OTHERS_EVERY` old."""
         if now - self._taken > OTHERS_EVERY:
             self._last, self._taken = self._read(), now
         return self._last
 
-    def since(self, before: dict[int, int]) -> float:
-        """Seconds they waited for a CPU since ``before`` (a thread started since: all of its)."""
+    def since(self, before: dict[int, tuple[int, int]]) -> tuple[float, tuple[tuple[str, float], ...]]:
+        """Seconds they waited for a CPU since ``before``, and the busiest of them with
+        the CPU time each used (a thread started since: all of its)."""
         now = self._read()
-        return sum(queued - before.get(tid, 0) for tid, queued in now.items()) / 1e9
+        queued = sum(delay - before.get(tid, (0, 0))[1] for tid, (_, delay) in now.items()) / 1e9
+        used = sorted(((cpu - before.get(tid, (0, 0))[0]) / 1e9, tid) for tid, (cpu, _) in now.items())
+        busiest = tuple((self._names.get(tid, str(tid)), cpu) for cpu, tid in reversed(used) if cpu >= 0.001)
+        return queued, busiest[:OTHERS_NAMED]
 
-    def _read(self) -> dict[int, int]:
+    def _read(self) -> dict[int, tuple[int, int]]:
         me = threading.get_native_id()
-        delays = {}
+        figures = {}
         for thread in threading.enumerate():
             tid = thread.native_id
             if tid is None or tid == me or thread.name == SAMPLER_THREAD:
@@ -212,17 +242,20 @@ class OtherThreads:
                 fd = self._fds.get(tid)
                 if fd is None:
                     fd = self._fds[tid] = os.open(schedstat_path(tid), os.O_RDONLY | os.O_CLOEXEC)
-                delays[tid] = read_schedstat(fd)[1]
+                    self._names[tid] = thread.name
+                figures[tid] = read_schedstat(fd)
             except (OSError, IndexError, ValueError):
                 continue  # it ended
-        for tid in set(self._fds) - set(delays):
+        for tid in set(self._fds) - set(figures):
             os.close(self._fds.pop(tid))
-        return delays
+            self._names.pop(tid, None)
+        return figures
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._names.clear()
 
 
 class _GcClock:

@@ -14,10 +14,11 @@ import pytest
 from control.cluster import RELAY_HEADER, NodeInfo, NodeLoad, Registry
 from control.cluster.cascade import CASCADE_PATH, Seats
 from control.recording import RECORDINGS
-from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
+from tests.e2e.cluster_nodes import Node, cluster_node, node_process
 from tests.e2e.media_peer import MediaPeer
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.test_cluster import JOIN
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from control.cluster import Registry
-from tests.e2e.cluster_nodes import cluster_node, eventually, node_process
+from tests.e2e.cluster_nodes import cluster_node, node_process
 from tests.e2e.media_peer import MediaPeer
 from tests.e2e.protoo_client import ProtooClient
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -3,8 +3,6 @@ through the mediasoup workers and decoded at every other peer."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +10,9 @@ import pytest
 
 from tests.e2e.harness import running_server
 from tests.e2e.media_peer import MediaPeer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(180)
-
-
-async def _wait(check, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_three_peers_send_and_receive_audio_and_video(tmp_path: Path) -> None:
@@ -72,15 +63,15 @@ async def test_three_peers_send_and_receive_audio_and_video(tmp_path: Path) -> N
                 await peer.signaling.wait_for("peerClosed", lambda d: d == {"peerId": "carol"})
                 for consumer_id in carol_consumers[peer.peer_id]:
                     await peer.signaling.wait_for("consumerClosed", lambda d: d["consumerId"] == consumer_id)
-            await _wait(lambda: all(len(p.consumers) == 2 for p in room.peers.values()))
+            await eventually(lambda: all(len(p.consumers) == 2 for p in room.peers.values()))
             assert set(room.peers) == {"alice", "bob"}
             # Media between the two that stayed still flows.
             before = max(r.frames for r in peers[0].from_peer("bob", "video"))
-            await _wait(lambda: max(r.frames for r in peers[0].from_peer("bob", "video")) > before + 5)
+            await eventually(lambda: max(r.frames for r in peers[0].from_peer("bob", "video")) > before + 5)
         finally:
             for peer in peers:
                 await peer.close()
-        await _wait(lambda: server.rooms.rooms == {})
+        await eventually(lambda: server.rooms.rooms == {})
         assert room.closed and all(r.closed for r in room.routers)
 
 
@@ -127,7 +118,7 @@ async def test_data_channel_messages_reach_the_other_peers(tmp_path: Path) -> No
             data_producer = await peers[0].send_transport.produceData(label="chat", protocol="text")
             for peer in peers[1:]:
                 await peer.signaling.wait_for("newDataConsumer", kind="request", timeout=15)
-            await _wait(
+            await eventually(
                 lambda: (
                     data_producer.readyState == "open"
                     and all(dc.readyState == "open" for p in peers[1:] for dc in p.data_consumers)
@@ -136,7 +127,7 @@ async def test_data_channel_messages_reach_the_other_peers(tmp_path: Path) -> No
             )
             for i in range(5):
                 data_producer.send(f"hello {i}")
-            await _wait(lambda: all(len(p.data_messages) == 5 for p in peers[1:]), timeout=15)
+            await eventually(lambda: all(len(p.data_messages) == 5 for p in peers[1:]), timeout=15)
             assert peers[1].data_messages == [f"hello {i}" for i in range(5)]
             assert peers[0].data_messages == []
         finally:

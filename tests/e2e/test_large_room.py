@@ -3,8 +3,6 @@ a router on another worker, fed by pipe_to_router, and media still arrives."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +10,7 @@ import pytest
 
 from tests.e2e.harness import running_server
 from tests.e2e.media_peer import MediaPeer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,10 +57,12 @@ async def test_consumers_spread_to_another_worker(tmp_path: Path) -> None:
             await speaker.signaling.request("resumeProducer", {"producerId": video_id})
             await viewers[2].signaling.wait_for("consumerResumed", lambda d: d["consumerId"] == consumer_id)
             frames = viewers[2].from_peer("speaker", "video")[0].frames
-            deadline = time.monotonic() + 10
-            while viewers[2].from_peer("speaker", "video")[0].frames < frames + 5:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: viewers[2].from_peer("speaker", "video")[0].frames >= frames + 5,
+                timeout=10,
+                what="the resumed video decoded",
+                interval=0.1,
+            )
             await speaker.signaling.request("closeProducer", {"producerId": video_id})
             for viewer in viewers:
                 [received] = viewer.from_peer("speaker", "video")

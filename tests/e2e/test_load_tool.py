@@ -17,6 +17,7 @@ import pytest
 from control.loadtest.runner import LoadTestError, LoadTestOptions, check_target, run_load_test
 from control.loadtest.stats import TrackCounter, is_vp8_keyframe
 from tests.e2e.harness import running_server
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,10 +60,7 @@ async def test_load_test_through_the_sfu(tmp_path: Path) -> None:
         assert match.group(1, 2, 3) == ("2", "2", "4")
         assert "pub-lt-1/video" in text and "pub-lt-2/audio" in text
         # Every peer left: the room closes.
-        deadline = time.monotonic() + 10
-        while server.rooms.rooms and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert not server.rooms.rooms
+        await eventually(lambda: not server.rooms.rooms, timeout=10, what="the room closed", interval=0.1)
 
 
 async def test_cli_audio_only_rooms(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from tests.e2e.recording_helpers import (
     drop_queue,
 )
 from tests.plugin_workers import require_worker_binary
+from tests.polling import eventually
 from tests.services import free_ports
 
 pytestmark = pytest.mark.timeout(240)
@@ -114,10 +115,11 @@ async def test_ffmpeg_killed_and_broker_down_at_stop(tmp_path: Path, s3: Any, ra
                 for peer in peers:
                     note = await peer.signaling.wait_for("recordingError", timeout=10)
                     assert note["recordingId"] == info["recordingId"] and note["error"], note
-                deadline = time.monotonic() + 15
-                while session.current is None or session.current.pid == killed or session.current.t0 is None:
-                    assert time.monotonic() < deadline, "no new segment after FFmpeg was killed"
-                    await asyncio.sleep(0.1)
+                await eventually(
+                    lambda: session.current and session.current.pid != killed and session.current.t0 is not None,
+                    what="a new segment after FFmpeg was killed",
+                    interval=0.1,
+                )
                 restarted_at = time.monotonic() - t0
                 assert session.current.pid is not None
                 os.kill(session.current.pid, 0)  # it runs

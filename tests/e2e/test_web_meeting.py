@@ -20,6 +20,7 @@ from tests.e2e.browser import ARTIFACTS, MeetingTab, chromium
 from tests.e2e.harness import Server, running_server
 from tests.e2e.media_peer import MediaPeer
 from tests.e2e.recording_helpers import _pixels, codecs_and_duration
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,21 +65,6 @@ def _producers(server: Server, peer_id: str) -> set[str]:
     return set(server.rooms.rooms["trio"].peers[peer_id].producers)
 
 
-def _async(check: Any) -> Any:
-    async def predicate() -> bool:
-        return bool(check())
-
-    return predicate
-
-
-async def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
-
-
 async def test_two_tabs_decode_each_other(tmp_path: Path) -> None:
     async with running_server(tmp_path, **SETTINGS) as server, chromium(tmp_path) as browser:
         tabs = await _join_all(browser, server, "pair", ["Ada", "Bob"])
@@ -110,9 +96,9 @@ async def test_three_tabs_meeting_screenshot_and_figures(tmp_path: Path) -> None
         await tabs[0].page.eval_on_selector(bob_tile, "el => { el.style.display = 'none'; }")
         consumers = server.rooms.rooms["trio"].peers[ids[0]].consumers.values()
         bob_video = next(c for c in consumers if c.kind == "video" and c.producer_id in _producers(server, ids[1]))
-        await _wait_until(_async(lambda: bob_video.paused))
+        await eventually(lambda: bob_video.paused, timeout=10, what="bob's video paused")
         await tabs[0].page.eval_on_selector(bob_tile, "el => { el.style.display = ''; }")
-        await _wait_until(_async(lambda: not bob_video.paused))
+        await eventually(lambda: not bob_video.paused, timeout=10, what="bob's video resumed")
         # The fake microphone beeps: a remote tile shows an audio level.
         await tabs[0].page.wait_for_function(
             "() => [...document.querySelectorAll('.tile:not(.local)')].some("

@@ -16,10 +16,8 @@ The grants each route needs (README, "Access control"):
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from control.recording import RECORDINGS
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.signaling.conftest import OPUS, setup_peer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,17 +105,12 @@ async def expect(
 NO_TOKEN: dict[str, str] = {}
 
 
-async def _first_segment_written(server: Server, room: str, timeout: float = 30.0) -> None:
-    """Until the room's recording's first segment file holds bytes (FFmpeg flushes each
+def _first_segment_written(server: Server, room: str) -> bool:
+    """Whether the room's recording's first segment file holds bytes (FFmpeg flushes each
     packet: its first frame is in it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        manifest = server.app[RECORDINGS].active[room].manifest
-        path = manifest.directory / manifest.segments[0].file if manifest.segments else None
-        if path is not None and path.exists() and path.stat().st_size > 0:
-            return
-        assert time.monotonic() < deadline, f"no segment of {room}'s recording written in {timeout:.0f} s"
-        await asyncio.sleep(0.05)
+    manifest = server.app[RECORDINGS].active[room].manifest
+    path = manifest.directory / manifest.segments[0].file if manifest.segments else None
+    return path is not None and path.exists() and path.stat().st_size > 0
 
 
 async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSession, alice: dict[str, Any]) -> None:
@@ -156,15 +150,15 @@ async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSessio
                 (roomless_admin, 200, None),
             ],
         )
+
     # Alice's join reaches her meeting's record after her join is answered (the meeting
     # journal writes it: the list was still empty once in 15 runs).
-    deadline = time.monotonic() + 10
-    while True:
+    async def alice_is_in_it() -> dict[str, Any] | None:
         *_, page = await expect(http, "GET", f"{api}/rooms/{ROOM}/meetings", [(admin, 200, None)])
-        meeting = page["meetings"][0]
-        if meeting["participants"] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
+        meeting: dict[str, Any] = page["meetings"][0]
+        return meeting if meeting["participants"] else None
+
+    meeting = await eventually(alice_is_in_it, timeout=10, what="alice in her meeting's participants")
     assert meeting["participants"][0]["email"] == "alice@example.org", meeting
 
     # A meeting by id: roomAdmin of its room; no admin grant at all is refused before the lookup.
@@ -213,7 +207,7 @@ async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSessio
     # of 12, a 0.1 s recording in the 12th).
     for method, answer in (("POST", 201), ("DELETE", 200)):
         if method == "DELETE":
-            await _first_segment_written(server, ROOM)
+            await eventually(lambda: _first_segment_written(server, ROOM), timeout=30, what="the first segment written")
         await expect(
             http,
             method,
@@ -227,7 +221,7 @@ async def test_room_and_global_routes(server: Server, http: aiohttp.ClientSessio
             ],
         )
     await expect(http, "POST", f"{api}/rooms/{ROOM}/recording", [(admin, 201, None)])
-    await _first_segment_written(server, ROOM)
+    await eventually(lambda: _first_segment_written(server, ROOM), timeout=30, what="the first segment written")
     await expect(http, "DELETE", f"{api}/rooms/{ROOM}/recording", [(roomless_admin, 200, None)])
 
     # Credentials in the URL are refused on REST (they would end up in logs and histories).

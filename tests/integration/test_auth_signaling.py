@@ -32,7 +32,8 @@ from control.recording.service import RECORDINGS
 from control.signaling.protoo import ProtooConnection
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient, ProtooClientError
-from tests.integration.signaling.conftest import OPUS, VP8, eventually, setup_peer
+from tests.integration.signaling.conftest import OPUS, VP8, setup_peer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -16,9 +16,10 @@ from control.cluster import CLUSTER, NodeInfo, NodeLoad, Registry
 from control.cluster.registry import NODE_TTL_MS
 from control.cluster.splice import SplicedResponse
 from control.signaling.server import ROOM_ROUTER
-from tests.e2e.cluster_nodes import cluster_node, eventually
+from tests.e2e.cluster_nodes import cluster_node
 from tests.e2e.harness import running_server
 from tests.e2e.protoo_client import ProtooClient
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -147,10 +148,11 @@ async def test_a_room_is_placed_on_the_least_loaded_node_and_relayed_through_any
             # The last one leaves: the room closes on B and its placement goes away.
             await bob.close()
             await eventually(lambda: "fresh" not in b.rooms.rooms, what="room closed on B")
-            deadline = time.monotonic() + 5
-            while await registry.owner("fresh") is not None:
-                assert time.monotonic() < deadline, "placement not released"
-                await asyncio.sleep(0.05)
+
+            async def released() -> bool:
+                return await registry.owner("fresh") is None
+
+            await eventually(released, timeout=5, what="placement released")
         finally:
             await alice.close()
             await busy.close()

@@ -21,9 +21,10 @@ import pytest
 
 from control.cluster import Registry
 from control.cluster.handover import message_tail
-from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
+from tests.e2e.cluster_nodes import Node, cluster_node, node_process
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.test_cluster import JOIN
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

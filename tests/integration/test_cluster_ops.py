@@ -14,9 +14,10 @@ import pytest
 from control.auth import ACCESS, grants_from_names, mint
 from control.cluster import Registry
 from control.cluster.registry import NODE_TTL_MS
-from tests.e2e.cluster_nodes import Node, cluster_node, eventually
+from tests.e2e.cluster_nodes import Node, cluster_node
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.test_cluster import JOIN
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

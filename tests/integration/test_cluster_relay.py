@@ -21,10 +21,11 @@ from yarl import URL
 
 from control.cluster import NodeInfo, NodeLoad, Registry
 from control.cluster.links import IDLE_MAX
-from tests.e2e.cluster_nodes import Node, cluster_node, eventually, node_process
+from tests.e2e.cluster_nodes import Node, cluster_node, node_process
 from tests.e2e.protoo_client import ProtooClient
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_cluster import JOIN
+from tests.polling import eventually
 from tests.services import free_ports
 
 pytestmark = pytest.mark.timeout(120)

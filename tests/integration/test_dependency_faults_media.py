@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import running_server
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,10 +57,7 @@ async def test_a_webrtc_server_failure_is_retried_not_cached(tmp_path: Path) -> 
             for sock in held:
                 sock.close()
             held = []
-            deadline = time.monotonic() + 15
-            while not rooms.server_ready(worker):
-                assert time.monotonic() < deadline, "the WebRtcServer was not retried"
-                await asyncio.sleep(0.1)
+            await eventually(lambda: rooms.server_ready(worker), what="the WebRtcServer retried", interval=0.1)
             webrtc_server = await rooms.webrtc_server(worker)
             assert not webrtc_server.closed
             room = await rooms.get_or_create_room("served")

@@ -15,7 +15,6 @@ import asyncio
 import secrets
 import stat
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from control.store.mongo import MEETINGS as MEETINGS_COLLECTION
 from control.store.mongo import PARTICIPANTS, MongoStore
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
+from tests.polling import eventually
 from tests.services import MongoService
 
 pytestmark = pytest.mark.timeout(240)
@@ -41,21 +41,12 @@ REC = {
     "mimeType": "video/mp4",
 }
 
+#: Waits across a MongoDB outage and its return (the journal retries on a backoff).
+STORE_WAIT = 30.0
+
 
 def room() -> str:
     return f"room-{secrets.token_hex(4)}"
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def get_json(server: Server, path: str) -> tuple[int, Any]:
@@ -91,7 +82,7 @@ async def test_mongodb_down_at_start_then_back(tmp_path: Path, mongo_owned: Mong
 
             await asyncio.to_thread(mongo_owned.start)
             # Back, without a restart: the journal is applied and the APIs work.
-            await eventually(lambda: meetings.pending == 0, what="the journal applied")
+            await eventually(lambda: meetings.pending == 0, timeout=STORE_WAIT, what="the journal applied")
             status, page = await get_json(server, f"/api/rooms/{r}/meetings")
             assert status == 200 and len(page["meetings"]) == 1
             [meeting] = page["meetings"]
@@ -101,7 +92,9 @@ async def test_mongodb_down_at_start_then_back(tmp_path: Path, mongo_owned: Mong
             assert status == 200 and history["messages"][0]["id"] == sent["message"]["id"]
             await alice.close()
             await eventually(
-                lambda: _ended(server, meeting["meetingId"]), what="the meeting ended after the last leave"
+                lambda: _ended(server, meeting["meetingId"]),
+                timeout=STORE_WAIT,
+                what="the meeting ended after the last leave",
             )
     finally:
         if not mongo_owned.is_running():
@@ -118,9 +111,9 @@ async def test_mongodb_lost_mid_meeting_loses_no_join_or_leave(tmp_path: Path, m
     async with running_server(tmp_path, mongodb_uri=mongo_owned.uri, mongodb_timeout_ms=1000) as server:
         meetings: MeetingService = server.app[MEETINGS]
         alice = await join(server, r, "alice")
-        meeting = await eventually(lambda: meetings.current(r), what="the meeting opened")
+        meeting = await eventually(lambda: meetings.current(r), timeout=STORE_WAIT, what="the meeting opened")
         # The join's last step is its system message: once it is there, nothing is in flight.
-        await eventually(lambda: _said(server, r, "Alice joined"), what="alice's join recorded")
+        await eventually(lambda: _said(server, r, "Alice joined"), timeout=STORE_WAIT, what="alice's join recorded")
         assert await _peers(meetings, r, ["alice"])
 
         await asyncio.to_thread(mongo_owned.stop, kill=True)
@@ -132,7 +125,7 @@ async def test_mongodb_lost_mid_meeting_loses_no_join_or_leave(tmp_path: Path, m
             await alice.close()
             # Every change is in the journal (the first after the loss waited for the
             # database to time out), none went anywhere else.
-            await eventually(lambda: meetings.pending == 4, what="four journaled changes")
+            await eventually(lambda: meetings.pending == 4, timeout=STORE_WAIT, what="four journaled changes")
         finally:
             await asyncio.to_thread(mongo_owned.start)
         back_at = time.time()
@@ -150,7 +143,9 @@ async def test_mongodb_lost_mid_meeting_loses_no_join_or_leave(tmp_path: Path, m
                 assert p.left_at.timestamp() <= back_at
         # Writing goes straight to the database again: the last leave ends the meeting.
         await carol.close()
-        await eventually(lambda: _meeting_ended(meetings, meeting.meeting_id), what="the meeting ended")
+        await eventually(
+            lambda: _meeting_ended(meetings, meeting.meeting_id), timeout=STORE_WAIT, what="the meeting ended"
+        )
 
 
 async def _said(server: Server, room_id: str, text: str) -> bool:

@@ -26,8 +26,9 @@ import yarl
 
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
-from tests.integration.signaling.conftest import DTLS, OPUS, SCTP_CAPS, eventually, setup_peer
+from tests.integration.signaling.conftest import DTLS, OPUS, SCTP_CAPS, setup_peer
 from tests.integration.test_fuzz_signaling import VALUES, captured  # noqa: F401 (fixture)
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

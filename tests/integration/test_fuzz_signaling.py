@@ -34,7 +34,8 @@ from loguru import logger
 from control.signaling import messages as m
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
-from tests.integration.signaling.conftest import DTLS, OPUS, SCTP_CAPS, VP8, eventually, setup_peer
+from tests.integration.signaling.conftest import DTLS, OPUS, SCTP_CAPS, VP8, setup_peer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -192,6 +192,39 @@ def test_a_callback_waiting_for_the_gil_of_a_preempted_thread_is_not_slow() -> N
             spinner.join()
 
 
+def test_a_callback_blocked_by_a_thread_holding_the_gil_names_that_thread() -> None:
+    """Another Python thread computes in 100 ms runs of C code that keep the GIL, on a
+    core of its own: a callback that needs 20 ms of CPU gets it in windows of the
+    switch interval (5 ms) between those runs, so it is blocked for several of them,
+    is slow, and its report names the thread that used the CPU while it waited."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(SPIN * 10))
+
+    spinner = threading.Thread(target=spin, name="gil-holder")
+    spinner.start()
+    try:
+        meter = run_metered(lambda: compute(0.02))
+    finally:
+        stop.set()
+        spinner.join()
+    [slow] = meter.slow
+    assert slow.blocked > 2 * SLOW_CALLBACK_SECONDS, str(slow)
+    # Read just before and just after the callback: its CPU time (and its waits for a
+    # CPU, on a loaded machine) span the time the callback was blocked.
+    name, cpu = slow.others_cpu[0]
+    assert name == "gil-holder" and cpu + slow.others_queued > slow.blocked * 0.8, str(slow)
+    assert "other threads' CPU meanwhile: gil-holder" in str(slow)
+
+
+def test_a_callback_that_sleeps_names_no_busy_thread() -> None:
+    meter = run_metered(lambda: time.sleep(0.08))
+    [slow] = meter.slow
+    assert slow.others_cpu == () and "other threads' CPU meanwhile: none" in str(slow), str(slow)
+
+
 def _sleeper_in(relative_path: str) -> Callable[[], None]:
     """A function whose code says it lives at ``relative_path`` of the repository and
     blocks its thread 120 ms: what a blocking call there looks like to the sampler."""

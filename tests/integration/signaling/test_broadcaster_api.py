@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from tests.e2e.harness import Server
-from tests.integration.signaling.conftest import DTLS, OPUS, SCTP_CAPS, VP8, Connect, eventually, setup_peer
+from tests.integration.signaling.conftest import DTLS, OPUS, SCTP_CAPS, VP8, Connect, setup_peer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,7 +9,6 @@ one address is refused while another is served. Loopback is not exempt.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,8 +23,8 @@ from control.ratelimit import CLIENT_LIMITS
 from tests.e2e.cluster_nodes import cluster_node
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
-from tests.integration.signaling.conftest import eventually
 from tests.integration.test_cluster import redis_url, registry  # noqa: F401 (fixtures)
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,10 +121,9 @@ async def test_new_connections_per_address_and_the_bucket_refills(tmp_path: Path
                 clients.append(await ProtooClient.connect(server.ws_url("r", "e"), session=five))
                 # The bucket refills (4 a second) and the address is served again; a
                 # refused attempt takes no token.
-                deadline = asyncio.get_running_loop().time() + 10
-                while (again := await try_connect(four, server, "r", "c")) is None:
-                    assert asyncio.get_running_loop().time() < deadline, "the bucket did not refill"
-                    await asyncio.sleep(0.05)
+                again = await eventually(
+                    lambda: try_connect(four, server, "r", "c"), timeout=10, what="the bucket refilled"
+                )
                 clients.append(again)
                 for client in clients:
                     assert (await client.request("getRouterRtpCapabilities"))["codecs"]

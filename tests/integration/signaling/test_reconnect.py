@@ -9,7 +9,8 @@ import pytest
 
 from tests.e2e.harness import running_server
 from tests.e2e.protoo_client import ProtooClient
-from tests.integration.signaling.conftest import OPUS, VP8, Connect, eventually, setup_peer
+from tests.integration.signaling.conftest import OPUS, VP8, Connect, setup_peer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(60)
 

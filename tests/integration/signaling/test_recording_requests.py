@@ -17,7 +17,8 @@ from control.recording import RECORDINGS
 from recording.manifest import Manifest, SegmentEntry
 from tests.e2e.harness import Server, running_server
 from tests.e2e.protoo_client import ProtooClient
-from tests.integration.signaling.conftest import OPUS, Connect, eventually, setup_peer
+from tests.integration.signaling.conftest import OPUS, Connect, setup_peer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

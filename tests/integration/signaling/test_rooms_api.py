@@ -3,7 +3,6 @@ and what the logs say (room/peer bound, never integrations)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -13,6 +12,7 @@ from loguru import logger
 from tests.e2e.harness import Server
 from tests.e2e.protoo_client import ProtooClientError
 from tests.integration.signaling.conftest import OPUS, Connect, setup_peer
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,15 +87,14 @@ async def test_joins_and_leaves_reach_chat_and_meetings(server: Server, connect:
     await bob.close()
     await alice.close()
     async with aiohttp.ClientSession() as http:
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
+
+        async def four_messages() -> list[str] | None:
             async with http.get(f"{server.base_url}/api/rooms/team/messages") as resp:
                 messages = (await resp.json())["messages"]
             texts = [m["text"] for m in reversed(messages)]
-            if len(texts) >= 4:
-                break
-            assert asyncio.get_running_loop().time() < deadline, texts
-            await asyncio.sleep(0.1)
+            return texts if len(texts) >= 4 else None
+
+        texts = await eventually(four_messages, timeout=10, what="four system messages", interval=0.1)
         assert texts == ["Alice joined", "Bob joined", "Bob left", "Alice left"]
         async with http.get(f"{server.base_url}/api/rooms/team/meetings") as resp:
             [meeting] = (await resp.json())["meetings"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from tests.integration.signaling.conftest import eventually
+from tests.polling import eventually
 from workers.channel import is_thrown_error
 from workers.errors import MediasoupError
 from workers.router import Router

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.plugin_workers import MEDIA_CODECS, require_worker_binary
+from tests.polling import eventually
 from workers.errors import InvalidStateError, MediasoupError
 from workers.worker import WorkerSettings
 from workers.worker_pool import WorkerPool, worker_load
@@ -242,10 +243,7 @@ async def test_a_stopped_worker_is_detected_skipped_killed_and_replaced(pool: Wo
         assert "stopped answering" in str(error)
         new = await asyncio.wait_for(respawned, 10)
         assert new.pid != victim.pid and (await new.dump())["pid"] == new.pid
-        deadline = time.monotonic() + 5
-        while _process_exists(victim.pid):
-            assert time.monotonic() < deadline, "the stopped worker was not killed"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: not _process_exists(victim.pid), timeout=5, what="the stopped worker killed")
     finally:
         if _process_exists(victim.pid):
             os.kill(victim.pid, signal.SIGKILL)
