@@ -28,6 +28,10 @@ codec threads, pymediasoup, the test's helpers) is listed in the session summary
 instead: the product is the server, and a client library's habits are not a
 server defect.
 
+Debug mode's own costs are not counted against the code under test: it takes a stack
+for every handle, future and task, and here neither stats their files nor reads their
+source lines until a traceback is shown (see :func:`asyncio_debug`).
+
 The session summary lists the longest callbacks seen (slow or not);
 ``PARLEY_ASYNCIO_DEBUG_LOG=<file>`` appends every callback over 10 ms of wall time to a file.
 """
@@ -39,8 +43,10 @@ import linecache
 import math
 import os
 import threading
+import traceback
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -84,6 +90,24 @@ async def shared_default_executor() -> AsyncIterator[None]:
     yield
 
 
+_EXTRACT = traceback.StackSummary.extract.__func__  # type: ignore[attr-defined]
+
+
+def _extract_lazily(
+    klass: type[traceback.StackSummary],
+    frame_gen: Any,
+    *,
+    limit: int | None = None,
+    lookup_lines: bool = True,
+    capture_locals: bool = False,
+) -> traceback.StackSummary:
+    """``StackSummary.extract`` with the source lines read when shown, not when taken."""
+    summary: traceback.StackSummary = _EXTRACT(
+        klass, frame_gen, limit=limit, lookup_lines=False, capture_locals=capture_locals
+    )
+    return summary
+
+
 @pytest.fixture(autouse=True)
 async def asyncio_debug(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Debug mode on the test's loop; fail the test if a callback blocked it."""
@@ -95,6 +119,14 @@ async def asyncio_debug(monkeypatch: pytest.MonkeyPatch, request: pytest.Fixture
     # most stalled loops inside that os.stat, debug mode's own cost, not the code under
     # test. Sources do not change during a test, so the check is skipped.
     monkeypatch.setattr(linecache, "checkcache", lambda filename=None: None)
+    # ...and reads the source line of every frame, the file from disk the first time it
+    # appears in a stack (asyncio's C Future calls traceback.extract_stack, which looks
+    # lines up at once). Each read lets go of the GIL, and behind a thread computing in
+    # C the loop waits for it back at every one: 84 ms in 1 of 20 runs, a server's start
+    # reading s3.py while its storage thread built the boto3 client (botocore parsing its
+    # JSON models). asyncio's Python code defers the lines until a traceback is shown
+    # (format_helpers.extract_stack); so does this, for every stack taken in the test.
+    monkeypatch.setattr(traceback.StackSummary, "extract", classmethod(_extract_lazily))
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
     loop.slow_callback_duration = math.inf  # wall time: the meter judges instead
