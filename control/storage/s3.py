@@ -1,7 +1,11 @@
 """S3-compatible object storage (MinIO in production) with boto3.
 
-One boto3 client and one s3transfer ``TransferManager`` for the process (created
-lazily in a storage thread: building a client reads botocore's JSON models).
+One boto3 client and one s3transfer ``TransferManager`` per store (created lazily
+in a storage thread), made from one boto3 session for the process: botocore parses its
+JSON models (S3's service model, endpoint rules, partitions) once per session, in C
+with the GIL held, up to ~65 ms at a stretch here, and the event loop waits for the GIL
+meanwhile; a session of its own per store parsed them again for each (every server a
+test starts). :func:`load_models` parses them ahead, before a loop runs.
 Every boto3 call runs in this store's thread pool, never on the event loop.
 
 - Path-style addressing (``http://host:9000/bucket/key``): MinIO and SeaweedFS
@@ -82,6 +86,31 @@ _RETRYABLE_CODES = {
 }
 _ETAG_RE = re.compile(r"^[0-9a-f]{32}(-[0-9]+)?$")
 
+#: The process's boto3 session (its botocore loader caches the parsed models), and the
+#: lock its use takes: a boto3 session is not thread-safe, the clients it makes are.
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
+
+
+def _client_from_shared_session(**kwargs: Any) -> Any:
+    """``boto3.session.Session().client("s3", **kwargs)`` from the process's one session."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            import boto3
+
+            _SESSION = boto3.session.Session()
+        return _SESSION.client("s3", **kwargs)
+
+
+def load_models() -> None:
+    """Parse botocore's S3 models now, in the calling thread (a client that is never
+    used: no request is sent). For a process that starts stores while its event loop
+    runs and does not want the first one to hold the GIL that long."""
+    _client_from_shared_session(
+        endpoint_url="http://127.0.0.1:9", aws_access_key_id="-", aws_secret_access_key="-", region_name="us-east-1"
+    ).close()
+
 
 class S3Storage(ObjectStore):
     """Object storage on an S3-compatible server. See the module docstring."""
@@ -143,7 +172,6 @@ class S3Storage(ObjectStore):
             if self._client is None:
                 if self._closed:
                     raise StorageError("the S3 store is closed")
-                import boto3
                 from boto3.s3.transfer import TransferConfig, create_transfer_manager
                 from botocore.config import Config
 
@@ -162,9 +190,7 @@ class S3Storage(ObjectStore):
                     response_checksum_validation="when_required",
                     user_agent_extra="parley",
                 )
-                session = boto3.session.Session()
-                client = session.client(
-                    "s3",
+                client = _client_from_shared_session(
                     endpoint_url=self.endpoint,
                     aws_access_key_id=self.access_key,
                     aws_secret_access_key=self._secret_key,

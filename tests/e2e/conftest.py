@@ -50,6 +50,7 @@ from typing import Any
 
 import pytest
 
+from control.storage.s3 import load_models
 from tests.e2e.slow_callbacks import SLOW_CALLBACK_SECONDS, CallbackMeter, SlowCallback, StallSampler
 
 #: The switch: on unless ``PARLEY_ASYNCIO_DEBUG=0``.
@@ -81,6 +82,12 @@ _started = threading.Barrier(_EXECUTOR._max_workers + 1)
 for _ in range(_EXECUTOR._max_workers):
     _EXECUTOR.submit(_started.wait, 30)
 _started.wait(30)
+
+# botocore's S3 models, parsed once for the process's stores (control/storage/s3.py):
+# here, before any test's loop runs. Parsed by the first server a test starts, they
+# held the GIL up to 84 ms while that test's loop waited for it (runs 2 and 9 of a
+# 20-run count); a server process parses them once, at its start.
+load_models()
 
 
 @pytest.fixture(autouse=True)
