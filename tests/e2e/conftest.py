@@ -85,8 +85,8 @@ _started.wait(30)
 
 # botocore's S3 models, parsed once for the process's stores (control/storage/s3.py):
 # here, before any test's loop runs. Parsed by the first server a test starts, they
-# held the GIL up to 84 ms while that test's loop waited for it (runs 2 and 9 of a
-# 20-run count); a server process parses them once, at its start.
+# held the GIL up to 100 ms while that test's loop waited for it (runs 2, 9 and 10 of a
+# 15-run count); a server process parses them once, at its start.
 load_models()
 
 

@@ -8,7 +8,6 @@ import asyncio
 import os
 import re
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from control.metrics import METRICS
 from tests.e2e.harness import Server, running_server
 from tests.e2e.media_peer import MediaPeer
 from tests.e2e.protoo_client import ProtooClientError
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,15 +47,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def eventually(server: Server, check: Callable[[Samples], bool], timeout: float = 20.0) -> Samples:
-    deadline = time.monotonic() + timeout
-    while True:
+async def metrics_until(server: Server, check: Callable[[Samples], bool], timeout: float = 20.0) -> Samples:
+    """Scrape ``/metrics`` until ``check`` holds for its samples; return them."""
+
+    async def matching() -> list[Samples]:
         samples = await scrape(server)
-        if check(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError("metrics did not reach the expected values")
-        await asyncio.sleep(0.2)
+        return [samples] if check(samples) else []  # a list: the samples as they are, even none
+
+    [samples] = await eventually(matching, timeout=timeout, what="metrics reaching the expected values", interval=0.2)
+    return samples
 
 
 async def test_metrics_follow_peers_producers_and_consumers(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ async def test_metrics_follow_peers_producers_and_consumers(tmp_path: Path) -> N
             await bob.join()
             await bob.wait_media("alice", video_frames=5, audio_samples=4800, timeout=45)
             await alice.wait_media("bob", video_frames=5, audio_samples=4800, timeout=45)
-            samples = await eventually(
+            samples = await metrics_until(
                 server, lambda s: value(s, "parley_consumers", kind="video") == 2 and value(s, "parley_peers") == 2
             )
             assert value(samples, "parley_rooms") == 1
@@ -117,12 +117,12 @@ async def test_metrics_follow_peers_producers_and_consumers(tmp_path: Path) -> N
             assert value(samples, "parley_outbox_pending") >= 0
         finally:
             await bob.close()
-        samples = await eventually(
+        samples = await metrics_until(
             server, lambda s: value(s, "parley_peers") == 1 and value(s, "parley_consumers", kind="video") == 0
         )
         assert value(samples, "parley_producers", kind="video") == 1
         await alice.close()
-        await eventually(
+        await metrics_until(
             server, lambda s: value(s, "parley_rooms") == 0 and value(s, "parley_producers", kind="audio") == 0
         )
 
@@ -184,8 +184,8 @@ async def test_worker_up_follows_a_worker_death_and_respawn(tmp_path: Path) -> N
         pool = server.pool
         victim = next(w for w in pool.workers if w.app_data.get("index") == 1)
         os.kill(victim.pid, signal.SIGKILL)
-        await eventually(server, lambda s: value(s, "parley_worker_up", worker="1") == 0)
-        samples = await eventually(server, lambda s: value(s, "parley_worker_up", worker="1") == 1, timeout=30)
+        await metrics_until(server, lambda s: value(s, "parley_worker_up", worker="1") == 0)
+        samples = await metrics_until(server, lambda s: value(s, "parley_worker_up", worker="1") == 1, timeout=30)
         assert value(samples, "parley_worker_up", worker="0") == 1
         # The respawned worker reports its channel round trips too.
         respawned = next(w for w in pool.workers if w.app_data.get("index") == 1)
